@@ -1,0 +1,25 @@
+"""xmodlm: X-Mod modular multilingual transformers, pre-trained with per-language modules."""
+
+from .config import PRESETS, XmodConfig, preset
+from .model import (
+    XmodForMaskedLM,
+    XmodForMultipleChoice,
+    XmodForQuestionAnswering,
+    XmodForSequenceClassification,
+    XmodForTokenClassification,
+    XmodModel,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "XmodConfig",
+    "XmodForMaskedLM",
+    "XmodForMultipleChoice",
+    "XmodForQuestionAnswering",
+    "XmodForSequenceClassification",
+    "XmodForTokenClassification",
+    "XmodModel",
+    "preset",
+]

@@ -1,0 +1,748 @@
+"""The X-Mod encoder: embeddings, attention, per-language modules with their routing, heads.
+
+Parameter names are Hugging Face's (``roberta.encoder.layer.0.output.adapter_modules.en_XX.dense1``
+...), so ``save_pretrained`` writes the same directory that ``transformers.Xmod*`` classes load,
+and ``from_pretrained`` reads theirs. The computation follows transformers' modeling_xmod
+exactly (parity tests compare outputs), with three differences in how, not what:
+
+* routing: the batch is grouped by language once per forward (one gather in, one out), and
+  each layer runs each language's module on a contiguous slice; a one-language batch takes
+  no gather at all. The reference loops over every configured language in every layer.
+* attention goes through ``scaled_dot_product_attention``.
+* the masked-LM head scores only the labelled positions when labels are given.
+
+This module imports torch, safetensors and its config; nothing else from the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CONFIG_NAME, XmodConfig, resolve_pretrained
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+LangIds = Union[torch.Tensor, Sequence[str], Sequence[int], str, int, None]
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported hidden_act {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs (the reference's field names)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class BaseModelOutput:
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class MaskedLMOutput:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, T, V), or (N, V) at the N labelled positions
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class SequenceClassifierOutput:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+TokenClassifierOutput = SequenceClassifierOutput
+MultipleChoiceModelOutput = SequenceClassifierOutput
+
+
+@dataclass
+class QuestionAnsweringModelOutput:
+    loss: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Language routing
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Routing:
+    """How a batch maps to language modules: contiguous row ranges after an optional regroup."""
+
+    segments: list[tuple[str, int, int]]  # (language code, first row, end row)
+    order: torch.Tensor | None = None  # rows regrouped by language, or None if already grouped
+    inverse: torch.Tensor | None = None
+
+
+def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> list[int]:
+    """One language index per example, validated against ``config.languages``."""
+    languages = config.languages
+    if lang_ids is None:
+        if config.default_language is None:
+            raise ValueError(
+                "no lang_ids given and config.default_language is not set: pass lang_ids (codes or ids) "
+                f"or call set_default_language(code); the model's languages: {languages}"
+            )
+        return [languages.index(config.default_language)] * batch_size
+    if isinstance(lang_ids, str):
+        lang_ids = [lang_ids]
+    if isinstance(lang_ids, torch.Tensor):
+        if lang_ids.dim() == 2:  # (B, T) as the reference documents it: one language per row
+            if not bool((lang_ids == lang_ids[:, :1]).all()):
+                raise ValueError("lang_ids of shape (batch, seq_len) must hold one language per row")
+            lang_ids = lang_ids[:, 0]
+        if lang_ids.is_floating_point():
+            if not bool((lang_ids == lang_ids.round()).all()):
+                raise ValueError(f"lang_ids must be integers; got {lang_ids.tolist()}")
+        values = [int(v) for v in lang_ids.reshape(-1).tolist()]
+    elif isinstance(lang_ids, int):
+        values = [lang_ids]
+    else:
+        values = list(lang_ids)
+    if len(values) == 1 and batch_size != 1:
+        values = values * batch_size
+    if len(values) != batch_size:
+        raise ValueError(f"lang_ids has {len(values)} entries for a batch of {batch_size} examples")
+    index = {code: i for i, code in enumerate(languages)}
+    ids = []
+    for v in values:
+        if isinstance(v, str):
+            if v not in index:
+                raise ValueError(f"unknown language {v!r}; the model's languages: {languages}")
+            ids.append(index[v])
+        else:
+            v = int(v)
+            if not 0 <= v < len(languages):
+                raise ValueError(
+                    f"language id {v} is out of range 0..{len(languages) - 1}; the model's languages: {languages}"
+                )
+            ids.append(v)
+    return ids
+
+
+def make_routing(ids: list[int], languages: list[str], device: torch.device) -> Routing:
+    n = len(ids)
+    if all(i == ids[0] for i in ids):
+        return Routing([(languages[ids[0]], 0, n)])
+    order = sorted(range(n), key=ids.__getitem__)  # stable: rows keep their order within a language
+    grouped = [ids[i] for i in order]
+    segments, start = [], 0
+    for row in range(1, n + 1):
+        if row == n or grouped[row] != grouped[start]:
+            segments.append((languages[grouped[start]], start, row))
+            start = row
+    if order == list(range(n)):
+        return Routing(segments)
+    order_t = torch.tensor(order, device=device)
+    return Routing(segments, order_t, torch.argsort(order_t))
+
+
+# ---------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------
+class XmodEmbeddings(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.padding_idx = config.pad_token_id
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        if position_ids is None:
+            # RoBERTa: real tokens count from padding_idx + 1, padding keeps padding_idx.
+            not_pad = input_ids.ne(self.padding_idx).int()
+            position_ids = torch.cumsum(not_pad, dim=1).type_as(not_pad) * not_pad + self.padding_idx
+            position_ids = position_ids.long()
+        if int(position_ids.max()) >= self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"sequence needs position {int(position_ids.max())} but max_position_embeddings is "
+                f"{self.position_embeddings.num_embeddings} (at most "
+                f"{self.position_embeddings.num_embeddings - self.padding_idx - 1} tokens)"
+            )
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class XmodSelfAttention(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x, mask):
+        B, T, C = x.shape
+        q, k, v = (proj(x).view(B, T, self.num_heads, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+
+
+class XmodSelfOutput(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+
+class XmodAttention(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.self = XmodSelfAttention(config)
+        self.output = XmodSelfOutput(config)
+
+    def forward(self, x, mask):
+        h = self.output.LayerNorm(x) if self.pre_norm else x
+        h = x + self.output.dropout(self.output.dense(self.self(h, mask)))
+        return h if self.pre_norm else self.output.LayerNorm(h)
+
+
+class XmodIntermediate(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x):
+        return self.act(self.dense(x))
+
+
+class XmodAdapter(nn.Module):
+    """One language's bottleneck: d -> d / reduction -> d."""
+
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense1 = nn.Linear(config.hidden_size, config.adapter_size)
+        self.dense2 = nn.Linear(config.adapter_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x):
+        return self.dense2(self.act(self.dense1(x)))
+
+
+class XmodOutput(nn.Module):
+    """Feed-forward output, residual, then the language module with its own residual."""
+
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.ln_before_adapter = config.ln_before_adapter
+        self.adapter_reuse_layer_norm = config.adapter_reuse_layer_norm
+        if config.adapter_layer_norm:
+            self.adapter_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.adapter_layer_norm = None
+        self.adapter_modules = nn.ModuleDict({code: XmodAdapter(config) for code in config.languages})
+
+    def forward(self, x, residual, routing: Routing):
+        h = self.dropout(self.dense(x)) + residual
+        skip = h
+        if self.adapter_layer_norm is not None:
+            h = self.adapter_layer_norm(h)
+        elif self.adapter_reuse_layer_norm:
+            h = self.LayerNorm(h)
+        if self.ln_before_adapter:
+            skip = h
+        return self.dropout(self.run_modules(h, routing)) + skip
+
+    def run_modules(self, h, routing: Routing):
+        segments = routing.segments
+        if len(segments) == 1:
+            return self.adapter_modules[segments[0][0]](h)
+        return torch.cat([self.adapter_modules[code](h[start:end]) for code, start, end in segments])
+
+
+class XmodLayer(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.attention = XmodAttention(config)
+        self.intermediate = XmodIntermediate(config)
+        self.output = XmodOutput(config)
+
+    def forward(self, x, mask, routing: Routing):
+        a = self.attention(x, mask)
+        h = self.output.LayerNorm(a) if self.pre_norm else a
+        out = self.output(self.intermediate(h), a, routing)
+        # Post-norm applies output.LayerNorm a second time, after the module (as the reference).
+        return out if self.pre_norm else self.output.LayerNorm(out)
+
+
+class XmodEncoder(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([XmodLayer(config) for _ in range(config.num_hidden_layers)])
+        if config.pre_norm:
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.LayerNorm = None
+
+    def forward(self, x, mask, routing: Routing, output_hidden_states=False):
+        states = [x] if output_hidden_states else None
+        for layer in self.layer:
+            x = layer(x, mask, routing)
+            if states is not None:
+                states.append(x)
+        if self.LayerNorm is not None:
+            x = self.LayerNorm(x)
+        return x, states
+
+
+class XmodPooler(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, h):
+        return torch.tanh(self.dense(h[:, 0]))
+
+
+# ---------------------------------------------------------------------------------------
+# Base class: initialisation, languages, checkpoints
+# ---------------------------------------------------------------------------------------
+class XmodPreTrainedModel(nn.Module):
+    base_model_prefix = "roberta"
+    # Parameter-name prefixes of the encoder ("backbone"); everything else is a task head.
+    _backbone = ("embeddings.", "encoder.", "pooler.")
+
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.config = config
+
+    @property
+    def encoder_model(self) -> "XmodModel":
+        return self if isinstance(self, XmodModel) else getattr(self, self.base_model_prefix)
+
+    def init_weights(self) -> None:
+        self.apply(self._init_module)
+        self.tie_weights()
+
+    def _init_module(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, XmodLMHead):
+            nn.init.zeros_(module.bias)
+
+    def tie_weights(self) -> None:
+        pass
+
+    # -- languages ----------------------------------------------------------------------
+    @property
+    def languages(self) -> list[str]:
+        return list(self.config.languages)
+
+    def set_default_language(self, language: str) -> None:
+        if language not in self.config.languages:
+            raise ValueError(f"unknown language {language!r}; the model's languages: {self.config.languages}")
+        self.config.default_language = language
+
+    def add_language(self, code: str, init_from: str | Sequence[str] | None = None) -> int:
+        """Add ``code``'s module to every layer; returns its id (always the next free one).
+
+        ``init_from``: None (the model's random initialisation), one code (a copy of that
+        language's modules), or several codes (their average). Other languages are untouched.
+        """
+        if code in self.config.languages:
+            raise ValueError(f"language {code!r} is already in the model ({self.config.languages})")
+        sources = [init_from] if isinstance(init_from, str) else list(init_from or [])
+        for src in sources:
+            if src not in self.config.languages:
+                raise ValueError(f"init_from language {src!r} is not one of the model's languages {self.config.languages}")
+        for layer in self.encoder_model.encoder.layer:
+            modules = layer.output.adapter_modules
+            reference = next(iter(modules.values())).dense1.weight
+            new = XmodAdapter(self.config).to(device=reference.device, dtype=reference.dtype)
+            if sources:
+                with torch.no_grad():
+                    for name, p in new.named_parameters():
+                        p.copy_(torch.stack([modules[s].get_parameter(name) for s in sources]).mean(0))
+            else:
+                new.apply(self._init_module)
+            modules[code] = new
+        self.config.languages.append(code)
+        return len(self.config.languages) - 1
+
+    def freeze_embeddings_and_language_adapters(self) -> None:
+        """The paper's fine-tuning protocol: embeddings, language modules and their norm stay fixed."""
+        for name, p in self.named_parameters():
+            if is_embedding_or_module_param(name):
+                p.requires_grad_(False)
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` and ``model.safetensors`` as transformers does (tied tensors once)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k not in self._tied_keys()}
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(state, tmp, metadata={"format": "pt"})
+            os.replace(tmp, directory / WEIGHTS_NAME)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.config.extra["architectures"] = [type(self).__name__]
+        self.config.save_pretrained(directory)
+
+    def _tied_keys(self) -> set[str]:
+        return set()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **config_overrides):
+        """Load a checkpoint directory written by xmodlm or transformers (or a hub id).
+
+        Task-head weights absent from the checkpoint (e.g. a classifier on top of a
+        pre-trained MLM) are freshly initialised and logged; a missing encoder weight, a
+        shape mismatch or an unreadable file is an error naming the file and the tensor.
+        """
+        directory = resolve_pretrained(name_or_path)
+        config = XmodConfig.from_pretrained(directory, **config_overrides)
+        model = cls(config)
+        model.load_checkpoint_weights(directory)
+        return model
+
+    def load_checkpoint_weights(self, directory: str | os.PathLike) -> None:
+        files, tensors = read_weights(Path(directory))
+        prefix = "" if isinstance(self, XmodModel) else self.base_model_prefix + "."
+        expected = {k: v for k, v in self.state_dict().items() if k not in self._tied_keys()}
+        provided: dict[str, tuple[torch.Tensor, Path]] = {}
+        ignored = []
+        for key, (tensor, file) in tensors.items():
+            base = key[len("roberta."):] if key.startswith("roberta.") else key
+            target = prefix + base if base.startswith(self._backbone) else key
+            if target in expected:
+                provided[target] = (tensor, file)
+            elif target in self._tied_keys() or key.startswith(("lm_head.decoder.")):
+                continue
+            elif base.startswith(self._backbone) and not base.startswith("pooler."):
+                raise ValueError(
+                    f"{file}: tensor {key!r} has no place in this model (languages {self.config.languages}); "
+                    "is config.json from another checkpoint?"
+                )
+            else:
+                ignored.append(key)
+        missing = [k for k in expected if k not in provided]
+        missing_backbone = [k for k in missing if k[len(prefix):].startswith(("embeddings.", "encoder."))]
+        if missing_backbone:
+            raise ValueError(f"{files[0].parent}: missing encoder tensors {missing_backbone[:8]}"
+                             f"{' ...' if len(missing_backbone) > 8 else ''} (files: {[f.name for f in files]})")
+        if missing:
+            logger.info("initialised fresh (not in the checkpoint): %s", missing)
+        if ignored:
+            logger.info("ignored checkpoint tensors of other heads: %s", ignored)
+        with torch.no_grad():
+            for key, (tensor, file) in provided.items():
+                param = expected[key]
+                if tuple(tensor.shape) != tuple(param.shape):
+                    raise ValueError(
+                        f"{file}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(param.shape)}"
+                    )
+                param.copy_(tensor)
+        self.tie_weights()
+
+
+def is_embedding_or_module_param(name: str) -> bool:
+    """Parameters that the paper's fine-tuning freezes: embeddings, language modules, their norm."""
+    return ".embeddings." in f".{name}" or ".adapter_modules." in name or ".adapter_layer_norm." in name
+
+
+def read_weights(directory: Path) -> tuple[list[Path], dict[str, tuple[torch.Tensor, Path]]]:
+    """All tensors of a checkpoint directory: safetensors (single or sharded) or a weights-only .bin."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    single, index, bin_file = directory / WEIGHTS_NAME, directory / f"{WEIGHTS_NAME}.index.json", directory / "pytorch_model.bin"
+    if single.exists():
+        files = [single]
+    elif index.exists():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{index}: not a safetensors index ({e})") from None
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+    elif bin_file.exists():
+        try:
+            state = torch.load(bin_file, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{bin_file}: cannot be read as a weights-only PyTorch file ({e})") from None
+        return [bin_file], {k: (v, bin_file) for k, v in state.items()}
+    else:
+        raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME}, sharded index or pytorch_model.bin")
+    tensors = {}
+    for file in files:
+        try:
+            for k, v in load_file(file).items():
+                tensors[k] = (v, file)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{file}: corrupt or truncated safetensors file ({e})") from None
+    return files, tensors
+
+
+# ---------------------------------------------------------------------------------------
+# The encoder and its heads
+# ---------------------------------------------------------------------------------------
+class XmodModel(XmodPreTrainedModel):
+    def __init__(self, config: XmodConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = XmodEmbeddings(config)
+        self.encoder = XmodEncoder(config)
+        self.pooler = XmodPooler(config) if add_pooling_layer else None
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, T), 1 = token, 0 = padding
+        lang_ids: LangIds = None,  # (B,) ids into config.languages, or codes
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutput:
+        ids = resolve_lang_ids(lang_ids, self.config, input_ids.shape[0])
+        routing = make_routing(ids, self.config.languages, input_ids.device)
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys a query may attend to
+        if routing.order is not None:
+            x = x.index_select(0, routing.order)
+            mask = mask.index_select(0, routing.order) if mask is not None else None
+        h, states = self.encoder(x, mask, routing, output_hidden_states)
+        if routing.order is not None:
+            h = h.index_select(0, routing.inverse)
+            states = [s.index_select(0, routing.inverse) for s in states] if states else states
+        pooled = self.pooler(h) if self.pooler is not None else None
+        return BaseModelOutput(h, pooled, tuple(states) if states else None)
+
+
+class XmodLMHead(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder.bias = self.bias
+
+    def forward(self, h):
+        return self.decoder(self.layer_norm(F.gelu(self.dense(h))))
+
+
+class XmodForMaskedLM(XmodPreTrainedModel):
+    def __init__(self, config: XmodConfig):
+        super().__init__(config)
+        self.roberta = XmodModel(config, add_pooling_layer=False)
+        self.lm_head = XmodLMHead(config)
+        self.init_weights()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.lm_head.decoder.weight = self.roberta.embeddings.word_embeddings.weight
+        self.lm_head.decoder.bias = self.lm_head.bias
+
+    def _tied_keys(self) -> set[str]:
+        keys = {"lm_head.decoder.bias"}
+        return keys | {"lm_head.decoder.weight"} if self.config.tie_word_embeddings else keys
+
+    def forward(self, input_ids, attention_mask=None, lang_ids: LangIds = None, labels=None,
+                token_type_ids=None, position_ids=None, output_hidden_states=False,
+                all_logits: bool = False) -> MaskedLMOutput:
+        """With ``labels`` (-100 = not scored), logits are computed at the scored positions only,
+        shape (N, V) in row-major order, unless ``all_logits`` asks for (B, T, V)."""
+        out = self.roberta(input_ids, attention_mask, lang_ids, token_type_ids, position_ids, output_hidden_states)
+        h = out.last_hidden_state
+        if labels is None:
+            return MaskedLMOutput(None, self.lm_head(h), out.hidden_states)
+        scored = labels.ne(-100)
+        if all_logits:
+            logits = self.lm_head(h)
+            selected = logits[scored]
+        else:
+            logits = selected = self.lm_head(h[scored])  # (N, V): the vocabulary projection dominates
+        loss = F.cross_entropy(selected.float(), labels[scored]) if selected.shape[0] else selected.sum() * 0.0
+        return MaskedLMOutput(loss, logits, out.hidden_states)
+
+
+class XmodClassificationHead(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(p)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, h):
+        x = self.dropout(h[:, 0])  # <s>
+        return self.out_proj(self.dropout(torch.tanh(self.dense(x))))
+
+
+def classification_loss(config: XmodConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    problem = config.problem_type
+    if problem is None:
+        if config.num_labels == 1:
+            problem = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+    if problem == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1)) if config.num_labels == 1 \
+            else F.mse_loss(logits.float(), labels.float())
+    if problem == "single_label_classification":
+        return F.cross_entropy(logits.float().view(-1, config.num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+class XmodForSequenceClassification(XmodPreTrainedModel):
+    def __init__(self, config: XmodConfig):
+        super().__init__(config)
+        self.roberta = XmodModel(config, add_pooling_layer=False)
+        self.classifier = XmodClassificationHead(config)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, lang_ids: LangIds = None, labels=None,
+                token_type_ids=None, position_ids=None, output_hidden_states=False) -> SequenceClassifierOutput:
+        out = self.roberta(input_ids, attention_mask, lang_ids, token_type_ids, position_ids, output_hidden_states)
+        logits = self.classifier(out.last_hidden_state)
+        loss = classification_loss(self.config, logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss, logits, out.hidden_states)
+
+
+class XmodForTokenClassification(XmodPreTrainedModel):
+    def __init__(self, config: XmodConfig):
+        super().__init__(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.roberta = XmodModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, lang_ids: LangIds = None, labels=None,
+                token_type_ids=None, position_ids=None, output_hidden_states=False) -> TokenClassifierOutput:
+        out = self.roberta(input_ids, attention_mask, lang_ids, token_type_ids, position_ids, output_hidden_states)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, self.config.num_labels), labels.view(-1))
+        return TokenClassifierOutput(loss, logits, out.hidden_states)
+
+
+class XmodForQuestionAnswering(XmodPreTrainedModel):
+    def __init__(self, config: XmodConfig):
+        super().__init__(config)
+        self.roberta = XmodModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, lang_ids: LangIds = None, start_positions=None,
+                end_positions=None, token_type_ids=None, position_ids=None,
+                output_hidden_states=False) -> QuestionAnsweringModelOutput:
+        out = self.roberta(input_ids, attention_mask, lang_ids, token_type_ids, position_ids, output_hidden_states)
+        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)
+        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # Positions outside the sequence are ignored, as in the reference.
+            ignored = start_logits.size(1)
+            start = start_positions.view(-1).clamp(0, ignored)
+            end = end_positions.view(-1).clamp(0, ignored)
+            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
+                    + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
+        return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states)
+
+
+class XmodForMultipleChoice(XmodPreTrainedModel):
+    def __init__(self, config: XmodConfig):
+        super().__init__(config)
+        self.roberta = XmodModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, lang_ids: LangIds = None, labels=None,
+                token_type_ids=None, position_ids=None, output_hidden_states=False) -> MultipleChoiceModelOutput:
+        """``input_ids`` (B, C, T); ``lang_ids`` one per example (B,), or one per choice (B, C)."""
+        B, C, T = input_ids.shape
+        if isinstance(lang_ids, torch.Tensor) and lang_ids.dim() == 2 and lang_ids.shape == (B, C):
+            flat_langs = lang_ids.reshape(-1)
+        elif lang_ids is None or isinstance(lang_ids, (str, int)):
+            flat_langs = lang_ids
+        else:
+            per_example = resolve_lang_ids(lang_ids, self.config, B)
+            flat_langs = [i for i in per_example for _ in range(C)]
+
+        def flat(t):
+            return t.reshape(B * C, -1) if t is not None else None
+
+        out = self.roberta(flat(input_ids), flat(attention_mask), flat_langs, flat(token_type_ids),
+                           flat(position_ids), output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return MultipleChoiceModelOutput(loss, logits, out.hidden_states)
+
+
+HEADS = {
+    "base": XmodModel,
+    "mlm": XmodForMaskedLM,
+    "sequence-classification": XmodForSequenceClassification,
+    "token-classification": XmodForTokenClassification,
+    "question-answering": XmodForQuestionAnswering,
+    "multiple-choice": XmodForMultipleChoice,
+}
