@@ -1,0 +1,143 @@
+"""Run settings: dataclasses filled from defaults, then a YAML file, then command-line flags.
+
+Every recipe's settings are one dataclass; its fields' ``metadata["help"]`` become the CLI's
+``--help``. Unknown keys and values of the wrong type are errors that name the key (and the
+file), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
+    """A dataclass field with a help text for ``--help``."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def coerce(key: str, value: Any, tp: Any, where: str = "") -> Any:
+    """``value`` converted to ``tp``; strings from the command line are parsed."""
+    base, optional = _unwrap_optional(tp)
+    loc = f" in {where}" if where else ""
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ValueError(f"setting {key!r}{loc} may not be empty; expected {getattr(base, '__name__', base)}")
+    origin = typing.get_origin(base)
+    try:
+        if origin in (list, tuple):
+            (item,) = typing.get_args(base)[:1] or (str,)
+            items = [v for v in value.split(",") if v] if isinstance(value, str) else list(value)
+            return [coerce(key, v, item, where) for v in items]
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                return value.lower() in ("true", "1", "yes", "on")
+            raise TypeError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise TypeError
+            return str(value)
+        if base is Path:
+            return Path(value)
+        return value
+    except (TypeError, ValueError):
+        name = getattr(base, "__name__", str(base))
+        raise ValueError(f"setting {key!r}{loc}: {value!r} is not a valid {name}") from None
+
+
+def build(cls: type[T], values: dict[str, Any], where: str = "") -> T:
+    types_ = _field_types(cls)
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        loc = f" in {where}" if where else ""
+        raise ValueError(f"unknown setting(s) {unknown}{loc}; known: {sorted(types_)}")
+    return cls(**{k: coerce(k, v, types_[k], where) for k, v in values.items()})
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: settings file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of setting: value, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per field (``max_steps`` -> ``--max-steps``); defaults stay in the dataclass."""
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        help_ = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if f.name in positional:
+            parser.add_argument(f.name, help=help_)
+            continue
+        base, _ = _unwrap_optional(_field_types(cls)[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{help_} (default: {default})")
+        else:
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            parser.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                                help=f"{help_} (default: {shown})")
+    if "config" not in {f.name for f in dataclasses.fields(cls)}:
+        parser.add_argument("--config", default=None, metavar="YAML",
+                            help="YAML file of settings; flags on the command line override it")
+
+
+def from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """Defaults < YAML (``--config``) < flags given on the command line."""
+    types_ = _field_types(cls)
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        raw = read_yaml(args.config)
+        checked = build(cls, raw, str(args.config))
+        values = {k: getattr(checked, k) for k in raw}
+    flags = {k: v for k, v in vars(args).items() if k in types_}
+    values.update({k: coerce(k, v, types_[k], "the command line") for k, v in flags.items()})
+    return build(cls, values)
