@@ -57,6 +57,10 @@ class XmodConfig:
     languages: list[str] = field(default_factory=lambda: ["en_XX"])
     default_language: str | None = None
     tie_word_embeddings: bool = True
+    # xmodlm extension, ignored by transformers (which loads such a checkpoint as identical
+    # per-language copies): one module object serves every language. This is the paper's
+    # "shared" baseline: each language uses exactly as many parameters as in X-Mod.
+    shared_module: bool = False
     # Task heads (transformers' PretrainedConfig fields); id2label fixes num_labels.
     id2label: dict[int, str] | None = None
     problem_type: str | None = None

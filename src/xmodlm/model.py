@@ -272,7 +272,11 @@ class XmodOutput(nn.Module):
             self.adapter_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         else:
             self.adapter_layer_norm = None
-        self.adapter_modules = nn.ModuleDict({code: XmodAdapter(config) for code in config.languages})
+        if config.shared_module:
+            shared = XmodAdapter(config)
+            self.adapter_modules = nn.ModuleDict({code: shared for code in config.languages})
+        else:
+            self.adapter_modules = nn.ModuleDict({code: XmodAdapter(config) for code in config.languages})
 
     def forward(self, x, residual, routing: Routing):
         h = self.dropout(self.dense(x)) + residual
@@ -401,6 +405,9 @@ class XmodPreTrainedModel(nn.Module):
                 raise ValueError(f"init_from language {src!r} is not one of the model's languages {self.config.languages}")
         for layer in self.encoder_model.encoder.layer:
             modules = layer.output.adapter_modules
+            if self.config.shared_module:
+                modules[code] = next(iter(modules.values()))
+                continue
             reference = next(iter(modules.values())).dense1.weight
             new = XmodAdapter(self.config).to(device=reference.device, dtype=reference.dtype)
             if sources:
@@ -429,7 +436,9 @@ class XmodPreTrainedModel(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k not in self._tied_keys()}
+        # clone(): safetensors stores each tensor once; a shared module is written as copies.
+        state = {k: v.detach().clone().contiguous() if self.config.shared_module else v.detach().contiguous()
+                 for k, v in self.state_dict().items() if k not in self._tied_keys()}
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
         os.close(fd)
         try:
