@@ -1,0 +1,473 @@
+"""The one training loop (pre-training, language addition, fine-tuning): optimiser, schedule, AMP, DDP, logging, atomic checkpoints, exact resume.
+
+A recipe says what trains (`trainable`), on what data (`train_data`) and with which loss (the model's `out.loss`);
+everything else lives here. This module knows nothing about the model, data or recipes.
+
+Checkpoint layout (`out_dir/checkpoint/`, replaced atomically; `checkpoint.old` is the fallback after a crash mid-swap):
+    model.safetensors    weights (safetensors save_model: tied tensors stored once)
+    config.json          the model's config, when it has `to_dict()` or is a dataclass
+    optimizer.pt         {"optimizer", "scheduler"} state dicts
+    rank{r}.pt           per process: {"rng": torch/cuda/numpy/python states, "data": train_data.state_dict() or None}
+    trainer_state.json   step, epoch, elapsed, world_size, trainable names, TrainConfig
+Every .pt file loads with `torch.load(weights_only=True)`: only tensors and plain Python values, never pickled objects.
+
+Loss weighting: the model's loss is a mean over its supervised targets (labels != -100; one per example for
+classification). A step sees several micro-batches (grad_accum x ranks) with different target counts, so each
+micro-batch loss is weighted by its share n_i / N of the step's global target count. The gradient, and the logged loss,
+are then exactly those of one process on the whole global batch. Without `labels`, the batch size is the count.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "auto")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping for one run; each field's metadata["help"] is its CLI help."""
+
+    max_steps: int = _opt(1000, "optimizer updates to run in total (a resumed run counts the steps already done)")
+    lr: float = _opt(5e-4, "peak learning rate, reached after warmup, then decayed linearly to 0 at max_steps")
+    weight_decay: float = _opt(0.01, "AdamW decoupled weight decay; biases and LayerNorm weights (1-D) are exempt")
+    betas: tuple[float, float] = _opt((0.9, 0.98), "AdamW betas (RoBERTa/XLM-R values)")
+    eps: float = _opt(1e-6, "AdamW epsilon (RoBERTa/XLM-R value)")
+    warmup_steps: int = _opt(0, "linear warmup steps; set this or warmup_ratio, not both")
+    warmup_ratio: float = _opt(0.0, "warmup as a fraction of max_steps; used when warmup_steps is 0")
+    grad_accum: int = _opt(1, "micro-batches per optimizer update (each is one item of train_data per process)")
+    max_grad_norm: float = _opt(1.0, "clip the global gradient norm to this; 0 disables clipping (the norm is still logged)")
+    precision: str = _opt("auto", "fp32 | bf16 | auto: bf16 autocast on CUDA with bf16, or on a CPU with native bf16 "
+                                  "(AVX512-BF16/AMX); fp32 otherwise")
+    seed: int = _opt(0, "seed for dropout and any global RNG use; process r uses seed + r")
+    log_every: int = _opt(10, "write averaged training metrics every this many steps")
+    eval_every: int = _opt(0, "call evaluate() every this many steps (0: only at the end)")
+    save_every: int = _opt(1000, "write a checkpoint every this many steps (0: only at the end)")
+    out_dir: str = _opt("runs/xmodlm", "metrics.jsonl, checkpoint/ and tb/ go here; a checkpoint found here is resumed")
+    device: str = _opt("auto", "auto | cpu | cuda (auto: cuda when available; under torchrun cuda:LOCAL_RANK)")
+    find_unused_parameters: bool = _opt(True, "DDP: X-Mod leaves the modules of languages absent from a batch unused")
+    tensorboard: bool = _opt(True, "also write TensorBoard events to out_dir/tb when tensorboard is installed")
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; expected one of {PRECISIONS}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device={self.device!r}; expected one of {DEVICES} or 'cuda:N'")
+        for name in ("max_steps", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; it must be >= 1")
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError(f"warmup_steps={self.warmup_steps} and warmup_ratio={self.warmup_ratio}: set only one")
+        self.betas = tuple(self.betas)  # YAML/JSON give lists
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps or round(self.warmup_ratio * self.max_steps)
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the torchrun environment; (0, 1, 0) in a plain process."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _cpu_has_native_bf16() -> bool:
+    # Without AVX512-BF16 or AMX, oneDNN emulates bf16 and autocast is slower than fp32. These probes are private
+    # torch APIs (x86 only), hence the getattr: a torch without them, or an ARM CPU, simply gets fp32.
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    supported = torch.cuda.is_bf16_supported() if device.type == "cuda" else _cpu_has_native_bf16()
+    if precision == "auto":
+        return torch.bfloat16 if supported else None
+    if device.type == "cuda" and not supported:
+        raise ValueError(f"precision='bf16' but {torch.cuda.get_device_name(device)} has no bf16; use 'fp32'")
+    return torch.bfloat16  # on a CPU without native bf16 this is emulated: correct, but slow
+
+
+def _rng_state(device: torch.device) -> dict:
+    # Plain values and tensors only, so checkpoints load with weights_only=True.
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, np.array(key, dtype=np.uint32), *rest))
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Fail at save time, not at resume, when a state would need unpickling of arbitrary objects."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    elif not (obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor))):
+        raise TypeError(f"{where} is a {type(obj).__name__}; checkpointed state may hold only tensors, numbers, "
+                        "strings, None, lists and dicts (convert numpy arrays with .tolist() or torch.from_numpy)")
+
+
+def _n_targets(batch: dict) -> torch.Tensor:
+    """What the model's mean loss averages over: supervised labels, else examples."""
+    if isinstance(batch.get("labels"), torch.Tensor):
+        return (batch["labels"] != -100).sum()
+    first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
+    return torch.tensor(first.shape[0], device=first.device)
+
+
+def _n_tokens(batch: dict) -> torch.Tensor:
+    if isinstance(batch.get("attention_mask"), torch.Tensor):
+        return batch["attention_mask"].sum()
+    ids = batch.get("input_ids")
+    return torch.tensor(ids.numel() if isinstance(ids, torch.Tensor) else 0)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)  # works for directories too (Linux), which makes renames durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def find_checkpoint(out_dir: str | Path) -> Path | None:
+    """The complete checkpoint in out_dir: `checkpoint`, or `checkpoint.old` if a crash hit between the two renames."""
+    for name in ("checkpoint", "checkpoint.old"):
+        path = Path(out_dir) / name
+        if (path / "trainer_state.json").is_file():
+            return path
+    return None
+
+
+class Trainer:
+    """Trains `model` (called as `model(**batch).loss`) on batches from `train_data` for `config.max_steps` updates.
+
+    trainable: name -> bool selects the parameters that train; the rest get requires_grad=False and stay out of the
+        optimizer (language addition: only the new modules; fine-tuning: all but embeddings and language modules).
+        None keeps the model's own requires_grad flags.
+    evaluate: model -> {name: float}, run every eval_every steps and at the end on every process (it may shard its data
+        with dist_info(); rank 0's numbers are logged, as "eval/<name>"). It runs under no_grad with the global RNG
+        forked, so adding evaluation never changes the training trajectory.
+    train_data: an iterator (or re-iterable, restarted as a new epoch when exhausted) of batch dicts; under torchrun each
+        process must receive its own slice of the global batch. If it has state_dict()/load_state_dict(), its position
+        is checkpointed per process and restored on resume.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Iterable[dict],
+                 evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+                 trainable: Callable[[str], bool] | None = None):
+        self.config, self.train_data, self.evaluate = config, train_data, evaluate
+        self.rank, self.world_size, local_rank = dist_info()
+        self.is_main = self.rank == 0
+        self.out_dir = Path(config.out_dir)
+        if config.device == "auto":
+            kind = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            kind = config.device
+        self.device = torch.device(f"cuda:{local_rank}" if kind == "cuda" and self.world_size > 1 else kind)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self._owns_process_group = self.world_size > 1 and not dist.is_initialized()
+        if self._owns_process_group:
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.amp_dtype = resolve_precision(config.precision, self.device)
+        seed_everything(config.seed + self.rank)
+
+        self.model = model.to(self.device)
+        if trainable is not None:
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(bool(trainable(name)))
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError(f"no trainable parameters among the model's {len(list(model.parameters()))}; "
+                             "check the `trainable` predicate against model.named_parameters() names")
+        self.trainable_names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        groups = [{"params": [p for p in self.params if p.ndim >= 2]},
+                  {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                                           weight_decay=config.weight_decay, fused=self.device.type == "cuda")
+        warmup, total = config.warmup, config.max_steps
+
+        def schedule(step: int) -> float:  # LambdaLR multiplier for the update after `step` updates
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.step, self.epoch, self._elapsed_before = 0, 0, 0.0
+        self._iterator = None
+        checkpoint = find_checkpoint(self.out_dir)
+        if checkpoint is not None:
+            self._load(checkpoint)  # before DDP wraps: every process loads the same weights
+        self.ddp = None
+        if self.world_size > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters)
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def _data_state(self) -> Any:
+        state = self.train_data.state_dict() if hasattr(self.train_data, "state_dict") else None
+        _check_plain(state, "train_data.state_dict()")
+        return state
+
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def save(self) -> None:
+        """Write out_dir/checkpoint atomically: a kill at any moment leaves one complete checkpoint on disk."""
+        final, old, tmp = (self.out_dir / n for n in ("checkpoint", "checkpoint.old", ".checkpoint.tmp"))
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # debris of a run killed while saving
+            tmp.mkdir(parents=True)
+        self._barrier()
+        # Each process has its own dropout stream and data slice, so each writes its own file.
+        rank_file = tmp / f"rank{self.rank}.pt"
+        torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
+        _fsync(rank_file)
+        if self.is_main:
+            save_model(self.model, str(tmp / "model.safetensors"))
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                       tmp / "optimizer.pt")
+            model_config = getattr(self.model, "config", None)
+            if hasattr(model_config, "to_dict"):
+                model_config = model_config.to_dict()
+            elif dataclasses.is_dataclass(model_config):
+                model_config = dataclasses.asdict(model_config)
+            if isinstance(model_config, dict):
+                (tmp / "config.json").write_text(json.dumps(model_config, indent=2, default=str))
+            state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
+                     "world_size": self.world_size, "trainable": self.trainable_names,
+                     "config": dataclasses.asdict(self.config)}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            for f in tmp.iterdir():
+                _fsync(f)
+            _fsync(tmp)
+        self._barrier()  # every rank file is on disk before the swap
+        if self.is_main:
+            # A directory cannot be renamed over a non-empty one, hence two renames; between them only
+            # checkpoint.old exists, and find_checkpoint falls back to it.
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.rename(final, old)
+            os.rename(tmp, final)
+            _fsync(self.out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        self._barrier()
+
+    def _load(self, path: Path) -> None:
+        state = json.loads((path / "trainer_state.json").read_text())
+        if state["world_size"] != self.world_size:
+            raise ValueError(f"{path} was written by {state['world_size']} processes, this run has {self.world_size}; "
+                             "resume with the same number of processes (each one's data position and RNG are saved)")
+        if state["trainable"] != self.trainable_names:
+            raise ValueError(f"{path} trained {len(state['trainable'])} parameters, this run selects "
+                             f"{len(self.trainable_names)}; the optimizer state only fits the same `trainable` set")
+        now = json.loads(json.dumps(dataclasses.asdict(self.config)))  # tuples -> lists, as in the file
+        changed = {k: (v, now[k]) for k, v in state["config"].items() if k != "out_dir" and now.get(k) != v}
+        if changed:
+            logger.warning("resuming with changed settings (checkpoint, now): %s", changed)
+        load_model(self.model, path / "model.safetensors", strict=True, device=str(self.device))
+        optim = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(optim["optimizer"])
+        self.scheduler.load_state_dict(optim["scheduler"])
+        mine = torch.load(path / f"rank{self.rank}.pt", map_location="cpu", weights_only=True)
+        if mine["data"] is not None:
+            if not hasattr(self.train_data, "load_state_dict"):
+                raise ValueError(f"{path} holds a data position but train_data "
+                                 f"({type(self.train_data).__name__}) has no load_state_dict()")
+            self.train_data.load_state_dict(mine["data"])
+        _set_rng_state(mine["rng"], self.device)  # last: nothing after it may consume random numbers
+        self.step, self.epoch, self._elapsed_before = state["step"], state["epoch"], state["elapsed"]
+        logger.info("resuming from step %d (%s)", self.step, path)
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        started = getattr(self, "_started", None)
+        return self._elapsed_before + (time.perf_counter() - started if started is not None else 0.0)
+
+    def _next_batch(self) -> dict:
+        if self._iterator is None:
+            self._iterator = iter(self.train_data)
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self.epoch += 1
+            self._iterator = iter(self.train_data)  # a re-iterable starts a new epoch; an iterator stays empty
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                raise RuntimeError(f"train_data ran out at step {self.step} of max_steps={self.config.max_steps}; "
+                                   "pass an endless iterator or a re-iterable such as a DataLoader") from None
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            dist.all_reduce(t)
+        return t
+
+    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer update; returns (this process's share of the step loss, its tokens, grad norm)."""
+        model = self.ddp or self.model
+        micro = [self._next_batch() for _ in range(self.config.grad_accum)]
+        counts = torch.stack([_n_targets(b) for b in micro]).float()
+        total = self._all_reduce(counts.sum())
+        # DDP averages gradients over processes, so scale by world_size to get sum_i n_i * grad(loss_i) / N.
+        weights = counts * self.world_size / total
+        loss_share = torch.zeros((), device=self.device)
+        tokens = torch.zeros((), device=self.device)
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
+                    else contextlib.nullcontext())
+        for i, batch in enumerate(micro):
+            last = i == len(micro) - 1
+            with (model.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()):
+                with autocast:
+                    loss = model(**batch).loss.float()
+                (loss * weights[i]).backward()
+            loss_share += loss.detach() * counts[i] / total
+            tokens += _n_tokens(batch)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or math.inf)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips modules a step did not use
+        return loss_share, tokens, norm
+
+    def _run_evaluate(self) -> dict[str, float]:
+        rng = _rng_state(self.device)
+        try:
+            with torch.no_grad():
+                results = self.evaluate(self.model)
+        finally:
+            _set_rng_state(rng, self.device)
+            self.model.train()
+        return {f"eval/{k}": float(v) for k, v in results.items()}
+
+    def _open_logs(self):
+        """Open metrics.jsonl for appending after dropping lines past the resumed step (a killed run's tail)."""
+        path = self.out_dir / "metrics.jsonl"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.step:
+                        kept.append(line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    pass  # a line cut short by a kill
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)
+        tb = None
+        if self.config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1)
+            except ImportError:
+                pass
+        return open(path, "a"), tb
+
+    def fit(self) -> dict[str, float]:
+        """Train up to max_steps (resuming where the checkpoint left off); returns the last metrics record."""
+        cfg = self.config
+        metrics_file, tb = self._open_logs() if self.is_main else (None, None)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc="train", dynamic_ncols=True)
+        (self.ddp or self.model).train()
+        self._started = time.perf_counter()
+        window = torch.zeros(3, device=self.device)  # loss share sum, tokens, grad norm sum
+        window_steps, window_start = 0, time.perf_counter()
+        record: dict[str, float] = {"step": self.step}
+        try:
+            while self.step < cfg.max_steps:
+                lr = self.scheduler.get_last_lr()[0]
+                loss_share, tokens, norm = self._train_step()
+                window += torch.stack([loss_share, tokens.float(), norm.float()])
+                window_steps += 1
+                self.step += 1
+                bar.update(1)
+                done = self.step == cfg.max_steps
+                record = {"step": self.step}
+                if self.step % cfg.log_every == 0 or done:
+                    loss_sum, tok, norm_sum = self._all_reduce(window.clone()).tolist()
+                    seconds = time.perf_counter() - window_start
+                    loss = loss_sum / window_steps
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss} at step {self.step}; lower lr (now {lr:g}) "
+                                                 "or try precision='fp32'")
+                    record.update(loss=loss, lr=lr, tokens_per_s=tok / seconds, grad_norm=norm_sum / window_steps,
+                                  elapsed=self._elapsed())
+                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok / seconds:,.0f}")
+                    window.zero_()
+                    window_steps, window_start = 0, time.perf_counter()
+                paused = time.perf_counter()  # evaluation and saving do not count against throughput
+                if self.evaluate is not None and ((cfg.eval_every and self.step % cfg.eval_every == 0) or done):
+                    record.update(self._run_evaluate())
+                if len(record) > 1 and self.is_main:
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                    if tb is not None:
+                        for k, v in record.items():
+                            if k != "step":
+                                tb.add_scalar(k if k.startswith("eval/") else f"train/{k}", v, self.step)
+                if (cfg.save_every and self.step % cfg.save_every == 0) or done:
+                    self.save()
+                window_start += time.perf_counter() - paused
+            if len(record) == 1 and self.evaluate is not None:  # resumed a finished run: still report its quality
+                record.update(self._run_evaluate())
+        finally:
+            bar.close()
+            if metrics_file is not None:
+                metrics_file.close()
+            if tb is not None:
+                tb.close()
+            self._elapsed_before, self._started = self._elapsed(), None
+        if self._owns_process_group:
+            dist.destroy_process_group()
+        return record
