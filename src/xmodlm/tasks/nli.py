@@ -1,0 +1,111 @@
+"""XNLI: premise / hypothesis pairs with three labels; metric accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from xmodlm import metrics
+from xmodlm.tasks import encode_texts, format_error, inputs, pair, prepare_tokenizer, read_lines
+
+# Label ids as in the Hugging Face `xnli` dataset.
+LABELS = ("entailment", "neutral", "contradiction")
+# XNLI's machine-translated training files spell the third label "contradictory".
+_LABEL_ID = {"entailment": 0, "neutral": 1, "contradiction": 2, "contradictory": 2}
+# Header names seen in XNLI releases: XTREME/MT files, and the original xnli.*.tsv.
+_PREMISE, _HYPOTHESIS, _LABEL = ("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label")
+
+
+@dataclass(frozen=True)
+class Example:
+    premise: str
+    hypothesis: str
+    label: int  # index into LABELS
+
+
+def load(path: str | Path, language: str | None = None) -> list[Example]:
+    """Read an XNLI TSV file.
+
+    Without a header the columns are premise, hypothesis, label (XTREME's copy). With a
+    header, columns are found by name (premise/sentence1, hypothesis/sentence2,
+    label/gold_label), which also reads the original multi-column xnli.dev.tsv; there
+    `language` keeps only that language's rows. Fields are split on tabs only: XNLI
+    text contains unbalanced quotes, so CSV quoting must not be applied.
+    """
+    examples = []
+    columns, width = (0, 1, 2), 3
+    lang_column = None
+    for number, line in read_lines(path):
+        fields = line.split("\t")
+        if number == 1 and any(f.strip().lower() in _LABEL for f in fields):
+            columns, width, lang_column = _header(path, fields)
+            continue
+        if not line.strip():
+            continue
+        if len(fields) != width:
+            raise format_error(path, number, f"{width} tab-separated fields (premise, hypothesis, label)", line)
+        if language is not None and lang_column is not None and fields[lang_column] != language:
+            continue
+        premise, hypothesis, label = (fields[c] for c in columns)
+        if label.strip() not in _LABEL_ID:
+            raise format_error(path, number, f"a label in {', '.join(LABELS)}", label)
+        examples.append(Example(premise, hypothesis, _LABEL_ID[label.strip()]))
+    return examples
+
+
+def _header(path, fields: list[str]) -> tuple[tuple[int, int, int], int, int | None]:
+    names = [f.strip().lower() for f in fields]
+
+    def find(options):
+        for option in options:
+            if option in names:
+                return names.index(option)
+        raise format_error(path, 1, f"a header naming one of {options}", "\t".join(fields))
+
+    lang = names.index("language") if "language" in names else None
+    return (find(_PREMISE), find(_HYPOTHESIS), find(_LABEL)), len(fields), lang
+
+
+def from_hf(rows: Iterable[Mapping]) -> list[Example]:
+    """Examples from rows in the Hugging Face `xnli` schema (label 0/1/2 as in LABELS)."""
+    examples = []
+    for i, row in enumerate(rows):
+        if row["label"] not in (0, 1, 2):
+            raise ValueError(f"row {i}: label {row['label']!r} is not 0, 1 or 2 ({', '.join(LABELS)})")
+        examples.append(Example(row["premise"], row["hypothesis"], int(row["label"])))
+    return examples
+
+
+def load_hf(language: str, split: str = "validation", dataset: str = "xnli") -> list[Example]:
+    """Download XNLI for one language with the `datasets` library (an optional dependency)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError("load_hf needs the `datasets` package: pip install datasets") from e
+    return from_hf(datasets.load_dataset(dataset, language, split=split))
+
+
+def featurize(examples: Sequence[Example], tok: Tokenizer, max_length: int = 128) -> list[dict]:
+    """`<s> premise </s></s> hypothesis </s>`, the longer side truncated first."""
+    tok = prepare_tokenizer(tok)
+    premises = encode_texts(tok, [e.premise for e in examples])
+    hypotheses = encode_texts(tok, [e.hypothesis for e in examples])
+    return [
+        {"input_ids": pair(p, h, max_length), "labels": e.label}
+        for e, p, h in zip(examples, premises, hypotheses)
+    ]
+
+
+def collate(features: Sequence[dict]) -> dict[str, torch.Tensor]:
+    batch = inputs([f["input_ids"] for f in features])
+    batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+    return batch
+
+
+def evaluate(predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
+    """Accuracy (percent) of predicted label ids."""
+    return {"accuracy": metrics.accuracy(list(predictions), list(references))}

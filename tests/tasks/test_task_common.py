@@ -1,0 +1,78 @@
+"""Shared task conventions: the registry, XLM-R special tokens, pair truncation, padding."""
+
+import random
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models
+
+from xmodlm import tasks
+from xmodlm.tasks import inputs, pair, prepare_tokenizer, single
+
+
+def test_get_returns_each_task_module_and_rejects_unknown_names():
+    for name in tasks.NAMES:
+        module = tasks.get(name)
+        for attr in ("load", "featurize", "collate", "evaluate"):
+            assert callable(getattr(module, attr)), (name, attr)
+    with pytest.raises(ValueError, match="'xnli'.*nli, ner, pos, qa, mc"):
+        tasks.get("xnli")
+
+
+def test_single_and_pair_layout():
+    assert single([7, 8, 9], 10) == [0, 7, 8, 9, 2]
+    assert single([7, 8, 9], 4) == [0, 7, 8, 2]
+    assert pair([5, 6], [7], 10) == [0, 5, 6, 2, 2, 7, 2]
+
+
+def _longest_first(a, b, budget):
+    # Reference: remove one token at a time from the longer side, from b on a tie.
+    a, b = list(a), list(b)
+    while len(a) + len(b) > budget:
+        if len(a) > len(b):
+            a.pop()
+        else:
+            b.pop()
+    return a, b
+
+
+def test_pair_truncates_longest_first_like_a_token_by_token_loop():
+    rng = random.Random(0)
+    for _ in range(500):
+        a = [10 + i for i in range(rng.randint(0, 40))]
+        b = [100 + i for i in range(rng.randint(0, 40))]
+        max_length = rng.randint(6, 60)
+        ta, tb = _longest_first(a, b, max_length - 4)
+        assert pair(a, b, max_length) == [0, *ta, 2, 2, *tb, 2]
+        assert len(pair(a, b, max_length)) <= max_length
+
+
+def test_lengths_too_small_for_special_tokens_raise():
+    with pytest.raises(ValueError, match="max_length 5"):
+        pair([1], [2], 5)
+    with pytest.raises(ValueError, match="max_length 2"):
+        single([1], 2)
+
+
+def test_inputs_pad_with_pad_id_and_mask_zero():
+    batch = inputs([[0, 5, 2], [0, 2]])
+    assert batch["input_ids"].tolist() == [[0, 5, 2], [0, 2, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_prepare_tokenizer_checks_special_ids(tok):
+    assert prepare_tokenizer(tok) is tok
+    wrong = Tokenizer(models.WordLevel({"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}, unk_token="<unk>"))
+    with pytest.raises(ValueError, match="<s>=0, <pad>=1"):
+        prepare_tokenizer(wrong)
+
+
+def test_prepare_tokenizer_ignores_padding_and_truncation_settings(tok):
+    configured = Tokenizer.from_str(tok.to_str())
+    configured.enable_padding(pad_id=1, pad_token="<pad>", length=64)
+    configured.enable_truncation(max_length=3)
+    plain = prepare_tokenizer(configured)
+    text = "The committee approved the new budget on Tuesday."
+    assert plain.encode(text, add_special_tokens=False).ids == tok.encode(text, add_special_tokens=False).ids
+    assert configured.padding is not None  # the caller's object is untouched
