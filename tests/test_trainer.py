@@ -23,8 +23,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # the package need not be installed
 from xmodlm.trainer import (TrainConfig, Trainer, _cpu_has_native_bf16, dist_info, find_checkpoint,  # noqa: E402
-                            resolve_precision, seed_everything)
-from safetensors.torch import load_model  # noqa: E402
+                            load_weights, resolve_precision, seed_everything)
+
+try:
+    from xmodlm.config import XmodConfig
+    from xmodlm.model import XmodForMaskedLM
+except ImportError:  # the model is written in parallel; only test_xmod_model_* need it
+    XmodForMaskedLM = None
 
 VOCAB, DIM, LANGS, SEQ = 50, 16, 4, 12
 
@@ -227,7 +232,7 @@ def test_two_ddp_processes_equal_one_process(tmp_path):
         assert a["tokens_per_s"] * 0 == 0  # finite
     assert sorted(p.name for p in (tmp_path / "ddp/checkpoint").glob("rank*.pt")) == ["rank0.pt", "rank1.pt"]
     model = ToyMLM(0.0)
-    load_model(model, tmp_path / "ddp/checkpoint/model.safetensors")
+    load_weights(model, tmp_path / "ddp/checkpoint/model.safetensors")
     assert_same_weights(single.model, model, exact=False)
 
 
@@ -297,6 +302,36 @@ def test_data_sources_and_config_errors(tmp_path):
     with pytest.raises(TypeError, match=r"train_data.state_dict\(\)\['order'\] is a ndarray"):
         make_trainer(tmp_path / "np", steps=1, data=NumpyState()).fit()
     assert dist_info() == (0, 1, 0)
+
+
+@pytest.mark.skipif(XmodForMaskedLM is None, reason="xmodlm.model is not importable")
+@pytest.mark.parametrize("recipe", ["pretrain", "add_language"])
+def test_xmod_model_resume_and_checkpoint_loads(tmp_path, recipe):
+    """The real model (tiny): exact resume, and checkpoint/ is a from_pretrained directory."""
+    trainable = (lambda name: ".adapter_modules.sw_KE." in name) if recipe == "add_language" else None
+
+    def run(out_dir, **kw):
+        seed_everything(7)
+        config = XmodConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=SEQ + 2,
+                            languages=["en_XX", "de_DE", "sw_KE"])
+        model = XmodForMaskedLM(config)
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        settings = dict(max_steps=6, lr=1e-3, log_every=1, out_dir=str(out_dir), device="cpu", precision="fp32",
+                        tensorboard=False, save_every=kw.pop("save_every", 0))
+        trainer = Trainer(model, TrainConfig(**settings), kw.pop("data", ToyBatches()), trainable=trainable)
+        trainer.fit()
+        return trainer.model, initial
+
+    reference, initial = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", save_every=3, data=ToyBatches(fail_at=4))
+    resumed, _ = run(tmp_path / "b", save_every=3)
+    assert_same_weights(reference, resumed)
+    assert_same_weights(resumed, XmodForMaskedLM.from_pretrained(tmp_path / "b/checkpoint"))
+    if recipe == "add_language":
+        for name, value in resumed.state_dict().items():
+            assert torch.equal(value, initial[name]) != (".adapter_modules.sw_KE." in name), name
 
 
 if __name__ == "__main__":

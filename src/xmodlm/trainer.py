@@ -4,8 +4,8 @@ A recipe says what trains (`trainable`), on what data (`train_data`) and with wh
 everything else lives here. This module knows nothing about the model, data or recipes.
 
 Checkpoint layout (`out_dir/checkpoint/`, replaced atomically; `checkpoint.old` is the fallback after a crash mid-swap):
-    model.safetensors    weights (safetensors save_model: tied tensors stored once)
-    config.json          the model's config, when it has `to_dict()` or is a dataclass
+    model.safetensors    weights: the model's own save_pretrained() when it has one (then, with config.json, the
+                         directory loads with from_pretrained), else each tied/shared tensor once under its first name
     optimizer.pt         {"optimizer", "scheduler"} state dicts
     rank{r}.pt           per process: {"rng": torch/cuda/numpy/python states, "data": train_data.state_dict() or None}
     trainer_state.json   step, epoch, elapsed, world_size, trainable names, TrainConfig
@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
@@ -175,6 +175,43 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _alias(t: torch.Tensor) -> tuple:
+    """Identifies tied/shared tensors: same storage, offset and layout."""
+    return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()
+
+
+def save_weights(model: torch.nn.Module, directory: Path) -> None:
+    # safetensors' save_model keeps lm_head.decoder.weight and drops the tied word embeddings, which
+    # from_pretrained (transformers and ours) reject; the model's own writer knows which name is canonical.
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(directory)
+        return
+    seen, state = set(), {}
+    for name, t in model.state_dict().items():
+        if _alias(t) not in seen:
+            seen.add(_alias(t))
+            state[name] = t.detach().contiguous()
+    save_file(state, directory / "model.safetensors")
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Copy every tensor of `path` into `model`; a model tensor absent from the file must be tied to one present."""
+    tensors, own = load_file(path), model.state_dict()
+    unexpected = sorted(set(tensors) - set(own))
+    if unexpected:
+        raise ValueError(f"{path} holds tensors this model lacks: {unexpected[:8]}")
+    loaded = set()
+    with torch.no_grad():
+        for name, t in tensors.items():
+            if t.shape != own[name].shape:
+                raise ValueError(f"{path}: {name} has shape {tuple(t.shape)}, the model {tuple(own[name].shape)}")
+            own[name].copy_(t)
+            loaded.add(_alias(own[name]))
+    missing = [n for n, t in own.items() if n not in tensors and _alias(t) not in loaded]
+    if missing:
+        raise ValueError(f"{path} lacks tensors of this model: {missing[:8]}")
+
+
 def find_checkpoint(out_dir: str | Path) -> Path | None:
     """The complete checkpoint in out_dir: `checkpoint`, or `checkpoint.old` if a crash hit between the two renames."""
     for name in ("checkpoint", "checkpoint.old"):
@@ -273,16 +310,9 @@ class Trainer:
         torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
         _fsync(rank_file)
         if self.is_main:
-            save_model(self.model, str(tmp / "model.safetensors"))
+            save_weights(self.model, tmp)
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                        tmp / "optimizer.pt")
-            model_config = getattr(self.model, "config", None)
-            if hasattr(model_config, "to_dict"):
-                model_config = model_config.to_dict()
-            elif dataclasses.is_dataclass(model_config):
-                model_config = dataclasses.asdict(model_config)
-            if isinstance(model_config, dict):
-                (tmp / "config.json").write_text(json.dumps(model_config, indent=2, default=str))
             state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
                      "world_size": self.world_size, "trainable": self.trainable_names,
                      "config": dataclasses.asdict(self.config)}
@@ -314,7 +344,7 @@ class Trainer:
         changed = {k: (v, now[k]) for k, v in state["config"].items() if k != "out_dir" and now.get(k) != v}
         if changed:
             logger.warning("resuming with changed settings (checkpoint, now): %s", changed)
-        load_model(self.model, path / "model.safetensors", strict=True, device=str(self.device))
+        load_weights(self.model, path / "model.safetensors")
         optim = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(optim["optimizer"])
         self.scheduler.load_state_dict(optim["scheduler"])
@@ -359,7 +389,7 @@ class Trainer:
         model = self.ddp or self.model
         micro = [self._next_batch() for _ in range(self.config.grad_accum)]
         counts = torch.stack([_n_targets(b) for b in micro]).float()
-        total = self._all_reduce(counts.sum())
+        total = self._all_reduce(counts.sum()).clamp(min=1)  # a step without targets: zero loss, not 0/0
         # DDP averages gradients over processes, so scale by world_size to get sum_i n_i * grad(loss_i) / N.
         weights = counts * self.world_size / total
         loss_share = torch.zeros((), device=self.device)
