@@ -1,0 +1,208 @@
+"""Tokenizer: a SentencePiece-style Unigram model trained on an alpha-sampled multilingual sample, with XLM-R's
+special-token layout (<s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=last id), saved so transformers loads it unchanged.
+
+Why the saved tokenizer_config names "PreTrainedTokenizerFast" and not "XLMRobertaTokenizer": transformers 5
+rebuilds an XLMRobertaTokenizer from the vocabulary alone, keeping a normaliser only when it is a SentencePiece
+precompiled charsmap. Our NFKC normaliser would be dropped and text such as "ﬁ" or full-width digits would get
+other ids. PreTrainedTokenizerFast (TokenizersBackend in 5.x) loads tokenizer.json as written, in 4.x and 5.x.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
+
+from .data import CorpusReport, count_lines, read_lines, sampling_probs
+
+log = logging.getLogger(__name__)
+_HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")  # "name" or "owner/name"
+
+BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
+SPECIAL_TOKENS = (BOS, PAD, EOS, UNK)  # in id order; <mask> is added last
+
+
+def mask_id(tok: Tokenizer) -> int:
+    """Id of <mask> (the last id of a tokenizer trained here; 250001 in XLM-R's)."""
+    i = tok.token_to_id(MASK)
+    if i is None:
+        raise ValueError(f"tokenizer has no {MASK} token")
+    return i
+
+
+def _empty_tokenizer() -> Tokenizer:
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    # Split at whitespace first, as transformers' XLM-R tokenizer does, so runs of spaces make no "▁" pieces.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return tok
+
+
+def _finish(tok: Tokenizer) -> Tokenizer:
+    """Add <mask> last (lstrip like XLM-R: "a <mask>" has no "▁" piece before it) and the <s> A </s></s> B </s>
+    post-processor."""
+    if tok.token_to_id(MASK) is None:
+        tok.add_special_tokens([AddedToken(MASK, lstrip=True, special=True)])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", pair=f"{BOS} $A {EOS} {EOS} $B {EOS}",
+        special_tokens=[(BOS, tok.token_to_id(BOS)), (EOS, tok.token_to_id(EOS))])
+    check_special_tokens(tok)
+    return tok
+
+
+def check_special_tokens(tok: Tokenizer) -> None:
+    """Raise unless <s>, <pad>, </s>, <unk> have ids 0..3 and <mask> exists: the model and data rely on it."""
+    got = {t: tok.token_to_id(t) for t in (*SPECIAL_TOKENS, MASK)}
+    want = dict(zip(SPECIAL_TOKENS, range(4)))
+    if any(got[t] != i for t, i in want.items()) or got[MASK] is None:
+        raise ValueError(f"tokenizer special-token ids are {got}; the XLM-R convention needs {want} and a {MASK}")
+
+
+def _sample(corpora: Mapping[str, Path], sizes: Mapping[str, int], n_sample: int, alpha: float, seed: int,
+            report: CorpusReport, progress: bool) -> list[str]:
+    """n_sample lines, language l drawn with probability p_l ~ n_l^alpha; within a language, lines are drawn
+    without replacement while the quota allows, so a small language repeats all its lines before any twice."""
+    codes = list(corpora)
+    probs = sampling_probs([sizes[c] for c in codes], alpha)
+    rng = np.random.default_rng(seed)
+    quotas = rng.multinomial(n_sample, probs)
+    out: list[str] = []
+    with tqdm(total=int(quotas.sum()), desc="tokenizer sample", unit=" lines", disable=not progress) as bar:
+        for code, quota, p in zip(codes, quotas, probs):
+            n = sizes[code]
+            repeats, extra = divmod(int(quota), n)
+            extra_lines = np.sort(rng.choice(n, size=extra, replace=False)) if extra else np.empty(0, np.int64)
+            if repeats == 0 and extra == 0:
+                continue
+            j = 0  # next entry of extra_lines
+            stop = n if repeats else int(extra_lines[-1]) + 1
+            for index, _, text in read_lines(corpora[code], 0, stop, report=report):
+                while j < extra and extra_lines[j] < index:  # drawn line was empty or invalid
+                    j += 1
+                times = repeats + (j < extra and extra_lines[j] == index)
+                out.extend([text] * times)
+                bar.update(times)
+            log.info(f"tokenizer sample: {code}: {quota} lines (p={p:.4f}, n={n})")
+    return out
+
+
+def _sorted_pieces(tok: Tokenizer) -> Tokenizer:
+    """Order the pieces after the special tokens by their text. The Unigram trainer is not deterministic (its EM
+    sums run in hash-map order, so scores move by ~1e-3 between runs and the score order of the pieces with them);
+    the piece set is stable, and text order turns it into the same ids on every run."""
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    n = len(SPECIAL_TOKENS)
+    spec["model"]["vocab"] = vocab[:n] + sorted(vocab[n:], key=lambda piece: piece[0])
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def _rare_characters(lines: list[str], coverage: float, max_chars: int) -> set[str]:
+    """Characters outside the most frequent ones that cover `coverage` of all characters (SentencePiece's
+    character_coverage), also cut at max_chars so the vocabulary keeps room for multi-character pieces."""
+    counts = Counter()
+    for line in lines:
+        counts.update(line)
+    for char in [c for c in counts if c.isspace()]:  # whitespace splits words; it is never part of a piece
+        del counts[char]
+    total, covered, keep = sum(counts.values()), 0, 0
+    ranked = counts.most_common()
+    for char, n in ranked:
+        if covered >= coverage * total or keep >= max_chars:
+            break
+        covered += n
+        keep += 1
+    if keep < len(ranked) and keep >= max_chars and covered < coverage * total:
+        log.warning(f"tokenizer: only the {max_chars} most frequent characters fit the vocabulary (covering "
+                    f"{covered / total:.4%} of the sample); the other {len(ranked) - keep} become {UNK}")
+    return {char for char, _ in ranked[keep:]}
+
+
+def train_tokenizer(corpora: Mapping[str, str | os.PathLike], vocab_size: int, alpha: float = 0.3,
+                    sample_sentences: int = 1_000_000, seed: int = 0, *, skip_lines: int = 0,
+                    character_coverage: float = 0.9995, progress: bool = True) -> Tokenizer:
+    """Train a Unigram tokenizer of `vocab_size` ids (including the 5 special tokens) on a sample of at most
+    `sample_sentences` lines (never more than the corpora hold), language l drawn with p_l ~ n_l^alpha.
+
+    skip_lines: leave out the last lines of every file (the validation tail). Characters beyond
+    `character_coverage` of the sample are left out of the vocabulary and encode as <unk>.
+    """
+    corpora = {code: Path(p) for code, p in sorted(corpora.items())}
+    if not corpora:
+        raise ValueError("train_tokenizer needs at least one corpus")
+    if vocab_size < 16:
+        raise ValueError(f"vocab_size {vocab_size} is too small; use at least 16")
+    sizes = {}
+    for code, path in corpora.items():
+        sizes[code] = count_lines(path) - skip_lines
+        if sizes[code] <= 0:
+            raise ValueError(f"{path} has no lines left after holding out the last {skip_lines}")
+    report = CorpusReport()
+    n_sample = min(sample_sentences, sum(sizes.values()))
+    tok = _empty_tokenizer()
+    lines = [tok.normalizer.normalize_str(line) for line in _sample(corpora, sizes, n_sample, alpha, seed, report,
+                                                                    progress)]
+    if not lines:
+        raise ValueError(f"no usable line in the tokenizer sample ({report.summary()})")
+    rare = _rare_characters(lines, character_coverage, max_chars=(vocab_size - len(SPECIAL_TOKENS) - 1) // 2)
+    if rare:
+        # Blanking them keeps them out of the trainer's required alphabet; at encode time they map to <unk>.
+        table = {ord(c): " " for c in rare}
+        lines = [line.translate(table) for line in lines]
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size - 1, special_tokens=list(SPECIAL_TOKENS),
+                                      unk_token=UNK, show_progress=progress, max_piece_length=16)
+    tok.train_from_iterator(lines, trainer, length=len(lines))
+    tok = _finish(_sorted_pieces(tok))
+    if tok.get_vocab_size() != vocab_size:
+        log.warning(f"tokenizer: the sample supports {tok.get_vocab_size()} ids, fewer than vocab_size={vocab_size};"
+                    f" use tok.get_vocab_size() for the model")
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike, model_max_length: int | None = None) -> Path:
+    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json, loadable by load_tokenizer and by
+    transformers.AutoTokenizer.from_pretrained with the same ids."""
+    check_special_tokens(tok)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    special = {"bos_token": BOS, "eos_token": EOS, "sep_token": EOS, "cls_token": BOS, "unk_token": UNK,
+               "pad_token": PAD, "mask_token": MASK}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "clean_up_tokenization_spaces": False}
+    if model_max_length is not None:
+        config["model_max_length"] = model_max_length
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
+    return directory
+
+
+def load_tokenizer(dir_or_name: str | os.PathLike) -> Tokenizer:
+    """A tokenizer from a directory holding tokenizer.json, a tokenizer.json file, or a Hugging Face hub id (e.g.
+    "FacebookAI/xlm-roberta-base"; needs a network). Its special tokens must follow the XLM-R layout."""
+    path = Path(dir_or_name)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer.json in {dir_or_name}")
+    if path.is_file():
+        tok = Tokenizer.from_file(str(path))
+    elif not _HUB_ID.fullmatch(str(dir_or_name)):
+        raise FileNotFoundError(f"tokenizer not found: {dir_or_name} (neither a directory with tokenizer.json nor a "
+                                "hub id like 'FacebookAI/xlm-roberta-base')")
+    else:
+        try:
+            tok = Tokenizer.from_pretrained(str(dir_or_name))
+        except Exception as e:
+            raise OSError(f"cannot load tokenizer {dir_or_name!r} from the Hugging Face hub: {e}") from e
+    check_special_tokens(tok)
+    return tok
