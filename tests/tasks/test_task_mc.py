@@ -30,7 +30,10 @@ ROW = {"premise": "p", "choice1": "a", "choice2": "b", "question": "cause", "lab
     "line, expected",
     [
         ("{not json", "one JSON object"),
-        (json.dumps({k: v for k, v in ROW.items() if k != "choice2"}), "an object with the keys premise, choice1, choice2, question, label"),
+        (
+            json.dumps({k: v for k, v in ROW.items() if k != "choice2"}),
+            "an object with the keys premise, choice1, choice2, question, label",
+        ),
         (json.dumps({**ROW, "question": "why"}), 'question "cause" or "effect"'),
         (json.dumps({**ROW, "label": 2}), "label 0 or 1"),
     ],

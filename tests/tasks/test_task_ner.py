@@ -37,6 +37,7 @@ def test_panx_language_prefix_is_stripped(tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("Visit O\nde:x O\n", encoding="utf-8")  # first token has no prefix: keep all
     assert ner.load(plain)[0].words == ["Visit", "de:x"]
+    assert ner.load(plain, strip_language_prefix=True)[0].words == ["Visit", "x"]
 
 
 def test_conll2003_columns_and_docstart(tmp_path):

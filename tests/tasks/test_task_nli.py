@@ -37,13 +37,20 @@ def test_headers_are_recognised(tmp_path):
     assert len(nli.load(original)) == 2
 
 
+def test_only_newline_ends_a_line(tmp_path):
+    path = tmp_path / "cr.tsv"
+    path.write_bytes("a\rb\tc\tneutral\r\n".encode())
+    assert nli.load(path) == [nli.Example("a\rb", "c", 1)]
+
+
 def test_malformed_lines_name_file_line_and_expectation(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\tb\tneutral\na\tb\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.tsv:2: expected 3 tab-separated fields"):
         nli.load(bad)
     bad.write_text("a\tb\tneutral\na\tb\tmaybe\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.tsv:2: expected a label in entailment, neutral, contradiction, got 'maybe'"):
+    expected = r"bad\.tsv:2: expected a label in entailment, neutral, contradiction, got 'maybe'"
+    with pytest.raises(ValueError, match=expected):
         nli.load(bad)
 
 

@@ -166,7 +166,8 @@ def test_malformed_json_names_file_and_place(tmp_path):
     bad.write_text('{"data": [\n  {"paragraphs": [}\n]}', encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.json:2: expected SQuAD JSON, got invalid JSON"):
         qa.load(bad)
-    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "1", "answers": []}]}]}]}
+    paragraph = {"context": "c", "qas": [{"id": "1", "answers": []}]}
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [paragraph]}]}
     bad.write_text(json.dumps(squad), encoding="utf-8")
     with pytest.raises(ValueError, match=r"data\[0\]\.paragraphs\[0\]\.qas\[0\] has no 'question'"):
         qa.load(bad)

@@ -39,8 +39,11 @@ def get(name: str) -> ModuleType:
 
 
 def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its line ending); a UTF-8 BOM is dropped."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    """(1-based line number, line without its line ending); a UTF-8 BOM is dropped.
+
+    Only \\n ends a line (a stray \\r inside text stays text); CRLF endings are removed.
+    """
+    with open(path, encoding="utf-8-sig", newline="\n") as f:
         for number, line in enumerate(f, 1):
             yield number, line.rstrip("\r\n")
 

@@ -54,7 +54,8 @@ def load(path: str | Path) -> list[Example]:
 
 
 def _example(row: Mapping) -> Example:
-    return Example(row["premise"], (row["choice1"], row["choice2"]), row["question"], int(row["label"]), row.get("idx"))
+    choices = (row["choice1"], row["choice2"])
+    return Example(row["premise"], choices, row["question"], int(row["label"]), row.get("idx"))
 
 
 def featurize(

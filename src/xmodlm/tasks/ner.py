@@ -17,7 +17,7 @@ from xmodlm.tasks import collate_words, decode_words, featurize_words, format_er
 LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 _TAG = re.compile(r"^(?:O|[BIES]-\S+)$")
 # PAN-X as distributed by XTREME prefixes every token with its language: "en:London".
-_LANG_PREFIX = re.compile(r"^([a-z]{2,3}):(?=.)")
+_LANG_PREFIX = re.compile(r"^[a-z]{2,3}:(?=.)")
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,12 @@ def load(path: str | Path, strip_language_prefix: bool | None = None) -> list[Ex
 
     Fields are tab-separated if the line has a tab, else whitespace-separated; the token
     is the first field and the tag the last, so 4-column CoNLL-2003 files work too.
-    `-DOCSTART-` lines are skipped. strip_language_prefix=None strips a "xx:" prefix
-    from tokens when the file's first token has one (PAN-X); True / False force it.
+    `-DOCSTART-` lines are skipped. PAN-X tokens carry a language prefix ("en:London"):
+    with strip_language_prefix=None one such "xx:" prefix is removed from every token if
+    the file's first token has one; True always removes it, False never does.
     """
     examples, words, tags = [], [], []
-    prefix = None
+    strip = strip_language_prefix
     for number, line in read_lines(path):
         if not line.strip():
             if words:
@@ -49,13 +50,12 @@ def load(path: str | Path, strip_language_prefix: bool | None = None) -> list[Ex
         if token == "-DOCSTART-":
             continue
         if not _TAG.match(tag):
-            raise format_error(path, number, "an IOB2/IOBES tag (O, B-TYPE, I-TYPE, E-TYPE, S-TYPE) as the last field", line)
-        if prefix is None:
-            match = _LANG_PREFIX.match(token)
-            auto = strip_language_prefix is None and match is not None
-            prefix = match.group(0) if match and (auto or strip_language_prefix) else ""
-        if prefix and token.startswith(prefix) and len(token) > len(prefix):
-            token = token[len(prefix):]
+            expected = "an IOB2/IOBES tag (O, B-TYPE, I-TYPE, E-TYPE, S-TYPE) as the last field"
+            raise format_error(path, number, expected, line)
+        if strip is None:
+            strip = _LANG_PREFIX.match(token) is not None
+        if strip:
+            token = _LANG_PREFIX.sub("", token, count=1)
         words.append(token)
         tags.append(tag)
     if words:

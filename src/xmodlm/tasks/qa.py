@@ -43,13 +43,12 @@ def load(path: str | Path) -> list[Example]:
             context = _get(paragraph, "context", path, where)
             for q, qa in enumerate(_get(paragraph, "qas", path, where)):
                 where_q = f"{where}.qas[{q}]"
-                answers = _get(qa, "answers", path, where_q)
-                texts = [_get(x, "text", path, f"{where_q}.answers[{i}]") for i, x in enumerate(answers)]
-                starts = [int(_get(x, "answer_start", path, f"{where_q}.answers[{i}]")) for i, x in enumerate(answers)]
-                examples.append(Example(
-                    str(_get(qa, "id", path, where_q)), _get(qa, "question", path, where_q),
-                    context, texts, starts, article.get("title", ""),
-                ))  # fmt: skip
+                texts, starts = [], []
+                for i, answer in enumerate(_get(qa, "answers", path, where_q)):
+                    texts.append(_get(answer, "text", path, f"{where_q}.answers[{i}]"))
+                    starts.append(int(_get(answer, "answer_start", path, f"{where_q}.answers[{i}]")))
+                qid, question = str(_get(qa, "id", path, where_q)), _get(qa, "question", path, where_q)
+                examples.append(Example(qid, question, context, texts, starts, article.get("title", "")))
     return examples
 
 
