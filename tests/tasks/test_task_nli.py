@@ -35,6 +35,8 @@ def test_headers_are_recognised(tmp_path):
     )
     assert nli.load(original, language="de") == [nli.Example("P de", "H de", 0)]
     assert len(nli.load(original)) == 2
+    with pytest.raises(ValueError, match="no 'language' column to select 'de'"):
+        nli.load(mt, language="de")
 
 
 def test_only_newline_ends_a_line(tmp_path):

@@ -5,6 +5,8 @@ Each task module (nli, ner, pos, qa, mc) offers the same small surface:
     featurize(examples, tok, max_length)    -> list[dict] of python lists / ints
     collate(features) -> dict[str, Tensor]  keys named like the model's forward arguments
     evaluate(predictions, references)       -> dict of percentages (see xmodlm.metrics)
+plus what a task needs between logits and predictions: LABELS (nli, ner, pos),
+label_list and decode (ner, pos: per-word tags), postprocess (qa: answer strings).
 Modules are imported on demand by `get`, so this file never imports its children.
 
 Inputs follow XLM-R: <s>=0 (also the classification token), <pad>=1, </s>=2, <unk>=3;

@@ -37,19 +37,23 @@ def load(path: str | Path, language: str | None = None) -> list[Example]:
     text contains unbalanced quotes, so CSV quoting must not be applied.
     """
     examples = []
-    columns, width = (0, 1, 2), 3
+    columns, width, expected = (0, 1, 2), 3, "3 tab-separated fields (premise, hypothesis, label)"
     lang_column = None
     for number, line in read_lines(path):
         fields = line.split("\t")
         if number == 1 and any(f.strip().lower() in _LABEL for f in fields):
-            columns, width, lang_column = _header(path, fields)
+            columns, lang_column = _header(path, fields)
+            width, expected = len(fields), f"{len(fields)} tab-separated fields, as in the header"
             continue
         if not line.strip():
             continue
         if len(fields) != width:
-            raise format_error(path, number, f"{width} tab-separated fields (premise, hypothesis, label)", line)
-        if language is not None and lang_column is not None and fields[lang_column] != language:
-            continue
+            raise format_error(path, number, expected, line)
+        if language is not None:
+            if lang_column is None:
+                raise ValueError(f"{path} has no 'language' column to select {language!r} by")
+            if fields[lang_column] != language:
+                continue
         premise, hypothesis, label = (fields[c] for c in columns)
         if label.strip() not in _LABEL_ID:
             raise format_error(path, number, f"a label in {', '.join(LABELS)}", label)
@@ -57,7 +61,7 @@ def load(path: str | Path, language: str | None = None) -> list[Example]:
     return examples
 
 
-def _header(path, fields: list[str]) -> tuple[tuple[int, int, int], int, int | None]:
+def _header(path, fields: list[str]) -> tuple[tuple[int, int, int], int | None]:
     names = [f.strip().lower() for f in fields]
 
     def find(options):
@@ -67,7 +71,7 @@ def _header(path, fields: list[str]) -> tuple[tuple[int, int, int], int, int | N
         raise format_error(path, 1, f"a header naming one of {options}", "\t".join(fields))
 
     lang = names.index("language") if "language" in names else None
-    return (find(_PREMISE), find(_HYPOTHESIS), find(_LABEL)), len(fields), lang
+    return (find(_PREMISE), find(_HYPOTHESIS), find(_LABEL)), lang
 
 
 def from_hf(rows: Iterable[Mapping]) -> list[Example]:
