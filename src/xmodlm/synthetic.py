@@ -66,7 +66,7 @@ _GRAMMEMES = ("NOM", "ACC", "LOC", "COM", "PL", "PST", "PRS", "FUT", "NEG") + tu
 )
 
 # Sub-streams of the world seed, so that e.g. NLI items never reuse corpus sentences.
-_TAG_WORLD, _TAG_PROTO, _TAG_LANG, _TAG_TEXT, _TAG_NLI, _TAG_NER, _TAG_QA = range(1, 8)
+_TAG_WORLD, _TAG_PROTO, _TAG_LANG, _TAG_TEXT, _TAG_NLI, _TAG_NER, _TAG_QA, _TAG_FAMILY = range(1, 9)
 _BLOCK = 2048  # meanings are drawn in fixed blocks so that a shorter sample is a prefix
 
 # ---------------------------------------------------------------------------------------
@@ -813,7 +813,7 @@ class SyntheticWorld:
 
     def _build_language(self, code: str, index: int) -> _Language:
         rng = _py_rng(self.seed, _TAG_LANG, index)
-        family = index if index < N_FAMILIES else rng.choices(range(N_FAMILIES), self._family_weights)[0]
+        family = self._family_of(index)
         proto = self._proto(family)
         # Sound changes: a handful of regular substitutions applied to every inherited word.
         pairs = [p for p in rng.sample(_SOUND_CHANGES, rng.randint(2, 5)) if p[0] in proto.phonology.consonants + proto.phonology.vowels]
@@ -884,17 +884,15 @@ class SyntheticWorld:
 
     def related(self, code: str) -> list[str]:
         """Same-family languages of this world, most similar (most cognates) first."""
-        lang = self._language(code)
-        others = [c for c in self._codes if c != code and self._family_of(c) == lang.family]
+        family = self._language(code).family
+        others = [c for c in self._codes if c != code and self._family_of(self._index[c]) == family]
         return sorted(others, key=lambda c: (-self.similarity(code, c), c))
 
-    def _family_of(self, code: str) -> int:
-        index = self._index[code]
+    def _family_of(self, index: int) -> int:
+        # The first 16 languages found one family each, so any few of them are unrelated.
         if index < N_FAMILIES:
             return index
-        # Same first draw as _build_language, without building the whole language.
-        rng = _py_rng(self.seed, _TAG_LANG, index)
-        return rng.choices(range(N_FAMILIES), self._family_weights)[0]
+        return _py_rng(self.seed, _TAG_FAMILY, index).choices(range(N_FAMILIES), self._family_weights)[0]
 
     def similarity(self, a: str, b: str) -> float:
         """Share of the vocabulary both languages inherited from one proto-language (0 across families)."""
@@ -904,7 +902,8 @@ class SyntheticWorld:
         return len(la.cognates & lb.cognates) / len(_CONCEPTS)
 
     def lexicon(self, code: str, phonemic: bool = False) -> dict[str, str]:
-        """Concept -> word ('n0' is the most frequent noun); phonemic=True gives the phonemes."""
+        """Concept -> word: n(oun), v(erb), a(djective), r (adverb), num, org/loc (name types),
+        wh; 'n0' is the most frequent noun. phonemic=True gives the phonemes (see CONSONANTS)."""
         lang = self._language(code)
         return {f"{k[0]}{k[1]}": (w if phonemic else lang.render(w)) for k, w in lang.lexicon.items()}
 
@@ -953,16 +952,16 @@ class SyntheticWorld:
         return list(self._meanings(_TAG_TEXT, seed, n))
 
     def _sample_extra(self, rng: random.Random, field: str, agent: int) -> int:
+        """A value for a modifier that NLI adds to a meaning."""
+        draw = lambda cls: int(_draw(self._cdf[cls], np.array([rng.random()]))[0])  # noqa: E731
         if field == "count":
             return rng.choice(NUMERALS)
-        if field == "adjective":
-            return int(_draw(self._cdf["a"], np.array([rng.random()]))[0])
-        if field == "manner":
-            return int(_draw(self._cdf["r"], np.array([rng.random()]))[0])
+        if field in ("adjective", "manner"):
+            return draw("a" if field == "adjective" else "r")
         if field == "location":
-            return N_PERSONS + N_ORGS + int(_draw(self._cdf["LOC"], np.array([rng.random()]))[0])
+            return N_PERSONS + N_ORGS + draw("LOC")
         while True:  # partner: anyone but the agent
-            p = int(_draw(self._cdf["PER"], np.array([rng.random()]))[0])
+            p = draw("PER")
             if p != agent:
                 return p
 
