@@ -17,12 +17,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
-    """A dataclass field with a help text for ``--help``."""
+def setting(default: Any = dataclasses.MISSING, help: str = "", flags: tuple[str, ...] = (), **kw: Any) -> Any:
+    """A dataclass field with a help text for ``--help`` and optional extra flag names."""
+    metadata = {"help": help, "flags": tuple(flags)}
     if isinstance(default, (list, dict)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
+    return dataclasses.field(default=default, metadata=metadata, **kw)
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -117,13 +118,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[
             parser.add_argument(f.name, help=help_)
             continue
         base, _ = _unwrap_optional(_field_types(cls)[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        flags = [*f.metadata.get("flags", ()), "--" + f.name.replace("_", "-")]
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{help_} (default: {default})")
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=f"{help_} (default: {default})")
         else:
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
-            parser.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(),
+            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
                                 help=f"{help_} (default: {shown})")
     if "config" not in {f.name for f in dataclasses.fields(cls)}:
         parser.add_argument("--config", default=None, metavar="YAML",
