@@ -269,7 +269,8 @@ def _render_thai(w: str, o: dict[str, str]) -> str:
 
 
 # Hangul jamo indices: initial (L), vowel (V), final (T); block = AC00 + (L*21 + V)*28 + T.
-_HANGUL_L = dict(zip("gkndtlrmbpfvsSzZJCxhN", (0, 15, 2, 3, 16, 5, 5, 6, 7, 17, 17, 7, 9, 9, 12, 12, 12, 14, 18, 18, 2)))
+_HANGUL_L = dict(zip("gkndtlrmbpfvsSzZJCxhN",
+                     (0, 15, 2, 3, 16, 5, 5, 6, 7, 17, 17, 7, 9, 9, 12, 12, 12, 14, 18, 18, 2)))
 _HANGUL_V = {"a": 0, "e": 5, "i": 20, "o": 8, "u": 13}
 _HANGUL_GLIDE = {"ja": 2, "je": 7, "ji": 20, "jo": 12, "ju": 17, "wa": 9, "we": 15, "wi": 16, "wo": 14, "wu": 13}
 _HANGUL_T = dict(zip("kgntdlrmpbsSzNCJxh", (1, 1, 4, 7, 7, 8, 8, 16, 17, 17, 19, 19, 19, 21, 22, 22, 27, 27)))
@@ -372,7 +373,9 @@ def _draw_phonology(rng: random.Random) -> _Phonology:
 
 
 _ORDERS, _ORDER_WEIGHTS = ("SOV", "SVO", "VSO", "VOS", "OVS", "OSV"), (36, 34, 14, 8, 4, 4)
-_MORPH_KEYS = ("morph", "case.NOM", "case.ACC", "case.LOC", "case.COM", "plural", "tense", "neg", "agree", "nom_sg_zero")
+_MORPH_KEYS = (
+    "morph", "case.NOM", "case.ACC", "case.LOC", "case.COM", "plural", "tense", "neg", "agree", "nom_sg_zero",
+)
 
 
 def _draw_grammar(rng: random.Random, morph: str | None = None) -> dict:
@@ -451,7 +454,8 @@ class _Proto:
     ortho: dict[str, str]
 
 
-def _draw_ortho(rng: random.Random, script: _Script, base: dict[str, str] | None = None, p: float = 0.5) -> dict[str, str]:
+def _draw_ortho(rng: random.Random, script: _Script, base: dict[str, str] | None = None,
+                p: float = 0.5) -> dict[str, str]:
     # Each phoneme keeps its usual (or inherited) spelling unless redrawn with probability p.
     return {
         k: (base[k] if base else vs[0]) if rng.random() >= p else rng.choice(vs)
@@ -653,7 +657,8 @@ class _Language:
             part = self._parts[concept] = ((self.render(self.lexicon[concept]),), ("O",), 0, 1)
         return part
 
-    def clause(self, m: Meaning, wh: str | None = None) -> tuple[list[str], list[str], dict[str, tuple[int, int]]]:
+    def clause(self, m: Meaning, wh: str | None = None
+               ) -> tuple[list[str], list[str], dict[str, tuple[int, int]]]:
         """Words, tags and per-slot content spans; wh names the role a question asks for."""
         parts = {
             "S": self.entity_np(m.agent, "NOM"),
@@ -735,19 +740,22 @@ class SyntheticWorld:
     def _build_entities(self, rng: random.Random) -> None:
         ph = _Phonology(CONSONANTS, VOWELS, ("CV", "CVC", "V", "CLV"), (5, 3, 1, 1))
         taken: set[str] = set()
-        names = [_fresh_word(rng, ph, rng.randint(2, 3), taken) for _ in range(N_GIVEN_NAMES + N_FAMILY_NAMES + N_NAMES)]
-        given, family, place = names[:N_GIVEN_NAMES], names[N_GIVEN_NAMES:-N_NAMES], names[-N_NAMES:]
+        n_names = N_GIVEN_NAMES + N_FAMILY_NAMES + N_NAMES
+        names = [_fresh_word(rng, ph, rng.randint(2, 3), taken) for _ in range(n_names)]
+        given, surnames, other = names[:N_GIVEN_NAMES], names[N_GIVEN_NAMES:-N_NAMES], names[-N_NAMES:]
         entities: list[tuple[str, tuple]] = []
         people: set[tuple] = set()
         while len(people) < N_PERSONS:
-            person = (rng.choice(given),) if rng.random() < 0.15 else (rng.choice(given), rng.choice(family))
+            person = (rng.choice(given),) if rng.random() < 0.15 else (rng.choice(given), rng.choice(surnames))
             if person not in people:
                 people.add(person)
                 entities.append(("PER", person))
-        orgs = rng.sample(place, N_ORGS)
-        for name in orgs:
+        # Organisation and place names are distinct words, so one name keeps one NER type; an
+        # optional type word ("bank", "river") is a common noun of each language.
+        names = rng.sample(other, N_ORGS + N_PLACES)
+        for name in names[:N_ORGS]:
             entities.append(("ORG", (name, ("org", rng.randrange(N_ORG_TYPES))) if rng.random() < 0.7 else (name,)))
-        for name in rng.sample(place, N_PLACES):
+        for name in names[N_ORGS:]:
             entities.append(("LOC", (name, ("loc", rng.randrange(N_LOC_TYPES))) if rng.random() < 0.2 else (name,)))
         self._entities = entities
 
@@ -816,7 +824,8 @@ class SyntheticWorld:
         family = self._family_of(index)
         proto = self._proto(family)
         # Sound changes: a handful of regular substitutions applied to every inherited word.
-        pairs = [p for p in rng.sample(_SOUND_CHANGES, rng.randint(2, 5)) if p[0] in proto.phonology.consonants + proto.phonology.vowels]
+        inventory = proto.phonology.consonants + proto.phonology.vowels
+        pairs = [p for p in rng.sample(_SOUND_CHANGES, rng.randint(2, 5)) if p[0] in inventory]
         change = str.maketrans({a: b for a, b in pairs})
         apocope = rng.random() < 0.3
         ph = proto.phonology
@@ -932,7 +941,8 @@ class SyntheticWorld:
         manner = np.where(rng.random(B) < 0.25, _draw(cdf["r"], rng.random(B)), -1)
         tense = _draw(cdf["tense"], rng.random(B))
         negated = rng.random(B) < 0.15
-        columns = [c.tolist() for c in (agent, verb, patient, adjective, count, location, partner, manner, tense, negated)]
+        fields = (agent, verb, patient, adjective, count, location, partner, manner, tense, negated)
+        columns = [c.tolist() for c in fields]
         return list(map(Meaning._make, zip(*columns)))
 
     def _meanings(self, stream: int, seed: int, n: int | None = None) -> Iterator[Meaning]:
@@ -1102,7 +1112,9 @@ class SyntheticWorld:
             roles = [(j, role) for j, m in enumerate(chosen) for role in _answerable(m)]
             rng.shuffle(roles)
             take = min(rng.randint(1, 4), n - asked, len(roles))
-            questions = [(f"syn{self.seed}-{seed}-{asked + t:06d}", j, role) for t, (j, role) in enumerate(roles[:take])]
+            questions = [
+                (f"syn{self.seed}-{seed}-{asked + t:06d}", j, role) for t, (j, role) in enumerate(roles[:take])
+            ]
             paragraphs.append((tuple(chosen), questions))
             asked += take
         return paragraphs
