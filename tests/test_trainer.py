@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # the package need not be installed
-from xmodlm.trainer import (TrainConfig, Trainer, _cpu_has_native_bf16, dist_info, find_checkpoint,  # noqa: E402
+from xmodlm.trainer import (TrainConfig, Trainer, _cpu_bf16_is_fast, dist_info, find_checkpoint,  # noqa: E402
                             load_weights, resolve_precision, seed_everything)
 
 try:
@@ -91,7 +91,8 @@ class ToyBatches:
         labels = torch.where((torch.rand(self.batch, SEQ, generator=g) < 0.3) & mask.bool(), ids, -100)
         lang_ids = torch.randint(0, LANGS - 1, (self.batch,), generator=g)  # the last language never appears
         rows = slice(self.take[j] * self.batch // self.chunks, (self.take[j] + 1) * self.batch // self.chunks)
-        return {"input_ids": ids[rows], "attention_mask": mask[rows], "labels": labels[rows], "lang_ids": lang_ids[rows]}
+        return {"input_ids": ids[rows], "attention_mask": mask[rows], "labels": labels[rows],
+                "lang_ids": lang_ids[rows]}
 
     def state_dict(self):
         return {"pos": self.pos}
@@ -229,7 +230,6 @@ def test_two_ddp_processes_equal_one_process(tmp_path):
     assert [r["step"] for r in ddp_rows] == [1, 2, 3]
     for a, b in zip(ddp_rows, one_rows):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-5)
-        assert a["tokens_per_s"] * 0 == 0  # finite
     assert sorted(p.name for p in (tmp_path / "ddp/checkpoint").glob("rank*.pt")) == ["rank0.pt", "rank1.pt"]
     model = ToyMLM(0.0)
     load_weights(model, tmp_path / "ddp/checkpoint/model.safetensors")
@@ -278,7 +278,7 @@ def test_evaluate_is_logged_and_leaves_training_unchanged(tmp_path):
 def test_bf16_autocast_on_cpu(tmp_path):
     assert resolve_precision("fp32", torch.device("cpu")) is None
     assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
-    assert resolve_precision("auto", torch.device("cpu")) is (torch.bfloat16 if _cpu_has_native_bf16() else None)
+    assert resolve_precision("auto", torch.device("cpu")) is (torch.bfloat16 if _cpu_bf16_is_fast() else None)
     final = make_trainer(tmp_path, steps=3, precision="bf16").fit()
     assert torch.isfinite(torch.tensor(final["loss"]))
 
