@@ -1,0 +1,154 @@
+"""Pre-training recipe: per-language corpora -> tokenizer -> X-Mod (or shared) masked-LM training.
+
+What trains: everything (language modules from the start, together with the shared weights).
+Data: one language per batch, languages sampled with p_l ~ n_l^alpha (``--mixed-batches`` mixes
+them within a batch). Loss: masked LM. ``--shared`` trains the paper's baseline: one module
+used by every language, so each language uses the same number of parameters as in X-Mod.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from .. import data as data_mod
+from .. import tokenizer as tok_mod
+from ..config import atomic_write_text, preset
+from ..model import XmodForMaskedLM
+from ..settings import setting
+from ..trainer import Trainer, TrainConfig, dist_info
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainSettings(TrainConfig):
+    data: str = setting("", "directory of per-language files <code>.txt or <code>.txt.gz, one sentence a line")
+    languages: list[str] = setting([], "language codes, in id order (default: every file in --data, sorted)")
+    out_dir: str = setting("runs/pretrain", "output: HF checkpoint, tokenizer, trainer state, metrics.jsonl",
+                           flags=("--out",))
+    preset: str = setting("tiny", "architecture: tiny | small | base | large-prenorm")
+    hidden_size: int | None = setting(None, "override the preset's hidden size")
+    num_hidden_layers: int | None = setting(None, "override the preset's number of layers")
+    adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this")
+    tokenizer: str | None = setting(None, "existing tokenizer directory (tokenizer.json); default: train one")
+    vocab_size: int = setting(8000, "vocabulary size of the trained tokenizer")
+    seq_len: int = setting(128, "tokens per packed row")
+    batch_size: int = setting(16, "rows per optimizer micro-batch (global, across processes)")
+    alpha: float = setting(0.3, "language sampling exponent: p_l ~ n_l^alpha (XLM-R: 0.3)")
+    mixed_batches: bool = setting(False, "mix languages within a batch instead of one language per batch")
+    shared: bool = setting(False, "train the shared baseline: one module used by every language")
+    valid_lines: int = setting(200, "last lines of every language held out for validation")
+    valid_batches: int = setting(4, "validation batches per language (perplexity)")
+    max_steps: int = setting(1000, "optimizer updates")
+    lr: float = setting(5e-4, "peak learning rate")
+    warmup_ratio: float = setting(0.06, "warm-up as a fraction of max_steps")
+    eval_every: int = setting(0, "validation perplexity every N steps (0: at the end)")
+    save_every: int = setting(500, "checkpoint every N steps")
+
+
+@dataclass
+class TokenizerSettings:
+    data: str = setting("", "directory of per-language files <code>.txt[.gz]")
+    out: str = setting("runs/tokenizer", "output directory (tokenizer.json + tokenizer_config.json)")
+    vocab_size: int = setting(8000, "vocabulary size, special tokens included")
+    languages: list[str] = setting([], "languages to train on (default: every file)")
+    alpha: float = setting(0.3, "sample language l with p ~ n_l^alpha")
+    seed: int = setting(0, "sampling seed")
+
+
+def select_corpora(data: str, languages: list[str]) -> dict[str, Path]:
+    if not data:
+        raise ValueError("--data is required: a directory of <code>.txt files")
+    corpora = data_mod.discover_corpora(data)
+    if not languages:
+        return corpora
+    missing = [code for code in languages if code not in corpora]
+    if missing:
+        raise ValueError(f"no corpus for {missing} in {data}; files there: {sorted(corpora)}")
+    return {code: corpora[code] for code in languages}
+
+
+def train_tokenizer_cmd(s: TokenizerSettings) -> Path:
+    corpora = select_corpora(s.data, s.languages)
+    tok = tok_mod.train_tokenizer(corpora, vocab_size=s.vocab_size, alpha=s.alpha, seed=s.seed)
+    tok_mod.save_tokenizer(tok, s.out)
+    print(f"tokenizer with {tok.get_vocab_size()} pieces for {len(corpora)} languages -> {s.out}")
+    return Path(s.out)
+
+
+def train_config(s: TrainConfig) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(s, f.name) for f in fields(TrainConfig)})
+
+
+def perplexity_evaluator(valid: dict[str, list[dict]]):
+    """model -> {"ppl/<code>": validation perplexity, "ppl/mean": their mean} (token-weighted loss)."""
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        model.eval()
+        device = next(model.parameters()).device
+        results = {}
+        for code, batches in valid.items():
+            total, count = 0.0, 0
+            for batch in batches:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                n = int(batch["labels"].ne(-100).sum())
+                if n:
+                    total += float(model(**batch).loss) * n
+                    count += n
+            results[f"ppl/{code}"] = math.exp(total / max(count, 1))
+        results["ppl/mean"] = sum(results.values()) / max(len(results), 1)
+        return results
+
+    return evaluate
+
+
+def run(s: PretrainSettings) -> dict[str, float]:
+    corpora = select_corpora(s.data, s.languages)
+    languages = list(corpora)
+    out = Path(s.out_dir)
+    rank, world, _ = dist_info()
+    if s.batch_size % world:
+        raise ValueError(f"--batch-size {s.batch_size} must be divisible by the number of processes {world}")
+    if s.tokenizer:
+        tok = tok_mod.load_tokenizer(s.tokenizer)
+    elif (out / "tokenizer.json").exists():  # a resumed run keeps its vocabulary
+        tok = tok_mod.load_tokenizer(out)
+    else:
+        tok = tok_mod.train_tokenizer(corpora, vocab_size=s.vocab_size, alpha=s.alpha, seed=s.seed)
+    overrides = {k: getattr(s, k) for k in ("hidden_size", "num_hidden_layers", "adapter_reduction_factor")
+                 if getattr(s, k) is not None}
+    config = preset(s.preset, vocab_size=tok.get_vocab_size(), languages=languages, shared_module=s.shared,
+                    **overrides)
+    config.max_position_embeddings = max(config.max_position_embeddings, s.seq_len + 2)  # RoBERTa offset
+    torch.manual_seed(s.seed)
+    model = XmodForMaskedLM(config)
+    train = data_mod.MLMBatches(corpora, tok, languages, seq_len=s.seq_len, batch_size=s.batch_size,
+                                alpha=s.alpha, seed=s.seed, mode="mixed" if s.mixed_batches else "per_language",
+                                skip_lines=s.valid_lines, rank=rank, world_size=world)
+    valid = data_mod.validation_batches(corpora, tok, languages, seq_len=s.seq_len, batch_size=s.batch_size,
+                                        valid_lines=s.valid_lines, max_batches=s.valid_batches, seed=s.seed)
+    n_params = model.num_parameters()
+    logger.info("%s model: %d parameters, %d languages", "shared" if s.shared else "X-Mod", n_params, len(languages))
+    trainer = Trainer(model, train_config(s), train, perplexity_evaluator(valid))
+    record = trainer.fit()
+    if rank == 0:
+        model.save_pretrained(out)
+        tok_mod.save_tokenizer(tok, out)
+        summary = {"languages": languages, "shared": s.shared, "parameters": n_params, **record}
+        atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
+        print(format_perplexities(record))
+    return record
+
+
+def format_perplexities(record: dict[str, float]) -> str:
+    rows = [(k.rsplit("/", 1)[1], v) for k, v in record.items() if k.startswith("eval/ppl/")]
+    width = max([len("language")] + [len(code) for code, _ in rows])
+    lines = [f"{'language':<{width}}  perplexity", f"{'-' * width}  ----------"]
+    lines += [f"{code:<{width}}  {ppl:10.2f}" for code, ppl in rows]
+    return "\n".join(lines)
