@@ -234,6 +234,13 @@ def test_two_ddp_processes_equal_one_process(tmp_path):
     model = ToyMLM(0.0)
     load_weights(model, tmp_path / "ddp/checkpoint/model.safetensors")
     assert_same_weights(single.model, model, exact=False)
+    # The 2-process checkpoint resumes in 1 process (ToyBatches' position, like MLMBatches', is rank-independent).
+    resumed = make_trainer(tmp_path / "ddp", steps=5, dropout=0.0)
+    assert resumed.step == 3
+    resumed.fit()
+    longer = make_trainer(tmp_path / "one", steps=5, dropout=0.0)  # the same schedule change, in 1 process
+    longer.fit()
+    assert_same_weights(longer.model, resumed.model, exact=False)
 
 
 def test_trainable_predicate_freezes_the_rest(tmp_path):

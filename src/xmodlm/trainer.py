@@ -233,7 +233,8 @@ class Trainer:
         forked, so adding evaluation never changes the training trajectory.
     train_data: an iterator (or a re-iterable, restarted as a new epoch when exhausted) of batch dicts; under torchrun
         each process must receive its own slice of the global batch. If it has state_dict()/load_state_dict(), its
-        position is checkpointed per process and restored on resume.
+        position is checkpointed per process and restored on resume. Resuming on another number of processes gives
+        every process rank 0's data state (MLMBatches' state is rank-independent) and fresh RNG streams.
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Iterable[dict],
@@ -335,9 +336,12 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         state = json.loads((path / "trainer_state.json").read_text())
-        if state["world_size"] != self.world_size:
-            raise ValueError(f"{path} was written by {state['world_size']} processes, this run has {self.world_size}; "
-                             "resume with the same number of processes (each one's data position and RNG are saved)")
+        same_world = state["world_size"] == self.world_size
+        if not same_world:
+            logger.warning("%s was written by %d processes, this run has %d: every process takes rank 0's data "
+                           "position (right for MLMBatches, whose state does not depend on the rank) and keeps its "
+                           "fresh seed; training continues, but not bit-identically", path, state["world_size"],
+                           self.world_size)
         if state["trainable"] != self.trainable_names:
             raise ValueError(f"{path} trained {len(state['trainable'])} parameters, this run selects "
                              f"{len(self.trainable_names)}; the optimizer state only fits the same `trainable` set")
@@ -349,13 +353,14 @@ class Trainer:
         optim = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(optim["optimizer"])
         self.scheduler.load_state_dict(optim["scheduler"])
-        mine = torch.load(path / f"rank{self.rank}.pt", map_location="cpu", weights_only=True)
+        mine = torch.load(path / f"rank{self.rank if same_world else 0}.pt", map_location="cpu", weights_only=True)
         if mine["data"] is not None:
             if not hasattr(self.train_data, "load_state_dict"):
                 raise ValueError(f"{path} holds a data position but train_data "
                                  f"({type(self.train_data).__name__}) has no load_state_dict()")
             self.train_data.load_state_dict(mine["data"])
-        _set_rng_state(mine["rng"], self.device)  # last: nothing after it may consume random numbers
+        if same_world:
+            _set_rng_state(mine["rng"], self.device)  # last: nothing after it may consume random numbers
         self.step, self.epoch, self._elapsed_before = state["step"], state["epoch"], state["elapsed"]
         logger.info("resuming from step %d (%s)", self.step, path)
 
