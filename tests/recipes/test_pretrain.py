@@ -1,0 +1,110 @@
+"""Pre-training and language-addition recipes, run for real on tiny configs (NTREX text)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from xmodlm.cli import main
+from xmodlm.model import XmodForMaskedLM
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ntrex"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real NTREX data not found at {DATA}")
+
+COMMON = ["--seq-len", "32", "--batch-size", "8", "--vocab-size", "600", "--log-every", "5",
+          "--valid-lines", "100", "--valid-batches", "2", "--seed", "0"]
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"real NTREX data not found at {DATA}")
+    out = tmp_path_factory.mktemp("pretrain")
+    code = main(["pretrain", "--data", str(DATA), "--languages", "en_XX,de_DE,fi_FI", "--out", str(out),
+                 "--max-steps", "40", "--eval-every", "2", "--lr", "2e-3", "--warmup-ratio", "0", *COMMON])
+    assert code == 0
+    return out
+
+
+@needs_data
+def test_pretrain_writes_an_hf_checkpoint_and_perplexity_falls_for_every_language(pretrained):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl", "results.json"):
+        assert (pretrained / name).exists(), name
+    evals = [m for m in metrics(pretrained) if "eval/ppl/mean" in m]
+    first, last = evals[0], evals[-1]
+    assert first["step"] == 2 and last["step"] == 40
+    for code in ("en_XX", "de_DE", "fi_FI"):
+        assert last[f"eval/ppl/{code}"] < 0.8 * first[f"eval/ppl/{code}"], code
+    model = XmodForMaskedLM.from_pretrained(pretrained)
+    assert model.config.languages == ["en_XX", "de_DE", "fi_FI"]
+
+
+@needs_data
+def test_pretrain_checkpoint_loads_in_transformers(pretrained):
+    transformers = pytest.importorskip("transformers")
+    model, info = transformers.XmodForMaskedLM.from_pretrained(pretrained, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    tok = transformers.AutoTokenizer.from_pretrained(pretrained)
+    ids = tok(["Hallo Welt"], return_tensors="pt")
+    ours = XmodForMaskedLM.from_pretrained(pretrained).eval()
+    with torch.no_grad():
+        ref = model.eval()(**ids, lang_ids=torch.tensor([1])).logits
+        got = ours(ids["input_ids"], ids["attention_mask"], lang_ids=["de_DE"]).logits
+    assert torch.allclose(ref, got, atol=1e-5)
+
+
+@needs_data
+def test_rerunning_the_command_resumes(tmp_path):
+    args = ["pretrain", "--data", str(DATA), "--languages", "en_XX,fr_XX", "--out", str(tmp_path),
+            "--save-every", "4", *COMMON]
+    assert main([*args, "--max-steps", "6"]) == 0
+    assert main([*args, "--max-steps", "10"]) == 0
+    steps = [m["step"] for m in metrics(tmp_path) if "loss" in m]
+    assert steps == [5, 6, 10], steps  # the second run continued from step 6, it did not restart
+
+
+@needs_data
+def test_shared_baseline_uses_as_many_parameters_per_language_as_xmod(tmp_path, pretrained):
+    out = tmp_path / "shared"
+    assert main(["pretrain", "--data", str(DATA), "--languages", "en_XX,de_DE,fi_FI", "--out", str(out),
+                 "--max-steps", "2", "--shared", "--tokenizer", str(pretrained), *COMMON]) == 0
+    shared, xmod = XmodForMaskedLM.from_pretrained(out), XmodForMaskedLM.from_pretrained(pretrained)
+    assert shared.config.shared_module
+    per_language = sum(p.numel() for p in xmod.roberta.encoder.layer[0].output.adapter_modules["en_XX"].parameters())
+    per_language *= xmod.config.num_hidden_layers
+    assert shared.num_parameters() == xmod.num_parameters() - 2 * per_language
+    layer = shared.roberta.encoder.layer[0].output.adapter_modules
+    assert layer["en_XX"] is layer["fi_FI"]
+
+
+@needs_data
+def test_unknown_language_is_an_error_naming_it(tmp_path, capsys):
+    assert main(["pretrain", "--data", str(DATA), "--languages", "en_XX,xx_YY", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "xx_YY" in err and "en_XX" in err
+
+
+@needs_data
+def test_add_language_trains_only_the_new_modules(pretrained, tmp_path):
+    out = tmp_path / "added"
+    assert main(["add-language", "--model", str(pretrained), "--lang", "fr_XX", "--data", str(DATA / "fr_XX.txt"),
+                 "--init-from", "de_DE", "--out", str(out), "--max-steps", "3", "--seq-len", "32",
+                 "--batch-size", "8", "--valid-lines", "100", "--valid-batches", "1"]) == 0
+    before, after = XmodForMaskedLM.from_pretrained(pretrained).eval(), XmodForMaskedLM.from_pretrained(out).eval()
+    assert after.config.languages == ["en_XX", "de_DE", "fi_FI", "fr_XX"]
+    old = before.state_dict()
+    for name, tensor in after.state_dict().items():
+        if ".adapter_modules.fr_XX." in name:
+            source = name.replace(".fr_XX.", ".de_DE.")
+            assert not torch.equal(tensor, old[source]), f"{name} did not train"
+        else:
+            assert torch.equal(tensor, old[name]), f"{name} changed"
+    ids = torch.randint(4, 500, (3, 12))
+    with torch.no_grad():
+        for code in ("en_XX", "de_DE", "fi_FI"):
+            assert torch.equal(before(ids, lang_ids=code).logits, after(ids, lang_ids=code).logits)
