@@ -178,10 +178,10 @@ def test_resume_after_crash_is_bit_identical(tmp_path, caplog, crash_state):
 
 def test_kill_9_at_a_random_moment_then_resume(tmp_path):
     """A real SIGKILL, possibly mid-save: a complete checkpoint survives and the resumed run equals a straight one."""
-    steps, delay = 40, random.uniform(0.0, 0.4)
-    log = open(tmp_path / "child.log", "w")
-    proc = subprocess.Popen([sys.executable, __file__, "slow", str(tmp_path / "b")], env=child_env(),
-                            stdout=log, stderr=log)
+    steps, delay = 60, random.uniform(0.0, 0.4)  # the child sleeps 10 ms per step: >= 0.58 s left after step 2
+    with open(tmp_path / "child.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, __file__, "slow", str(tmp_path / "b")], env=child_env(),
+                                stdout=log, stderr=log)
     try:
         deadline = time.time() + 60
         while find_checkpoint(tmp_path / "b") is None:
@@ -290,6 +290,30 @@ def test_bf16_autocast_on_cpu(tmp_path):
     assert torch.isfinite(torch.tensor(final["loss"]))
 
 
+def test_tensorboard_when_installed(tmp_path, monkeypatch):
+    """tensorboard is not installed here: a stand-in module checks the lazy import, tags and purge on resume."""
+    events = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir, purge_step=None):
+            events.append(("open", log_dir, purge_step))
+
+        def add_scalar(self, tag, value, step):
+            events.append((tag, step))
+
+        def close(self):
+            events.append(("close",))
+
+    stand_in = type(sys)("torch.utils.tensorboard")
+    stand_in.SummaryWriter = SummaryWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", stand_in)
+    make_trainer(tmp_path, steps=2, tensorboard=True, evaluate=lambda model: {"ppl/en_XX": 2.0}).fit()
+    make_trainer(tmp_path, steps=3, tensorboard=True).fit()
+    assert events[0] == ("open", str(tmp_path / "tb"), 1)
+    assert ("train/loss", 1) in events and ("eval/ppl/en_XX", 2) in events and ("train/tokens_per_s", 3) in events
+    assert ("open", str(tmp_path / "tb"), 3) in events and events[-1] == ("close",)
+
+
 def test_data_sources_and_config_errors(tmp_path):
     batches = [next(ToyBatches()) for _ in range(2)]
     trainer = make_trainer(tmp_path / "list", steps=5, data=batches)  # a re-iterable: epochs restart it
@@ -345,7 +369,7 @@ if __name__ == "__main__":
     mode, out_dir = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
     if mode == "slow":  # killed by test_kill_9_at_a_random_moment_then_resume
-        make_trainer(out_dir, steps=40, save_every=2, data=ToyBatches(sleep=0.01)).fit()
+        make_trainer(out_dir, steps=60, save_every=2, data=ToyBatches(sleep=0.01)).fit()
     elif mode == "ddp":
         rank, world_size, _ = dist_info()
         make_trainer(out_dir, steps=3, dropout=0.0, data=ToyBatches(chunks=world_size, take=[rank])).fit()

@@ -15,6 +15,12 @@ Loss weighting: the model's loss is a mean over its supervised targets (labels !
 classification). A step sees several micro-batches (grad_accum x ranks) with different target counts, so each
 micro-batch loss is weighted by its share n_i / N of the step's global target count. The gradient, and the logged loss,
 are then exactly those of one process on the whole global batch. Without `labels`, the batch size is the count.
+
+Logs (rank 0 only): tqdm bar; out_dir/metrics.jsonl, one JSON object per line (step, loss, lr, tokens_per_s,
+grad_norm, elapsed, eval/<name>), flushed per line; on resume, lines past the checkpoint's step are dropped, so
+every step appears once. TensorBoard events in out_dir/tb when tensorboard is installed.
+Distributed: DDP under torchrun (gloo on CPU, nccl on CUDA). FSDP is not implemented: every X-Mod size here fits
+one GPU with its optimizer state, and DDP keeps checkpoints a plain state dict.
 """
 from __future__ import annotations
 
