@@ -67,6 +67,22 @@ class XmodConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "adapter_reduction_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is None and name == "classifier_dropout":
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a probability in [0, 1); got {value!r}")
+        if isinstance(self.languages, str) or not self.languages:
+            raise ValueError(f"languages must be a non-empty list of codes; got {self.languages!r}")
+        bad = [code for code in self.languages if not str(code) or "." in str(code)]
+        if bad:  # codes are module names: torch forbids "." and ""
+            raise ValueError(f"invalid language codes {bad}: a code must be non-empty and contain no '.'")
         self.languages = [str(code) for code in self.languages]
         if len(set(self.languages)) != len(self.languages):
             dupes = sorted({c for c in self.languages if self.languages.count(c) > 1})

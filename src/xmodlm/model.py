@@ -329,6 +329,8 @@ class XmodEncoder(nn.Module):
                 states.append(x)
         if self.LayerNorm is not None:
             x = self.LayerNorm(x)
+            if states is not None:  # the reference's last hidden state is the normed one
+                states[-1] = x
         return x, states
 
 
@@ -480,6 +482,8 @@ class XmodPreTrainedModel(nn.Module):
                 provided[target] = (tensor, file)
             elif target in self._tied_keys() or key.startswith(("lm_head.decoder.")):
                 continue
+            elif base in ("embeddings.position_ids", "embeddings.token_type_ids"):
+                continue  # buffers that transformers < 4.31 saved (facebook/xmod-base has position_ids)
             elif base.startswith(self._backbone) and not base.startswith("pooler."):
                 raise ValueError(
                     f"{file}: tensor {key!r} has no place in this model (languages {self.config.languages}); "
@@ -564,6 +568,9 @@ class XmodModel(XmodPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
     ) -> BaseModelOutput:
+        if isinstance(lang_ids, str) and lang_ids == "auto":
+            raise ValueError('lang_ids="auto" needs the text: use xmodlm.pipeline.Pipeline (or '
+                             "xmodlm.languages.resolve_auto_lang_ids(texts, model)) to pick codes per input")
         ids = resolve_lang_ids(lang_ids, self.config, input_ids.shape[0])
         routing = make_routing(ids, self.config.languages, input_ids.device)
         x = self.embeddings(input_ids, token_type_ids, position_ids)
@@ -745,6 +752,16 @@ class XmodForMultipleChoice(XmodPreTrainedModel):
         logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states)
+
+
+def load_pretrained(name_or_path: str | os.PathLike, **config_overrides) -> XmodPreTrainedModel:
+    """The class named in config.json's ``architectures`` (default: masked LM), loaded from there."""
+    config = XmodConfig.from_pretrained(resolve_pretrained(name_or_path))
+    names = config.extra.get("architectures") or ["XmodForMaskedLM"]
+    by_name = {cls.__name__: cls for cls in HEADS.values()}
+    if names[0] not in by_name:
+        raise ValueError(f"{name_or_path}: architecture {names[0]!r} is not one of {sorted(by_name)}")
+    return by_name[names[0]].from_pretrained(name_or_path, **config_overrides)
 
 
 HEADS = {

@@ -1,0 +1,81 @@
+"""Text in, predictions out: a model with its tokenizer, and ``lang="auto"`` language choice.
+
+The model itself routes by language ids; choosing them from raw text (py3langid, mapped to the
+model's codes) needs the text, so it lives here rather than in ``model.forward``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+
+from . import languages as lang_mod
+from . import tokenizer as tok_mod
+from .model import XmodForMaskedLM, XmodPreTrainedModel, load_pretrained
+from .tasks import BOS_ID, EOS_ID, PAD_ID
+
+
+class Pipeline:
+    """``Pipeline.from_pretrained(dir)``; ``lang`` is "auto", one code for all texts, or one code per text.
+
+    ``fallback`` applies to "auto" when a text's language has no module: a code of the model, or
+    "closest" (xmodlm.languages.closest_module); without one, such a text is an error naming the
+    detected language.
+    """
+
+    def __init__(self, model: XmodPreTrainedModel, tokenizer, fallback: str | None = None):
+        self.model, self.tokenizer, self.fallback = model.eval(), tokenizer, fallback
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, fallback: str | None = None) -> "Pipeline":
+        return cls(load_pretrained(name_or_path), tok_mod.load_tokenizer(name_or_path), fallback)
+
+    def languages(self, texts: Sequence[str], lang: str | Sequence[str] = "auto") -> list[str]:
+        if isinstance(lang, str):
+            if lang == "auto":
+                return lang_mod.resolve_auto_lang_ids(list(texts), self.model, self.fallback)
+            return [lang] * len(texts)
+        if len(lang) != len(texts):
+            raise ValueError(f"{len(lang)} language codes for {len(texts)} texts")
+        return list(lang)
+
+    def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        limit = max_length or (self.model.config.max_position_embeddings - self.model.config.pad_token_id - 1)
+        rows = [[BOS_ID, *e.ids[: limit - 2], EOS_ID]
+                for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], lang: str | Sequence[str] = "auto") -> torch.Tensor:
+        """(N, hidden) mean of the last layer over each text's tokens."""
+        batch = self.encode(texts)
+        model = self.model.encoder_model
+        h = model(**batch, lang_ids=self.languages(texts, lang)).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+        return (h * mask).sum(1) / mask.sum(1)
+
+    @torch.no_grad()
+    def fill_mask(self, texts: Sequence[str], lang: str | Sequence[str] = "auto",
+                  top_k: int = 5) -> list[list[list[tuple[str, float]]]]:
+        """For each text, for each <mask> in it, the top_k (piece, probability) predictions."""
+        if not isinstance(self.model, XmodForMaskedLM):
+            raise ValueError(f"fill_mask needs a masked-LM checkpoint; this one is {type(self.model).__name__}")
+        mask_id = tok_mod.mask_id(self.tokenizer)
+        batch = self.encode(texts)
+        logits = self.model(**batch, lang_ids=self.languages(texts, lang)).logits
+        results = []
+        for row, ids in zip(logits.softmax(-1), batch["input_ids"]):
+            per_mask = []
+            for position in (ids == mask_id).nonzero().flatten().tolist():
+                probs, pieces = row[position].topk(top_k)
+                per_mask.append([(self.tokenizer.id_to_token(int(p)), float(q)) for q, p in zip(probs, pieces)])
+            results.append(per_mask)
+        return results
