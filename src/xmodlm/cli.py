@@ -26,6 +26,8 @@ COMMANDS = {
                         "convert a fairseq X-Mod checkpoint to a Hugging Face directory", ("checkpoint",)),
     "bench": ("xmodlm.recipes.bench", "BenchSettings", "run",
               "benchmark against transformers' Xmod side by side", ()),
+    "fill-mask": ("xmodlm.recipes.predict", "FillMaskSettings", "run",
+                  "predict <mask> tokens; --lang auto picks each text's module", ()),
     "languages": ("xmodlm.recipes.manage", "ManageSettings", "run",
                   "list, export, import, remove or rename language modules of a checkpoint", ("action",)),
 }

@@ -17,9 +17,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", flags: tuple[str, ...] = (), **kw: Any) -> Any:
-    """A dataclass field with a help text for ``--help`` and optional extra flag names."""
-    metadata = {"help": help, "flags": tuple(flags)}
+def setting(default: Any = dataclasses.MISSING, help: str = "", flags: tuple[str, ...] = (), split: bool = True,
+            **kw: Any) -> Any:
+    """A dataclass field with a help text for ``--help`` and optional extra flag names.
+
+    List fields take repeated flags; ``split=False`` stops commas from separating items (free text).
+    """
+    metadata = {"help": help, "flags": tuple(flags), "split": split}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
@@ -122,6 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[
         if base is bool:
             parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=f"{help_} (default: {default})")
+        elif typing.get_origin(base) in (list, tuple):
+            # Repeatable, and (unless the field says split=False) comma-separated too.
+            sep = "repeatable" if f.metadata.get("split") is False else "comma-separated or repeated"
+            parser.add_argument(*flags, dest=f.name, action="append", default=argparse.SUPPRESS,
+                                metavar=f.name.upper(), help=f"{help_}; {sep} (default: {default})")
         else:
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
@@ -140,5 +149,9 @@ def from_args(cls: type[T], args: argparse.Namespace) -> T:
         checked = build(cls, raw, str(args.config))
         values = {k: getattr(checked, k) for k in raw}
     flags = {k: v for k, v in vars(args).items() if k in types_}
+    split = {f.name: f.metadata.get("split", True) for f in dataclasses.fields(cls)}
+    for k, v in flags.items():
+        if isinstance(v, list):  # from action="append"
+            flags[k] = [part for item in v for part in (item.split(",") if split[k] else [item]) if part]
     values.update({k: coerce(k, v, types_[k], "the command line") for k, v in flags.items()})
     return build(cls, values)
