@@ -233,8 +233,8 @@ def _line_counts(sources, languages, line_counts: Mapping[str, int] | None, skip
         total = (line_counts or {}).get(code)
         total = source.count() if total is None else int(total)
         if total <= skip_lines:
-            raise ValueError(f"{source.name} has {total} lines; it needs more than the {skip_lines} held out "
-                             "for validation")
+            held_out = f", all held out for validation (skip_lines={skip_lines})" if skip_lines else ""
+            raise ValueError(f"{source.name} has {total} lines{held_out}; none is left for training")
         counts.append(total - skip_lines)
     return counts
 
@@ -279,12 +279,12 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: in
     """BERT masking: each non-special position is chosen with probability `mask_prob`; a chosen token becomes <mask>
     (80%), a random regular token (10%) or stays (10%). Returns (inputs, labels), labels -100 where not chosen.
 
-    input_ids, special_mask: (B, T) long / bool. Random tokens are drawn from [first_regular_id, vocab_size) without
+    input_ids, special_mask: (B, T) long / bool; generator on their device (None: torch's global one). Random tokens are drawn from [first_regular_id, vocab_size) without
     the mask id, i.e. never <s>, <pad>, </s>, <unk> or <mask> under the XLM-R layout.
     """
     # One uniform draw decides both: u < p chooses the position, and u / p (uniform on [0, 1) given u < p) picks
     # the replacement, so masking costs two random tensors instead of three.
-    u = torch.rand(input_ids.shape, generator=generator)
+    u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     chosen = (u < mask_prob) & ~special_mask
     labels = torch.where(chosen, input_ids, IGNORE_INDEX)
     inputs = torch.where(chosen & (u < 0.8 * mask_prob), mask_id, input_ids)
@@ -292,7 +292,8 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: in
     high = vocab_size - 1 if mask_is_regular else vocab_size
     if high <= first_regular_id:
         raise ValueError(f"vocab_size {vocab_size} leaves no regular token above id {first_regular_id}")
-    random_ids = torch.randint(first_regular_id, high, input_ids.shape, generator=generator, dtype=input_ids.dtype)
+    random_ids = torch.randint(first_regular_id, high, input_ids.shape, generator=generator, dtype=input_ids.dtype,
+                               device=input_ids.device)
     if mask_is_regular:
         random_ids += random_ids >= mask_id  # skip over the mask id
     use_random = chosen & (u >= 0.8 * mask_prob) & (u < 0.9 * mask_prob)
@@ -314,15 +315,17 @@ def _derived_seed(*parts: int) -> int:
 
 class _TokenStream:
     """The endless token stream of one language: its training lines in order, each followed by </s>, wrapping
-    around at the end (a new epoch). Tokens are encoded `chunk_lines` lines at a time into a bounded buffer.
+    around at the end (a new epoch). Tokens are encoded `chunk_lines` lines at a time into a bounded buffer; an
+    epoch of at most `cache_tokens` tokens is kept after it was first read, so small corpora are encoded once.
 
     The position is small and exact: the line holding the next token (index, byte offset, epoch) and how many of its
     tokens were consumed. Resuming re-reads and re-encodes that line, which gives the same tokens.
     """
 
-    def __init__(self, source, n_lines: int, tokenizer, eos_id: int, chunk_lines: int, report: CorpusReport):
+    def __init__(self, source, n_lines: int, tokenizer, eos_id: int, chunk_lines: int, cache_tokens: int,
+                 report: CorpusReport):
         self.source, self.n_lines, self.tokenizer, self.eos_id = source, n_lines, tokenizer, eos_id
-        self.chunk_lines, self.report = chunk_lines, report
+        self.chunk_lines, self.cache_tokens, self.report = chunk_lines, cache_tokens, report
         self._quiet = CorpusReport(max_logged=0)  # after the first epoch the same bad lines are not reported again
         self.buf = np.empty(0, dtype=np.int32)
         self.head = 0  # next unread token in buf
@@ -332,6 +335,8 @@ class _TokenStream:
         self._reader: Iterator | None = None
         self._open_at = (0, 0, 0)  # (line, offset, epoch) for the next reader
         self._skip = 0  # tokens of the first line read that were consumed before a resume
+        self._epoch_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # tokens, starts, (line, offset)
+        self._collect: list | None = None  # chunks of an epoch being read from its first line, while it may fit
 
     def take(self, n: int) -> np.ndarray:
         while self.buf.size - self.head < n:
@@ -345,34 +350,64 @@ class _TokenStream:
             k = int(np.searchsorted(self.starts, self.head, side="right")) - 1
             self.starts, self.where = self.starts[k:] - self.head, self.where[k:]
             self.buf, self.head = self.buf[self.head:], 0
+        if self._reader is None and self._open_at[0] == 0 and self._epoch_cache is not None:
+            tokens, starts, where = self._epoch_cache
+            epoch = self._open_at[2]
+            self._append(tokens, starts, np.column_stack([where, np.full(len(where), epoch)]))
+            self._open_at = (0, 0, epoch + 1)
+            return
+        texts, where, epoch_done = self._read_chunk()
+        tokens, lengths = encode_lines(self.tokenizer, texts, self.eos_id)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        where = np.asarray(where, dtype=np.int64)
+        if self._skip:
+            if self.buf.size or self._skip > lengths[0]:
+                raise ValueError(f"{self.source.name}: resume state skips {self._skip} tokens of line "
+                                 f"{where[0, 0] + 1}, which has {lengths[0]}; the corpus or tokenizer changed "
+                                 "since it was saved")
+            self.head, self._skip = self._skip, 0
+        self._append(tokens, starts, where)
+        if self._collect is not None:
+            self._collect.append((tokens, starts, where[:, :2]))
+            if sum(t.size for t, _, _ in self._collect) > self.cache_tokens:
+                self._collect, self.cache_tokens = None, -1  # too big to keep: stop trying
+            elif epoch_done:
+                offsets = np.cumsum([0] + [t.size for t, _, _ in self._collect[:-1]])
+                self._epoch_cache = (np.concatenate([t for t, _, _ in self._collect]),
+                                     np.concatenate([s + o for (_, s, _), o in zip(self._collect, offsets)]),
+                                     np.concatenate([w for _, _, w in self._collect]))
+                self._collect = None
+
+    def _read_chunk(self) -> tuple[list[str], list[tuple[int, int, int]], bool]:
+        """Up to chunk_lines usable lines, ending early at the end of an epoch (then epoch_done is True)."""
         texts, where = [], []
         while len(texts) < self.chunk_lines:
             if self._reader is None:
                 line, offset, epoch = self._open_at
                 report = self.report if epoch == 0 else self._quiet
                 self._reader = self.source.lines(line, self.n_lines, None if offset < 0 else offset, report)
-                self._reader_epoch, self._reader_from_top, self._reader_lines = epoch, line == 0, 0
+                self._reader_epoch, self._reader_lines = epoch, 0
+                from_top = line == 0 and self._epoch_cache is None and self.cache_tokens >= 0
+                self._collect = [] if from_top else None
             item = next(self._reader, None)
             if item is None:
-                if self._reader_from_top and self._reader_lines == 0:
+                if self._open_at[0] == 0 and self._reader_lines == 0:
                     raise ValueError(f"{self.source.name}: none of its {self.n_lines} training lines is usable")
                 self._reader = None
                 self._open_at = (0, 0, self._reader_epoch + 1)
+                if texts:
+                    return texts, where, True
                 continue
             index, offset, text = item
             self._reader_lines += 1
             texts.append(text)
             where.append((index, -1 if offset is None else offset, self._reader_epoch))
-        tokens, lengths = encode_lines(self.tokenizer, texts, self.eos_id)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) + self.buf.size
-        if self._skip:
-            if self.buf.size or self._skip > lengths[0]:
-                raise ValueError(f"{self.source.name}: resume state skips {self._skip} tokens of line {where[0][0] + 1}"
-                                 f", which has {lengths[0]}; the corpus or tokenizer changed since it was saved")
-            self.head, self._skip = self._skip, 0
+        return texts, where, False
+
+    def _append(self, tokens: np.ndarray, starts: np.ndarray, where: np.ndarray) -> None:
+        self.starts = np.concatenate([self.starts, starts + self.buf.size])
         self.buf = np.concatenate([self.buf, tokens])
-        self.starts = np.concatenate([self.starts, starts])
-        self.where = np.concatenate([self.where, np.asarray(where, dtype=np.int64)])
+        self.where = np.concatenate([self.where, where])
 
     def state_dict(self) -> dict:
         if not self.starts.size:  # nothing read since construction or a resume
@@ -416,6 +451,8 @@ class MLMBatches:
     skip_lines: the last `skip_lines` lines of every corpus are not used (the validation tail; see
         validation_batches). n_l counts the remaining lines.
     line_counts: code -> total line count, to spare the counting pass (needed for endless callables).
+    chunk_lines: lines encoded per call of the tokenizer; epoch_cache_tokens: a language whose training lines hold at
+        most this many tokens is encoded once and replayed from memory (int32) in later epochs.
 
     Each row is <s> + seq_len-2 tokens of the language's stream (lines in order, each ended by </s>) + </s>; the
     rest of a line carries into the next row of that language, so rows are always full and never padded.
@@ -430,7 +467,7 @@ class MLMBatches:
                  seq_len: int, batch_size: int, *, alpha: float = 0.3, seed: int = 0, mode: str = "per_language",
                  mask_prob: float = 0.15, rank: int = 0, world_size: int = 1, skip_lines: int = 0,
                  line_counts: Mapping[str, int] | None = None, chunk_lines: int = 1024,
-                 report: CorpusReport | None = None):
+                 epoch_cache_tokens: int = 1 << 22, report: CorpusReport | None = None):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         if seq_len < 3:
@@ -449,8 +486,8 @@ class MLMBatches:
         sources = _sources(corpora, self.languages)
         self.line_counts = _line_counts(sources, self.languages, line_counts, skip_lines)
         self.probs = sampling_probs(self.line_counts, alpha)
-        self.streams = [_TokenStream(src, n, tokenizer, self.special["</s>"], chunk_lines, self.report)
-                        for src, n in zip(sources, self.line_counts)]
+        self.streams = [_TokenStream(src, n, tokenizer, self.special["</s>"], chunk_lines, epoch_cache_tokens,
+                                     self.report) for src, n in zip(sources, self.line_counts)]
         self.step = 0
 
     def __iter__(self) -> MLMBatches:
@@ -540,11 +577,13 @@ def validation_batches(corpora: Mapping[str, CorpusSource] | str | os.PathLike, 
         attention = np.ones_like(ids)
         attention[-1, last + 2:] = 0
         ids, attention = torch.from_numpy(ids), torch.from_numpy(attention)
-        generator = torch.Generator().manual_seed(_derived_seed(seed, zlib.crc32(code.encode())))
-        inputs, labels = mask_tokens(ids, _special_mask(ids, special), special["<mask>"],
-                                     tokenizer.get_vocab_size(), generator, mask_prob)
-        lang_ids = torch.full((n_rows,), lang_id, dtype=torch.long)
-        out[code] = [{"input_ids": inputs[i:i + batch_size], "attention_mask": attention[i:i + batch_size],
-                      "labels": labels[i:i + batch_size], "lang_ids": lang_ids[i:i + batch_size]}
-                     for i in range(0, n_rows, batch_size)]
+        out[code] = []
+        for i, first in enumerate(range(0, n_rows, batch_size)):
+            rows = slice(first, first + batch_size)
+            # One generator per batch, so max_batches only drops batches and never changes the ones kept.
+            generator = torch.Generator().manual_seed(_derived_seed(seed, zlib.crc32(code.encode()), i))
+            inputs, labels = mask_tokens(ids[rows], _special_mask(ids[rows], special), special["<mask>"],
+                                         tokenizer.get_vocab_size(), generator, mask_prob)
+            out[code].append({"input_ids": inputs, "attention_mask": attention[rows], "labels": labels,
+                              "lang_ids": torch.full((inputs.shape[0],), lang_id, dtype=torch.long)})
     return out

@@ -20,7 +20,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
 
-from .data import CorpusReport, count_lines, read_lines, sampling_probs
+from .data import CorpusReport, count_lines, discover_corpora, read_lines, sampling_probs
 
 log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")  # "name" or "owner/name"
@@ -128,15 +128,18 @@ def _rare_characters(lines: list[str], coverage: float, max_chars: int) -> set[s
     return {char for char, _ in ranked[keep:]}
 
 
-def train_tokenizer(corpora: Mapping[str, str | os.PathLike], vocab_size: int, alpha: float = 0.3,
+def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike, vocab_size: int, alpha: float = 0.3,
                     sample_sentences: int = 1_000_000, seed: int = 0, *, skip_lines: int = 0,
                     character_coverage: float = 0.9995, progress: bool = True) -> Tokenizer:
     """Train a Unigram tokenizer of `vocab_size` ids (including the 5 special tokens) on a sample of at most
     `sample_sentences` lines (never more than the corpora hold), language l drawn with p_l ~ n_l^alpha.
+    corpora: code -> file, or a directory of <code>.txt[.gz] files.
 
     skip_lines: leave out the last lines of every file (the validation tail). Characters beyond
     `character_coverage` of the sample are left out of the vocabulary and encode as <unk>.
     """
+    if isinstance(corpora, (str, os.PathLike)):
+        corpora = discover_corpora(corpora)
     corpora = {code: Path(p) for code, p in sorted(corpora.items())}
     if not corpora:
         raise ValueError("train_tokenizer needs at least one corpus")
