@@ -52,7 +52,8 @@ def hf_dir(tok, tmp_path_factory):
 
 
 PARITY_TEXTS = [
-    "abc defg hij", "абв где ж", "  runs   of\tspaces  ", "ﬁne ＡＢＣ １２３ Ⅻ",  # NFKC changes the last ones
+    "abc defg hij", "абв где ж", "  runs   of\tspaces  ",
+    "ﬁne ＡＢＣ １２３ Ⅻ",  # NFKC changes these
     "unseen words: xyz, qrs!", "abc <mask> def", "abc<mask>def", "<s> literal </s> tokens <pad>", "", "é e\u0301",
 ]
 
@@ -66,7 +67,8 @@ def test_special_token_ids(tok):
 
 def test_post_processor_single_and_pair(tok):
     a, b = tok.encode("abc def").ids, tok.encode("hij").ids
-    body_a, body_b = tok.encode("abc def", add_special_tokens=False).ids, tok.encode("hij", add_special_tokens=False).ids
+    body_a = tok.encode("abc def", add_special_tokens=False).ids
+    body_b = tok.encode("hij", add_special_tokens=False).ids
     assert a == [0, *body_a, 2]
     assert tok.encode("abc def", "hij").ids == [0, *body_a, 2, 2, *body_b, 2]
     assert b[0] == 0 and b[-1] == 2

@@ -279,8 +279,9 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: in
     """BERT masking: each non-special position is chosen with probability `mask_prob`; a chosen token becomes <mask>
     (80%), a random regular token (10%) or stays (10%). Returns (inputs, labels), labels -100 where not chosen.
 
-    input_ids, special_mask: (B, T) long / bool; generator on their device (None: torch's global one). Random tokens are drawn from [first_regular_id, vocab_size) without
-    the mask id, i.e. never <s>, <pad>, </s>, <unk> or <mask> under the XLM-R layout.
+    input_ids, special_mask: (B, T) long / bool; generator on their device (None: torch's global one). Random
+    tokens are drawn from [first_regular_id, vocab_size) without the mask id, i.e. never <s>, <pad>, </s>, <unk> or
+    <mask> under the XLM-R layout.
     """
     # One uniform draw decides both: u < p chooses the position, and u / p (uniform on [0, 1) given u < p) picks
     # the replacement, so masking costs two random tensors instead of three.
