@@ -276,7 +276,7 @@ class Trainer:
         groups = [{"params": [p for p in self.params if p.ndim >= 2]},
                   {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
-                                           weight_decay=config.weight_decay, fused=self.device.type == "cuda")
+                                           weight_decay=config.weight_decay, fused=True)
         warmup, total = config.warmup, config.max_steps
 
         def schedule(step: int) -> float:  # LambdaLR multiplier for the update after `step` updates
