@@ -1,0 +1,234 @@
+"""Fine-tuning recipe: a task head on a pre-trained X-Mod model, trained on one source language through its module.
+
+What trains (the paper's protocol): everything except the embeddings, every language module and their
+adapter_layer_norm, which stay bit-identical, so that after training on the source language any other language's
+module can be switched in (zero-shot transfer; see the evaluate recipe). ``--full-finetune`` trains everything.
+Data: one task file in its benchmark format, every example routed to the source language's module, reshuffled each
+epoch from the seed. Loss: the task head's. Same training loop as pre-training; rerunning the command resumes.
+
+Defaults are fairseq's NLI recipe: lr 1e-5, batch 32, 5 epochs, Adam betas (0.9, 0.98), eps 1e-6, weight decay
+0.01, linear warm-up over 6% of the updates. Output (``--out``): the model (config.json with id2label,
+model.safetensors), the tokenizer, and task.json (task, labels, source language, lengths, settings, final metrics)
+that the evaluate recipe reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import tasks
+from .. import tokenizer as tok_mod
+from ..config import XmodConfig, atomic_write_text, resolve_pretrained
+from ..model import is_embedding_or_module_param
+from ..settings import setting
+from ..trainer import Trainer, TrainConfig, dist_info
+from .evaluate import (HEADS, TASK_FILE, check_task, default_stride, evaluator, featurize, load_examples,
+                       resolve_max_length, select)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneSettings(TrainConfig):
+    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
+    task: str = setting("nli", "nli | ner | pos | qa | mc")
+    train: str = setting("", "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA jsonl)")
+    source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)")
+    out_dir: str = setting("runs/finetune", "output: fine-tuned model, tokenizer, task.json, checkpoint/, "
+                                            "metrics.jsonl", flags=("--out",))
+    tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
+    valid: str | None = setting(None, "validation file in the source language, scored every --eval-every steps "
+                                      "and at the end")
+    epochs: float = setting(5.0, "passes over the training data (sets max_steps unless --max-steps is given)")
+    max_steps: int | None = setting(None, "optimizer updates (default: epochs x batches per epoch / grad_accum)")
+    batch_size: int = setting(32, "examples per batch (global, across processes); QA: windows per batch")
+    max_length: int | None = setting(None, "tokens per input (default: QA 384, others 128, capped by the model)")
+    stride: int | None = setting(None, "QA: tokens shared by consecutive windows (default: max_length / 3)")
+    full_finetune: bool = setting(False, "train every parameter, embeddings and language modules included")
+    train_limit: int | None = setting(None, "use only the first N training examples (after --train-range)")
+    train_range: str | None = setting(None, "use training examples START:END by index, e.g. 0:999 to train on "
+                                            "part of XNLI dev and evaluate the rest with --eval-range 999: (XNLI "
+                                            "dev holds 3 consecutive pairs per premise: multiples of 3 keep "
+                                            "premises whole)")
+    lr: float = setting(1e-5, "peak learning rate (fairseq's NLI recipe)")
+    warmup_ratio: float = setting(0.06, "warm-up as a fraction of the updates")
+    save_every: int = setting(1000, "checkpoint every N steps (and at the end)")
+
+    def __post_init__(self):
+        # None means "from the epochs"; TrainConfig validates every other field.
+        steps = self.max_steps
+        if steps is not None and steps < 1:
+            raise ValueError(f"max_steps={steps}; it must be >= 1 (or unset: from --epochs)")
+        self.max_steps = steps or 1
+        super().__post_init__()
+        self.max_steps = steps
+        if self.epochs <= 0:
+            raise ValueError(f"epochs={self.epochs}; it must be > 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}; it must be >= 1")
+
+
+class TaskBatches:
+    """Endless batches of task features for one language, reshuffled every epoch; resumable exactly.
+
+    Epoch e visits the features in the permutation drawn from numpy's generator seeded with (seed, e), so the
+    state is (epoch, position) plus the seed and the data's size (checked on resume). Every batch holds
+    ``batch_size`` features, the last of an epoch what is left (dropped only when it has fewer rows than there
+    are processes). Under torchrun, process r takes rows r, r + world_size, ... of each global batch.
+    """
+
+    def __init__(self, features: Sequence[dict], collate: Callable[[Sequence[dict]], dict], batch_size: int,
+                 seed: int, lang_id: int, rank: int = 0, world_size: int = 1):
+        if not features:
+            raise ValueError("no training features")
+        if batch_size < world_size:
+            raise ValueError(f"batch size {batch_size} is smaller than the number of processes {world_size}")
+        self.features, self.collate, self.batch_size = features, collate, batch_size
+        self.seed, self.lang_id, self.rank, self.world_size = seed, lang_id, rank, world_size
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation(0)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        full, rest = divmod(len(self.features), self.batch_size)
+        return full + (rest >= self.world_size)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.features)).tolist()
+
+    def __iter__(self) -> TaskBatches:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if len(self.features) - self.position < self.world_size:  # epoch done (or a remainder too small to share)
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        rows = self._order[self.position:self.position + self.batch_size]
+        self.position += len(rows)
+        mine = rows[self.rank::self.world_size]
+        batch = self.collate([self.features[i] for i in mine])
+        batch["lang_ids"] = torch.full((len(mine),), self.lang_id, dtype=torch.long)
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+                "features": len(self.features), "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        changed = {k: (state.get(k), mine[k]) for k in ("features", "batch_size") if state.get(k) != mine[k]}
+        if changed:
+            raise ValueError(f"the checkpoint's data position was made for other data (checkpoint, now): {changed}; "
+                             "the training file, its range/limit, --max-length or --batch-size changed; "
+                             "use a new --out to start afresh")
+        self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+        self._order = self._permutation(self.epoch)
+
+
+def label_list(task: str, examples: Sequence) -> list[str] | None:
+    """The head's labels: NLI's fixed three; NER / POS from the training data; None for span and choice heads."""
+    if task == "nli":
+        from ..tasks import nli
+
+        return list(nli.LABELS)
+    if task in ("ner", "pos"):
+        return tasks.get(task).label_list(examples)
+    return None
+
+
+def head_overrides(task: str, labels: list[str] | None) -> dict:
+    """Config fields for the task head: id2label fixes the classifier's width (QA: start and end)."""
+    if labels is not None:
+        return {"id2label": dict(enumerate(labels))}
+    return {"id2label": None}  # QA's two outputs (start, end); MC's scorer has one output whatever the labels
+
+
+def trainable_filter(full_finetune: bool) -> Callable[[str], bool]:
+    """Parameter names that train: all, or all but embeddings, language modules and adapter_layer_norm."""
+    if full_finetune:
+        return lambda name: True
+    return lambda name: not is_embedding_or_module_param(name)
+
+
+def train_config(s: FinetuneSettings, max_steps: int) -> TrainConfig:
+    values = {f.name: getattr(s, f.name) for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**values, "max_steps": max_steps})
+
+
+def last_logged(path: Path, record: dict) -> dict:
+    """The metrics.jsonl line of record's step, or record itself when there is none."""
+    if path.is_file():
+        for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+            try:
+                logged = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if logged.get("step") == record["step"]:
+                return logged
+    return record
+
+
+def run(s: FinetuneSettings) -> dict:
+    """Fine-tune, save model + tokenizer + task.json to --out; return the final metrics with what was trained."""
+    task = check_task(s.task)
+    for flag in ("model", "train"):
+        if not getattr(s, flag):
+            raise ValueError(f"--{flag} is required")
+    directory = resolve_pretrained(s.model)
+    config = XmodConfig.from_pretrained(directory)  # config only: check the language before loading weights
+    if s.source_lang not in config.languages:
+        raise ValueError(f"source language {s.source_lang!r} is not one of the model's languages "
+                         f"{config.languages}; --source-lang names the training data's language, whose module trains")
+    max_length = resolve_max_length(s.max_length, task, config)
+    stride = (s.stride if s.stride is not None else default_stride(max_length)) if task == "qa" else None
+    tok = tok_mod.load_tokenizer(s.tokenizer or directory)
+    examples = select(load_examples(task, s.train), s.train_range, s.train_limit, "train")
+    labels = label_list(task, examples)
+    features = featurize(task, examples, tok, max_length, labels, stride)
+    valid = None
+    if s.valid:
+        valid_examples = load_examples(task, s.valid)
+        valid = (valid_examples, featurize(task, valid_examples, tok, max_length, labels, stride))
+
+    torch.manual_seed(s.seed)  # the new head's initialisation
+    model = HEADS[task].from_pretrained(directory, **head_overrides(task, labels))
+    lang_id = model.config.languages.index(s.source_lang)
+    rank, world, _ = dist_info()
+    if s.batch_size % world:
+        raise ValueError(f"--batch-size {s.batch_size} must be divisible by the number of processes {world}")
+    batches = TaskBatches(features, tasks.get(task).collate, s.batch_size, s.seed, lang_id, rank, world)
+    max_steps = s.max_steps or max(1, math.ceil(s.epochs * batches.batches_per_epoch / s.grad_accum))
+    evaluate = None
+    if valid is not None:
+        evaluate = evaluator(task, valid[0], valid[1], lang_id, s.batch_size, labels)
+    trainer = Trainer(model, train_config(s, max_steps), batches, evaluate, trainable=trainable_filter(s.full_finetune))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps, %d of %d parameters train", task,
+                s.source_lang, len(examples), len(features), max_steps, trainable, total)
+    record = trainer.fit()
+    if len(record) == 1:  # a finished run, rerun: report the metrics it logged at its last step
+        record = last_logged(Path(s.out_dir) / "metrics.jsonl", record)
+
+    summary = {"task": task, "labels": labels, "source_lang": s.source_lang, "max_length": max_length,
+               "stride": stride, "train": s.train, "train_examples": len(examples), "train_features": len(features),
+               "max_steps": max_steps, "full_finetune": s.full_finetune, "trainable_parameters": trainable,
+               "parameters": total, "metrics": record, "settings": dataclasses.asdict(s)}
+    if rank == 0:
+        out = Path(s.out_dir)
+        model.save_pretrained(out)
+        tok_mod.save_tokenizer(tok, out)
+        atomic_write_text(out / TASK_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step" and isinstance(v, float))
+        print(f"fine-tuned {task} on {s.source_lang} ({len(examples)} examples, {record['step']} steps; {shown}) "
+              f"-> {out}")
+    return {"out_dir": s.out_dir, **summary}
