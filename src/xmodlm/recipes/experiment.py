@@ -1,0 +1,522 @@
+"""The curse-of-multilinguality experiment: X-Mod against the shared baseline as the number of languages grows.
+
+Protocol (the paper's "same number of examples per language" comparison, scaled down):
+- For every k in ``--languages``, pre-train X-Mod and the shared baseline on the first k languages of one fixed
+  order: the sorted codes of ``--data`` without the held-out language, or the synthetic languages syn00, syn01, ...
+  (the first 16 are mutually unrelated families).
+- A run on k languages trains ``k * --steps-per-language`` updates, one language per batch, languages drawn with
+  p_l ~ n_l^alpha. The default alpha 0 draws them uniformly, so every language expects the same number of updates
+  (steps_per_language) at every k, whatever its corpus size; ``lines_read`` in results.json is the measured count.
+  X-Mod and shared runs of one k use the same seed, schedule, batches and validation lines; they differ only in
+  the modules (one per language, or one for all).
+- One tokenizer, trained once on every language of the experiment (the largest k plus the held-out language, with
+  the validation lines left out), serves every run, so perplexities are comparable across k and models. As in the
+  paper (XLM-R's fixed vocabulary for every model), a k=2 run thus uses a vocabulary shared with languages it
+  never sees.
+- Score: validation perplexity of the masked LM on the last ``--valid-lines`` lines of every language, at the end.
+- Post-hoc addition: the held-out language is added to the largest-k X-Mod model (add_language: only its new
+  modules train, for ``--add-steps`` updates, by default steps_per_language: the updates it would get in joint
+  pre-training), once with randomly initialised modules and once initialised from a related language. With
+  ``--joint`` (default) an X-Mod model pre-trained on the k languages plus the held-out one from the start gives the
+  reference perplexity.
+
+Layout of ``--out``: settings.json (the settings the directory was made with), tokenizer/, data/ (synthetic corpora),
+runs/k{k}-{xmod|shared}/ (one pretrain run each), runs/add-*/ and runs/k{k}+{lang}-xmod/ (addition), results.json,
+report.md, curse_mean.png, curse_per_language.png. Re-running the same command skips runs that wrote results.json
+and resumes interrupted ones from their checkpoint (the trainer does that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import data as data_mod
+from .. import report
+from .. import tokenizer as tok_mod
+from ..config import XmodConfig
+from ..model import XmodForMaskedLM
+from ..settings import setting
+from ..trainer import find_checkpoint
+from . import add_language, pretrain
+
+MODELS = ("xmod", "shared")
+MODEL_NAMES = {"xmod": "X-Mod", "shared": "shared"}
+# Settings that only pick which runs happen or how they are logged; changing them keeps finished runs valid.
+_FREE_SETTINGS = ("out_dir", "device", "log_every", "save_every", "addition", "joint")
+
+
+@dataclass
+class CurseSettings:
+    languages: list[int] = setting([2, 4, 8, 16], "numbers of pre-training languages k: one X-Mod and one shared "
+                                                  "run for each")
+    data: str = setting("", "directory of per-language corpora <code>.txt[.gz] (e.g. NTREX); languages are taken in "
+                            "sorted order")
+    synthetic: bool = setting(False, "use the built-in synthetic languages syn00, syn01, ... (written to OUT/data)")
+    out_dir: str = setting("runs/curse", "output directory: runs/, results.json, report.md, plots", flags=("--out",))
+    heldout: str = setting("", "language kept out of pre-training and added afterwards (default: with --data the "
+                               "last sorted code, with --synthetic the first later language related to a "
+                               "pre-training one)")
+    init_from: str = setting("", "pre-training language whose modules initialise the added one (default: synthetic: "
+                                 "the held-out language's closest relative; --data: the first language)")
+    steps_per_language: int = setting(200, "expected updates per language: a run on k languages trains k times this")
+    preset: str = setting("tiny", "architecture: tiny | small | base | large-prenorm")
+    hidden_size: int | None = setting(None, "override the preset's hidden size")
+    num_hidden_layers: int | None = setting(None, "override the preset's number of layers")
+    adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this")
+    vocab_size: int = setting(8000, "vocabulary of the one tokenizer trained for all runs")
+    seq_len: int = setting(128, "tokens per packed row")
+    batch_size: int = setting(16, "rows per batch")
+    alpha: float = setting(0.0, "language sampling exponent, p_l ~ n_l^alpha; 0: uniform, so every language gets "
+                                "the same expected number of updates")
+    lr: float = setting(5e-4, "peak learning rate of pre-training")
+    warmup_ratio: float = setting(0.06, "warm-up as a fraction of each run's steps")
+    valid_lines: int = setting(200, "last lines of every corpus held out for validation perplexity")
+    valid_batches: int = setting(4, "validation batches per language")
+    addition: bool = setting(True, "add the held-out language to the largest X-Mod model afterwards")
+    add_steps: int = setting(0, "updates for the added language's modules (0: --steps-per-language)")
+    add_lr: float = setting(1e-3, "peak learning rate when adding the language (only its modules train)")
+    joint: bool = setting(True, "reference for the addition: also pre-train X-Mod with the held-out language from "
+                                "the start (one more run of (k+1) * steps-per-language steps)")
+    synthetic_sentences: int = setting(10000, "sentences per synthetic language")
+    synthetic_seed: int = setting(0, "seed of the synthetic world (its languages)")
+    seed: int = setting(0, "seed of every run (initialisation, batches, masking)")
+    precision: str = setting("auto", "fp32 | bf16 | auto")
+    device: str = setting("auto", "auto | cpu | cuda")
+    log_every: int = setting(10, "training metrics every N steps")
+    save_every: int = setting(200, "checkpoint every N steps (interrupted runs resume from the last one)")
+
+
+@dataclass
+class Plan:
+    """Which languages, in which order, from which files."""
+
+    data_dir: Path
+    corpora: dict[str, Path]  # every language the experiment reads
+    order: list[str]  # pre-training languages in id order; a run on k languages uses order[:k]
+    counts: list[int]  # the k values, ascending
+    heldout: str
+    init_from: str
+    init_reason: str
+    info: dict[str, dict] = dataclasses.field(default_factory=dict)  # per-language notes (synthetic: family, script)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planning
+
+
+def _check(s: CurseSettings) -> list[int]:
+    if bool(s.data) == s.synthetic:
+        raise ValueError("give exactly one of --data DIR (per-language corpora) and --synthetic")
+    counts = sorted(set(s.languages))
+    if not counts or counts[0] < 1:
+        raise ValueError(f"--languages {','.join(map(str, s.languages))}: expected positive numbers of languages, "
+                         "e.g. 2,4,8,16")
+    for name in ("steps_per_language", "seq_len", "batch_size", "valid_lines", "valid_batches", "vocab_size"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(s, name)}: must be >= 1")
+    if s.add_steps < 0:
+        raise ValueError(f"--add-steps {s.add_steps}: must be >= 0 (0: --steps-per-language)")
+    return counts
+
+
+def plan_data(s: CurseSettings, counts: list[int]) -> Plan:
+    """Languages of a corpus directory: sorted codes; the held-out one defaults to the last."""
+    corpora = data_mod.discover_corpora(s.data)
+    codes = list(corpora)
+    heldout = s.heldout or codes[-1]
+    if heldout not in corpora:
+        raise ValueError(f"--heldout {heldout}: no corpus for it in {s.data}; languages there: {codes}")
+    order = [c for c in codes if c != heldout]
+    if counts[-1] > len(order):
+        raise ValueError(f"--languages asks for {counts[-1]} pre-training languages, but {s.data} has "
+                         f"{len(order)} besides the held-out {heldout}: {order}")
+    init_from, reason = s.init_from, "chosen with --init-from"
+    if not init_from:
+        init_from, reason = order[0], "the first pre-training language (no relation known for --data; --init-from)"
+    if init_from not in order[:counts[-1]]:
+        raise ValueError(f"--init-from {init_from}: not among the {counts[-1]} pre-training languages "
+                         f"{order[:counts[-1]]}")
+    corpora = {c: corpora[c] for c in order[:counts[-1]] + [heldout]}
+    return Plan(Path(s.data), corpora, order, counts, heldout, init_from, reason)
+
+
+def plan_synthetic(s: CurseSettings, counts: list[int], data_dir: Path) -> Plan:
+    """syn00, syn01, ... in order; the held-out language is a later one from a pre-training language's family."""
+    from ..synthetic import DEFAULT_N_LANGUAGES, N_FAMILIES, SyntheticWorld
+
+    k_max = counts[-1]
+    world = SyntheticWorld(s.synthetic_seed, n_languages=max(DEFAULT_N_LANGUAGES, k_max + 2 * N_FAMILIES))
+    codes = world.languages
+    order = codes[:k_max]
+    if s.heldout:
+        if s.heldout not in codes[k_max:]:
+            raise ValueError(f"--heldout {s.heldout}: expected a synthetic language after the {k_max} pre-training "
+                             f"ones, i.e. one of {codes[k_max]} .. {codes[-1]}")
+        heldout = s.heldout
+    else:
+        # syn00..syn15 found one family each, so a relative of a pre-training language comes later.
+        heldout = next((c for c in codes[max(k_max, N_FAMILIES):] if set(world.related(c)) & set(order)), None)
+        if heldout is None:
+            raise ValueError(f"no synthetic language in {codes[k_max]} .. {codes[-1]} is related to {order}; "
+                             "choose one with --heldout")
+    relatives = [c for c in world.related(heldout) if c in order]
+    if s.init_from:
+        if s.init_from not in order:
+            raise ValueError(f"--init-from {s.init_from}: not among the pre-training languages {order}")
+        init_from, reason = s.init_from, "chosen with --init-from"
+    elif relatives:
+        init_from = relatives[0]
+        reason = (f"its closest relative among the pre-training languages (same family, "
+                  f"{world.similarity(heldout, init_from):.0%} shared vocabulary)")
+    else:
+        init_from, reason = order[0], "the first pre-training language (no relative among them)"
+    needed = order + [heldout]
+    missing = [c for c in needed if not (data_dir / f"{c}.txt").is_file()]
+    if missing:  # each file is written atomically, so one that exists is complete
+        print(f"writing {s.synthetic_sentences} sentences for {len(missing)} synthetic languages -> {data_dir}",
+              flush=True)
+        world.write_corpora(data_dir, missing, n_sentences=s.synthetic_sentences, seed=0)
+    keep = ("family", "script", "word_order", "morphology")
+    info = {c: {k: world.describe(c)[k] for k in keep} for c in needed}
+    return Plan(data_dir, {c: data_dir / f"{c}.txt" for c in needed}, order, counts, heldout, init_from, reason, info)
+
+
+def _check_out_dir(out: Path, s: CurseSettings) -> None:
+    """An output directory belongs to one set of settings: finished runs are reused, so they must match."""
+    path = out / "settings.json"
+    mine = {k: v for k, v in dataclasses.asdict(s).items() if k not in _FREE_SETTINGS}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+        if diff:
+            details = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
+            raise ValueError(f"{out} holds an experiment with other settings ({details}); its finished runs would "
+                             "not match. Use another --out, or the same settings to resume it")
+        return
+    report.write_json(path, mine)
+
+
+def _tokenizer(s: CurseSettings, plan: Plan, out: Path) -> Path:
+    path = out / "tokenizer"
+    if not (path / "tokenizer.json").is_file():
+        print(f"training one {s.vocab_size}-piece tokenizer on {len(plan.corpora)} languages -> {path}", flush=True)
+        tok = tok_mod.train_tokenizer(plan.corpora, vocab_size=s.vocab_size, alpha=s.alpha, seed=s.seed,
+                                      skip_lines=s.valid_lines)
+        tok_mod.save_tokenizer(tok, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs
+
+
+def _common(s: CurseSettings) -> dict[str, Any]:
+    """Settings every run shares (pre-training and addition)."""
+    return dict(seq_len=s.seq_len, batch_size=s.batch_size, valid_lines=s.valid_lines, valid_batches=s.valid_batches,
+                warmup_ratio=s.warmup_ratio, save_every=s.save_every, seed=s.seed, precision=s.precision,
+                device=s.device, log_every=s.log_every, eval_every=0, tensorboard=False)
+
+
+def _execute(run_dir: Path, label: str, train) -> tuple[dict, bool]:
+    """Run `train()` unless run_dir has results.json; returns (results.json, whether it ran now)."""
+    done = run_dir / "results.json"
+    if done.is_file():
+        print(f"{label}: done before, skipped ({run_dir})", flush=True)
+        return json.loads(done.read_text()), False
+    resuming = find_checkpoint(run_dir) is not None
+    print(f"{label}: {'resuming' if resuming else 'starting'} -> {run_dir}", flush=True)
+    start = time.perf_counter()
+    train()
+    # Wall time of the invocation that finished the run (data loading, training, evaluation, saving).
+    report.write_json(run_dir / "wall.json", {"wall_s": time.perf_counter() - start, "resumed": resuming})
+    return json.loads(done.read_text()), True
+
+
+def _wall(run_dir: Path) -> float | None:
+    path = run_dir / "wall.json"
+    return json.loads(path.read_text())["wall_s"] if path.is_file() else None
+
+
+def _final_loss(run_dir: Path) -> float | None:
+    """Training loss of the last logged window (metrics.jsonl; a resumed finished run logs no new loss)."""
+    path = run_dir / "metrics.jsonl"
+    loss = None
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            loss = json.loads(line).get("loss", loss)
+        except ValueError:
+            pass
+    return loss
+
+
+def _train_seconds(run_dir: Path) -> float | None:
+    """The trainer's own clock, summed over every invocation that trained this run (resumes included)."""
+    checkpoint = find_checkpoint(run_dir)
+    if checkpoint is None:
+        return None
+    return json.loads((checkpoint / "trainer_state.json").read_text()).get("elapsed")
+
+
+def parameter_counts(run_dir: Path) -> dict[str, int]:
+    """total; language_modules (all of them); module (one language's, over all layers); per_language (what one
+    language's forward pass uses: everything but the other languages' modules)."""
+    config = XmodConfig.from_pretrained(run_dir)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = XmodForMaskedLM(config)
+    seen, total, modules = set(), 0, {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if ".adapter_modules." in name:
+            code = name.split(".adapter_modules.")[1].split(".")[0]
+            modules[code] = modules.get(code, 0) + p.numel()
+    all_modules = sum(modules.values())
+    one = max(modules.values()) if modules else 0
+    return {"total": total, "language_modules": all_modules, "module": one, "per_language": total - all_modules + one}
+
+
+def lines_read(run_dir: Path) -> dict[str, int] | None:
+    """Training lines consumed per language (epochs x lines + position), from the final data state."""
+    checkpoint = find_checkpoint(run_dir)
+    if checkpoint is None or not (checkpoint / "rank0.pt").is_file():
+        return None
+    state = torch.load(checkpoint / "rank0.pt", map_location="cpu", weights_only=True).get("data")
+    if not state or "streams" not in state:
+        return None
+    n_lines = dict(zip(state["languages"], state["line_counts"]))
+    return {code: int(st["epoch"]) * n_lines[code] + int(st["line"]) for code, st in state["streams"].items()}
+
+
+def _ppl(results: dict, languages: list[str]) -> dict[str, float]:
+    return {code: results[f"eval/ppl/{code}"] for code in languages}
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def pretrain_entry(s: CurseSettings, plan: Plan, tokenizer: Path, run_dir: Path, languages: list[str],
+                   shared: bool, label: str) -> dict:
+    steps = s.steps_per_language * len(languages)
+    settings = pretrain.PretrainSettings(
+        data=str(plan.data_dir), languages=languages, out_dir=str(run_dir),
+        preset=s.preset, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
+        adapter_reduction_factor=s.adapter_reduction_factor, tokenizer=str(tokenizer), alpha=s.alpha,
+        shared=shared, max_steps=steps, lr=s.lr, **_common(s))
+    results, _ = _execute(run_dir, label, lambda: pretrain.run(settings))
+    ppl = _ppl(results, languages)
+    return {"dir": f"runs/{run_dir.name}", "languages": languages, "steps": steps, "ppl": ppl,
+            "mean_ppl": _mean(ppl.values()),
+            "parameters": parameter_counts(run_dir), "lines_read": lines_read(run_dir), "wall_s": _wall(run_dir),
+            "train_s": _train_seconds(run_dir), "final_loss": _final_loss(run_dir)}
+
+
+def addition_entry(s: CurseSettings, plan: Plan, base: Path, run_dir: Path, init_from: str | None,
+                   label: str) -> dict:
+    steps = s.add_steps or s.steps_per_language
+    settings = add_language.AddLanguageSettings(
+        model=str(base), lang=plan.heldout, data=str(plan.corpora[plan.heldout]), out_dir=str(run_dir),
+        init_from=[init_from] if init_from else [], max_steps=steps, lr=s.add_lr, **_common(s))
+    results, _ = _execute(run_dir, label, lambda: add_language.run(settings))
+    return {"dir": f"runs/{run_dir.name}", "init_from": init_from, "steps": steps,
+            "ppl": results[f"eval/ppl/{plan.heldout}"], "trainable_parameters": results.get("trainable_parameters"),
+            "wall_s": _wall(run_dir), "train_s": _train_seconds(run_dir)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The experiment
+
+
+def run(s: CurseSettings) -> dict:
+    counts = _check(s)
+    out = Path(s.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out, s)
+    started = time.perf_counter()
+    plan = plan_synthetic(s, counts, out / "data") if s.synthetic else plan_data(s, counts)
+    tokenizer = _tokenizer(s, plan, out)
+    k_max = counts[-1]
+    jobs = [(k, m) for k in counts for m in MODELS]
+    n_runs = len(jobs) + (2 if s.addition else 0) + (1 if s.joint else 0)
+    print(f"curse experiment: k = {counts}, {s.steps_per_language} steps per language, {n_runs} runs -> {out}",
+          flush=True)
+
+    results: dict[str, Any] = {
+        "settings": dataclasses.asdict(s), "data": s.data or "data", "order": plan.order[:k_max],
+        "common_languages": plan.order[:counts[0]], "heldout": plan.heldout, "init_from": plan.init_from,
+        "init_from_reason": plan.init_reason, "language_info": plan.info, "tokenizer": tokenizer.name,
+        "protocol": ("a run on k languages trains k * steps_per_language updates, one language per batch, languages "
+                     f"drawn with p ~ n^{s.alpha:g}, so each language expects steps_per_language updates; X-Mod and "
+                     "shared share seed, schedule, batches, tokenizer and validation lines"),
+        "runs": {},
+    }
+    for i, (k, model) in enumerate(jobs, 1):
+        entry = pretrain_entry(s, plan, tokenizer, out / "runs" / f"k{k}-{model}", plan.order[:k], model == "shared",
+                               f"[{i}/{n_runs}] k={k} {MODEL_NAMES[model]}")
+        results["runs"].setdefault(str(k), {})[model] = entry
+    for k, entries in results["runs"].items():
+        for entry in entries.values():
+            entry["mean_ppl_common"] = _mean(entry["ppl"][c] for c in results["common_languages"])
+
+    done = len(jobs)
+    if s.addition or s.joint:
+        base = out / "runs" / f"k{k_max}-xmod"
+        addition: dict[str, Any] = {"language": plan.heldout, "base_model": f"runs/{base.name}", "k": k_max, "runs": {}}
+        if s.addition:
+            for init in (None, plan.init_from):
+                done += 1
+                name = f"from-{init}" if init else "random"
+                addition["runs"][name] = addition_entry(
+                    s, plan, base, out / "runs" / f"add-{plan.heldout}-{name}", init,
+                    f"[{done}/{n_runs}] add {plan.heldout} to k={k_max} X-Mod, init {init or 'random'}")
+        if s.joint:
+            done += 1
+            joint = pretrain_entry(s, plan, tokenizer, out / "runs" / f"k{k_max}+{plan.heldout}-xmod",
+                                   plan.order[:k_max] + [plan.heldout], False,
+                                   f"[{done}/{n_runs}] X-Mod pre-trained on the {k_max} languages + {plan.heldout}")
+            joint["mean_ppl_pretraining_languages"] = _mean(joint["ppl"][c] for c in plan.order[:k_max])
+            addition["joint"] = joint
+        else:
+            addition["joint"] = None
+        results["addition"] = addition
+
+    results["wall_s_this_invocation"] = time.perf_counter() - started
+    text = render_report(results)
+    report.write_json(out / "results.json", results)
+    report.write_text(out / "report.md", text)
+    plot(results, out)
+    print(text, flush=True)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def _ppl_table(results: dict, model: str) -> str:
+    counts = sorted(int(k) for k in results["runs"])
+    header = ["language"] + [f"k={k}" for k in counts]
+    rows = [[code] + [results["runs"][str(k)][model]["ppl"].get(code) for k in counts] for code in results["order"]]
+    rows.append(["mean (all k languages)"] + [results["runs"][str(k)][model]["mean_ppl"] for k in counts])
+    rows.append([f"mean ({', '.join(results['common_languages'])})"]
+                + [results["runs"][str(k)][model]["mean_ppl_common"] for k in counts])
+    return report.markdown_table(header, rows)
+
+
+def _wins(results: dict) -> str:
+    parts = []
+    for k, entries in sorted(results["runs"].items(), key=lambda kv: int(kv[0])):
+        x, b = entries["xmod"]["ppl"], entries["shared"]["ppl"]
+        wins = sum(x[c] < b[c] for c in x)
+        rel = _mean((b[c] - x[c]) / b[c] for c in x) or 0.0
+        parts.append(f"k={k}: {wins}/{len(x)} languages, mean {rel:+.1%}")
+    return "X-Mod lower perplexity than shared (relative gain = (shared - X-Mod) / shared): " + "; ".join(parts)
+
+
+def _runs_table(results: dict) -> str:
+    header = ["k", "model", "steps", "parameters", "per language", "lines read / language", "mean ppl",
+              "train s", "wall s"]
+    rows = []
+    for k, entries in sorted(results["runs"].items(), key=lambda kv: int(kv[0])):
+        for model in MODELS:
+            e = entries[model]
+            lines = e["lines_read"]
+            spread = f"{min(lines.values()):,}-{max(lines.values()):,}" if lines else None
+            rows.append([int(k), MODEL_NAMES[model], e["steps"], e["parameters"]["total"],
+                         e["parameters"]["per_language"], spread, e["mean_ppl"], e["train_s"], e["wall_s"]])
+    return report.markdown_table(header, rows, digits=1, align="rlrrrrrrr")
+
+
+def _addition_table(results: dict) -> str:
+    a = results["addition"]
+    code, k = a["language"], a["k"]
+    own = results["runs"][str(k)]["xmod"]
+    header = ["model", f"ppl {code}", f"mean ppl of the {k} pre-training languages", "trained parameters",
+              f"updates on {code}", "wall s"]
+    rows = []
+    for name, e in a["runs"].items():
+        init = f"init from {e['init_from']}" if e["init_from"] else "random init"
+        # Only the new modules train, so the other languages keep the k-language model's outputs exactly.
+        rows.append([f"k={k} X-Mod + {code} added ({init})", e["ppl"], own["mean_ppl"], e["trainable_parameters"],
+                     e["steps"], e["wall_s"]])
+    if a.get("joint"):
+        j = a["joint"]
+        expected = f"~{results['settings']['steps_per_language']}"  # drawn at random, 1 / (k + 1) of the steps
+        rows.append([f"X-Mod pre-trained on {k} + {code} from the start", j["ppl"][code],
+                     j["mean_ppl_pretraining_languages"], j["parameters"]["total"], expected, j["wall_s"]])
+    return report.markdown_table(header, rows, digits=2)
+
+
+def render_report(results: dict) -> str:
+    s = results["settings"]
+    source = f"`{s['data']}`" if s["data"] else f"synthetic languages (world seed {s['synthetic_seed']}, " \
+                                                   f"{s['synthetic_sentences']} sentences each)"
+    shape = s["preset"] + "".join(f", {k}={s[k]}" for k in ("hidden_size", "num_hidden_layers",
+                                                             "adapter_reduction_factor") if s[k] is not None)
+    lines = [
+        "# Curse of multilinguality: X-Mod vs the shared baseline", "",
+        f"Data: {source}. Model: {shape}; seq_len {s['seq_len']}, batch {s['batch_size']}, lr {s['lr']:g}, "
+        f"seed {s['seed']}, tokenizer of {s['vocab_size']} pieces shared by every run.",
+        f"Protocol: {results['protocol']} ({s['steps_per_language']} steps per language).",
+        f"Score: masked-LM perplexity on the last {s['valid_lines']} lines of each language "
+        f"(at most {s['valid_batches']} batches), at the end of training; lower is better.", "",
+        "## Validation perplexity, X-Mod", "", _ppl_table(results, "xmod"), "",
+        "## Validation perplexity, shared baseline", "", _ppl_table(results, "shared"), "",
+        _wins(results), "",
+        "## Runs", "",
+        "`per language`: parameters one language's forward pass uses (the same for both models); "
+        "`lines read`: training lines consumed per language (min-max over languages).", "",
+        _runs_table(results), "",
+    ]
+    a = results.get("addition")
+    if a:
+        lines += [f"## Adding {a['language']} after pre-training (k={a['k']} X-Mod model)", "",
+                  f"Initialisation source: {results['init_from']}, {results['init_from_reason']}.", ""]
+        if a["runs"] or a.get("joint"):
+            lines += [_addition_table(results), ""]
+        if not a.get("joint"):
+            lines += ["Joint pre-training reference skipped (--no-joint).", ""]
+        if not a["runs"]:
+            lines += ["Post-hoc addition skipped (--no-addition).", ""]
+    lines.append(f"Wall time of this invocation: {results['wall_s_this_invocation']:.0f} s "
+                 "(runs finished by an earlier invocation are skipped and not counted).")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, out: Path) -> list[Path]:
+    counts = sorted(int(k) for k in results["runs"])
+    runs = results["runs"]
+    common = ", ".join(results["common_languages"])
+    mean_series, styles = {}, {}
+    for m, color in zip(MODELS, ("tab:blue", "tab:orange")):
+        dash = "-" if m == "xmod" else "--"
+        mean_series[f"{MODEL_NAMES[m]}, all k languages"] = [runs[str(k)][m]["mean_ppl"] for k in counts]
+        styles[f"{MODEL_NAMES[m]}, all k languages"] = {"color": color, "linestyle": dash}
+        mean_series[f"{MODEL_NAMES[m]}, {common}"] = [runs[str(k)][m]["mean_ppl_common"] for k in counts]
+        styles[f"{MODEL_NAMES[m]}, {common}"] = {"color": color, "linestyle": dash, "marker": "s", "alpha": 0.5}
+    paths = [report.line_plot(
+        out / "curse_mean.png", counts, mean_series, title="Mean validation perplexity (solid X-Mod, dashed shared)",
+        xlabel="pre-training languages k", ylabel="perplexity (lower is better)", log2_x=True, styles=styles)]
+    series, line_styles = {}, {}
+    for i, code in enumerate(results["common_languages"]):
+        color = f"C{i % 10}"
+        for m in MODELS:
+            label = f"{code} {MODEL_NAMES[m]}"
+            series[label] = [runs[str(k)][m]["ppl"][code] for k in counts]
+            line_styles[label] = {"color": color, "linestyle": "-" if m == "xmod" else "--"}
+    paths.append(report.line_plot(
+        out / "curse_per_language.png", counts, series,
+        title="Per-language validation perplexity (solid X-Mod, dashed shared)", xlabel="pre-training languages k",
+        ylabel="perplexity (lower is better)", log2_x=True, styles=line_styles,
+        legend_columns=2 if len(series) > 8 else 1))
+    return paths

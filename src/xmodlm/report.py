@@ -1,0 +1,116 @@
+"""Report helpers for recipes: markdown tables, line plots (PNG, Agg, no pyplot state), atomic JSON.
+
+Recipes that summarise several runs (the curse-of-multilinguality experiment, the demo) use these so
+that every report looks the same. Plots are drawn on a bare ``matplotlib.figure.Figure`` with the Agg
+canvas: no global backend switch, no display needed, safe in threads and under nohup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .config import atomic_write_text
+
+MISSING = "–"  # an empty table cell (e.g. a language not in that run)
+
+
+def format_value(value: Any, digits: int = 2) -> str:
+    """A table cell: floats with `digits` decimals, large ints with thousands separators, None as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2,
+                   align: str | None = None) -> str:
+    """A GitHub markdown table. align: one of l/r/c per column (default: first column left, the rest right)."""
+    n = len(header)
+    for i, row in enumerate(rows):
+        if len(row) != n:
+            raise ValueError(f"row {i} has {len(row)} cells, the header has {n}: {list(row)!r}")
+    align = align or "l" + "r" * (n - 1)
+    if len(align) != n or set(align) - set("lrc"):
+        raise ValueError(f"align={align!r}: expected one of l/r/c for each of the {n} columns")
+    cells = [[format_value(h) for h in header]] + [[format_value(v, digits) for v in row] for row in rows]
+    widths = [max(3, *(len(r[j]) for r in cells)) for j in range(n)]
+    rule = {"l": lambda w: ":" + "-" * (w - 1), "r": lambda w: "-" * (w - 1) + ":",
+            "c": lambda w: ":" + "-" * (w - 2) + ":"}
+
+    def line(row: Sequence[str]) -> str:
+        padded = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align)]
+        return "| " + " | ".join(padded) + " |"
+
+    out = [line(cells[0]), "| " + " | ".join(rule[a](w) for a, w in zip(align, widths)) + " |"]
+    out += [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Pretty JSON, written atomically (readers see the old file or the new one, never half of one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return path
+
+
+def line_plot(path: str | os.PathLike, x: Sequence[float], series: Mapping[str, Sequence[float | None]], *,
+              title: str = "", xlabel: str = "", ylabel: str = "", log2_x: bool = False,
+              styles: Mapping[str, Mapping[str, Any]] | None = None, legend_columns: int = 1) -> Path:
+    """One PNG with a line per series (label -> y values aligned with x; None leaves a gap).
+
+    log2_x: a base-2 x axis with a tick at every x (numbers of languages 2, 4, 8, 16).
+    styles: label -> extra keyword arguments for ``Axes.plot`` (color, linestyle, marker ...).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    for label, ys in series.items():
+        if len(ys) != len(x):
+            raise ValueError(f"series {label!r} has {len(ys)} values for {len(x)} x values")
+    fig = Figure(figsize=(6.4, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, ys in series.items():
+        style = {"marker": "o", **((styles or {}).get(label, {}))}
+        ax.plot(list(x), [math.nan if y is None else y for y in ys], label=label, **style)
+    if log2_x:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(x))
+        ax.set_xticklabels([f"{v:g}" for v in x])
+        ax.minorticks_off()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend(fontsize="small", ncols=legend_columns)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
