@@ -21,7 +21,7 @@ COMMANDS = {
     "evaluate": ("xmodlm.recipes.evaluate", "EvaluateSettings", "run",
                  "evaluate a fine-tuned model zero-shot on target languages", ()),
     "score": ("xmodlm.recipes.evaluate", "ScoreSettings", "score",
-              "re-score saved QA predictions (SQuAD / MLQA metrics)", ()),
+              "re-score saved predictions (QA: SQuAD / MLQA EM and F1; NLI, NER, POS, MC)", ()),
     "convert-fairseq": ("xmodlm.recipes.convert", "ConvertSettings", "run",
                         "convert a fairseq X-Mod checkpoint to a Hugging Face directory", ("checkpoint",)),
     "bench": ("xmodlm.recipes.bench", "BenchSettings", "run",

@@ -119,8 +119,12 @@ def run(s: PretrainSettings) -> dict[str, float]:
         tok = tok_mod.load_tokenizer(s.tokenizer)
     elif (out / "tokenizer.json").exists():  # a resumed run keeps its vocabulary
         tok = tok_mod.load_tokenizer(out)
-    else:
-        tok = tok_mod.train_tokenizer(corpora, vocab_size=s.vocab_size, alpha=s.alpha, seed=s.seed)
+    elif world > 1:
+        raise ValueError("under torchrun, train the tokenizer first (xmodlm tokenizer train) and pass --tokenizer, "
+                         "so that every process uses the same vocabulary")
+    else:  # the validation tail stays unseen by the tokenizer too
+        tok = tok_mod.train_tokenizer(corpora, vocab_size=s.vocab_size, alpha=s.alpha, seed=s.seed,
+                                      skip_lines=s.valid_lines)
     overrides = {k: getattr(s, k) for k in ("hidden_size", "num_hidden_layers", "adapter_reduction_factor")
                  if getattr(s, k) is not None}
     config = preset(s.preset, vocab_size=tok.get_vocab_size(), languages=languages, shared_module=s.shared,

@@ -1,0 +1,325 @@
+"""Benchmark recipe: ours against transformers' Xmod, side by side in one process, same weights.
+
+Every row times both implementations alternately (warm-up, then the median of ``--steps``
+calls each), so machine noise hits both alike; the table prints tokens/s, the ratio and the
+model FLOPs utilisation (MFU) against a dense matmul ceiling measured in the same run.
+
+Model FLOPs count the work the model needs, the same for both implementations: the matmuls
+of every layer (including one language module per token) and attention, x3 for a training
+step (forward + backward), plus the vocabulary projection at the scored positions only.
+The reference computes vocabulary logits at every position; that waste shows as lower MFU.
+
+Suites:
+  train   masked-LM step (forward, backward, AdamW) at the small config: 4 x 256, vocab 32k,
+          8 languages, batch 16 x 128, mixed languages. Reference fp32 (its bf16 autocast
+          crashes) against ours fp32 and ours bf16 autocast.
+  infer   encoder forward at xmod-base shape (12 x 768, vocab 250k, 81 languages, batch
+          8 x 128, mixed languages), both models cast to bfloat16 (and fp32).
+  mixed   cost of mixing languages: one-language batch against 8 and 81 languages per batch.
+  data    tokenize + pack + mask throughput against the training step's consumption.
+  memory  peak memory (max RSS of a fresh process) of a base-shape training step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import XmodConfig, atomic_write_text
+from ..model import XmodForMaskedLM, XmodModel
+from ..settings import setting
+
+SUITES = ("train", "infer", "mixed", "data", "memory")
+
+
+@dataclass
+class BenchSettings:
+    suite: list[str] = setting(list(SUITES), f"which measurements: {', '.join(SUITES)}")
+    steps: int = setting(5, "timed calls per implementation (median reported)")
+    warmup: int = setting(2, "untimed calls first")
+    quick: bool = setting(False, "smaller shapes (a smoke test, not the targets' shapes)")
+    out: str | None = setting(None, "also write the rows as JSON here")
+    data: str = setting("", "corpus directory for the data suite (default: ../shared/data/ntrex or synthetic)")
+
+
+# ---------------------------------------------------------------------------------------
+# Shapes, FLOPs and timing
+# ---------------------------------------------------------------------------------------
+def make_config(layers, hidden, vocab, n_languages, seq) -> XmodConfig:
+    return XmodConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                      num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
+                      max_position_embeddings=seq + 2, type_vocab_size=1, layer_norm_eps=1e-5,
+                      languages=[f"l{i:02d}_XX" for i in range(n_languages)])
+
+
+def model_flops(config: XmodConfig, batch: int, seq: int, scored: int, train: bool) -> float:
+    d, f, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_token = 2 * (4 * d * d + 2 * d * f + 2 * d * config.adapter_size)  # qkv+out, ffn, one module
+    attention = 2 * 2 * seq * d  # scores and weighted sum, per token per layer
+    flops = L * batch * seq * (per_token + attention)
+    if scored:
+        flops += scored * 2 * (d * d + d * config.vocab_size)  # LM head transform + vocabulary
+    return flops * (3 if train else 1)
+
+
+def median_times(fns: dict, steps: int, warmup: int) -> dict[str, float]:
+    """Alternate the functions call by call, so both see the same machine."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, k: int = 1024, m: int = 1024, steps: int = 10) -> float:
+    """Dense GEMM FLOP/s at a shape like the models' (tokens x hidden x 4*hidden)."""
+    a, b = torch.randn(n, k, dtype=dtype), torch.randn(k, m, dtype=dtype)
+    t = median_times({"mm": lambda: a @ b}, steps, 3)["mm"]
+    return 2 * n * k * m / t
+
+
+def reference_from(ours: torch.nn.Module, kind: str):
+    """transformers' model sharing our tensors (no copy): built on the meta device, then assigned."""
+    import transformers
+
+    hf_config = transformers.XmodConfig(**{k: v for k, v in ours.config.to_dict().items()
+                                           if k not in ("shared_module", "architectures")})
+    cls = {"mlm": transformers.XmodForMaskedLM, "base": transformers.XmodModel}[kind]
+    with torch.device("meta"):
+        ref = cls(hf_config, add_pooling_layer=False) if kind == "base" else cls(hf_config)
+    ref.load_state_dict(ours.state_dict(), strict=False, assign=True)
+    if kind == "mlm":
+        ref.tie_weights()
+    for module in ref.modules():  # non-persistent buffers: position and token-type ids
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if buf.is_meta:
+                value = torch.arange(buf.shape[-1]).expand(buf.shape) if name == "position_ids" else torch.zeros(buf.shape, dtype=buf.dtype)
+                module.register_buffer(name, value.clone(), persistent=False)
+    missing = [n for n, p in ref.named_parameters() if p.is_meta]
+    if missing:
+        raise RuntimeError(f"reference parameters not shared: {missing[:4]}")
+    ref.config._attn_implementation = "sdpa"
+    return ref
+
+
+def batch_for(config: XmodConfig, batch: int, seq: int, n_languages: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, config.vocab_size, (batch, seq), generator=g)
+    ids[:, 0], ids[:, -1] = 0, 2
+    lang = torch.arange(batch) % n_languages  # every row a language, interleaved: the worst order
+    labels = torch.where(torch.rand(batch, seq, generator=g) < 0.15, ids, torch.full_like(ids, -100))
+    return ids, lang, labels
+
+
+# ---------------------------------------------------------------------------------------
+# Suites
+# ---------------------------------------------------------------------------------------
+def bench_train(s: BenchSettings, ceilings: dict) -> list[dict]:
+    layers, hidden, vocab, langs, batch, seq = (2, 128, 8000, 8, 8, 64) if s.quick else (4, 256, 32000, 8, 16, 128)
+    config = make_config(layers, hidden, vocab, langs, seq)
+    torch.manual_seed(0)
+    ours = XmodForMaskedLM(config).train()
+    ref = XmodForMaskedLM(config)  # its own copy: the two optimizers must not share weights
+    ref.load_state_dict(ours.state_dict())
+    ref = reference_from(ref, "mlm").train()
+    ids, lang, labels = batch_for(config, batch, seq, langs)
+
+    def stepper(model, amp: bool, fused: bool):
+        opt = torch.optim.AdamW([p for p in model.parameters()], lr=1e-5, fused=fused)
+
+        def step():
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+            with ctx:
+                loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    fns = {"reference fp32": stepper(ref, False, False), "ours fp32": stepper(ours, False, True),
+           "ours bf16 autocast": stepper(ours, True, True)}
+    times = median_times(fns, s.steps, s.warmup)
+    flops = model_flops(config, batch, seq, int(labels.ne(-100).sum()), train=True)
+    shape = f"MLM train step {layers}x{hidden} V={vocab // 1000}k {langs} langs {batch}x{seq}"
+    return rows(shape, times, "reference fp32", batch * seq, flops, ceilings)
+
+
+def bench_infer(s: BenchSettings, ceilings: dict) -> list[dict]:
+    layers, hidden, vocab, langs, batch, seq = (2, 256, 32000, 81, 8, 64) if s.quick else (12, 768, 250002, 81, 8, 128)
+    config = make_config(layers, hidden, vocab, langs, seq)
+    torch.manual_seed(0)
+    ours = XmodModel(config, add_pooling_layer=False).eval()
+    ref = reference_from(ours, "base").eval()
+    ours16, ref16 = XmodModel(config, add_pooling_layer=False), None
+    ours16.load_state_dict(ours.state_dict())
+    ours16 = ours16.to(torch.bfloat16).eval()
+    ref16 = reference_from(ours16, "base").eval()
+    ids, _, _ = batch_for(config, batch, seq, langs)
+    lang = torch.tensor([0, 7, 3, 80, 41, 3, 12, 60][:batch]) % langs
+
+    def forward(model):
+        return lambda: torch.no_grad()(model)(input_ids=ids, lang_ids=lang)
+
+    times = median_times({"reference bf16": forward(ref16), "ours bf16": forward(ours16),
+                          "reference fp32": forward(ref), "ours fp32": forward(ours)}, s.steps, s.warmup)
+    flops = model_flops(config, batch, seq, 0, train=False)
+    shape = f"encoder forward {layers}x{hidden} V={vocab // 1000}k {langs} langs {batch}x{seq} mixed"
+    out = rows(shape, {k: v for k, v in times.items() if "bf16" in k}, "reference bf16", batch * seq, flops, ceilings)
+    out += rows(shape, {k: v for k, v in times.items() if "fp32" in k}, "reference fp32", batch * seq, flops, ceilings)
+    return out
+
+
+def bench_mixed(s: BenchSettings, ceilings: dict) -> list[dict]:
+    out = []
+    for layers, hidden, langs, batch, seq in ([(2, 256, 81, 81, 32)] if s.quick else
+                                             [(12, 768, 81, 8, 128), (4, 256, 81, 81, 64)]):
+        config = make_config(layers, hidden, 1000, langs, seq)
+        torch.manual_seed(0)
+        model = XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).eval()
+        ids, _, _ = batch_for(config, batch, seq, langs)
+        fns = {}
+        for n in sorted({1, min(8, batch), min(langs, batch)}):
+            lang = torch.arange(batch) % n
+            fns[f"{n} language{'s' if n > 1 else ''}"] = (lambda lang=lang: torch.no_grad()(model)(ids, lang_ids=lang))
+        times = median_times(fns, s.steps, s.warmup)
+        flops = model_flops(config, batch, seq, 0, train=False)
+        shape = f"mixing cost, encoder bf16 {layers}x{hidden} {batch}x{seq}"
+        out += rows(shape, times, "1 language", batch * seq, flops, ceilings, higher_is_worse=True)
+    return out
+
+
+def bench_data(s: BenchSettings, ceilings: dict, train_rows: list[dict]) -> list[dict]:
+    from .. import data as data_mod
+    from .. import tokenizer as tok_mod
+
+    corpus = Path(s.data) if s.data else Path(__file__).resolve().parents[4] / "shared" / "data" / "ntrex"
+    tmp = None
+    if not corpus.is_dir():
+        import tempfile
+
+        from ..synthetic import SyntheticWorld
+        tmp = tempfile.TemporaryDirectory()
+        corpus = Path(tmp.name)
+        SyntheticWorld(0).write_corpora(corpus, [f"syn{i:02d}" for i in range(8)], 2000, 0)
+    corpora = dict(list(data_mod.discover_corpora(corpus).items())[:8])
+    tok = tok_mod.train_tokenizer(corpora, vocab_size=8000, seed=0)
+    batches = data_mod.MLMBatches(corpora, tok, list(corpora), seq_len=128, batch_size=16, seed=0)
+    next(batches)
+    n = 20 if s.quick else 200
+    start = time.perf_counter()
+    for _ in range(n):
+        next(batches)
+    pipeline = n * 16 * 128 / (time.perf_counter() - start)
+    consume = max((r["tokens_per_s"] for r in train_rows if r["impl"].startswith("ours")), default=None)
+    row = {"shape": f"data pipeline (tokenize, pack, mask) {len(corpora)} languages 16x128", "impl": "ours",
+           "seconds": 16 * 128 / pipeline, "tokens_per_s": pipeline,
+           "ratio": pipeline / consume if consume else None, "mfu": None,
+           "vs": "fastest ours train step (tokens/s)" if consume else None}
+    if tmp:
+        tmp.cleanup()
+    return [row]
+
+
+MEMORY_SCRIPT = """
+import resource, sys, torch
+from xmodlm.recipes.bench import make_config, batch_for, reference_from
+from xmodlm.model import XmodForMaskedLM
+layers, hidden, vocab, langs, batch, seq = map(int, sys.argv[2:8])
+config = make_config(layers, hidden, vocab, langs, seq)
+torch.manual_seed(0)
+model = XmodForMaskedLM(config).train()
+if sys.argv[1] == "reference":
+    model = reference_from(model, "mlm").train()
+ids, lang, labels = batch_for(config, batch, seq, langs)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=sys.argv[1] == "ours")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for _ in range(2):
+    model(input_ids=ids, lang_ids=lang, labels=labels).loss.backward()
+    opt.step(); opt.zero_grad(set_to_none=True)
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_memory(s: BenchSettings) -> list[dict]:
+    shape = (2, 256, 32000, 8, 8, 64) if s.quick else (12, 768, 250002, 8, 8, 128)
+    peaks = {}
+    for impl in ("reference", "ours"):
+        result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, impl, *map(str, shape)],
+                                capture_output=True, text=True, check=True)
+        before, after = map(int, result.stdout.split()[-2:])
+        peaks[impl] = after * 1024  # ru_maxrss is in KiB on Linux
+    label = f"peak RSS, MLM train step {shape[0]}x{shape[1]} V={shape[2] // 1000}k {shape[3]} langs {shape[4]}x{shape[5]}"
+    return [{"shape": label, "impl": impl, "seconds": None, "tokens_per_s": None, "bytes": b,
+             "ratio": b / peaks["reference"], "mfu": None, "vs": "reference peak (lower is better)"}
+            for impl, b in peaks.items()]
+
+
+def rows(shape, times, baseline, tokens, flops, ceilings, higher_is_worse=False) -> list[dict]:
+    out = []
+    for impl, t in times.items():
+        dtype = "bf16" if "bf16" in impl or "bf16" in shape else "fp32"
+        ratio = (t / times[baseline]) if higher_is_worse else (times[baseline] / t)
+        out.append({"shape": shape, "impl": impl, "seconds": t, "tokens_per_s": tokens / t, "ratio": ratio,
+                    "mfu": flops / t / ceilings[dtype], "vs": f"{'time vs' if higher_is_worse else 'speed vs'} {baseline}"})
+    return out
+
+
+def format_table(results: list[dict]) -> str:
+    lines = ["| measurement | implementation | tokens/s | ratio | vs | MFU |", "|---|---|---:|---:|---|---:|"]
+    for r in results:
+        tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else (f"{r['bytes'] / 2**30:.2f} GiB" if r.get("bytes") else "")
+        ratio = f"{r['ratio']:.2f}x" if r.get("ratio") else ""
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else ""
+        lines.append(f"| {r['shape']} | {r['impl']} | {tps} | {ratio} | {r.get('vs') or ''} | {mfu} |")
+    return "\n".join(lines)
+
+
+def run(s: BenchSettings) -> list[dict]:
+    unknown = [x for x in s.suite if x not in SUITES]
+    if unknown:
+        raise ValueError(f"unknown suite(s) {unknown}; expected some of {SUITES}")
+    ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    results: list[dict] = [
+        {"shape": "dense matmul ceiling 2048x1024x1024", "impl": f"torch {dt}", "seconds": None,
+         "tokens_per_s": None, "ratio": None, "mfu": None, "vs": f"{c / 1e9:,.0f} GFLOP/s"}
+        for dt, c in ceilings.items()]
+    print(f"machine: {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"torch {torch.__version__}", flush=True)
+    train_rows: list[dict] = []
+    for suite in s.suite:
+        print(f"running {suite} ...", file=sys.stderr, flush=True)
+        if suite == "train":
+            train_rows = bench_train(s, ceilings)
+            results += train_rows
+        elif suite == "infer":
+            results += bench_infer(s, ceilings)
+        elif suite == "mixed":
+            results += bench_mixed(s, ceilings)
+        elif suite == "data":
+            results += bench_data(s, ceilings, train_rows)
+        elif suite == "memory":
+            results += bench_memory(s)
+    print(format_table(results))
+    if s.out:
+        atomic_write_text(Path(s.out), json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def main() -> None:
+    from ..cli import main as cli_main
+
+    sys.exit(cli_main(["bench", *sys.argv[1:]]))
