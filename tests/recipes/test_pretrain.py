@@ -108,3 +108,22 @@ def test_add_language_trains_only_the_new_modules(pretrained, tmp_path):
     with torch.no_grad():
         for code in ("en_XX", "de_DE", "fi_FI"):
             assert torch.equal(before(ids, lang_ids=code).logits, after(ids, lang_ids=code).logits)
+
+
+@needs_data
+def test_two_processes_with_torchrun_log_the_losses_of_one(pretrained, tmp_path):
+    """DDP (gloo, 2 CPU processes) on the same global batch: the same losses as one process."""
+    import subprocess
+    import sys
+
+    args = ["pretrain", "--data", str(DATA), "--languages", "en_XX,de_DE", "--tokenizer", str(pretrained),
+            "--seq-len", "32", "--batch-size", "8", "--max-steps", "3", "--log-every", "1", "--valid-batches", "1",
+            "--valid-lines", "100", "--precision", "fp32", "--dropout", "0"]  # dropout streams differ per rank
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                             "-m", "xmodlm", *args, "--out", str(tmp_path / "two")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    one = [m["loss"] for m in metrics(tmp_path / "one") if "loss" in m]
+    two = [m["loss"] for m in metrics(tmp_path / "two") if "loss" in m]
+    assert len(one) == 3 and one == pytest.approx(two, abs=1e-5)

@@ -36,6 +36,7 @@ class PretrainSettings(TrainConfig):
     hidden_size: int | None = setting(None, "override the preset's hidden size")
     num_hidden_layers: int | None = setting(None, "override the preset's number of layers")
     adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this")
+    dropout: float | None = setting(None, "override hidden and attention dropout (preset: 0.1)")
     tokenizer: str | None = setting(None, "existing tokenizer directory (tokenizer.json); default: train one")
     vocab_size: int = setting(8000, "vocabulary size of the trained tokenizer")
     seq_len: int = setting(128, "tokens per packed row")
@@ -127,6 +128,8 @@ def run(s: PretrainSettings) -> dict[str, float]:
                                       skip_lines=s.valid_lines)
     overrides = {k: getattr(s, k) for k in ("hidden_size", "num_hidden_layers", "adapter_reduction_factor")
                  if getattr(s, k) is not None}
+    if s.dropout is not None:
+        overrides.update(hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout)
     config = preset(s.preset, vocab_size=tok.get_vocab_size(), languages=languages, shared_module=s.shared,
                     **overrides)
     config.max_position_embeddings = max(config.max_position_embeddings, s.seq_len + 2)  # RoBERTa offset
