@@ -21,7 +21,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from xmodlm.checkpoint import FAIRSEQ_TO_HF, convert_fairseq, fairseq_to_hf_name, load_checkpoint_safely
-from xmodlm.config import XmodConfig, preset
+from xmodlm.config import preset
 from xmodlm.model import (
     XmodForMaskedLM,
     XmodForMultipleChoice,
@@ -399,8 +399,10 @@ def assert_converted_matches(model, out_dir, langs=(2, 0, 1, 2)):
 def test_fairseq_name_table_covers_xmod_md():
     """Spot checks of FAIRSEQ_TO_HF against XMOD.md's list."""
     cases = {
-        "encoder.sentence_encoder.layers.11.self_attn.q_proj.weight": "roberta.encoder.layer.11.attention.self.query.weight",
-        "encoder.sentence_encoder.layers.0.self_attn.out_proj.bias": "roberta.encoder.layer.0.attention.output.dense.bias",
+        "encoder.sentence_encoder.layers.11.self_attn.q_proj.weight":
+            "roberta.encoder.layer.11.attention.self.query.weight",
+        "encoder.sentence_encoder.layers.0.self_attn.out_proj.bias":
+            "roberta.encoder.layer.0.attention.output.dense.bias",
         "encoder.sentence_encoder.layers.3.final_layer_norm.weight": "roberta.encoder.layer.3.output.LayerNorm.weight",
         "encoder.sentence_encoder.layers.2.adapter_modules.hi_IN.fc2.bias":
             "roberta.encoder.layer.2.output.adapter_modules.{lang}.dense2.bias",
@@ -520,7 +522,8 @@ def test_convert_names_a_missing_tensor(tmp_path):
     state = fairseq_state(model)
     del state["encoder.sentence_encoder.layers.1.adapter_modules.de_DE.fc2.bias"]
     torch.save({"args": argparse.Namespace(**model_args(model)), "model": state}, tmp_path / "m.pt")
-    with pytest.raises(ValueError, match=r"missing \['roberta.encoder.layer.1.output.adapter_modules.de_DE.dense2.bias'"):
+    expected = r"missing \['roberta.encoder.layer.1.output.adapter_modules.de_DE.dense2.bias'"
+    with pytest.raises(ValueError, match=expected):
         convert_fairseq(tmp_path / "m.pt", tmp_path / "hf")
 
 
@@ -537,7 +540,8 @@ def test_unknown_callables_become_inert_placeholders(tmp_path):
     """A callable outside the dangerous list is replaced, not called: the file is not created."""
     marker = tmp_path / "executed"
     torch.save({"model": {}, "x": WritesAFile(marker)}, tmp_path / "odd.pt")
-    torch.save({"model": {}, "x": WritesAFile(marker)}, tmp_path / "odd_legacy.pt", _use_new_zipfile_serialization=False)
+    torch.save({"model": {}, "x": WritesAFile(marker)}, tmp_path / "odd_legacy.pt",
+               _use_new_zipfile_serialization=False)
     for name in ("odd.pt", "odd_legacy.pt"):
         loaded = load_checkpoint_safely(tmp_path / name)
         assert "placeholder" in repr(loaded["x"])

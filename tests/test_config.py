@@ -26,7 +26,8 @@ def custom_config() -> XmodConfig:
         pad_token_id=3, bos_token_id=4, eos_token_id=5, classifier_dropout=0.2, pre_norm=True,
         adapter_reduction_factor=4, adapter_layer_norm=True, adapter_reuse_layer_norm=False,
         ln_before_adapter=False, languages=["sw_KE", "en_XX", "de_DE"], default_language="en_XX",
-        tie_word_embeddings=False, shared_module=True, id2label={0: "neg", 1: "neu", 2: "pos"}, problem_type="single_label_classification",
+        tie_word_embeddings=False, shared_module=True, id2label={0: "neg", 1: "neu", 2: "pos"},
+        problem_type="single_label_classification",
     )
 
 

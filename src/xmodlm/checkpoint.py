@@ -327,7 +327,8 @@ def convert_fairseq(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLi
         if hit[1] is not None and hit[1] not in module_order:
             module_order.append(hit[1])
     if unmapped:
-        raise ValueError(f"{path}: tensors with no X-Mod equivalent: {unmapped[:8]}{' ...' if len(unmapped) > 8 else ''}")
+        more = " ..." if len(unmapped) > 8 else ""
+        raise ValueError(f"{path}: tensors with no X-Mod equivalent: {unmapped[:8]}{more}")
     if not module_order:
         raise ValueError(f"{path}: no language modules (adapter_modules); not an X-Mod checkpoint")
 
