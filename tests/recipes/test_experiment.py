@@ -48,7 +48,8 @@ def test_results_json_has_every_run_language_and_field(done):
             assert run["mean_ppl"] == pytest.approx(sum(run["ppl"].values()) / len(languages))
             assert run["mean_ppl_common"] == pytest.approx(run["ppl"]["syn00"])
             assert set(run["parameters"]) == {"total", "per_language", "module", "language_modules"}
-            assert set(run["lines_read"]) == set(languages) and sum(run["lines_read"].values()) > 0
+            assert set(run["updates"]) == set(languages) and sum(run["updates"].values()) == run["steps"]
+            assert set(run["lines_read"]) == set(languages) and min(run["lines_read"].values()) > 0
             assert run["wall_s"] > 0 and run["train_s"] > 0 and run["final_loss"] > 0
             assert (done / run["dir"] / "model.safetensors").is_file()
     xmod, shared = results["runs"]["2"]["xmod"]["parameters"], results["runs"]["2"]["shared"]["parameters"]
@@ -134,6 +135,26 @@ def test_other_settings_in_the_same_out_dir_are_an_error(done, capsys):
 def test_needs_exactly_one_data_source(tmp_path, capsys):
     assert main(["experiment", "curse", "--out", str(tmp_path)]) == 1
     assert "--synthetic" in capsys.readouterr().err
+
+
+def test_a_changed_language_plan_is_an_error(done, tmp_path, capsys):
+    out = tmp_path / "curse"
+    shutil.copytree(done, out)
+    plan = json.loads((out / "plan.json").read_text())
+    report.write_json(out / "plan.json", {**plan, "heldout": "syn63"})  # as if an older default had chosen syn63
+    assert main([*TINY, "--out", str(out)]) == 1
+    assert "syn63" in capsys.readouterr().err
+
+
+def test_synthetic_held_out_language_shares_its_relatives_script(tmp_path):
+    s = experiment.CurseSettings(synthetic=True)
+    plan = experiment.plan_synthetic(s, [2, 4, 8, 16], tmp_path)
+    world = SyntheticWorld(0)
+    assert plan.order == world.languages[:16] and plan.heldout not in plan.order
+    assert plan.init_from in world.related(plan.heldout)
+    assert plan.info[plan.heldout]["script"] == plan.info[plan.init_from]["script"]
+    assert plan.info[plan.heldout]["family"] == plan.info[plan.init_from]["family"]
+    assert not any(tmp_path.iterdir())  # planning writes nothing
 
 
 @pytest.mark.skipif(not NTREX.is_dir(), reason=f"real NTREX data not found at {NTREX}")

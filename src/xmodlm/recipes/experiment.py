@@ -6,7 +6,7 @@ Protocol (the paper's "same number of examples per language" comparison, scaled 
   (the first 16 are mutually unrelated families).
 - A run on k languages trains ``k * --steps-per-language`` updates, one language per batch, languages drawn with
   p_l ~ n_l^alpha. The default alpha 0 draws them uniformly, so every language expects the same number of updates
-  (steps_per_language) at every k, whatever its corpus size; ``lines_read`` in results.json is the measured count.
+  (steps_per_language) at every k, whatever its corpus size; ``updates`` in results.json are the measured counts.
   X-Mod and shared runs of one k use the same seed, schedule, batches and validation lines; they differ only in
   the modules (one per language, or one for all).
 - One tokenizer, trained once on every language of the experiment (the largest k plus the held-out language, with
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import data as data_mod
@@ -43,7 +44,8 @@ from .. import tokenizer as tok_mod
 from ..config import XmodConfig
 from ..model import XmodForMaskedLM
 from ..settings import setting
-from ..trainer import find_checkpoint
+from ..synthetic import DEFAULT_N_LANGUAGES, N_FAMILIES, SyntheticWorld
+from ..trainer import dist_info, find_checkpoint
 from . import add_language, pretrain
 
 MODELS = ("xmod", "shared")
@@ -112,6 +114,8 @@ class Plan:
 
 
 def _check(s: CurseSettings) -> list[int]:
+    if dist_info()[1] > 1:
+        raise ValueError("run the experiment in one process (not under torchrun): it runs many small trainings in turn")
     if bool(s.data) == s.synthetic:
         raise ValueError("give exactly one of --data DIR (per-language corpora) and --synthetic")
     counts = sorted(set(s.languages))
@@ -148,13 +152,19 @@ def plan_data(s: CurseSettings, counts: list[int]) -> Plan:
 
 
 def plan_synthetic(s: CurseSettings, counts: list[int], data_dir: Path) -> Plan:
-    """syn00, syn01, ... in order; the held-out language is a later one from a pre-training language's family."""
-    from ..synthetic import DEFAULT_N_LANGUAGES, N_FAMILIES, SyntheticWorld
-
+    """syn00, syn01, ... in order; the held-out language is a later one from a pre-training language's family,
+    by default one written in the same script as that relative (a daughter may have switched script, and then most of
+    its subword pieces never occur in pre-training: its addition would test the frozen embeddings, not the modules).
+    Corpora are written by write_synthetic."""
     k_max = counts[-1]
-    world = SyntheticWorld(s.synthetic_seed, n_languages=max(DEFAULT_N_LANGUAGES, k_max + 2 * N_FAMILIES))
+    world = _world(s, k_max)
     codes = world.languages
     order = codes[:k_max]
+    script = lambda code: world.describe(code)["script"]  # noqa: E731
+
+    def relatives(code: str) -> list[str]:
+        return [c for c in world.related(code) if c in order]
+
     if s.heldout:
         if s.heldout not in codes[k_max:]:
             raise ValueError(f"--heldout {s.heldout}: expected a synthetic language after the {k_max} pre-training "
@@ -162,30 +172,53 @@ def plan_synthetic(s: CurseSettings, counts: list[int], data_dir: Path) -> Plan:
         heldout = s.heldout
     else:
         # syn00..syn15 found one family each, so a relative of a pre-training language comes later.
-        heldout = next((c for c in codes[max(k_max, N_FAMILIES):] if set(world.related(c)) & set(order)), None)
-        if heldout is None:
+        candidates = [c for c in codes[max(k_max, N_FAMILIES):] if relatives(c)]
+        if not candidates:
             raise ValueError(f"no synthetic language in {codes[k_max]} .. {codes[-1]} is related to {order}; "
                              "choose one with --heldout")
-    relatives = [c for c in world.related(heldout) if c in order]
+        heldout = next((c for c in candidates if script(c) == script(relatives(c)[0])), candidates[0])
     if s.init_from:
         if s.init_from not in order:
             raise ValueError(f"--init-from {s.init_from}: not among the pre-training languages {order}")
         init_from, reason = s.init_from, "chosen with --init-from"
-    elif relatives:
-        init_from = relatives[0]
+    elif relatives(heldout):
+        init_from = relatives(heldout)[0]
         reason = (f"its closest relative among the pre-training languages (same family, "
-                  f"{world.similarity(heldout, init_from):.0%} shared vocabulary)")
+                  f"{world.similarity(heldout, init_from):.0%} shared vocabulary; scripts {script(heldout)} and "
+                  f"{script(init_from)})")
     else:
         init_from, reason = order[0], "the first pre-training language (no relative among them)"
     needed = order + [heldout]
-    missing = [c for c in needed if not (data_dir / f"{c}.txt").is_file()]
-    if missing:  # each file is written atomically, so one that exists is complete
-        print(f"writing {s.synthetic_sentences} sentences for {len(missing)} synthetic languages -> {data_dir}",
-              flush=True)
-        world.write_corpora(data_dir, missing, n_sentences=s.synthetic_sentences, seed=0)
     keep = ("family", "script", "word_order", "morphology")
     info = {c: {k: world.describe(c)[k] for k in keep} for c in needed}
     return Plan(data_dir, {c: data_dir / f"{c}.txt" for c in needed}, order, counts, heldout, init_from, reason, info)
+
+
+def _world(s: CurseSettings, k_max: int) -> SyntheticWorld:
+    # Enough later languages that every pre-training family has relatives to hold out.
+    return SyntheticWorld(s.synthetic_seed, n_languages=max(DEFAULT_N_LANGUAGES, k_max + 2 * N_FAMILIES))
+
+
+def write_synthetic(s: CurseSettings, plan: Plan) -> None:
+    """The plan's corpora, unless written before (each file is written atomically, so one that exists is complete)."""
+    missing = [c for c, path in plan.corpora.items() if not path.is_file()]
+    if missing:
+        print(f"writing {s.synthetic_sentences} sentences for {len(missing)} synthetic languages -> {plan.data_dir}",
+              flush=True)
+        _world(s, plan.counts[-1]).write_corpora(plan.data_dir, missing, n_sentences=s.synthetic_sentences, seed=0)
+
+
+def _check_plan(out: Path, plan: Plan) -> None:
+    """The languages must be those the directory's tokenizer and runs were made for (a default may change)."""
+    path = out / "plan.json"
+    mine = {"order": plan.order[:plan.counts[-1]], "heldout": plan.heldout, "init_from": plan.init_from}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != mine:
+            raise ValueError(f"{out} was made for languages {saved}, these settings give {mine}; use another --out "
+                             "or pass --heldout/--init-from to match")
+        return
+    report.write_json(path, mine)
 
 
 def _check_out_dir(out: Path, s: CurseSettings) -> None:
@@ -284,16 +317,56 @@ def parameter_counts(run_dir: Path) -> dict[str, int]:
     return {"total": total, "language_modules": all_modules, "module": one, "per_language": total - all_modules + one}
 
 
-def lines_read(run_dir: Path) -> dict[str, int] | None:
-    """Training lines consumed per language (epochs x lines + position), from the final data state."""
+def _data_state(run_dir: Path) -> dict | None:
+    """The training data's position at the end of the run (MLMBatches.state_dict(), from the final checkpoint)."""
     checkpoint = find_checkpoint(run_dir)
     if checkpoint is None or not (checkpoint / "rank0.pt").is_file():
         return None
     state = torch.load(checkpoint / "rank0.pt", map_location="cpu", weights_only=True).get("data")
-    if not state or "streams" not in state:
-        return None
-    n_lines = dict(zip(state["languages"], state["line_counts"]))
-    return {code: int(st["epoch"]) * n_lines[code] + int(st["line"]) for code, st in state["streams"].items()}
+    return state if state and "streams" in state else None
+
+
+class UpdateCounter:
+    """Updates each language received in a finished run, measured from where its token stream stopped.
+
+    A language's stream is its training lines in order, each followed by </s>; every update of that language takes
+    batch_size * (seq_len - 2) tokens of it. The final data state says how far each stream got (epochs, line, tokens
+    of that line), so the tokens consumed, and with them the updates, follow from the lines' token counts. The counts
+    must add up to the run's steps; otherwise the result is None (a data format this code does not understand).
+    """
+
+    def __init__(self, tokenizer: Path, corpora: dict[str, Path]):
+        self.tok = tok_mod.load_tokenizer(tokenizer)
+        self.eos = self.tok.token_to_id("</s>")
+        self.corpora = corpora
+        self._lengths: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _line_lengths(self, code: str, n_lines: int) -> tuple[np.ndarray, np.ndarray]:
+        """(line indexes, tokens per line with </s>) of the usable training lines; cached, as every run reuses them."""
+        key = (code, n_lines)
+        if key not in self._lengths:
+            rows = list(data_mod.read_lines(self.corpora[code], 0, n_lines, report=data_mod.CorpusReport(max_logged=0)))
+            lengths = data_mod.encode_lines(self.tok, [text for _, _, text in rows], self.eos)[1]
+            self._lengths[key] = (np.array([i for i, _, _ in rows], dtype=np.int64), lengths)
+        return self._lengths[key]
+
+    def __call__(self, run_dir: Path, steps: int) -> dict[str, dict[str, int]] | None:
+        state = _data_state(run_dir)
+        if state is None:
+            return None
+        per_update = state["batch_size"] * (state["seq_len"] - 2)
+        n_lines = dict(zip(state["languages"], state["line_counts"]))
+        updates, lines = {}, {}
+        for code, pos in state["streams"].items():
+            index, lengths = self._line_lengths(code, n_lines[code])
+            tokens = int(pos["epoch"]) * int(lengths.sum()) + int(lengths[index < pos["line"]].sum()) + int(pos["skip"])
+            if tokens % per_update:
+                return None
+            updates[code] = tokens // per_update
+            lines[code] = int(pos["epoch"]) * n_lines[code] + int(pos["line"])
+        if sum(updates.values()) != steps:
+            return None
+        return {"updates": updates, "lines": lines}
 
 
 def _ppl(results: dict, languages: list[str]) -> dict[str, float]:
@@ -306,7 +379,7 @@ def _mean(values) -> float | None:
 
 
 def pretrain_entry(s: CurseSettings, plan: Plan, tokenizer: Path, run_dir: Path, languages: list[str],
-                   shared: bool, label: str) -> dict:
+                   shared: bool, label: str, count_updates: UpdateCounter) -> dict:
     steps = s.steps_per_language * len(languages)
     settings = pretrain.PretrainSettings(
         data=str(plan.data_dir), languages=languages, out_dir=str(run_dir),
@@ -315,9 +388,10 @@ def pretrain_entry(s: CurseSettings, plan: Plan, tokenizer: Path, run_dir: Path,
         shared=shared, max_steps=steps, lr=s.lr, **_common(s))
     results, _ = _execute(run_dir, label, lambda: pretrain.run(settings))
     ppl = _ppl(results, languages)
+    counted = count_updates(run_dir, steps) or {}
     return {"dir": f"runs/{run_dir.name}", "languages": languages, "steps": steps, "ppl": ppl,
-            "mean_ppl": _mean(ppl.values()),
-            "parameters": parameter_counts(run_dir), "lines_read": lines_read(run_dir), "wall_s": _wall(run_dir),
+            "mean_ppl": _mean(ppl.values()), "parameters": parameter_counts(run_dir),
+            "updates": counted.get("updates"), "lines_read": counted.get("lines"), "wall_s": _wall(run_dir),
             "train_s": _train_seconds(run_dir), "final_loss": _final_loss(run_dir)}
 
 
@@ -344,7 +418,11 @@ def run(s: CurseSettings) -> dict:
     _check_out_dir(out, s)
     started = time.perf_counter()
     plan = plan_synthetic(s, counts, out / "data") if s.synthetic else plan_data(s, counts)
+    _check_plan(out, plan)
+    if s.synthetic:
+        write_synthetic(s, plan)
     tokenizer = _tokenizer(s, plan, out)
+    count_updates = UpdateCounter(tokenizer, plan.corpora)
     k_max = counts[-1]
     jobs = [(k, m) for k in counts for m in MODELS]
     n_runs = len(jobs) + (2 if s.addition else 0) + (1 if s.joint else 0)
@@ -362,7 +440,7 @@ def run(s: CurseSettings) -> dict:
     }
     for i, (k, model) in enumerate(jobs, 1):
         entry = pretrain_entry(s, plan, tokenizer, out / "runs" / f"k{k}-{model}", plan.order[:k], model == "shared",
-                               f"[{i}/{n_runs}] k={k} {MODEL_NAMES[model]}")
+                               f"[{i}/{n_runs}] k={k} {MODEL_NAMES[model]}", count_updates)
         results["runs"].setdefault(str(k), {})[model] = entry
     for k, entries in results["runs"].items():
         for entry in entries.values():
@@ -383,7 +461,8 @@ def run(s: CurseSettings) -> dict:
             done += 1
             joint = pretrain_entry(s, plan, tokenizer, out / "runs" / f"k{k_max}+{plan.heldout}-xmod",
                                    plan.order[:k_max] + [plan.heldout], False,
-                                   f"[{done}/{n_runs}] X-Mod pre-trained on the {k_max} languages + {plan.heldout}")
+                                   f"[{done}/{n_runs}] X-Mod pre-trained on the {k_max} languages + {plan.heldout}",
+                                   count_updates)
             joint["mean_ppl_pretraining_languages"] = _mean(joint["ppl"][c] for c in plan.order[:k_max])
             addition["joint"] = joint
         else:
@@ -424,14 +503,14 @@ def _wins(results: dict) -> str:
 
 
 def _runs_table(results: dict) -> str:
-    header = ["k", "model", "steps", "parameters", "per language", "lines read / language", "mean ppl",
+    header = ["k", "model", "steps", "parameters", "per language", "updates / language", "mean ppl",
               "train s", "wall s"]
     rows = []
     for k, entries in sorted(results["runs"].items(), key=lambda kv: int(kv[0])):
         for model in MODELS:
             e = entries[model]
-            lines = e["lines_read"]
-            spread = f"{min(lines.values()):,}-{max(lines.values()):,}" if lines else None
+            updates = e["updates"]
+            spread = f"{min(updates.values()):,}-{max(updates.values()):,}" if updates else None
             rows.append([int(k), MODEL_NAMES[model], e["steps"], e["parameters"]["total"],
                          e["parameters"]["per_language"], spread, e["mean_ppl"], e["train_s"], e["wall_s"]])
     return report.markdown_table(header, rows, digits=1, align="rlrrrrrrr")
@@ -451,9 +530,9 @@ def _addition_table(results: dict) -> str:
                      e["steps"], e["wall_s"]])
     if a.get("joint"):
         j = a["joint"]
-        expected = f"~{results['settings']['steps_per_language']}"  # drawn at random, 1 / (k + 1) of the steps
+        updates = (j["updates"] or {}).get(code, f"~{results['settings']['steps_per_language']}")
         rows.append([f"X-Mod pre-trained on {k} + {code} from the start", j["ppl"][code],
-                     j["mean_ppl_pretraining_languages"], j["parameters"]["total"], expected, j["wall_s"]])
+                     j["mean_ppl_pretraining_languages"], j["parameters"]["total"], updates, j["wall_s"]])
     return report.markdown_table(header, rows, digits=2)
 
 
@@ -475,7 +554,8 @@ def render_report(results: dict) -> str:
         _wins(results), "",
         "## Runs", "",
         "`per language`: parameters one language's forward pass uses (the same for both models); "
-        "`lines read`: training lines consumed per language (min-max over languages).", "",
+        "`updates / language`: measured updates per language, min-max over languages (the draw is random; "
+        "each expects steps / k).", "",
         _runs_table(results), "",
     ]
     a = results.get("addition")
