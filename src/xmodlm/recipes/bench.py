@@ -49,6 +49,8 @@ class BenchSettings:
     quick: bool = setting(False, "smaller shapes (a smoke test, not the targets' shapes)")
     out: str | None = setting(None, "also write the rows as JSON here")
     data: str = setting("", "corpus directory for the data suite (default: ../shared/data/ntrex or synthetic)")
+    threads: int | None = setting(None, "torch.set_num_threads (default: torch's choice)")
+    compile: bool = setting(False, "also time ours under torch.compile (train suite)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,6 +154,8 @@ def bench_train(s: BenchSettings, ceilings: dict) -> list[dict]:
 
     fns = {"reference fp32": stepper(ref, False, False), "ours fp32": stepper(ours, False, True),
            "ours bf16 autocast": stepper(ours, True, True)}
+    if s.compile:
+        fns["ours bf16 autocast + compile"] = stepper(torch.compile(ours), True, True)
     times = median_times(fns, s.steps, s.warmup)
     flops = model_flops(config, batch, seq, int(labels.ne(-100).sum()), train=True)
     shape = f"MLM train step {layers}x{hidden} V={vocab // 1000}k {langs} langs {batch}x{seq}"
@@ -292,6 +296,8 @@ def run(s: BenchSettings) -> list[dict]:
     unknown = [x for x in s.suite if x not in SUITES]
     if unknown:
         raise ValueError(f"unknown suite(s) {unknown}; expected some of {SUITES}")
+    if s.threads:
+        torch.set_num_threads(s.threads)
     ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     results: list[dict] = [
         {"shape": "dense matmul ceiling 2048x1024x1024", "impl": f"torch {dt}", "seconds": None,
