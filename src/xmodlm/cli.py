@@ -42,11 +42,7 @@ GROUPS = {
 def _add(sub, name, spec):
     module_name, cls_name, func_name, help_, positional = spec
     parser = sub.add_parser(name, help=help_, description=help_)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:  # a recipe not built yet must not break the others
-        parser.set_defaults(func=lambda _args, e=e: sys.exit(f"xmodlm {name}: unavailable ({e})"))
-        return
+    module = importlib.import_module(module_name)
     cls = getattr(module, cls_name)
     settings_mod.add_arguments(parser, cls, positional)
     run = getattr(module, func_name)
