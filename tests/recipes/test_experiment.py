@@ -70,6 +70,7 @@ def test_held_out_language_is_added_from_a_related_pretraining_language(done):
     assert source in SyntheticWorld(0).related(heldout)
     addition = results["addition"]
     assert addition["base_model"] == "runs/k2-xmod" and set(addition["runs"]) == {"random", f"from-{source}"}
+    assert 0 <= addition["unseen_pieces"] < 1
     for run in addition["runs"].values():
         assert run["steps"] == 2 and run["ppl"] > 1
         assert run["trainable_parameters"] == results["runs"]["2"]["xmod"]["parameters"]["module"]

@@ -369,6 +369,24 @@ class UpdateCounter:
         return {"updates": updates, "lines": lines}
 
 
+def unseen_piece_share(counter: UpdateCounter, order: list[str], heldout: str, valid_lines: int) -> float:
+    """Share of the held-out language's validation tokens whose piece never occurs in the pre-training languages'
+    training text: their embeddings stay untrained, and adding the language post hoc keeps them frozen."""
+    seen: set[int] = set()
+    for code in order:
+        n = data_mod.count_lines(counter.corpora[code]) - valid_lines
+        texts = [text for _, _, text in data_mod.read_lines(counter.corpora[code], 0, n,
+                                                            report=data_mod.CorpusReport(max_logged=0))]
+        seen.update(np.unique(data_mod.encode_lines(counter.tok, texts, counter.eos)[0]).tolist())
+    path = counter.corpora[heldout]
+    n = data_mod.count_lines(path)
+    texts = [text for _, _, text in data_mod.read_lines(path, n - valid_lines, n,
+                                                        report=data_mod.CorpusReport(max_logged=0))]
+    ids, lengths = data_mod.encode_lines(counter.tok, texts, counter.eos)
+    tokens = np.delete(ids, np.cumsum(lengths) - 1)  # the </s> after every line is no piece of the language
+    return float(np.mean(~np.isin(tokens, list(seen)))) if tokens.size else 0.0
+
+
 def _ppl(results: dict, languages: list[str]) -> dict[str, float]:
     return {code: results[f"eval/ppl/{code}"] for code in languages}
 
@@ -449,7 +467,9 @@ def run(s: CurseSettings) -> dict:
     done = len(jobs)
     if s.addition or s.joint:
         base = out / "runs" / f"k{k_max}-xmod"
-        addition: dict[str, Any] = {"language": plan.heldout, "base_model": f"runs/{base.name}", "k": k_max, "runs": {}}
+        addition: dict[str, Any] = {
+            "language": plan.heldout, "base_model": f"runs/{base.name}", "k": k_max, "runs": {},
+            "unseen_pieces": unseen_piece_share(count_updates, plan.order[:k_max], plan.heldout, s.valid_lines)}
         if s.addition:
             for init in (None, plan.init_from):
                 done += 1
@@ -561,7 +581,10 @@ def render_report(results: dict) -> str:
     a = results.get("addition")
     if a:
         lines += [f"## Adding {a['language']} after pre-training (k={a['k']} X-Mod model)", "",
-                  f"Initialisation source: {results['init_from']}, {results['init_from_reason']}.", ""]
+                  f"Initialisation source: {results['init_from']}, {results['init_from_reason']}. "
+                  f"{a['unseen_pieces']:.1%} of {a['language']}'s validation tokens are pieces that never occur in "
+                  f"the {a['k']} pre-training languages' training text: the k={a['k']} model never trained their "
+                  "embeddings, and the addition keeps every embedding frozen.", ""]
         if a["runs"] or a.get("joint"):
             lines += [_addition_table(results), ""]
         if not a.get("joint"):
