@@ -69,7 +69,7 @@ def test_held_out_language_is_added_from_a_related_pretraining_language(done):
     assert heldout not in results["order"] and source in results["order"]
     assert source in SyntheticWorld(0).related(heldout)
     addition = results["addition"]
-    assert addition["base_model"] == "runs/k2-xmod" and set(addition["runs"]) == {"random", f"from-{source}"}
+    assert addition["base_model"] == "runs/k2-xmod" and set(addition["runs"]) == {"random", f"from-{source}", "average"}
     assert 0 <= addition["unseen_pieces"] < 1
     for run in addition["runs"].values():
         assert run["steps"] == 2 and run["ppl"] > 1
@@ -96,7 +96,7 @@ def test_rerun_skips_finished_runs_and_gives_identical_results(done, capsys):
     capsys.readouterr()
     assert main([*TINY, "--out", str(done)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("done before, skipped") == 7 and "train:" not in printed
+    assert printed.count("done before, skipped") == 8 and "train:" not in printed
     assert run_files(done) == before_files  # nothing retrained, nothing rewritten
     assert without_wall(json.loads((done / "results.json").read_text())) == without_wall(before)
 

@@ -413,14 +413,15 @@ def pretrain_entry(s: CurseSettings, plan: Plan, tokenizer: Path, run_dir: Path,
             "train_s": _train_seconds(run_dir), "final_loss": _final_loss(run_dir)}
 
 
-def addition_entry(s: CurseSettings, plan: Plan, base: Path, run_dir: Path, init_from: str | None,
+def addition_entry(s: CurseSettings, plan: Plan, base: Path, run_dir: Path, init_from: list[str],
                    label: str) -> dict:
     steps = s.add_steps or s.steps_per_language
     settings = add_language.AddLanguageSettings(
         model=str(base), lang=plan.heldout, data=str(plan.corpora[plan.heldout]), out_dir=str(run_dir),
-        init_from=[init_from] if init_from else [], max_steps=steps, lr=s.add_lr, **_common(s))
+        init_from=list(init_from), max_steps=steps, lr=s.add_lr, **_common(s))
     results, _ = _execute(run_dir, label, lambda: add_language.run(settings))
-    return {"dir": f"runs/{run_dir.name}", "init_from": init_from, "steps": steps,
+    init = (init_from[0] if len(init_from) == 1 else f"average of {len(init_from)} languages") if init_from else None
+    return {"dir": f"runs/{run_dir.name}", "init_from": init, "steps": steps,
             "ppl": results[f"eval/ppl/{plan.heldout}"], "trainable_parameters": results.get("trainable_parameters"),
             "wall_s": _wall(run_dir), "train_s": _train_seconds(run_dir)}
 
@@ -443,7 +444,7 @@ def run(s: CurseSettings) -> dict:
     count_updates = UpdateCounter(tokenizer, plan.corpora)
     k_max = counts[-1]
     jobs = [(k, m) for k in counts for m in MODELS]
-    n_runs = len(jobs) + (2 if s.addition else 0) + (1 if s.joint else 0)
+    n_runs = len(jobs) + (3 if s.addition else 0) + (1 if s.joint else 0)
     print(f"curse experiment: k = {counts}, {s.steps_per_language} steps per language, {n_runs} runs -> {out}",
           flush=True)
 
@@ -471,12 +472,13 @@ def run(s: CurseSettings) -> dict:
             "language": plan.heldout, "base_model": f"runs/{base.name}", "k": k_max, "runs": {},
             "unseen_pieces": unseen_piece_share(count_updates, plan.order[:k_max], plan.heldout, s.valid_lines)}
         if s.addition:
-            for init in (None, plan.init_from):
+            # Random, a copy of one (related) language, and the average of every pre-training language's modules.
+            inits = {"random": [], f"from-{plan.init_from}": [plan.init_from], "average": plan.order[:k_max]}
+            for name, init in inits.items():
                 done += 1
-                name = f"from-{init}" if init else "random"
                 addition["runs"][name] = addition_entry(
                     s, plan, base, out / "runs" / f"add-{plan.heldout}-{name}", init,
-                    f"[{done}/{n_runs}] add {plan.heldout} to k={k_max} X-Mod, init {init or 'random'}")
+                    f"[{done}/{n_runs}] add {plan.heldout} to k={k_max} X-Mod, init {name}")
         if s.joint:
             done += 1
             joint = pretrain_entry(s, plan, tokenizer, out / "runs" / f"k{k_max}+{plan.heldout}-xmod",
