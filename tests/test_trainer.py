@@ -1,5 +1,5 @@
 """Tests for xmodlm.trainer: schedule, metrics, atomic checkpoints, bit-exact resume (also after kill -9), gradient
-accumulation and 2-process DDP equal to one process, freezing, bf16. A toy MLM stands in for the model.
+accumulation and 2-process DDP and FSDP equal to one process, freezing, bf16. A toy MLM stands in for the model.
 
 Run as a script, this file is also the child process of the kill and DDP tests: `python test_trainer.py MODE OUT_DIR`.
 """
@@ -212,24 +212,30 @@ def test_grad_accum_equals_the_big_batch(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
 
 
-def test_two_ddp_processes_equal_one_process(tmp_path):
-    """torchrun-style env (RANK/WORLD_SIZE) with gloo: each rank gets half the global batch."""
+def run_two_processes(mode, out_dir):
+    """This file as 2 torchrun-style processes (RANK/WORLD_SIZE env, gloo)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, __file__, "ddp", str(tmp_path / "ddp")], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, __file__, mode, str(out_dir)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True,
                               env=child_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
                                             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
              for r in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+
+
+def test_two_ddp_processes_equal_one_process(tmp_path):
+    """torchrun-style env (RANK/WORLD_SIZE) with gloo: each rank gets half the global batch."""
+    run_two_processes("ddp", tmp_path / "ddp")
     single = make_trainer(tmp_path / "one", steps=3, dropout=0.0)
     single.fit()
     ddp_rows, one_rows = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "one")
     assert [r["step"] for r in ddp_rows] == [1, 2, 3]
     for a, b in zip(ddp_rows, one_rows):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
     assert sorted(p.name for p in (tmp_path / "ddp/checkpoint").glob("rank*.pt")) == ["rank0.pt", "rank1.pt"]
     model = ToyMLM(0.0)
     load_weights(model, tmp_path / "ddp/checkpoint/model.safetensors")
@@ -241,6 +247,62 @@ def test_two_ddp_processes_equal_one_process(tmp_path):
     longer = make_trainer(tmp_path / "one", steps=5, dropout=0.0)  # the same schedule change, in 1 process
     longer.fit()
     assert_same_weights(longer.model, resumed.model, exact=False)
+
+
+def tiny_xmod(languages=("en_XX", "de_DE", "sw_KE", "fi_FI")):
+    seed_everything(7)
+    return XmodForMaskedLM(XmodConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=64, max_position_embeddings=SEQ + 2, hidden_dropout_prob=0.0,
+                                      attention_probs_dropout_prob=0.0, languages=list(languages)))
+
+
+def xmod_trainer(out_dir, data=None, **overrides):
+    settings = dict(max_steps=4, lr=1e-2, warmup_steps=1, log_every=1, save_every=0, out_dir=str(out_dir),
+                    device="cpu", precision="fp32", tensorboard=False)
+    return Trainer(tiny_xmod(), TrainConfig(**{**settings, **overrides}), data or ToyBatches())
+
+
+def losses(out_dir, key="loss"):
+    return [r[key] for r in read_metrics(out_dir)]
+
+
+@pytest.mark.skipif(XmodForMaskedLM is None, reason="xmodlm.model is not importable")
+def test_two_fsdp_processes_equal_one_process_and_resume(tmp_path):
+    """strategy="fsdp" (FSDP2 on CPU/gloo), half the global batch per rank: the losses and weights of one process,
+    on the toy (root unit only) and a tiny X-Mod (a unit per layer; fi_FI's modules never run, others are absent
+    from one rank's half at times); its checkpoint is the usual one; a crashed FSDP run resumes on the same losses."""
+    run_two_processes("fsdp", tmp_path)
+    single = make_trainer(tmp_path / "one", steps=5, dropout=0.0, save_every=5)
+    single.fit()
+    fsdp = tmp_path / "toy"
+    assert [r["step"] for r in read_metrics(fsdp)] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(losses(fsdp), losses(tmp_path / "one"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(losses(fsdp, "grad_norm"), losses(tmp_path / "one", "grad_norm"), rtol=1e-5)
+    assert losses(tmp_path / "toy_resumed") == losses(fsdp)  # bit-identical, through a gather and a scatter
+    assert sorted(p.name for p in (fsdp / "checkpoint").iterdir()) == ["model.safetensors", "optimizer.pt",
+                                                                       "rank0.pt", "rank1.pt", "trainer_state.json"]
+    model = ToyMLM(0.0)
+    load_weights(model, fsdp / "checkpoint/model.safetensors")
+    assert_same_weights(single.model, model, exact=False)
+    # optimizer.pt: plain AdamW's state dict (integer ids; no state for lang_modules.3, which never ran)
+    mine = torch.load(fsdp / "checkpoint/optimizer.pt", weights_only=True)["optimizer"]
+    theirs = torch.load(tmp_path / "one/checkpoint/optimizer.pt", weights_only=True)["optimizer"]
+    assert mine["param_groups"] == theirs["param_groups"] and sorted(mine["state"]) == sorted(theirs["state"])
+    for i, state in theirs["state"].items():
+        for k, v in state.items():
+            torch.testing.assert_close(mine["state"][i][k], v, atol=1e-5, rtol=1e-4)
+    # The 2-process FSDP checkpoint resumes in 1 process, like the DDP one.
+    resumed = make_trainer(fsdp, steps=5, dropout=0.0)
+    assert resumed.step == 5
+    assert_same_weights(single.model, resumed.model, exact=False)
+
+    one = xmod_trainer(tmp_path / "xmod_one")
+    one.fit()
+    np.testing.assert_allclose(losses(tmp_path / "xmod"), losses(tmp_path / "xmod_one"), rtol=1e-5, atol=1e-5)
+    saved = XmodForMaskedLM.from_pretrained(tmp_path / "xmod/checkpoint")
+    assert_same_weights(one.model, saved, exact=False)
+    assert_same_weights(tiny_xmod().roberta.encoder.layer[0].output.adapter_modules["fi_FI"],
+                        saved.roberta.encoder.layer[0].output.adapter_modules["fi_FI"])  # unused: untouched
 
 
 def test_trainable_predicate_freezes_the_rest(tmp_path):
@@ -373,3 +435,24 @@ if __name__ == "__main__":
     elif mode == "ddp":
         rank, world_size, _ = dist_info()
         make_trainer(out_dir, steps=3, dropout=0.0, data=ToyBatches(chunks=world_size, take=[rank])).fit()
+    elif mode == "fsdp":  # test_two_fsdp_processes_equal_one_process_and_resume
+        import torch.distributed as dist
+
+        rank, world_size, _ = dist_info()
+        dist.init_process_group("gloo")
+        out = Path(out_dir)
+
+        def halves(**kw):
+            return ToyBatches(chunks=world_size, take=[rank], **kw)
+
+        make_trainer(out / "toy", steps=5, dropout=0.0, data=halves(), strategy="fsdp", save_every=5).fit()
+        try:  # checkpoint at step 2, crash fetching the batch of step 4
+            make_trainer(out / "toy_resumed", steps=5, dropout=0.0, data=halves(fail_at=3), strategy="fsdp",
+                         save_every=2).fit()
+        except KeyboardInterrupt:
+            pass
+        resumed = make_trainer(out / "toy_resumed", steps=5, dropout=0.0, data=halves(), strategy="fsdp")
+        assert resumed.step == 2
+        resumed.fit()
+        xmod_trainer(out / "xmod", data=halves(), strategy="fsdp", save_every=4).fit()
+        dist.destroy_process_group()

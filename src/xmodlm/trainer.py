@@ -19,12 +19,30 @@ are then exactly those of one process on the whole global batch. Without `labels
 Logs (rank 0 only): tqdm bar; out_dir/metrics.jsonl, one JSON object per line (step, loss, lr, tokens_per_s,
 grad_norm, elapsed, eval/<name>), flushed per line; on resume, lines past the checkpoint's step are dropped, so
 every step appears once. TensorBoard events in out_dir/tb when tensorboard is installed.
-Distributed: DDP under torchrun (gloo on CPU, nccl on CUDA). FSDP is not implemented: every X-Mod size here fits
-one GPU with its optimizer state, and DDP keeps checkpoints a plain state dict.
+Distributed (under torchrun; gloo on CPU, nccl on CUDA), TrainConfig.strategy:
+    ddp    every process holds the whole model and AdamW state; gradients are all-reduced (the default).
+    fsdp   FSDP2 (torch.distributed.fsdp.fully_shard), for a model that does not fit one device with its gradients and
+           optimizer state: every transformer layer (model.roberta.encoder.layer[i]; for other models the items of a
+           ModuleList named layer/layers/h/blocks) is one unit, the root holds the rest (embeddings, tied LM head).
+           Parameters, gradients and AdamW state are split across processes; a unit's weights are all-gathered for
+           its forward and backward, its gradients reduce-scattered. Works on CPU (gloo) and CUDA (nccl).
+           Checkpoints are the same files as above: rank 0 writes full state dicts gathered from every process
+           (torch.distributed.checkpoint.state_dict, offloaded to CPU), model.safetensors through a weightless copy
+           of the model, so save_pretrained names it; optimizer.pt with the integer parameter ids of a plain AdamW.
+           Either strategy, or one process, resumes the other's checkpoint. After fit(), `trainer.model` stays
+           sharded: its weights are in the checkpoint, or written by `trainer.save_model(dir)` (called on every rank).
+           Unused parameters: X-Mod runs only the language modules of the languages in a batch. FSDP reduce-scatters
+           every parameter of a unit (zeros for unused ones, so that all processes issue the same collectives), which
+           would make AdamW decay and move the modules of languages no process saw, unlike DDP (whose gradient stays
+           None). The trainer records which modules ran (forward pre-hooks), and gives the parameters that no process
+           used a None gradient before clipping and the update: the same updates as DDP and one process. Modules
+           routed per batch (languages, experts) must live inside a unit that every process runs, never be units of
+           their own: a unit run by some processes only would issue mismatched collectives (hang or wrong sums).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -46,6 +64,7 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "auto")
+STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -74,12 +93,18 @@ class TrainConfig:
     save_every: int = _opt(1000, "write a checkpoint every this many steps (0: only at the end)")
     out_dir: str = _opt("runs/xmodlm", "metrics.jsonl, checkpoint/ and tb/ go here; a checkpoint found here is resumed")
     device: str = _opt("auto", "auto | cpu | cuda (auto: cuda when available; under torchrun cuda:LOCAL_RANK)")
+    strategy: str = _opt("ddp", "ddp | fsdp, under torchrun (ignored in one process). ddp: every process holds the "
+                                "whole model and optimizer state. fsdp: FSDP2, per transformer layer then the root: "
+                                "weights, gradients and AdamW state split across processes, for a model that does "
+                                "not fit one device; same checkpoint files and the same losses as ddp")
     find_unused_parameters: bool = _opt(True, "DDP: X-Mod leaves the modules of languages absent from a batch unused")
     tensorboard: bool = _opt(True, "also write TensorBoard events to out_dir/tb when tensorboard is installed")
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}; expected one of {PRECISIONS}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy={self.strategy!r}; expected one of {STRATEGIES}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r}; expected one of {DEVICES} or 'cuda:N'")
         for name in ("max_steps", "grad_accum", "log_every"):
@@ -219,6 +244,44 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         raise ValueError(f"{path} lacks tensors of this model: {missing[:8]}")
 
 
+def _tied_names(model: torch.nn.Module) -> dict[str, str]:
+    """State-dict name -> the first name of the same tensor, for every tied or shared name after the first."""
+    first, tied = {}, {}
+    for name, t in model.state_dict().items():
+        if _alias(t) in first:
+            tied[name] = first[_alias(t)]
+        else:
+            first[_alias(t)] = name
+    return tied
+
+
+def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's structure and config with meta tensors (no memory; ties kept): names gathered FSDP states."""
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = torch.nn.Parameter(meta, t.requires_grad) if isinstance(t, torch.nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
+
+
+STACK_NAMES = ("layer", "layers", "h", "blocks")  # ModuleLists of transformer layers, run in every forward
+
+
+def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules that become FSDP units before the root: X-Mod's encoder layers, else the items of the ModuleLists
+    named like a layer stack. Not every ModuleList: one of modules routed per batch (ToyMLM's languages, experts) is
+    run by some processes only, and a unit's collectives must be issued by all."""
+    for path in ("roberta.encoder.layer", "encoder.layer"):
+        try:
+            layers = model.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(layers, torch.nn.ModuleList):
+            return list(layers)
+    return [m for name, stack in model.named_modules()
+            if isinstance(stack, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in STACK_NAMES for m in stack]
+
+
 def find_checkpoint(out_dir: str | Path) -> Path | None:
     """The complete checkpoint in out_dir: `checkpoint`, or `checkpoint.old` if a crash hit between the two renames."""
     for name in ("checkpoint", "checkpoint.old"):
@@ -235,7 +298,8 @@ class Trainer:
         optimizer (language addition: only the new modules; fine-tuning: all but embeddings and language modules).
         None keeps the model's own requires_grad flags.
     evaluate: model -> {name: float}, run every eval_every steps and at the end on every process (it may shard its
-        data with dist_info(); rank 0's numbers are logged, as "eval/<name>"). It runs under no_grad with the global RNG
+        data with dist_info(); rank 0's numbers are logged, as "eval/<name>"; under fsdp every process must make the
+        same number of forward calls, each all-gathers). It runs under no_grad with the global RNG
         forked, so adding evaluation never changes the training trajectory.
     train_data: an iterator (or a re-iterable, restarted as a new epoch when exhausted) of batch dicts; under torchrun
         each process must receive its own slice of the global batch. If it has state_dict()/load_state_dict(), its
@@ -272,6 +336,12 @@ class Trainer:
             raise ValueError(f"no trainable parameters among the model's {len(list(model.parameters()))}; "
                              "check the `trainable` predicate against model.named_parameters() names")
         self.trainable_names = [n for n, _ in named]
+        self.fsdp = config.strategy == "fsdp" and self.world_size > 1
+        self._used = None  # fsdp: which trainable parameters' modules ran in this step, on this process
+        if self.fsdp:
+            self._shard([p for _, p in named])
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            assert [n for n, _ in named] == self.trainable_names, "fully_shard renamed parameters"
         self.params = [p for _, p in named]
         groups = [{"params": [p for p in self.params if p.ndim >= 2]},
                   {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}]
@@ -291,10 +361,117 @@ class Trainer:
         if checkpoint is not None:
             self._load(checkpoint)  # before DDP wraps: every process loads the same weights
         self.ddp = None
-        if self.world_size > 1:
+        if self.world_size > 1 and not self.fsdp:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=config.find_unused_parameters)
+
+    # ---- fsdp ----------------------------------------------------------------------------------------------------
+    def _shard(self, trainable: list[torch.nn.Parameter]) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        self._tied = _tied_names(self.model)
+        self._skeleton = _meta_copy(self.model)  # before the hooks below and before sharding
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        units = fsdp_units(self.model)
+        for unit in units:
+            fully_shard(unit, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+        # DDP leaves a parameter that no process used without a gradient, so AdamW skips it; FSDP gives it zeros.
+        # Autograd tells which parameters a step used: a unit's forward runs with its whole (unsharded) parameters
+        # in place, and a hook on each of those marks it used when its gradient arrives. _train_step sets the
+        # gradients of the parameters no process used back to None.
+        self._used = torch.zeros(len(trainable), dtype=torch.bool)
+        index = {n: i for i, n in enumerate(self.trainable_names)}
+        hooked: dict[int, torch.Tensor] = {}  # FSDP keeps one unsharded Parameter per parameter for good
+        prefixes = {id(m): name + "." if name else "" for name, m in self.model.named_modules()}
+
+        def mark_used(unit: torch.nn.Module, args: Any) -> None:
+            from torch.distributed.tensor import DTensor
+
+            if not torch.is_grad_enabled():
+                return
+            for name, p in unit.named_parameters():  # the unit's own are whole now, its sub-units' still sharded
+                i = index.get(prefixes[id(unit)] + name)
+                if i is not None and id(p) not in hooked and not isinstance(p, DTensor):
+                    hooked[id(p)] = p
+                    p.register_post_accumulate_grad_hook(lambda _, i=i: self._used.__setitem__(i, True))
+
+        for unit in [*units, self.model]:
+            unit.register_forward_pre_hook(mark_used)  # after FSDP's own, which all-gathers the unit
+        # X-Mod: a language absent from one process's batch leaves its modules without a gradient there; every
+        # process must still reduce-scatter the same tensors (zeros for those).
+        self.model.set_reduce_scatter_unused_params(True)
+
+    def _full_states(self) -> tuple[dict | None, dict | None]:
+        """(weights, optimizer state) as full, CPU state dicts on rank 0 (None elsewhere); every process calls it."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        weights = get_model_state_dict(self.model, options=options)
+        optim = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        if not self.is_main:
+            return None, None
+        for name, first in self._tied.items():  # gathered separately: tie them again
+            weights[name] = weights[first]
+        names = self._optimizer_names()  # plain AdamW's integer ids, as the ddp and one-process checkpoints
+        ids = {n: i for i, n in enumerate(names)}
+        optim = {"state": {ids[n]: v for n, v in optim["state"].items()},
+                 "param_groups": [{**g, "params": [ids[n] for n in g["params"]]} for g in optim["param_groups"]]}
+        return weights, optim
+
+    def _optimizer_names(self) -> list[str]:
+        """Parameter names in the order of the optimizer's integer ids."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return [names[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _write_weights(self, weights: dict, directory: Path) -> None:
+        plain = copy.deepcopy(self._skeleton)  # meta tensors: no memory
+        plain.load_state_dict(weights, assign=True)
+        save_weights(plain, directory)
+
+    def save_model(self, directory: str | Path) -> None:
+        """Write the current weights to `directory` as in a checkpoint (save_pretrained when the model has it).
+        Under fsdp, where `self.model` is sharded, every process must call it; rank 0 writes."""
+        directory = Path(directory)
+        weights = self._full_states()[0] if self.fsdp else None
+        if self.is_main:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._write_weights(weights, directory) if self.fsdp else save_weights(self.model, directory)
+        self._barrier()
+
+    def _load_full_states(self, path: Path, optim: dict) -> None:
+        """Every process reads the full files and keeps its shards."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        tensors, own = load_file(path / "model.safetensors"), self._skeleton.state_dict()
+        for name, first in self._tied.items():  # a file holds one name of tied tensors, not always the first
+            if first not in tensors and name in tensors:
+                tensors[first] = tensors[name]
+            if first in tensors:
+                tensors[name] = tensors[first]
+        unexpected, missing = sorted(set(tensors) - set(own)), sorted(set(own) - set(tensors))
+        if unexpected or missing:
+            raise ValueError(f"{path / 'model.safetensors'} does not fit this model: tensors it lacks "
+                             f"{unexpected[:8]}, tensors the model lacks {missing[:8]}")
+        for name, t in tensors.items():
+            if t.shape != own[name].shape:
+                raise ValueError(f"{path}: {name} has shape {tuple(t.shape)}, the model {tuple(own[name].shape)}")
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, tensors, options=options)
+        names = self._optimizer_names()
+        optim = {"state": {names[i]: v for i, v in optim["state"].items()},
+                 "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in optim["param_groups"]]}
+        # strict=False: a parameter that never had a gradient (a language no batch held yet) has no state, here as
+        # in the file; the dummy state set_optimizer_state_dict creates to initialise the optimizer goes again.
+        set_optimizer_state_dict(self.model, self.optimizer, optim,
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
+        for p, name in zip([p for g in self.optimizer.param_groups for p in g["params"]], names):
+            if name not in optim["state"]:
+                self.optimizer.state.pop(p, None)
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def _data_state(self) -> Any:
@@ -317,10 +494,15 @@ class Trainer:
         rank_file = tmp / f"rank{self.rank}.pt"
         torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
         _fsync(rank_file)
+        weights, optim = self._full_states() if self.fsdp else (None, None)  # collectives: every rank
         if self.is_main:
-            save_weights(self.model, tmp)
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                       tmp / "optimizer.pt")
+            if self.fsdp:
+                self._write_weights(weights, tmp)
+            else:
+                weights, optim = None, self.optimizer.state_dict()
+                save_weights(self.model, tmp)
+            torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict()}, tmp / "optimizer.pt")
+            del weights, optim
             state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
                      "world_size": self.world_size, "trainable": self.trainable_names,
                      "config": dataclasses.asdict(self.config)}
@@ -355,9 +537,13 @@ class Trainer:
         changed = {k: (v, now[k]) for k, v in state["config"].items() if k != "out_dir" and now.get(k) != v}
         if changed:
             logger.warning("resuming with changed settings (checkpoint, now): %s", changed)
-        load_weights(self.model, path / "model.safetensors")
-        optim = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
-        self.optimizer.load_state_dict(optim["optimizer"])
+        if self.fsdp:
+            optim = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            self._load_full_states(path, optim["optimizer"])
+        else:
+            load_weights(self.model, path / "model.safetensors")
+            optim = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+            self.optimizer.load_state_dict(optim["optimizer"])
         self.scheduler.load_state_dict(optim["scheduler"])
         mine = torch.load(path / f"rank{self.rank if same_world else 0}.pt", map_location="cpu", weights_only=True)
         if mine["data"] is not None:
@@ -400,9 +586,11 @@ class Trainer:
         """One optimizer update; returns (this process's share of the step loss, its tokens, grad norm)."""
         model = self.ddp or self.model
         micro = [self._next_batch() for _ in range(self.config.grad_accum)]
+        if self._used is not None:
+            self._used.zero_()
         counts = torch.stack([_n_targets(b) for b in micro]).float()
         total = self._all_reduce(counts.sum()).clamp(min=1)  # a step without targets: zero loss, not 0/0
-        # DDP averages gradients over processes, so scale by world_size to get sum_i n_i * grad(loss_i) / N.
+        # DDP and FSDP average gradients over processes, so scale by world_size to get sum_i n_i * grad(loss_i) / N.
         weights = counts * self.world_size / total
         loss_share = torch.zeros((), device=self.device)
         tokens = torch.zeros((), device=self.device)
@@ -410,13 +598,21 @@ class Trainer:
                     else contextlib.nullcontext())
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
+            # fsdp reduce-scatters every micro-batch's gradients (its no_sync would keep them whole)
             with (model.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()):
                 with autocast:
                     loss = model(**batch).loss.float()
                 (loss * weights[i]).backward()
             loss_share += loss.detach() * counts[i] / total
             tokens += _n_tokens(batch)
+        if self._used is not None:  # fsdp: parameters no process used get no update, as under ddp
+            used = self._all_reduce(self._used.to(self.device, torch.int32))
+            for p, u in zip(self.params, used.tolist()):
+                if not u:
+                    p.grad = None
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or math.inf)
+        if hasattr(norm, "full_tensor"):  # fsdp: a DTensor
+            norm = norm.full_tensor()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips modules a step did not use
@@ -470,7 +666,8 @@ class Trainer:
             while self.step < cfg.max_steps:
                 lr = self.scheduler.get_last_lr()[0]
                 loss_share, tokens, norm = self._train_step()
-                window += torch.stack([loss_share, tokens.float(), norm.float()])
+                # every process holds the same global norm: the sum over processes is world_size norms
+                window += torch.stack([loss_share, tokens.float(), norm.float() / self.world_size])
                 window_steps += 1
                 self.step += 1
                 bar.update(1)
