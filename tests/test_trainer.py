@@ -301,6 +301,7 @@ def test_two_fsdp_processes_equal_one_process_and_resume(tmp_path):
     np.testing.assert_allclose(losses(tmp_path / "xmod"), losses(tmp_path / "xmod_one"), rtol=1e-5, atol=1e-5)
     saved = XmodForMaskedLM.from_pretrained(tmp_path / "xmod/checkpoint")
     assert_same_weights(one.model, saved, exact=False)
+    assert_same_weights(saved, XmodForMaskedLM.from_pretrained(tmp_path / "xmod_saved"))
     assert_same_weights(tiny_xmod().roberta.encoder.layer[0].output.adapter_modules["fi_FI"],
                         saved.roberta.encoder.layer[0].output.adapter_modules["fi_FI"])  # unused: untouched
 
@@ -454,5 +455,7 @@ if __name__ == "__main__":
         resumed = make_trainer(out / "toy_resumed", steps=5, dropout=0.0, data=halves(), strategy="fsdp")
         assert resumed.step == 2
         resumed.fit()
-        xmod_trainer(out / "xmod", data=halves(), strategy="fsdp", save_every=4).fit()
+        xmod = xmod_trainer(out / "xmod", data=halves(), strategy="fsdp", save_every=4)
+        xmod.fit()
+        xmod.save_model(out / "xmod_saved")  # the model stays sharded after fit(); this writes it whole
         dist.destroy_process_group()
