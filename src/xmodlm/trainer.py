@@ -652,7 +652,7 @@ class Trainer:
                 pass
         return open(path, "a"), tb
 
-    def fit(self) -> dict[str, float]:
+    def fit(self, export_dir: str | Path | None = None) -> dict[str, float]:
         """Train up to max_steps (resuming where the checkpoint left off); returns the last metrics record."""
         cfg = self.config
         metrics_file, tb = self._open_logs() if self.is_main else (None, None)
@@ -707,6 +707,8 @@ class Trainer:
             if tb is not None:
                 tb.close()
             self._elapsed_before, self._started = self._elapsed(), None
+        if export_dir is not None:  # while the process group lives: under fsdp the weights are gathered
+            self.save_model(export_dir)
         if self._owns_process_group:
             dist.destroy_process_group()
         return record

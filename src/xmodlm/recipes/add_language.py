@@ -94,9 +94,8 @@ def run(s: AddLanguageSettings) -> dict[str, float]:
         batch["lang_ids"] = torch.full_like(batch["lang_ids"], lang_id)
     trainer = Trainer(model, train_config(s), ConstantLanguage(batches, lang_id), perplexity_evaluator(valid),
                       trainable=new_module_filter(s.lang))
-    record = trainer.fit()
+    record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if rank == 0:
-        model.save_pretrained(out)
         tok_mod.save_tokenizer(tok, out)
         summary = {"added": s.lang, "id": lang_id, "init_from": s.init_from, "resumed": resumed,
                    "trainable_parameters": sum(p.numel() for n, p in model.named_parameters()

@@ -215,7 +215,7 @@ def run(s: FinetuneSettings) -> dict:
     total = sum(p.numel() for p in model.parameters())
     logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps, %d of %d parameters train", task,
                 s.source_lang, len(examples), len(features), max_steps, trainable, total)
-    record = trainer.fit()
+    record = trainer.fit(export_dir=s.out_dir)  # the final weights, written by rank 0
     if len(record) == 1:  # a finished run, rerun: report the metrics it logged at its last step
         record = last_logged(Path(s.out_dir) / "metrics.jsonl", record)
 
@@ -225,7 +225,6 @@ def run(s: FinetuneSettings) -> dict:
                "parameters": total, "metrics": record, "settings": dataclasses.asdict(s)}
     if rank == 0:
         out = Path(s.out_dir)
-        model.save_pretrained(out)
         tok_mod.save_tokenizer(tok, out)
         atomic_write_text(out / TASK_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step" and isinstance(v, float))

@@ -143,9 +143,8 @@ def run(s: PretrainSettings) -> dict[str, float]:
     n_params = model.num_parameters()
     logger.info("%s model: %d parameters, %d languages", "shared" if s.shared else "X-Mod", n_params, len(languages))
     trainer = Trainer(model, train_config(s), train, perplexity_evaluator(valid))
-    record = trainer.fit()
+    record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if rank == 0:
-        model.save_pretrained(out)
         tok_mod.save_tokenizer(tok, out)
         summary = {"languages": languages, "shared": s.shared, "parameters": n_params, **record}
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
