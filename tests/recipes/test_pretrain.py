@@ -111,8 +111,9 @@ def test_add_language_trains_only_the_new_modules(pretrained, tmp_path):
 
 
 @needs_data
-def test_two_processes_with_torchrun_log_the_losses_of_one(pretrained, tmp_path):
-    """DDP (gloo, 2 CPU processes) on the same global batch: the same losses as one process."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_with_torchrun_log_the_losses_of_one(pretrained, tmp_path, strategy):
+    """DDP or FSDP (gloo, 2 CPU processes) on the same global batch: the same losses as one process."""
     import subprocess
     import sys
 
@@ -121,9 +122,12 @@ def test_two_processes_with_torchrun_log_the_losses_of_one(pretrained, tmp_path)
             "--valid-lines", "100", "--precision", "fp32", "--dropout", "0"]  # dropout streams differ per rank
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                             "-m", "xmodlm", *args, "--out", str(tmp_path / "two")],
+                             "-m", "xmodlm", *args, "--strategy", strategy, "--out", str(tmp_path / "two")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     one = [m["loss"] for m in metrics(tmp_path / "one") if "loss" in m]
     two = [m["loss"] for m in metrics(tmp_path / "two") if "loss" in m]
     assert len(one) == 3 and one == pytest.approx(two, abs=1e-5)
+    a, b = XmodForMaskedLM.from_pretrained(tmp_path / "one"), XmodForMaskedLM.from_pretrained(tmp_path / "two")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-5), name
