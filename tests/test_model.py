@@ -121,6 +121,29 @@ def test_languages_change_the_output():
     assert maxdiff(outs[0], outs[1]) > 1e-2 and maxdiff(outs[1], outs[2]) > 1e-2
 
 
+@pytest.mark.parametrize("rows", [[1] * 10, [2, 2, 2, 1, 2, 2, 2, 2, 2, 2]], ids=["equal", "padded"])
+def test_many_languages_take_the_batched_path_and_match_reference(rows, tmp_path):
+    """Reference: transformers.XmodForMaskedLM. Ten languages in one batch run their modules as one
+    padded batched matmul (XmodOutput.run_batched); forward and gradients must match."""
+    codes = [f"l{i}_XX" for i in range(10)]
+    model = ours(languages=codes)
+    ref = reference(model, tmp_path, transformers.XmodForMaskedLM)
+    lang = torch.tensor([i for i, n in enumerate(rows) for _ in range(n)])[torch.randperm(sum(rows))]
+    ids, mask = batch(b=len(lang), lengths=[12 - i % 5 for i in range(len(lang))])
+    output = model.roberta.encoder.layer[0].output
+    calls = []
+    original = output.run_batched
+    output.run_batched = lambda *a: calls.append(1) or original(*a)
+    got = model(ids, attention_mask=mask, lang_ids=lang, labels=ids, all_logits=True)
+    want = ref(input_ids=ids, attention_mask=mask, lang_ids=lang, labels=ids)
+    assert calls, "the batched path was not taken"
+    assert maxdiff(got.logits, want.logits) <= TOL
+    got.loss.backward()
+    want.loss.backward()
+    name = "roberta.encoder.layer.1.output.adapter_modules.l3_XX.dense1.weight"
+    assert maxdiff(model.get_parameter(name).grad, ref.get_parameter(name).grad) <= TOL
+
+
 @pytest.mark.parametrize("langs", [[1, 1, 1, 1, 1], [0, 0, 1, 2, 2], MIXED, [2, 1, 0, 1, 2]],
                          ids=["single", "grouped", "interleaved", "reversed"])
 def test_batch_orders_match_reference(langs, tmp_path):
