@@ -39,9 +39,11 @@ GROUPS = {
 }
 
 
-def _add(sub, name, spec):
+def _add(sub, name, spec, load: bool):
     module_name, cls_name, func_name, help_, positional = spec
     parser = sub.add_parser(name, help=help_, description=help_)
+    if not load:  # only the chosen command's recipe is imported: fast, and one recipe cannot break another
+        return
     module = importlib.import_module(module_name)
     cls = getattr(module, cls_name)
     settings_mod.add_arguments(parser, cls, positional)
@@ -49,21 +51,24 @@ def _add(sub, name, spec):
     parser.set_defaults(func=lambda args: run(settings_mod.from_args(cls, args)))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command's recipe is imported (None: every recipe)."""
     parser = argparse.ArgumentParser(prog="xmodlm", description="X-Mod: modular multilingual transformers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, spec in COMMANDS.items():
-        _add(sub, name, spec)
+        _add(sub, name, spec, command in (None, name))
     for group, specs in GROUPS.items():
         gparser = sub.add_parser(group, help=f"{group} commands")
         gsub = gparser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
         for name, spec in specs.items():
-            _add(gsub, name, spec)
+            _add(gsub, name, spec, command in (None, group))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
