@@ -131,3 +131,25 @@ def test_two_processes_with_torchrun_log_the_losses_of_one(pretrained, tmp_path,
     a, b = XmodForMaskedLM.from_pretrained(tmp_path / "one"), XmodForMaskedLM.from_pretrained(tmp_path / "two")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(x, y, atol=1e-5), name
+
+
+def test_hf_dataset_corpora_are_streamed_to_files(tmp_path, monkeypatch):
+    """The hub is unreachable here: a stand-in for data.hf_dataset_lines checks the wiring (config = the
+    language part of the code, only the first N non-empty lines, atomic files that a rerun keeps)."""
+    from xmodlm import data as data_mod
+    from xmodlm.recipes.pretrain import fetch_hf_corpora
+
+    calls = []
+
+    def fake(name, config, split):
+        calls.append((name, config, split))
+        return iter(["", *[f"{config} line {i}" for i in range(100)]])
+
+    monkeypatch.setattr(data_mod, "hf_dataset_lines", fake)
+    out = fetch_hf_corpora("cc100", ["sw_KE", "fi_FI"], 5, tmp_path / "data")
+    assert calls == [("cc100", "sw", "train"), ("cc100", "fi", "train")]
+    assert (out / "sw_KE.txt").read_text().splitlines() == [f"sw line {i}" for i in range(5)]
+    fetch_hf_corpora("cc100", ["sw_KE", "fi_FI"], 5, tmp_path / "data")
+    assert len(calls) == 2  # complete files are not fetched again
+    with pytest.raises(ValueError, match="--languages"):
+        fetch_hf_corpora("cc100", [], 5, tmp_path / "other")

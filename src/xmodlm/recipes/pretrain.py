@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PretrainSettings(TrainConfig):
     data: str = setting("", "directory of per-language files <code>.txt or <code>.txt.gz, one sentence a line")
+    hf_dataset: str | None = setting(None, "stream a Hugging Face dataset instead of --data, e.g. cc100 (its config "
+                                           "is the code's language part: sw for sw_KE); needs `datasets` online")
+    hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)")
     languages: list[str] = setting([], "language codes, in id order (default: every file in --data, sorted)")
     out_dir: str = setting("runs/pretrain", "output: HF checkpoint, tokenizer, trainer state, metrics.jsonl",
                            flags=("--out",))
@@ -109,7 +112,34 @@ def perplexity_evaluator(valid: dict[str, list[dict]]):
     return evaluate
 
 
+def fetch_hf_corpora(name: str, languages: list[str], lines: int, directory: Path) -> Path:
+    """Stream the first ``lines`` lines of each language of a Hugging Face dataset to ``<code>.txt`` files.
+
+    Files already there (an earlier, possibly interrupted run) are kept: each is written to a
+    temporary name and renamed when complete, so a file present is a whole one.
+    """
+    import itertools
+    import os
+
+    if not languages:
+        raise ValueError("--hf-dataset needs --languages (e.g. en_XX,sw_KE): the dataset's configs are not listed")
+    directory.mkdir(parents=True, exist_ok=True)
+    for code in languages:
+        path = directory / f"{code}.txt"
+        if path.exists():
+            continue
+        tmp = path.with_suffix(".txt.tmp")
+        stream = data_mod.hf_dataset_lines(name, code.split("_")[0], "train")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in itertools.islice((t for t in stream if t.strip()), lines):
+                f.write(line.strip() + "\n")
+        os.replace(tmp, path)
+    return directory
+
+
 def run(s: PretrainSettings) -> dict[str, float]:
+    if s.hf_dataset:
+        s.data = str(fetch_hf_corpora(s.hf_dataset, s.languages, s.hf_lines, Path(s.out_dir) / "data"))
     corpora = select_corpora(s.data, s.languages)
     languages = list(corpora)
     out = Path(s.out_dir)
