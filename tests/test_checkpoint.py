@@ -557,3 +557,16 @@ def test_unreadable_fairseq_files(tmp_path):
     torch.save({"model": {"encoder.sentence_encoder.embed_tokens.weight": torch.zeros(5, 4)}}, tmp_path / "bare.pt")
     with pytest.raises(ValueError, match=r"bare\.pt: no language modules"):
         convert_fairseq(tmp_path / "bare.pt", tmp_path / "hf")
+
+
+def test_convert_fairseq_command_line(tmp_path, capsys):
+    """`xmodlm convert-fairseq CHECKPOINT --out DIR`: the positional checkpoint and the flags reach the converter."""
+    from xmodlm.cli import main
+
+    model = fairseq_model()
+    torch.save({"cfg": {"model": model_args(model)}, "model": fairseq_state(model)}, tmp_path / "model.pt")
+    assert main(["convert-fairseq", str(tmp_path / "model.pt"), "--out", str(tmp_path / "hf")]) == 0
+    assert "converted" in capsys.readouterr().out
+    assert_converted_matches(model, tmp_path / "hf")
+    assert main(["convert-fairseq", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 1
+    assert "missing.pt" in capsys.readouterr().err
