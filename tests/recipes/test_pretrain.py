@@ -153,3 +153,36 @@ def test_hf_dataset_corpora_are_streamed_to_files(tmp_path, monkeypatch):
     assert len(calls) == 2  # complete files are not fetched again
     with pytest.raises(ValueError, match="--languages"):
         fetch_hf_corpora("cc100", [], 5, tmp_path / "other")
+
+
+@needs_data
+def test_fill_mask_with_automatic_language_choice(pretrained, capsys):
+    assert main(["fill-mask", "--model", str(pretrained), "--text", "Das ist ein <mask> Tag, sagte er.",
+                 "--text", "Tämä on <mask> päivä.", "--lang", "auto", "--top-k", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["lang"] for line in lines] == ["de_DE", "fi_FI"]
+    assert all(len(line["masks"]) == 1 and len(line["masks"][0]) == 2 for line in lines)
+    # Spanish has no module: an error naming the detected language, unless a fallback is chosen.
+    assert main(["fill-mask", "--model", str(pretrained), "--text", "¿Dónde está la <mask> del tren?"]) == 1
+    assert "es_XX" in capsys.readouterr().err
+    assert main(["fill-mask", "--model", str(pretrained), "--text", "¿Dónde está la <mask> del tren?",
+                 "--fallback", "en_XX"]) == 0
+
+
+@needs_data
+def test_languages_command_exports_imports_renames_and_removes(pretrained, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    assert main(["languages", "list", "--model", str(pretrained)]) == 0
+    assert "fi_FI" in capsys.readouterr().out
+    assert main(["languages", "export", "--model", str(pretrained), "--lang", "fi_FI",
+                 "--file", str(tmp_path / "fi.safetensors")]) == 0
+    assert main(["languages", "rename", "--model", str(pretrained), "--lang", "fi_FI", "--new", "fi_XX",
+                 "--out", str(model_dir)]) == 0
+    assert main(["languages", "import", "--model", str(model_dir), "--lang", "fi_FI",
+                 "--file", str(tmp_path / "fi.safetensors")]) == 0
+    assert main(["languages", "remove", "--model", str(model_dir), "--lang", "de_DE"]) == 0
+    model = XmodForMaskedLM.from_pretrained(model_dir)
+    assert model.config.languages == ["en_XX", "fi_XX", "fi_FI"]
+    ids = torch.randint(4, 500, (2, 9))
+    with torch.no_grad():  # the imported copy of fi_FI is the renamed one, weight for weight
+        assert torch.equal(model.eval()(ids, lang_ids="fi_XX").logits, model(ids, lang_ids="fi_FI").logits)
