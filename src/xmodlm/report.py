@@ -1,4 +1,4 @@
-"""Report helpers for recipes: markdown tables, line plots (PNG, Agg, no pyplot state), atomic JSON.
+"""Report helpers for recipes: markdown tables, line and bar plots (PNG, Agg, no pyplot state), atomic JSON.
 
 Recipes that summarise several runs (the curse-of-multilinguality experiment, the demo) use these so
 that every report looks the same. Plots are drawn on a bare ``matplotlib.figure.Figure`` with the Agg
@@ -73,10 +73,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def line_plot(path: str | os.PathLike, x: Sequence[float], series: Mapping[str, Sequence[float | None]], *,
               title: str = "", xlabel: str = "", ylabel: str = "", log2_x: bool = False,
-              styles: Mapping[str, Mapping[str, Any]] | None = None, legend_columns: int = 1) -> Path:
+              styles: Mapping[str, Mapping[str, Any]] | None = None, legend_columns: int = 1,
+              log_y: bool = False) -> Path:
     """One PNG with a line per series (label -> y values aligned with x; None leaves a gap).
 
     log2_x: a base-2 x axis with a tick at every x (numbers of languages 2, 4, 8, 16).
+    log_y: a logarithmic y axis (e.g. perplexity from an untrained model's to a trained one's).
     styles: label -> extra keyword arguments for ``Axes.plot`` (color, linestyle, marker ...).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -96,6 +98,8 @@ def line_plot(path: str | os.PathLike, x: Sequence[float], series: Mapping[str, 
         ax.set_xticks(list(x))
         ax.set_xticklabels([f"{v:g}" for v in x])
         ax.minorticks_off()
+    if log_y:
+        ax.set_yscale("log")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -103,6 +107,51 @@ def line_plot(path: str | os.PathLike, x: Sequence[float], series: Mapping[str, 
     if series:
         ax.legend(fontsize="small", ncols=legend_columns)
     fig.tight_layout()
+    return _save_png(fig, path)
+
+
+def bar_plot(path: str | os.PathLike, categories: Sequence[str], series: Mapping[str, Sequence[float | None]], *,
+             title: str = "", ylabel: str = "", log_y: bool = False, reference: float | None = None,
+             reference_label: str = "", value_format: str = "{:.1f}") -> Path:
+    """One PNG of grouped bars: a group per category (e.g. language), a bar per series (e.g. model).
+
+    None leaves a gap. Each bar is labelled with its value (``value_format``). reference: a dashed horizontal
+    line (e.g. chance accuracy) labelled ``reference_label`` in the legend.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    for label, ys in series.items():
+        if len(ys) != len(categories):
+            raise ValueError(f"series {label!r} has {len(ys)} values for {len(categories)} categories")
+    fig = Figure(figsize=(max(6.4, 0.9 * len(categories) * max(1, len(series)) / 2 + 2), 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(series))
+    for i, (label, ys) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(categories))]
+        heights = [math.nan if y is None else y for y in ys]
+        bars = ax.bar(xs, heights, width, label=label)
+        ax.bar_label(bars, labels=["" if y is None else value_format.format(y) for y in ys], fontsize="x-small",
+                     padding=1)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1, label=reference_label or None)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(categories)))
+    ax.set_xticklabels(list(categories))
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    if series:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save_png(fig, path)
+
+
+def _save_png(fig, path: str | os.PathLike) -> Path:
+    """Write the figure atomically: a reader never sees half a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
