@@ -317,8 +317,23 @@ class XmodOutput(nn.Module):
         d, r = module.dense1.in_features, module.dense1.out_features
         return max(rows) * tokens * d * r < 8_000_000 and max(rows) * len(rows) <= 1.25 * sum(rows)
 
-    @staticmethod
-    def run_batched(h, segments, modules):
+    def stacked_weights(self, codes: tuple[str, ...], modules) -> tuple[torch.Tensor, ...]:
+        """(n, d, r), (n, 1, r), (n, r, d), (n, 1, d) for the batched path; without autograd (inference)
+        the stacks are kept until a weight changes (tensor versions), so repeated batches skip the copy."""
+        params = [p for m in modules for p in (m.dense1.weight, m.dense1.bias, m.dense2.weight, m.dense2.bias)]
+        key = (codes, tuple((id(p), p._version) for p in params), params[0].dtype, params[0].device)
+        cached = getattr(self, "_stack_cache", None)
+        if cached is not None and cached[0] == key and not torch.is_grad_enabled():
+            return cached[1]
+        stacks = (torch.stack([m.dense1.weight for m in modules]).transpose(1, 2),
+                  torch.stack([m.dense1.bias for m in modules]).unsqueeze(1),
+                  torch.stack([m.dense2.weight for m in modules]).transpose(1, 2),
+                  torch.stack([m.dense2.bias for m in modules]).unsqueeze(1))
+        if not torch.is_grad_enabled():
+            self._stack_cache = (key, stacks)
+        return stacks
+
+    def run_batched(self, h, segments, modules):
         rows = [end - start for _, start, end in segments]
         width = max(rows)
         pieces = [h[start:end] for _, start, end in segments]
@@ -326,10 +341,7 @@ class XmodOutput(nn.Module):
                          for p in pieces])  # (n, width, ..., d)
         n, d = x.shape[0], x.shape[-1]
         x = x.reshape(n, -1, d)
-        w1 = torch.stack([m.dense1.weight for m in modules]).transpose(1, 2)  # (n, d, r)
-        b1 = torch.stack([m.dense1.bias for m in modules]).unsqueeze(1)
-        w2 = torch.stack([m.dense2.weight for m in modules]).transpose(1, 2)  # (n, r, d)
-        b2 = torch.stack([m.dense2.bias for m in modules]).unsqueeze(1)
+        w1, b1, w2, b2 = self.stacked_weights(tuple(code for code, _, _ in segments), modules)
         y = torch.baddbmm(b2, modules[0].act(torch.baddbmm(b1, x, w1)), w2)
         y = y.reshape(n, width, *h.shape[1:])
         return torch.cat([y[i, :count] for i, count in enumerate(rows)])
