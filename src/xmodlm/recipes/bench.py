@@ -39,6 +39,12 @@ from ..model import XmodForMaskedLM, XmodModel
 from ..settings import setting
 
 SUITES = ("train", "infer", "mixed", "data", "memory")
+DEVICE = torch.device("cpu")  # set by run()
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 @dataclass
@@ -50,6 +56,7 @@ class BenchSettings:
     out: str | None = setting(None, "also write the rows as JSON here")
     data: str = setting("", "corpus directory for the data suite (default: ../shared/data/ntrex or synthetic)")
     threads: int | None = setting(None, "torch.set_num_threads (default: torch's choice)")
+    device: str = setting("cpu", "cpu or cuda (the targets are CPU ones; the GPU path has not been run here)")
     compile: bool = setting(False, "also time ours under torch.compile (train suite)")
 
 
@@ -78,24 +85,28 @@ def median_times(fns: dict, steps: int, warmup: int) -> dict[str, float]:
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    sync()
     times = {name: [] for name in fns}
     for _ in range(steps):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, k: int = 1024, m: int = 1024, steps: int = 20) -> float:
     """Dense GEMM FLOP/s at a shape like the models' (tokens x hidden x 4*hidden)."""
-    a, b = torch.randn(n, k, dtype=dtype), torch.randn(k, m, dtype=dtype)
+    a, b = torch.randn(n, k, dtype=dtype, device=DEVICE), torch.randn(k, m, dtype=dtype, device=DEVICE)
     for _ in range(3):
         a @ b
+    sync()
     best = float("inf")
     for _ in range(steps):  # the fastest call: a ceiling, not a typical time
         start = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * n * k * m / best
 
@@ -143,14 +154,15 @@ def bench_train(s: BenchSettings, ceilings: dict) -> list[dict]:
     ours = XmodForMaskedLM(config).train()
     ref = XmodForMaskedLM(config)  # its own copy: the two optimizers must not share weights
     ref.load_state_dict(ours.state_dict())
-    ref = reference_from(ref, "mlm").train()
-    ids, lang, labels = batch_for(config, batch, seq, langs)
+    ref = reference_from(ref, "mlm").train().to(DEVICE)
+    ours = ours.to(DEVICE)
+    ids, lang, labels = (t.to(DEVICE) for t in batch_for(config, batch, seq, langs))
 
     def stepper(model, amp: bool, fused: bool):
         opt = torch.optim.AdamW([p for p in model.parameters()], lr=1e-5, fused=fused)
 
         def step():
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+            ctx = torch.autocast(DEVICE.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
             with ctx:
                 loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
             loss.backward()
@@ -178,8 +190,9 @@ def bench_infer(s: BenchSettings, ceilings: dict) -> list[dict]:
     ours16.load_state_dict(ours.state_dict())
     ours16 = ours16.to(torch.bfloat16).eval()
     ref16 = reference_from(ours16, "base").eval()
-    ids, _, _ = batch_for(config, batch, seq, langs)
-    lang = torch.tensor([0, 7, 3, 80, 41, 3, 12, 60][:batch]) % langs
+    ours, ref, ours16, ref16 = (m.to(DEVICE) for m in (ours, ref, ours16, ref16))
+    ids = batch_for(config, batch, seq, langs)[0].to(DEVICE)
+    lang = (torch.tensor([0, 7, 3, 80, 41, 3, 12, 60][:batch]) % langs).to(DEVICE)
 
     def forward(model):
         return lambda: torch.no_grad()(model)(input_ids=ids, lang_ids=lang)
@@ -199,11 +212,11 @@ def bench_mixed(s: BenchSettings, ceilings: dict) -> list[dict]:
                                              [(12, 768, 81, 8, 128), (4, 256, 81, 81, 64)]):
         config = make_config(layers, hidden, 1000, langs, seq)
         torch.manual_seed(0)
-        model = XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).eval()
-        ids, _, _ = batch_for(config, batch, seq, langs)
+        model = XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).to(DEVICE).eval()
+        ids = batch_for(config, batch, seq, langs)[0].to(DEVICE)
         fns = {}
         for n in sorted({1, min(8, batch), min(langs, batch)}):
-            lang = torch.arange(batch) % n
+            lang = (torch.arange(batch) % n).to(DEVICE)
             fns[f"{n} language{'s' if n > 1 else ''}"] = (lambda lang=lang: torch.no_grad()(model)(ids, lang_ids=lang))
         times = median_times(fns, s.steps, s.warmup)
         flops = model_flops(config, batch, seq, 0, train=False)
@@ -302,6 +315,10 @@ def run(s: BenchSettings) -> list[dict]:
     unknown = [x for x in s.suite if x not in SUITES]
     if unknown:
         raise ValueError(f"unknown suite(s) {unknown}; expected some of {SUITES}")
+    global DEVICE
+    DEVICE = torch.device(s.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {s.device}: CUDA is not available on this machine")
     if s.threads:
         torch.set_num_threads(s.threads)
     ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
@@ -323,7 +340,7 @@ def run(s: BenchSettings) -> list[dict]:
             results += bench_mixed(s, ceilings)
         elif suite == "data":
             results += bench_data(s, ceilings, train_rows)
-        elif suite == "memory":
+        elif suite == "memory" and DEVICE.type == "cpu":  # max RSS: a CPU measure
             results += bench_memory(s)
     print(format_table(results))
     if s.out:
