@@ -21,7 +21,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from xmodlm.checkpoint import FAIRSEQ_TO_HF, convert_fairseq, fairseq_to_hf_name, load_checkpoint_safely
-from xmodlm.config import preset
+from tiny import LANGS, TOL, VOCAB, ours, randomize, tiny_config
 from xmodlm.model import (
     XmodForMaskedLM,
     XmodForMultipleChoice,
@@ -31,31 +31,14 @@ from xmodlm.model import (
     XmodModel,
 )
 
-LANGS = ["en_XX", "de_DE", "fr_XX"]
-VOCAB = 100
-TOL = 1e-5
 PRE_NORM = dict(pre_norm=True, adapter_layer_norm=True, adapter_reuse_layer_norm=False, ln_before_adapter=False,
                 adapter_reduction_factor=4)
 
 
-def tiny_config(**overrides):
-    kw = dict(vocab_size=VOCAB, languages=list(LANGS), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return preset("tiny", **{**kw, **overrides})
 
 
-@torch.no_grad()
-def randomize(model, seed=0):
-    """Every parameter random (norm gains around 1), so no weight can pass by being at its init."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=g)
-        p.copy_(1.0 + 0.2 * noise if name.endswith(("LayerNorm.weight", "layer_norm.weight")) else 0.2 * noise)
-    return model.eval()
 
 
-def ours(cls=XmodForMaskedLM, seed=0, **overrides):
-    torch.manual_seed(seed)
-    return randomize(cls(tiny_config(**overrides)), seed)
 
 
 def inputs(b=4, t=10):

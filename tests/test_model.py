@@ -13,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-from xmodlm.config import preset
+from tiny import LANGS, TOL, VOCAB, ours, tiny_config
 from xmodlm.model import (
     XmodForMaskedLM,
     XmodForMultipleChoice,
@@ -23,9 +23,6 @@ from xmodlm.model import (
     XmodModel,
 )
 
-LANGS = ["en_XX", "de_DE", "fr_XX"]
-VOCAB = 100
-TOL = 1e-5
 MIXED = [2, 0, 1, 0, 2]  # interleaved: the reference masks per language, we regroup the rows
 
 # The layer variants the reference supports (its lang_adapter flags); the first two are the
@@ -42,27 +39,10 @@ VARIANTS = {
 }
 
 
-def tiny_config(**overrides):
-    kw = dict(vocab_size=VOCAB, languages=list(LANGS), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return preset("tiny", **{**kw, **overrides})
 
 
-@torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter random; norm gains around 1 so activations keep a sane scale."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=g)
-        if name.endswith(("LayerNorm.weight", "layer_norm.weight")):
-            p.copy_(1.0 + 0.2 * noise)
-        else:
-            p.copy_(0.2 * noise)
-    return model.eval()
 
 
-def ours(cls=XmodForMaskedLM, seed=0, **overrides):
-    torch.manual_seed(seed)
-    return randomize(cls(tiny_config(**overrides)), seed)
 
 
 def reference(model, tmp_path, ref_cls):

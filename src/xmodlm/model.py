@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CONFIG_NAME, XmodConfig, resolve_pretrained
+from .config import XmodConfig, resolve_pretrained
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,31 @@
+"""Tiny random X-Mod models shared by the parity and checkpoint tests: 2 layers, width 32,
+vocab 100, 3 languages, dropout off, every weight random (norm gains around 1) so that no weight
+can pass a comparison by sitting at its initial value."""
+
+import torch
+
+from xmodlm.config import preset
+from xmodlm.model import XmodForMaskedLM
+
+LANGS = ["en_XX", "de_DE", "fr_XX"]
+VOCAB = 100
+TOL = 1e-5  # max abs difference against the reference, float32
+
+
+def tiny_config(**overrides):
+    kw = dict(vocab_size=VOCAB, languages=list(LANGS), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return preset("tiny", **{**kw, **overrides})
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=g)
+        p.copy_(1.0 + 0.2 * noise if name.endswith(("LayerNorm.weight", "layer_norm.weight")) else 0.2 * noise)
+    return model.eval()
+
+
+def ours(cls=XmodForMaskedLM, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return randomize(cls(tiny_config(**overrides)), seed)
