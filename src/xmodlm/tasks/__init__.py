@@ -50,6 +50,28 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             yield number, line.rstrip("\r\n")
 
 
+def read_sentences(path: str | Path, parse) -> list[tuple[list[str], list[str]]]:
+    """(words, tags) per sentence of a one-token-a-line file with blank lines between sentences.
+
+    ``parse(line_number, line)`` returns (word, tag), or None for a line to skip (comments,
+    -DOCSTART-, multiword ranges); it raises for a malformed line.
+    """
+    sentences, words, tags = [], [], []
+    for number, line in read_lines(path):
+        if not line.strip():
+            if words:
+                sentences.append((words, tags))
+                words, tags = [], []
+            continue
+        parsed = parse(number, line)
+        if parsed is not None:
+            words.append(parsed[0])
+            tags.append(parsed[1])
+    if words:
+        sentences.append((words, tags))
+    return sentences
+
+
 def format_error(path: str | Path, line_number: int, expected: str, line: str) -> ValueError:
     """A ValueError that names the file, the line and what it should have held."""
     shown = line if len(line) <= 80 else line[:77] + "..."

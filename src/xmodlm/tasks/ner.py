@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer
 
 from xmodlm import metrics
-from xmodlm.tasks import collate_words, decode_words, featurize_words, format_error, read_lines
+from xmodlm.tasks import collate_words, decode_words, featurize_words, format_error, read_sentences
 
 # The Hugging Face `wikiann` label ids (ner_tags), also PAN-X's tag set.
 LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
@@ -35,32 +35,24 @@ def load(path: str | Path, strip_language_prefix: bool | None = None) -> list[Ex
     with strip_language_prefix=None one such "xx:" prefix is removed from every token if
     the file's first token has one; True always removes it, False never does.
     """
-    examples, words, tags = [], [], []
     strip = strip_language_prefix
-    for number, line in read_lines(path):
-        if not line.strip():
-            if words:
-                examples.append(Example(words, tags))
-                words, tags = [], []
-            continue
+
+    def parse(number: int, line: str):
+        nonlocal strip
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 2 or not fields[0]:
             raise format_error(path, number, "a token and a tag separated by whitespace", line)
         token, tag = fields[0], fields[-1].strip()
         if token == "-DOCSTART-":
-            continue
+            return None
         if not _TAG.match(tag):
             expected = "an IOB2/IOBES tag (O, B-TYPE, I-TYPE, E-TYPE, S-TYPE) as the last field"
             raise format_error(path, number, expected, line)
         if strip is None:
             strip = _LANG_PREFIX.match(token) is not None
-        if strip:
-            token = _LANG_PREFIX.sub("", token, count=1)
-        words.append(token)
-        tags.append(tag)
-    if words:
-        examples.append(Example(words, tags))
-    return examples
+        return (_LANG_PREFIX.sub("", token, count=1) if strip else token), tag
+
+    return [Example(words, tags) for words, tags in read_sentences(path, parse)]
 
 
 def from_hf(rows: Iterable[Mapping], label_names: Sequence[str] = LABELS) -> list[Example]:

@@ -10,7 +10,7 @@ import torch
 from tokenizers import Tokenizer
 
 from xmodlm import metrics
-from xmodlm.tasks import collate_words, decode_words, featurize_words, format_error, read_lines
+from xmodlm.tasks import collate_words, decode_words, featurize_words, format_error, read_sentences
 
 # The 17 universal POS tags of UD v2, alphabetical (the order XTREME's udpos uses).
 LABELS = (
@@ -36,21 +36,13 @@ def load_tsv(path: str | Path) -> list[Example]:
 
     Only a tab separates the fields: some UD tokens contain spaces.
     """
-    examples, words, tags = [], [], []
-    for number, line in read_lines(path):
-        if not line.strip():
-            if words:
-                examples.append(Example(words, tags))
-                words, tags = [], []
-            continue
+    def parse(number: int, line: str):
         fields = line.split("\t")
         if len(fields) != 2 or not fields[0] or not fields[1]:
             raise format_error(path, number, "token<TAB>tag", line)
-        words.append(fields[0])
-        tags.append(fields[1])
-    if words:
-        examples.append(Example(words, tags))
-    return examples
+        return fields[0], fields[1]
+
+    return [Example(words, tags) for words, tags in read_sentences(path, parse)]
 
 
 def load_conllu(path: str | Path) -> list[Example]:
@@ -59,28 +51,20 @@ def load_conllu(path: str | Path) -> list[Example]:
     Comment lines (#) are skipped, and so are multiword-token ranges ("1-2") and empty
     nodes ("1.1"): the syntactic words are what UD annotates with UPOS.
     """
-    examples, words, tags = [], [], []
-    for number, line in read_lines(path):
+    def parse(number: int, line: str):
         if line.startswith("#"):
-            continue
-        if not line.strip():
-            if words:
-                examples.append(Example(words, tags))
-                words, tags = [], []
-            continue
+            return None
         fields = line.split("\t")
         if len(fields) != 10:
             raise format_error(path, number, f"10 tab-separated CoNLL-U columns (found {len(fields)})", line)
         index = fields[0]
         if "-" in index or "." in index:
-            continue
+            return None
         if not index.isdigit():
             raise format_error(path, number, "a word index (1, 2, ...), a range (1-2) or an empty node (1.1)", line)
-        words.append(fields[1])
-        tags.append(fields[3])
-    if words:
-        examples.append(Example(words, tags))
-    return examples
+        return fields[1], fields[3]
+
+    return [Example(words, tags) for words, tags in read_sentences(path, parse)]
 
 
 def label_list(examples: Iterable[Example]) -> list[str]:
