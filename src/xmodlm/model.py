@@ -179,12 +179,16 @@ class XmodEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        limit = self.position_embeddings.num_embeddings
+        # Derived positions never exceed seq_len + padding_idx, so only a long input or explicit
+        # position_ids need the exact maximum (a reduction and, on a GPU, a sync).
+        check = position_ids is not None or input_ids.shape[1] + self.padding_idx >= limit
         if position_ids is None:
             # RoBERTa: real tokens count from padding_idx + 1, padding keeps padding_idx.
             not_pad = input_ids.ne(self.padding_idx).int()
             position_ids = torch.cumsum(not_pad, dim=1).type_as(not_pad) * not_pad + self.padding_idx
             position_ids = position_ids.long()
-        if int(position_ids.max()) >= self.position_embeddings.num_embeddings:
+        if check and int(position_ids.max()) >= limit:
             raise ValueError(
                 f"sequence needs position {int(position_ids.max())} but max_position_embeddings is "
                 f"{self.position_embeddings.num_embeddings} (at most "
