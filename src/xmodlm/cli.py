@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from . import settings as settings_mod
+from .runtime import tune_allocator
 
 # subcommand -> (recipe module, settings class, run function, one-line help, positional fields)
 COMMANDS = {
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    tune_allocator()
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
