@@ -14,6 +14,9 @@ import torch
 import transformers
 
 from tiny import LANGS, TOL, VOCAB, ours, tiny_config
+import copy
+
+import xmodlm.model as model_mod
 from xmodlm.model import (
     XmodForMaskedLM,
     XmodForMultipleChoice,
@@ -515,3 +518,103 @@ def test_freeze_works_on_the_bare_encoder():
     expected = {n for n, _ in model.named_parameters()
                 if n.startswith("embeddings.") or ".adapter_modules." in n or ".adapter_layer_norm." in n}
     assert frozen == expected
+
+
+# ---------------------------------------------------------------------------------------
+# CPU inference kernels: oneDNN fused linears, packed weights, bf16 attention
+# ---------------------------------------------------------------------------------------
+def encode(model, ids, mask, langs, fused: bool):
+    model_mod.fused_inference(fused)
+    try:
+        with torch.no_grad():
+            return model(ids, attention_mask=mask, lang_ids=langs).last_hidden_state
+    finally:
+        model_mod.fused_inference(True)
+
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
+
+
+@needs_onednn
+def test_inference_takes_the_fused_path():
+    model = ours(XmodModel)
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        model(ids, attention_mask=mask, lang_ids=MIXED)
+    assert "mkldnn::_linear_pointwise" in {e.key for e in prof.key_averages()}
+
+
+@needs_onednn
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu", "silu", "tanh"])
+def test_fused_inference_matches_plain_float32(act):
+    model = ours(XmodModel, hidden_act=act)
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    assert maxdiff(encode(model, ids, mask, MIXED, True), encode(model, ids, mask, MIXED, False)) <= TOL
+
+
+@needs_onednn
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_bfloat16_inference_is_as_accurate_as_plain(padded):
+    """bf16 through the fused path (fused epilogues, fp32-score attention) is no further from the fp32
+    result than plain bf16 torch ops are (SDPA's flash kernel, rounded matmul outputs)."""
+    model = ours(XmodModel, num_attention_heads=2)
+    ids, mask = batch(b=6, t=40, lengths=[40, 31, 40, 7, 40, 22] if padded else None)
+    langs = [0, 1, 2, 0, 1, 2]
+    exact = encode(model, ids, mask, langs, False)
+    model16 = copy.deepcopy(model).to(torch.bfloat16)
+    fused, plain = encode(model16, ids, mask, langs, True), encode(model16, ids, mask, langs, False)
+    real = mask.bool()  # padded positions are not compared: both paths leave them unspecified
+    assert (fused.float() - exact)[real].abs().max() <= 1.5 * (plain.float() - exact)[real].abs().max() + 1e-3
+
+
+@needs_onednn
+def test_packed_weights_follow_weight_changes_and_train_drops_them():
+    model = ours(XmodModel)
+    ids, mask = batch()
+    before = encode(model, ids, mask, "de_DE", True)
+    assert model_mod.INFERENCE_CACHE  # the big matrices were packed
+    with torch.no_grad():
+        model.encoder.layer[0].intermediate.dense.weight.mul_(1.5)  # in place: a new version
+    model.encoder.layer[1].attention.self.key.weight = torch.nn.Parameter(torch.randn(32, 32) * 0.2)  # replaced
+    after = encode(model, ids, mask, "de_DE", True)
+    assert maxdiff(after, before) > 1e-3
+    assert maxdiff(after, encode(model, ids, mask, "de_DE", False)) <= TOL
+    model.train()
+    assert not any(m in model_mod.INFERENCE_CACHE for m in model.modules())
+
+
+def test_a_model_with_inference_caches_deep_copies_and_saves(tmp_path):
+    model = ours(XmodModel)
+    ids, mask = batch()
+    expected = encode(model, ids, mask, MIXED, True)
+    twin = copy.deepcopy(model)
+    assert torch.equal(encode(twin, ids, mask, MIXED, True), expected)
+    twin.save_pretrained(tmp_path)
+    assert torch.equal(encode(XmodModel.from_pretrained(tmp_path).eval(), ids, mask, MIXED, True), expected)
+
+
+def test_stacked_module_weights_follow_changes_and_dtype():
+    """The batched path's stacked weights are cached across inference calls; in-place changes and
+    dtype conversions must invalidate them (compared with a model that never cached)."""
+    codes = [f"l{i}_XX" for i in range(10)]
+    model = ours(XmodModel, languages=codes)
+    ids, mask = batch(b=10)
+    lang = list(range(10))
+    encode(model, ids, mask, lang, True)
+    with torch.no_grad():
+        model.encoder.layer[0].output.adapter_modules["l3_XX"].dense2.bias.add_(1.0)
+    fresh = copy.deepcopy(model)
+    assert maxdiff(encode(model, ids, mask, lang, True), encode(fresh, ids, mask, lang, True)) == 0
+    model.to(torch.bfloat16)
+    fresh = ours(XmodModel, languages=codes)
+    fresh.load_state_dict(model.state_dict())
+    fresh.to(torch.bfloat16)
+    assert torch.equal(encode(model, ids, mask, lang, True), encode(fresh, ids, mask, lang, True))
+
+
+def test_an_added_module_follows_the_models_mode():
+    model = ours(XmodModel)  # eval mode
+    model.add_language("sw_KE")
+    assert not any(m.training for m in model.modules())
+    model.train().add_language("yo_NG")
+    assert all(m.training for m in model.modules())

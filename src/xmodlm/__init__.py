@@ -8,7 +8,9 @@ from .model import (
     XmodForSequenceClassification,
     XmodForTokenClassification,
     XmodModel,
+    fused_inference,
 )
+from .runtime import tune_allocator
 
 __version__ = "0.1.0"
 
@@ -21,5 +23,7 @@ __all__ = [
     "XmodForSequenceClassification",
     "XmodForTokenClassification",
     "XmodModel",
+    "fused_inference",
     "preset",
+    "tune_allocator",
 ]
