@@ -524,12 +524,12 @@ def test_freeze_works_on_the_bare_encoder():
 # CPU inference kernels: oneDNN fused linears, packed weights, bf16 attention
 # ---------------------------------------------------------------------------------------
 def encode(model, ids, mask, langs, fused: bool):
-    model_mod.fused_inference(fused)
+    model_mod.use_onednn(fused)
     try:
         with torch.no_grad():
             return model(ids, attention_mask=mask, lang_ids=langs).last_hidden_state
     finally:
-        model_mod.fused_inference(True)
+        model_mod.use_onednn(True)
 
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
@@ -618,3 +618,36 @@ def test_an_added_module_follows_the_models_mode():
     assert not any(m.training for m in model.modules())
     model.train().add_language("yo_NG")
     assert all(m.training for m in model.modules())
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(3, 7, 16, 48), (2, 5, 48, 16)], ids=["wide-out", "wide-in"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_training_linear_gradients_match_torch(shape, bias):
+    """model.OneDNNLinear (fp32 training) against F.linear: output and all three gradients."""
+    b, t, d_in, d_out = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, t, d_in, generator=g, requires_grad=True)
+    w = torch.randn(d_out, d_in, generator=g, requires_grad=True)
+    bb = torch.randn(d_out, generator=g, requires_grad=True) if bias else None
+    upstream = torch.randn(b, t, d_out, generator=g)
+    ours_out = model_mod.OneDNNLinear.apply(x, w, bb)
+    grads = torch.autograd.grad(ours_out, [x, w] + ([bb] if bias else []), upstream)
+    want_out = torch.nn.functional.linear(x, w, bb)
+    want = torch.autograd.grad(want_out, [x, w] + ([bb] if bias else []), upstream)
+    torch.testing.assert_close(ours_out, want_out, rtol=1e-5, atol=1e-5)
+    for got, exp in zip(grads, want):
+        torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_fp32_training_takes_the_onednn_linear_and_frozen_weights_get_no_grad():
+    model = ours().train()
+    model.freeze_embeddings_and_language_adapters()
+    ids, mask = batch()
+    with torch.profiler.profile() as prof:
+        model(ids, attention_mask=mask, lang_ids=MIXED, labels=ids).loss.backward()
+    assert "mkldnn::_linear_pointwise" in {e.key for e in prof.key_averages()}
+    module = model.roberta.encoder.layer[0].output.adapter_modules["en_XX"]
+    assert module.dense1.weight.grad is None
+    assert model.roberta.encoder.layer[0].intermediate.dense.weight.grad is not None

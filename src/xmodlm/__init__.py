@@ -8,7 +8,7 @@ from .model import (
     XmodForSequenceClassification,
     XmodForTokenClassification,
     XmodModel,
-    fused_inference,
+    use_onednn,
 )
 from .runtime import tune_allocator
 
@@ -23,7 +23,7 @@ __all__ = [
     "XmodForSequenceClassification",
     "XmodForTokenClassification",
     "XmodModel",
-    "fused_inference",
+    "use_onednn",
     "preset",
     "tune_allocator",
 ]

@@ -54,41 +54,81 @@ def activation(name: str):
 
 
 # ---------------------------------------------------------------------------------------
-# CPU inference kernels: oneDNN linears with fused epilogues
+# CPU kernels: oneDNN linears (fused epilogues and packed weights in inference; fp32 training)
 # ---------------------------------------------------------------------------------------
-# In inference (eval mode, no autograd) on CPU, linears run through oneDNN's matmul with the
-# activation or the residual add applied inside it, on the fp32 accumulator (rounded once, where
-# the plain path rounds the matmul output first). Same computation, not an approximation. On AMD
-# CPUs, where torch's float32 GEMM (MKL) takes a slower code path, it is also about 2x faster in
-# float32. The big shared matrices are reordered once into oneDNN's blocked layout and cached
-# until they change: one extra copy of the encoder's dense weights (not of the embeddings or the
-# language modules), dropped by ``model.train()``. ``fused_inference(False)`` switches all of
-# this off (plain torch ops).
+# torch's float32 GEMM on CPU is MKL's, which takes a slower code path on AMD processors: 215
+# GFLOP/s on this project's EPYC against oneDNN's ~465 for the same fp32 product (same precision).
+# So on CPU, when oneDNN is in the build:
+# * inference (eval mode, no autograd), fp32 or bf16: one oneDNN call per linear, the activation or
+#   the residual add applied inside it on the fp32 accumulator (rounded once, where the plain path
+#   rounds the matmul output first). The big shared matrices are reordered once into oneDNN's
+#   blocked layout and cached until they change: one extra copy of the encoder's dense weights
+#   (not of the embeddings or the language modules), dropped by ``model.train()``.
+# * fp32 training (autograd, no autocast): forward and both backward products through oneDNN.
+# Same computations, not approximations. ``use_onednn(False)`` switches all of it off.
 ONEDNN_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh"),
                       "relu": ("relu", ""), "silu": ("swish", ""), "swish": ("swish", ""), "tanh": ("tanh", "")}
-_FUSED = {"enabled": True, "available": None}
+def _onednn_in_build() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._linear_pointwise)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_ONEDNN = {"enabled": True, "available": _onednn_in_build()}
 # Inference-only derived tensors (packed or stacked weights) per module, outside the module so that
 # state_dict, deepcopy and pickling never see them; an entry goes with its module.
 INFERENCE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
-def fused_inference(enabled: bool) -> None:
-    """Use (True, the default) or bypass the oneDNN fused linears in CPU inference."""
-    _FUSED["enabled"] = bool(enabled)
+def use_onednn(enabled: bool) -> None:
+    """Use (True, the default) or bypass the oneDNN linears on CPU (plain torch ops)."""
+    _ONEDNN["enabled"] = bool(enabled)
 
 
-def _onednn_available() -> bool:
-    if _FUSED["available"] is None:
-        try:
-            _FUSED["available"] = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._linear_pointwise)
-        except (AttributeError, RuntimeError):
-            _FUSED["available"] = False
-    return _FUSED["available"]
+def _onednn_ready(x: torch.Tensor) -> bool:
+    # is_compiling first: under torch.compile the plain ops are traced (inductor fuses them itself)
+    return (not torch.compiler.is_compiling() and _ONEDNN["enabled"] and _ONEDNN["available"]
+            and x.device.type == "cpu")
 
 
 def fusable(module: nn.Module, x: torch.Tensor) -> bool:
-    return (_FUSED["enabled"] and not module.training and not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.bfloat16) and _onednn_available())
+    """Inference through the fused oneDNN kernels."""
+    return (not module.training and not torch.is_grad_enabled() and x.dtype in (torch.float32, torch.bfloat16)
+            and _onednn_ready(x))
+
+
+def onednn_trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """fp32 autograd through oneDNN (not under autocast, which already sends bf16 products there)."""
+    return (torch.is_grad_enabled() and x.dtype == weight.dtype == torch.float32 and _onednn_ready(x)
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T + bias in oneDNN (weight (out, in), any strides)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """F.linear for float32 CPU training, with the forward and both backward products in oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _mm(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = _mm(grad, weight.t()) if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:  # (out, in) = grad2.T @ x2; oneDNN is fastest with the wider side as its "weight"
+            x2 = x.reshape(-1, x.shape[-1])
+            grad_w = _mm(x2.t(), grad2.t()).t() if weight.shape[0] >= weight.shape[1] else _mm(grad2.t(), x2.t())
+        grad_b = grad2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
 
 
 def bf16_attention(q, k, v, mask):
@@ -139,7 +179,7 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
             return y
         return y.add_(residual) if out is None else torch.add(y, residual, out=out)
     weight, bias = concat(linears)
-    y = F.linear(x, weight, bias)
+    y = OneDNNLinear.apply(x, weight, bias) if onednn_trainable(x, weight) else F.linear(x, weight, bias)
     if act is not None:
         y = activation(act)(y)
     if dropout is not None:
@@ -775,7 +815,8 @@ class XmodLMHead(nn.Module):
         self.decoder.bias = self.bias
 
     def forward(self, h):
-        return self.decoder(self.layer_norm(F.gelu(self.dense(h))))
+        # The decoder is the (tied) embedding matrix: never packed (a second copy of it would be large).
+        return linear((self.decoder,), self.layer_norm(linear((self.dense,), h, act="gelu")), pack=False)
 
 
 class XmodForMaskedLM(XmodPreTrainedModel):
