@@ -125,6 +125,10 @@ def test_many_languages_take_the_batched_path_and_match_reference(rows, tmp_path
     want.loss.backward()
     name = "roberta.encoder.layer.1.output.adapter_modules.l3_XX.dense1.weight"
     assert maxdiff(model.get_parameter(name).grad, ref.get_parameter(name).grad) <= TOL
+    with torch.no_grad():  # inference: cached stacks, the residual inside the product (equal segments)
+        for _ in range(2):
+            got = model(ids, attention_mask=mask, lang_ids=lang, labels=ids, all_logits=True)
+            assert maxdiff(got.logits, want.logits) <= TOL
 
 
 @pytest.mark.parametrize("langs", [[1, 1, 1, 1, 1], [0, 0, 1, 2, 2], MIXED, [2, 1, 0, 1, 2]],

@@ -236,6 +236,11 @@ class Routing:
     order: torch.Tensor | None = None  # rows regrouped by language, or None if already grouped
     inverse: torch.Tensor | None = None
 
+    def __post_init__(self):  # derived once per forward, read by every layer
+        self.codes = tuple(code for code, _, _ in self.segments)
+        self.rows = [end - start for _, start, end in self.segments]
+        self.equal = all(r == self.rows[0] for r in self.rows)
+
 
 def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> list[int]:
     """One language index per example, validated against ``config.languages``."""
@@ -444,12 +449,14 @@ class XmodOutput(nn.Module):
         segments = routing.segments
         if len(segments) == 1:
             return self.adapter_modules[segments[0][0]](h, skip, self.dropout)
-        modules = [self.adapter_modules._modules[code] for code, _, _ in segments]
+        table = self.adapter_modules._modules
+        modules = [table[code] for code in routing.codes]
         if all(m is modules[0] for m in modules):  # one module under every code (shared baseline)
             return modules[0](h, skip, self.dropout)
-        if self._batched(h, segments, modules[0]):
-            y = self.dropout(self.run_batched(h, segments, modules))
-            return y + skip if torch.is_grad_enabled() else y.add_(skip)
+        if self._batched(h, routing, modules[0]):
+            if routing.equal and not torch.is_grad_enabled() and not self.training:
+                return self.run_batched(h, routing, modules, skip)  # the residual rides in the last product
+            return self.dropout(self.run_batched(h, routing, modules)) + skip
         if torch.is_grad_enabled() or not fusable(self, h):
             return torch.cat([module(h[start:end], skip[start:end], self.dropout)
                               for module, (_, start, end) in zip(modules, segments)])
@@ -459,19 +466,23 @@ class XmodOutput(nn.Module):
         return out
 
     @staticmethod
-    def _batched(h, segments, module) -> bool:
-        """Many small segments: one padded batched matmul beats a Python loop of tiny ones.
+    def _batched(h, routing: Routing, module) -> bool:
+        """Many segments: padded batched matmuls instead of a Python loop of small ones.
 
-        Measured on CPU (bf16): 81 languages x 64 tokens at width 256, the loop costs 5x the batched
-        form; 8 languages x 128 tokens at width 768, stacking the weights costs more than it saves.
-        So: at least 8 segments whose matmuls are small (< 8M multiply-adds each), and little padding.
+        Measured on CPU (bf16): small matmuls always gain (81 x 64 tokens at width 256: 5x faster
+        than the loop). Larger ones gain only without copies: in inference, where the stacked weights
+        are cached, equal segments run as a view (81 x 32 at width 768: 7.3 ms per layer against 10.3;
+        8 x 128: 1.65 against 1.79), while padding them into a stack loses to the loop (8 unequal
+        segments x 640 tokens at width 256: 65.4 against 64.0 ms per forward). So: at least 8
+        segments and at most 25% padding; then small matmuls (< 8M multiply-adds per segment), or
+        equal segments in inference.
         """
-        if len(segments) < 8:
+        rows = routing.rows
+        if len(rows) < 8 or max(rows) * len(rows) > 1.25 * sum(rows):
             return False
-        rows = [end - start for _, start, end in segments]
         tokens = h.shape[1] if h.dim() == 3 else 1
-        d, r = module.dense1.in_features, module.dense1.out_features
-        return max(rows) * tokens * d * r < 8_000_000 and max(rows) * len(rows) <= 1.25 * sum(rows)
+        small = max(rows) * tokens * module.dense1.in_features * module.dense1.out_features < 8_000_000
+        return small or (routing.equal and not torch.is_grad_enabled())
 
     def stacked_weights(self, codes: tuple[str, ...], modules) -> tuple[torch.Tensor, ...]:
         """(n, d, r), (n, 1, r), (n, r, d), (n, 1, d) for the batched path. Without autograd (inference)
@@ -490,19 +501,23 @@ class XmodOutput(nn.Module):
             INFERENCE_CACHE[self] = (codes, params, state, stacks)
         return stacks
 
-    def run_batched(self, h, segments, modules):
-        rows = [end - start for _, start, end in segments]
+    def run_batched(self, h, routing: Routing, modules, skip=None):
+        """Every segment's module as two padded batched matmuls; ``skip`` (equal segments only) is
+        added inside the second product instead of its bias (which follows in place)."""
+        rows, segments = routing.rows, routing.segments
         width = max(rows)
-        if all(r == width for r in rows):  # equal segments (e.g. one row per language): a view, no copy
+        if routing.equal:  # e.g. one row per language: a view, no copy
             x = h
         else:
             x = torch.stack([F.pad(h[start:end], (0, 0) * (h.dim() - 1) + (0, width - (end - start)))
                              for _, start, end in segments])  # (n, width, ..., d)
         n, d = len(segments), h.shape[-1]
-        w1, b1, w2, b2 = self.stacked_weights(tuple(code for code, _, _ in segments), modules)
-        y = torch.baddbmm(b2, modules[0].act(torch.baddbmm(b1, x.reshape(n, -1, d), w1)), w2)
-        y = y.reshape(n, width, *h.shape[1:])
-        return y.reshape(h.shape) if x is h else torch.cat([y[i, :count] for i, count in enumerate(rows)])
+        w1, b1, w2, b2 = self.stacked_weights(routing.codes, modules)
+        inner = modules[0].act(torch.baddbmm(b1, x.reshape(n, -1, d), w1))
+        if skip is not None:
+            return torch.baddbmm(skip.reshape(n, -1, d), inner, w2).add_(b2).reshape(h.shape)
+        y = torch.baddbmm(b2, inner, w2).reshape(n, width, *h.shape[1:])
+        return y.reshape(h.shape) if routing.equal else torch.cat([y[i, :count] for i, count in enumerate(rows)])
 
 
 class XmodLayer(nn.Module):

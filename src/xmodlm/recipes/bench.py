@@ -15,7 +15,8 @@ Suites:
           crashes) against ours fp32 and ours bf16 autocast.
   infer   encoder forward at xmod-base shape (12 x 768, vocab 250k, 81 languages, batch
           8 x 128, mixed languages), both models cast to bfloat16 (and fp32).
-  mixed   cost of mixing languages: one-language batch against 8 and 81 languages per batch.
+  mixed   cost of mixing languages: one-language batch against 8 and 81 languages per batch, at the
+          xmod-base shape (8 x 128; 81 x 32 so that 81 languages fit) and at width 256 (81 x 64).
   data    tokenize + pack + mask throughput against the training step's consumption.
   memory  peak memory (max RSS of a fresh process) of a base-shape training step.
 """
@@ -217,7 +218,7 @@ def bench_infer(s: BenchSettings, ceilings: dict) -> list[dict]:
 def bench_mixed(s: BenchSettings, ceilings: dict) -> list[dict]:
     out = []
     for layers, hidden, langs, batch, seq in ([(2, 256, 81, 81, 32)] if s.quick else
-                                             [(12, 768, 81, 8, 128), (4, 256, 81, 81, 64)]):
+                                             [(12, 768, 81, 8, 128), (12, 768, 81, 81, 32), (4, 256, 81, 81, 64)]):
         config = make_config(layers, hidden, 1000, langs, seq)
         torch.manual_seed(0)
         model = XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).to(DEVICE).eval()
