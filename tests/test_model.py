@@ -655,3 +655,23 @@ def test_fp32_training_takes_the_onednn_linear_and_frozen_weights_get_no_grad():
     module = model.roberta.encoder.layer[0].output.adapter_modules["en_XX"]
     assert module.dense1.weight.grad is None
     assert model.roberta.encoder.layer[0].intermediate.dense.weight.grad is not None
+
+
+def test_dropout_keeps_one_minus_p_scales_exactly_and_backpropagates_its_mask():
+    drop = model_mod.Dropout(0.1).train()
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    rate = kept.float().mean().item()
+    assert abs(rate - 0.9) < 2e-3  # 1e6 draws: the standard error is 3e-4
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    assert torch.equal(y[kept], torch.full_like(y[kept], scale))
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() * scale)
+    torch.manual_seed(0)
+    assert torch.equal(drop(torch.ones(1000, 1000)), y.detach())  # the global generator: reproducible
+    assert not torch.equal(drop(torch.ones(1000, 1000)), y.detach())  # and fresh on the next call
+    for rows in (1, 2, 3, 7):  # sizes that do not fill the last 64-bit draw
+        assert drop(torch.ones(rows, 5)).shape == (rows, 5)
+    assert torch.equal(drop.eval()(x), x)

@@ -133,13 +133,14 @@ class OneDNNLinear(torch.autograd.Function):
 
 def bf16_attention(q, k, v, mask):
     """Softmax attention for bfloat16 inputs in CPU inference, at the flash kernel's precision: scores
-    and softmax in float32, probabilities rounded to bfloat16 for the product with v. Up to T = 512
-    (scores held in full): at T <= 128 two batched matmuls beat torch 2.13's CPU bf16 flash kernel by
-    about 1.25x (at T = 512 the flash kernel wins by 2x)."""
+    and softmax in float32, probabilities rounded to bfloat16 for the product with v. The scores are
+    held in full, so this serves short sequences: at T <= 128 two batched matmuls beat torch 2.13's
+    CPU bf16 flash kernel by about 1.25x (at T = 512 the flash kernel wins by 2x)."""
     B, H, T, D = q.shape
     scores = torch.empty(B * H, T, T) if mask is None else torch.zeros(B, 1, 1, T).masked_fill_(
         ~mask, torch.finfo(torch.float32).min).expand(B, H, 1, T).reshape(B * H, 1, T)
-    scores = torch.baddbmm(scores, q.reshape(B * H, T, D).float(), k.reshape(B * H, T, D).float().transpose(1, 2),
+    # .float() first: one copy gathers the strided head view and converts it
+    scores = torch.baddbmm(scores, q.float().reshape(B * H, T, D), k.float().reshape(B * H, T, D).transpose(1, 2),
                            beta=0.0 if mask is None else 1.0, alpha=D ** -0.5)
     probs = torch.softmax(scores, dim=-1).to(torch.bfloat16)
     return torch.bmm(probs, v.reshape(B * H, T, D)).view(B, H, T, D)
@@ -187,6 +188,24 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     if residual is None:
         return y
     return y + residual if out is None else torch.add(y, residual, out=out)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout with a faster CPU training mask: each element's keep decision is a 16-bit random
+    draw (three per 64-bit draw of torch's generator), kept with probability (65536 - k) / 65536 for
+    k = round(p * 65536), and scaled by that probability's exact inverse, so the expectation is
+    exact. p is thus rounded to a multiple of 1/65536 (0.1 -> 0.100006). 2.5x faster than torch's
+    CPU bernoulli (2048 x 256: 1.0 ms against 2.5). Elsewhere (GPU, eval, in place) nn.Dropout."""
+
+    def forward(self, x):
+        drop = round(self.p * 65536)
+        if not self.training or self.inplace or x.device.type != "cpu" or not 0 < drop < 65536:
+            return super().forward(x)
+        n = x.numel()
+        rows = (n + 2) // 3
+        draws = torch.empty(rows, dtype=torch.int64).random_().view(torch.int16).view(rows, 4)[:, :3]  # 48 random bits
+        keep = (draws >= drop - 32768).reshape(-1)[:n].view(x.shape)
+        return (x * keep).mul_(65536 / (65536 - drop))
 
 
 # ---------------------------------------------------------------------------------------
@@ -318,7 +337,7 @@ class XmodEmbeddings(nn.Module):
         )
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
         limit = self.position_embeddings.num_embeddings
@@ -370,7 +389,7 @@ class XmodSelfOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
 
 class XmodAttention(nn.Module):
@@ -420,7 +439,7 @@ class XmodOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.ln_before_adapter = config.ln_before_adapter
         self.adapter_reuse_layer_norm = config.adapter_reuse_layer_norm
         if config.adapter_layer_norm:
@@ -874,7 +893,7 @@ class XmodClassificationHead(nn.Module):
         super().__init__()
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, h):
@@ -919,7 +938,7 @@ class XmodForTokenClassification(XmodPreTrainedModel):
         super().__init__(config)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.roberta = XmodModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()
 
@@ -961,7 +980,7 @@ class XmodForMultipleChoice(XmodPreTrainedModel):
     def __init__(self, config: XmodConfig):
         super().__init__(config)
         self.roberta = XmodModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.init_weights()
 
