@@ -480,6 +480,14 @@ class XmodOutput(nn.Module):
             return torch.cat([module(h[start:end], skip[start:end], self.dropout)
                               for module, (_, start, end) in zip(modules, segments)])
         out = torch.empty_like(h)  # inference: each segment writes its rows, no concatenation
+        act = modules[0].act_name
+        if act in ONEDNN_ACTIVATIONS and modules[0].dense1.weight.dtype == h.dtype:  # the kernels, called directly
+            kernel, (attr, algorithm) = torch.ops.mkldnn._linear_pointwise, ONEDNN_ACTIVATIONS[act]
+            for module, (_, start, end) in zip(modules, segments):
+                d1, d2 = module._modules["dense1"]._parameters, module._modules["dense2"]._parameters
+                inner = kernel(h[start:end], d1["weight"], d1["bias"], attr, [None], algorithm)
+                torch.add(kernel(inner, d2["weight"], d2["bias"], "none", [None], ""), skip[start:end], out=out[start:end])
+            return out
         for module, (_, start, end) in zip(modules, segments):
             module(h[start:end], skip[start:end], self.dropout, out=out[start:end])
         return out

@@ -270,6 +270,8 @@ MEMORY_SCRIPT = """
 import resource, sys, torch
 from xmodlm.recipes.bench import make_config, batch_for, reference_from
 from xmodlm.model import XmodForMaskedLM
+from xmodlm.runtime import tune_allocator
+tune_allocator()  # as the xmodlm command runs, for both implementations
 layers, hidden, vocab, langs, batch, seq = map(int, sys.argv[2:8])
 config = make_config(layers, hidden, vocab, langs, seq)
 torch.manual_seed(0)
