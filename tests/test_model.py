@@ -675,3 +675,26 @@ def test_dropout_keeps_one_minus_p_scales_exactly_and_backpropagates_its_mask():
     for rows in (1, 2, 3, 7):  # sizes that do not fill the last 64-bit draw
         assert drop(torch.ones(rows, 5)).shape == (rows, 5)
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):
+    """model.dropout_attention with its dropout as identity equals SDPA (no dropout), forward and backward,
+    with a padding mask; with dropout it zeroes attention probabilities."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[1, ..., 5:] = False
+    got = model_mod.dropout_attention(q, k, v, mask, torch.nn.Identity())
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(got.sum(), (q, k, v))
+    for a, b in zip(grads, torch.autograd.grad(want.sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    dropped = model_mod.dropout_attention(q, k, v, None, model_mod.Dropout(0.5).train())
+    assert not torch.allclose(dropped, model_mod.dropout_attention(q, k, v, None, torch.nn.Identity()))
+    model = ours(XmodForMaskedLM, attention_probs_dropout_prob=0.1).train()
+    ids, mask2 = batch()
+    calls = []
+    monkeypatch.setattr(model_mod, "dropout_attention", lambda *a: calls.append(1) or torch.zeros_like(a[0]))
+    model(ids, attention_mask=mask2, lang_ids=MIXED, labels=ids)
+    assert calls  # training with attention dropout on CPU takes it
