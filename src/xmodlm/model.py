@@ -3,12 +3,17 @@
 Parameter names are Hugging Face's (``roberta.encoder.layer.0.output.adapter_modules.en_XX.dense1``
 ...), so ``save_pretrained`` writes the same directory that ``transformers.Xmod*`` classes load,
 and ``from_pretrained`` reads theirs. The computation follows transformers' modeling_xmod
-exactly (parity tests compare outputs), with three differences in how, not what:
+exactly (parity tests compare outputs); the differences are in how, not what:
 
 * routing: the batch is grouped by language once per forward (one gather in, one out), and
-  each layer runs each language's module on a contiguous slice; a one-language batch takes
-  no gather at all. The reference loops over every configured language in every layer.
-* attention goes through ``scaled_dot_product_attention``.
+  each layer runs each language's module on a contiguous slice, or many small segments as one
+  batched matmul; a one-language batch takes no gather at all. The reference loops over every
+  configured language in every layer.
+* attention goes through ``scaled_dot_product_attention``, except on CPU for bf16 inference of
+  short sequences and for training with attention dropout (see ``bf16_attention``,
+  ``dropout_attention``).
+* on CPU, linears run through oneDNN (see "CPU kernels" below), and dropout masks come from a
+  faster generator (``Dropout``).
 * the masked-LM head scores only the labelled positions when labels are given.
 
 This module imports torch, safetensors and its config; nothing else from the package.
@@ -56,8 +61,8 @@ def activation(name: str):
 # ---------------------------------------------------------------------------------------
 # CPU kernels: oneDNN linears (fused epilogues and packed weights in inference; fp32 training)
 # ---------------------------------------------------------------------------------------
-# torch's float32 GEMM on CPU is MKL's, which takes a slower code path on AMD processors: 215
-# GFLOP/s on this project's EPYC against oneDNN's ~465 for the same fp32 product (same precision).
+# torch's float32 GEMM on CPU is MKL's, which takes a slower code path on AMD processors: about
+# 220 GFLOP/s on this project's EPYC against oneDNN's 490 for the same fp32 product (same precision).
 # So on CPU, when oneDNN is in the build:
 # * inference (eval mode, no autograd), fp32 or bf16: one oneDNN call per linear, the activation or
 #   the residual add applied inside it on the fp32 accumulator (rounded once, where the plain path
@@ -68,6 +73,8 @@ def activation(name: str):
 # Same computations, not approximations. ``use_onednn(False)`` switches all of it off.
 ONEDNN_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh"),
                       "relu": ("relu", ""), "silu": ("swish", ""), "swish": ("swish", ""), "tanh": ("tanh", "")}
+
+
 def _onednn_in_build() -> bool:
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._linear_pointwise)
@@ -146,6 +153,24 @@ def bf16_attention(q, k, v, mask):
     return torch.bmm(probs, v.reshape(B * H, T, D)).view(B, H, T, D)
 
 
+def dropout_attention(q, k, v, mask, dropout: nn.Module):
+    """Softmax attention with dropout on the probabilities, for CPU training: what SDPA's math path
+    computes there (float32 for bf16 inputs, probabilities materialised), with the faster Dropout
+    mask; torch's bernoulli took 7% of a bf16 training step in SDPA."""
+    scale = q.shape[-1] ** -0.5
+    scores = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1)), v.float()).to(q.dtype)
+
+
+def concat(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if len(linears) == 1:
+        return linears[0].weight, linears[0].bias
+    bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
+    return torch.cat([m.weight for m in linears]), bias
+
+
 def packed_weights(linears: Sequence[nn.Linear], rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The weight of ``linears`` (concatenated along the output) reordered into oneDNN's blocked
     layout, and their bias; cached on the first linear until any tensor is replaced or changed."""
@@ -156,24 +181,6 @@ def packed_weights(linears: Sequence[nn.Linear], rows: int) -> tuple[torch.Tenso
         weight, bias = concat(linears)
         cached = INFERENCE_CACHE[linears[0]] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows), bias)
     return cached[1], cached[2]
-
-
-def concat(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if len(linears) == 1:
-        return linears[0].weight, linears[0].bias
-    bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
-    return torch.cat([m.weight for m in linears]), bias
-
-
-def dropout_attention(q, k, v, mask, dropout: nn.Module):
-    """Softmax attention with dropout on the probabilities, for CPU training: what SDPA's math path
-    computes there (float32 for bf16 inputs, probabilities materialised), with the faster Dropout
-    mask; torch's bernoulli took 7% of a bf16 training step in SDPA."""
-    scale = q.shape[-1] ** -0.5
-    scores = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
-    return torch.matmul(dropout(torch.softmax(scores, dim=-1)), v.float()).to(q.dtype)
 
 
 def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
