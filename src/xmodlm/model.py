@@ -33,6 +33,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .config import XmodConfig, resolve_pretrained
 
@@ -117,7 +118,8 @@ def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None)
 
 
 class OneDNNLinear(torch.autograd.Function):
-    """F.linear for float32 CPU training, with the forward and both backward products in oneDNN."""
+    """F.linear for float32 CPU training, with the forward and both backward products in oneDNN.
+    Differentiable once: for double backward (gradient penalties) call ``use_onednn(False)``."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -126,6 +128,7 @@ class OneDNNLinear(torch.autograd.Function):
         return _mm(x, weight, bias)
 
     @staticmethod
+    @once_differentiable  # oneDNN's kernels have no derivatives: a second backward is a clear error
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad2 = grad.reshape(-1, grad.shape[-1])
