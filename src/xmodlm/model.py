@@ -174,7 +174,7 @@ def concat(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | N
     return torch.cat([m.weight for m in linears]), bias
 
 
-def packed_weights(linears: Sequence[nn.Linear], rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def packed_weights(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The weight of ``linears`` (concatenated along the output) reordered into oneDNN's blocked
     layout, and their bias; cached on the first linear until any tensor is replaced or changed."""
     tensors = [t for m in linears for t in (m.weight, m.bias) if t is not None]
@@ -182,7 +182,8 @@ def packed_weights(linears: Sequence[nn.Linear], rows: int) -> tuple[torch.Tenso
     cached = INFERENCE_CACHE.get(linears[0])
     if cached is None or cached[0] != key:
         weight, bias = concat(linears)
-        cached = INFERENCE_CACHE[linears[0]] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows), bias)
+        # no batch-size hint: the layout then serves any batch (a hint of 1 made fp32 at 1024 rows 4% slower)
+        cached = INFERENCE_CACHE[linears[0]] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()), bias)
     return cached[1], cached[2]
 
 
@@ -194,7 +195,7 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     ``out`` (inference only, with ``residual``) receives the sum instead of a new tensor."""
     weight = linears[0].weight
     if fusable(linears[0], x) and weight.dtype == x.dtype and (act is None or act in ONEDNN_ACTIVATIONS):
-        weight, bias = packed_weights(linears, x.numel() // x.shape[-1]) if pack else concat(linears)
+        weight, bias = packed_weights(linears) if pack else concat(linears)
         attr, algorithm = ONEDNN_ACTIVATIONS[act] if act else ("none", "")
         y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [None], algorithm)
         if residual is None:
