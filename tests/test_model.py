@@ -698,3 +698,13 @@ def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):
     monkeypatch.setattr(model_mod, "dropout_attention", lambda *a: calls.append(1) or torch.zeros_like(a[0]))
     model(ids, attention_mask=mask2, lang_ids=MIXED, labels=ids)
     assert calls  # training with attention dropout on CPU takes it
+
+
+def test_inference_under_autocast_computes_in_bfloat16():
+    """The fused kernels step aside under autocast, so its bf16 casts still apply."""
+    model = ours(XmodModel)
+    ids, mask = batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        h = model(ids, attention_mask=mask, lang_ids=MIXED).last_hidden_state
+        inner = model.encoder.layer[0].intermediate(h)
+    assert inner.dtype == torch.bfloat16

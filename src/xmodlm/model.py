@@ -101,9 +101,9 @@ def _onednn_ready(x: torch.Tensor) -> bool:
 
 
 def fusable(module: nn.Module, x: torch.Tensor) -> bool:
-    """Inference through the fused oneDNN kernels."""
+    """Inference through the fused oneDNN kernels (not under autocast, whose casts they would skip)."""
     return (not module.training and not torch.is_grad_enabled() and x.dtype in (torch.float32, torch.bfloat16)
-            and _onednn_ready(x))
+            and _onednn_ready(x) and not torch.is_autocast_enabled("cpu"))
 
 
 def onednn_trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
