@@ -392,7 +392,6 @@ class XmodSelfAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout_p = config.attention_probs_dropout_prob
         self.dropout = Dropout(config.attention_probs_dropout_prob)  # no parameters: names unaffected
 
     def forward(self, x, mask):
@@ -402,10 +401,10 @@ class XmodSelfAttention(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B, H, T, D)
         if q.dtype == torch.bfloat16 and fusable(self.query, q) and T <= 128:
             y = bf16_attention(q, k, v, mask)
-        elif self.training and self.dropout_p > 0 and q.device.type == "cpu":
+        elif self.training and self.dropout.p > 0 and q.device.type == "cpu":
             y = dropout_attention(q, k, v, mask, self.dropout)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
         return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
 
 
@@ -434,7 +433,7 @@ class XmodIntermediate(nn.Module):
     def __init__(self, config: XmodConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = activation(config.hidden_act)  # validates the name
+        activation(config.hidden_act)  # an unknown name fails here, at construction
         self.act_name = config.hidden_act
 
     def forward(self, x):
