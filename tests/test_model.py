@@ -553,7 +553,11 @@ def test_inference_takes_the_fused_path():
 def test_fused_inference_matches_plain_float32(act):
     model = ours(XmodModel, hidden_act=act)
     ids, mask = batch(lengths=[12, 9, 12, 5, 12])
-    assert maxdiff(encode(model, ids, mask, MIXED, True), encode(model, ids, mask, MIXED, False)) <= TOL
+    calls = spy(model, "run_grouped")
+    plain = encode(model, ids, mask, MIXED, False)
+    for _ in range(2):  # the second call runs the modules as grouped convolutions
+        assert maxdiff(encode(model, ids, mask, MIXED, True), plain) <= TOL
+    assert calls[-1]
 
 
 @needs_onednn
@@ -597,23 +601,104 @@ def test_a_model_with_inference_caches_deep_copies_and_saves(tmp_path):
     assert torch.equal(encode(XmodModel.from_pretrained(tmp_path).eval(), ids, mask, MIXED, True), expected)
 
 
-def test_stacked_module_weights_follow_changes_and_dtype():
-    """The batched path's stacked weights are cached across inference calls; in-place changes and
-    dtype conversions must invalidate them (compared with a model that never cached)."""
+# Ten languages, one row each: equal segments, run as grouped convolutions once the layout repeats.
+# Three rows for nine of them and two for the tenth: too many groups, so padded batched matmuls.
+LAYOUTS = {"grouped": [1] * 10, "batched": [3] * 9 + [2]}
+
+
+def layout_langs(name):
+    return [i for i, n in enumerate(LAYOUTS[name]) for _ in range(n)]
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_cached_module_weights_follow_changes_and_dtype(layout):
+    """The stacked (batched path) and packed (grouped path) module weights are cached across
+    inference calls; in-place changes and dtype conversions must invalidate them. Compared with a
+    model that never cached, each run twice so that both take the same path."""
     codes = [f"l{i}_XX" for i in range(10)]
     model = ours(XmodModel, languages=codes)
-    ids, mask = batch(b=10)
-    lang = list(range(10))
-    encode(model, ids, mask, lang, True)
+    lang = layout_langs(layout)
+    ids, mask = batch(b=len(lang))
+
+    def twice(m):
+        encode(m, ids, mask, lang, True)
+        return encode(m, ids, mask, lang, True)
+
+    twice(model)
     with torch.no_grad():
         model.encoder.layer[0].output.adapter_modules["l3_XX"].dense2.bias.add_(1.0)
     fresh = copy.deepcopy(model)
-    assert maxdiff(encode(model, ids, mask, lang, True), encode(fresh, ids, mask, lang, True)) == 0
+    assert maxdiff(twice(model), twice(fresh)) == 0
     model.to(torch.bfloat16)
     fresh = ours(XmodModel, languages=codes)
     fresh.load_state_dict(model.state_dict())
     fresh.to(torch.bfloat16)
-    assert torch.equal(encode(model, ids, mask, lang, True), encode(fresh, ids, mask, lang, True))
+    assert torch.equal(twice(model), twice(fresh))
+
+
+def spy(model, name):
+    """Count the calls of XmodOutput.<name> that return a result, in every layer."""
+    calls = []
+    for layer in model.encoder.layer:
+        original = getattr(layer.output, name)
+
+        def wrapped(*args, original=original):
+            y = original(*args)
+            calls.append(y is not None)
+            return y
+        setattr(layer.output, name, wrapped)
+    return calls
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [[1] * 6, [2, 1, 1, 1, 1, 1, 1], [2, 2, 4]], ids=["one-each", "one-twice", "multiples"])
+def test_grouped_modules_match_reference_once_the_layout_repeats(rows, tmp_path):
+    """Reference: transformers.XmodModel. In inference a repeated language layout runs every module
+    as one grouped convolution (XmodOutput.run_grouped); the first sighting takes the other paths."""
+    codes = [f"l{i}_XX" for i in range(len(rows))]
+    model = ours(XmodModel, languages=codes)
+    ref = reference(model, tmp_path, transformers.XmodModel)
+    lang = torch.tensor([i for i, n in enumerate(rows) for _ in range(n)])[torch.randperm(sum(rows))]
+    ids, mask = batch(b=len(lang), lengths=[12 - i % 5 for i in range(len(lang))])
+    calls = spy(model, "run_grouped")
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask, lang_ids=lang).last_hidden_state
+        first = model(ids, attention_mask=mask, lang_ids=lang).last_hidden_state
+        assert calls == [False, False]  # seen once: not packed yet
+        for _ in range(2):
+            got = model(ids, attention_mask=mask, lang_ids=lang).last_hidden_state
+        assert calls[2:] == [True] * 4
+    real = mask.bool()  # padded positions are left unspecified
+    assert maxdiff(first[real], want[real]) <= TOL and maxdiff(got[real], want[real]) <= TOL
+
+
+@needs_onednn
+def test_grouped_modules_in_bfloat16_are_as_accurate_as_plain():
+    codes = [f"l{i}_XX" for i in range(8)]
+    model = ours(XmodModel, languages=codes)
+    ids, mask = batch(b=8, t=16)
+    exact = encode(model, ids, mask, list(range(8)), False)
+    model16 = copy.deepcopy(model).to(torch.bfloat16)
+    calls = spy(model16, "run_grouped")
+    plain = encode(model16, ids, mask, list(range(8)), False)
+    encode(model16, ids, mask, list(range(8)), True)
+    grouped = encode(model16, ids, mask, list(range(8)), True)
+    assert calls[-2:] == [True, True]
+    assert maxdiff(grouped, exact) <= 1.5 * maxdiff(plain, exact) + 1e-3
+
+
+@needs_onednn
+def test_a_new_layout_each_batch_never_packs():
+    """Alternating layouts: every call is a first sighting, so no grouped weights are built."""
+    codes = [f"l{i}_XX" for i in range(10)]
+    model = ours(XmodModel, languages=codes)
+    ids, mask = batch(b=8)
+    calls = spy(model, "run_grouped")
+    for step in range(4):
+        encode(model, ids, mask, list(range(8)) if step % 2 else list(range(2, 10)), True)
+    assert calls and not any(calls)
+    slots = [model_mod.INFERENCE_CACHE[layer.output]["grouped"] for layer in model.encoder.layer]
+    assert all(entry[3] is None for entry in slots)  # layouts remembered, nothing packed
 
 
 def test_an_added_module_follows_the_models_mode():
