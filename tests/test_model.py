@@ -785,6 +785,26 @@ def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):
     assert calls  # training with attention dropout on CPU takes it
 
 
+@needs_onednn
+@pytest.mark.parametrize("head_dim", [64, 32], ids=["scale-power-of-two", "scale-inexact"])
+def test_bf16_attention_keeps_float32_score_precision(head_dim):
+    """model.bf16_attention (hi + lo bf16 products for the scores) against attention in float64 on the
+    same bf16 inputs: its scores must be float32-grade, i.e. far closer than bfloat16 scores give and
+    no further than SDPA's bf16 kernel (float32 scores) with a padding mask."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = ((3 * torch.randn(2, 4, 24, head_dim, generator=g)).to(torch.bfloat16) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 24, dtype=torch.bool)
+    mask[1, ..., 17:] = False
+    exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    got = model_mod.bf16_attention(q, k, v, mask)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores16 = (q @ k.transpose(-1, -2)) * head_dim ** -0.5  # bf16 scores, as a plain bf16 matmul gives
+    rounded = torch.softmax(scores16.float().masked_fill(~mask, float("-inf")), -1).to(torch.bfloat16) @ v
+    err = (got.double() - exact).abs().max()
+    assert err <= 1.5 * (sdpa.double() - exact).abs().max()
+    assert err < 0.5 * (rounded.double() - exact).abs().max()
+
+
 def test_inference_under_autocast_computes_in_bfloat16():
     """The fused kernels step aside under autocast, so its bf16 casts still apply."""
     model = ours(XmodModel)
