@@ -577,20 +577,25 @@ class XmodOutput(nn.Module):
         this module's ``slot`` until ``key`` differs or a parameter is replaced or changed (identity,
         storage and version, checked through the modules' dicts: at 81 languages this runs every
         layer, so it must be cheap). With ``reuse_first``, built only when the same key comes twice
-        in a row (None the first time): for a value that pays only when reused."""
+        in a row (None the first time): for a value that pays only when reused. A key seen once does
+        not evict the value built for another, so a stray batch leaves a repeated layout packed."""
         params = [lin._parameters[name] for m in modules for lin in (m._modules["dense1"], m._modules["dense2"])
                   for name in ("weight", "bias")]
         if torch.is_grad_enabled():
             return build(params)
         slots = INFERENCE_CACHE.setdefault(self, {})
         state = [(p._version, p.data_ptr()) for p in params]
-        cached = slots.get(slot)
-        seen = (cached is not None and cached[0] == key and cached[2] == state
-                and all(a is b for a, b in zip(cached[1], params)))
-        if seen and cached[3] is not None:
-            return cached[3]
-        value = build(params) if seen or not reuse_first else None
-        if value is not None and reuse_first:  # the reused value takes over: one cached copy per module
+
+        def holds(entry) -> bool:
+            return (entry is not None and entry[0] == key and entry[2] == state
+                    and all(a is b for a, b in zip(entry[1], params)))
+        if holds(slots.get(slot)):
+            return slots[slot][3]
+        if reuse_first and not holds(slots.get(slot + " seen")):
+            slots[slot + " seen"] = (key, params, state, None)
+            return None
+        value = build(params)
+        if reuse_first:  # the reused value takes over: one cached copy of the weights per module
             slots.clear()
         slots[slot] = (key, params, state, value)
         return value
