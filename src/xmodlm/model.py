@@ -7,8 +7,9 @@ exactly (parity tests compare outputs); the differences are in how, not what:
 
 * routing: the batch is grouped by language once per forward (one gather in, one out), and
   each layer runs each language's module on a contiguous slice, or many small segments as one
-  batched matmul; a one-language batch takes no gather at all. The reference loops over every
-  configured language in every layer.
+  batched matmul, or (CPU inference, a batch layout seen twice in a row) all of them as one
+  grouped convolution on packed weights; a one-language batch takes no gather at all. The
+  reference loops over every configured language in every layer.
 * attention goes through ``scaled_dot_product_attention``, except on CPU for bf16 inference of
   short sequences and for training with attention dropout (see ``bf16_attention``,
   ``dropout_attention``).
@@ -150,8 +151,8 @@ def bf16_attention(q, k, v, mask):
     slow on AMD): ``hi`` = q k^T rounded to bfloat16, then ``lo`` = q k^T - hi, which oneDNN
     accumulates in float32 before rounding it; hi + lo carries about 16 significant bits (the score
     error measured 6e-5 at |q k^T| ~ 100, against 2e-5 for a float32 matmul and 0.25 for bfloat16).
-    The scores are held in full, so this serves short sequences: at T <= 128 this beats torch 2.13's
-    CPU bf16 flash kernel by about 1.3x (at T = 512 the flash kernel wins by 2x)."""
+    The scores are held in full, so this serves short sequences (T <= 128). At 8 x 12 heads x 128 x 64
+    it takes 2.6 ms against 3.9 for torch 2.13's CPU bf16 flash kernel and 2.9 for float32 scores."""
     B, H, T, D = q.shape
     scale = D ** -0.5
     exact_scale = math.frexp(scale)[0] == 0.5  # a power of two: q * scale is exact in bfloat16
