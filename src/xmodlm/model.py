@@ -208,6 +208,9 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     weight = linears[0].weight
     if fusable(linears[0], x) and weight.dtype == x.dtype and (act is None or act in ONEDNN_ACTIVATIONS):
         weight, bias = packed_weights(linears) if pack else concat(linears)
+        if residual is not None and act is None and out is None and residual.dtype == x.dtype:
+            # the residual added on the fp32 accumulator: one rounding (as fast as a separate add)
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
         attr, algorithm = ONEDNN_ACTIVATIONS[act] if act else ("none", "")
         y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [None], algorithm)
         if residual is None:
