@@ -83,10 +83,14 @@ def test_encoder_matches_reference_for_every_layer_variant(variant, tmp_path):
     ref = reference(model, tmp_path, transformers.XmodModel)
     ids, mask = batch(lengths=[12, 7, 12, 4, 9])
     lang = torch.tensor(MIXED)
+    calls = spy(model, "run_grouped")
     with torch.no_grad():
-        got = model(ids, attention_mask=mask, lang_ids=lang, output_hidden_states=True)
         want = ref(input_ids=ids, attention_mask=mask, lang_ids=lang, output_hidden_states=True)
+        first = model(ids, attention_mask=mask, lang_ids=lang).last_hidden_state  # the layout's first sighting
+        got = model(ids, attention_mask=mask, lang_ids=lang, output_hidden_states=True)  # grouped modules on CPU
+    assert calls[-1] or not torch.backends.mkldnn.is_available()
     real = mask.bool()
+    assert maxdiff(first[real], want.last_hidden_state[real]) <= TOL
     assert maxdiff(got.last_hidden_state[real], want.last_hidden_state[real]) <= TOL
     assert maxdiff(got.last_hidden_state, want.last_hidden_state) <= TOL  # pad positions too
     assert maxdiff(got.pooler_output, want.pooler_output) <= TOL
