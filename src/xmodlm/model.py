@@ -649,9 +649,9 @@ class XmodOutput(nn.Module):
         one call per product for the whole batch, on weights packed once, with the activation and the
         residual fused. The rows split into ``groups`` equal groups, each of one language; positions
         become the convolution's spatial axis and (group, channel) its channels."""
-        width, per_row = h.shape[-1], groups / h.shape[0]
+        width, rows_per_group = h.shape[-1], h.shape[0] // groups
         tokens = h.numel() // (groups * width)
-        weights = self.grouped_weights([m for m, n in zip(modules, routing.rows) for _ in range(round(n * per_row))], tokens)
+        weights = self.grouped_weights([m for m, n in zip(modules, routing.rows) for _ in range(n // rows_per_group)], tokens)
         if weights is None:
             return None
         w1, b1, w2, b2 = weights
@@ -664,7 +664,8 @@ class XmodOutput(nn.Module):
         attr, algorithm = ONEDNN_ACTIVATIONS[modules[0].act_name]
         inner = conv(x, w1, b1, [0, 0], [1, 1], [1, 1], groups, attr, [None], algorithm)
         y = conv.binary(inner, residual, w2, b2, [0, 0], [1, 1], [1, 1], groups, "add", None, None, [], None)
-        return y.permute(0, 2, 3, 1).reshape(tokens, groups, width).transpose(0, 1).reshape(h.shape)
+        # back to (rows, ..., d) order; contiguous, as every other path returns (LayerNorm would copy anyway)
+        return y.permute(0, 2, 3, 1).reshape(tokens, groups, width).transpose(0, 1).contiguous().view(h.shape)
 
 
 class XmodLayer(nn.Module):
