@@ -297,6 +297,8 @@ class Routing:
         self.codes = tuple(code for code, _, _ in self.segments)
         self.rows = [end - start for _, start, end in self.segments]
         self.equal = all(r == self.rows[0] for r in self.rows)
+        # equal groups of rows, each of one language: one per row / gcd(rows) (the grouped path)
+        self.groups = sum(self.rows) // (math.gcd(*self.rows) or 1)
 
 
 def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> list[int]:
@@ -573,9 +575,7 @@ class XmodOutput(nn.Module):
         if not (fusable(module, h) and module.act_name in ONEDNN_ACTIVATIONS and module.dense1.weight.dtype == h.dtype
                 and h.is_contiguous() and skip.is_contiguous() and h.dim() >= 2):
             return 0
-        rows = math.gcd(*routing.rows)
-        groups = sum(routing.rows) // rows
-        return groups if groups <= 2 * len(routing.rows) else 0
+        return routing.groups if routing.groups <= 2 * len(routing.rows) else 0
 
     def _cached(self, slot: str, key, modules, build, reuse_first: bool = False):
         """``build(params)`` for the modules' parameters, kept across inference calls (no autograd) in
@@ -605,12 +605,13 @@ class XmodOutput(nn.Module):
         slots[slot] = (key, params, state, value)
         return value
 
-    def stacked_weights(self, codes: tuple[str, ...], modules) -> tuple[torch.Tensor, ...]:
-        """(n, d, r), (n, 1, r), (n, r, d), (n, 1, d) for the batched path (cached in inference)."""
+    def stacked_weights(self, modules) -> tuple[torch.Tensor, ...]:
+        """(n, d, r), (n, 1, r), (n, r, d), (n, 1, d) for the batched path (cached in inference; the
+        modules' parameters, compared by identity, are the whole key)."""
         def build(params):
             w1, b1, w2, b2 = (torch.stack(params[i::4]) for i in range(4))
             return w1.transpose(1, 2), b1.unsqueeze(1), w2.transpose(1, 2), b2.unsqueeze(1)
-        return self._cached("stacked", codes, modules, build)
+        return self._cached("stacked", None, modules, build)
 
     def run_batched(self, h, routing: Routing, modules, skip=None):
         """Every segment's module as two padded batched matmuls; ``skip`` (equal segments only) is
@@ -623,7 +624,7 @@ class XmodOutput(nn.Module):
             x = torch.stack([F.pad(h[start:end], (0, 0) * (h.dim() - 1) + (0, width - (end - start)))
                              for _, start, end in segments])  # (n, width, ..., d)
         n, d = len(segments), h.shape[-1]
-        w1, b1, w2, b2 = self.stacked_weights(routing.codes, modules)
+        w1, b1, w2, b2 = self.stacked_weights(modules)
         inner = modules[0].act(torch.baddbmm(b1, x.reshape(n, -1, d), w1))
         if skip is not None:
             return torch.baddbmm(skip.reshape(n, -1, d), inner, w2).add_(b2).reshape(h.shape)
