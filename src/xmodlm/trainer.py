@@ -710,5 +710,6 @@ class Trainer:
         if export_dir is not None:  # while the process group lives: under fsdp the weights are gathered
             self.save_model(export_dir)
         if self._owns_process_group:
+            dist.barrier()  # no rank tears gloo down while another still has collectives in flight
             dist.destroy_process_group()
         return record
