@@ -59,7 +59,7 @@ class BenchSettings:
     data: str = setting("", "corpus directory for the data suite (default: ../shared/data/ntrex or synthetic)")
     threads: int | None = setting(None, "torch.set_num_threads (default: torch's choice)")
     device: str = setting("cpu", "cpu or cuda (the targets are CPU ones; the GPU path has not been run here)")
-    compile: bool = setting(False, "also time ours under torch.compile (train suite)")
+    compile: bool = setting(False, "also time ours under torch.compile (train and infer suites)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,8 +208,11 @@ def bench_infer(s: BenchSettings, ceilings: dict) -> list[dict]:
     def forward(model):
         return lambda: torch.no_grad()(model)(input_ids=ids, lang_ids=lang)
 
-    times = median_times({"reference bf16": forward(ref16), "ours bf16": forward(ours16),
-                          "reference fp32": forward(ref), "ours fp32": forward(ours)}, s.steps, s.warmup)
+    fns = {"reference bf16": forward(ref16), "ours bf16": forward(ours16),
+           "reference fp32": forward(ref), "ours fp32": forward(ours)}
+    if s.compile:  # the compiled module shares ours16's weights
+        fns["ours bf16 + compile"] = forward(torch.compile(ours16))
+    times = median_times(fns, s.steps, s.warmup)
     flops = model_flops(config, batch, seq, 0, train=False)
     shape = f"encoder forward {layers}x{hidden} V={vocab // 1000}k {langs} langs {batch}x{seq} mixed"
     out = rows(shape, {k: v for k, v in times.items() if "bf16" in k}, "reference bf16", batch * seq, flops, ceilings)
