@@ -17,7 +17,7 @@ exactly (parity tests compare outputs); the differences are in how, not what:
   faster generator (``Dropout``).
 * the masked-LM head scores only the labelled positions when labels are given.
 
-This module imports torch, safetensors and its config; nothing else from the package.
+This module imports torch, numpy, safetensors and its config; nothing else from the package.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -230,19 +231,25 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
 
 class Dropout(nn.Dropout):
     """nn.Dropout with a faster CPU training mask: each element's keep decision is a 16-bit random
-    draw (three per 64-bit draw of torch's generator), kept with probability (65536 - k) / 65536 for
-    k = round(p * 65536), and scaled by that probability's exact inverse, so the expectation is
-    exact. p is thus rounded to a multiple of 1/65536 (0.1 -> 0.100006). 2.5x faster than torch's
-    CPU bernoulli (2048 x 256: 1.0 ms against 2.5). Elsewhere (GPU, eval, in place) nn.Dropout."""
+    draw, kept with probability (65536 - k) / 65536 for k = round(p * 65536), and scaled by that
+    probability's exact inverse, so the expectation is exact. p is thus rounded to a multiple of
+    1/65536 (0.1 -> 0.100006). The draws come four per 64-bit output of numpy's SFC64 generator,
+    seeded for each call from torch's global generator (so ``torch.manual_seed`` and saved RNG
+    states govern it as they govern torch's own dropout). Measured on the 2-core EPYC (Zen 4) at
+    16 x 128 x 256: 0.27 ms for the mask against 1.0 with three draws per 64-bit output of torch's
+    Mersenne Twister (strided, so the comparison could not vectorise) and 3.0 for torch's
+    bernoulli_. Elsewhere (GPU, eval, in place) nn.Dropout."""
 
     def forward(self, x):
         drop = round(self.p * 65536)
         if not self.training or self.inplace or x.device.type != "cpu" or not 0 < drop < 65536:
             return super().forward(x)
         n = x.numel()
-        rows = (n + 2) // 3
-        draws = torch.empty(rows, dtype=torch.int64).random_().view(torch.int16).view(rows, 4)[:, :3]  # 48 random bits
-        keep = (draws >= drop - 32768).reshape(-1)[:n].view(x.shape)
+        seed = int(torch.empty((), dtype=torch.int64).random_())
+        draws = np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
+        # compared in numpy (10x faster than torch's int16 comparison), multiplied as uint8 (torch
+        # multiplies bf16 by a uint8 mask 4x faster than by a bool one)
+        keep = torch.from_numpy(draws >= drop - 32768).view(torch.uint8).view(x.shape)
         return (x * keep).mul_(65536 / (65536 - drop))
 
 
@@ -524,9 +531,9 @@ class XmodOutput(nn.Module):
                 return self.run_batched(h, routing, modules, skip)  # the residual rides in the last product
             return self.dropout(self.run_batched(h, routing, modules)) + skip
         if torch.is_grad_enabled() or not fusable(self, h):
-            # split (not slicing): its backward is one concatenation, not a zero-filled batch per segment
-            return torch.cat([module(part, part_skip, self.dropout) for module, part, part_skip
-                              in zip(modules, h.split(routing.rows), skip.split(routing.rows))])
+            # split (not slicing): its backward is one concatenation, not a zero-filled batch per segment;
+            # one dropout over the whole batch, not one per segment (each call has fixed costs)
+            return self.dropout(torch.cat([module(part) for module, part in zip(modules, h.split(routing.rows))])) + skip
         out = torch.empty_like(h)  # inference: each segment writes its rows, no concatenation
         act = modules[0].act_name
         if act in ONEDNN_ACTIVATIONS and modules[0].dense1.weight.dtype == h.dtype:  # the kernels, called directly
