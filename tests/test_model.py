@@ -803,6 +803,30 @@ def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):
     assert calls  # training with attention dropout on CPU takes it
 
 
+def test_training_attention_under_bf16_autocast_ignores_padding():
+    """Under CPU bf16 autocast the scores are bf16: masking must use bf16's minimum (float32's
+    overflowed and raised). The padded row must equal attention over its real keys only, and a
+    masked-LM step with padding must train."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g).to(torch.bfloat16) for _ in range(3))  # as autocast's linears give
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[1, ..., 5:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model_mod.dropout_attention(q, k, v, mask, torch.nn.Identity())
+        alone = model_mod.dropout_attention(q[1:], k[1:, :, :5], v[1:, :, :5], None, torch.nn.Identity())
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got[1:], alone)
+    want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)  # bf16 products
+    model = ours(XmodForMaskedLM, attention_probs_dropout_prob=0.1).train()
+    ids, pad_mask = batch(lengths=[12, 9, 12, 5, 12])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(ids, attention_mask=pad_mask, lang_ids=MIXED, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 @needs_onednn
 @pytest.mark.parametrize("head_dim", [64, 32], ids=["scale-power-of-two", "scale-inexact"])
 def test_bf16_attention_keeps_float32_score_precision(head_dim):

@@ -173,12 +173,15 @@ def bf16_attention(q, k, v, mask):
 def dropout_attention(q, k, v, mask, dropout: nn.Module):
     """Softmax attention with dropout on the probabilities, for CPU training: what SDPA's math path
     computes there (float32 for bf16 inputs, probabilities materialised), with the faster Dropout
-    mask; torch's bernoulli took 7% of a bf16 training step in SDPA."""
+    mask; torch's bernoulli took 7% of a bf16 training step in SDPA. Under autocast the products run
+    in bf16 whatever their inputs (autocast casts them), so the inputs are not converted to float32
+    first: the same result without two conversions per tensor."""
     scale = q.shape[-1] ** -0.5
-    scores = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
-    return torch.matmul(dropout(torch.softmax(scores, dim=-1)), v.float()).to(q.dtype)
+    up = (lambda t: t) if torch.is_autocast_enabled(q.device.type) else (lambda t: t.float())
+    scores = torch.matmul(up(q) * scale, up(k).transpose(-1, -2))
+    if mask is not None:  # the scores' own minimum: under autocast they are bf16
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1)), up(v)).to(q.dtype)
 
 
 def concat(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
