@@ -536,7 +536,8 @@ class XmodOutput(nn.Module):
         if torch.is_grad_enabled() or not fusable(self, h):
             # split (not slicing): its backward is one concatenation, not a zero-filled batch per segment;
             # one dropout over the whole batch, not one per segment (each call has fixed costs)
-            return self.dropout(torch.cat([module(part) for module, part in zip(modules, h.split(routing.rows))])) + skip
+            outputs = [module(part) for module, part in zip(modules, h.split(routing.rows))]
+            return self.dropout(torch.cat(outputs)) + skip
         out = torch.empty_like(h)  # inference: each segment writes its rows, no concatenation
         act = modules[0].act_name
         if act in ONEDNN_ACTIVATIONS and modules[0].dense1.weight.dtype == h.dtype:  # the kernels, called directly
