@@ -25,7 +25,7 @@ import torch
 
 import xmodlm
 import xmodlm.model as model_mod
-from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, reference_from
+from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops, reference_from
 
 
 def main() -> None:
@@ -66,6 +66,7 @@ def main() -> None:
     flops = {"linears (shared, attention output)": 2 * tokens * layers * (4 * d * d + 2 * d * f),
              "attention core": 2 * 2 * tokens * layers * seq * d,
              "language modules": 2 * 2 * tokens * layers * d * r}
+    assert sum(flops.values()) == model_flops(config, batch, seq, 0, train=False)  # the bench's count, split by part
     ceiling = max(matmul_ceiling(torch.bfloat16).values())
 
     ours, theirs = [], []
