@@ -159,8 +159,12 @@ def bf16_attention(q, k, v, mask):
     B, H, T, D = q.shape
     scale = D ** -0.5
     exact_scale = math.frexp(scale)[0] == 0.5  # a power of two: q * scale is exact in bfloat16
-    # one pass gathers the strided head view into (B * H, T, D), scaled on the way when exact
-    q = torch.mul(q, scale, out=q.new_empty(B, H, T, D)).view(B * H, T, D) if exact_scale else q.reshape(B * H, T, D)
+    # gather the strided head view into (B * H, T, D), then scale it in place when exact: a copy and a
+    # contiguous multiply took 0.3 ms at 8 x 12 x 128 x 64 against 1.0 for one multiply from the strided view
+    contiguous = q.is_contiguous()  # then reshape is a view of the caller's tensor, not to be scaled in place
+    q = q.reshape(B * H, T, D)
+    if exact_scale:
+        q = q * scale if contiguous else q.mul_(scale)
     k = k.reshape(B * H, T, D).transpose(1, 2)
     hi = torch.bmm(q, k)
     scores = hi.float().add_(torch.baddbmm(hi, q, k, beta=-1))
