@@ -841,6 +841,8 @@ def test_bf16_attention_keeps_float32_score_precision(head_dim):
     before = q.clone()
     got = model_mod.bf16_attention(q, k, v, mask)
     assert torch.equal(q, before)  # the caller's query is not scaled in place
+    strided = q.transpose(-1, -2).contiguous().transpose(-1, -2)  # not contiguous, yet reshaped as a view
+    assert torch.equal(model_mod.bf16_attention(strided, k, v, mask), got) and torch.equal(strided, before)
     sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scores16 = (q @ k.transpose(-1, -2)) * head_dim ** -0.5  # bf16 scores, as a plain bf16 matmul gives
     rounded = torch.softmax(scores16.float().masked_fill(~mask, float("-inf")), -1).to(torch.bfloat16) @ v
