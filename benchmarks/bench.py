@@ -5,7 +5,9 @@
     python3 benchmarks/bench.py --quick               # small shapes, a smoke run
 """
 
-from xmodlm.recipes.bench import main
+import sys
+
+from xmodlm.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["bench", *sys.argv[1:]]))

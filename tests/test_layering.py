@@ -47,3 +47,9 @@ def test_library_modules_do_not_import_each_other_upwards():
              "synthetic": set()}
     for name, allowed in lower.items():
         assert module_imports(name) <= allowed | {"config"}, name
+
+
+def test_recipes_never_import_the_cli():
+    """Recipes are callable from Python; the CLI calls them, never the other way round."""
+    for path in (PACKAGE / "recipes").rglob("*.py"):
+        assert "cli" not in internal_imports(path), f"{path.relative_to(PACKAGE)} imports the CLI"

@@ -226,6 +226,7 @@ def run_two_processes(mode, out_dir):
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_equal_one_process(tmp_path):
     """torchrun-style env (RANK/WORLD_SIZE) with gloo: each rank gets half the global batch."""
     run_two_processes("ddp", tmp_path / "ddp")
@@ -266,6 +267,7 @@ def losses(out_dir, key="loss"):
     return [r[key] for r in read_metrics(out_dir)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(XmodForMaskedLM is None, reason="xmodlm.model is not importable")
 def test_two_fsdp_processes_equal_one_process_and_resume(tmp_path):
     """strategy="fsdp" (FSDP2 on CPU/gloo), half the global batch per rank: the losses and weights of one process,

@@ -1,43 +1,16 @@
-"""The one training loop for pre-training, language addition and fine-tuning: AMP, DDP, atomic checkpoints, resume.
+"""The one training loop for pre-training, language addition and fine-tuning: AMP, DDP/FSDP, atomic checkpoints, resume.
 
 A recipe says what trains (`trainable`), on what data (`train_data`) and with which loss (the model's `out.loss`);
 everything else lives here. This module knows nothing about the model, data or recipes.
 
-Checkpoint layout (`out_dir/checkpoint/`, replaced atomically; `checkpoint.old` is the fallback after a crash mid-swap):
-    model.safetensors    weights: the model's own save_pretrained() when it has one (then, with config.json, the
-                         directory loads with from_pretrained), else each tied/shared tensor once under its first name
-    optimizer.pt         {"optimizer", "scheduler"} state dicts
-    rank{r}.pt           per process: {"rng": torch/cuda/numpy/python states, "data": train_data.state_dict() or None}
-    trainer_state.json   step, epoch, elapsed, world_size, trainable names, TrainConfig
-Every .pt file loads with `torch.load(weights_only=True)`: only tensors and plain Python values, never pickled objects.
+Checkpoints (`out_dir/checkpoint/`, replaced atomically; `checkpoint.old` is the fallback after a crash mid-swap):
+model.safetensors (+ config.json when the model has save_pretrained), optimizer.pt, one rank{r}.pt per process (RNG
+and data-order state) and trainer_state.json. Every .pt file loads with `torch.load(weights_only=True)`.
+Resuming from one restores all of it, so an interrupted run ends with the weights of an uninterrupted one.
 
-Loss weighting: the model's loss is a mean over its supervised targets (labels != -100; one per example for
-classification). A step sees several micro-batches (grad_accum x ranks) with different target counts, so each
-micro-batch loss is weighted by its share n_i / N of the step's global target count. The gradient, and the logged loss,
-are then exactly those of one process on the whole global batch. Without `labels`, the batch size is the count.
-
-Logs (rank 0 only): tqdm bar; out_dir/metrics.jsonl, one JSON object per line (step, loss, lr, tokens_per_s,
-grad_norm, elapsed, eval/<name>), flushed per line; on resume, lines past the checkpoint's step are dropped, so
-every step appears once. TensorBoard events in out_dir/tb when tensorboard is installed.
-Distributed (under torchrun; gloo on CPU, nccl on CUDA), TrainConfig.strategy:
-    ddp    every process holds the whole model and AdamW state; gradients are all-reduced (the default).
-    fsdp   FSDP2 (torch.distributed.fsdp.fully_shard), for a model that does not fit one device with its gradients and
-           optimizer state: every transformer layer (model.roberta.encoder.layer[i]; for other models the items of a
-           ModuleList named layer/layers/h/blocks) is one unit, the root holds the rest (embeddings, tied LM head).
-           Parameters, gradients and AdamW state are split across processes; a unit's weights are all-gathered for
-           its forward and backward, its gradients reduce-scattered. Works on CPU (gloo) and CUDA (nccl).
-           Checkpoints are the same files as above: rank 0 writes full state dicts gathered from every process
-           (torch.distributed.checkpoint.state_dict, offloaded to CPU), model.safetensors through a weightless copy
-           of the model, so save_pretrained names it; optimizer.pt with the integer parameter ids of a plain AdamW.
-           Either strategy, or one process, resumes the other's checkpoint. After fit(), `trainer.model` stays
-           sharded: its weights are in the checkpoint, or written by `trainer.save_model(dir)` (called on every rank).
-           Unused parameters: X-Mod runs only the language modules of the languages in a batch. FSDP reduce-scatters
-           every parameter of a unit (zeros for unused ones, so that all processes issue the same collectives), which
-           would make AdamW decay and move the modules of languages no process saw, unlike DDP (whose gradient stays
-           None). The trainer records which modules ran (forward pre-hooks), and gives the parameters that no process
-           used a None gradient before clipping and the update: the same updates as DDP and one process. Modules
-           routed per batch (languages, experts) must live inside a unit that every process runs, never be units of
-           their own: a unit run by some processes only would issue mismatched collectives (hang or wrong sums).
+Each micro-batch loss is weighted by its share of the step's supervised targets (see `_n_targets`), so the update
+equals one process on the whole global batch, whatever the accumulation and the number of processes.
+Logs (rank 0): a tqdm bar and out_dir/metrics.jsonl, one JSON object per step logged.
 """
 from __future__ import annotations
 
@@ -185,7 +158,9 @@ def _check_plain(obj: Any, where: str) -> None:
 
 
 def _n_targets(batch: dict) -> torch.Tensor:
-    """What the model's mean loss averages over: supervised labels, else examples."""
+    """What the model's mean loss averages over: supervised labels (labels != -100), else examples. A micro-batch's
+    loss is weighted by n_i / N of the step's global count, so the gradient and the logged loss are those of one
+    process on the whole global batch."""
     if isinstance(batch.get("labels"), torch.Tensor):
         return (batch["labels"] != -100).sum()
     first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
@@ -368,6 +343,11 @@ class Trainer:
 
     # ---- fsdp ----------------------------------------------------------------------------------------------------
     def _shard(self, trainable: list[torch.nn.Parameter]) -> None:
+        """FSDP2 (`fully_shard`), for a model that does not fit one device with its gradients and optimizer state:
+        each transformer layer is one unit (`fsdp_units`), the root holds the rest (embeddings, tied LM head).
+        Checkpoints stay the same files: rank 0 writes full state dicts gathered from every process, so either
+        strategy, or one process, resumes the other's. Language modules must live inside units that every process
+        runs (a unit run by some processes only would issue mismatched collectives)."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 

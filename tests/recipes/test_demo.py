@@ -11,6 +11,8 @@ import torch
 from xmodlm.cli import main
 from xmodlm.synthetic import SyntheticWorld
 
+pytestmark = pytest.mark.slow
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("perplexity.png", "zero_shot.png", "training_loss.png", "validation_perplexity.png")
 STAGE_FILES = ("data/results.json", "tokenizer/results.json", "pretrain-xmod/results.json",

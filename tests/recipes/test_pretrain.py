@@ -110,6 +110,7 @@ def test_add_language_trains_only_the_new_modules(pretrained, tmp_path):
             assert torch.equal(before(ids, lang_ids=code).logits, after(ids, lang_ids=code).logits)
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_with_torchrun_log_the_losses_of_one(pretrained, tmp_path, strategy):

@@ -369,9 +369,3 @@ def run(s: BenchSettings) -> list[dict]:
     if s.out:
         atomic_write_text(Path(s.out), json.dumps(results, indent=2) + "\n")
     return results
-
-
-def main() -> None:
-    from ..cli import main as cli_main
-
-    sys.exit(cli_main(["bench", *sys.argv[1:]]))
