@@ -7,7 +7,7 @@ checkpoints, data files and fine-tuned heads store them. Adding a language appen
 returns the old -> new map so that stored ids can be remapped. Codes never change meaning except
 through ``rename_language``, which keeps the id.
 
-This module imports torch, safetensors, py3langid (lazily) and the config and model modules.
+This module imports torch, safetensors, py3langid (lazily) and the config, files and model modules.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -26,6 +25,7 @@ from typing import Sequence, Union
 import torch
 
 from .config import XMOD_BASE_LANGUAGES, XmodConfig
+from .files import atomic_write_bytes
 from .model import XmodPreTrainedModel
 
 logger = logging.getLogger(__name__)
@@ -56,20 +56,6 @@ def _check_new_code(model: XmodPreTrainedModel, code: str) -> None:
             f"language {code!r} is already in the model (id {model.config.languages.index(code)}); "
             f"the model's languages: {model.config.languages}"
         )
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a partial write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,7 +140,7 @@ def export_language(model: XmodPreTrainedModel, code: str, path: str | os.PathLi
         "source_languages": json.dumps(list(config.languages)),
         "dtype": str(next(iter(tensors.values())).dtype).removeprefix("torch."),
     }
-    _atomic_write_bytes(path, save(tensors, metadata=metadata))
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path
 
 

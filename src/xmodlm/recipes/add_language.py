@@ -17,7 +17,7 @@ import torch
 
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
-from ..config import atomic_write_text
+from ..files import atomic_write_text
 from ..model import XmodForMaskedLM
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import torch
 
 from .. import tasks
-from ..config import XmodConfig, atomic_write_text, resolve_pretrained
+from ..config import XmodConfig, resolve_pretrained
+from ..files import atomic_write_text
 from ..languages import closest_module, iso_code
 from ..metrics import MLQA_LANGUAGES
 from ..model import (XmodForMultipleChoice, XmodForQuestionAnswering, XmodForSequenceClassification,

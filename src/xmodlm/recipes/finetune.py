@@ -27,7 +27,8 @@ import torch
 
 from .. import tasks
 from .. import tokenizer as tok_mod
-from ..config import XmodConfig, atomic_write_text, resolve_pretrained
+from ..config import XmodConfig, resolve_pretrained
+from ..files import atomic_write_text
 from ..model import is_embedding_or_module_param
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info
