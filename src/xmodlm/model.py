@@ -792,6 +792,11 @@ class XmodPreTrainedModel(nn.Module):
             raise ValueError(f"unknown language {language!r}; the model's languages: {self.config.languages}")
         self.config.default_language = language
 
+    def module_tables(self) -> list[nn.ModuleDict]:
+        """Each layer's language-module table (code -> module, in id order), first layer first. Its
+        attribute keeps transformers' name, ``layer.output.adapter_modules``."""
+        return [layer.output.adapter_modules for layer in self.encoder_model.encoder.layer]
+
     def add_language(self, code: str, init_from: str | Sequence[str] | None = None) -> int:
         """Add ``code``'s module to every layer; returns its id (always the next free one).
 
@@ -804,20 +809,20 @@ class XmodPreTrainedModel(nn.Module):
         for src in sources:
             if src not in self.config.languages:
                 raise ValueError(f"init_from language {src!r} is not one of the model's languages {self.config.languages}")
-        for layer in self.encoder_model.encoder.layer:
-            modules = layer.output.adapter_modules
+        for table in self.module_tables():
+            first = next(iter(table.values()))
             if self.config.shared_module:
-                modules[code] = next(iter(modules.values()))
+                table[code] = first
                 continue
-            reference = next(iter(modules.values())).dense1.weight
-            new = XmodAdapter(self.config).to(device=reference.device, dtype=reference.dtype).train(layer.training)
+            weight = first.dense1.weight
+            new = XmodAdapter(self.config).to(device=weight.device, dtype=weight.dtype).train(first.training)
             if sources:
                 with torch.no_grad():
                     for name, p in new.named_parameters():
-                        p.copy_(torch.stack([modules[s].get_parameter(name) for s in sources]).mean(0))
+                        p.copy_(torch.stack([table[s].get_parameter(name) for s in sources]).mean(0))
             else:
                 new.apply(self._init_module)
-            modules[code] = new
+            table[code] = new
         self.config.languages.append(code)
         return len(self.config.languages) - 1
 
@@ -853,9 +858,16 @@ class XmodPreTrainedModel(nn.Module):
         weights.load_checkpoint_weights(self, directory)
 
 
+def module_language(name: str) -> str | None:
+    """The language whose module holds parameter ``name`` (``...output.adapter_modules.<code>.dense1.weight``);
+    None for every other parameter."""
+    _, found, rest = name.partition(".adapter_modules.")
+    return rest.split(".", 1)[0] if found else None
+
+
 def is_embedding_or_module_param(name: str) -> bool:
     """Parameters that the paper's fine-tuning freezes: embeddings, language modules, their norm."""
-    return ".embeddings." in f".{name}" or ".adapter_modules." in name or ".adapter_layer_norm." in name
+    return ".embeddings." in f".{name}" or module_language(name) is not None or ".adapter_layer_norm." in name
 
 
 # ---------------------------------------------------------------------------------------
