@@ -491,6 +491,19 @@ def test_added_language_loads_in_reference(tmp_path):
                        ref(input_ids=ids, attention_mask=mask, lang_ids=lang).logits) <= TOL
 
 
+@pytest.mark.parametrize("cls", [XmodModel, XmodForMaskedLM])
+def test_module_tables_are_the_layers_own_and_names_map_to_languages(cls):
+    model = ours(cls)
+    tables = model.module_tables()
+    assert len(tables) == 2 and all(list(table) == LANGS for table in tables)
+    assert all(table is layer.output.adapter_modules for table, layer in zip(tables, model.encoder_model.encoder.layer))
+    languages = {name: model_mod.module_language(name) for name, _ in model.named_parameters()}
+    assert {code for code in languages.values() if code} == set(LANGS)
+    prefix = "" if cls is XmodModel else "roberta."
+    assert languages[prefix + "encoder.layer.1.output.adapter_modules.fr_XX.dense2.bias"] == "fr_XX"
+    assert languages[prefix + "encoder.layer.1.output.dense.weight"] is None
+
+
 HEADS = [
     (XmodForMaskedLM, transformers.XmodForMaskedLM),
     (XmodForSequenceClassification, transformers.XmodForSequenceClassification),

@@ -1,6 +1,9 @@
 """Tiny random X-Mod models shared by the parity and checkpoint tests: 2 layers, width 32,
 vocab 100, 3 languages, dropout off, every weight random (norm gains around 1) so that no weight
-can pass a comparison by sitting at its initial value."""
+can pass a comparison by sitting at its initial value. Also their inputs, and a pickle payload that
+the checkpoint readers must refuse."""
+
+from pathlib import Path
 
 import torch
 
@@ -29,3 +32,26 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def ours(cls=XmodForMaskedLM, seed=0, **overrides):
     torch.manual_seed(seed)
     return randomize(cls(tiny_config(**overrides)), seed)
+
+
+def inputs(b=4, t=10):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, VOCAB, (b, t), generator=g)
+    ids[:, 0], ids[:, -1] = 0, 2
+    mask = torch.ones(b, t, dtype=torch.long)
+    ids[1, 6:], mask[1, 6:] = 1, 0
+    return ids, mask, torch.tensor([2, 0, 1, 2][:b])
+
+
+def touch(path):
+    Path(path).touch()
+
+
+class WritesAFile:
+    """A pickle payload: unpickling it with weights_only=False would create ``path``."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (touch, (self.path,))

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .files import atomic_write_text
 
 CONFIG_NAME = "config.json"
 
@@ -147,6 +148,9 @@ class XmodConfig:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides: Any) -> "XmodConfig":
+        """The config.json of a checkpoint directory, or of a hub id (fetched by weights.resolve_pretrained)."""
+        from .weights import resolve_pretrained  # here, not at the top: weights imports this module
+
         path = resolve_pretrained(name_or_path) / CONFIG_NAME
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
@@ -180,42 +184,3 @@ def preset(name: str, **overrides: Any) -> XmodConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     return XmodConfig(**{**PRESETS[name], **overrides})
-
-
-def resolve_pretrained(name_or_path: str | os.PathLike) -> Path:
-    """A local checkpoint directory, or a hub id downloaded (config, weights, tokenizer only)."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    name = str(name_or_path)
-    if path.exists() or name.startswith((".", "/")) or name.count("/") > 1:
-        raise FileNotFoundError(f"{name}: not a checkpoint directory")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(
-            f"{name}: no such directory, and huggingface_hub is not installed to fetch it as a hub id "
-            "(pip install 'xmodlm[hub]')"
-        ) from None
-    # Only data files: never code from a checkpoint repository.
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt"]
-    try:
-        return Path(snapshot_download(name, allow_patterns=patterns))
-    except Exception as e:  # offline, unknown id, gated repo: say which and why
-        raise FileNotFoundError(f"{name}: not a local directory and could not be fetched from the hub ({e})") from e
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

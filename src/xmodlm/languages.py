@@ -7,7 +7,7 @@ checkpoints, data files and fine-tuned heads store them. Adding a language appen
 returns the old -> new map so that stored ids can be remapped. Codes never change meaning except
 through ``rename_language``, which keeps the id.
 
-This module imports torch, safetensors, py3langid (lazily) and the config and model modules.
+This module imports torch, safetensors, py3langid (lazily) and the config, files and model modules.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -26,7 +25,8 @@ from typing import Sequence, Union
 import torch
 
 from .config import XMOD_BASE_LANGUAGES, XmodConfig
-from .model import XmodPreTrainedModel
+from .files import atomic_write_bytes
+from .model import XmodPreTrainedModel, module_language
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ Text = Union[str, Sequence[str]]  # one text, or a pair / several segments of on
 # ---------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------
-
-
-def _layers(model: XmodPreTrainedModel):
-    return model.encoder_model.encoder.layer
 
 
 def _require_language(model: XmodPreTrainedModel, code: str) -> int:
@@ -56,20 +52,6 @@ def _check_new_code(model: XmodPreTrainedModel, code: str) -> None:
             f"language {code!r} is already in the model (id {model.config.languages.index(code)}); "
             f"the model's languages: {model.config.languages}"
         )
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a partial write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,7 +82,7 @@ def shared_fingerprint(model: XmodPreTrainedModel) -> Fingerprint:
     emb, rest = hashlib.sha256(), hashlib.sha256()
     params = dict(model.encoder_model.named_parameters())
     for name in sorted(params):
-        if name.startswith("pooler.") or ".adapter_modules." in name:
+        if name.startswith("pooler.") or module_language(name) is not None:
             continue
         p = params[name].detach()
         h = emb if name.startswith("embeddings.") else rest
@@ -137,8 +119,8 @@ def export_language(model: XmodPreTrainedModel, code: str, path: str | os.PathLi
     if path.is_dir():
         path = path / f"{code}.safetensors"
     tensors = {}
-    for i, layer in enumerate(_layers(model)):
-        for name, p in layer.output.adapter_modules[code].named_parameters():
+    for i, table in enumerate(model.module_tables()):
+        for name, p in table[code].named_parameters():
             tensors[f"layer.{i}.{name}"] = p.detach().cpu().contiguous()
     config = model.config
     fingerprint = shared_fingerprint(model)
@@ -154,7 +136,7 @@ def export_language(model: XmodPreTrainedModel, code: str, path: str | os.PathLi
         "source_languages": json.dumps(list(config.languages)),
         "dtype": str(next(iter(tensors.values())).dtype).removeprefix("torch."),
     }
-    _atomic_write_bytes(path, save(tensors, metadata=metadata))
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path
 
 
@@ -242,7 +224,7 @@ def import_language(model: XmodPreTrainedModel, path: str | os.PathLike, code: s
                 "(continued pre-training, a fine-tuned copy)"
             )
 
-    reference = next(iter(_layers(model)[0].output.adapter_modules.values()))  # any module: all share one shape
+    reference = next(iter(model.module_tables()[0].values()))  # any module: all share one shape
     expected = {f"layer.{i}.{name}": tuple(p.shape)
                 for i in range(config.num_hidden_layers) for name, p in reference.named_parameters()}
     missing = sorted(set(expected) - set(tensors))
@@ -256,8 +238,8 @@ def import_language(model: XmodPreTrainedModel, path: str | os.PathLike, code: s
 
     lang_id = config.languages.index(code) if exists else model.add_language(code)
     with torch.no_grad():
-        for i, layer in enumerate(_layers(model)):
-            for name, p in layer.output.adapter_modules[code].named_parameters():
+        for i, table in enumerate(model.module_tables()):
+            for name, p in table[code].named_parameters():
                 p.copy_(tensors[f"layer.{i}.{name}"])
     return lang_id
 
@@ -284,8 +266,8 @@ def remove_language(model: XmodPreTrainedModel, code: str) -> dict[int, int]:
     if len(config.languages) == 1:
         raise ValueError(f"cannot remove {code!r}: it is the model's only language")
     old = list(config.languages)
-    for layer in _layers(model):
-        del layer.output.adapter_modules[code]
+    for table in model.module_tables():
+        del table[code]
     config.languages.remove(code)
     if config.default_language == code:
         config.default_language = None
@@ -302,11 +284,10 @@ def rename_language(model: XmodPreTrainedModel, old: str, new: str) -> int:
     """
     lang_id = _require_language(model, old)
     _check_new_code(model, new)
-    for layer in _layers(model):
-        modules = layer.output.adapter_modules
-        items = [(new if key == old else key, module) for key, module in modules.items()]
-        modules.clear()
-        modules.update(items)
+    for table in model.module_tables():
+        items = [(new if key == old else key, module) for key, module in table.items()]
+        table.clear()
+        table.update(items)
     model.config.languages[lang_id] = new
     if model.config.default_language == old:
         model.config.default_language = new
@@ -557,7 +538,7 @@ def language_table(model: XmodPreTrainedModel) -> list[dict]:
     config = model.config
     rows = []
     for lang_id, code in enumerate(config.languages):
-        params = {id(p): p.numel() for layer in _layers(model) for p in layer.output.adapter_modules[code].parameters()}
+        params = {id(p): p.numel() for table in model.module_tables() for p in table[code].parameters()}
         rows.append({"id": lang_id, "code": code, "parameters": sum(params.values()),
                      "default": code == config.default_language, "shared": config.shared_module})
     return rows

@@ -17,19 +17,16 @@ exactly (parity tests compare outputs); the differences are in how, not what:
   faster generator (``Dropout``).
 * the masked-LM head scores only the labelled positions when labels are given.
 
-This module imports torch, numpy, safetensors and its config; nothing else from the package.
+This module imports torch and numpy, and from the package config and weights (checkpoint files); nothing else.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import tempfile
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
@@ -38,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .config import XmodConfig, resolve_pretrained
+from . import weights
+from .config import XmodConfig
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"
 LangIds = Union[torch.Tensor, Sequence[str], Sequence[int], str, int, None]
 
 ACTIVATIONS = {
@@ -795,6 +792,11 @@ class XmodPreTrainedModel(nn.Module):
             raise ValueError(f"unknown language {language!r}; the model's languages: {self.config.languages}")
         self.config.default_language = language
 
+    def module_tables(self) -> list[nn.ModuleDict]:
+        """Each layer's language-module table (code -> module, in id order), first layer first. Its
+        attribute keeps transformers' name, ``layer.output.adapter_modules``."""
+        return [layer.output.adapter_modules for layer in self.encoder_model.encoder.layer]
+
     def add_language(self, code: str, init_from: str | Sequence[str] | None = None) -> int:
         """Add ``code``'s module to every layer; returns its id (always the next free one).
 
@@ -807,20 +809,20 @@ class XmodPreTrainedModel(nn.Module):
         for src in sources:
             if src not in self.config.languages:
                 raise ValueError(f"init_from language {src!r} is not one of the model's languages {self.config.languages}")
-        for layer in self.encoder_model.encoder.layer:
-            modules = layer.output.adapter_modules
+        for table in self.module_tables():
+            first = next(iter(table.values()))
             if self.config.shared_module:
-                modules[code] = next(iter(modules.values()))
+                table[code] = first
                 continue
-            reference = next(iter(modules.values())).dense1.weight
-            new = XmodAdapter(self.config).to(device=reference.device, dtype=reference.dtype).train(layer.training)
+            weight = first.dense1.weight
+            new = XmodAdapter(self.config).to(device=weight.device, dtype=weight.dtype).train(first.training)
             if sources:
                 with torch.no_grad():
                     for name, p in new.named_parameters():
-                        p.copy_(torch.stack([modules[s].get_parameter(name) for s in sources]).mean(0))
+                        p.copy_(torch.stack([table[s].get_parameter(name) for s in sources]).mean(0))
             else:
                 new.apply(self._init_module)
-            modules[code] = new
+            table[code] = new
         self.config.languages.append(code)
         return len(self.config.languages) - 1
 
@@ -833,26 +835,10 @@ class XmodPreTrainedModel(nn.Module):
     def num_parameters(self, only_trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
-    # -- checkpoints --------------------------------------------------------------------
+    # -- checkpoints (weights.py) -------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json`` and ``model.safetensors`` as transformers does (tied tensors once)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        # clone(): safetensors stores each tensor once; a shared module is written as copies.
-        state = {k: v.detach().clone().contiguous() if self.config.shared_module else v.detach().contiguous()
-                 for k, v in self.state_dict().items() if k not in self._tied_keys()}
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata={"format": "pt"})
-            os.replace(tmp, directory / WEIGHTS_NAME)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        self.config.extra["architectures"] = [type(self).__name__]
-        self.config.save_pretrained(directory)
+        weights.save_pretrained(self, directory)
 
     def _tied_keys(self) -> set[str]:
         return set()
@@ -865,89 +851,23 @@ class XmodPreTrainedModel(nn.Module):
         pre-trained MLM) are freshly initialised and logged; a missing encoder weight, a
         shape mismatch or an unreadable file is an error naming the file and the tensor.
         """
-        directory = resolve_pretrained(name_or_path)
-        config = XmodConfig.from_pretrained(directory, **config_overrides)
-        model = cls(config)
-        model.load_checkpoint_weights(directory)
-        return model
+        return weights.from_pretrained(cls, name_or_path, **config_overrides)
 
     def load_checkpoint_weights(self, directory: str | os.PathLike) -> None:
-        files, tensors = read_weights(Path(directory))
-        prefix = "" if isinstance(self, XmodModel) else self.base_model_prefix + "."
-        expected = {k: v for k, v in self.state_dict().items() if k not in self._tied_keys()}
-        provided: dict[str, tuple[torch.Tensor, Path]] = {}
-        ignored = []
-        for key, (tensor, file) in tensors.items():
-            base = key[len("roberta."):] if key.startswith("roberta.") else key
-            target = prefix + base if base.startswith(self._backbone) else key
-            if target in expected:
-                provided[target] = (tensor, file)
-            elif target in self._tied_keys() or key.startswith(("lm_head.decoder.")):
-                continue
-            elif base in ("embeddings.position_ids", "embeddings.token_type_ids"):
-                continue  # buffers that transformers < 4.31 saved (facebook/xmod-base has position_ids)
-            elif base.startswith(self._backbone) and not base.startswith("pooler."):
-                raise ValueError(
-                    f"{file}: tensor {key!r} has no place in this model (languages {self.config.languages}); "
-                    "is config.json from another checkpoint?"
-                )
-            else:
-                ignored.append(key)
-        missing = [k for k in expected if k not in provided]
-        missing_backbone = [k for k in missing if k[len(prefix):].startswith(("embeddings.", "encoder."))]
-        if missing_backbone:
-            raise ValueError(f"{files[0].parent}: missing encoder tensors {missing_backbone[:8]}"
-                             f"{' ...' if len(missing_backbone) > 8 else ''} (files: {[f.name for f in files]})")
-        if missing:
-            logger.info("initialised fresh (not in the checkpoint): %s", missing)
-        if ignored:
-            logger.info("ignored checkpoint tensors of other heads: %s", ignored)
-        with torch.no_grad():
-            for key, (tensor, file) in provided.items():
-                param = expected[key]
-                if tuple(tensor.shape) != tuple(param.shape):
-                    raise ValueError(
-                        f"{file}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(param.shape)}"
-                    )
-                param.copy_(tensor)
-        self.tie_weights()
+        """Copy the weights of a checkpoint directory into this model (see weights.load_checkpoint_weights)."""
+        weights.load_checkpoint_weights(self, directory)
+
+
+def module_language(name: str) -> str | None:
+    """The language whose module holds parameter ``name`` (``...output.adapter_modules.<code>.dense1.weight``);
+    None for every other parameter."""
+    _, found, rest = name.partition(".adapter_modules.")
+    return rest.split(".", 1)[0] if found else None
 
 
 def is_embedding_or_module_param(name: str) -> bool:
     """Parameters that the paper's fine-tuning freezes: embeddings, language modules, their norm."""
-    return ".embeddings." in f".{name}" or ".adapter_modules." in name or ".adapter_layer_norm." in name
-
-
-def read_weights(directory: Path) -> tuple[list[Path], dict[str, tuple[torch.Tensor, Path]]]:
-    """All tensors of a checkpoint directory: safetensors (single or sharded) or a weights-only .bin."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    single, index, bin_file = directory / WEIGHTS_NAME, directory / f"{WEIGHTS_NAME}.index.json", directory / "pytorch_model.bin"
-    if single.exists():
-        files = [single]
-    elif index.exists():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index}: not a safetensors index ({e})") from None
-        files = [directory / name for name in sorted(set(weight_map.values()))]
-    elif bin_file.exists():
-        try:
-            state = torch.load(bin_file, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{bin_file}: cannot be read as a weights-only PyTorch file ({e})") from None
-        return [bin_file], {k: (v, bin_file) for k, v in state.items()}
-    else:
-        raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME}, sharded index or pytorch_model.bin")
-    tensors = {}
-    for file in files:
-        try:
-            for k, v in load_file(file).items():
-                tensors[k] = (v, file)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"{file}: corrupt or truncated safetensors file ({e})") from None
-    return files, tensors
+    return ".embeddings." in f".{name}" or module_language(name) is not None or ".adapter_layer_norm." in name
 
 
 # ---------------------------------------------------------------------------------------
@@ -1159,7 +1079,7 @@ class XmodForMultipleChoice(XmodPreTrainedModel):
 
 def load_pretrained(name_or_path: str | os.PathLike, **config_overrides) -> XmodPreTrainedModel:
     """The class named in config.json's ``architectures`` (default: masked LM), loaded from there."""
-    config = XmodConfig.from_pretrained(resolve_pretrained(name_or_path))
+    config = XmodConfig.from_pretrained(weights.resolve_pretrained(name_or_path))
     names = config.extra.get("architectures") or ["XmodForMaskedLM"]
     by_name = {cls.__name__: cls for cls in HEADS.values()}
     if names[0] not in by_name:

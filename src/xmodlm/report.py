@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .config import atomic_write_text
+from .files import atomic_write, atomic_write_text
 
 MISSING = "–"  # an empty table cell (e.g. a language not in that run)
 
@@ -154,12 +153,4 @@ def _save_png(fig, path: str | os.PathLike) -> Path:
     """Write the figure atomically: a reader never sees half a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

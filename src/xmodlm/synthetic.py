@@ -13,21 +13,21 @@ scripts, and names are transliterated rather than translated (NER labels carry o
 Meanings are sampled independently of the language, so one seed gives parallel text in every
 language and task labels (NLI, NER, QA) are identical across languages. Everything is
 deterministic in (world seed, language index, sample seed); a language does not depend on
-how many others the world has. Standard library and numpy only.
+how many others the world has. Standard library, numpy and the package's files module only.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
+
+from .files import atomic_write_text
 
 N_FAMILIES = 16
 DEFAULT_N_LANGUAGES = 64
@@ -1183,16 +1183,6 @@ def _check_count(n: int) -> None:
 
 
 def _atomic_write(path: Path, chunks: Iterable[str]) -> Path:
-    """Write via a temporary file in the same folder and os.replace: readers never see half a file."""
+    """Write text atomically (readers never see half a file), with "\n" line ends on every platform."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, chunks, newline="\n")

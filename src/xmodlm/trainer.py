@@ -34,6 +34,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .files import atomic_write, atomic_write_text, fsync_dir, fsync_file
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -174,14 +176,6 @@ def _n_tokens(batch: dict) -> torch.Tensor:
     return torch.tensor(ids.numel() if isinstance(ids, torch.Tensor) else 0)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)  # works for directories too (Linux), which makes renames durable
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _alias(t: torch.Tensor) -> tuple:
     """Identifies tied/shared tensors: same storage, offset and layout."""
     return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()
@@ -198,7 +192,7 @@ def save_weights(model: torch.nn.Module, directory: Path) -> None:
         if _alias(t) not in seen:
             seen.add(_alias(t))
             state[name] = t.detach().contiguous()
-    save_file(state, directory / "model.safetensors")
+    atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp))
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -473,7 +467,7 @@ class Trainer:
         # Each process has its own dropout stream and data slice, so each writes its own file.
         rank_file = tmp / f"rank{self.rank}.pt"
         torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
-        _fsync(rank_file)
+        fsync_file(rank_file)
         weights, optim = self._full_states() if self.fsdp else (None, None)  # collectives: every rank
         if self.is_main:
             if self.fsdp:
@@ -487,9 +481,10 @@ class Trainer:
                      "world_size": self.world_size, "trainable": self.trainable_names,
                      "config": dataclasses.asdict(self.config)}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            # Written in place, not each atomically: the directory is what replaces the old checkpoint.
             for f in tmp.iterdir():
-                _fsync(f)
-            _fsync(tmp)
+                fsync_file(f)
+            fsync_dir(tmp)
         self._barrier()  # every rank file is on disk before the swap
         if self.is_main:
             # A directory cannot be renamed over a non-empty one, hence two renames; between them only
@@ -498,7 +493,7 @@ class Trainer:
                 shutil.rmtree(old, ignore_errors=True)
                 os.rename(final, old)
             os.rename(tmp, final)
-            _fsync(self.out_dir)
+            fsync_dir(self.out_dir)
             shutil.rmtree(old, ignore_errors=True)
         self._barrier()
 
@@ -620,9 +615,7 @@ class Trainer:
                         kept.append(line + "\n")
                 except (ValueError, KeyError, TypeError):
                     pass  # a line cut short by a kill
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, path)
+            atomic_write_text(path, "".join(kept))
         tb = None
         if self.config.tensorboard:
             try:

@@ -17,8 +17,8 @@ import torch
 
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
-from ..config import atomic_write_text
-from ..model import XmodForMaskedLM
+from ..files import atomic_write_text
+from ..model import XmodForMaskedLM, module_language
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info
 from .pretrain import format_perplexities, perplexity_evaluator, train_config
@@ -65,8 +65,7 @@ class ConstantLanguage:
 
 def new_module_filter(code: str):
     """Parameter names that train when adding ``code``: its modules, nothing else."""
-    marker = f".adapter_modules.{code}."
-    return lambda name: marker in name
+    return lambda name: module_language(name) == code
 
 
 def run(s: AddLanguageSettings) -> dict[str, float]:

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import XmodConfig, atomic_write_text
+from ..config import XmodConfig
+from ..files import atomic_write_text
 from ..model import XmodForMaskedLM, XmodModel
 from ..settings import setting
 

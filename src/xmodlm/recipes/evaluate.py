@@ -22,7 +22,9 @@ from typing import Any, Sequence
 import torch
 
 from .. import tasks
-from ..config import XmodConfig, atomic_write_text, resolve_pretrained
+from ..config import XmodConfig
+from ..files import atomic_write_text
+from ..weights import resolve_pretrained
 from ..languages import closest_module, iso_code
 from ..metrics import MLQA_LANGUAGES
 from ..model import (XmodForMultipleChoice, XmodForQuestionAnswering, XmodForSequenceClassification,

@@ -42,7 +42,7 @@ from .. import data as data_mod
 from .. import report
 from .. import tokenizer as tok_mod
 from ..config import XmodConfig
-from ..model import XmodForMaskedLM
+from ..model import XmodForMaskedLM, module_language
 from ..settings import setting
 from ..synthetic import DEFAULT_N_LANGUAGES, N_FAMILIES, SyntheticWorld
 from ..trainer import dist_info, find_checkpoint
@@ -309,8 +309,8 @@ def parameter_counts(run_dir: Path) -> dict[str, int]:
             continue
         seen.add(id(p))
         total += p.numel()
-        if ".adapter_modules." in name:
-            code = name.split(".adapter_modules.")[1].split(".")[0]
+        code = module_language(name)
+        if code is not None:
             modules[code] = modules.get(code, 0) + p.numel()
     all_modules = sum(modules.values())
     one = max(modules.values()) if modules else 0

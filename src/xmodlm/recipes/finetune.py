@@ -27,7 +27,9 @@ import torch
 
 from .. import tasks
 from .. import tokenizer as tok_mod
-from ..config import XmodConfig, atomic_write_text, resolve_pretrained
+from ..config import XmodConfig
+from ..files import atomic_write_text
+from ..weights import resolve_pretrained
 from ..model import is_embedding_or_module_param
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info

@@ -18,7 +18,8 @@ import torch
 
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
-from ..config import atomic_write_text, preset
+from ..config import preset
+from ..files import atomic_write_text
 from ..model import XmodForMaskedLM
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info
@@ -119,7 +120,6 @@ def fetch_hf_corpora(name: str, languages: list[str], lines: int, directory: Pat
     temporary name and renamed when complete, so a file present is a whole one.
     """
     import itertools
-    import os
 
     if not languages:
         raise ValueError("--hf-dataset needs --languages (e.g. en_XX,sw_KE): the dataset's configs are not listed")
@@ -128,12 +128,9 @@ def fetch_hf_corpora(name: str, languages: list[str], lines: int, directory: Pat
         path = directory / f"{code}.txt"
         if path.exists():
             continue
-        tmp = path.with_suffix(".txt.tmp")
         stream = data_mod.hf_dataset_lines(name, code.split("_")[0], "train")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for line in itertools.islice((t for t in stream if t.strip()), lines):
-                f.write(line.strip() + "\n")
-        os.replace(tmp, path)
+        first = itertools.islice((t.strip() for t in stream if t.strip()), lines)
+        atomic_write_text(path, (line + "\n" for line in first))
     return directory
 
 
