@@ -147,11 +147,13 @@ class XmodConfig:
         atomic_write_text(directory / CONFIG_NAME, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides: Any) -> "XmodConfig":
-        """The config.json of a checkpoint directory, or of a hub id (fetched by weights.resolve_pretrained)."""
-        from .weights import resolve_pretrained  # here, not at the top: weights imports this module
-
-        path = resolve_pretrained(name_or_path) / CONFIG_NAME
+    def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> "XmodConfig":
+        """The config.json of a local checkpoint directory. A hub id is fetched by the model classes'
+        from_pretrained (or ``xmodlm.weights.resolve_pretrained``, which returns the local directory)."""
+        path = Path(directory) / CONFIG_NAME
+        if not Path(directory).is_dir():
+            raise FileNotFoundError(f"{directory}: not a checkpoint directory (for a hub id, pass "
+                                    "xmodlm.weights.resolve_pretrained(name) or load the model class)")
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
