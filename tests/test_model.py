@@ -16,7 +16,9 @@ import transformers
 from tiny import LANGS, TOL, VOCAB, ours, tiny_config
 import copy
 
-import xmodlm.model as model_mod
+import xmodlm.kernels as kernels
+import xmodlm.kernels.attention as kernel_attention
+import xmodlm.kernels.modules as kernel_modules
 from xmodlm.model import (
     XmodForMaskedLM,
     XmodForMultipleChoice,
@@ -77,13 +79,13 @@ def maxdiff(a, b):
 # Encoder parity, layer variants, routing
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_encoder_matches_reference_for_every_layer_variant(variant, tmp_path):
+def test_encoder_matches_reference_for_every_layer_variant(variant, tmp_path, monkeypatch):
     """Reference: transformers.XmodModel (last_hidden_state, pooler_output, hidden_states)."""
     model = ours(XmodModel, **VARIANTS[variant])
     ref = reference(model, tmp_path, transformers.XmodModel)
     ids, mask = batch(lengths=[12, 7, 12, 4, 9])
     lang = torch.tensor(MIXED)
-    calls = spy(model, "run_grouped")
+    calls = spy(monkeypatch, "run_grouped")
     with torch.no_grad():
         want = ref(input_ids=ids, attention_mask=mask, lang_ids=lang, output_hidden_states=True)
         first = model(ids, attention_mask=mask, lang_ids=lang).last_hidden_state  # the layout's first sighting
@@ -109,18 +111,15 @@ def test_languages_change_the_output():
 
 
 @pytest.mark.parametrize("rows", [[1] * 10, [2, 2, 2, 1, 2, 2, 2, 2, 2, 2]], ids=["equal", "padded"])
-def test_many_languages_take_the_batched_path_and_match_reference(rows, tmp_path):
+def test_many_languages_take_the_batched_path_and_match_reference(rows, tmp_path, monkeypatch):
     """Reference: transformers.XmodForMaskedLM. Ten languages in one batch run their modules as one
-    padded batched matmul (XmodOutput.run_batched); forward and gradients must match."""
+    padded batched matmul (kernels.modules.run_batched); forward and gradients must match."""
     codes = [f"l{i}_XX" for i in range(10)]
     model = ours(languages=codes)
     ref = reference(model, tmp_path, transformers.XmodForMaskedLM)
     lang = torch.tensor([i for i, n in enumerate(rows) for _ in range(n)])[torch.randperm(sum(rows))]
     ids, mask = batch(b=len(lang), lengths=[12 - i % 5 for i in range(len(lang))])
-    output = model.roberta.encoder.layer[0].output
-    calls = []
-    original = output.run_batched
-    output.run_batched = lambda *a: calls.append(1) or original(*a)
+    calls = spy(monkeypatch, "run_batched")
     got = model(ids, attention_mask=mask, lang_ids=lang, labels=ids, all_logits=True)
     want = ref(input_ids=ids, attention_mask=mask, lang_ids=lang, labels=ids)
     assert calls, "the batched path was not taken"
@@ -532,12 +531,12 @@ def test_freeze_works_on_the_bare_encoder():
 # CPU inference kernels: oneDNN fused linears, packed weights, bf16 attention
 # ---------------------------------------------------------------------------------------
 def encode(model, ids, mask, langs, fused: bool):
-    model_mod.use_onednn(fused)
+    kernels.use_onednn(fused)
     try:
         with torch.no_grad():
             return model(ids, attention_mask=mask, lang_ids=langs).last_hidden_state
     finally:
-        model_mod.use_onednn(True)
+        kernels.use_onednn(True)
 
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
@@ -554,10 +553,10 @@ def test_inference_takes_the_fused_path():
 
 @needs_onednn
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu", "silu", "tanh"])
-def test_fused_inference_matches_plain_float32(act):
+def test_fused_inference_matches_plain_float32(act, monkeypatch):
     model = ours(XmodModel, hidden_act=act)
     ids, mask = batch(lengths=[12, 9, 12, 5, 12])
-    calls = spy(model, "run_grouped")
+    calls = spy(monkeypatch, "run_grouped")
     plain = encode(model, ids, mask, MIXED, False)
     for _ in range(2):  # the second call runs the modules as grouped convolutions
         assert maxdiff(encode(model, ids, mask, MIXED, True), plain) <= TOL
@@ -584,7 +583,7 @@ def test_packed_weights_follow_weight_changes_and_train_drops_them():
     model = ours(XmodModel)
     ids, mask = batch()
     before = encode(model, ids, mask, "de_DE", True)
-    assert model_mod.INFERENCE_CACHE  # the big matrices were packed
+    assert kernels.INFERENCE_CACHE  # the big matrices were packed
     with torch.no_grad():
         model.encoder.layer[0].intermediate.dense.weight.mul_(1.5)  # in place: a new version
     model.encoder.layer[1].attention.self.key.weight = torch.nn.Parameter(torch.randn(32, 32) * 0.2)  # replaced
@@ -592,7 +591,7 @@ def test_packed_weights_follow_weight_changes_and_train_drops_them():
     assert maxdiff(after, before) > 1e-3
     assert maxdiff(after, encode(model, ids, mask, "de_DE", False)) <= TOL
     model.train()
-    assert not any(m in model_mod.INFERENCE_CACHE for m in model.modules())
+    assert not any(m in kernels.INFERENCE_CACHE for m in model.modules())
 
 
 def test_a_model_with_inference_caches_deep_copies_and_saves(tmp_path):
@@ -640,35 +639,34 @@ def test_cached_module_weights_follow_changes_and_dtype(layout):
     assert torch.equal(twice(model), twice(fresh))
 
 
-def spy(model, name, outputs=None):
-    """Count the calls of XmodOutput.<name> that return a result, in every layer (and keep the
-    results in ``outputs``)."""
+def spy(monkeypatch, name, outputs=None):
+    """Count the calls of the kernels' module path ``name`` (xmodlm.kernels.modules.<name>) that
+    return a result, in every layer (and keep the results in ``outputs``)."""
     calls = []
-    for layer in model.encoder.layer:
-        original = getattr(layer.output, name)
+    original = getattr(kernel_modules, name)
 
-        def wrapped(*args, original=original):
-            y = original(*args)
-            calls.append(y is not None)
-            if outputs is not None and y is not None:
-                outputs.append(y)
-            return y
-        setattr(layer.output, name, wrapped)
+    def wrapped(*args):
+        y = original(*args)
+        calls.append(y is not None)
+        if outputs is not None and y is not None:
+            outputs.append(y)
+        return y
+    monkeypatch.setattr(kernel_modules, name, wrapped)
     return calls
 
 
 @needs_onednn
 @pytest.mark.parametrize("rows", [[1] * 6, [2, 1, 1, 1, 1, 1, 1], [2, 2, 4]], ids=["one-each", "one-twice", "multiples"])
-def test_grouped_modules_match_reference_once_the_layout_repeats(rows, tmp_path):
+def test_grouped_modules_match_reference_once_the_layout_repeats(rows, tmp_path, monkeypatch):
     """Reference: transformers.XmodModel. In inference a repeated language layout runs every module
-    as one grouped convolution (XmodOutput.run_grouped); the first sighting takes the other paths."""
+    as one grouped convolution (kernels.modules.run_grouped); the first sighting takes the other paths."""
     codes = [f"l{i}_XX" for i in range(len(rows))]
     model = ours(XmodModel, languages=codes)
     ref = reference(model, tmp_path, transformers.XmodModel)
     lang = torch.tensor([i for i, n in enumerate(rows) for _ in range(n)])[torch.randperm(sum(rows))]
     ids, mask = batch(b=len(lang), lengths=[12 - i % 5 for i in range(len(lang))])
     outputs = []
-    calls = spy(model, "run_grouped", outputs)
+    calls = spy(monkeypatch, "run_grouped", outputs)
     with torch.no_grad():
         want = ref(input_ids=ids, attention_mask=mask, lang_ids=lang).last_hidden_state
         first = model(ids, attention_mask=mask, lang_ids=lang).last_hidden_state
@@ -682,13 +680,13 @@ def test_grouped_modules_match_reference_once_the_layout_repeats(rows, tmp_path)
 
 
 @needs_onednn
-def test_grouped_modules_in_bfloat16_are_as_accurate_as_plain():
+def test_grouped_modules_in_bfloat16_are_as_accurate_as_plain(monkeypatch):
     codes = [f"l{i}_XX" for i in range(8)]
     model = ours(XmodModel, languages=codes)
     ids, mask = batch(b=8, t=16)
     exact = encode(model, ids, mask, list(range(8)), False)
     model16 = copy.deepcopy(model).to(torch.bfloat16)
-    calls = spy(model16, "run_grouped")
+    calls = spy(monkeypatch, "run_grouped")
     plain = encode(model16, ids, mask, list(range(8)), False)
     encode(model16, ids, mask, list(range(8)), True)
     grouped = encode(model16, ids, mask, list(range(8)), True)
@@ -707,16 +705,16 @@ LAYOUT_SEQUENCES = {
 
 @needs_onednn
 @pytest.mark.parametrize("sequence", list(LAYOUT_SEQUENCES))
-def test_grouped_weights_are_packed_on_a_repeated_layout_only(sequence):
+def test_grouped_weights_are_packed_on_a_repeated_layout_only(sequence, monkeypatch):
     layouts, expected = LAYOUT_SEQUENCES[sequence]
     model = ours(XmodModel, languages=[f"l{i}_XX" for i in range(10)])
     ids, mask = batch(b=8)
-    calls = spy(model, "run_grouped")
+    calls = spy(monkeypatch, "run_grouped")
     for langs in layouts:
         encode(model, ids, mask, list(langs), True)
     assert calls == expected
     if not any(expected):  # layouts remembered, nothing packed
-        assert not any("grouped" in model_mod.INFERENCE_CACHE[layer.output] for layer in model.encoder.layer)
+        assert not any("grouped" in kernels.INFERENCE_CACHE[layer.output] for layer in model.encoder.layer)
 
 
 def test_an_added_module_follows_the_models_mode():
@@ -731,14 +729,14 @@ def test_an_added_module_follows_the_models_mode():
 @pytest.mark.parametrize("shape", [(3, 7, 16, 48), (2, 5, 48, 16)], ids=["wide-out", "wide-in"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_onednn_training_linear_gradients_match_torch(shape, bias):
-    """model.OneDNNLinear (fp32 training) against F.linear: output and all three gradients."""
+    """kernels.OneDNNLinear (fp32 training) against F.linear: output and all three gradients."""
     b, t, d_in, d_out = shape
     g = torch.Generator().manual_seed(0)
     x = torch.randn(b, t, d_in, generator=g, requires_grad=True)
     w = torch.randn(d_out, d_in, generator=g, requires_grad=True)
     bb = torch.randn(d_out, generator=g, requires_grad=True) if bias else None
     upstream = torch.randn(b, t, d_out, generator=g)
-    ours_out = model_mod.OneDNNLinear.apply(x, w, bb)
+    ours_out = kernels.OneDNNLinear.apply(x, w, bb)
     grads = torch.autograd.grad(ours_out, [x, w] + ([bb] if bias else []), upstream)
     want_out = torch.nn.functional.linear(x, w, bb)
     want = torch.autograd.grad(want_out, [x, w] + ([bb] if bias else []), upstream)
@@ -761,7 +759,7 @@ def test_fp32_training_takes_the_onednn_linear_and_frozen_weights_get_no_grad():
 
 
 def test_dropout_keeps_one_minus_p_scales_exactly_and_backpropagates_its_mask():
-    drop = model_mod.Dropout(0.1).train()
+    drop = kernels.Dropout(0.1).train()
     torch.manual_seed(0)
     x = torch.ones(1000, 1000, requires_grad=True)
     y = drop(x)
@@ -781,24 +779,24 @@ def test_dropout_keeps_one_minus_p_scales_exactly_and_backpropagates_its_mask():
 
 
 def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):
-    """model.dropout_attention with its dropout as identity equals SDPA (no dropout), forward and backward,
+    """kernels.dropout_attention with its dropout as identity equals SDPA (no dropout), forward and backward,
     with a padding mask; with dropout it zeroes attention probabilities."""
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 7, 8, generator=g, requires_grad=True) for _ in range(3))
     mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     mask[1, ..., 5:] = False
-    got = model_mod.dropout_attention(q, k, v, mask, torch.nn.Identity())
+    got = kernel_attention.dropout_attention(q, k, v, mask, torch.nn.Identity())
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     grads = torch.autograd.grad(got.sum(), (q, k, v))
     for a, b in zip(grads, torch.autograd.grad(want.sum(), (q, k, v))):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    dropped = model_mod.dropout_attention(q, k, v, None, model_mod.Dropout(0.5).train())
-    assert not torch.allclose(dropped, model_mod.dropout_attention(q, k, v, None, torch.nn.Identity()))
+    dropped = kernel_attention.dropout_attention(q, k, v, None, kernels.Dropout(0.5).train())
+    assert not torch.allclose(dropped, kernel_attention.dropout_attention(q, k, v, None, torch.nn.Identity()))
     model = ours(XmodForMaskedLM, attention_probs_dropout_prob=0.1).train()
     ids, mask2 = batch()
     calls = []
-    monkeypatch.setattr(model_mod, "dropout_attention", lambda *a: calls.append(1) or torch.zeros_like(a[0]))
+    monkeypatch.setattr(kernel_attention, "dropout_attention", lambda *a: calls.append(1) or torch.zeros_like(a[0]))
     model(ids, attention_mask=mask2, lang_ids=MIXED, labels=ids)
     assert calls  # training with attention dropout on CPU takes it
 
@@ -812,8 +810,8 @@ def test_training_attention_under_bf16_autocast_ignores_padding():
     mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     mask[1, ..., 5:] = False
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = model_mod.dropout_attention(q, k, v, mask, torch.nn.Identity())
-        alone = model_mod.dropout_attention(q[1:], k[1:, :, :5], v[1:, :, :5], None, torch.nn.Identity())
+        got = kernel_attention.dropout_attention(q, k, v, mask, torch.nn.Identity())
+        alone = kernel_attention.dropout_attention(q[1:], k[1:, :, :5], v[1:, :, :5], None, torch.nn.Identity())
     assert got.dtype == torch.bfloat16
     assert torch.equal(got[1:], alone)
     want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
@@ -830,7 +828,7 @@ def test_training_attention_under_bf16_autocast_ignores_padding():
 @needs_onednn
 @pytest.mark.parametrize("head_dim", [64, 32], ids=["scale-power-of-two", "scale-inexact"])
 def test_bf16_attention_keeps_float32_score_precision(head_dim):
-    """model.bf16_attention (hi + lo bf16 products for the scores) against attention in float64 on the
+    """kernels.bf16_attention (hi + lo bf16 products for the scores) against attention in float64 on the
     same bf16 inputs: its scores must be float32-grade, i.e. far closer than bfloat16 scores give and
     no further than SDPA's bf16 kernel (float32 scores) with a padding mask."""
     g = torch.Generator().manual_seed(0)
@@ -839,10 +837,10 @@ def test_bf16_attention_keeps_float32_score_precision(head_dim):
     mask[1, ..., 17:] = False
     exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
     before = q.clone()
-    got = model_mod.bf16_attention(q, k, v, mask)
+    got = kernel_attention.bf16_attention(q, k, v, mask)
     assert torch.equal(q, before)  # the caller's query is not scaled in place
     strided = q.transpose(-1, -2).contiguous().transpose(-1, -2)  # not contiguous, yet reshaped as a view
-    assert torch.equal(model_mod.bf16_attention(strided, k, v, mask), got) and torch.equal(strided, before)
+    assert torch.equal(kernel_attention.bf16_attention(strided, k, v, mask), got) and torch.equal(strided, before)
     sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scores16 = (q @ k.transpose(-1, -2)) * head_dim ** -0.5  # bf16 scores, as a plain bf16 matmul gives
     rounded = torch.softmax(scores16.float().masked_fill(~mask, float("-inf")), -1).to(torch.bfloat16) @ v
