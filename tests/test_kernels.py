@@ -15,8 +15,8 @@ import torch
 import xmodlm.kernels as kernels
 import xmodlm.kernels.attention as kernel_attention
 from test_model import MIXED, batch, maxdiff, needs_onednn, spy
-from tiny import TOL, ours
-from xmodlm.model import XmodForMaskedLM, XmodModel
+from tiny import TOL, ours, tiny_config
+from xmodlm.model import XmodAdapter, XmodForMaskedLM, XmodModel
 
 
 def encode(model, ids, mask, langs, fused: bool):
@@ -295,3 +295,55 @@ def test_inference_under_autocast_computes_in_bfloat16():
         h = model(ids, attention_mask=mask, lang_ids=MIXED).last_hidden_state
         inner = model.encoder.layer[0].intermediate(h)
     assert inner.dtype == torch.bfloat16
+
+
+# The module paths at the kernels' boundary: run_language_modules gives the per-language loop's result
+# (the model's definition) or None. Per case: rows per segment, training, the path it must take.
+MODULE_CASES = {
+    "one-language": ((4,), False, None),
+    "one-language-training": ((4,), True, None),
+    "shared-module": ((2, 1, 3), False, None),
+    "loop-of-kernels": ((5, 1), False, None),  # too many groups for the grouped path, too few segments to batch
+    "grouped": ((1,) * 6, False, "run_grouped"),
+    "batched-equal-inference": ((3,) * 9, False, "run_batched"),
+    "batched-padded-training": ((2, 2, 2, 1, 2, 2, 2, 2, 2, 2), True, "run_batched"),
+}
+ONEDNN_CASES = {"loop-of-kernels", "grouped"}
+
+
+def definition(modules, rows, h, skip, dropout):
+    return dropout(torch.cat([module(part) for module, part in zip(modules, h.split(rows))])) + skip
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=needs_onednn) if c in ONEDNN_CASES else c for c in MODULE_CASES])
+def test_module_paths_give_the_per_language_loops_result(case, monkeypatch):
+    rows, training, path = MODULE_CASES[case]
+    torch.manual_seed(0)
+    config = tiny_config()
+    shared = XmodAdapter(config)
+    modules = [shared if case == "shared-module" else XmodAdapter(config) for _ in rows]
+    for module in modules:
+        torch.nn.init.normal_(module.dense1.bias), torch.nn.init.normal_(module.dense2.bias)
+        module.train(training)
+    dropout = kernels.Dropout(0.1).train(training)
+    h = torch.randn(sum(rows), 5, config.hidden_size)
+    skip = h + torch.randn_like(h)
+    calls = spy(monkeypatch, path) if path else []
+    owner = torch.nn.Module()
+    with torch.set_grad_enabled(training):
+        for _ in range(2):  # the grouped path packs on a layout's second call
+            torch.manual_seed(1)
+            got = kernels.run_language_modules(rows, modules, h, skip, dropout, training, owner)
+            torch.manual_seed(1)
+            want = definition(modules, rows, h, skip, dropout)
+            assert got is not None
+            assert maxdiff(got, want) <= TOL
+    assert not path or calls[-1]
+
+
+def test_module_paths_leave_autograd_over_few_languages_to_the_loop():
+    config = tiny_config()
+    modules = [XmodAdapter(config) for _ in range(3)]
+    h = torch.randn(6, 5, config.hidden_size)
+    with torch.enable_grad():
+        assert kernels.run_language_modules((2, 3, 1), modules, h, h, kernels.Dropout(0.0), False, torch.nn.Module()) is None
