@@ -2,8 +2,7 @@
 X-Mod computes and calls in here. These files import torch and numpy only, never the model.
 
 Why oneDNN on CPU: torch's float32 matrix product on CPU is MKL's, which takes a slower code path on
-AMD processors: about 220 GFLOP/s on this project's EPYC against oneDNN's 490 for the same fp32
-product (same precision). So on CPU, while oneDNN is in the build:
+AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is in the build:
 
 * inference (eval mode, no autograd, no autocast), fp32 or bf16: one oneDNN call per linear
   (``linear.linear``), with the activation or the residual add applied inside it on the fp32

@@ -28,17 +28,15 @@ def bf16_attention(q, k, v, mask):
 
     The scores come from two bfloat16 batched matmuls (oneDNN) instead of one float32 matmul (MKL's,
     slow on AMD): ``hi`` = q k^T rounded to bfloat16, then ``lo`` = q k^T - hi, which oneDNN
-    accumulates in float32 before rounding it; hi + lo carries about 16 significant bits (the score
-    error measured 6e-5 at |q k^T| ~ 100, against 2e-5 for a float32 matmul and 0.25 for bfloat16).
-    The scores are held in full, so this serves short sequences (T <= 128). At 8 x 12 heads x 128 x 64
-    it took 2.0 ms against 3.2 for torch 2.13's CPU bf16 flash kernel and 2.4 for float32 scores on
-    one 2-core EPYC; on a Zen 4 (AVX-512 at AVX2's width) the two kernels measured the same in a
-    whole forward, so there the precision is what it buys."""
+    accumulates in float32 before rounding it; hi + lo carries about 16 significant bits, float32-grade
+    next to bfloat16's 8. The scores are held in full, so this serves short sequences (T <= 128). Where
+    MKL's float32 matmul is slow it is faster than float32 scores; where it ties with torch's CPU bf16
+    flash kernel, its precision is what it buys."""
     B, H, T, D = q.shape
     scale = D ** -0.5
     exact_scale = math.frexp(scale)[0] == 0.5  # a power of two: q * scale is exact in bfloat16
     # gather the strided head view into (B * H, T, D), then scale it in place when exact: a copy and a
-    # contiguous multiply took 0.3 ms at 8 x 12 x 128 x 64 against 1.0 for one multiply from the strided view
+    # contiguous multiply are faster than one multiply from the strided view
     gathered = q.reshape(B * H, T, D)
     if exact_scale:  # where reshape could return a view, it is the caller's memory: scaled out of place
         shared = gathered.untyped_storage().data_ptr() == q.untyped_storage().data_ptr()
@@ -58,9 +56,9 @@ def bf16_attention(q, k, v, mask):
 def dropout_attention(q, k, v, mask, dropout: nn.Module):
     """Softmax attention with dropout on the probabilities, for CPU training: what SDPA's math path
     computes there (float32 for bf16 inputs, probabilities materialised), with the faster Dropout
-    mask; torch's bernoulli took 7% of a bf16 training step in SDPA. Under autocast the products run
-    in bf16 whatever their inputs (autocast casts them), so the inputs are not converted to float32
-    first: the same result without two conversions per tensor."""
+    mask (torch's bernoulli is a visible share of a bf16 training step in SDPA). Under autocast the
+    products run in bf16 whatever their inputs (autocast casts them), so the inputs are not
+    converted to float32 first: the same result without two conversions per tensor."""
     scale = q.shape[-1] ** -0.5
     up = (lambda t: t) if torch.is_autocast_enabled(q.device.type) else (lambda t: t.float())
     scores = torch.matmul(up(q) * scale, up(k).transpose(-1, -2))

@@ -66,16 +66,11 @@ def _layout(rows) -> tuple[bool, int]:
 def _batched(h, rows, equal: bool, module) -> bool:
     """Many segments: padded batched matmuls instead of a Python loop of small ones.
 
-    Measured on CPU (bf16): small matmuls always gain (81 x 64 tokens at width 256: 5x faster
-    than the loop). Larger ones gain only without copies: in inference, where the stacked weights
-    are cached, equal segments run as a view (81 x 32 at width 768: 7.3 ms per layer against 10.3;
-    8 x 128: 1.65 against 1.79), while padding them into a stack loses to the loop (8 unequal
-    segments x 640 tokens at width 256: 65.4 against 64.0 ms per forward). So: at least 8
-    segments and at most 25% padding; then small matmuls (< 8M multiply-adds per segment), or
-    equal segments in inference, or equal segments in training up to 32M multiply-adds: bf16
-    autocast training steps with 8 equal segments (2-core Zen 4, interleaved) were 3-5% faster
-    batched at 8.4M and 16.8M per segment (width 256, 2 and 4 rows of 128), the same at 33.5M
-    (width 512) and 2.6% slower at 75M (width 768).
+    Small matmuls always gain. Larger ones gain only without copies: in inference, where the stacked
+    weights are cached, equal segments run as a view, while padding unequal ones into a stack loses
+    to the loop. So: at least 8 segments and at most 25% padding; then small matmuls (< 8M
+    multiply-adds per segment), or equal segments in inference, or equal segments in training up to
+    32M multiply-adds (beyond, bf16 autocast training steps were no faster batched than looped).
     """
     if len(rows) < 8 or max(rows) * len(rows) > 1.25 * sum(rows):
         return False
@@ -89,12 +84,9 @@ def _grouped(h, groups: int, segments: int, module, skip) -> int:
 
     It applies in CPU inference through oneDNN (same dtype, an activation oneDNN fuses) where the
     batch splits into at most twice as many equal groups of rows as it has languages (a language
-    with 2 rows among languages with 1 takes 2 groups, and its weights are read twice). Measured
-    in bf16 at width 768 (2-core EPYC): the two products at 81 x 32 tokens 4.95 ms against 8.97
-    for the batched matmuls, at 8 x 128 1.50 against 1.82; a 12-layer forward of 8 x 128 with
-    one language twice 261 ms against 271 for the loop of kernels. Packing the weights costs
-    more than it saves on one call (81 x 32: 810 ms a forward when a new layout came every
-    call, against 626), hence ``reuse_first`` in ``grouped_weights``.
+    with 2 rows among languages with 1 takes 2 groups, and its weights are read twice). There it beats
+    the batched matmuls and the loop of kernels; packing the weights costs more than it saves on one
+    call, hence ``reuse_first`` in ``grouped_weights``.
     """
     if not (fusable(module.training, h) and module.act_name in ONEDNN_ACTIVATIONS
             and module.dense1.weight.dtype == h.dtype and h.is_contiguous() and skip.is_contiguous() and h.dim() >= 2):
@@ -161,8 +153,8 @@ def run_batched(owner, h, rows, equal: bool, modules, skip=None):
 def grouped_weights(owner, modules, tokens: int) -> tuple:
     """Both products' weights as grouped 1x1 convolution weights (one group per entry of
     ``modules``) in oneDNN's layout for inputs of ``tokens`` positions, and their biases (cached).
-    The layout is chosen for that input size: reused at another, oneDNN ran up to 100x slower,
-    so the size is part of the key."""
+    The layout is chosen for that input size and is far slower at another, so the size is part of
+    the key."""
     groups = len(modules)
 
     def build(params):
