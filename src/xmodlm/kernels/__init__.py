@@ -10,10 +10,11 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
 * fp32 training (autograd, no autocast): forward and both backward products through oneDNN
   (``OneDNNLinear``).
 * the per-language modules (``modules.run_language_modules``): one language (or one shared module)
-  as a single module call; many segments as padded batched matmuls over stacked weights; in CPU
-  inference a batch layout seen twice in a row as two grouped 1x1 convolutions on packed weights;
-  else, in inference, a loop of direct kernel calls writing into one output. Where none applies
-  (autograd with few segments, or oneDNN off) the model's own per-language loop runs.
+  as its two linears over the whole batch, the residual fused in inference; many segments as padded
+  batched matmuls over stacked weights; in CPU inference a batch layout seen twice in a row as two
+  grouped 1x1 convolutions on packed weights, else a loop of direct kernel calls writing into one
+  output. Where none applies (autograd over few segments, or oneDNN off) the model's own
+  per-language loop runs.
 * attention (``attention.attention``): torch's scaled_dot_product_attention, except bf16 inference
   of sequences up to 128 tokens (``bf16_attention``: float32-grade scores from two bf16 products)
   and CPU training with attention dropout (``dropout_attention``, with the faster mask).

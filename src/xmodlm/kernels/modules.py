@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, linear
 
-_last_layout: tuple = (None, False, 0)  # (rows, equal, groups) of the last call: every layer passes the same rows
+# (rows, equal, groups) of the last call: every layer of a forward passes the same rows (a tuple)
+_last_layout: tuple = (None, False, 0)
 
 
 def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner):
@@ -26,7 +27,10 @@ def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner)
     if len(rows) == 1 or all(m is module for m in modules):  # one language, or one shared module: no split
         inner = linear((module.dense1,), h, act=module.act_name, pack=False)
         return linear((module.dense2,), inner, residual=skip, dropout=dropout, pack=False)
-    equal, groups = _layout(rows)
+    layout = _last_layout
+    if layout[0] is not rows:
+        layout = _layout(rows)
+    _, equal, groups = layout
     groups = _grouped(h, groups, len(rows), module, skip)
     if groups:
         y = run_grouped(owner, h, rows, modules, skip, groups)
@@ -50,17 +54,13 @@ def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner)
     return out
 
 
-def _layout(rows) -> tuple[bool, int]:
-    """Whether all segments have as many rows, and into how many equal groups of rows, each of one
-    language, the batch splits (one per row / gcd(rows)); kept for the next call with the same rows."""
+def _layout(rows) -> tuple:
+    """(rows, whether all segments have as many rows, into how many equal groups of rows, each of one
+    language, the batch splits: one per row / gcd(rows)), kept for the next call with the same rows."""
     global _last_layout
-    last = _last_layout
-    if last[0] is rows:
-        return last[1], last[2]
     equal = all(r == rows[0] for r in rows)
-    groups = sum(rows) // (math.gcd(*rows) or 1)
-    _last_layout = (rows, equal, groups)
-    return equal, groups
+    _last_layout = (rows, equal, sum(rows) // (math.gcd(*rows) or 1))
+    return _last_layout
 
 
 def _batched(h, rows, equal: bool, module) -> bool:
