@@ -55,7 +55,7 @@ def drop_inference_cache(root: nn.Module) -> None:
         INFERENCE_CACHE.pop(module, None)
 
 
-def onednn_ready(x: torch.Tensor) -> bool:
+def _onednn_ready(x: torch.Tensor) -> bool:
     # is_compiling first: under torch.compile the plain ops are traced (inductor fuses them itself)
     return (not torch.compiler.is_compiling() and _ONEDNN["enabled"] and _ONEDNN["available"]
             and x.device.type == "cpu")
@@ -65,12 +65,12 @@ def fusable(training: bool, x: torch.Tensor) -> bool:
     """Inference (``training`` false, no autograd) through the fused oneDNN kernels (not under
     autocast, whose casts they would skip)."""
     return (not training and not torch.is_grad_enabled() and x.dtype in (torch.float32, torch.bfloat16)
-            and onednn_ready(x) and not torch.is_autocast_enabled("cpu"))
+            and _onednn_ready(x) and not torch.is_autocast_enabled("cpu"))
 
 
 def onednn_trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """fp32 autograd through oneDNN (not under autocast, which already sends bf16 products there)."""
-    return (torch.is_grad_enabled() and x.dtype == weight.dtype == torch.float32 and onednn_ready(x)
+    return (torch.is_grad_enabled() and x.dtype == weight.dtype == torch.float32 and _onednn_ready(x)
             and not torch.is_autocast_enabled("cpu"))
 
 
