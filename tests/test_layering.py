@@ -1,6 +1,6 @@
 """Imports flow one way: cli -> recipes -> {trainer, data, tokenizer, tasks, metrics, checkpoint, languages,
-pipeline} -> model -> weights -> config -> files. Checked on the source, so a violation fails here rather than
-in review."""
+pipeline} -> model -> {config, kernels, weights}; weights -> config -> files; the kernels import nothing from
+the package. Checked on the source, so a violation fails here rather than in review."""
 
 import ast
 from pathlib import Path
@@ -30,11 +30,18 @@ def module_imports(name: str) -> set[str]:
     return internal_imports(path if path.exists() else PACKAGE / name / "__init__.py")
 
 
-def test_model_imports_only_its_config_and_weight_files():
-    assert module_imports("model") <= {"config", "weights"}
+def test_model_imports_only_its_config_kernels_and_weights():
+    assert module_imports("model") <= {"config", "kernels", "weights"}
     assert module_imports("config") <= {"files"}
     assert module_imports("weights") <= {"config", "files"}
     assert module_imports("files") == set()
+
+
+def test_the_kernels_import_nothing_from_the_package():
+    files = sorted((PACKAGE / "kernels").rglob("*.py"))
+    assert files
+    for path in files:  # imports among the kernels' own files name "kernels"
+        assert internal_imports(path) <= {"kernels"}, f"{path.relative_to(PACKAGE)} imports {internal_imports(path)}"
 
 
 def test_nothing_below_the_recipes_imports_them_or_the_cli():

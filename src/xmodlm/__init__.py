@@ -8,8 +8,8 @@ from .model import (
     XmodForSequenceClassification,
     XmodForTokenClassification,
     XmodModel,
-    use_onednn,
 )
+from .kernels import use_onednn
 from .runtime import tune_allocator
 
 __version__ = "0.1.0"

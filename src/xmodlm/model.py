@@ -1,299 +1,244 @@
-"""The X-Mod encoder: embeddings, attention, per-language modules with their routing, heads.
+"""X-Mod (Pfeiffer et al. 2022, "Lifting the Curse of Multilinguality by Pre-training Modular
+Transformers"): a RoBERTa encoder with one small bottleneck module per language in every layer.
+
+For token ids with one language per row, it computes:
+
+* embeddings: word + position (RoBERTa's: real tokens count from padding_idx + 1) + token type,
+  LayerNorm, dropout.
+* in every layer (``XmodLayer``): self-attention, output projection, dropout, residual; the
+  feed-forward (dense, activation, dense, dropout, residual); then the row's language module
+  (``XmodAdapter``: dense1 down to d / reduction, activation, dense2 back to d), dropout and its own
+  residual (``XmodOutput``). The module's input is the feed-forward output through the module's own
+  LayerNorm (``adapter_layer_norm``), through ``output.LayerNorm`` (``adapter_reuse_layer_norm``) or
+  as it is; its residual is that input (``ln_before_adapter``) or the feed-forward output. Post-norm
+  (xmod-base) normalises after attention's residual and applies ``output.LayerNorm`` again after
+  the module's; pre-norm (the paper's large model) normalises before attention and before the
+  feed-forward, and the encoder ends with a LayerNorm.
+* routing (``Routing``): rows are grouped by language once per forward, so that in every layer each
+  language's module runs on one contiguous slice; the outputs return to the input order.
+* heads: masked LM (dense, gelu, LayerNorm, a decoder tied to the word embeddings; with labels, logits
+  at the labelled positions only), sequence and token classification, question answering, multiple choice.
 
 Parameter names are Hugging Face's (``roberta.encoder.layer.0.output.adapter_modules.en_XX.dense1``
-...), so ``save_pretrained`` writes the same directory that ``transformers.Xmod*`` classes load,
-and ``from_pretrained`` reads theirs. The computation follows transformers' modeling_xmod
-exactly (parity tests compare outputs); the differences are in how, not what:
-
-* routing: the batch is grouped by language once per forward (one gather in, one out), and
-  each layer runs each language's module on a contiguous slice, or many small segments as one
-  batched matmul, or (CPU inference, a batch layout seen twice in a row) all of them as one
-  grouped convolution on packed weights; a one-language batch takes no gather at all. The
-  reference loops over every configured language in every layer.
-* attention goes through ``scaled_dot_product_attention``, except on CPU for bf16 inference of
-  short sequences and for training with attention dropout (see ``bf16_attention``,
-  ``dropout_attention``).
-* on CPU, linears run through oneDNN (see "CPU kernels" below), and dropout masks come from a
-  faster generator (``Dropout``).
-* the masked-LM head scores only the labelled positions when labels are given.
-
-This module imports torch and numpy, and from the package config and weights (checkpoint files); nothing else.
+...): ``save_pretrained`` writes what ``transformers.Xmod*`` classes load, ``from_pretrained`` reads
+theirs, and parity tests compare the outputs with transformers' modeling_xmod. How it is made fast
+lives in ``xmodlm.kernels``, behind ``linear``, ``attention``, ``run_language_modules`` and
+``Dropout``. This module imports torch and, from the package, its config, the weight files (``weights``) and the kernels.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import weakref
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from . import weights
 from .config import XmodConfig
+from .kernels import Dropout, activation, drop_inference_cache, run_language_modules
+from .kernels.attention import attention
+from .kernels.linear import linear
 
 logger = logging.getLogger(__name__)
 
 LangIds = Union[torch.Tensor, Sequence[str], Sequence[int], str, int, None]
 
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
-
-
-def activation(name: str):
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unsupported hidden_act {name!r}; expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
-
 
 # ---------------------------------------------------------------------------------------
-# CPU kernels: oneDNN linears (fused epilogues and packed weights in inference; fp32 training)
+# Modules
 # ---------------------------------------------------------------------------------------
-# torch's float32 GEMM on CPU is MKL's, which takes a slower code path on AMD processors: about
-# 220 GFLOP/s on this project's EPYC against oneDNN's 490 for the same fp32 product (same precision).
-# So on CPU, when oneDNN is in the build:
-# * inference (eval mode, no autograd), fp32 or bf16: one oneDNN call per linear, the activation or
-#   the residual add applied inside it on the fp32 accumulator (rounded once, where the plain path
-#   rounds the matmul output first). The big shared matrices are reordered once into oneDNN's
-#   blocked layout and cached until they change: one extra copy of the encoder's dense weights
-#   (not of the embeddings or the language modules), dropped by ``model.train()``.
-# * fp32 training (autograd, no autocast): forward and both backward products through oneDNN.
-# Same computations, not approximations. ``use_onednn(False)`` switches all of it off.
-ONEDNN_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh"),
-                      "relu": ("relu", ""), "silu": ("swish", ""), "swish": ("swish", ""), "tanh": ("tanh", "")}
+class XmodEmbeddings(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.padding_idx = config.pad_token_id
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        limit = self.position_embeddings.num_embeddings
+        # Derived positions never exceed seq_len + padding_idx, so only a long input or explicit
+        # position_ids need the exact maximum (a reduction and, on a GPU, a sync).
+        check = position_ids is not None or input_ids.shape[1] + self.padding_idx >= limit
+        if position_ids is None:
+            # RoBERTa: real tokens count from padding_idx + 1, padding keeps padding_idx.
+            not_pad = input_ids.ne(self.padding_idx).int()
+            position_ids = torch.cumsum(not_pad, dim=1).type_as(not_pad) * not_pad + self.padding_idx
+            position_ids = position_ids.long()
+        if check and int(position_ids.max()) >= limit:
+            raise ValueError(
+                f"sequence needs position {int(position_ids.max())} but max_position_embeddings is "
+                f"{self.position_embeddings.num_embeddings} (at most "
+                f"{self.position_embeddings.num_embeddings - self.padding_idx - 1} tokens)"
+            )
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
 
 
-def _onednn_in_build() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._linear_pointwise)
-    except (AttributeError, RuntimeError):
-        return False
+class XmodSelfAttention(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)  # no parameters: names unaffected
+
+    def forward(self, x, mask):
+        B, T, C = x.shape
+        # One (3C x C) projection instead of three: fewer, larger matmuls (names stay the reference's).
+        qkv = linear((self.query, self.key, self.value), x).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, H, T, D)
+        y = attention(q, k, v, mask, self.dropout, self.training)  # softmax(q k^T / sqrt(D)) v, dropout on the weights
+        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
 
 
-_ONEDNN = {"enabled": True, "available": _onednn_in_build()}
-# Inference-only derived tensors (packed or stacked weights) per module, outside the module so that
-# state_dict, deepcopy and pickling never see them; an entry goes with its module.
-INFERENCE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple | dict]" = weakref.WeakKeyDictionary()
+class XmodSelfOutput(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
 
-def use_onednn(enabled: bool) -> None:
-    """Use (True, the default) or bypass the oneDNN linears on CPU (plain torch ops)."""
-    _ONEDNN["enabled"] = bool(enabled)
+class XmodAttention(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.self = XmodSelfAttention(config)
+        self.output = XmodSelfOutput(config)
+
+    def forward(self, x, mask):
+        h = self.output.LayerNorm(x) if self.pre_norm else x
+        h = linear((self.output.dense,), self.self(h, mask), residual=x, dropout=self.output.dropout)
+        return h if self.pre_norm else self.output.LayerNorm(h)
 
 
-def _onednn_ready(x: torch.Tensor) -> bool:
-    # is_compiling first: under torch.compile the plain ops are traced (inductor fuses them itself)
-    return (not torch.compiler.is_compiling() and _ONEDNN["enabled"] and _ONEDNN["available"]
-            and x.device.type == "cpu")
-
-
-def fusable(module: nn.Module, x: torch.Tensor) -> bool:
-    """Inference through the fused oneDNN kernels (not under autocast, whose casts they would skip)."""
-    return (not module.training and not torch.is_grad_enabled() and x.dtype in (torch.float32, torch.bfloat16)
-            and _onednn_ready(x) and not torch.is_autocast_enabled("cpu"))
-
-
-def onednn_trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """fp32 autograd through oneDNN (not under autocast, which already sends bf16 products there)."""
-    return (torch.is_grad_enabled() and x.dtype == weight.dtype == torch.float32 and _onednn_ready(x)
-            and not torch.is_autocast_enabled("cpu"))
-
-
-def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias in oneDNN (weight (out, in), any strides)."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
-
-
-class OneDNNLinear(torch.autograd.Function):
-    """F.linear for float32 CPU training, with the forward and both backward products in oneDNN.
-    Differentiable once: for double backward (gradient penalties) call ``use_onednn(False)``."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _mm(x, weight, bias)
-
-    @staticmethod
-    @once_differentiable  # oneDNN's kernels have no derivatives: a second backward is a clear error
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad2 = grad.reshape(-1, grad.shape[-1])
-        grad_x = _mm(grad, weight.t()) if ctx.needs_input_grad[0] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:  # (out, in) = grad2.T @ x2; oneDNN is fastest with the wider side as its "weight"
-            x2 = x.reshape(-1, x.shape[-1])
-            grad_w = _mm(x2.t(), grad2.t()).t() if weight.shape[0] >= weight.shape[1] else _mm(grad2.t(), x2.t())
-        grad_b = grad2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
-
-
-def bf16_attention(q, k, v, mask):
-    """Softmax attention for bfloat16 inputs in CPU inference, at about the flash kernel's precision:
-    float32 scores and softmax, probabilities rounded to bfloat16 for the product with v.
-
-    The scores come from two bfloat16 batched matmuls (oneDNN) instead of one float32 matmul (MKL's,
-    slow on AMD): ``hi`` = q k^T rounded to bfloat16, then ``lo`` = q k^T - hi, which oneDNN
-    accumulates in float32 before rounding it; hi + lo carries about 16 significant bits (the score
-    error measured 6e-5 at |q k^T| ~ 100, against 2e-5 for a float32 matmul and 0.25 for bfloat16).
-    The scores are held in full, so this serves short sequences (T <= 128). At 8 x 12 heads x 128 x 64
-    it took 2.0 ms against 3.2 for torch 2.13's CPU bf16 flash kernel and 2.4 for float32 scores on
-    one 2-core EPYC; on a Zen 4 (AVX-512 at AVX2's width) the two kernels measured the same in a
-    whole forward, so there the precision is what it buys."""
-    B, H, T, D = q.shape
-    scale = D ** -0.5
-    exact_scale = math.frexp(scale)[0] == 0.5  # a power of two: q * scale is exact in bfloat16
-    # gather the strided head view into (B * H, T, D), then scale it in place when exact: a copy and a
-    # contiguous multiply took 0.3 ms at 8 x 12 x 128 x 64 against 1.0 for one multiply from the strided view
-    gathered = q.reshape(B * H, T, D)
-    if exact_scale:  # where reshape could return a view, it is the caller's memory: scaled out of place
-        shared = gathered.untyped_storage().data_ptr() == q.untyped_storage().data_ptr()
-        gathered = gathered * scale if shared else gathered.mul_(scale)
-    q = gathered
-    k = k.reshape(B * H, T, D).transpose(1, 2)
-    hi = torch.bmm(q, k)
-    scores = hi.float().add_(torch.baddbmm(hi, q, k, beta=-1))
-    if not exact_scale:
-        scores.mul_(scale)
-    if mask is not None:
-        scores.view(B, H, T, T).masked_fill_(~mask, torch.finfo(torch.float32).min)
-    probs = torch.softmax(scores, dim=-1).to(torch.bfloat16)
-    return torch.bmm(probs, v.reshape(B * H, T, D)).view(B, H, T, D)
-
-
-def dropout_attention(q, k, v, mask, dropout: nn.Module):
-    """Softmax attention with dropout on the probabilities, for CPU training: what SDPA's math path
-    computes there (float32 for bf16 inputs, probabilities materialised), with the faster Dropout
-    mask; torch's bernoulli took 7% of a bf16 training step in SDPA. Under autocast the products run
-    in bf16 whatever their inputs (autocast casts them), so the inputs are not converted to float32
-    first: the same result without two conversions per tensor."""
-    scale = q.shape[-1] ** -0.5
-    up = (lambda t: t) if torch.is_autocast_enabled(q.device.type) else (lambda t: t.float())
-    scores = torch.matmul(up(q) * scale, up(k).transpose(-1, -2))
-    if mask is not None:  # the scores' own minimum: under autocast they are bf16
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return torch.matmul(dropout(torch.softmax(scores, dim=-1)), up(v)).to(q.dtype)
-
-
-def concat(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if len(linears) == 1:
-        return linears[0].weight, linears[0].bias
-    bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
-    return torch.cat([m.weight for m in linears]), bias
-
-
-def packed_weights(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The weight of ``linears`` (concatenated along the output) reordered into oneDNN's blocked
-    layout, and their bias; cached on the first linear until any tensor is replaced or changed."""
-    tensors = [t for m in linears for t in (m.weight, m.bias) if t is not None]
-    key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
-    cached = INFERENCE_CACHE.get(linears[0])
-    if cached is None or cached[0] != key:
-        weight, bias = concat(linears)
-        # no batch-size hint: the layout then serves any batch (a hint of 1 made fp32 at 1024 rows 4% slower)
-        cached = INFERENCE_CACHE[linears[0]] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()), bias)
-    return cached[1], cached[2]
-
-
-def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
-           dropout: nn.Module | None = None, pack: bool = True, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``dropout(act(x @ W.T + b)) + residual``, W and b concatenating ``linears`` along the output.
-    In CPU inference one fused oneDNN call; with ``pack`` on a cached pre-packed weight (worth it
-    for the big shared matrices; the per-language modules are small and many, so they stay unpacked).
-    ``out`` (inference only, with ``residual``) receives the sum instead of a new tensor."""
-    weight = linears[0].weight
-    if fusable(linears[0], x) and weight.dtype == x.dtype and (act is None or act in ONEDNN_ACTIVATIONS):
-        weight, bias = packed_weights(linears) if pack else concat(linears)
-        if residual is not None and act is None and out is None and residual.dtype == x.dtype:
-            # the residual added on the fp32 accumulator: one rounding (as fast as a separate add)
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
-        attr, algorithm = ONEDNN_ACTIVATIONS[act] if act else ("none", "")
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [None], algorithm)
-        if residual is None:
-            return y
-        return y.add_(residual) if out is None else torch.add(y, residual, out=out)
-    weight, bias = concat(linears)
-    y = OneDNNLinear.apply(x, weight, bias) if onednn_trainable(x, weight) else F.linear(x, weight, bias)
-    if act is not None:
-        y = activation(act)(y)
-    if dropout is not None:
-        y = dropout(y)
-    if residual is None:
-        return y
-    return y + residual if out is None else torch.add(y, residual, out=out)
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout with a faster CPU training mask: each element's keep decision is a 16-bit random
-    draw, kept with probability (65536 - k) / 65536 for k = round(p * 65536), and scaled by that
-    probability's exact inverse, so the expectation is exact. p is thus rounded to a multiple of
-    1/65536 (0.1 -> 0.100006). The draws come four per 64-bit output of numpy's SFC64 generator,
-    seeded for each call from torch's global generator (so ``torch.manual_seed`` and saved RNG
-    states govern it as they govern torch's own dropout). Measured on the 2-core EPYC (Zen 4) at
-    16 x 128 x 256: 0.27 ms for the mask against 1.0 with three draws per 64-bit output of torch's
-    Mersenne Twister (strided, so the comparison could not vectorise) and 3.0 for torch's
-    bernoulli_. Elsewhere (GPU, eval, in place) nn.Dropout."""
+class XmodIntermediate(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        activation(config.hidden_act)  # an unknown name fails here, at construction
+        self.act_name = config.hidden_act
 
     def forward(self, x):
-        drop = round(self.p * 65536)
-        if not self.training or self.inplace or x.device.type != "cpu" or not 0 < drop < 65536:
-            return super().forward(x)
-        n = x.numel()
-        seed = int(torch.empty((), dtype=torch.int64).random_())
-        draws = np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
-        # compared in numpy (10x faster than torch's int16 comparison), multiplied as uint8 (torch
-        # multiplies bf16 by a uint8 mask 4x faster than by a bool one)
-        keep = torch.from_numpy(draws >= drop - 32768).view(torch.uint8).view(x.shape)
-        return (x * keep).mul_(65536 / (65536 - drop))
+        return linear((self.dense,), x, act=self.act_name)
 
 
-# ---------------------------------------------------------------------------------------
-# Outputs (the reference's field names)
-# ---------------------------------------------------------------------------------------
-@dataclass
-class BaseModelOutput:
-    last_hidden_state: torch.Tensor
-    pooler_output: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
+class XmodAdapter(nn.Module):
+    """One language's bottleneck: d -> d / reduction -> d."""
+
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense1 = nn.Linear(config.hidden_size, config.adapter_size)
+        self.dense2 = nn.Linear(config.adapter_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+        self.act_name = config.hidden_act
+
+    def forward(self, x):
+        """dense2(act(dense1(x))); small and one per language, so its weights are never packed"""
+        return linear((self.dense2,), linear((self.dense1,), x, act=self.act_name, pack=False), pack=False)
 
 
-@dataclass
-class MaskedLMOutput:
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, T, V), or (N, V) at the N labelled positions
-    hidden_states: tuple[torch.Tensor, ...] | None = None
+class XmodOutput(nn.Module):
+    """Feed-forward output and residual, then each row's language module with its own residual."""
+
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.ln_before_module = config.ln_before_adapter
+        self.module_reuse_layer_norm = config.adapter_reuse_layer_norm
+        if config.adapter_layer_norm:
+            self.adapter_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.adapter_layer_norm = None
+        if config.shared_module:
+            shared = XmodAdapter(config)
+            self.adapter_modules = nn.ModuleDict({code: shared for code in config.languages})
+        else:
+            self.adapter_modules = nn.ModuleDict({code: XmodAdapter(config) for code in config.languages})
+
+    def forward(self, x, residual, routing: Routing):
+        h = linear((self.dense,), x, residual=residual, dropout=self.dropout)
+        skip = h
+        if self.adapter_layer_norm is not None:
+            h = self.adapter_layer_norm(h)
+        elif self.module_reuse_layer_norm:
+            h = self.LayerNorm(h)
+        if self.ln_before_module:
+            skip = h
+        return self.run_modules(h, routing, skip)
+
+    def run_modules(self, h, routing: Routing, skip):
+        """``dropout(module_of_each_row(h)) + skip``, the rows grouped by language as ``routing`` says."""
+        table = self.adapter_modules._modules  # the dict itself: read for every language in every layer
+        modules = [table[code] for code in routing.codes]
+        y = run_language_modules(routing.rows, modules, h, skip, self.dropout, self.training, self)
+        if y is not None:  # the kernels' faster way to the same result
+            return y
+        # the definition: each language's module on its rows (split, whose backward is one concatenation)
+        return self.dropout(torch.cat([module(part) for module, part in zip(modules, h.split(routing.rows))])) + skip
 
 
-@dataclass
-class SequenceClassifierOutput:
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
+class XmodLayer(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.attention = XmodAttention(config)
+        self.intermediate = XmodIntermediate(config)
+        self.output = XmodOutput(config)
+
+    def forward(self, x, mask, routing: Routing):
+        a = self.attention(x, mask)
+        h = self.output.LayerNorm(a) if self.pre_norm else a
+        out = self.output(self.intermediate(h), a, routing)
+        # Post-norm applies output.LayerNorm a second time, after the module (as the reference).
+        return out if self.pre_norm else self.output.LayerNorm(out)
 
 
-TokenClassifierOutput = SequenceClassifierOutput
-MultipleChoiceModelOutput = SequenceClassifierOutput
+class XmodEncoder(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([XmodLayer(config) for _ in range(config.num_hidden_layers)])
+        if config.pre_norm:
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.LayerNorm = None
+
+    def forward(self, x, mask, routing: Routing, output_hidden_states=False):
+        states = [x] if output_hidden_states else None
+        for layer in self.layer:
+            x = layer(x, mask, routing)
+            if states is not None:
+                states.append(x)
+        if self.LayerNorm is not None:
+            x = self.LayerNorm(x)
+            if states is not None:  # the reference's last hidden state is the normed one
+                states[-1] = x
+        return x, states
 
 
-@dataclass
-class QuestionAnsweringModelOutput:
-    loss: torch.Tensor | None = None
-    start_logits: torch.Tensor | None = None
-    end_logits: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
+class XmodPooler(nn.Module):
+    def __init__(self, config: XmodConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, h):
+        return torch.tanh(self.dense(h[:, 0]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -309,10 +254,7 @@ class Routing:
 
     def __post_init__(self):  # derived once per forward, read by every layer
         self.codes = tuple(code for code, _, _ in self.segments)
-        self.rows = [end - start for _, start, end in self.segments]
-        self.equal = all(r == self.rows[0] for r in self.rows)
-        # equal groups of rows, each of one language: one per row / gcd(rows) (the grouped path)
-        self.groups = sum(self.rows) // (math.gcd(*self.rows) or 1)
+        self.rows = tuple(end - start for _, start, end in self.segments)
 
 
 def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> list[int]:
@@ -379,359 +321,40 @@ def make_routing(ids: list[int], languages: list[str], device: torch.device) -> 
 
 
 # ---------------------------------------------------------------------------------------
-# Modules
+# Outputs (the reference's field names)
 # ---------------------------------------------------------------------------------------
-class XmodEmbeddings(nn.Module):
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.padding_idx = config.pad_token_id
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(
-            config.max_position_embeddings, config.hidden_size, padding_idx=config.pad_token_id
-        )
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
-
-    def forward(self, input_ids, token_type_ids=None, position_ids=None):
-        limit = self.position_embeddings.num_embeddings
-        # Derived positions never exceed seq_len + padding_idx, so only a long input or explicit
-        # position_ids need the exact maximum (a reduction and, on a GPU, a sync).
-        check = position_ids is not None or input_ids.shape[1] + self.padding_idx >= limit
-        if position_ids is None:
-            # RoBERTa: real tokens count from padding_idx + 1, padding keeps padding_idx.
-            not_pad = input_ids.ne(self.padding_idx).int()
-            position_ids = torch.cumsum(not_pad, dim=1).type_as(not_pad) * not_pad + self.padding_idx
-            position_ids = position_ids.long()
-        if check and int(position_ids.max()) >= limit:
-            raise ValueError(
-                f"sequence needs position {int(position_ids.max())} but max_position_embeddings is "
-                f"{self.position_embeddings.num_embeddings} (at most "
-                f"{self.position_embeddings.num_embeddings - self.padding_idx - 1} tokens)"
-            )
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
-        if token_type_ids is None:
-            x = x + self.token_type_embeddings.weight[0]
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(x))
+@dataclass
+class BaseModelOutput:
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-class XmodSelfAttention(nn.Module):
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = Dropout(config.attention_probs_dropout_prob)  # no parameters: names unaffected
-
-    def forward(self, x, mask):
-        B, T, C = x.shape
-        # One (3C x C) projection instead of three: fewer, larger matmuls (names stay the reference's).
-        qkv = linear((self.query, self.key, self.value), x).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, H, T, D)
-        if q.dtype == torch.bfloat16 and fusable(self.query, q) and T <= 128:
-            y = bf16_attention(q, k, v, mask)
-        elif self.training and self.dropout.p > 0 and q.device.type == "cpu":
-            y = dropout_attention(q, k, v, mask, self.dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
-        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+@dataclass
+class MaskedLMOutput:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, T, V), or (N, V) at the N labelled positions
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-class XmodSelfOutput(nn.Module):
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
+@dataclass
+class SequenceClassifierOutput:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-class XmodAttention(nn.Module):
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.pre_norm = config.pre_norm
-        self.self = XmodSelfAttention(config)
-        self.output = XmodSelfOutput(config)
-
-    def forward(self, x, mask):
-        h = self.output.LayerNorm(x) if self.pre_norm else x
-        h = linear((self.output.dense,), self.self(h, mask), residual=x, dropout=self.output.dropout)
-        return h if self.pre_norm else self.output.LayerNorm(h)
+TokenClassifierOutput = SequenceClassifierOutput
+MultipleChoiceModelOutput = SequenceClassifierOutput
 
 
-class XmodIntermediate(nn.Module):
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        activation(config.hidden_act)  # an unknown name fails here, at construction
-        self.act_name = config.hidden_act
+@dataclass
+class QuestionAnsweringModelOutput:
+    loss: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
-    def forward(self, x):
-        return linear((self.dense,), x, act=self.act_name)
-
-
-class XmodAdapter(nn.Module):
-    """One language's bottleneck: d -> d / reduction -> d."""
-
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.dense1 = nn.Linear(config.hidden_size, config.adapter_size)
-        self.dense2 = nn.Linear(config.adapter_size, config.hidden_size)
-        self.act = activation(config.hidden_act)
-        self.act_name = config.hidden_act
-
-    def forward(self, x, residual=None, dropout=None, out=None):
-        """``dropout(module(x)) + residual`` (written into ``out`` when given, inference only)"""
-        h = linear((self.dense1,), x, act=self.act_name, pack=False)
-        return linear((self.dense2,), h, residual=residual, dropout=dropout, pack=False, out=out)
-
-
-class XmodOutput(nn.Module):
-    """Feed-forward output, residual, then the language module with its own residual."""
-
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
-        self.ln_before_adapter = config.ln_before_adapter
-        self.adapter_reuse_layer_norm = config.adapter_reuse_layer_norm
-        if config.adapter_layer_norm:
-            self.adapter_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        else:
-            self.adapter_layer_norm = None
-        if config.shared_module:
-            shared = XmodAdapter(config)
-            self.adapter_modules = nn.ModuleDict({code: shared for code in config.languages})
-        else:
-            self.adapter_modules = nn.ModuleDict({code: XmodAdapter(config) for code in config.languages})
-
-    def forward(self, x, residual, routing: Routing):
-        h = linear((self.dense,), x, residual=residual, dropout=self.dropout)
-        skip = h
-        if self.adapter_layer_norm is not None:
-            h = self.adapter_layer_norm(h)
-        elif self.adapter_reuse_layer_norm:
-            h = self.LayerNorm(h)
-        if self.ln_before_adapter:
-            skip = h
-        return self.run_modules(h, routing, skip)
-
-    def run_modules(self, h, routing: Routing, skip):
-        """``dropout(module_of_each_row(h)) + skip``"""
-        segments = routing.segments
-        if len(segments) == 1:
-            return self.adapter_modules[segments[0][0]](h, skip, self.dropout)
-        table = self.adapter_modules._modules
-        modules = [table[code] for code in routing.codes]
-        if all(m is modules[0] for m in modules):  # one module under every code (shared baseline)
-            return modules[0](h, skip, self.dropout)
-        groups = self._grouped(h, routing, modules[0], skip)
-        if groups:
-            y = self.run_grouped(h, routing, modules, skip, groups)
-            if y is not None:  # None: weights not packed yet (this layout seen once)
-                return y
-        if self._batched(h, routing, modules[0]):
-            if routing.equal and not torch.is_grad_enabled() and not self.training:
-                return self.run_batched(h, routing, modules, skip)  # the residual rides in the last product
-            return self.dropout(self.run_batched(h, routing, modules)) + skip
-        if torch.is_grad_enabled() or not fusable(self, h):
-            # split (not slicing): its backward is one concatenation, not a zero-filled batch per segment;
-            # one dropout over the whole batch, not one per segment (each call has fixed costs)
-            outputs = [module(part) for module, part in zip(modules, h.split(routing.rows))]
-            return self.dropout(torch.cat(outputs)) + skip
-        out = torch.empty_like(h)  # inference: each segment writes its rows, no concatenation
-        act = modules[0].act_name
-        if act in ONEDNN_ACTIVATIONS and modules[0].dense1.weight.dtype == h.dtype:  # the kernels, called directly
-            kernel, (attr, algorithm) = torch.ops.mkldnn._linear_pointwise, ONEDNN_ACTIVATIONS[act]
-            for module, (_, start, end) in zip(modules, segments):
-                d1, d2 = module._modules["dense1"]._parameters, module._modules["dense2"]._parameters
-                inner = kernel(h[start:end], d1["weight"], d1["bias"], attr, [None], algorithm)
-                torch.add(kernel(inner, d2["weight"], d2["bias"], "none", [None], ""), skip[start:end], out=out[start:end])
-            return out
-        for module, (_, start, end) in zip(modules, segments):
-            module(h[start:end], skip[start:end], self.dropout, out=out[start:end])
-        return out
-
-    @staticmethod
-    def _batched(h, routing: Routing, module) -> bool:
-        """Many segments: padded batched matmuls instead of a Python loop of small ones.
-
-        Measured on CPU (bf16): small matmuls always gain (81 x 64 tokens at width 256: 5x faster
-        than the loop). Larger ones gain only without copies: in inference, where the stacked weights
-        are cached, equal segments run as a view (81 x 32 at width 768: 7.3 ms per layer against 10.3;
-        8 x 128: 1.65 against 1.79), while padding them into a stack loses to the loop (8 unequal
-        segments x 640 tokens at width 256: 65.4 against 64.0 ms per forward). So: at least 8
-        segments and at most 25% padding; then small matmuls (< 8M multiply-adds per segment), or
-        equal segments in inference, or equal segments in training up to 32M multiply-adds: bf16
-        autocast training steps with 8 equal segments (2-core Zen 4, interleaved) were 3-5% faster
-        batched at 8.4M and 16.8M per segment (width 256, 2 and 4 rows of 128), the same at 33.5M
-        (width 512) and 2.6% slower at 75M (width 768).
-        """
-        rows = routing.rows
-        if len(rows) < 8 or max(rows) * len(rows) > 1.25 * sum(rows):
-            return False
-        tokens = h.shape[1] if h.dim() == 3 else 1
-        size = max(rows) * tokens * module.dense1.in_features * module.dense1.out_features
-        return size < 8_000_000 or (routing.equal and (not torch.is_grad_enabled() or size < 32_000_000))
-
-    @staticmethod
-    def _grouped(h, routing: Routing, module, skip) -> int:
-        """The number of groups for ``run_grouped``, or 0 where it does not apply.
-
-        It applies in CPU inference through oneDNN (same dtype, an activation oneDNN fuses) where the
-        batch splits into at most twice as many equal groups of rows as it has languages (a language
-        with 2 rows among languages with 1 takes 2 groups, and its weights are read twice). Measured
-        in bf16 at width 768 (2-core EPYC): the two products at 81 x 32 tokens 4.95 ms against 8.97
-        for the batched matmuls, at 8 x 128 1.50 against 1.82; a 12-layer forward of 8 x 128 with
-        one language twice 261 ms against 271 for the loop of kernels. Packing the weights costs
-        more than it saves on one call (81 x 32: 810 ms a forward when a new layout came every
-        call, against 626), hence ``reuse_first`` in ``grouped_weights``.
-        """
-        if not (fusable(module, h) and module.act_name in ONEDNN_ACTIVATIONS and module.dense1.weight.dtype == h.dtype
-                and h.is_contiguous() and skip.is_contiguous() and h.dim() >= 2):
-            return 0
-        return routing.groups if routing.groups <= 2 * len(routing.rows) else 0
-
-    def _cached(self, slot: str, key, modules, build, reuse_first: bool = False):
-        """``build(params)`` for the modules' parameters, kept across inference calls (no autograd) in
-        this module's ``slot`` until ``key`` differs or a parameter is replaced or changed (identity,
-        storage and version, checked through the modules' dicts: at 81 languages this runs every
-        layer, so it must be cheap). With ``reuse_first``, built only when the same key comes twice
-        in a row (None the first time): for a value that pays only when reused. A key seen once does
-        not evict the value built for another, so a stray batch leaves a repeated layout packed."""
-        params = [lin._parameters[name] for m in modules for lin in (m._modules["dense1"], m._modules["dense2"])
-                  for name in ("weight", "bias")]
-        if torch.is_grad_enabled():
-            return build(params)
-        slots = INFERENCE_CACHE.setdefault(self, {})
-        state = [(p._version, p.data_ptr()) for p in params]
-
-        def holds(entry) -> bool:
-            return (entry is not None and entry[0] == key and entry[2] == state
-                    and all(a is b for a, b in zip(entry[1], params)))
-        if holds(slots.get(slot)):
-            return slots[slot][3]
-        if reuse_first and not holds(slots.get(slot + " seen")):
-            slots[slot + " seen"] = (key, params, state, None)
-            return None
-        value = build(params)
-        if reuse_first:  # the reused value takes over: one cached copy of the weights per module
-            slots.clear()
-        slots[slot] = (key, params, state, value)
-        return value
-
-    def stacked_weights(self, modules) -> tuple[torch.Tensor, ...]:
-        """(n, d, r), (n, 1, r), (n, r, d), (n, 1, d) for the batched path (cached in inference; the
-        modules' parameters, compared by identity, are the whole key)."""
-        def build(params):
-            w1, b1, w2, b2 = (torch.stack(params[i::4]) for i in range(4))
-            return w1.transpose(1, 2), b1.unsqueeze(1), w2.transpose(1, 2), b2.unsqueeze(1)
-        return self._cached("stacked", None, modules, build)
-
-    def run_batched(self, h, routing: Routing, modules, skip=None):
-        """Every segment's module as two padded batched matmuls; ``skip`` (equal segments only) is
-        added inside the second product instead of its bias (which follows in place)."""
-        rows, segments = routing.rows, routing.segments
-        width = max(rows)
-        if routing.equal:  # e.g. one row per language: a view, no copy
-            x = h
-        else:
-            x = torch.stack([F.pad(h[start:end], (0, 0) * (h.dim() - 1) + (0, width - (end - start)))
-                             for _, start, end in segments])  # (n, width, ..., d)
-        n, d = len(segments), h.shape[-1]
-        w1, b1, w2, b2 = self.stacked_weights(modules)
-        inner = modules[0].act(torch.baddbmm(b1, x.reshape(n, -1, d), w1))
-        if skip is not None:
-            return torch.baddbmm(skip.reshape(n, -1, d), inner, w2).add_(b2).reshape(h.shape)
-        y = torch.baddbmm(b2, inner, w2).reshape(n, width, *h.shape[1:])
-        return y.reshape(h.shape) if routing.equal else torch.cat([y[i, :count] for i, count in enumerate(rows)])
-
-    def grouped_weights(self, modules, tokens: int) -> tuple:
-        """Both products' weights as grouped 1x1 convolution weights (one group per entry of
-        ``modules``) in oneDNN's layout for inputs of ``tokens`` positions, and their biases (cached).
-        The layout is chosen for that input size: reused at another, oneDNN ran up to 100x slower,
-        so the size is part of the key."""
-        groups = len(modules)
-
-        def build(params):
-            w1, b1, w2, b2 = (torch.cat(params[i::4]).detach() for i in range(4))
-            pack = torch.ops.mkldnn._reorder_convolution_weight
-            return (pack(w1[:, :, None, None], [0, 0], [1, 1], [1, 1], groups, [1, groups * w1.shape[1], tokens, 1]), b1,
-                    pack(w2[:, :, None, None], [0, 0], [1, 1], [1, 1], groups, [1, groups * w2.shape[1], tokens, 1]), b2)
-        return self._cached("grouped", tokens, modules, build, reuse_first=True)
-
-    def run_grouped(self, h, routing: Routing, modules, skip, groups: int):
-        """``module_of_each_row(h) + skip`` in CPU inference as two grouped 1x1 convolutions in oneDNN:
-        one call per product for the whole batch, on weights packed once, with the activation and the
-        residual fused. The rows split into ``groups`` equal groups, each of one language; positions
-        become the convolution's spatial axis and (group, channel) its channels."""
-        width, rows_per_group = h.shape[-1], h.shape[0] // groups
-        tokens = h.numel() // (groups * width)
-        weights = self.grouped_weights([m for m, n in zip(modules, routing.rows) for _ in range(n // rows_per_group)], tokens)
-        if weights is None:
-            return None
-        w1, b1, w2, b2 = weights
-
-        def channels_last(t):  # (groups, tokens, d) -> an NCHW view (1, groups * d, tokens, 1) of NHWC memory
-            return t.reshape(groups, tokens, width).transpose(0, 1).contiguous().view(1, tokens, 1, -1).permute(0, 3, 1, 2)
-        x = channels_last(h)
-        residual = x if skip is h else channels_last(skip)
-        conv = torch.ops.mkldnn._convolution_pointwise
-        attr, algorithm = ONEDNN_ACTIVATIONS[modules[0].act_name]
-        inner = conv(x, w1, b1, [0, 0], [1, 1], [1, 1], groups, attr, [None], algorithm)
-        y = conv.binary(inner, residual, w2, b2, [0, 0], [1, 1], [1, 1], groups, "add", None, None, [], None)
-        # back to (rows, ..., d) order; contiguous, as every other path returns (LayerNorm would copy anyway)
-        return y.permute(0, 2, 3, 1).reshape(tokens, groups, width).transpose(0, 1).contiguous().view(h.shape)
-
-
-class XmodLayer(nn.Module):
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.pre_norm = config.pre_norm
-        self.attention = XmodAttention(config)
-        self.intermediate = XmodIntermediate(config)
-        self.output = XmodOutput(config)
-
-    def forward(self, x, mask, routing: Routing):
-        a = self.attention(x, mask)
-        h = self.output.LayerNorm(a) if self.pre_norm else a
-        out = self.output(self.intermediate(h), a, routing)
-        # Post-norm applies output.LayerNorm a second time, after the module (as the reference).
-        return out if self.pre_norm else self.output.LayerNorm(out)
-
-
-class XmodEncoder(nn.Module):
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.layer = nn.ModuleList([XmodLayer(config) for _ in range(config.num_hidden_layers)])
-        if config.pre_norm:
-            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        else:
-            self.LayerNorm = None
-
-    def forward(self, x, mask, routing: Routing, output_hidden_states=False):
-        states = [x] if output_hidden_states else None
-        for layer in self.layer:
-            x = layer(x, mask, routing)
-            if states is not None:
-                states.append(x)
-        if self.LayerNorm is not None:
-            x = self.LayerNorm(x)
-            if states is not None:  # the reference's last hidden state is the normed one
-                states[-1] = x
-        return x, states
-
-
-class XmodPooler(nn.Module):
-    def __init__(self, config: XmodConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(self, h):
-        return torch.tanh(self.dense(h[:, 0]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -775,11 +398,10 @@ class XmodPreTrainedModel(nn.Module):
         pass
 
     def train(self, mode: bool = True):
-        """As nn.Module.train; entering training also drops the inference caches (packed and stacked
-        weights), which only serve eval mode."""
+        """As nn.Module.train; entering training also drops the kernels' inference caches (packed and
+        stacked weights), which only serve eval mode."""
         if mode:
-            for module in self.modules():
-                INFERENCE_CACHE.pop(module, None)
+            drop_inference_cache(self)
         return super().train(mode)
 
     # -- languages ----------------------------------------------------------------------

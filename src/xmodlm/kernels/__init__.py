@@ -1,0 +1,75 @@
+"""How the model is made fast: the execution strategy behind ``xmodlm.model``, which states what
+X-Mod computes and calls in here. These files import torch and numpy only, never the model.
+
+Why oneDNN on CPU: torch's float32 matrix product on CPU is MKL's, which takes a slower code path on
+AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is in the build:
+
+* inference (eval mode, no autograd, no autocast), fp32 or bf16: one oneDNN call per linear
+  (``linear.linear``), with the activation or the residual add applied inside it on the fp32
+  accumulator; the big shared matrices are reordered once into oneDNN's blocked layout.
+* fp32 training (autograd, no autocast): forward and both backward products through oneDNN
+  (``OneDNNLinear``).
+* the per-language modules (``modules.run_language_modules``): one language (or one shared module)
+  as its two linears over the whole batch, the residual fused in inference; many segments as padded
+  batched matmuls over stacked weights; in CPU inference a batch layout seen twice in a row as two
+  grouped 1x1 convolutions on packed weights, else a loop of direct kernel calls writing into one
+  output. Where none applies (autograd over few segments, or oneDNN off) the model's own
+  per-language loop runs.
+* attention (``attention.attention``): torch's scaled_dot_product_attention, except bf16 inference
+  of sequences up to 128 tokens (``bf16_attention``: float32-grade scores from two bf16 products)
+  and CPU training with attention dropout (``dropout_attention``, with the faster mask).
+* ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli.
+
+What is cached, for inference only (``INFERENCE_CACHE``, outside the modules, so that state_dict,
+deepcopy and pickling never see it): the big shared matrices in oneDNN's layout (one extra copy of
+the encoder's dense weights, not of the embeddings or the language modules), keyed on their first
+linear; the language modules' weights stacked (batched path) or packed as grouped-convolution
+weights (grouped path, built on a layout's second call in a row), keyed on the owning layer. An
+entry is rebuilt when a weight is replaced or changed in place; ``drop_inference_cache`` (which
+``model.train()`` calls) drops them.
+
+Exactness: the same computations, not approximations. Against the plain torch ops, the fused paths
+round differently: the activation or residual is applied to the fp32 accumulator before rounding
+(bf16: one rounding where the plain path rounds the product first), the grouped and batched paths
+sum in another order, bf16 attention keeps float32-grade scores where a bf16 matmul would round
+them, and ``Dropout`` rounds p to a multiple of 1/65536. fp32 results agree with the plain path to
+float32 rounding; bf16 results are no further from fp32 than the plain bf16 path (the tests check
+both). ``use_onednn(False)`` switches all of oneDNN off (plain torch ops); under ``torch.compile``
+the plain ops are traced.
+
+The submodules ``linear`` and ``attention`` keep their names here (their entry functions share
+them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
+"""
+
+from .dropout import Dropout
+from .linear import (
+    ACTIVATIONS,
+    INFERENCE_CACHE,
+    ONEDNN_ACTIVATIONS,
+    OneDNNLinear,
+    activation,
+    drop_inference_cache,
+    fusable,
+    onednn_trainable,
+    packed_weights,
+    use_onednn,
+)
+from .attention import bf16_attention, dropout_attention
+from .modules import run_language_modules
+
+__all__ = [
+    "ACTIVATIONS",
+    "Dropout",
+    "INFERENCE_CACHE",
+    "ONEDNN_ACTIVATIONS",
+    "OneDNNLinear",
+    "activation",
+    "bf16_attention",
+    "drop_inference_cache",
+    "dropout_attention",
+    "fusable",
+    "onednn_trainable",
+    "packed_weights",
+    "run_language_modules",
+    "use_onednn",
+]

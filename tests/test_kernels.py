@@ -1,0 +1,349 @@
+"""The CPU kernels (xmodlm.kernels) against the plain path: fused oneDNN inference and its packed
+weights, the cached stacked and packed module weights, the grouped and batched module paths, the
+oneDNN training linear, Dropout, dropout_attention, bf16_attention, autocast. Each kernel path is
+compared with plain torch ops (``use_onednn(False)``) or the per-language loop; the models are the
+tiny random ones of the parity tests (tests/test_model.py compares those with transformers).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import xmodlm.kernels as kernels
+import xmodlm.kernels.attention as kernel_attention
+from test_model import MIXED, batch, maxdiff, needs_onednn, spy
+from tiny import TOL, ours, tiny_config
+from xmodlm.model import XmodAdapter, XmodForMaskedLM, XmodModel
+
+
+def encode(model, ids, mask, langs, fused: bool):
+    kernels.use_onednn(fused)
+    try:
+        with torch.no_grad():
+            return model(ids, attention_mask=mask, lang_ids=langs).last_hidden_state
+    finally:
+        kernels.use_onednn(True)
+
+
+@needs_onednn
+def test_inference_takes_the_fused_path():
+    model = ours(XmodModel)
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        model(ids, attention_mask=mask, lang_ids=MIXED)
+    assert "mkldnn::_linear_pointwise" in {e.key for e in prof.key_averages()}
+
+
+@needs_onednn
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu", "silu", "tanh"])
+def test_fused_inference_matches_plain_float32(act, monkeypatch):
+    model = ours(XmodModel, hidden_act=act)
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    calls = spy(monkeypatch, "run_grouped")
+    plain = encode(model, ids, mask, MIXED, False)
+    for _ in range(2):  # the second call runs the modules as grouped convolutions
+        assert maxdiff(encode(model, ids, mask, MIXED, True), plain) <= TOL
+    assert calls[-1]
+
+
+@needs_onednn
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_bfloat16_inference_is_as_accurate_as_plain(padded):
+    """bf16 through the fused path (fused epilogues, fp32-score attention) is no further from the fp32
+    result than plain bf16 torch ops are (SDPA's flash kernel, rounded matmul outputs)."""
+    model = ours(XmodModel, num_attention_heads=2)
+    ids, mask = batch(b=6, t=40, lengths=[40, 31, 40, 7, 40, 22] if padded else None)
+    langs = [0, 1, 2, 0, 1, 2]
+    exact = encode(model, ids, mask, langs, False)
+    model16 = copy.deepcopy(model).to(torch.bfloat16)
+    fused, plain = encode(model16, ids, mask, langs, True), encode(model16, ids, mask, langs, False)
+    real = mask.bool()  # padded positions are not compared: both paths leave them unspecified
+    assert (fused.float() - exact)[real].abs().max() <= 1.5 * (plain.float() - exact)[real].abs().max() + 1e-3
+
+
+@needs_onednn
+def test_packed_weights_follow_weight_changes_and_train_drops_them():
+    model = ours(XmodModel)
+    ids, mask = batch()
+    before = encode(model, ids, mask, "de_DE", True)
+    assert kernels.INFERENCE_CACHE  # the big matrices were packed
+    with torch.no_grad():
+        model.encoder.layer[0].intermediate.dense.weight.mul_(1.5)  # in place: a new version
+    model.encoder.layer[1].attention.self.key.weight = torch.nn.Parameter(torch.randn(32, 32) * 0.2)  # replaced
+    after = encode(model, ids, mask, "de_DE", True)
+    assert maxdiff(after, before) > 1e-3
+    assert maxdiff(after, encode(model, ids, mask, "de_DE", False)) <= TOL
+    model.train()
+    assert not any(m in kernels.INFERENCE_CACHE for m in model.modules())
+
+
+def test_a_model_with_inference_caches_deep_copies_and_saves(tmp_path):
+    model = ours(XmodModel)
+    ids, mask = batch()
+    expected = encode(model, ids, mask, MIXED, True)
+    twin = copy.deepcopy(model)
+    assert torch.equal(encode(twin, ids, mask, MIXED, True), expected)
+    twin.save_pretrained(tmp_path)
+    assert torch.equal(encode(XmodModel.from_pretrained(tmp_path).eval(), ids, mask, MIXED, True), expected)
+
+
+# Ten languages, one row each: equal segments, run as grouped convolutions once the layout repeats.
+# Three rows for nine of them and two for the tenth: too many groups, so padded batched matmuls.
+LAYOUTS = {"grouped": [1] * 10, "batched": [3] * 9 + [2]}
+
+
+def layout_langs(name):
+    return [i for i, n in enumerate(LAYOUTS[name]) for _ in range(n)]
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_cached_module_weights_follow_changes_and_dtype(layout):
+    """The stacked (batched path) and packed (grouped path) module weights are cached across
+    inference calls; in-place changes and dtype conversions must invalidate them. Compared with a
+    model that never cached, each run twice so that both take the same path."""
+    codes = [f"l{i}_XX" for i in range(10)]
+    model = ours(XmodModel, languages=codes)
+    lang = layout_langs(layout)
+    ids, mask = batch(b=len(lang))
+
+    def twice(m):
+        encode(m, ids, mask, lang, True)
+        return encode(m, ids, mask, lang, True)
+
+    twice(model)
+    with torch.no_grad():
+        model.encoder.layer[0].output.adapter_modules["l3_XX"].dense2.bias.add_(1.0)
+    fresh = copy.deepcopy(model)
+    assert maxdiff(twice(model), twice(fresh)) == 0
+    model.to(torch.bfloat16)
+    fresh = ours(XmodModel, languages=codes)
+    fresh.load_state_dict(model.state_dict())
+    fresh.to(torch.bfloat16)
+    assert torch.equal(twice(model), twice(fresh))
+
+
+@needs_onednn
+def test_grouped_modules_in_bfloat16_are_as_accurate_as_plain(monkeypatch):
+    codes = [f"l{i}_XX" for i in range(8)]
+    model = ours(XmodModel, languages=codes)
+    ids, mask = batch(b=8, t=16)
+    exact = encode(model, ids, mask, list(range(8)), False)
+    model16 = copy.deepcopy(model).to(torch.bfloat16)
+    calls = spy(monkeypatch, "run_grouped")
+    plain = encode(model16, ids, mask, list(range(8)), False)
+    encode(model16, ids, mask, list(range(8)), True)
+    grouped = encode(model16, ids, mask, list(range(8)), True)
+    assert calls[-2:] == [True, True]
+    assert maxdiff(grouped, exact) <= 1.5 * maxdiff(plain, exact) + 1e-3
+
+
+# layouts of successive inference calls (8 rows, languages from 10) and, per call and layer,
+# whether the grouped path ran: packed on a layout's second call in a row, kept past a stray one
+A, B = range(8), range(2, 10)
+LAYOUT_SEQUENCES = {
+    "alternating": ([A, B, A, B], [False] * 8),
+    "stray-between": ([A, A, B, A], [False, False, True, True, False, False, True, True]),
+}
+
+
+@needs_onednn
+@pytest.mark.parametrize("sequence", list(LAYOUT_SEQUENCES))
+def test_grouped_weights_are_packed_on_a_repeated_layout_only(sequence, monkeypatch):
+    layouts, expected = LAYOUT_SEQUENCES[sequence]
+    model = ours(XmodModel, languages=[f"l{i}_XX" for i in range(10)])
+    ids, mask = batch(b=8)
+    calls = spy(monkeypatch, "run_grouped")
+    for langs in layouts:
+        encode(model, ids, mask, list(langs), True)
+    assert calls == expected
+    if not any(expected):  # layouts remembered, nothing packed
+        assert not any("grouped" in kernels.INFERENCE_CACHE[layer.output] for layer in model.encoder.layer)
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(3, 7, 16, 48), (2, 5, 48, 16)], ids=["wide-out", "wide-in"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_training_linear_gradients_match_torch(shape, bias):
+    """kernels.OneDNNLinear (fp32 training) against F.linear: output and all three gradients."""
+    b, t, d_in, d_out = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, t, d_in, generator=g, requires_grad=True)
+    w = torch.randn(d_out, d_in, generator=g, requires_grad=True)
+    bb = torch.randn(d_out, generator=g, requires_grad=True) if bias else None
+    upstream = torch.randn(b, t, d_out, generator=g)
+    ours_out = kernels.OneDNNLinear.apply(x, w, bb)
+    grads = torch.autograd.grad(ours_out, [x, w] + ([bb] if bias else []), upstream)
+    want_out = torch.nn.functional.linear(x, w, bb)
+    want = torch.autograd.grad(want_out, [x, w] + ([bb] if bias else []), upstream)
+    torch.testing.assert_close(ours_out, want_out, rtol=1e-5, atol=1e-5)
+    for got, exp in zip(grads, want):
+        torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_fp32_training_takes_the_onednn_linear_and_frozen_weights_get_no_grad():
+    model = ours().train()
+    model.freeze_embeddings_and_language_adapters()
+    ids, mask = batch()
+    with torch.profiler.profile() as prof:
+        model(ids, attention_mask=mask, lang_ids=MIXED, labels=ids).loss.backward()
+    assert "mkldnn::_linear_pointwise" in {e.key for e in prof.key_averages()}
+    module = model.roberta.encoder.layer[0].output.adapter_modules["en_XX"]
+    assert module.dense1.weight.grad is None
+    assert model.roberta.encoder.layer[0].intermediate.dense.weight.grad is not None
+
+
+def test_dropout_keeps_one_minus_p_scales_exactly_and_backpropagates_its_mask():
+    drop = kernels.Dropout(0.1).train()
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    rate = kept.float().mean().item()
+    assert abs(rate - 0.9) < 2e-3  # 1e6 draws: the standard error is 3e-4
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    assert torch.equal(y[kept], torch.full_like(y[kept], scale))
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() * scale)
+    torch.manual_seed(0)
+    assert torch.equal(drop(torch.ones(1000, 1000)), y.detach())  # the global generator: reproducible
+    assert not torch.equal(drop(torch.ones(1000, 1000)), y.detach())  # and fresh on the next call
+    for rows in (1, 2, 3, 7):  # sizes that do not fill the last 64-bit draw
+        assert drop(torch.ones(rows, 5)).shape == (rows, 5)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):
+    """kernels.dropout_attention with its dropout as identity equals SDPA (no dropout), forward and backward,
+    with a padding mask; with dropout it zeroes attention probabilities."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[1, ..., 5:] = False
+    got = kernel_attention.dropout_attention(q, k, v, mask, torch.nn.Identity())
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(got.sum(), (q, k, v))
+    for a, b in zip(grads, torch.autograd.grad(want.sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    dropped = kernel_attention.dropout_attention(q, k, v, None, kernels.Dropout(0.5).train())
+    assert not torch.allclose(dropped, kernel_attention.dropout_attention(q, k, v, None, torch.nn.Identity()))
+    model = ours(XmodForMaskedLM, attention_probs_dropout_prob=0.1).train()
+    ids, mask2 = batch()
+    calls = []
+    monkeypatch.setattr(kernel_attention, "dropout_attention", lambda *a: calls.append(1) or torch.zeros_like(a[0]))
+    model(ids, attention_mask=mask2, lang_ids=MIXED, labels=ids)
+    assert calls  # training with attention dropout on CPU takes it
+
+
+def test_training_attention_under_bf16_autocast_ignores_padding():
+    """Under CPU bf16 autocast the scores are bf16: masking must use bf16's minimum (float32's
+    overflowed and raised). The padded row must equal attention over its real keys only, and a
+    masked-LM step with padding must train."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g).to(torch.bfloat16) for _ in range(3))  # as autocast's linears give
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[1, ..., 5:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = kernel_attention.dropout_attention(q, k, v, mask, torch.nn.Identity())
+        alone = kernel_attention.dropout_attention(q[1:], k[1:, :, :5], v[1:, :, :5], None, torch.nn.Identity())
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got[1:], alone)
+    want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)  # bf16 products
+    model = ours(XmodForMaskedLM, attention_probs_dropout_prob=0.1).train()
+    ids, pad_mask = batch(lengths=[12, 9, 12, 5, 12])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(ids, attention_mask=pad_mask, lang_ids=MIXED, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@needs_onednn
+@pytest.mark.parametrize("head_dim", [64, 32], ids=["scale-power-of-two", "scale-inexact"])
+def test_bf16_attention_keeps_float32_score_precision(head_dim):
+    """kernels.bf16_attention (hi + lo bf16 products for the scores) against attention in float64 on the
+    same bf16 inputs: its scores must be float32-grade, i.e. far closer than bfloat16 scores give and
+    no further than SDPA's bf16 kernel (float32 scores) with a padding mask."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = ((3 * torch.randn(2, 4, 24, head_dim, generator=g)).to(torch.bfloat16) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 24, dtype=torch.bool)
+    mask[1, ..., 17:] = False
+    exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    before = q.clone()
+    got = kernel_attention.bf16_attention(q, k, v, mask)
+    assert torch.equal(q, before)  # the caller's query is not scaled in place
+    strided = q.transpose(-1, -2).contiguous().transpose(-1, -2)  # not contiguous, yet reshaped as a view
+    assert torch.equal(kernel_attention.bf16_attention(strided, k, v, mask), got) and torch.equal(strided, before)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores16 = (q @ k.transpose(-1, -2)) * head_dim ** -0.5  # bf16 scores, as a plain bf16 matmul gives
+    rounded = torch.softmax(scores16.float().masked_fill(~mask, float("-inf")), -1).to(torch.bfloat16) @ v
+    err = (got.double() - exact).abs().max()
+    assert err <= 1.5 * (sdpa.double() - exact).abs().max()
+    assert err < 0.5 * (rounded.double() - exact).abs().max()
+
+
+def test_inference_under_autocast_computes_in_bfloat16():
+    """The fused kernels step aside under autocast, so its bf16 casts still apply."""
+    model = ours(XmodModel)
+    ids, mask = batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        h = model(ids, attention_mask=mask, lang_ids=MIXED).last_hidden_state
+        inner = model.encoder.layer[0].intermediate(h)
+    assert inner.dtype == torch.bfloat16
+
+
+# The module paths at the kernels' boundary: run_language_modules gives the per-language loop's result
+# (the model's definition) or None. Per case: rows per segment, training, the path it must take.
+MODULE_CASES = {
+    "one-language": ((4,), False, None),
+    "one-language-training": ((4,), True, None),
+    "shared-module": ((2, 1, 3), False, None),
+    "loop-of-kernels": ((5, 1), False, None),  # too many groups for the grouped path, too few segments to batch
+    "grouped": ((1,) * 6, False, "run_grouped"),
+    "batched-equal-inference": ((3,) * 9, False, "run_batched"),
+    "batched-padded-training": ((2, 2, 2, 1, 2, 2, 2, 2, 2, 2), True, "run_batched"),
+}
+ONEDNN_CASES = {"loop-of-kernels", "grouped"}
+
+
+def definition(modules, rows, h, skip, dropout):
+    return dropout(torch.cat([module(part) for module, part in zip(modules, h.split(rows))])) + skip
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=needs_onednn) if c in ONEDNN_CASES else c for c in MODULE_CASES])
+def test_module_paths_give_the_per_language_loops_result(case, monkeypatch):
+    rows, training, path = MODULE_CASES[case]
+    torch.manual_seed(0)
+    config = tiny_config()
+    shared = XmodAdapter(config)
+    modules = [shared if case == "shared-module" else XmodAdapter(config) for _ in rows]
+    for module in modules:
+        torch.nn.init.normal_(module.dense1.bias), torch.nn.init.normal_(module.dense2.bias)
+        module.train(training)
+    dropout = kernels.Dropout(0.1).train(training)
+    h = torch.randn(sum(rows), 5, config.hidden_size)
+    skip = h + torch.randn_like(h)
+    calls = spy(monkeypatch, path) if path else []
+    owner = torch.nn.Module()
+    with torch.set_grad_enabled(training):
+        for _ in range(2):  # the grouped path packs on a layout's second call
+            torch.manual_seed(1)
+            got = kernels.run_language_modules(rows, modules, h, skip, dropout, training, owner)
+            torch.manual_seed(1)
+            want = definition(modules, rows, h, skip, dropout)
+            assert got is not None
+            assert maxdiff(got, want) <= TOL
+    assert not path or calls[-1]
+
+
+def test_module_paths_leave_autograd_over_few_languages_to_the_loop():
+    config = tiny_config()
+    modules = [XmodAdapter(config) for _ in range(3)]
+    h = torch.randn(6, 5, config.hidden_size)
+    with torch.enable_grad():
+        assert kernels.run_language_modules((2, 3, 1), modules, h, h, kernels.Dropout(0.0), False, torch.nn.Module()) is None
