@@ -1,5 +1,6 @@
 """Shared task conventions: the registry, XLM-R special tokens, pair truncation, padding."""
 
+import importlib
 import random
 
 import pytest
@@ -10,11 +11,15 @@ from xmodlm import tasks
 from xmodlm.tasks import inputs, pair, prepare_tokenizer, single
 
 
-def test_get_returns_each_task_module_and_rejects_unknown_names():
+def test_get_returns_each_task_record_and_rejects_unknown_names():
     for name in tasks.NAMES:
-        module = tasks.get(name)
+        module = importlib.import_module(f"xmodlm.tasks.{name}")
         for attr in ("load", "featurize", "collate", "evaluate"):
             assert callable(getattr(module, attr)), (name, attr)
+        record = tasks.get(name)
+        assert record is module.TASK and record.name == name
+        for attr in ("read", "featurize", "collate", "decode", "format", "read_predictions", "evaluate"):
+            assert callable(getattr(record, attr)), (name, attr)
     with pytest.raises(ValueError, match="'xnli'.*nli, ner, pos, qa, mc"):
         tasks.get("xnli")
 
