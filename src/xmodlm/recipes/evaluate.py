@@ -33,14 +33,6 @@ from ..tokenizer import load_tokenizer
 logger = logging.getLogger(__name__)
 
 
-def read_predictions(task: Task, path: str | Path, examples: Sequence) -> Any:
-    """A predictions file evaluate wrote, read back by the task and checked against the reference examples."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such predictions file")
-    return task.read_predictions(path, examples)
-
-
 # ---------------------------------------------------------------------------------------
 # evaluate
 # ---------------------------------------------------------------------------------------
@@ -254,6 +246,14 @@ class ScoreSettings:
     normalization: str | None = setting(None, "QA: squad | mlqa (default: mlqa when --lang is given, else squad)")
     eval_range: str | None = setting(None, "score examples START:END of --data (as evaluate's --eval-range)")
     eval_limit: int | None = setting(None, "score the first N examples (as evaluate's --eval-limit)")
+
+
+def read_predictions(task: Task, path: str | Path, examples: Sequence) -> Any:
+    """A predictions file evaluate wrote, read back by the task and checked against the reference examples."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such predictions file")
+    return task.read_predictions(path, examples)
 
 
 def score(s: ScoreSettings) -> dict[str, float]:

@@ -8,8 +8,8 @@ made known with `register`:
 
     register(Task(name="sst", head=XmodForSequenceClassification, ...))
 
-after which `finetune --task sst` and `evaluate` run it like a built-in one. Adding a built-in task is one module
-declaring TASK plus its name in BUILTIN.
+after which the finetune, evaluate and score recipes run in that process take task="sst" like a built-in name.
+Adding a built-in task (and so a --task value of the CLI) is one module declaring TASK plus its name in BUILTIN.
 
 Inputs follow XLM-R: <s>=0 (also the classification token), <pad>=1, </s>=2, <unk>=3;
 one sequence is `<s> A </s>`, a pair `<s> A </s></s> B </s>`. Special tokens are added
@@ -80,7 +80,7 @@ class Task:
     max_length: int  # default tokens per input (capped by the model's positions)
     metrics: tuple[str, ...]  # evaluate's keys, in table order; averaged over languages
     suffix: str  # of the predictions file, e.g. ".txt"
-    data_suffixes: tuple[str, ...]  # suffixes of the data files read takes (any name is read; for messages)
+    data_suffixes: tuple[str, ...]  # usual suffixes of the data files read takes (for messages; any name is read)
     read: Callable[[str | Path], list]
     featurize: Callable[[Sequence, Tokenizer, int, Setup], list[dict]]
     collate: Callable[[Sequence[dict]], dict[str, torch.Tensor]]

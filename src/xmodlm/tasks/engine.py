@@ -82,7 +82,8 @@ def load_examples(task: Task, path: str | Path) -> list:
     """The examples of a data file, which must exist and hold at least one."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (a {task.name} data file)")
+        raise FileNotFoundError(f"{path}: no such file (a {task.name} data file, "
+                                f"{' or '.join(task.data_suffixes) or 'any name'})")
     examples = task.read(path)
     if not examples:
         raise ValueError(f"{path}: no {task.name} examples in this file")
