@@ -1,5 +1,6 @@
 """Shared task conventions: the registry, XLM-R special tokens, pair truncation, padding."""
 
+import importlib
 import random
 
 import pytest
@@ -10,11 +11,15 @@ from xmodlm import tasks
 from xmodlm.tasks import inputs, pair, prepare_tokenizer, single
 
 
-def test_get_returns_each_task_module_and_rejects_unknown_names():
+def test_get_returns_each_task_record_and_rejects_unknown_names():
     for name in tasks.NAMES:
-        module = tasks.get(name)
+        module = importlib.import_module(f"xmodlm.tasks.{name}")
         for attr in ("load", "featurize", "collate", "evaluate"):
             assert callable(getattr(module, attr)), (name, attr)
+        record = tasks.get(name)
+        assert record is module.TASK and record.name == name
+        for attr in ("read", "featurize", "collate", "decode", "format", "read_predictions", "evaluate"):
+            assert callable(getattr(record, attr)), (name, attr)
     with pytest.raises(ValueError, match="'xnli'.*nli, ner, pos, qa, mc"):
         tasks.get("xnli")
 
@@ -76,3 +81,40 @@ def test_prepare_tokenizer_ignores_padding_and_truncation_settings(tok):
     text = "The committee approved the new budget on Tuesday."
     assert plain.encode(text, add_special_tokens=False).ids == tok.encode(text, add_special_tokens=False).ids
     assert configured.padding is not None  # the caller's object is untouched
+
+
+# ---------------------------------------------------------------- the records
+
+
+@pytest.mark.parametrize("name", tasks.NAMES)
+def test_head_tensors_are_what_the_task_model_adds_to_a_masked_lm(name):
+    from xmodlm.config import preset
+    from xmodlm.model import XmodForMaskedLM
+
+    task = tasks.get(name)
+    config = preset("tiny", vocab_size=50, languages=["en_XX"], id2label={0: "a", 1: "b", 2: "c"})
+    added = set(task.head(config).state_dict()) - set(XmodForMaskedLM(config).state_dict())
+    assert added == set(task.head_tensors)
+
+
+def test_ner_and_pos_share_one_tagging_implementation():
+    from xmodlm.tasks import ner, pos, tagging
+
+    assert ner.Example is pos.Example is tagging.Example
+    assert ner.collate is pos.collate is tagging.collate
+    assert ner.TASK.format is pos.TASK.format and ner.TASK.collate is pos.TASK.collate
+    assert ner.TASK.head is pos.TASK.head and ner.TASK.head_tensors == pos.TASK.head_tensors
+
+
+def test_nli_reads_the_head_outputs_in_the_heads_label_order(caplog):
+    from xmodlm.tasks import nli
+
+    task = tasks.get("nli")
+    outputs = [(torch.tensor([0.0, 2.0, 1.0]),), (torch.tensor([3.0, 0.0, 1.0]),)]  # argmax 1, 0
+    head = task.check_labels(["neutral", "contradiction", "entailment"])
+    assert task.decode([], [], outputs, tasks.Setup(labels=head)) == [2, 1]  # contradiction, neutral
+    with caplog.at_level("WARNING", logger="xmodlm.tasks.nli"):
+        assert task.check_labels(["LABEL_0", "LABEL_1", "LABEL_2"]) == nli.LABELS
+    assert "unnamed" in caplog.text
+    with pytest.raises(ValueError, match="are not the NLI labels"):
+        task.check_labels(["positive", "negative"])

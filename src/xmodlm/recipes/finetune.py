@@ -25,16 +25,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import tasks
 from .. import tokenizer as tok_mod
 from ..config import XmodConfig
 from ..files import atomic_write_text
 from ..weights import resolve_pretrained
 from ..model import is_embedding_or_module_param
 from ..settings import setting
+from ..tasks import Setup
+from ..tasks.engine import (TASK_FILE, evaluator, head_overrides, load_examples, resolve_max_length, resolve_stride,
+                            select, task_named)
 from ..trainer import Trainer, TrainConfig, dist_info
-from .evaluate import (HEADS, TASK_FILE, check_task, default_stride, evaluator, featurize, load_examples,
-                       resolve_max_length, select)
 
 logger = logging.getLogger(__name__)
 
@@ -136,24 +136,6 @@ class TaskBatches:
         self._order = self._permutation(self.epoch)
 
 
-def label_list(task: str, examples: Sequence) -> list[str] | None:
-    """The head's labels: NLI's fixed three; NER / POS from the training data; None for span and choice heads."""
-    if task == "nli":
-        from ..tasks import nli
-
-        return list(nli.LABELS)
-    if task in ("ner", "pos"):
-        return tasks.get(task).label_list(examples)
-    return None
-
-
-def head_overrides(task: str, labels: list[str] | None) -> dict:
-    """Config fields for the task head: id2label fixes the classifier's width (QA: start and end)."""
-    if labels is not None:
-        return {"id2label": dict(enumerate(labels))}
-    return {"id2label": None}  # QA's two outputs (start, end); MC's scorer has one output whatever the labels
-
-
 def trainable_filter(full_finetune: bool) -> Callable[[str], bool]:
     """Parameter names that train: all, or all but embeddings, language modules and adapter_layer_norm."""
     if full_finetune:
@@ -181,7 +163,7 @@ def last_logged(path: Path, record: dict) -> dict:
 
 def run(s: FinetuneSettings) -> dict:
     """Fine-tune, save model + tokenizer + task.json to --out; return the final metrics with what was trained."""
-    task = check_task(s.task)
+    task = task_named(s.task)
     for flag in ("model", "train"):
         if not getattr(s, flag):
             raise ValueError(f"--{flag} is required")
@@ -191,37 +173,38 @@ def run(s: FinetuneSettings) -> dict:
         raise ValueError(f"source language {s.source_lang!r} is not one of the model's languages "
                          f"{config.languages}; --source-lang names the training data's language, whose module trains")
     max_length = resolve_max_length(s.max_length, task, config)
-    stride = (s.stride if s.stride is not None else default_stride(max_length)) if task == "qa" else None
+    stride = resolve_stride(s.stride, task, max_length)
     tok = tok_mod.load_tokenizer(s.tokenizer or directory)
     examples = select(load_examples(task, s.train), s.train_range, s.train_limit, "train")
-    labels = label_list(task, examples)
-    features = featurize(task, examples, tok, max_length, labels, stride)
+    labels = task.label_list(examples) if task.label_list is not None else None
+    setup = Setup(labels=tuple(labels) if labels is not None else None, stride=stride, lang=s.source_lang)
+    features = task.featurize(examples, tok, max_length, setup)
     valid = None
     if s.valid:
         valid_examples = load_examples(task, s.valid)
-        valid = (valid_examples, featurize(task, valid_examples, tok, max_length, labels, stride))
+        valid = (valid_examples, task.featurize(valid_examples, tok, max_length, setup))
 
     torch.manual_seed(s.seed)  # the new head's initialisation
-    model = HEADS[task].from_pretrained(directory, **head_overrides(task, labels))
+    model = task.head.from_pretrained(directory, **head_overrides(labels))
     lang_id = model.config.languages.index(s.source_lang)
     rank, world, _ = dist_info()
     if s.batch_size % world:
         raise ValueError(f"--batch-size {s.batch_size} must be divisible by the number of processes {world}")
-    batches = TaskBatches(features, tasks.get(task).collate, s.batch_size, s.seed, lang_id, rank, world)
+    batches = TaskBatches(features, task.collate, s.batch_size, s.seed, lang_id, rank, world)
     max_steps = s.max_steps or max(1, math.ceil(s.epochs * batches.batches_per_epoch / s.grad_accum))
     evaluate = None
     if valid is not None:
-        evaluate = evaluator(task, valid[0], valid[1], lang_id, s.batch_size, labels)
+        evaluate = evaluator(task, valid[0], valid[1], lang_id, s.batch_size, setup)
     trainer = Trainer(model, train_config(s, max_steps), batches, evaluate, trainable=trainable_filter(s.full_finetune))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps, %d of %d parameters train", task,
+    logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps, %d of %d parameters train", task.name,
                 s.source_lang, len(examples), len(features), max_steps, trainable, total)
     record = trainer.fit(export_dir=s.out_dir)  # the final weights, written by rank 0
     if len(record) == 1:  # a finished run, rerun: report the metrics it logged at its last step
         record = last_logged(Path(s.out_dir) / "metrics.jsonl", record)
 
-    summary = {"task": task, "labels": labels, "source_lang": s.source_lang, "max_length": max_length,
+    summary = {"task": task.name, "labels": labels, "source_lang": s.source_lang, "max_length": max_length,
                "stride": stride, "train": s.train, "train_examples": len(examples), "train_features": len(features),
                "max_steps": max_steps, "full_finetune": s.full_finetune, "trainable_parameters": trainable,
                "parameters": total, "metrics": record, "settings": dataclasses.asdict(s)}
@@ -230,6 +213,6 @@ def run(s: FinetuneSettings) -> dict:
         tok_mod.save_tokenizer(tok, out)
         atomic_write_text(out / TASK_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step" and isinstance(v, float))
-        print(f"fine-tuned {task} on {s.source_lang} ({len(examples)} examples, {record['step']} steps; {shown}) "
+        print(f"fine-tuned {task.name} on {s.source_lang} ({len(examples)} examples, {record['step']} steps; {shown}) "
               f"-> {out}")
     return {"out_dir": s.out_dir, **summary}

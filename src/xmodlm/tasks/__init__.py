@@ -1,13 +1,15 @@
-"""Benchmark tasks by name, and the XLM-R input conventions that every task shares.
+"""Benchmark tasks as a registry of records, and the XLM-R input conventions that every task shares.
 
-Each task module (nli, ner, pos, qa, mc) offers the same small surface:
-    load(path) -> list[Example]             the benchmark's real file format
-    featurize(examples, tok, max_length)    -> list[dict] of python lists / ints
-    collate(features) -> dict[str, Tensor]  keys named like the model's forward arguments
-    evaluate(predictions, references)       -> dict of percentages (see xmodlm.metrics)
-plus what a task needs between logits and predictions: LABELS (nli, ner, pos),
-label_list and decode (ner, pos: per-word tags), postprocess (qa: answer strings).
-Modules are imported on demand by `get`, so this file never imports its children.
+A task is one `Task` record: what the recipes (finetune, evaluate, score) need to know about it, from the model
+head it trains to the file its predictions are written to. Each built-in task module (nli, ner, pos, qa, mc)
+declares its record as `TASK` next to the benchmark's own functions (load, featurize, collate, evaluate, ...);
+`get` imports a module on its first use, so this file never imports its children. A task defined elsewhere is
+made known with `register`:
+
+    register(Task(name="sst", head=XmodForSequenceClassification, ...))
+
+after which the finetune, evaluate and score recipes run in that process take task="sst" like a built-in name.
+Adding a built-in task (and so a --task value of the CLI) is one module declaring TASK plus its name in BUILTIN.
 
 Inputs follow XLM-R: <s>=0 (also the classification token), <pad>=1, </s>=2, <unk>=3;
 one sequence is `<s> A </s>`, a pair `<s> A </s></s> B </s>`. Special tokens are added
@@ -17,24 +19,129 @@ here, never by the tokenizer's post-processor, so its configuration does not mat
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tokenizers import Tokenizer
 
+if TYPE_CHECKING:
+    from xmodlm.model import XmodPreTrainedModel
+
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 IGNORE_INDEX = -100  # label of positions the loss and the metrics skip
-NAMES = ("nli", "ner", "pos", "qa", "mc")
+BUILTIN = ("nli", "ner", "pos", "qa", "mc")  # modules of this package, each declaring TASK
+NAMES = BUILTIN  # the built-in task names (names() adds registered ones)
 _SPECIALS = {"<s>": BOS_ID, "<pad>": PAD_ID, "</s>": EOS_ID, "<unk>": UNK_ID}
 
+Outputs = tuple  # one feature's model outputs: a tensor per name in Task.outputs, batch dimension removed
 
-def get(name: str) -> ModuleType:
-    """The task module for a name in NAMES."""
-    if name not in NAMES:
-        raise ValueError(f"unknown task {name!r}; tasks are {', '.join(NAMES)}")
-    return importlib.import_module(f"{__name__}.{name}")
+
+# ---------------------------------------------------------------- the task record
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run fixes for a task beyond its examples; passed to the record's featurize, decode and evaluate.
+
+    Fields a task has no use for are ignored by it (a Setup() is valid for every task).
+    """
+
+    labels: tuple[str, ...] | None = None  # the head's labels by output id (id2label order); None: no labels
+    stride: int | None = None  # windowed tasks: tokens shared by consecutive windows (None: the task's default)
+    lang: str | None = None  # the data's language as the run names it, for messages
+    metric_lang: str | None = None  # what Task.metric_language chose (QA: the ISO code MLQA normalises in)
+    unseen_labels: bool = False  # featurize reference labels the head lacks (warned, never predicted), not raise
+
+
+def _same_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    return tuple(labels)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything task-specific the finetune, evaluate and score recipes use.
+
+    The callables take the run's `Setup` where the task may need one, so that the recipes call every task alike:
+        read(path) -> examples                              a data file in the benchmark's format
+        featurize(examples, tok, max_length, setup) -> features (dicts of python lists / ints)
+        collate(features) -> batch                          tensors named like the head's forward arguments
+        decode(examples, features, outputs, setup) -> predictions, from each feature's `outputs` (model logits)
+        format(predictions, examples) -> text               the predictions file evaluate writes
+        read_predictions(path, examples) -> predictions     that file read back (and checked) by score
+        evaluate(predictions, examples, setup) -> {metric: percentage}, the keys being `metrics`
+    """
+
+    name: str
+    head: type[XmodPreTrainedModel]  # the xmodlm.model class fine-tuned and evaluated
+    head_tensors: tuple[str, ...]  # the head's parameters (state-dict names): what a task checkpoint adds to an MLM
+    max_length: int  # default tokens per input (capped by the model's positions)
+    metrics: tuple[str, ...]  # evaluate's keys, in table order; averaged over languages
+    suffix: str  # of the predictions file, e.g. ".txt"
+    data_suffixes: tuple[str, ...]  # usual suffixes of the data files read takes (for messages; any name is read)
+    read: Callable[[str | Path], list]
+    featurize: Callable[[Sequence, Tokenizer, int, Setup], list[dict]]
+    collate: Callable[[Sequence[dict]], dict[str, torch.Tensor]]
+    decode: Callable[[Sequence, Sequence[dict], Sequence[Outputs], Setup], Any]
+    format: Callable[[Any, Sequence], str]
+    read_predictions: Callable[[Path, Sequence], Any]
+    evaluate: Callable[[Any, Sequence, Setup], dict[str, float]]
+    # The head's labels for a training set (they become config.id2label); None: a head without labels, e.g. span
+    # or choice scores.
+    label_list: Callable[[Sequence], list[str]] | None = None
+    # A trained head's labels (id2label, by id) -> the labels decode reads outputs by; raises when they are not
+    # this task's labels.
+    check_labels: Callable[[Sequence[str]], tuple[str, ...]] = _same_labels
+    outputs: tuple[str, ...] = ("logits",)  # fields of the head's output that decode receives, in this order
+    # Windowed tasks: max_length -> the default stride (Setup.stride); None: the task does not window its inputs.
+    default_stride: Callable[[int], int] | None = None
+    # Tasks whose metric can depend on the language: (normalization, data language) -> Setup.metric_lang, raising
+    # for an unsupported pair; normalization None picks the task's default. None: one metric for every language.
+    metric_language: Callable[[str | None, str | None], str | None] | None = None
+
+    def __post_init__(self):
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"task name {self.name!r}: expected letters, digits, - or _")
+        if not self.metrics:
+            raise ValueError(f"task {self.name}: metrics must name at least one score")
+        if not self.suffix.startswith("."):
+            raise ValueError(f"task {self.name}: suffix {self.suffix!r} should start with a dot")
+        if self.max_length < 4:
+            raise ValueError(f"task {self.name}: max_length {self.max_length} leaves no room for text")
+
+
+# ---------------------------------------------------------------- the registry
+
+
+REGISTRY: dict[str, Task] = {}  # name -> record: built-ins once loaded by get, and every registered task
+
+
+def register(task: Task, replace: bool = False) -> Task:
+    """Make a task known to get (and so to the recipes' --task); returns it.
+
+    A name already taken (a built-in one included) is an error unless replace is true.
+    """
+    taken = get(task.name) if task.name in names() else None
+    if taken is not None and taken is not task and not replace:
+        raise ValueError(f"task {task.name!r} is already defined; pass replace=True to redefine it")
+    REGISTRY[task.name] = task
+    return task
+
+
+def names() -> tuple[str, ...]:
+    """Every task name: the built-in ones, then those registered."""
+    return BUILTIN + tuple(n for n in REGISTRY if n not in BUILTIN)
+
+
+def get(name: str) -> Task:
+    """The record of a task name (a built-in module is imported on first use)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name not in BUILTIN:
+        raise ValueError(f"unknown task {name!r}; tasks are {', '.join(names())}")
+    return REGISTRY.setdefault(name, importlib.import_module(f"{__name__}.{name}").TASK)
 
 
 # ---------------------------------------------------------------- reading files
@@ -155,70 +262,33 @@ def inputs(rows: Sequence[Sequence[int]], length: int | None = None) -> dict[str
     return {"input_ids": ids, "attention_mask": mask}
 
 
-# ---------------------------------------------------------------- token classification (NER, POS)
+# ---------------------------------------------------------------- one prediction a line (classification tasks)
 
 
-def featurize_words(
-    examples: Sequence, tok: Tokenizer, max_length: int, labels: Sequence[str]
-) -> list[dict]:
-    """Features for word-tagging examples (fields `words`, `tags`).
-
-    Only a word's first subword carries its label; later subwords, special tokens and
-    words cut by max_length get IGNORE_INDEX. `word_ids` (same length as input_ids) holds
-    the word index at first subwords and -1 elsewhere, for `decode_words`.
-    """
-    tok = prepare_tokenizer(tok)
-    label_id = {t: i for i, t in enumerate(labels)}
-    features = []
-    for n, ex in enumerate(examples):
-        enc = tok.encode(list(ex.words), is_pretokenized=True, add_special_tokens=False)
-        word_of = enc.word_ids[: max_length - 2]
-        ids = single(enc.ids, max_length)
-        word_ids, label_ids = [-1], [IGNORE_INDEX]
-        previous = None
-        for w in word_of:
-            first = w is not None and w != previous
-            previous = w
-            word_ids.append(w if first else -1)
-            if not first:
-                label_ids.append(IGNORE_INDEX)
-            elif ex.tags[w] in label_id:
-                label_ids.append(label_id[ex.tags[w]])
-            else:
-                raise ValueError(f"example {n}: tag {ex.tags[w]!r} is not in the label list {list(labels)}")
-        word_ids.append(-1)
-        label_ids.append(IGNORE_INDEX)
-        features.append({"input_ids": ids, "labels": label_ids, "word_ids": word_ids})
-    return features
+def argmax(outputs: Sequence[Outputs]) -> list[int]:
+    """The highest-scoring class (or choice) of each feature, from its first output."""
+    return [int(row[0].argmax(-1)) for row in outputs]
 
 
-def collate_words(features: Sequence[dict]) -> dict[str, torch.Tensor]:
-    batch = inputs([f["input_ids"] for f in features])
-    batch["labels"] = pad([f["labels"] for f in features], IGNORE_INDEX, batch["input_ids"].shape[1])
-    return batch
+def format_lines(predictions: Sequence[int], names: Sequence[str] | None = None) -> str:
+    """One prediction a line: the label name when `names` are given, else the index."""
+    return "".join(f"{names[p] if names is not None else p}\n" for p in predictions)
 
 
-def decode_words(
-    features: Sequence[dict],
-    predicted_ids: Sequence[Sequence[int]],
-    num_words: Sequence[int],
-    labels: Sequence[str],
-    fill: str,
-) -> list[list[str]]:
-    """Per-word tags from per-position label ids (e.g. logits.argmax(-1)).
-
-    Words without a labelled position (cut by max_length, or no subword at all) get
-    `fill`, so predictions always line up with the full reference sentence.
-    """
-    if not len(features) == len(predicted_ids) == len(num_words):
-        raise ValueError(
-            f"{len(features)} features, {len(predicted_ids)} prediction rows, {len(num_words)} sentences"
-        )
-    out = []
-    for f, row, n in zip(features, predicted_ids, num_words):
-        tags = [fill] * n
-        for position, w in enumerate(f["word_ids"]):
-            if w >= 0:
-                tags[w] = labels[int(row[position])]
-        out.append(tags)
-    return out
+def read_line_predictions(path: str | Path, examples: Sequence, names: Sequence[str] | None = None,
+                          expected: str = "an index") -> list[int]:
+    """format_lines read back: one label name (of `names`) or index a line, as many as there are examples."""
+    values = []
+    for number, line in read_lines(path):
+        text = line.strip()
+        if not text:
+            continue
+        if names is not None and text in names:
+            values.append(list(names).index(text))
+        elif text.isdigit():
+            values.append(int(text))
+        else:
+            raise format_error(path, number, f"a label ({', '.join(names)}) or its id" if names else expected, line)
+    if len(values) != len(examples):
+        raise ValueError(f"{path}: {len(values)} predictions for {len(examples)} reference examples")
+    return values

@@ -11,7 +11,9 @@ import torch
 from tokenizers import Tokenizer
 
 from xmodlm import metrics
-from xmodlm.tasks import encode_texts, format_error, inputs, pair, prepare_tokenizer, read_lines
+from xmodlm.model import XmodForMultipleChoice
+from xmodlm.tasks import (Task, argmax, encode_texts, format_error, format_lines, inputs, pair, prepare_tokenizer,
+                          read_line_predictions, read_lines)
 
 # How the question joins the premise. Each choice becomes the pair
 #   (premise + " " + CONNECTORS[question], choice)
@@ -91,3 +93,22 @@ def collate(features: Sequence[dict]) -> dict[str, torch.Tensor]:
 def evaluate(predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
     """Accuracy (percent) of the chosen alternative."""
     return {"accuracy": metrics.accuracy(list(predictions), list(references))}
+
+
+# The choice with the highest score; no labels (config.id2label is unset: one score per choice).
+TASK = Task(
+    name="mc",
+    head=XmodForMultipleChoice,
+    head_tensors=("roberta.pooler.dense.weight", "roberta.pooler.dense.bias", "classifier.weight", "classifier.bias"),
+    max_length=128,
+    metrics=("accuracy",),
+    suffix=".txt",
+    data_suffixes=(".jsonl",),
+    read=load,
+    featurize=lambda examples, tok, max_length, setup: featurize(examples, tok, max_length),
+    collate=collate,
+    decode=lambda examples, features, outputs, setup: argmax(outputs),
+    format=lambda predictions, examples: format_lines(predictions),
+    read_predictions=lambda path, examples: read_line_predictions(path, examples, expected="a choice index"),
+    evaluate=lambda predictions, examples, setup: evaluate(predictions, [e.label for e in examples]),
+)

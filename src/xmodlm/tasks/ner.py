@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer
-
 from xmodlm import metrics
-from xmodlm.tasks import collate_words, decode_words, featurize_words, format_error, read_sentences
+from xmodlm.tasks import format_error, read_sentences, tagging
+from xmodlm.tasks.tagging import Example
 
 # The Hugging Face `wikiann` label ids (ner_tags), also PAN-X's tag set.
 LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 _TAG = re.compile(r"^(?:O|[BIES]-\S+)$")
 # PAN-X as distributed by XTREME prefixes every token with its language: "en:London".
 _LANG_PREFIX = re.compile(r"^[a-z]{2,3}:(?=.)")
-
-
-@dataclass(frozen=True)
-class Example:
-    words: list[str]
-    tags: list[str]
 
 
 def load(path: str | Path, strip_language_prefix: bool | None = None) -> list[Example]:
@@ -91,27 +82,23 @@ def label_list(examples: Iterable[Example]) -> list[str]:
     return ["O", *(f"{p}-{t}" for t in types for p in "BI"), *extra]
 
 
-def featurize(
-    examples: Sequence[Example], tok: Tokenizer, max_length: int = 128, labels: Sequence[str] = LABELS
-) -> list[dict]:
-    """input_ids `<s> words </s>`; labels on first subwords only (see featurize_words)."""
-    return featurize_words(examples, tok, max_length, labels)
-
-
-def collate(features: Sequence[dict]) -> dict[str, torch.Tensor]:
-    return collate_words(features)
-
-
-def decode(
-    features: Sequence[dict],
-    predicted_ids: Sequence[Sequence[int]],
-    examples: Sequence[Example],
-    labels: Sequence[str] = LABELS,
-) -> list[list[str]]:
-    """Per-word tags; words the model never saw (truncated) are predicted O."""
-    return decode_words(features, predicted_ids, [len(e.words) for e in examples], labels, fill="O")
-
-
 def evaluate(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """Entity precision, recall, F1 (percent), as seqeval / conlleval."""
     return metrics.entity_scores(predictions, references)
+
+
+# Words the model never saw (truncated) are predicted O.
+_TAGGER = tagging.Tagger(LABELS, fill="O")
+featurize, collate, decode = _TAGGER.featurize, tagging.collate, _TAGGER.decode
+
+TASK = tagging.task(
+    "ner",
+    tagger=_TAGGER,
+    read=load,
+    read_predictions_with=lambda path: load(path, strip_language_prefix=False),
+    label_list=label_list,
+    score=evaluate,
+    metrics=("precision", "recall", "f1"),
+    suffix=".conll",
+    data_suffixes=(".txt", ".conll", ".tsv"),
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,11 @@ import torch
 from tokenizers import Tokenizer
 
 from xmodlm import metrics
-from xmodlm.tasks import encode_texts, format_error, inputs, pair, prepare_tokenizer, read_lines
+from xmodlm.model import XmodForSequenceClassification
+from xmodlm.tasks import (Outputs, Setup, Task, argmax, encode_texts, format_error, format_lines, inputs, pair,
+                          prepare_tokenizer, read_line_predictions, read_lines)
+
+logger = logging.getLogger(__name__)
 
 # Label ids as in the Hugging Face `xnli` dataset.
 LABELS = ("entailment", "neutral", "contradiction")
@@ -113,3 +118,45 @@ def collate(features: Sequence[dict]) -> dict[str, torch.Tensor]:
 def evaluate(predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
     """Accuracy (percent) of predicted label ids."""
     return {"accuracy": metrics.accuracy(list(predictions), list(references))}
+
+
+# ---------------------------------------------------------------- the record
+
+
+def head_labels(names: Sequence[str]) -> tuple[str, ...]:
+    """A trained head's labels (by output id) checked to be LABELS in some order; unnamed ones are taken as LABELS."""
+    names = tuple(names)
+    if sorted(names) == sorted(LABELS):
+        return names
+    if len(names) == 3 and all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        logger.warning("the NLI head's labels are unnamed (LABEL_0..2): assuming the order %s", list(LABELS))
+        return LABELS
+    raise ValueError(f"the model's labels {list(names)} are not the NLI labels {list(LABELS)}")
+
+
+def _decode(examples: Sequence[Example], features: Sequence[dict], outputs: Sequence[Outputs],
+            setup: Setup) -> list[int]:
+    """Label indices into LABELS (the references' order), whatever the order of the head's outputs."""
+    order = [LABELS.index(name) for name in setup.labels] if setup.labels else list(range(len(LABELS)))
+    return [order[i] for i in argmax(outputs)]
+
+
+TASK = Task(
+    name="nli",
+    head=XmodForSequenceClassification,
+    head_tensors=("classifier.dense.weight", "classifier.dense.bias",
+                  "classifier.out_proj.weight", "classifier.out_proj.bias"),
+    max_length=128,
+    metrics=("accuracy",),
+    suffix=".txt",
+    data_suffixes=(".tsv",),
+    read=load,
+    featurize=lambda examples, tok, max_length, setup: featurize(examples, tok, max_length),
+    collate=collate,
+    decode=_decode,
+    format=lambda predictions, examples: format_lines(predictions, LABELS),
+    read_predictions=lambda path, examples: read_line_predictions(path, examples, LABELS),
+    evaluate=lambda predictions, examples, setup: evaluate(predictions, [e.label for e in examples]),
+    label_list=lambda examples: list(LABELS),
+    check_labels=head_labels,
+)

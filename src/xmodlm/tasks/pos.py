@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer
-
 from xmodlm import metrics
-from xmodlm.tasks import collate_words, decode_words, featurize_words, format_error, read_sentences
+from xmodlm.tasks import format_error, read_sentences, tagging
+from xmodlm.tasks.tagging import Example
 
 # The 17 universal POS tags of UD v2, alphabetical (the order XTREME's udpos uses).
 LABELS = (
@@ -18,12 +15,6 @@ LABELS = (
     "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
 )  # fmt: skip
 MISSING = "_"  # predicted for words the model never saw (truncated): always wrong
-
-
-@dataclass(frozen=True)
-class Example:
-    words: list[str]
-    tags: list[str]
 
 
 def load(path: str | Path) -> list[Example]:
@@ -73,27 +64,22 @@ def label_list(examples: Iterable[Example]) -> list[str]:
     return [*LABELS, *sorted(seen - set(LABELS))]
 
 
-def featurize(
-    examples: Sequence[Example], tok: Tokenizer, max_length: int = 128, labels: Sequence[str] = LABELS
-) -> list[dict]:
-    """input_ids `<s> words </s>`; labels on first subwords only (see featurize_words)."""
-    return featurize_words(examples, tok, max_length, labels)
-
-
-def collate(features: Sequence[dict]) -> dict[str, torch.Tensor]:
-    return collate_words(features)
-
-
-def decode(
-    features: Sequence[dict],
-    predicted_ids: Sequence[Sequence[int]],
-    examples: Sequence[Example],
-    labels: Sequence[str] = LABELS,
-) -> list[list[str]]:
-    """Per-word tags; words the model never saw (truncated) get MISSING and count as errors."""
-    return decode_words(features, predicted_ids, [len(e.words) for e in examples], labels, fill=MISSING)
-
-
 def evaluate(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """Accuracy (percent) over all words."""
     return {"accuracy": metrics.token_accuracy(predictions, references)}
+
+
+_TAGGER = tagging.Tagger(LABELS, fill=MISSING)
+featurize, collate, decode = _TAGGER.featurize, tagging.collate, _TAGGER.decode
+
+TASK = tagging.task(
+    "pos",
+    tagger=_TAGGER,
+    read=load,
+    read_predictions_with=load_tsv,
+    label_list=label_list,
+    score=evaluate,
+    metrics=("accuracy",),
+    suffix=".tsv",
+    data_suffixes=(".tsv", ".conllu"),
+)

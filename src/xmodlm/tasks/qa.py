@@ -14,7 +14,8 @@ import torch
 from tokenizers import Tokenizer
 
 from xmodlm import metrics
-from xmodlm.tasks import BOS_ID, EOS_ID, encode_texts, inputs, prepare_tokenizer
+from xmodlm.model import XmodForQuestionAnswering
+from xmodlm.tasks import BOS_ID, EOS_ID, Outputs, Setup, Task, encode_texts, inputs, prepare_tokenizer
 
 
 @dataclass(frozen=True)
@@ -203,3 +204,78 @@ def evaluate(
     if not isinstance(references, Mapping):
         references = {ex.id: ex.answers for ex in references}
     return metrics.squad_scores(predictions, references, lang)
+
+
+# ---------------------------------------------------------------- the record
+
+
+def default_stride(max_length: int) -> int:
+    """Window overlap: a third of the window (128 at 384 tokens, the SQuAD / XTREME setting)."""
+    return max_length // 3
+
+
+def answer_language(normalization: str | None, lang: str | None) -> str | None:
+    """The ISO code for MLQA normalisation, or None for SQuAD v1.1's.
+
+    normalization None (or empty) means mlqa when the answers' language is given, else squad. lang is a code as the
+    model's languages are named (de_DE) or an ISO code (de).
+    """
+    if not normalization:
+        normalization = "mlqa" if lang else "squad"
+    if normalization == "squad":
+        return None
+    if normalization != "mlqa":
+        raise ValueError(f"QA normalization {normalization!r}: expected squad or mlqa")
+    if not lang:
+        raise ValueError("MLQA normalisation needs the answers' language (--lang)")
+    iso = lang.split("_", 1)[0].lower()  # as xmodlm.languages.iso_code
+    if iso not in metrics.MLQA_LANGUAGES:
+        raise ValueError(f"MLQA normalisation knows {', '.join(metrics.MLQA_LANGUAGES)}, not {lang!r}; "
+                         "use --normalization squad")
+    return iso
+
+
+def _featurize(examples: Sequence[Example], tok: Tokenizer, max_length: int, setup: Setup) -> list[dict]:
+    stride = default_stride(max_length) if setup.stride is None else setup.stride
+    return featurize(examples, tok, max_length, stride=stride)
+
+
+def _decode(examples: Sequence[Example], features: Sequence[dict], outputs: Sequence[Outputs],
+            setup: Setup) -> dict[str, str]:
+    return postprocess(examples, features, [s for s, _ in outputs], [e for _, e in outputs])
+
+
+def _format(predictions: Mapping[str, str], examples: Sequence[Example]) -> str:
+    """SQuAD-style {question id: answer} JSON."""
+    return json.dumps(predictions, ensure_ascii=False, indent=1) + "\n"
+
+
+def _read_predictions(path: Path, examples: Sequence[Example]) -> dict[str, str]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: expected JSON {{question id: answer text}} ({e.msg})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"{path}: expected a JSON object {{question id: answer text}}")
+    return data
+
+
+TASK = Task(
+    name="qa",
+    head=XmodForQuestionAnswering,
+    head_tensors=("qa_outputs.weight", "qa_outputs.bias"),
+    max_length=384,
+    metrics=("exact_match", "f1"),
+    suffix=".json",
+    data_suffixes=(".json",),
+    read=load,
+    featurize=_featurize,
+    collate=collate,
+    decode=_decode,
+    format=_format,
+    read_predictions=_read_predictions,
+    evaluate=lambda predictions, examples, setup: evaluate(predictions, examples, setup.metric_lang),
+    outputs=("start_logits", "end_logits"),
+    default_stride=default_stride,
+    metric_language=answer_language,
+)
