@@ -23,7 +23,8 @@ Parameter names are Hugging Face's (``roberta.encoder.layer.0.output.adapter_mod
 ...): ``save_pretrained`` writes what ``transformers.Xmod*`` classes load, ``from_pretrained`` reads
 theirs, and parity tests compare the outputs with transformers' modeling_xmod. How it is made fast
 lives in ``xmodlm.kernels``, behind ``linear``, ``attention``, ``run_language_modules`` and
-``Dropout``. This module imports torch and, from the package, its config, the weight files (``weights``) and the kernels.
+``Dropout``. This module imports torch and, from the package, its config, the weight files (``weights``)
+and the kernels.
 """
 
 from __future__ import annotations
@@ -48,17 +49,14 @@ logger = logging.getLogger(__name__)
 LangIds = Union[torch.Tensor, Sequence[str], Sequence[int], str, int, None]
 
 
-# ---------------------------------------------------------------------------------------
-# Modules
-# ---------------------------------------------------------------------------------------
+# --- Modules ----------------------------------------------------------------------------------------
 class XmodEmbeddings(nn.Module):
     def __init__(self, config: XmodConfig):
         super().__init__()
         self.padding_idx = config.pad_token_id
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(
-            config.max_position_embeddings, config.hidden_size, padding_idx=config.pad_token_id
-        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size,
+                                                padding_idx=config.pad_token_id)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
@@ -74,11 +72,8 @@ class XmodEmbeddings(nn.Module):
             position_ids = torch.cumsum(not_pad, dim=1).type_as(not_pad) * not_pad + self.padding_idx
             position_ids = position_ids.long()
         if check and int(position_ids.max()) >= limit:
-            raise ValueError(
-                f"sequence needs position {int(position_ids.max())} but max_position_embeddings is "
-                f"{self.position_embeddings.num_embeddings} (at most "
-                f"{self.position_embeddings.num_embeddings - self.padding_idx - 1} tokens)"
-            )
+            raise ValueError(f"sequence needs position {int(position_ids.max())} but max_position_embeddings "
+                             f"is {limit} (at most {limit - self.padding_idx - 1} tokens)")
         x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]
@@ -162,15 +157,10 @@ class XmodOutput(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.ln_before_module = config.ln_before_adapter
         self.module_reuse_layer_norm = config.adapter_reuse_layer_norm
-        if config.adapter_layer_norm:
-            self.adapter_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        else:
-            self.adapter_layer_norm = None
-        if config.shared_module:
-            shared = XmodAdapter(config)
-            self.adapter_modules = nn.ModuleDict({code: shared for code in config.languages})
-        else:
-            self.adapter_modules = nn.ModuleDict({code: XmodAdapter(config) for code in config.languages})
+        norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.adapter_layer_norm else None
+        self.adapter_layer_norm = norm  # the module's own input norm (transformers' names here and below)
+        shared = XmodAdapter(config) if config.shared_module else None  # shared baseline: one module for all
+        self.adapter_modules = nn.ModuleDict({code: shared or XmodAdapter(config) for code in config.languages})
 
     def forward(self, x, residual, routing: Routing):
         h = linear((self.dense,), x, residual=residual, dropout=self.dropout)
@@ -214,10 +204,7 @@ class XmodEncoder(nn.Module):
     def __init__(self, config: XmodConfig):
         super().__init__()
         self.layer = nn.ModuleList([XmodLayer(config) for _ in range(config.num_hidden_layers)])
-        if config.pre_norm:
-            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        else:
-            self.LayerNorm = None
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
 
     def forward(self, x, mask, routing: Routing, output_hidden_states=False):
         states = [x] if output_hidden_states else None
@@ -241,9 +228,7 @@ class XmodPooler(nn.Module):
         return torch.tanh(self.dense(h[:, 0]))
 
 
-# ---------------------------------------------------------------------------------------
-# Language routing
-# ---------------------------------------------------------------------------------------
+# --- Language routing -------------------------------------------------------------------------------
 @dataclass
 class Routing:
     """How a batch maps to language modules: contiguous row ranges after an optional regroup."""
@@ -262,10 +247,8 @@ def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> 
     languages = config.languages
     if lang_ids is None:
         if config.default_language is None:
-            raise ValueError(
-                "no lang_ids given and config.default_language is not set: pass lang_ids (codes or ids) "
-                f"or call set_default_language(code); the model's languages: {languages}"
-            )
+            raise ValueError("no lang_ids given and config.default_language is not set: pass lang_ids (codes or ids) "
+                             f"or call set_default_language(code); the model's languages: {languages}")
         return [languages.index(config.default_language)] * batch_size
     if isinstance(lang_ids, str):
         lang_ids = [lang_ids]
@@ -296,9 +279,8 @@ def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> 
         else:
             v = int(v)
             if not 0 <= v < len(languages):
-                raise ValueError(
-                    f"language id {v} is out of range 0..{len(languages) - 1}; the model's languages: {languages}"
-                )
+                raise ValueError(f"language id {v} is out of range 0..{len(languages) - 1}; "
+                                 f"the model's languages: {languages}")
             ids.append(v)
     return ids
 
@@ -320,9 +302,7 @@ def make_routing(ids: list[int], languages: list[str], device: torch.device) -> 
     return Routing(segments, order_t, torch.argsort(order_t))
 
 
-# ---------------------------------------------------------------------------------------
-# Outputs (the reference's field names)
-# ---------------------------------------------------------------------------------------
+# --- Outputs (the reference's field names) ----------------------------------------------------------
 @dataclass
 class BaseModelOutput:
     last_hidden_state: torch.Tensor
@@ -356,10 +336,7 @@ class QuestionAnsweringModelOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-
-# ---------------------------------------------------------------------------------------
-# Base class: initialisation, languages, checkpoints
-# ---------------------------------------------------------------------------------------
+# --- Base class: initialisation, languages, checkpoints ---------------------------------------------
 class XmodPreTrainedModel(nn.Module):
     base_model_prefix = "roberta"
     # Parameter-name prefixes of the encoder ("backbone"); everything else is a task head.
@@ -430,7 +407,8 @@ class XmodPreTrainedModel(nn.Module):
         sources = [init_from] if isinstance(init_from, str) else list(init_from or [])
         for src in sources:
             if src not in self.config.languages:
-                raise ValueError(f"init_from language {src!r} is not one of the model's languages {self.config.languages}")
+                raise ValueError(f"init_from language {src!r} is not one of the model's languages "
+                                 f"{self.config.languages}")
         for table in self.module_tables():
             first = next(iter(table.values()))
             if self.config.shared_module:
@@ -492,9 +470,7 @@ def is_embedding_or_module_param(name: str) -> bool:
     return ".embeddings." in f".{name}" or module_language(name) is not None or ".adapter_layer_norm." in name
 
 
-# ---------------------------------------------------------------------------------------
-# The encoder and its heads
-# ---------------------------------------------------------------------------------------
+# --- The encoder and its heads ----------------------------------------------------------------------
 class XmodModel(XmodPreTrainedModel):
     def __init__(self, config: XmodConfig, add_pooling_layer: bool = True):
         super().__init__(config)
