@@ -236,3 +236,17 @@ def test_piece_lengths(old_tok):
     assert lengths[old_tok.token_to_id("▁")] == 1
     assert json.loads(old_tok.to_str())["model"]["vocab"][10][0].__len__() == lengths[10]
     assert MASK not in V.piece_characters(old_tok)
+
+
+def test_loss_per_character_divides_by_the_characters_of_the_targets(old_tok):
+    model = ours(vocab_size=150)
+    lengths = V.piece_lengths(old_tok)
+    ids = torch.tensor([[0, 10, 11, 12, 13, 2], [0, 20, 21, 22, 23, 2]])
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 1], labels[1, 4] = 11, 20, 23
+    batch = {"input_ids": ids, "labels": labels, "lang_ids": torch.tensor([0, 1])}
+    got = V.mlm_loss_per_character(model, [batch], lengths)
+    with torch.no_grad():
+        loss = float(model(**batch).loss) * 3
+    assert got["targets"] == 3 and got["chars"] == lengths[[11, 20, 23]].sum() > 0
+    assert got["loss"] == pytest.approx(loss, rel=1e-5) and got["nats_per_char"] == pytest.approx(loss / got["chars"])

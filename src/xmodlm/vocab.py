@@ -350,3 +350,29 @@ def init_new_rows(method: str, weight: torch.Tensor, bias: torch.Tensor | None, 
                 out[k] = torch.stack(parts).mean(0)
                 out_bias[k] = sum(part_bias) / len(part_bias)
     return out.to(weight.dtype), out_bias.to(weight.dtype)
+
+
+# --- scoring per character ------------------------------------------------------------------------------------------
+def mlm_loss_per_character(model: nn.Module, batches: Iterable[dict], lengths: np.ndarray) -> dict[str, float]:
+    """Masked-LM loss of the masked pieces over the characters of the text they cover, comparable between two
+    tokenisations of the same text (e.g. a language added with an extended vocabulary and the same language
+    pre-trained with its own): {"loss": summed cross-entropy (nats), "chars": characters the scored targets cover,
+    "targets": scored pieces, "nats_per_char", "bits_per_char"}. ``lengths``: ``piece_lengths`` of the tokenizer
+    that made the batches ("▁" counts as the space it stands for)."""
+    lengths_t = torch.as_tensor(np.asarray(lengths), dtype=torch.float64)
+    device = next(model.parameters()).device
+    total, chars, n = 0.0, 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            labels = batch["labels"]
+            targets = labels[labels != -100]
+            if not targets.numel():
+                continue
+            logits = model(**batch).logits  # (N, V) at the scored positions
+            total += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
+            chars += float(lengths_t[targets.cpu()].sum())
+            n += int(targets.numel())
+    per_char = total / chars if chars else float("nan")
+    return {"loss": total, "chars": chars, "targets": n, "nats_per_char": per_char,
+            "bits_per_char": per_char / float(np.log(2))}
