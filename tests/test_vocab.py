@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny import ours
+from tiny import LANGS, ours
 from xmodlm import vocab as V
 from xmodlm.data import MLMBatches, read_lines
 from xmodlm.tokenizer import MASK, UNK_ID, load_tokenizer, mask_id, save_tokenizer, train_tokenizer
@@ -135,21 +135,31 @@ def test_real_corpora_keep_their_tokenisation(directory, old, new):
 def test_appended_rows_leave_old_logits_bit_identical_also_in_transformers(tmp_path):
     model = ours()
     ids = torch.randint(4, 100, (3, 9))
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.5, ids, -100)
     with torch.no_grad():
         before = model(ids, lang_ids="de_DE").logits
+        before_loss = model(ids, lang_ids="de_DE", labels=labels).loss
         V.resize_vocabulary(model, torch.randn(7, 32), torch.randn(7))
         after = model(ids, lang_ids="de_DE").logits
     assert model.config.vocab_size == 107 and after.shape[-1] == 107
     assert model.lm_head.decoder.weight is model.roberta.embeddings.word_embeddings.weight
     assert model.lm_head.decoder.bias is model.lm_head.bias
-    assert torch.equal(after[..., :100], before)
+    assert torch.equal(after[..., :100], before) and (after[..., 100:] == float("-inf")).all()
+    assert model.config.extra["language_vocab_sizes"] == {code: 100 for code in LANGS}
+    model.add_language("sw_KE")  # a language added later scores every row
+    with torch.no_grad():
+        assert torch.isfinite(model(ids, lang_ids="sw_KE").logits).all()
+        new_loss = model(ids, lang_ids="de_DE", labels=labels).loss
+        mixed = model(ids, lang_ids=["de_DE", "sw_KE", "en_XX"], labels=labels, all_logits=True)
+    assert torch.equal(new_loss, before_loss)  # bit for bit the loss before the rows were appended
+    assert (mixed.logits[0, :, 100:] == float("-inf")).all() and torch.isfinite(mixed.logits[1]).all()
     model.save_pretrained(tmp_path)
     transformers = pytest.importorskip("transformers")
     ref, info = transformers.XmodForMaskedLM.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     with torch.no_grad():
         got = ref.eval()(ids, lang_ids=torch.tensor([1, 1, 1])).logits
-    assert torch.allclose(got, after, atol=1e-5)
+    assert torch.allclose(got[..., :100], after[..., :100], atol=1e-5)  # transformers scores every row
 
 
 class Batches:

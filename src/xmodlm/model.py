@@ -542,19 +542,74 @@ class XmodForMaskedLM(XmodPreTrainedModel):
                 token_type_ids=None, position_ids=None, output_hidden_states=False,
                 all_logits: bool = False) -> MaskedLMOutput:
         """With ``labels`` (-100 = not scored), logits are computed at the scored positions only,
-        shape (N, V) in row-major order, unless ``all_logits`` asks for (B, T, V)."""
+        shape (N, V) in row-major order, unless ``all_logits`` asks for (B, T, V).
+
+        ``config.extra["language_vocab_sizes"]`` ({code: n}, written where a language added rows to the
+        vocabulary) limits a language's softmax to the first n rows: the rows added after it get logit -inf, so
+        its masked-LM scores stay those of the model before the addition (transformers does not read it)."""
         out = self.roberta(input_ids, attention_mask, lang_ids, token_type_ids, position_ids, output_hidden_states)
         h = out.last_hidden_state
+        limits = self._vocab_limits(lang_ids, input_ids.shape[0], h.device)  # (B,) or None
         if labels is None:
-            return MaskedLMOutput(None, self.lm_head(h), out.hidden_states)
+            logits = self.lm_head(h)
+            return MaskedLMOutput(None, self._mask_rows(logits, limits, None), out.hidden_states)
         scored = labels.ne(-100)
         if all_logits:
             logits = self.lm_head(h)
             selected = logits[scored]
         else:
             logits = selected = self.lm_head(h[scored])  # (N, V): the vocabulary projection dominates
-        loss = F.cross_entropy(selected.float(), labels[scored]) if selected.shape[0] else selected.sum() * 0.0
+        targets = labels[scored]
+        if limits is None:
+            loss = F.cross_entropy(selected.float(), targets) if selected.shape[0] else selected.sum() * 0.0
+            return MaskedLMOutput(loss, logits, out.hidden_states)
+        position_limits = limits[:, None].expand_as(labels)[scored]
+        loss = _limited_cross_entropy(selected, targets, position_limits)
+        if all_logits:
+            logits = self._mask_rows(logits, limits, None)
+        else:
+            logits = self._mask_rows(logits, None, position_limits)
         return MaskedLMOutput(loss, logits, out.hidden_states)
+
+    def _vocab_limits(self, lang_ids: LangIds, batch_size: int, device) -> torch.Tensor | None:
+        sizes = self.config.extra.get("language_vocab_sizes")
+        if not sizes:
+            return None
+        vocab = self.config.vocab_size
+        languages = self.config.languages
+        ids = resolve_lang_ids(lang_ids, self.config, batch_size)
+        limits = [min(int(sizes.get(languages[i], vocab)), vocab) for i in ids]
+        return None if all(n == vocab for n in limits) else torch.tensor(limits, device=device)
+
+    @staticmethod
+    def _mask_rows(logits: torch.Tensor, per_row: torch.Tensor | None, per_position: torch.Tensor | None):
+        """-inf beyond each example's (or scored position's) vocabulary limit."""
+        limits = per_row if per_row is not None else per_position
+        if limits is None:
+            return logits
+        shape = (-1,) + (1,) * (logits.dim() - 1)
+        beyond = torch.arange(logits.shape[-1], device=logits.device) >= limits.view(shape)
+        return logits.masked_fill(beyond, float("-inf"))
+
+
+def _limited_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each position over the first ``limits[i]`` logits (the whole row where the target lies
+    beyond: text of a language holding a later language's pieces). One limit for all: the computation of a model
+    that has only those rows, bit for bit."""
+    if not targets.numel():
+        return logits.sum() * 0.0
+    values = sorted(set(limits.tolist()))
+    if len(values) == 1 and bool((targets < values[0]).all()):
+        return F.cross_entropy(logits[:, : values[0]].float(), targets)
+    total = logits.new_zeros((), dtype=torch.float32)
+    beyond = targets >= limits
+    for n in values:
+        rows = (limits == n) & ~beyond
+        if bool(rows.any()):
+            total = total + F.cross_entropy(logits[rows, :n].float(), targets[rows], reduction="sum")
+    if bool(beyond.any()):
+        total = total + F.cross_entropy(logits[beyond].float(), targets[beyond], reduction="sum")
+    return total / targets.numel()
 
 
 class XmodClassificationHead(nn.Module):

@@ -14,6 +14,10 @@ minimum (tokenizers scores ``<unk>`` at the vocabulary's minimum minus 10, and a
 placeholder piece at position N (the list position is the id), scored at the old minimum. Every new character also
 gets a single-character piece, so the new language's training text has no ``<unk>`` afterwards.
 
+Ownership of rows (``resize_vocabulary``): the languages a model has when rows are appended keep their masked-LM
+softmax over the rows that existed (``config.extra["language_vocab_sizes"]``), so their MLM scores do not change;
+the new language, and any added later, score every row.
+
 Counts (``COUNTS_NAME`` next to the weights): how often each vocabulary row occurred in the token streams a
 checkpoint was trained on (pre-training, then each added language), counted by ``MLMBatches(count_tokens=True)`` on
 the global batches as they are drawn (before masking), and saved in every checkpoint's data state, so a resumed run
@@ -250,10 +254,18 @@ def read_counts(directory: str | os.PathLike, vocab_size: int | None = None) -> 
 
 
 # --- the model's vocabulary rows ------------------------------------------------------------------------------------
-def resize_vocabulary(model: nn.Module, rows: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+def resize_vocabulary(model: nn.Module, rows: torch.Tensor, bias: torch.Tensor | None = None, *,
+                      limit_existing: bool = True) -> None:
     """Append ``rows`` (K, hidden) to the word embeddings of an X-Mod model (and its tied decoder), ``bias`` (K,) to
     ``lm_head.bias`` where the model has an LM head (zeros if not given); ``config.vocab_size`` follows. Old rows keep
-    their values bit for bit; the embedding and the bias are new Parameters (build optimizers afterwards)."""
+    their values bit for bit; the embedding and the bias are new Parameters (build optimizers afterwards).
+
+    limit_existing: the languages the model has now keep their masked-LM softmax over the old rows
+    (``config.extra["language_vocab_sizes"]``, read by ``XmodForMaskedLM``), so their MLM scores do not change;
+    languages added later score every row."""
+    sizes = model.config.extra.setdefault("language_vocab_sizes", {}) if limit_existing else {}
+    for code in model.config.languages if limit_existing else ():
+        sizes.setdefault(code, model.config.vocab_size)
     emb = model.get_submodule("roberta.embeddings.word_embeddings" if hasattr(model, "roberta") else
                               "embeddings.word_embeddings")
     old = emb.weight

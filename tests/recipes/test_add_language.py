@@ -130,6 +130,8 @@ def test_old_languages_encoder_outputs_and_old_logits_are_bit_identical(base, ad
         assert all(torch.equal(x, y) for x, y in zip(a.hidden_states, b.hidden_states)), code
         keep = torch.from_numpy(~trained)  # the logits of every old row but the three trained ones
         assert torch.equal(a.logits[..., keep], b.logits[..., :220][..., keep]), code
+        assert (b.logits[..., 220:] == float("-inf")).all()  # the new rows are not in an old language's softmax
+    assert after.config.extra["language_vocab_sizes"] == {code: 220 for code in OLD}
 
 
 def test_saved_tokenizer_and_checkpoint_load_in_transformers(added):
@@ -224,3 +226,16 @@ def test_old_languages_full_softmax_loss_moves_little_and_untouched_rows_score_e
             checked += int(ok.sum())
     assert checked > 20 and max(abs(c) for c in changes) < 1.0, (checked, changes)
 
+
+
+def test_without_trained_old_rows_the_old_languages_mlm_loss_is_bit_identical(pretrained, corpus, tmp_path):
+    assert add(pretrained, corpus, tmp_path, "--no-train-unseen-rows", "--max-steps", "2") == 0
+    tok = load_tokenizer(pretrained)
+    before, after = XmodForMaskedLM.from_pretrained(pretrained).eval(), XmodForMaskedLM.from_pretrained(tmp_path).eval()
+    assert after.config.vocab_size > 220
+    valid = validation_batches({c: corpus / f"{c}.txt" for c in OLD}, tok, OLD, seq_len=32, batch_size=8,
+                               valid_lines=30, max_batches=2)
+    for code, batches in valid.items():
+        for batch in batches:
+            with torch.no_grad():
+                assert torch.equal(before(**batch).loss, after(**batch).loss), code

@@ -6,11 +6,14 @@ tied decoder and LM bias), plus the rows that training never saw and the new lan
 frozen: only the chosen rows of the embedding matrix get a gradient (``vocab.train_rows_only``), and the matrix is
 in the optimizer group without weight decay, so the other rows stay bit-identical.
 
-What stays bit-identical for the languages the model already had: their encoder outputs (and the logits of the old
-rows) on every text whose pieces are old and were seen in training, i.e. every text the old tokenizer encodes without
-``<unk>`` and without a never-seen piece, because extension leaves the tokenisation of such text unchanged (see
-``xmodlm.vocab``). What moves: their masked-LM softmax gains the new rows, so their full-vocabulary MLM loss changes
-a little; scored over the old rows only (the first ``old_vocab_size`` logits, in results.json) it is unchanged.
+What stays bit-identical for the languages the model already had: their encoder outputs and their masked-LM scores
+on every text the old tokenizer encodes without ``<unk>`` and without a never-seen piece that this addition trains,
+because extension leaves the tokenisation of such text unchanged (see ``xmodlm.vocab``) and the rows appended belong
+to the new language: ``config.extra["language_vocab_sizes"]`` keeps each old language's softmax to the old rows
+(``XmodForMaskedLM`` gives the later rows logit -inf for it). What moves: the never-seen rows this addition trains
+(``unseen_rows_trained`` in results.json; rows no old language produced in training), in every language's
+softmax and as inputs; and in transformers' XmodForMaskedLM, which does not read the limit, an old language's
+softmax also spans the new rows (its logits for the old rows are the same; see the README for the measured change).
 
 Vocabulary extension (``--extend-vocab``): automatic by default, on where the new language's text holds characters
 that no piece of the vocabulary has (see ``xmodlm.vocab``); the extended tokenizer is saved with the checkpoint.
