@@ -260,3 +260,15 @@ def test_loss_per_character_divides_by_the_characters_of_the_targets(old_tok):
         loss = float(model(**batch).loss) * 3
     assert got["targets"] == 3 and got["chars"] == lengths[[11, 20, 23]].sum() > 0
     assert got["loss"] == pytest.approx(loss, rel=1e-5) and got["nats_per_char"] == pytest.approx(loss / got["chars"])
+
+
+def test_the_vocabulary_limit_follows_a_renamed_language_and_goes_with_a_removed_one():
+    from xmodlm.languages import remove_language, rename_language
+
+    model = ours()
+    V.resize_vocabulary(model, torch.randn(3, 32))
+    rename_language(model, "de_DE", "de_CH")
+    remove_language(model, "fr_XX")
+    assert model.config.extra["language_vocab_sizes"] == {"en_XX": 100, "de_CH": 100}
+    with torch.no_grad():
+        assert (model(torch.randint(4, 100, (1, 6)), lang_ids="de_CH").logits[..., 100:] == float("-inf")).all()
