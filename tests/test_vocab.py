@@ -1,6 +1,7 @@
 """xmodlm.vocab: vocabulary extension keeps every old tokenisation (synthetic corpora; NTREX and the bible corpora
-when ../shared/data exists), appended rows leave old logits bit-identical (ours and transformers'), training a subset
-of rows leaves the others bit-identical, counts are exact under resume, and the row initialisations."""
+when ../shared/data exists), appended rows leave old logits and old languages' MLM losses bit-identical (ours; the
+old rows' logits in transformers too), training a subset of rows leaves the others bit-identical, counts are exact
+under resume, the row initialisations, and scoring per character."""
 
 from __future__ import annotations
 
@@ -272,3 +273,20 @@ def test_the_vocabulary_limit_follows_a_renamed_language_and_goes_with_a_removed
     assert model.config.extra["language_vocab_sizes"] == {"en_XX": 100, "de_CH": 100}
     with torch.no_grad():
         assert (model(torch.randint(4, 100, (1, 6)), lang_ids="de_CH").logits[..., 100:] == float("-inf")).all()
+
+
+def test_mixed_limits_and_targets_beyond_a_languages_rows():
+    """An old language scores over its rows; a target among later rows (its text holds the new language's pieces)
+    is scored over every row rather than made infinite."""
+    model = ours()
+    V.resize_vocabulary(model, torch.randn(5, 32))
+    model.add_language("sw_KE")
+    ids = torch.tensor([[0, 10, 101, 12, 2], [0, 102, 20, 30, 2]])
+    labels = torch.tensor([[-100, 10, 101, -100, -100], [-100, 102, 20, -100, -100]])
+    with torch.no_grad():
+        out = model(ids, lang_ids=["de_DE", "sw_KE"], labels=labels)
+        full = model.lm_head(model.roberta(ids, lang_ids=["de_DE", "sw_KE"]).last_hidden_state[labels != -100])
+    ce = torch.nn.functional.cross_entropy
+    want = (ce(full[:1, :100], labels[0, 1:2]) + ce(full[1:], labels[labels != -100][1:], reduction="sum")) / 4
+    assert torch.isfinite(out.loss) and torch.allclose(out.loss, want, atol=1e-6)
+    assert (out.logits[:2, 100:] == float("-inf")).all() and torch.isfinite(out.logits[2:]).all()

@@ -551,64 +551,50 @@ class XmodForMaskedLM(XmodPreTrainedModel):
         h = out.last_hidden_state
         limits = self._vocab_limits(lang_ids, input_ids.shape[0], h.device)  # (B,) or None
         if labels is None:
-            logits = self.lm_head(h)
-            return MaskedLMOutput(None, self._mask_rows(logits, limits, None), out.hidden_states)
+            return MaskedLMOutput(None, _mask_beyond(self.lm_head(h), limits), out.hidden_states)
         scored = labels.ne(-100)
         if all_logits:
             logits = self.lm_head(h)
             selected = logits[scored]
         else:
             logits = selected = self.lm_head(h[scored])  # (N, V): the vocabulary projection dominates
-        targets = labels[scored]
         if limits is None:
-            loss = F.cross_entropy(selected.float(), targets) if selected.shape[0] else selected.sum() * 0.0
+            loss = F.cross_entropy(selected.float(), labels[scored]) if selected.shape[0] else selected.sum() * 0.0
             return MaskedLMOutput(loss, logits, out.hidden_states)
-        position_limits = limits[:, None].expand_as(labels)[scored]
-        loss = _limited_cross_entropy(selected, targets, position_limits)
-        if all_logits:
-            logits = self._mask_rows(logits, limits, None)
-        else:
-            logits = self._mask_rows(logits, None, position_limits)
-        return MaskedLMOutput(loss, logits, out.hidden_states)
+        at_scored = limits[:, None].expand_as(labels)[scored]
+        loss = _limited_cross_entropy(selected, labels[scored], at_scored)
+        return MaskedLMOutput(loss, _mask_beyond(logits, limits if all_logits else at_scored), out.hidden_states)
 
     def _vocab_limits(self, lang_ids: LangIds, batch_size: int, device) -> torch.Tensor | None:
-        sizes = self.config.extra.get("language_vocab_sizes")
+        """Each example's vocabulary limit, or None where every example scores every row."""
+        sizes, vocab = self.config.extra.get("language_vocab_sizes"), self.config.vocab_size
         if not sizes:
             return None
-        vocab = self.config.vocab_size
-        languages = self.config.languages
-        ids = resolve_lang_ids(lang_ids, self.config, batch_size)
-        limits = [min(int(sizes.get(languages[i], vocab)), vocab) for i in ids]
+        codes = [self.config.languages[i] for i in resolve_lang_ids(lang_ids, self.config, batch_size)]
+        limits = [min(int(sizes.get(code, vocab)), vocab) for code in codes]
         return None if all(n == vocab for n in limits) else torch.tensor(limits, device=device)
 
-    @staticmethod
-    def _mask_rows(logits: torch.Tensor, per_row: torch.Tensor | None, per_position: torch.Tensor | None):
-        """-inf beyond each example's (or scored position's) vocabulary limit."""
-        limits = per_row if per_row is not None else per_position
-        if limits is None:
-            return logits
-        shape = (-1,) + (1,) * (logits.dim() - 1)
-        beyond = torch.arange(logits.shape[-1], device=logits.device) >= limits.view(shape)
-        return logits.masked_fill(beyond, float("-inf"))
+
+def _mask_beyond(logits: torch.Tensor, limits: torch.Tensor | None) -> torch.Tensor:
+    """-inf beyond each leading index's vocabulary limit (``limits``: one per example or per scored position)."""
+    if limits is None:
+        return logits
+    beyond = torch.arange(logits.shape[-1], device=logits.device) >= limits.view((-1,) + (1,) * (logits.dim() - 1))
+    return logits.masked_fill(beyond, float("-inf"))
 
 
 def _limited_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each position over the first ``limits[i]`` logits (the whole row where the target lies
-    beyond: text of a language holding a later language's pieces). One limit for all: the computation of a model
-    that has only those rows, bit for bit."""
+    """Mean cross-entropy of each position over its first ``limits[i]`` logits (over all where the target lies beyond:
+    a language's text holding a later language's pieces). One limit for all: bit for bit the loss of a model that has
+    only those rows."""
     if not targets.numel():
         return logits.sum() * 0.0
-    values = sorted(set(limits.tolist()))
-    if len(values) == 1 and bool((targets < values[0]).all()):
+    values, beyond = sorted(set(limits.tolist())), targets >= limits
+    if len(values) == 1 and not bool(beyond.any()):
         return F.cross_entropy(logits[:, : values[0]].float(), targets)
-    total = logits.new_zeros((), dtype=torch.float32)
-    beyond = targets >= limits
-    for n in values:
-        rows = (limits == n) & ~beyond
-        if bool(rows.any()):
-            total = total + F.cross_entropy(logits[rows, :n].float(), targets[rows], reduction="sum")
-    if bool(beyond.any()):
-        total = total + F.cross_entropy(logits[beyond].float(), targets[beyond], reduction="sum")
+    parts = [(logits[(limits == n) & ~beyond, :n], targets[(limits == n) & ~beyond]) for n in values]
+    parts.append((logits[beyond], targets[beyond]))
+    total = sum(F.cross_entropy(x.float(), t, reduction="sum") for x, t in parts if t.numel())
     return total / targets.numel()
 
 
