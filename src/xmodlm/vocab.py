@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -186,8 +187,6 @@ def extend_tokenizer(tok: Tokenizer, lines: Sequence[str], budget: int, *, seed:
     if not new_chars or budget <= 0:
         return Extension(tok, old_size, [], new_chars, uncovered)
     floor = min(score for _, score in old_vocab)
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:  # train_tokenizer reads files
         path = Path(tmp) / "new.txt"
         path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

@@ -120,7 +120,8 @@ def test_old_languages_encoder_outputs_and_old_logits_are_bit_identical(base, ad
     for code in OLD:
         texts = (corpus / f"{code}.txt").read_text(encoding="utf-8").splitlines()[-30:]
         # text the old vocabulary covers, without the never-seen rows that the addition trained: the same ids
-        texts = [t for t, e in zip(texts, old_tok.encode_batch(texts)) if UNK_ID not in e.ids and not trained[e.ids].any()]
+        texts = [t for t, e in zip(texts, old_tok.encode_batch(texts))
+                 if UNK_ID not in e.ids and not trained[e.ids].any()]
         encs = old_tok.encode_batch(texts)
         assert len(encs) > 10 and [e.ids for e in encs] == [e.ids for e in new_tok.encode_batch(texts)]
         ids = torch.tensor([e.ids[:20] for e in encs if len(e.ids) >= 20][:8])
