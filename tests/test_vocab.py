@@ -291,3 +291,14 @@ def test_mixed_limits_and_targets_beyond_a_languages_rows():
     want = (ce(full[:1, :100], labels[0, 1:2]) + ce(full[1:], labels[labels != -100][1:], reduction="sum")) / 4
     assert torch.isfinite(out.loss) and torch.allclose(out.loss, want, atol=1e-6)
     assert (out.logits[:2, 100:] == float("-inf")).all() and torch.isfinite(out.logits[2:]).all()
+
+
+def test_a_second_extension_appends_after_the_first(old_tok, corpora):
+    first = V.extend_tokenizer(old_tok, lines_of(corpora["nn_XX"]), budget=60).tokenizer
+    second = V.extend_tokenizer(first, lines_of(corpora["ll_XX"]), budget=40)
+    n = first.get_vocab_size()
+    assert second.first_id == n and len(second.pieces) >= 2 and mask_id(second.tokenizer) == mask_id(old_tok)
+    assert all(first.id_to_token(i) == second.tokenizer.id_to_token(i) for i in range(n))
+    for code in ("aa_XX", "bb_XX", "cc_XX", "nn_XX"):
+        lines = lines_of(corpora[code])
+        assert [e.ids for e in first.encode_batch(lines)] == [e.ids for e in second.tokenizer.encode_batch(lines)]

@@ -175,8 +175,10 @@ def extend_tokenizer(tok: Tokenizer, lines: Sequence[str], budget: int, *, seed:
     old_vocab = _model_vocab(tok)
     old_size = tok.get_vocab_size()
     m = mask_id(tok)
-    if m != old_size - 1:
-        raise ValueError(f"{MASK} has id {m}, not the last id {old_size - 1}: new pieces must follow it")
+    placeholder = len(old_vocab) == m == old_size - 1  # <mask> is an added token only, with the last id
+    if not placeholder and not (len(old_vocab) == old_size and old_vocab[m][0] == MASK):
+        raise ValueError(f"the Unigram list has {len(old_vocab)} pieces for {old_size} ids, {MASK} id {m}: "
+                         "appended pieces would not get the next ids")
     new_chars = new_characters(tok, lines)
     singles = {piece for piece, _ in old_vocab if len(piece) == 1}
     present = normalized_characters(tok, lines)
@@ -203,10 +205,8 @@ def extend_tokenizer(tok: Tokenizer, lines: Sequence[str], budget: int, *, seed:
         pieces.setdefault(c, floor)
     spec = json.loads(tok.to_str())
     vocab = spec["model"]["vocab"]
-    if len(vocab) == m:  # <mask> is an added token only: a placeholder keeps list position == id
+    if placeholder:  # a piece at <mask>'s position keeps list position == id for the pieces after it
         vocab.append([MASK, floor])
-    elif len(vocab) != m + 1 or vocab[m][0] != MASK:
-        raise ValueError(f"the Unigram list has {len(vocab)} pieces; expected {m} or {m + 1} ending with {MASK}")
     vocab.extend([piece, score] for piece, score in pieces.items())
     new = Tokenizer.from_str(json.dumps(spec))
     if new.get_vocab_size() != old_size + len(pieces) or mask_id(new) != m:

@@ -19,7 +19,7 @@ from xmodlm.recipes import add_language
 from xmodlm.tokenizer import UNK_ID, load_tokenizer
 
 OLD = ["aa_XX", "bb_XX", "cc_XX"]
-ALPHABETS = {"aa_XX": "abcdefgé", "bb_XX": "hijklmnab", "cc_XX": "абвгдежa", "nn_XX": "ܐܒܓܕܗܘabc"}
+ALPHABETS = {"aa_XX": "abcdefgé", "bb_XX": "hijklmnab", "cc_XX": "абвгдежa", "nn_XX": "ܐܒܓܕܗܘabc", "ll_XX": "abcɛɔܐ"}
 COMMON = ["--seq-len", "32", "--batch-size", "8", "--valid-lines", "30", "--valid-batches", "1", "--seed", "0",
           "--log-every", "1", "--precision", "fp32"]
 
@@ -240,3 +240,29 @@ def test_without_trained_old_rows_the_old_languages_mlm_loss_is_bit_identical(pr
         for batch in batches:
             with torch.no_grad():
                 assert torch.equal(before(**batch).loss, after(**batch).loss), code
+
+
+def test_a_second_addition_keeps_the_first_ones_rows_and_scores(added, corpus, tmp_path):
+    out = tmp_path / "second"
+    assert main(["add-language", "--model", str(added), "--lang", "ll_XX", "--data", str(corpus / "ll_XX.txt"),
+                 "--out", str(out), "--max-steps", "2", "--lr", "1e-2", "--extend-vocab", "30", *COMMON,
+                 "--no-train-unseen-rows"]) == 0
+    first, second = json.loads((added / "results.json").read_text()), json.loads((out / "results.json").read_text())
+    assert second["old_vocab_size"] == first["vocab_size"] < second["vocab_size"]
+    before, after = XmodForMaskedLM.from_pretrained(added).eval(), XmodForMaskedLM.from_pretrained(out).eval()
+    sizes = after.config.extra["language_vocab_sizes"]
+    assert sizes == {**{code: 220 for code in OLD}, "nn_XX": first["vocab_size"]}
+    counts, sources = V.read_counts(out, second["vocab_size"])
+    assert [s.get("language") for s in sources] == [None, "nn_XX", "ll_XX"]
+    n = first["vocab_size"]
+    emb_before = before.roberta.embeddings.word_embeddings.weight
+    emb_after = after.roberta.embeddings.word_embeddings.weight[:n]
+    assert torch.equal(emb_before, emb_after) and second["unseen_rows_trained"] == 0
+    assert (counts[:n] >= V.read_counts(added, n)[0]).all()  # carried: the first addition's rows count as seen
+    tok = load_tokenizer(added)
+    valid = validation_batches({"nn_XX": corpus / "nn_XX.txt"}, tok, ["nn_XX"], seq_len=32, batch_size=8,
+                               valid_lines=30, max_batches=1)
+    batch = valid["nn_XX"][0]
+    batch["lang_ids"] = torch.full_like(batch["lang_ids"], 3)
+    with torch.no_grad():  # nn_XX's masked-LM scores do not see ll_XX's rows
+        assert torch.equal(before(**batch).loss, after(**batch).loss)
