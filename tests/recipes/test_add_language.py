@@ -266,3 +266,9 @@ def test_a_second_addition_keeps_the_first_ones_rows_and_scores(added, corpus, t
     batch["lang_ids"] = torch.full_like(batch["lang_ids"], 3)
     with torch.no_grad():  # nn_XX's masked-LM scores do not see ll_XX's rows
         assert torch.equal(before(**batch).loss, after(**batch).loss)
+
+
+def test_languages_commands_carry_the_counts(base, tmp_path):
+    assert main(["languages", "rename", "--model", str(base), "--lang", "aa_XX", "--new", "aa_YY",
+                 "--out", str(tmp_path)]) == 0
+    assert np.array_equal(V.read_counts(tmp_path, 220)[0], V.read_counts(base, 220)[0])
