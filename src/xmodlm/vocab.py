@@ -368,11 +368,14 @@ def mlm_loss_per_character(model: nn.Module, batches: Iterable[dict], lengths: n
     """Masked-LM loss of the masked pieces over the characters of the text they cover, comparable between two
     tokenisations of the same text (e.g. a language added with an extended vocabulary and the same language
     pre-trained with its own): {"loss": summed cross-entropy (nats), "chars": characters the scored targets cover,
-    "targets": scored pieces, "nats_per_char", "bits_per_char"}. ``lengths``: ``piece_lengths`` of the tokenizer
-    that made the batches ("▁" counts as the space it stands for)."""
+    "targets": scored pieces, "nats_per_char", "bits_per_char"}, in eval mode. ``lengths``: ``piece_lengths`` of the
+    tokenizer that made the batches ("▁" counts as the space it stands for; ``<unk>`` as nothing, so compare
+    tokenisations without ``<unk>``)."""
     lengths_t = torch.as_tensor(np.asarray(lengths), dtype=torch.float64)
     device = next(model.parameters()).device
     total, chars, n = 0.0, 0.0, 0
+    was_training = model.training
+    model.eval()  # no dropout; the mode is restored below
     with torch.no_grad():
         for batch in batches:
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -384,6 +387,7 @@ def mlm_loss_per_character(model: nn.Module, batches: Iterable[dict], lengths: n
             total += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
             chars += float(lengths_t[targets.cpu()].sum())
             n += int(targets.numel())
+    model.train(was_training)
     per_char = total / chars if chars else float("nan")
     return {"loss": total, "chars": chars, "targets": n, "nats_per_char": per_char,
             "bits_per_char": per_char / float(np.log(2))}

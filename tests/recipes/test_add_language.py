@@ -89,6 +89,7 @@ def test_new_rows_and_never_seen_rows_train_and_nothing_else(base, added):
     assert n_old == 220 and n_new == 220 + results["added_pieces"] and results["added_pieces"] >= 6
     assert results["unk_rate_before"] > 0.3 and results["unk_rate_after"] == 0
     assert results["embed_init"] == "overlap" and results["unseen_rows_trained"] == 3
+    assert 0 < results["eval/bits_per_char"] < 20
     before, after = XmodForMaskedLM.from_pretrained(base).eval(), XmodForMaskedLM.from_pretrained(added).eval()
     counts, sources = V.read_counts(base, n_old)
     new_counts, new_sources = V.read_counts(added, n_new)

@@ -221,6 +221,9 @@ def run(s: AddLanguageSettings) -> dict[str, float]:
                                                              "first_new_id": vocab["old_vocab_size"],
                                                              "steps": trainer.step}]
             vocab_mod.write_counts(out, counts + batches.token_counts, sources)
+        if not (s.strategy == "fsdp" and world > 1):  # the whole model is here: score per character too
+            per_char = vocab_mod.mlm_loss_per_character(model, valid[s.lang], vocab_mod.piece_lengths(tok))
+            vocab["eval/bits_per_char"] = per_char["bits_per_char"]
         n_rows = 0 if rows is None else int(rows.sum())
         n_module = sum(p.numel() for n, p in model.named_parameters() if new_module_filter(s.lang)(n))
         summary = {"added": s.lang, "id": lang_id, "init_from": s.init_from, "resumed": resumed,
