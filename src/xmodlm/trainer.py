@@ -266,6 +266,9 @@ class Trainer:
     trainable: name -> bool selects the parameters that train; the rest get requires_grad=False and stay out of the
         optimizer (language addition: only the new modules; fine-tuning: all but embeddings and language modules).
         None keeps the model's own requires_grad flags.
+    no_decay: name -> bool selects trainable parameters that go in the optimizer group without weight decay, besides
+        every 1-D one (language addition: the embedding matrix, of which only some rows train; weight decay would
+        shrink the frozen rows too).
     evaluate: model -> {name: float}, run every eval_every steps and at the end on every process (it may shard its
         data with dist_info(); rank 0's numbers are logged, as "eval/<name>"; under fsdp every process must make the
         same number of forward calls, each all-gathers). It runs under no_grad with the global RNG
@@ -278,7 +281,7 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Iterable[dict],
                  evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-                 trainable: Callable[[str], bool] | None = None):
+                 trainable: Callable[[str], bool] | None = None, no_decay: Callable[[str], bool] | None = None):
         self.config, self.train_data, self.evaluate = config, train_data, evaluate
         self.rank, self.world_size, local_rank = dist_info()
         self.is_main = self.rank == 0
@@ -312,8 +315,9 @@ class Trainer:
             named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             assert [n for n, _ in named] == self.trainable_names, "fully_shard renamed parameters"
         self.params = [p for _, p in named]
-        groups = [{"params": [p for p in self.params if p.ndim >= 2]},
-                  {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}]
+        exempt = {id(p) for n, p in named if p.ndim < 2 or (no_decay is not None and no_decay(n))}
+        groups = [{"params": [p for p in self.params if id(p) not in exempt]},
+                  {"params": [p for p in self.params if id(p) in exempt], "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
                                            weight_decay=config.weight_decay, fused=True)
         warmup, total = config.warmup, config.max_steps

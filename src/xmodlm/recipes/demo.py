@@ -282,7 +282,8 @@ def add_settings(s: DemoSettings, plan: Plan, data_dir: Path, base: Path,
     return add_language.AddLanguageSettings(
         model=str(base), lang=plan.heldout, data=str(data_dir / f"{plan.heldout}.txt"), out_dir=str(out),
         init_from=[plan.init_from], max_steps=scale.add_steps, lr=scale.add_lr,
-        save_every=max(scale.add_steps // 2, 1), **training_common(s, scale))
+        save_every=max(scale.add_steps // 2, 1), **training_common(s, scale),
+        extend_vocab=0, train_unseen_rows=False)  # the paper's addition: only the new modules train
 
 
 def finetune_settings(s: DemoSettings, plan: Plan, data_dir: Path, model: Path, out: Path) -> finetune.FinetuneSettings:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import languages as lang_mod
 from .. import tokenizer as tok_mod
+from .. import vocab as vocab_mod
 from ..model import load_pretrained
 from ..settings import setting
 
@@ -55,3 +56,6 @@ def run(s: ManageSettings) -> None:
     model.save_pretrained(out)
     if out != Path(s.model) and (Path(s.model) / "tokenizer.json").exists():
         tok_mod.save_tokenizer(tok_mod.load_tokenizer(s.model), out)
+    counts = vocab_mod.read_counts(s.model) if out != Path(s.model) else None
+    if counts is not None:  # rows seen in training: the next addition must not train them
+        vocab_mod.write_counts(out, *counts)

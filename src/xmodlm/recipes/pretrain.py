@@ -18,6 +18,7 @@ import torch
 
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
+from .. import vocab as vocab_mod
 from ..config import preset
 from ..files import atomic_write_text
 from ..model import XmodForMaskedLM
@@ -164,7 +165,7 @@ def run(s: PretrainSettings) -> dict[str, float]:
     model = XmodForMaskedLM(config)
     train = data_mod.MLMBatches(corpora, tok, languages, seq_len=s.seq_len, batch_size=s.batch_size,
                                 alpha=s.alpha, seed=s.seed, mode="mixed" if s.mixed_batches else "per_language",
-                                skip_lines=s.valid_lines, rank=rank, world_size=world)
+                                skip_lines=s.valid_lines, rank=rank, world_size=world, count_tokens=True)
     valid = data_mod.validation_batches(corpora, tok, languages, seq_len=s.seq_len, batch_size=s.batch_size,
                                         valid_lines=s.valid_lines, max_batches=s.valid_batches, seed=s.seed)
     n_params = model.num_parameters()
@@ -173,6 +174,9 @@ def run(s: PretrainSettings) -> dict[str, float]:
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if rank == 0:
         tok_mod.save_tokenizer(tok, out)
+        # How often each vocabulary row was trained on (exact under resume: the counts are in the data state).
+        vocab_mod.write_counts(out, train.token_counts, [{"what": "pretrain", "languages": languages,
+                                                          "steps": trainer.step}])
         summary = {"languages": languages, "shared": s.shared, "parameters": n_params, **record}
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
         print(format_perplexities(record))
