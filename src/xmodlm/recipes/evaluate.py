@@ -40,10 +40,11 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------
 @dataclass
 class EvaluateSettings:
-    model: str = setting("", "fine-tuned model directory (from xmodlm finetune) or hub id")
+    model: str = setting("", "fine-tuned model directory (from xmodlm finetune) or hub id",
+                         required=True)
     task: str | None = setting(None, "nli | ner | pos | qa | mc (default: the task in the model's task.json)")
     data: list[str] = setting([], "LANG=FILE, e.g. de_DE=dev-de.tsv: LANG picks the module (zero-shot) and "
-                                  "names the row")
+                                  "names the row", required=True)
     out_dir: str = setting("runs/evaluate", "results.json and predictions/<LANG>.* go here (a path ending in .json "
                                             "names the results file; predictions go next to it)", flags=("--out",))
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
@@ -242,8 +243,9 @@ def run(s: EvaluateSettings) -> dict:
 @dataclass
 class ScoreSettings:
     task: str = setting("qa", "nli | ner | pos | qa | mc")
-    data: str = setting("", "reference data file (the file evaluate read)")
-    predictions: str = setting("", "predictions file written by evaluate (QA: SQuAD-style {id: answer} JSON)")
+    data: str = setting("", "reference data file (the file evaluate read)", required=True)
+    predictions: str = setting("", "predictions file written by evaluate (QA: SQuAD-style {id: answer} JSON)",
+                               required=True)
     lang: str | None = setting(None, "QA: the answers' language (de or de_DE) for MLQA normalisation")
     normalization: str | None = setting(None, "QA: squad | mlqa (default: mlqa when --lang is given, else squad)")
     eval_range: str | None = setting(None, "score examples START:END of --data (as evaluate's --eval-range)")

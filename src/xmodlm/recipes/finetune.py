@@ -41,9 +41,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneSettings(TrainConfig):
-    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
+    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)", required=True)
     task: str = setting("nli", "nli | ner | pos | qa | mc")
-    train: str = setting("", "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA jsonl)")
+    train: str = setting("", "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA "
+                                  "jsonl)", required=True)
     source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)")
     out_dir: str = setting("runs/finetune", "output: fine-tuned model, tokenizer, task.json, checkpoint/, "
                                             "metrics.jsonl", flags=("--out",))

@@ -11,8 +11,8 @@ from ..settings import setting
 
 @dataclass
 class FillMaskSettings:
-    model: str = setting("", "masked-LM checkpoint directory (or hub id)")
-    text: list[str] = setting([], "a text with <mask>", split=False)
+    model: str = setting("", "masked-LM checkpoint directory (or hub id)", required=True)
+    text: list[str] = setting([], "a text with <mask>", split=False, required=True)
     lang: str = setting("auto", "language code for every text, or 'auto' to identify each text's language")
     fallback: str | None = setting(None, "with --lang auto: a code, or 'closest', for languages without a module")
     top_k: int = setting(5, "predictions per <mask>")
