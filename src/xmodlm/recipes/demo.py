@@ -46,6 +46,7 @@ from .. import report
 from .. import tokenizer as tok_mod
 from ..config import XmodConfig
 from ..model import XmodForMaskedLM
+from ..runtime import set_threads
 from ..settings import setting
 from ..synthetic import N_FAMILIES, SyntheticWorld
 from ..trainer import find_checkpoint
@@ -89,9 +90,10 @@ class DemoSettings:
     finetune_steps: int | None = setting(None, "fine-tuning updates of each model (unset: 600; --quick: 6)")
     seed: int = setting(0, "seed of every training run and of the validation masking")
     device: str = setting("auto", "auto | cpu | cuda")
-    threads: int = setting(1, "CPU threads of torch's operators during the demo (0: torch's default, one per core); "
-                              "its models are so small that a second thread gains little, while on a busy machine "
-                              "threads waiting for each other made steps 4-60 times slower (measured, 2 cores)")
+    threads: int = setting(0, "CPU threads of torch's operators during the demo (0: one per core left idle by the "
+                              "machine's other work, from the load average; printed at start): its models are so "
+                              "small that a second thread gains little, while on a busy machine threads waiting for "
+                              "each other made steps 4-60 times slower (measured, 2 cores)")
 
 
 @dataclass(frozen=True)
@@ -379,11 +381,8 @@ def _check_out_dir(out: Path, s: DemoSettings, plan: Plan) -> None:
 
 
 def run(s: DemoSettings) -> dict:
-    if s.threads < 0:
-        raise ValueError(f"--threads {s.threads}: expected 0 (torch's default) or a number of threads")
     before = torch.get_num_threads()
-    if s.threads:
-        torch.set_num_threads(s.threads)
+    set_threads(s.threads)
     try:
         return _run(s)
     finally:
