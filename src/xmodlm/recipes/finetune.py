@@ -199,8 +199,8 @@ def run(s: FinetuneSettings) -> dict:
     trainer = Trainer(model, train_config(s, max_steps), batches, evaluate, trainable=trainable_filter(s.full_finetune))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps, %d of %d parameters train", task.name,
-                s.source_lang, len(examples), len(features), max_steps, trainable, total)
+    logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps", task.name, s.source_lang,
+                len(examples), len(features), max_steps)
     record = trainer.fit(export_dir=s.out_dir)  # the final weights, written by rank 0
     if len(record) == 1:  # a finished run, rerun: report the metrics it logged at its last step
         record = last_logged(Path(s.out_dir) / "metrics.jsonl", record)
