@@ -122,6 +122,21 @@ def test_fill_mask_error_names_the_fallback_flag(pretrained, capsys):
     assert "--fallback closest" in err and "--lang auto found" in err and "fallback='closest'" not in err
 
 
+def test_fill_mask_prints_words_not_pieces_and_json_on_request(pretrained, capsys):
+    from xmodlm.recipes.predict import format_prediction, word
+
+    assert word("\u2581Tag") == "Tag" and word("ung") == "ung" and word("\u2581") == "\u2581"
+    assert format_prediction("a <mask> b", "de_DE", [[("\u2581gut", 0.5), ("s", 0.25)]]) == (
+        "de_DE: a [gut] b\n  <mask> 1: gut 50.0%  s 25.0%")
+    _, _, out, _ = pretrained
+    assert main(["fill-mask", "--model", str(out), "--text", "abc <mask> bcd", "--lang", "aa_AA", "--top-k", "3"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("aa_AA: abc [") and "<mask> 1: " in text and "\u2581" not in text
+    assert main(["fill-mask", "--model", str(out), "--text", "abc <mask> bcd", "--lang", "aa_AA", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["lang"] == "aa_AA" and len(line["masks"][0]) == 5 and "word" in line["masks"][0][0]
+
+
 def test_unknown_flag_prints_the_subcommands_usage(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["finetune", "--modle", "x"])
