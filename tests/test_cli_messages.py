@@ -169,3 +169,45 @@ def test_help_shows_lists_comma_separated(capsys):
         main(["bench", "--help"])
     out = capsys.readouterr().out
     assert "train,infer,mixed,data,memory" in out.replace("\n", "").replace(" ", "") and "['train'" not in out
+
+
+def test_finetune_that_learns_nothing_says_so_and_valid_range_selects(pretrained, capsys):
+    from xmodlm.synthetic import SyntheticWorld
+
+    root, _, base, _ = pretrained
+    data = SyntheticWorld(0).write_nli(root / "nli.tsv", "syn00", 40, seed=1)
+    out = root / "ft"
+    assert main(["finetune", "--model", str(base), "--task", "nli", "--train", str(data), "--train-range", "0:30",
+                 "--valid", str(data), "--valid-range", "30:", "--eval-every", "1", "--source-lang", "aa_AA",
+                 "--out", str(out), "--lr", "1e-5", "--max-steps", "2", "--batch-size", "8", "--no-tensorboard",
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: fine-tuning learned nothing visible" in err and "--lr (this run: 1e-05)" in err
+    assert "chance level for 3 labels" in err or "for all of 10 checked examples" in err
+    assert "accuracy=" in err  # the --eval-every score on the progress bar
+    assert main(["finetune", "--model", str(base), "--task", "nli", "--train", str(data), "--valid-range", "30:",
+                 "--source-lang", "aa_AA", "--out", str(root / "ft2")]) == 1
+    assert "--valid-range selects examples of --valid" in capsys.readouterr().err
+
+
+def test_learning_warnings_and_default_lr():
+    from xmodlm.recipes.finetune import default_lr, learning_warnings, predicted_labels
+    from xmodlm.tasks import get
+
+    nli, ner = get("nli"), get("ner")
+    labels = ("entailment", "neutral", "contradiction")
+    assert learning_warnings(nli, {"loss": 1.0986}, labels, [0, 1, 2])[0].startswith("the training loss ended at 1.099")
+    assert learning_warnings(nli, {"loss": 0.6}, labels, [0, 1, 2]) == []
+    assert "predicts 'neutral' for all of 3 checked examples" in learning_warnings(nli, {"loss": 0.6}, labels,
+                                                                                    [1, 1, 1])[0]
+    assert predicted_labels([["O", "B-PER"], ["O"]]) == ["O", "B-PER", "O"] and predicted_labels({"q": "a"}) is None
+    assert "for all of 3 checked tokens" in learning_warnings(ner, {"loss": 0.1}, ("O", "B-PER"), ["O"] * 3)[0]
+    assert default_lr(768) == 1e-5 and default_lr(64) == default_lr(128) == 1e-3
+
+
+def test_progress_bar_shows_a_few_scores_or_their_means():
+    from xmodlm.trainer import bar_scores
+
+    assert bar_scores({"eval/accuracy": 0.41234}) == {"accuracy": "0.4123"}
+    many = {f"eval/ppl/l{i}": 10.0 + i for i in range(5)}
+    assert bar_scores({**many, "eval/ppl/mean": 12.0}) == {"ppl/mean": "12"}

@@ -273,6 +273,14 @@ def find_checkpoint(out_dir: str | Path) -> Path | None:
     return None
 
 
+def bar_scores(scores: dict[str, float]) -> dict[str, str]:
+    """Evaluation scores for the progress bar: all of a few ("eval/accuracy"), else only their means."""
+    shown = {k.split("/", 1)[-1]: v for k, v in scores.items()}
+    if len(shown) > 3:
+        shown = {k: v for k, v in shown.items() if k.endswith("mean")} or dict(list(shown.items())[:3])
+    return {k: f"{v:.4g}" for k, v in shown.items()}
+
+
 class Trainer:
     """Trains `model` (called as `model(**batch).loss`) on batches from `train_data` for `config.max_steps` updates.
 
@@ -662,6 +670,7 @@ class Trainer:
         window = torch.zeros(3, device=self.device)  # loss share sum, tokens, grad norm sum
         window_steps, window_start = 0, time.perf_counter()
         record: dict[str, float] = {"step": self.step}
+        postfix: dict[str, str] = {}  # the progress bar's last loss, throughput and evaluation scores
         try:
             while self.step < cfg.max_steps:
                 lr = self.scheduler.get_last_lr()[0]
@@ -682,12 +691,16 @@ class Trainer:
                                                  "or try precision='fp32'")
                     record.update(loss=loss, lr=lr, tokens_per_s=tok / seconds, grad_norm=norm_sum / window_steps,
                                   elapsed=self._elapsed())
-                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok / seconds:,.0f}")
+                    postfix.update(loss=f"{loss:.4f}", tok_s=f"{tok / seconds:,.0f}")
+                    bar.set_postfix(postfix)
                     window.zero_()
                     window_steps, window_start = 0, time.perf_counter()
                 paused = time.perf_counter()  # evaluation and saving do not count against throughput
                 if self.evaluate is not None and ((cfg.eval_every and self.step % cfg.eval_every == 0) or done):
-                    record.update(self._run_evaluate())
+                    scores = self._run_evaluate()
+                    record.update(scores)
+                    postfix.update(bar_scores(scores))
+                    bar.set_postfix(postfix)
                 if len(record) > 1 and self.is_main:
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
