@@ -202,6 +202,10 @@ def test_learning_warnings_and_default_lr():
                                                                                     [1, 1, 1])[0]
     assert predicted_labels([["O", "B-PER"], ["O"]]) == ["O", "B-PER", "O"] and predicted_labels({"q": "a"}) is None
     assert "for all of 3 checked tokens" in learning_warnings(ner, {"loss": 0.1}, ("O", "B-PER"), ["O"] * 3)[0]
+    # NER at lr 1e-5 on the demo's model: 1.944 -> 1.846 in 315 steps (F1 8.4); at 1e-3: 1.885 -> 0.841 (F1 35.7)
+    assert learning_warnings(ner, {"loss": 1.846}, ("O", "B-PER"), ["O", "B-PER"], first_loss=1.944) == [
+        "the training loss fell only 5% (from 1.944 to 1.846)"]
+    assert learning_warnings(ner, {"loss": 0.841}, ("O", "B-PER"), ["O", "B-PER"], first_loss=1.885) == []
     assert default_lr(768) == 1e-5 and default_lr(64) == default_lr(128) == 1e-3
 
 

@@ -171,22 +171,40 @@ def predicted_labels(predictions) -> list | None:
     return [label for p in predictions for label in (p if isinstance(p, (list, tuple)) else [p])]
 
 
-def learning_warnings(task, record: dict, labels: Sequence[str] | None, predicted: list | None) -> list[str]:
+def learning_warnings(task, record: dict, labels: Sequence[str] | None, predicted: list | None,
+                      first_loss: float | None = None) -> list[str]:
     """Signs that fine-tuning learned nothing: the training loss still at chance (ln K for K classes of a
-    sequence classifier), or one label predicted for everything."""
+    sequence classifier), a loss that fell less than 10% from the first logged window to the last, or one label
+    predicted for everything."""
     notes = []
     loss = record.get("loss")
+    at_chance = False
     if labels and len(labels) > 1 and task.head.__name__ == "XmodForSequenceClassification" and loss is not None:
         chance = math.log(len(labels))
         if loss > 0.97 * chance:
+            at_chance = True
             notes.append(f"the training loss ended at {loss:.3f}, chance level for {len(labels)} labels "
                          f"(ln {len(labels)} = {chance:.3f}): the model has not learned the task")
+    if not at_chance and loss is not None and first_loss and loss > 0.9 * first_loss:
+        notes.append(f"the training loss fell only {1 - loss / first_loss:.0%} (from {first_loss:.3f} to {loss:.3f})")
     if predicted and len(set(predicted)) == 1 and (labels is None or len(labels) > 1):
         only = predicted[0]
         name = labels[only] if labels is not None and isinstance(only, int) and 0 <= only < len(labels) else only
         notes.append(f"it predicts {name!r} for all of {len(predicted)} checked "
                      f"{'tokens' if task.head.__name__ == 'XmodForTokenClassification' else 'examples'}")
     return notes
+
+
+def logged_records(path: Path) -> list[dict]:
+    """metrics.jsonl's records (a line cut short by a kill skipped)."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
 
 
 def last_logged(path: Path, record: dict) -> dict:
@@ -256,7 +274,9 @@ def run(s: FinetuneSettings) -> dict:
         with torch.no_grad():
             outputs = predict(trainer.model, task, check_features, lang_id, s.batch_size)
         predicted = predicted_labels(task.decode(checked, check_features, outputs, setup))
-        for note in learning_warnings(task, record, labels, predicted):
+        losses = [r["loss"] for r in logged_records(Path(s.out_dir) / "metrics.jsonl") if "loss" in r]
+        first_loss = losses[0] if len(losses) >= 2 else None
+        for note in learning_warnings(task, record, labels, predicted, first_loss):
             logger.warning("fine-tuning learned nothing visible: %s. Try a larger --lr (this run: %g) or more "
                            "--epochs; --valid FILE --eval-every N shows the score as it trains", note, lr)
 
