@@ -87,7 +87,9 @@ def test_perplexity_plot_leaves_out_the_shared_bar_of_the_added_language(demo):
 
 
 def test_projection_of_the_total_after_pretraining():
-    from xmodlm.recipes.demo import FULL, Stages
+    from xmodlm.recipes.demo import FULL, QUICK, Stages, expected_duration
+
+    assert expected_duration(FULL).startswith("expect 5-9 minutes") and expected_duration(QUICK) is None
 
     stages = Stages.__new__(Stages)
     stages.started, stages.timings = time.perf_counter(), {"pretrain-xmod": 100.0}

@@ -370,6 +370,14 @@ def run_checks(s: DemoSettings, plan: Plan, out: Path) -> None:
 # The demo
 
 
+def expected_duration(scale: Scale) -> str | None:
+    """What to expect at the default scale (measured, README); None at any other, where no figure was measured."""
+    if scale != FULL:
+        return None
+    return ("expect 5-9 minutes on 2 CPU cores with one thread (5 min 31 s beside one other job, 8 min 12 s on a "
+            "busy machine); a projection for this machine follows the first pre-training stage")
+
+
 def _check_out_dir(out: Path, s: DemoSettings, plan: Plan) -> None:
     """Finished stages are reused, so a directory belongs to one set of settings."""
     mine = {"settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in _FREE_SETTINGS},
@@ -409,9 +417,8 @@ def _run(s: DemoSettings) -> dict:
           + ", ".join(f"{c} ({plan.info[c]['script']})" for c in plan.order)
           + f"\n  held out, added after pre-training: {h} ({plan.info[h]['script']}, same family as {plan.init_from})"
           f"\n  {task.title} fine-tuning on {plan.source}, zero-shot on the others", flush=True)
-    if plan.scale == FULL:
-        print("  expect 5-9 minutes on 2 CPU cores with one thread (5 min 31 s beside one other job, 8 min 12 s on a "
-              "busy machine); a projection for this machine follows the first pre-training stage", flush=True)
+    if expected_duration(plan.scale):
+        print(f"  {expected_duration(plan.scale)}", flush=True)
 
     stages = Stages(out, total=10)
     stages.run("data", f"synthetic corpora ({scale.sentences} sentences) and {task.title} files for "
