@@ -160,7 +160,7 @@ def test_hf_dataset_corpora_are_streamed_to_files(tmp_path, monkeypatch):
 @needs_data
 def test_fill_mask_with_automatic_language_choice(pretrained, capsys):
     assert main(["fill-mask", "--model", str(pretrained), "--text", "Das ist ein <mask> Tag, sagte er.",
-                 "--text", "Tämä on <mask> päivä.", "--lang", "auto", "--top-k", "2"]) == 0
+                 "--text", "Tämä on <mask> päivä.", "--lang", "auto", "--top-k", "2", "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["lang"] for line in lines] == ["de_DE", "fi_FI"]
     assert all(len(line["masks"]) == 1 and len(line["masks"][0]) == 2 for line in lines)

@@ -46,9 +46,10 @@ from .pretrain import format_perplexities, perplexity_evaluator, train_config
 
 @dataclass
 class AddLanguageSettings(TrainConfig):
-    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
-    lang: str = setting("", "code of the new language, e.g. sw_KE")
-    data: str = setting("", "text in the new language: a file, one sentence a line (.txt or .txt.gz)")
+    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)", required=True)
+    lang: str = setting("", "code of the new language, e.g. sw_KE", required=True)
+    data: str = setting("", "text in the new language, one sentence a line: a file (.txt or .txt.gz), or a directory "
+                            "holding <lang>.txt[.gz]", required=True)
     out_dir: str = setting("runs/add-language", "output checkpoint directory", flags=("--out",))
     init_from: list[str] = setting([], "initialise from these languages' modules (one: copy; several: average)")
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
@@ -172,13 +173,26 @@ def describe_vocabulary(v: dict) -> str:
             f"train too{counts}; <unk> in the training text {v['unk_rate_before']:.2%} -> {v['unk_rate_after']:.2%}")
 
 
+def corpus_file(path: Path, lang: str) -> Path:
+    """``--data``: the file itself, or a directory's ``<lang>.txt`` / ``<lang>.txt.gz``."""
+    if path.is_dir():
+        found = [path / f"{lang}{suffix}" for suffix in (".txt", ".txt.gz") if (path / f"{lang}{suffix}").is_file()]
+        if not found:
+            present = sorted(p.name for p in path.iterdir() if p.name.endswith((".txt", ".txt.gz")))
+            raise FileNotFoundError(f"--data {path} is a directory without {lang}.txt or {lang}.txt.gz (text files "
+                                    f"there: {present or 'none'}); pass the file of {lang}, or a directory holding it")
+        return found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path}: no such file or directory (expected text in {lang}, one sentence "
+                                "a line)")
+    return path
+
+
 def run(s: AddLanguageSettings) -> dict[str, float]:
     for flag in ("model", "lang", "data"):
         if not getattr(s, flag):
             raise ValueError(f"--{flag} is required")
-    path = Path(s.data)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (expected text in {s.lang}, one sentence a line)")
+    path = corpus_file(Path(s.data), s.lang)
     out = Path(s.out_dir)
     resumed = (out / "checkpoint").exists() or (out / "checkpoint.old").exists()
     model = XmodForMaskedLM.from_pretrained(s.model)
@@ -230,4 +244,6 @@ def run(s: AddLanguageSettings) -> dict[str, float]:
                    "trainable_parameters": n_module + n_rows * (model.config.hidden_size + 1), **vocab, **record}
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
         print(format_perplexities(record))
+        print(f"saved: model with {s.lang} (id {lang_id}) and tokenizer -> {out} (results.json, metrics.jsonl; "
+              "checkpoint/ to resume)")
     return record

@@ -17,7 +17,7 @@ ACTIONS = ("list", "export", "import", "remove", "rename")
 @dataclass
 class ManageSettings:
     action: str = setting("list", f"one of {', '.join(ACTIONS)}")
-    model: str = setting("", "checkpoint directory")
+    model: str = setting("", "checkpoint directory", required=True)
     lang: str = setting("", "language code (export, remove, rename: the old code; import: the new code)")
     file: str = setting("", "module file to write (export) or read (import)")
     new: str = setting("", "rename: the new code")
