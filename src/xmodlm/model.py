@@ -617,7 +617,9 @@ class XmodForTokenClassification(XmodPreTrainedModel):
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float().view(-1, self.config.num_labels), labels.view(-1))
+            flat = logits.float().view(-1, self.config.num_labels)
+            # a batch without a labelled position (every label -100) has loss 0, not 0/0 = NaN
+            loss = F.cross_entropy(flat, labels.view(-1)) if bool((labels != -100).any()) else flat.sum() * 0.0
         return TokenClassifierOutput(loss, logits, out.hidden_states)
 
 

@@ -195,9 +195,17 @@ def save_weights(model: torch.nn.Module, directory: Path) -> None:
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp))
 
 
+def _refuse_nonfinite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {bad[:4]}; a checkpoint "
+                         "of a diverged run is not resumed")
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Copy every tensor of `path` into `model`; a model tensor absent from the file must be tied to one present."""
     tensors, own = load_file(path), model.state_dict()
+    _refuse_nonfinite(tensors, path)
     unexpected = sorted(set(tensors) - set(own))
     if unexpected:
         raise ValueError(f"{path} holds tensors this model lacks: {unexpected[:8]}")
@@ -249,6 +257,17 @@ def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
             return list(layers)
     return [m for name, stack in model.named_modules()
             if isinstance(stack, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in STACK_NAMES for m in stack]
+
+
+class TrainingDiverged(FloatingPointError, ValueError):
+    """A step's loss or gradient norm was NaN or infinite; nothing of that step was applied or saved."""
+
+
+def _checkpoint_step(path: Path) -> Any:
+    try:
+        return json.loads((path / "trainer_state.json").read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
 
 
 def find_checkpoint(out_dir: str | Path) -> Path | None:
@@ -422,6 +441,7 @@ class Trainer:
                                                              set_optimizer_state_dict)
 
         tensors, own = load_file(path / "model.safetensors"), self._skeleton.state_dict()
+        _refuse_nonfinite(tensors, path / "model.safetensors")
         for name, first in self._tied.items():  # a file holds one name of tied tensors, not always the first
             if first not in tensors and name in tensors:
                 tensors[first] = tensors[name]
@@ -588,10 +608,26 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or math.inf)
         if hasattr(norm, "full_tensor"):  # fsdp: a DTensor
             norm = norm.full_tensor()
+        self._check_finite(loss_share, norm)  # before the update: a diverged step never reaches the weights
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips modules a step did not use
         return loss_share, tokens, norm
+
+    def _check_finite(self, loss_share: torch.Tensor, norm: torch.Tensor) -> None:
+        """Stop before step self.step + 1 updates anything when its loss or gradient norm is not finite (on any
+        process): the weights and the last checkpoint stay those of the last good step."""
+        bad = self._all_reduce((~torch.isfinite(torch.stack([loss_share.float(), norm.float()]))).float())
+        if bad.any():
+            what = " and ".join(n for n, b in zip(("the loss", "the gradient norm"), bad.tolist()) if b)
+            last = find_checkpoint(self.out_dir)
+            kept = (f"the last checkpoint ({last}, step {_checkpoint_step(last)}) is kept" if last is not None
+                    else "no checkpoint was written")
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(
+                f"{what} is not finite at step {self.step + 1} (loss {float(loss_share):g}, gradient norm "
+                f"{float(norm):g}); the step was not applied and {kept}. Start again with a lower lr (now "
+                f"{self.scheduler.get_last_lr()[0]:g}) or precision='fp32', in a new out_dir")
 
     def _run_evaluate(self) -> dict[str, float]:
         rng = _rng_state(self.device)
@@ -650,9 +686,6 @@ class Trainer:
                     loss_sum, tok, norm_sum = self._all_reduce(window.clone()).tolist()
                     seconds = time.perf_counter() - window_start
                     loss = loss_sum / window_steps
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss} at step {self.step}; lower lr (now {lr:g}) "
-                                                 "or try precision='fp32'")
                     record.update(loss=loss, lr=lr, tokens_per_s=tok / seconds, grad_norm=norm_sum / window_steps,
                                   elapsed=self._elapsed())
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok / seconds:,.0f}")
