@@ -67,3 +67,82 @@ def test_nonfinite_weights_are_refused_on_load_unless_asked(tmp_path):
         XmodForMaskedLM.from_pretrained(tmp_path)
     model = XmodForMaskedLM.from_pretrained(tmp_path, allow_nonfinite=True)
     assert torch.isnan(dict(model.named_parameters())[name]).any()
+
+
+# ---- 2. settings that train wrong are refused --------------------------------------------------------------------
+@pytest.mark.parametrize("flags, message", [
+    (["--max-grad-norm", "-1"], r"'max_grad_norm'.*-1.0 is out of range; it must be >= 0"),
+    (["--batch-size", "0"], r"'batch_size'.*0 is out of range; it must be >= 1"),
+    (["--valid-batches", "0"], r"'valid_batches'.*it must be >= 1"),
+    (["--valid-lines", "0"], r"'valid_lines'.*it must be >= 1"),
+    (["--betas", "0.9"], r"'betas'.*1 value\(s\) \[0.9\]; it takes exactly 2"),
+    (["--betas", "0.9,1.5"], r"'betas'.*1.5 is out of range; it must be >= 0 and < 1"),
+    (["--save-every", "-1"], r"'save_every'.*it must be >= 0"),
+    (["--eval-every", "-5"], r"'eval_every'.*it must be >= 0"),
+    (["--warmup-ratio", "2"], r"'warmup_ratio'.*it must be >= 0 and <= 1"),
+    (["--lr", "0"], r"'lr'.*it must be > 0"),
+    (["--lr", "nan"], r"'lr'.*nan is out of range"),
+    (["--max-steps", "0"], r"'max_steps'.*it must be >= 1"),
+    (["--warmup-steps", "5", "--warmup-ratio", "0.1"], r"'warmup_steps' and 'warmup_ratio'.*both given"),
+])
+def test_out_of_range_settings_are_refused_at_parse_time(tmp_path, capsys, flags, message):
+    from xmodlm.cli import main
+
+    out = tmp_path / "out"
+    assert main(["pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(out), *flags]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    import re
+    assert re.search(message, err), err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_ranges_hold_for_yaml_and_for_every_recipe(tmp_path):
+    from xmodlm.recipes.add_language import AddLanguageSettings
+    from xmodlm.recipes.finetune import FinetuneSettings
+    from xmodlm.recipes.predict import FillMaskSettings
+    from xmodlm.recipes.pretrain import PretrainSettings
+    from xmodlm.settings import build, from_args
+    import argparse
+
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("max_grad_norm: -1\n")
+    with pytest.raises(ValueError, match=r"'max_grad_norm' in .*run.yaml.*must be >= 0"):
+        from_args(PretrainSettings, argparse.Namespace(config=str(yaml_file)))
+    with pytest.raises(ValueError, match="'batch_size'"):
+        build(AddLanguageSettings, {"batch_size": 0})
+    with pytest.raises(ValueError, match="'lr'"):
+        build(FinetuneSettings, {"lr": -1e-5})
+    with pytest.raises(ValueError, match="'top_k'"):
+        build(FillMaskSettings, {"top_k": 0})
+    # --warmup-steps alone works, although the recipe's default ratio is not 0: steps win
+    s = build(PretrainSettings, {"warmup_steps": 5, "max_steps": 100})
+    assert s.warmup_ratio == 0.06 and s.warmup == 5
+
+
+def test_changed_settings_on_resume_are_applied_or_refused(tmp_path):
+    make_trainer(tmp_path, steps=4, save_every=2).fit()
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"lr: 0.01 in the checkpoint, 0.02 now.*new out_dir"):
+        make_trainer(tmp_path, steps=6, lr=2e-2)
+    with pytest.raises(ValueError, match=r"max_grad_norm: 1.0 in the checkpoint, 0.5 now"):
+        make_trainer(tmp_path, steps=6, max_grad_norm=0.5)
+    assert snapshot(tmp_path) == before
+    trainer = make_trainer(tmp_path, steps=6, save_every=3, log_every=2)  # applied: more steps, other intervals
+    assert trainer.fit()["step"] == 6
+
+
+def test_changed_recipe_settings_on_resume_are_refused(tmp_path):
+    from xmodlm.trainer import TrainConfig, Trainer
+    from test_trainer import ToyMLM
+
+    def trainer(**fixed):
+        config = TrainConfig(max_steps=2, save_every=1, out_dir=str(tmp_path), device="cpu", precision="fp32",
+                             tensorboard=False, log_every=1)
+        return Trainer(ToyMLM(), config, ToyBatches(), fixed=fixed)
+
+    trainer(batch_size=8, languages=["a", "b"]).fit()
+    with pytest.raises(ValueError, match=r"batch_size: 8 in the checkpoint, 16 now"):
+        trainer(batch_size=16, languages=["a", "b"])
+    with pytest.raises(ValueError, match=r"languages: \['a', 'b'\] in the checkpoint, \['a'\] now"):
+        trainer(batch_size=8, languages=["a"])

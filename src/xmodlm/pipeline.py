@@ -69,7 +69,17 @@ class Pipeline:
         if not isinstance(self.model, XmodForMaskedLM):
             raise ValueError(f"fill_mask needs a masked-LM checkpoint; this one is {type(self.model).__name__}")
         mask_id = tok_mod.mask_id(self.tokenizer)
+        vocab = self.model.config.vocab_size
+        if not 1 <= top_k <= vocab:
+            raise ValueError(f"top_k={top_k}; it must be between 1 and the vocabulary size, {vocab}")
         batch = self.encode(texts)
+        full = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        for i, (text, encoding, ids) in enumerate(zip(texts, full, batch["input_ids"])):
+            if encoding.ids.count(mask_id) > int((ids == mask_id).sum()):
+                raise ValueError(f"text {i} ({text[:40]!r}...): a <mask> lies past the model's maximum length of "
+                                 f"{ids.shape[0]} tokens ({len(encoding.ids) + 2} with <s> and </s>); shorten the text")
+            if mask_id not in encoding.ids:
+                raise ValueError(f"text {i} ({text[:40]!r}) has no <mask>")
         logits = self.model(**batch, lang_ids=self.languages(texts, lang)).logits
         results = []
         for row, ids in zip(logits.softmax(-1), batch["input_ids"]):

@@ -17,13 +17,25 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+RANGE_KEYS = ("low", "above", "high", "below", "length", "check")  # "conflicts": a setting not to give with this
+
+
 def setting(default: Any = dataclasses.MISSING, help: str = "", flags: tuple[str, ...] = (), split: bool = True,
+            *, low: float | None = None, above: float | None = None, high: float | None = None,
+            below: float | None = None, length: int | None = None, check: Any = None, conflicts: str | None = None,
             **kw: Any) -> Any:
     """A dataclass field with a help text for ``--help`` and optional extra flag names.
 
     List fields take repeated flags; ``split=False`` stops commas from separating items (free text).
+    Range, checked by ``check_ranges`` (``build``, so YAML and flags alike, and TrainConfig itself): ``low`` <= value,
+    ``above`` < value, value <= ``high``, value < ``below`` (each item of a list), ``length`` items exactly;
+    ``check(value)`` raises ValueError for anything else (e.g. languages.validate_code). None always passes.
+    ``conflicts``: another setting that may not be given together with this one (both non-zero).
     """
     metadata = {"help": help, "flags": tuple(flags), "split": split}
+    bounds = {"low": low, "above": above, "high": high, "below": below, "length": length, "check": check,
+              "conflicts": conflicts}
+    metadata.update({k: v for k, v in bounds.items() if v is not None})
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
@@ -84,13 +96,78 @@ def coerce(key: str, value: Any, tp: Any, where: str = "") -> Any:
         raise ValueError(f"setting {key!r}{loc}: {value!r} is not a valid {name}") from None
 
 
+def _range_metadata(cls: type, name: str) -> dict[str, Any]:
+    """The range of field ``name``: its own, else the nearest base class's (a recipe that overrides TrainConfig's
+    ``lr`` default keeps TrainConfig's range)."""
+    for klass in getattr(cls, "__mro__", (cls,)):
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and any(k in f.metadata for k in RANGE_KEYS):
+            return dict(f.metadata)
+    return {}
+
+
+def _conflicts(cls: type, name: str) -> str | None:
+    for klass in getattr(cls, "__mro__", (cls,)):
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "conflicts" in f.metadata:
+            return f.metadata["conflicts"]
+    return None
+
+
+def _describe(meta: dict[str, Any]) -> str:
+    parts = [f"{op} {meta[k]}" for k, op in (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<"))
+             if k in meta]
+    return " and ".join(parts)
+
+
+def check_value(cls: type, key: str, value: Any, where: str = "") -> None:
+    """Raise ValueError naming the setting (and ``where``) when ``value`` is outside field ``key``'s range."""
+    meta = _range_metadata(cls, key)
+    if value is None or not meta:
+        return
+    loc = f" in {where}" if where else ""
+    flag = "--" + key.replace("_", "-")
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if "length" in meta and isinstance(value, (list, tuple)) and len(items) != meta["length"]:
+        raise ValueError(f"setting {key!r}{loc} ({flag}): {len(items)} value(s) {list(items)}; it takes exactly "
+                         f"{meta['length']}, comma-separated")
+    for item in items:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        bad = (("low" in meta and not item >= meta["low"]) or ("above" in meta and not item > meta["above"])
+               or ("high" in meta and not item <= meta["high"]) or ("below" in meta and not item < meta["below"]))
+        if bad or item != item:  # NaN is in no range
+            raise ValueError(f"setting {key!r}{loc} ({flag}): {item!r} is out of range; it must be {_describe(meta)}")
+    if "check" in meta:
+        try:
+            meta["check"](value)
+        except ValueError as e:
+            raise ValueError(f"setting {key!r}{loc} ({flag}): {e}") from None
+
+
+def check_ranges(obj: Any, where: str = "") -> None:
+    """Check every field of a settings dataclass instance against its range (see ``setting``)."""
+    for f in dataclasses.fields(obj):
+        if f.init:
+            check_value(type(obj), f.name, getattr(obj, f.name), where)
+
+
 def build(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     types_ = _field_types(cls)
     unknown = sorted(set(values) - set(types_))
     if unknown:
         loc = f" in {where}" if where else ""
         raise ValueError(f"unknown setting(s) {unknown}{loc}; known: {sorted(types_)}")
-    return cls(**{k: coerce(k, v, types_[k], where) for k, v in values.items()})
+    coerced = {k: coerce(k, v, types_[k], where) for k, v in values.items()}
+    for k, v in coerced.items():  # before construction, so the message names the file a value came from
+        check_value(cls, k, v, where)
+        other = _conflicts(cls, k)
+        if other and v and coerced.get(other):
+            loc = f" in {where}" if where else ""
+            raise ValueError(f"settings {k!r} and {other!r}{loc} are both given ({v} and {coerced[other]}); set one")
+    obj = cls(**coerced)
+    check_ranges(obj)  # the defaults too
+    return obj
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .files import atomic_write, atomic_write_text, fsync_dir, fsync_file
+from .settings import check_ranges, setting
 
 logger = logging.getLogger(__name__)
 
@@ -43,29 +44,36 @@ STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _opt(default: Any, help: str, **bounds: Any) -> Any:
+    """A TrainConfig field: its help, and its range as settings.setting takes it (low, above, high, below, length)."""
+    return setting(default, help, **bounds)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping for one run; each field's metadata["help"] is its CLI help."""
 
-    max_steps: int = _opt(1000, "optimizer updates to run in total (a resumed run counts the steps already done)")
-    lr: float = _opt(5e-4, "peak learning rate, reached after warmup, then decayed linearly to 0 at max_steps")
-    weight_decay: float = _opt(0.01, "AdamW decoupled weight decay; biases and LayerNorm weights (1-D) are exempt")
-    betas: tuple[float, float] = _opt((0.9, 0.98), "AdamW betas (RoBERTa/XLM-R values)")
-    eps: float = _opt(1e-6, "AdamW epsilon (RoBERTa/XLM-R value)")
-    warmup_steps: int = _opt(0, "linear warmup steps; set this or warmup_ratio, not both")
-    warmup_ratio: float = _opt(0.0, "warmup as a fraction of max_steps; used when warmup_steps is 0")
-    grad_accum: int = _opt(1, "micro-batches per optimizer update (each is one item of train_data per process)")
-    max_grad_norm: float = _opt(1.0, "clip the global gradient norm to this; 0: no clipping (the norm is still logged)")
+    max_steps: int = _opt(1000, "optimizer updates to run in total (a resumed run counts the steps already done)",
+                           low=1)
+    lr: float = _opt(5e-4, "peak learning rate, reached after warmup, then decayed linearly to 0 at max_steps",
+                     above=0)
+    weight_decay: float = _opt(0.01, "AdamW decoupled weight decay; biases and LayerNorm weights (1-D) are exempt",
+                               low=0)
+    betas: tuple[float, float] = _opt((0.9, 0.98), "AdamW betas (RoBERTa/XLM-R values)", low=0, below=1, length=2)
+    eps: float = _opt(1e-6, "AdamW epsilon (RoBERTa/XLM-R value)", above=0)
+    warmup_steps: int = _opt(0, "linear warmup steps; when > 0 it replaces warmup_ratio", low=0,
+                             conflicts="warmup_ratio")
+    warmup_ratio: float = _opt(0.0, "warmup as a fraction of max_steps; used when warmup_steps is 0", low=0, high=1)
+    grad_accum: int = _opt(1, "micro-batches per optimizer update (each is one item of train_data per process)",
+                            low=1)
+    max_grad_norm: float = _opt(1.0, "clip the global gradient norm to this; 0: no clipping (the norm is still logged)",
+                                low=0)
     precision: str = _opt("auto", "fp32 | bf16 | auto: bf16 autocast on CUDA with bf16 support or on a CPU "
                                   "with AMX; fp32 otherwise")
-    seed: int = _opt(0, "seed for dropout and any global RNG use; process r uses seed + r")
-    log_every: int = _opt(10, "write averaged training metrics every this many steps")
-    eval_every: int = _opt(0, "call evaluate() every this many steps (0: only at the end)")
-    save_every: int = _opt(1000, "write a checkpoint every this many steps (0: only at the end)")
+    seed: int = _opt(0, "seed for dropout and any global RNG use; process r uses seed + r", low=0)
+    log_every: int = _opt(10, "write averaged training metrics every this many steps", low=1)
+    eval_every: int = _opt(0, "call evaluate() every this many steps (0: only at the end)", low=0)
+    save_every: int = _opt(1000, "write a checkpoint every this many steps (0: only at the end)", low=0)
     out_dir: str = _opt("runs/xmodlm", "metrics.jsonl, checkpoint/ and tb/ go here; a checkpoint found here is resumed")
     device: str = _opt("auto", "auto | cpu | cuda (auto: cuda when available; under torchrun cuda:LOCAL_RANK)")
     strategy: str = _opt("ddp", "ddp | fsdp, under torchrun (ignored in one process). ddp: every process holds the "
@@ -82,16 +90,12 @@ class TrainConfig:
             raise ValueError(f"strategy={self.strategy!r}; expected one of {STRATEGIES}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r}; expected one of {DEVICES} or 'cuda:N'")
-        for name in ("max_steps", "grad_accum", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; it must be >= 1")
-        if self.warmup_steps and self.warmup_ratio:
-            raise ValueError(f"warmup_steps={self.warmup_steps} and warmup_ratio={self.warmup_ratio}: set only one")
         self.betas = tuple(self.betas)  # YAML/JSON give lists
+        check_ranges(self)  # every numeric field against its range (see _opt); a subclass's too
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps or round(self.warmup_ratio * self.max_steps)
+        return self.warmup_steps or round(self.warmup_ratio * self.max_steps)  # warmup_steps > 0 wins
 
 
 def dist_info() -> tuple[int, int, int]:
@@ -259,6 +263,11 @@ def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
             if isinstance(stack, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in STACK_NAMES for m in stack]
 
 
+# What a resumed run may change (see Trainer); every other setting must be the checkpoint's.
+APPLIED_ON_RESUME = ("max_steps", "save_every", "eval_every", "log_every", "tensorboard", "out_dir", "device",
+                     "strategy", "find_unused_parameters")
+
+
 class TrainingDiverged(FloatingPointError, ValueError):
     """A step's loss or gradient norm was NaN or infinite; nothing of that step was applied or saved."""
 
@@ -293,12 +302,20 @@ class Trainer:
         each process must receive its own slice of the global batch. If it has state_dict()/load_state_dict(), its
         position is checkpointed per process and restored on resume. Resuming on another number of processes gives
         every process rank 0's data state (MLMBatches' state is rank-independent) and fresh RNG streams.
+    fixed: the recipe's settings that shape the run beyond TrainConfig (batch size, sequence length, languages, model
+        shape ...), as JSON-able name -> value; stored in the checkpoint and compared on resume.
+
+    Changed settings on resume: APPLIED_ON_RESUME (max_steps, save_every, eval_every, log_every, tensorboard, out_dir,
+    device, strategy, find_unused_parameters) take their new value; any other change of a TrainConfig field (lr,
+    betas, eps, weight_decay, warmup, grad_accum, max_grad_norm, precision, seed) or of `fixed` is refused with a
+    message naming the old and the new value, never warned about and ignored.
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Iterable[dict],
                  evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-                 trainable: Callable[[str], bool] | None = None):
+                 trainable: Callable[[str], bool] | None = None, fixed: dict[str, Any] | None = None):
         self.config, self.train_data, self.evaluate = config, train_data, evaluate
+        self.fixed = dict(fixed or {})
         self.rank, self.world_size, local_rank = dist_info()
         self.is_main = self.rank == 0
         self.out_dir = Path(config.out_dir)
@@ -499,7 +516,7 @@ class Trainer:
             del weights, optim
             state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
                      "world_size": self.world_size, "trainable": self.trainable_names,
-                     "config": dataclasses.asdict(self.config)}
+                     "config": dataclasses.asdict(self.config), "fixed": self.fixed}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
             # Written in place, not each atomically: the directory is what replaces the old checkpoint.
             for f in tmp.iterdir():
@@ -529,9 +546,17 @@ class Trainer:
             raise ValueError(f"{path} trained {len(state['trainable'])} parameters, this run selects "
                              f"{len(self.trainable_names)}; the optimizer state only fits the same `trainable` set")
         now = json.loads(json.dumps(dataclasses.asdict(self.config)))  # tuples -> lists, as in the file
-        changed = {k: (v, now[k]) for k, v in state["config"].items() if k != "out_dir" and now.get(k) != v}
+        changed = {k: (v, now[k]) for k, v in state["config"].items() if k in now and now[k] != v}
+        fixed = json.loads(json.dumps(self.fixed))
+        changed.update({k: (v, fixed[k]) for k, v in state.get("fixed", {}).items() if k in fixed and fixed[k] != v})
+        refused = {k: v for k, v in changed.items() if k not in APPLIED_ON_RESUME}
+        if refused:
+            listed = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in refused.items())
+            raise ValueError(f"{path} was trained with other settings ({listed}). A resumed run keeps the settings it "
+                             f"started with, except {', '.join(APPLIED_ON_RESUME)}: rerun with the checkpoint's values "
+                             "to resume, or pass a new out_dir to start a new run with these")
         if changed:
-            logger.warning("resuming with changed settings (checkpoint, now): %s", changed)
+            logger.info("resuming with changed settings, applied (checkpoint, now): %s", changed)
         if self.fsdp:
             optim = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
             self._load_full_states(path, optim["optimizer"])

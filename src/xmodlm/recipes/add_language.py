@@ -32,10 +32,10 @@ class AddLanguageSettings(TrainConfig):
     out_dir: str = setting("runs/add-language", "output checkpoint directory", flags=("--out",))
     init_from: list[str] = setting([], "initialise from these languages' modules (one: copy; several: average)")
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
-    seq_len: int = setting(128, "tokens per packed row")
-    batch_size: int = setting(16, "rows per batch")
-    valid_lines: int = setting(200, "last lines of the file held out for validation")
-    valid_batches: int = setting(4, "validation batches (perplexity)")
+    seq_len: int = setting(128, "tokens per packed row", low=4)
+    batch_size: int = setting(16, "rows per batch", low=1)
+    valid_lines: int = setting(200, "last lines of the file held out for validation", low=1)
+    valid_batches: int = setting(4, "validation batches (perplexity)", low=1)
     max_steps: int = setting(500, "optimizer updates")
     lr: float = setting(1e-3, "peak learning rate (only the new modules train)")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of max_steps")
@@ -92,7 +92,9 @@ def run(s: AddLanguageSettings) -> dict[str, float]:
     for batch in valid[s.lang]:
         batch["lang_ids"] = torch.full_like(batch["lang_ids"], lang_id)
     trainer = Trainer(model, train_config(s), ConstantLanguage(batches, lang_id), perplexity_evaluator(valid),
-                      trainable=new_module_filter(s.lang))
+                      trainable=new_module_filter(s.lang),
+                      fixed={"lang": s.lang, "init_from": s.init_from, "seq_len": s.seq_len, "batch_size": s.batch_size,
+                             "valid_lines": s.valid_lines, "languages": model.config.languages})
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if rank == 0:
         tok_mod.save_tokenizer(tok, out)

@@ -47,14 +47,15 @@ class EvaluateSettings:
     out_dir: str = setting("runs/evaluate", "results.json and predictions/<LANG>.* go here (a path ending in .json "
                                             "names the results file; predictions go next to it)", flags=("--out",))
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
-    batch_size: int = setting(32, "features per forward pass")
-    max_length: int | None = setting(None, "tokens per input (default: fine-tuning's, else QA 384 and 128)")
+    batch_size: int = setting(32, "features per forward pass", low=1)
+    max_length: int | None = setting(None, "tokens per input (default: fine-tuning's, else QA 384 and 128)",
+                                     low=8)
     stride: int | None = setting(None, "QA: tokens shared by consecutive windows (default: fine-tuning's, else "
-                                       "max_length / 3)")
+                                       "max_length / 3)", low=0)
     fallback: str | None = setting(None, "module for a language the model lacks: a language code, or 'closest' "
                                          "(a related language, else the default language, else en_XX / id 0)")
     eval_range: str | None = setting(None, "evaluate examples START:END of every file (by index, e.g. 1000:)")
-    eval_limit: int | None = setting(None, "evaluate the first N examples (after --eval-range)")
+    eval_limit: int | None = setting(None, "evaluate the first N examples (after --eval-range)", low=1)
     qa_normalization: str = setting("squad", "QA answer normalisation: squad (XQuAD, TyDiQA) or mlqa "
                                              "(language-aware, MLQA)")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")

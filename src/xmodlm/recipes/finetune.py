@@ -50,13 +50,17 @@ class FinetuneSettings(TrainConfig):
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
     valid: str | None = setting(None, "validation file in the source language, scored every --eval-every steps "
                                       "and at the end")
-    epochs: float = setting(5.0, "passes over the training data (sets max_steps unless --max-steps is given)")
+    epochs: float = setting(5.0, "passes over the training data (sets max_steps unless --max-steps is given)",
+                           above=0)
     max_steps: int | None = setting(None, "optimizer updates (default: epochs x batches per epoch / grad_accum)")
-    batch_size: int = setting(32, "examples per batch (global, across processes); QA: windows per batch")
-    max_length: int | None = setting(None, "tokens per input (default: QA 384, others 128, capped by the model)")
-    stride: int | None = setting(None, "QA: tokens shared by consecutive windows (default: max_length / 3)")
+    batch_size: int = setting(32, "examples per batch (global, across processes); QA: windows per batch",
+                              low=1)
+    max_length: int | None = setting(None, "tokens per input (default: QA 384, others 128, capped by the model)",
+                                     low=8)
+    stride: int | None = setting(None, "QA: tokens shared by consecutive windows (default: max_length / 3)",
+                                 low=0)
     full_finetune: bool = setting(False, "train every parameter, embeddings and language modules included")
-    train_limit: int | None = setting(None, "use only the first N training examples (after --train-range)")
+    train_limit: int | None = setting(None, "use only the first N training examples (after --train-range)", low=1)
     train_range: str | None = setting(None, "use training examples START:END by index, e.g. 0:999 to train on "
                                             "part of XNLI dev and evaluate the rest with --eval-range 999: (XNLI "
                                             "dev holds 3 consecutive pairs per premise: multiples of 3 keep "
@@ -195,7 +199,11 @@ def run(s: FinetuneSettings) -> dict:
     evaluate = None
     if valid is not None:
         evaluate = evaluator(task, valid[0], valid[1], lang_id, s.batch_size, setup)
-    trainer = Trainer(model, train_config(s, max_steps), batches, evaluate, trainable=trainable_filter(s.full_finetune))
+    fixed = {"task": s.task, "source_lang": s.source_lang, "batch_size": s.batch_size, "max_length": max_length,
+             "stride": stride, "full_finetune": s.full_finetune, "train_range": s.train_range,
+             "train_limit": s.train_limit, "labels": list(labels) if labels is not None else None}
+    trainer = Trainer(model, train_config(s, max_steps), batches, evaluate, trainable=trainable_filter(s.full_finetune),
+                      fixed=fixed)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps, %d of %d parameters train", task.name,

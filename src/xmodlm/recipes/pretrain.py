@@ -32,24 +32,25 @@ class PretrainSettings(TrainConfig):
     data: str = setting("", "directory of per-language files <code>.txt or <code>.txt.gz, one sentence a line")
     hf_dataset: str | None = setting(None, "stream a Hugging Face dataset instead of --data, e.g. cc100 (its config "
                                            "is the code's language part: sw for sw_KE); needs `datasets` online")
-    hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)")
+    hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)", low=1)
     languages: list[str] = setting([], "language codes, in id order (default: every file in --data, sorted)")
     out_dir: str = setting("runs/pretrain", "output: HF checkpoint, tokenizer, trainer state, metrics.jsonl",
                            flags=("--out",))
     preset: str = setting("tiny", "architecture: tiny | small | base | large-prenorm")
-    hidden_size: int | None = setting(None, "override the preset's hidden size")
-    num_hidden_layers: int | None = setting(None, "override the preset's number of layers")
-    adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this")
-    dropout: float | None = setting(None, "override hidden and attention dropout (preset: 0.1)")
+    hidden_size: int | None = setting(None, "override the preset's hidden size", low=1)
+    num_hidden_layers: int | None = setting(None, "override the preset's number of layers", low=1)
+    adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this", low=1)
+    dropout: float | None = setting(None, "override hidden and attention dropout (preset: 0.1)", low=0,
+                                     below=1)
     tokenizer: str | None = setting(None, "existing tokenizer directory (tokenizer.json); default: train one")
-    vocab_size: int = setting(8000, "vocabulary size of the trained tokenizer")
-    seq_len: int = setting(128, "tokens per packed row")
-    batch_size: int = setting(16, "rows per optimizer micro-batch (global, across processes)")
-    alpha: float = setting(0.3, "language sampling exponent: p_l ~ n_l^alpha (XLM-R: 0.3)")
+    vocab_size: int = setting(8000, "vocabulary size of the trained tokenizer", low=16)
+    seq_len: int = setting(128, "tokens per packed row", low=4)
+    batch_size: int = setting(16, "rows per optimizer micro-batch (global, across processes)", low=1)
+    alpha: float = setting(0.3, "language sampling exponent: p_l ~ n_l^alpha (XLM-R: 0.3)", low=0)
     mixed_batches: bool = setting(False, "mix languages within a batch instead of one language per batch")
     shared: bool = setting(False, "train the shared baseline: one module used by every language")
-    valid_lines: int = setting(200, "last lines of every language held out for validation")
-    valid_batches: int = setting(4, "validation batches per language (perplexity)")
+    valid_lines: int = setting(200, "last lines of every language held out for validation", low=1)
+    valid_batches: int = setting(4, "validation batches per language (perplexity)", low=1)
     max_steps: int = setting(1000, "optimizer updates")
     lr: float = setting(5e-4, "peak learning rate")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of max_steps")
@@ -61,10 +62,10 @@ class PretrainSettings(TrainConfig):
 class TokenizerSettings:
     data: str = setting("", "directory of per-language files <code>.txt[.gz]")
     out: str = setting("runs/tokenizer", "output directory (tokenizer.json + tokenizer_config.json)")
-    vocab_size: int = setting(8000, "vocabulary size, special tokens included")
+    vocab_size: int = setting(8000, "vocabulary size, special tokens included", low=16)
     languages: list[str] = setting([], "languages to train on (default: every file)")
-    alpha: float = setting(0.3, "sample language l with p ~ n_l^alpha")
-    seed: int = setting(0, "sampling seed")
+    alpha: float = setting(0.3, "sample language l with p ~ n_l^alpha", low=0)
+    seed: int = setting(0, "sampling seed", low=0)
 
 
 def select_corpora(data: str, languages: list[str]) -> dict[str, Path]:
@@ -169,7 +170,11 @@ def run(s: PretrainSettings) -> dict[str, float]:
                                         valid_lines=s.valid_lines, max_batches=s.valid_batches, seed=s.seed)
     n_params = model.num_parameters()
     logger.info("%s model: %d parameters, %d languages", "shared" if s.shared else "X-Mod", n_params, len(languages))
-    trainer = Trainer(model, train_config(s), train, perplexity_evaluator(valid))
+    fixed = {k: getattr(s, k) for k in ("batch_size", "seq_len", "alpha", "mixed_batches", "shared", "preset",
+                                         "hidden_size", "num_hidden_layers", "adapter_reduction_factor", "dropout",
+                                         "valid_lines")}
+    fixed.update(languages=languages, vocab_size=config.vocab_size)
+    trainer = Trainer(model, train_config(s), train, perplexity_evaluator(valid), fixed=fixed)
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if rank == 0:
         tok_mod.save_tokenizer(tok, out)
