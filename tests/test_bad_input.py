@@ -20,9 +20,10 @@ from xmodlm.trainer import TrainingDiverged, find_checkpoint
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``directory``."""
+    """Relative path -> sha256 of every file under ``directory`` (but a lock file, which a killed run leaves behind
+    and the next one takes over)."""
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+            for p in sorted(Path(directory).rglob("*")) if p.is_file() and p.name != ".xmodlm.lock"}
 
 
 @pytest.fixture(autouse=True)
@@ -146,3 +147,177 @@ def test_changed_recipe_settings_on_resume_are_refused(tmp_path):
         trainer(batch_size=16, languages=["a", "b"])
     with pytest.raises(ValueError, match=r"languages: \['a', 'b'\] in the checkpoint, \['a'\] now"):
         trainer(batch_size=8, languages=["a"])
+
+
+# ---- 3. every write is atomic, in-place edits included -----------------------------------------------------------
+def tiny_tokenizer():
+    """99 ids (fits the tiny models' 100): the special tokens, "▁w0" ... "▁w93", <mask>."""
+    from tokenizers import models
+
+    from xmodlm.tokenizer import SPECIAL_TOKENS, _empty_tokenizer, _finish
+
+    tok = _empty_tokenizer()
+    tok.model = models.Unigram([(t, 0.0) for t in SPECIAL_TOKENS] + [(f"▁w{i}", -1.0 - i) for i in range(94)], 3)
+    return _finish(tok)
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    from xmodlm.tokenizer import save_tokenizer
+
+    directory = tmp_path / "model"
+    ours().save_pretrained(directory)
+    save_tokenizer(tiny_tokenizer(), directory)
+    (directory / "task.json").write_text("{}\n")
+    return directory
+
+
+def test_in_place_language_edit_killed_midway_leaves_the_old_model(model_dir, monkeypatch):
+    from xmodlm.cli import main
+    from xmodlm.config import XmodConfig
+    from xmodlm.model import load_pretrained
+
+    before = snapshot(model_dir)
+
+    def killed(self, directory):  # a kill after model.safetensors, before config.json (the old order)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(XmodConfig, "save_pretrained", killed)
+    assert main(["languages", "remove", "--model", str(model_dir), "--lang", "de_DE"]) == 130
+    monkeypatch.undo()
+    assert snapshot(model_dir) == before
+    assert load_pretrained(model_dir).config.languages == ["en_XX", "de_DE", "fr_XX"]
+    assert sorted(p.name for p in model_dir.parent.iterdir()) == ["model"]  # no debris
+
+
+def test_in_place_language_edit_killed_between_the_renames_recovers_on_load(model_dir, monkeypatch):
+    import os as os_mod
+
+    from xmodlm import files
+    from xmodlm.cli import main
+    from xmodlm.model import load_pretrained
+
+    before = snapshot(model_dir)
+    renames, real_rename = [], os_mod.rename
+
+    def rename(src, dst):
+        renames.append((src, dst))
+        if len(renames) == 2:
+            raise KeyboardInterrupt  # killed after NAME -> .NAME.old, before .NAME.tmp -> NAME
+        real_rename(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", rename)
+    assert main(["languages", "rename", "--model", str(model_dir), "--lang", "de_DE", "--new", "de_AT"]) == 130
+    monkeypatch.undo()
+    assert not model_dir.exists()
+    assert load_pretrained(model_dir).config.languages == ["en_XX", "de_DE", "fr_XX"]  # recovered
+    assert snapshot(model_dir) == before
+    # and the edit, done again, keeps every other file
+    assert main(["languages", "rename", "--model", str(model_dir), "--lang", "de_DE", "--new", "de_AT"]) == 0
+    assert load_pretrained(model_dir).config.languages == ["en_XX", "de_AT", "fr_XX"]
+    after = snapshot(model_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "task.json"):
+        assert after[name] == before[name], name  # carried over
+    assert set(after) == set(before)
+
+
+def test_a_full_disk_never_truncates_a_tokenizer(model_dir, monkeypatch):
+    import errno
+
+    from tokenizers import Tokenizer
+
+    from xmodlm.tokenizer import load_tokenizer, save_tokenizer
+
+    before = snapshot(model_dir)
+
+    def full_disk(self, path, pretty=True):
+        Path(path).write_text('{"version": "1.0", "trunc')
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(Tokenizer, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_tokenizer(tiny_tokenizer(), model_dir)
+    monkeypatch.undo()
+    assert snapshot(model_dir) == before
+    assert load_tokenizer(model_dir).get_vocab_size() == 99
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_every_file_gets_the_users_umask(tmp_path, umask):
+    import os as os_mod
+
+    from xmodlm.languages import export_language
+    from xmodlm.tokenizer import save_tokenizer
+
+    old = os_mod.umask(umask)
+    try:
+        model = ours()
+        model.save_pretrained(tmp_path / "model")
+        save_tokenizer(tiny_tokenizer(), tmp_path / "model")
+        export_language(model, "de_DE", tmp_path / "de.safetensors")
+        make_trainer(tmp_path / "run", steps=2, save_every=1).fit(export_dir=tmp_path / "run")
+    finally:
+        os_mod.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"model.safetensors", "config.json", "tokenizer.json", "de.safetensors", "metrics.jsonl",
+            "optimizer.pt", "trainer_state.json"} <= {p.name for p in files}
+    wrong = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files
+             if p.stat().st_mode & 0o777 != 0o666 & ~umask}
+    assert not wrong
+
+
+# ---- 4. one run per output directory -----------------------------------------------------------------------------
+def test_a_second_run_on_the_same_directory_stops_with_a_message(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    make_trainer(tmp_path, steps=2, save_every=1).fit()
+    before = snapshot(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tmp_path / ".xmodlm.lock"
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now",
+                                    "what": "pretrain"}))
+        with pytest.raises(ValueError, match=rf"in use by another xmodlm pretrain \(pid {holder.pid} on"):
+            make_trainer(tmp_path, steps=4, save_every=1)
+        assert snapshot(tmp_path) == before and lock.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    trainer = make_trainer(tmp_path, steps=4, save_every=1)  # its process is gone: a stale lock is taken over
+    assert json.loads(lock.read_text())["pid"] != holder.pid
+    assert trainer.fit()["step"] == 4
+    assert not lock.exists()  # released when the run ends
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "now", "what": "finetune"}))
+    with pytest.raises(ValueError, match=r"locked by an xmodlm finetune on host elsewhere.*delete .*\.xmodlm\.lock"):
+        make_trainer(tmp_path, steps=6)
+
+
+def test_two_pretrain_processes_on_one_directory(tmp_path):
+    """The real thing: a second `xmodlm pretrain` on a running one's --out stops at once and leaves it alone."""
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for code in ("en_XX", "de_DE"):
+        (data / f"{code}.txt").write_text("".join(f"w{i % 7} w{i % 5} w{i % 3} {code}\n" for i in range(300)))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "xmodlm", "pretrain", "--data", str(data), "--out", str(out), "--vocab-size", "40",
+           "--seq-len", "16", "--batch-size", "4", "--hidden-size", "16", "--num-hidden-layers", "1",
+           "--valid-lines", "20", "--valid-batches", "1", "--log-every", "1", "--no-tensorboard"]
+    first = subprocess.Popen([*cmd, "--max-steps", "100000", "--save-every", "5"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint").exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert first.poll() is None, first.stderr.read()
+        second = subprocess.run([*cmd, "--max-steps", "3"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1, second.stderr
+        assert f"is in use by another xmodlm pretrain (pid {first.pid}" in second.stderr
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()

@@ -20,6 +20,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
 
+from .files import atomic_write, atomic_write_text
 from .data import CorpusReport, count_lines, discover_corpora, read_lines, sampling_probs
 
 log = logging.getLogger(__name__)
@@ -190,14 +191,15 @@ def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike, model_max_lengt
     check_special_tokens(tok)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tok.save(str(directory / "tokenizer.json"))
+    # each file atomically (files.atomic_write): a full disk or a kill never leaves a truncated tokenizer.json
+    atomic_write(directory / "tokenizer.json", lambda tmp: tok.save(str(tmp)))
     special = {"bos_token": BOS, "eos_token": EOS, "sep_token": EOS, "cls_token": BOS, "unk_token": UNK,
                "pad_token": PAD, "mask_token": MASK}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "clean_up_tokenization_spaces": False}
     if model_max_length is not None:
         config["model_max_length"] = model_max_length
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+    atomic_write_text(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
     return directory
 
 

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .files import atomic_write, atomic_write_text, fsync_dir, fsync_file
+from .files import atomic_write, atomic_write_text, fsync_file, recover_dir, run_lock, switch_dir, sync_tree
 from .settings import check_ranges, setting
 
 logger = logging.getLogger(__name__)
@@ -362,14 +362,33 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.step, self.epoch, self._elapsed_before = 0, 0, 0.0
         self._iterator = None
-        checkpoint = find_checkpoint(self.out_dir)
-        if checkpoint is not None:
-            self._load(checkpoint)  # before DDP wraps: every process loads the same weights
+        if self.is_main:  # one run per out_dir (files.run_lock), released when fit ends or by close()
+            self._lock = contextlib.ExitStack()
+            self._lock.enter_context(run_lock(self.out_dir, "training run"))
+        try:
+            if self.is_main:
+                recover_dir(self.out_dir / "checkpoint", self.out_dir / "checkpoint.old")
+            self._barrier()
+            checkpoint = find_checkpoint(self.out_dir)
+            if checkpoint is not None:
+                self._load(checkpoint)  # before DDP wraps: every process loads the same weights
+        except BaseException:
+            self.close()
+            raise
         self.ddp = None
         if self.world_size > 1 and not self.fsdp:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=config.find_unused_parameters)
+
+    def close(self) -> None:
+        """Release out_dir's run lock (fit does, when it ends); idempotent."""
+        lock = self.__dict__.pop("_lock", None)
+        if lock is not None:
+            lock.close()
+
+    def __del__(self):
+        self.close()
 
     # ---- fsdp ----------------------------------------------------------------------------------------------------
     def _shard(self, trainable: list[torch.nn.Parameter]) -> None:
@@ -519,19 +538,12 @@ class Trainer:
                      "config": dataclasses.asdict(self.config), "fixed": self.fixed}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
             # Written in place, not each atomically: the directory is what replaces the old checkpoint.
-            for f in tmp.iterdir():
-                fsync_file(f)
-            fsync_dir(tmp)
+            sync_tree(tmp)
         self._barrier()  # every rank file is on disk before the swap
         if self.is_main:
-            # A directory cannot be renamed over a non-empty one, hence two renames; between them only
-            # checkpoint.old exists, and find_checkpoint falls back to it.
-            if final.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.rename(final, old)
-            os.rename(tmp, final)
-            fsync_dir(self.out_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            # Two renames (files.switch_dir); between them only checkpoint.old exists, and find_checkpoint falls
+            # back to it (recover_dir renames it back at the next start).
+            switch_dir(tmp, final, old)
         self._barrier()
 
     def _load(self, path: Path) -> None:
@@ -687,7 +699,14 @@ class Trainer:
         return open(path, "a"), tb
 
     def fit(self, export_dir: str | Path | None = None) -> dict[str, float]:
-        """Train up to max_steps (resuming where the checkpoint left off); returns the last metrics record."""
+        """Train up to max_steps (resuming where the checkpoint left off); returns the last metrics record. Releases
+        out_dir's run lock when it returns or fails."""
+        try:
+            return self._fit(export_dir)
+        finally:
+            self.close()
+
+    def _fit(self, export_dir: str | Path | None) -> dict[str, float]:
         cfg = self.config
         metrics_file, tb = self._open_logs() if self.is_main else (None, None)
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc="train", dynamic_ncols=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .config import XmodConfig
-from .files import atomic_write
+from .files import atomic_write, recover_dir
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ WEIGHTS_NAME = "model.safetensors"
 def resolve_pretrained(name_or_path: str | os.PathLike) -> Path:
     """A local checkpoint directory, or a hub id downloaded (config, weights, tokenizer only)."""
     path = Path(name_or_path)
+    recover_dir(path)  # an in-place edit (files.replace_dir) killed between its two renames
     if path.is_dir():
         return path
     name = str(name_or_path)

@@ -9,6 +9,7 @@ pre-training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
-from ..files import atomic_write_text
+from ..files import atomic_write_text, run_lock
 from ..model import XmodForMaskedLM, module_language
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info
@@ -69,6 +70,13 @@ def new_module_filter(code: str):
 
 
 def run(s: AddLanguageSettings) -> dict[str, float]:
+    """Add a language; one run per --out (files.run_lock: a second run on the same directory stops with a message)."""
+    rank = dist_info()[0]
+    with run_lock(s.out_dir, "add-language") if rank == 0 else contextlib.nullcontext():
+        return _run(s)
+
+
+def _run(s: AddLanguageSettings) -> dict[str, float]:
     for flag in ("model", "lang", "data"):
         if not getattr(s, flag):
             raise ValueError(f"--{flag} is required")

@@ -14,6 +14,7 @@ that the evaluate recipe reads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +28,7 @@ import torch
 
 from .. import tokenizer as tok_mod
 from ..config import XmodConfig
-from ..files import atomic_write_text
+from ..files import atomic_write_text, run_lock
 from ..weights import resolve_pretrained
 from ..model import is_embedding_or_module_param
 from ..settings import setting
@@ -166,6 +167,13 @@ def last_logged(path: Path, record: dict) -> dict:
 
 
 def run(s: FinetuneSettings) -> dict:
+    """Fine-tune; one run per --out (files.run_lock: a second run on the same directory stops with a message)."""
+    rank = dist_info()[0]
+    with run_lock(s.out_dir, "finetune") if rank == 0 else contextlib.nullcontext():
+        return _run(s)
+
+
+def _run(s: FinetuneSettings) -> dict:
     """Fine-tune, save model + tokenizer + task.json to --out; return the final metrics with what was trained."""
     task = task_named(s.task)
     for flag in ("model", "train"):

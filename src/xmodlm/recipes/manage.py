@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import languages as lang_mod
 from .. import tokenizer as tok_mod
+from ..files import LOCK_NAME, replace_dir, run_lock
 from ..model import load_pretrained
 from ..settings import setting
 
@@ -51,7 +52,27 @@ def run(s: ManageSettings) -> None:
     else:
         lang_mod.rename_language(model, s.lang, s.new)
         print(f"renamed {s.lang} -> {s.new}")
-    out = Path(s.out or s.model)
-    model.save_pretrained(out)
-    if out != Path(s.model) and (Path(s.model) / "tokenizer.json").exists():
-        tok_mod.save_tokenizer(tok_mod.load_tokenizer(s.model), out)
+    save_checkpoint(model, s.model, Path(s.out or s.model))
+
+
+# The files save_pretrained writes or that hold weights: not carried over from the directory being replaced.
+REPLACED = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", LOCK_NAME)
+
+
+def save_checkpoint(model, source: str, out: Path) -> Path:
+    """Write the changed model to ``out`` (its source directory, or another) in one switch (files.replace_dir): the
+    new directory is built beside the old one, with every other file of the old one (tokenizer, task.json, ...)
+    carried over, then renamed into place, so a kill at any moment leaves the old model or the new one, both
+    loadable. A new ``out`` also gets the source's tokenizer."""
+    same = out.exists() and Path(source).exists() and out.resolve() == Path(source).resolve()
+
+    def build(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if not same and (Path(source) / "tokenizer.json").exists() and not (tmp / "tokenizer.json").exists():
+            tok_mod.save_tokenizer(tok_mod.load_tokenizer(source), tmp)
+
+    def keep(name: str) -> bool:
+        return name not in REPLACED and not (name.startswith("model-") and name.endswith(".safetensors"))
+
+    with run_lock(out, "languages edit"):
+        return replace_dir(out, build, keep=keep)

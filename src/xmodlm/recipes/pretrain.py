@@ -8,6 +8,7 @@ used by every language, so each language uses the same number of parameters as i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -19,7 +20,7 @@ import torch
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
 from ..config import preset
-from ..files import atomic_write_text
+from ..files import atomic_write_text, run_lock
 from ..model import XmodForMaskedLM
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info
@@ -136,6 +137,13 @@ def fetch_hf_corpora(name: str, languages: list[str], lines: int, directory: Pat
 
 
 def run(s: PretrainSettings) -> dict[str, float]:
+    """Pre-train; one run per --out (files.run_lock: a second run on the same directory stops with a message)."""
+    rank = dist_info()[0]
+    with run_lock(s.out_dir, "pretrain") if rank == 0 else contextlib.nullcontext():
+        return _run(s)
+
+
+def _run(s: PretrainSettings) -> dict[str, float]:
     if s.hf_dataset:
         s.data = str(fetch_hf_corpora(s.hf_dataset, s.languages, s.hf_lines, Path(s.out_dir) / "data"))
     corpora = select_corpora(s.data, s.languages)
