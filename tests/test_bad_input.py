@@ -321,3 +321,65 @@ def test_two_pretrain_processes_on_one_directory(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+# ---- 5. language codes are validated once, everywhere ------------------------------------------------------------
+@pytest.mark.parametrize("code", ["/tmp/x", "../../x", "a b", "x" * 300, "", "de.DE", " de"])
+def test_a_language_code_is_never_a_path(model_dir, tmp_path, code):
+    from xmodlm.config import XmodConfig
+    from xmodlm.languages import export_language, import_language, rename_language
+    from xmodlm.model import load_pretrained
+
+    model = load_pretrained(model_dir)
+    message = "invalid language code" if code else "invalid language code|non-empty"
+    with pytest.raises(ValueError, match=message):
+        model.add_language(code)
+    with pytest.raises(ValueError, match=message):
+        rename_language(model, "de_DE", code)
+    with pytest.raises(ValueError, match=message):
+        export_language(model, code, tmp_path)
+    module = export_language(model, "de_DE", tmp_path / "de.safetensors")
+    with pytest.raises(ValueError, match=message):
+        import_language(model, module, code)
+    with pytest.raises(ValueError, match=message):
+        XmodConfig(languages=["en_XX", code])
+    assert model.config.languages == ["en_XX", "de_DE", "fr_XX"]
+    if len(code) > 40:
+        with pytest.raises(ValueError, match=r"\(300 characters\)"):
+            model.add_language(code)
+
+
+@pytest.mark.parametrize("argv", [
+    ["add-language", "--model", "M", "--lang", "/tmp/x", "--data", "nowhere.txt"],
+    ["languages", "export", "--model", "M", "--lang", "../../x"],
+    ["languages", "rename", "--model", "M", "--lang", "de_DE", "--new", "a b"],
+    ["languages", "remove", "--model", "M", "--lang", "x" * 300],
+    ["pretrain", "--data", "D", "--languages", "en_XX,../y"],
+    ["finetune", "--model", "M", "--train", "t.tsv", "--source-lang", "/etc"],
+])
+def test_invalid_codes_on_the_command_line_are_one_line_errors(model_dir, tmp_path, capsys, argv):
+    from xmodlm.cli import main
+
+    before = snapshot(tmp_path)
+    argv = [str(model_dir) if a == "M" else a for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "invalid language code" in err and len(err.strip().splitlines()) == 1, err
+    assert snapshot(tmp_path) == before
+    assert not Path("/tmp/x.safetensors").exists()
+
+
+def test_iso_codes_map_to_the_model_code_when_unambiguous(model_dir, tmp_path, capsys):
+    from xmodlm.cli import main
+    from xmodlm.languages import resolve_code
+    from xmodlm.pipeline import Pipeline
+
+    assert resolve_code("fr", ["en_XX", "fr_XX"]) == "fr_XX"
+    with pytest.raises(ValueError, match=r"'zh' matches \['zh_CN', 'zh_TW'\]: name one"):
+        resolve_code("zh", ["zh_CN", "zh_TW"])
+    with pytest.raises(ValueError, match=r"unknown language 'sw'; the model's languages"):
+        resolve_code("sw", ["en_XX"])
+    assert main(["languages", "export", "--model", str(model_dir), "--lang", "fr", "--file", str(tmp_path)]) == 0
+    assert (tmp_path / "fr_XX.safetensors").is_file()
+    pipe = Pipeline.from_pretrained(model_dir)
+    assert pipe.languages(["a", "b"], "de") == ["de_DE", "de_DE"]

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import weights
-from .config import XmodConfig
+from .config import XmodConfig, validate_code
 from .kernels import Dropout, activation, drop_inference_cache, run_language_modules
 from .kernels.attention import attention
 from .kernels.linear import linear
@@ -402,6 +402,7 @@ class XmodPreTrainedModel(nn.Module):
         ``init_from``: None (the model's random initialisation), one code (a copy of that
         language's modules), or several codes (their average). Other languages are untouched.
         """
+        validate_code(code)
         if code in self.config.languages:
             raise ValueError(f"language {code!r} is already in the model ({self.config.languages})")
         sources = [init_from] if isinstance(init_from, str) else list(init_from or [])

@@ -36,10 +36,10 @@ class Pipeline:
         if isinstance(lang, str):
             if lang == "auto":
                 return lang_mod.resolve_auto_lang_ids(list(texts), self.model, self.fallback)
-            return [lang] * len(texts)
+            return [lang_mod.resolve_code(lang, self.model.config.languages)] * len(texts)
         if len(lang) != len(texts):
             raise ValueError(f"{len(lang)} language codes for {len(texts)} texts")
-        return list(lang)
+        return [lang_mod.resolve_code(code, self.model.config.languages) for code in lang]
 
     def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         limit = max_length or (self.model.config.max_position_embeddings - self.model.config.pad_token_id - 1)

@@ -138,11 +138,13 @@ def check_value(cls: type, key: str, value: Any, where: str = "") -> None:
                or ("high" in meta and not item <= meta["high"]) or ("below" in meta and not item < meta["below"]))
         if bad or item != item:  # NaN is in no range
             raise ValueError(f"setting {key!r}{loc} ({flag}): {item!r} is out of range; it must be {_describe(meta)}")
-    if "check" in meta:
-        try:
-            meta["check"](value)
-        except ValueError as e:
-            raise ValueError(f"setting {key!r}{loc} ({flag}): {e}") from None
+    if "check" in meta:  # each item of a list; "" is "not given" (required flags are the recipe's to check)
+        for item in items:
+            try:
+                if item != "":
+                    meta["check"](item)
+            except ValueError as e:
+                raise ValueError(f"setting {key!r}{loc} ({flag}): {e}") from None
 
 
 def check_ranges(obj: Any, where: str = "") -> None:

@@ -19,6 +19,7 @@ import torch
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
 from ..files import atomic_write_text, run_lock
+from ..config import validate_code
 from ..model import XmodForMaskedLM, module_language
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info
@@ -28,10 +29,11 @@ from .pretrain import format_perplexities, perplexity_evaluator, train_config
 @dataclass
 class AddLanguageSettings(TrainConfig):
     model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
-    lang: str = setting("", "code of the new language, e.g. sw_KE")
+    lang: str = setting("", "code of the new language, e.g. sw_KE", check=validate_code)
     data: str = setting("", "text in the new language: a file, one sentence a line (.txt or .txt.gz)")
     out_dir: str = setting("runs/add-language", "output checkpoint directory", flags=("--out",))
-    init_from: list[str] = setting([], "initialise from these languages' modules (one: copy; several: average)")
+    init_from: list[str] = setting([], "initialise from these languages' modules (one: copy; several: average)",
+                                  check=validate_code)
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
     seq_len: int = setting(128, "tokens per packed row", low=4)
     batch_size: int = setting(16, "rows per batch", low=1)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import tokenizer as tok_mod
-from ..config import XmodConfig
+from ..config import XmodConfig, validate_code
 from ..files import atomic_write_text, run_lock
 from ..weights import resolve_pretrained
 from ..model import is_embedding_or_module_param
@@ -45,7 +45,8 @@ class FinetuneSettings(TrainConfig):
     model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
     task: str = setting("nli", "nli | ner | pos | qa | mc")
     train: str = setting("", "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA jsonl)")
-    source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)")
+    source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)",
+                               check=validate_code)
     out_dir: str = setting("runs/finetune", "output: fine-tuned model, tokenizer, task.json, checkpoint/, "
                                             "metrics.jsonl", flags=("--out",))
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
@@ -181,6 +182,9 @@ def _run(s: FinetuneSettings) -> dict:
             raise ValueError(f"--{flag} is required")
     directory = resolve_pretrained(s.model)
     config = XmodConfig.from_pretrained(directory)  # config only: check the language before loading weights
+    if s.source_lang not in config.languages and "_" not in s.source_lang:  # an ISO code: the model's, if one fits
+        matches = [c for c in config.languages if c.split("_", 1)[0].lower() == s.source_lang.lower()]
+        s.source_lang = matches[0] if len(matches) == 1 else s.source_lang
     if s.source_lang not in config.languages:
         raise ValueError(f"source language {s.source_lang!r} is not one of the model's languages "
                          f"{config.languages}; --source-lang names the training data's language, whose module trains")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import languages as lang_mod
 from .. import tokenizer as tok_mod
+from ..config import validate_code
 from ..files import LOCK_NAME, replace_dir, run_lock
 from ..model import load_pretrained
 from ..settings import setting
@@ -18,9 +19,10 @@ ACTIONS = ("list", "export", "import", "remove", "rename")
 class ManageSettings:
     action: str = setting("list", f"one of {', '.join(ACTIONS)}")
     model: str = setting("", "checkpoint directory")
-    lang: str = setting("", "language code (export, remove, rename: the old code; import: the new code)")
+    lang: str = setting("", "language code (export, remove, rename: the old code; import: the new code)",
+                       check=validate_code)
     file: str = setting("", "module file to write (export) or read (import)")
-    new: str = setting("", "rename: the new code")
+    new: str = setting("", "rename: the new code", check=validate_code)
     out: str = setting("", "where to write the changed checkpoint (import, remove, rename); default: in place")
     force: bool = setting(False, "import: skip the shared-weight fingerprint check (related models only)")
     replace: bool = setting(False, "import: overwrite an existing language's modules")
@@ -31,7 +33,13 @@ def run(s: ManageSettings) -> None:
         raise ValueError(f"unknown action {s.action!r}; expected one of {ACTIONS}")
     if not s.model:
         raise ValueError("--model is required")
+    if s.action in ("export", "remove", "rename") and not s.lang:
+        raise ValueError(f"languages {s.action} needs --lang")
+    if s.action == "rename" and not s.new:
+        raise ValueError("languages rename needs --new")
     model = load_pretrained(s.model)
+    if s.action in ("export", "remove", "rename"):
+        s.lang = lang_mod.resolve_code(s.lang, model.config.languages)  # an ISO code (fr) names the model's (fr_XX)
     if s.action == "list":
         print(f"{'id':>3}  {'code':<10} {'parameters':>12}")
         for row in lang_mod.language_table(model):

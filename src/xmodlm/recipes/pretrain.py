@@ -19,7 +19,7 @@ import torch
 
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
-from ..config import preset
+from ..config import preset, validate_code
 from ..files import atomic_write_text, run_lock
 from ..model import XmodForMaskedLM
 from ..settings import setting
@@ -34,7 +34,8 @@ class PretrainSettings(TrainConfig):
     hf_dataset: str | None = setting(None, "stream a Hugging Face dataset instead of --data, e.g. cc100 (its config "
                                            "is the code's language part: sw for sw_KE); needs `datasets` online")
     hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)", low=1)
-    languages: list[str] = setting([], "language codes, in id order (default: every file in --data, sorted)")
+    languages: list[str] = setting([], "language codes, in id order (default: every file in --data, sorted)",
+                                  check=validate_code)
     out_dir: str = setting("runs/pretrain", "output: HF checkpoint, tokenizer, trainer state, metrics.jsonl",
                            flags=("--out",))
     preset: str = setting("tiny", "architecture: tiny | small | base | large-prenorm")
@@ -64,7 +65,7 @@ class TokenizerSettings:
     data: str = setting("", "directory of per-language files <code>.txt[.gz]")
     out: str = setting("runs/tokenizer", "output directory (tokenizer.json + tokenizer_config.json)")
     vocab_size: int = setting(8000, "vocabulary size, special tokens included", low=16)
-    languages: list[str] = setting([], "languages to train on (default: every file)")
+    languages: list[str] = setting([], "languages to train on (default: every file)", check=validate_code)
     alpha: float = setting(0.3, "sample language l with p ~ n_l^alpha", low=0)
     seed: int = setting(0, "sampling seed", low=0)
 
