@@ -383,3 +383,59 @@ def test_iso_codes_map_to_the_model_code_when_unambiguous(model_dir, tmp_path, c
     assert (tmp_path / "fr_XX.safetensors").is_file()
     pipe = Pipeline.from_pretrained(model_dir)
     assert pipe.languages(["a", "b"], "de") == ["de_DE", "de_DE"]
+
+
+# ---- 6. bounded memory on hostile corpora ------------------------------------------------------------------------
+def test_an_overlong_line_is_skipped_without_being_held_in_memory(tmp_path, monkeypatch, caplog):
+    import tracemalloc
+
+    from xmodlm import data
+    from xmodlm.data import CorpusReport, read_lines
+    from xmodlm.tokenizer import train_tokenizer
+
+    corpus = tmp_path / "en_XX.txt"
+    words = "".join(f"w{i % 50} x{i % 7} " for i in range(40)).strip()
+    with open(corpus, "w") as f:
+        f.write("".join(f"{words} {i}\n" for i in range(200)))
+        f.write("y" * 8_000_000 + "\n")  # one 8 MB line, no spaces
+        f.write("".join(f"{words} {i}\n" for i in range(200)))
+    monkeypatch.setattr(data, "MAX_LINE_BYTES", 64 << 10)
+    report = CorpusReport()
+    tracemalloc.start()
+    try:
+        lines = list(read_lines(corpus, report=report))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(lines) == 400 and lines[200][0] == 201 and max(len(t) for _, _, t in lines) < 1000
+    assert peak < 4_000_000  # never the whole 8 MB line (today: the line, then its decoded copy)
+    assert report.summary() == f"{corpus}: 1 of 401 lines skipped (0.2%): 1 too long"
+    assert f"{corpus}:201: longer than 65536 bytes (8000001 bytes); line skipped" in report.issues
+    # offsets after the long line are right: resuming there reads the same lines
+    index, offset, text = lines[250]
+    assert next(read_lines(corpus, index, offset=offset))[2] == text
+    with caplog.at_level("WARNING"):
+        train_tokenizer({"en_XX": corpus}, vocab_size=60, progress=False)
+    assert any("1 of 401 lines skipped (0.2%): 1 too long" in r.getMessage() for r in caplog.records)
+
+
+def test_a_mostly_invalid_corpus_reports_its_total(tmp_path, caplog):
+    from xmodlm.tokenizer import train_tokenizer
+
+    corpus = tmp_path / "de_DE.txt"
+    corpus.write_bytes(b"".join(b"\xff\xfe bad line\n" if i % 100 >= 3 else b"gute zeile %d hier\n" % i
+                                for i in range(1000)))
+    with caplog.at_level("WARNING"):
+        train_tokenizer({"de_DE": corpus}, vocab_size=30, progress=False)
+    totals = [r.getMessage() for r in caplog.records if "lines skipped" in r.getMessage()]
+    assert totals == [f"tokenizer sample: {corpus}: 970 of 1000 lines skipped (97.0%): 970 invalid UTF-8"]
+
+
+def test_the_tokenizer_sample_is_bounded_in_bytes(tmp_path):
+    from xmodlm.data import CorpusReport
+    from xmodlm.tokenizer import _sample
+
+    corpus = tmp_path / "en_XX.txt"
+    corpus.write_text("".join(f"{'abc ' * 50}{i}\n" for i in range(1000)))  # ~200 bytes a line
+    lines = _sample({"en_XX": corpus}, {"en_XX": 1000}, 1000, 0.3, 0, CorpusReport(), False, max_bytes=20_000)
+    assert 90 <= len(lines) <= 100 and sum(len(t.encode()) for t in lines) <= 20_000

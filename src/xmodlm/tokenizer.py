@@ -70,9 +70,11 @@ def check_special_tokens(tok: Tokenizer) -> None:
 
 
 def _sample(corpora: Mapping[str, Path], sizes: Mapping[str, int], n_sample: int, alpha: float, seed: int,
-            report: CorpusReport, progress: bool) -> list[str]:
+            report: CorpusReport, progress: bool, max_bytes: int | None = None) -> list[str]:
     """n_sample lines, language l drawn with probability p_l ~ n_l^alpha; within a language, lines are drawn
-    without replacement while the quota allows, so a small language repeats all its lines before any twice."""
+    without replacement while the quota allows, so a small language repeats all its lines before any twice.
+    max_bytes: the sample's size in UTF-8 bytes is bounded too, language l taking at most p_l * max_bytes (the
+    trainer's memory grows with the bytes, not the lines)."""
     codes = list(corpora)
     probs = sampling_probs([sizes[c] for c in codes], alpha)
     rng = np.random.default_rng(seed)
@@ -87,10 +89,17 @@ def _sample(corpora: Mapping[str, Path], sizes: Mapping[str, int], n_sample: int
                 continue
             j = 0  # next entry of extra_lines
             stop = n if repeats else int(extra_lines[-1]) + 1
+            budget, used = (max(1, int(p * max_bytes)) if max_bytes else None), 0
             for index, _, text in read_lines(corpora[code], 0, stop, report=report):
                 while j < extra and extra_lines[j] < index:  # drawn line was empty or invalid
                     j += 1
                 times = repeats + (j < extra and extra_lines[j] == index)
+                if budget is not None and times:
+                    used += times * len(text.encode("utf-8"))
+                    if used > budget:
+                        log.warning(f"tokenizer sample: {code}: stopped at line {index + 1}, its share of the "
+                                    f"{max_bytes:,}-byte sample is full")
+                        break
                 out.extend([text] * times)
                 bar.update(times)
             log.info(f"tokenizer sample: {code}: {quota} lines (p={p:.4f}, n={n})")
@@ -143,9 +152,12 @@ def _rare_characters(lines: list[str], coverage: float, max_chars: int) -> set[s
 
 def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike, vocab_size: int, alpha: float = 0.3,
                     sample_sentences: int = 1_000_000, seed: int = 0, *, skip_lines: int = 0,
-                    character_coverage: float = 0.9995, progress: bool = True) -> Tokenizer:
+                    character_coverage: float = 0.9995, progress: bool = True,
+                    sample_bytes: int | None = 256 << 20) -> Tokenizer:
     """Train a Unigram tokenizer of `vocab_size` ids (including the 5 special tokens) on a sample of at most
-    `sample_sentences` lines (never more than the corpora hold), language l drawn with p_l ~ n_l^alpha.
+    `sample_sentences` lines and `sample_bytes` bytes of text (never more than the corpora hold), language l drawn
+    with p_l ~ n_l^alpha. Lines longer than data.MAX_LINE_BYTES are skipped; what was skipped, per file and why, is
+    logged as one warning.
     corpora: code -> file, or a directory of <code>.txt[.gz] files.
 
     skip_lines: leave out the last lines of every file (the validation tail). Characters beyond
@@ -167,7 +179,9 @@ def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike
     n_sample = min(sample_sentences, sum(sizes.values()))
     tok = _empty_tokenizer()
     lines = [tok.normalizer.normalize_str(line) for line in _sample(corpora, sizes, n_sample, alpha, seed, report,
-                                                                    progress)]
+                                                                    progress, sample_bytes)]
+    if report:
+        log.warning(f"tokenizer sample: {report.summary()}")
     if not lines:
         raise ValueError(f"no usable line in the tokenizer sample ({report.summary()})")
     rare = _rare_characters(lines, character_coverage, max_chars=(vocab_size - len(SPECIAL_TOKENS) - 1) // 2)

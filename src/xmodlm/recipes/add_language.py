@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
                       fixed={"lang": s.lang, "init_from": s.init_from, "seq_len": s.seq_len, "batch_size": s.batch_size,
                              "valid_lines": s.valid_lines, "languages": model.config.languages})
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
+    if batches.report:  # lines skipped while training: per file, how many of how many read, and why
+        logging.getLogger(__name__).warning("corpus: %s", batches.report.summary())
     if rank == 0:
         tok_mod.save_tokenizer(tok, out)
         summary = {"added": s.lang, "id": lang_id, "init_from": s.init_from, "resumed": resumed,

@@ -185,6 +185,8 @@ def _run(s: PretrainSettings) -> dict[str, float]:
     fixed.update(languages=languages, vocab_size=config.vocab_size)
     trainer = Trainer(model, train_config(s), train, perplexity_evaluator(valid), fixed=fixed)
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
+    if train.report:  # lines skipped while training: per file, how many of how many read, and why
+        logger.warning("corpus: %s", train.report.summary())
     if rank == 0:
         tok_mod.save_tokenizer(tok, out)
         summary = {"languages": languages, "shared": s.shared, "parameters": n_params, **record}
