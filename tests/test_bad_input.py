@@ -150,14 +150,14 @@ def test_changed_recipe_settings_on_resume_are_refused(tmp_path):
 
 
 # ---- 3. every write is atomic, in-place edits included -----------------------------------------------------------
-def tiny_tokenizer():
-    """99 ids (fits the tiny models' 100): the special tokens, "▁w0" ... "▁w93", <mask>."""
+def tiny_tokenizer(n=94, prefix="w"):
+    """n + 5 ids (99 by default: fits the tiny models' 100): the special tokens, "▁w0" ... "▁w93", <mask>."""
     from tokenizers import models
 
     from xmodlm.tokenizer import SPECIAL_TOKENS, _empty_tokenizer, _finish
 
     tok = _empty_tokenizer()
-    tok.model = models.Unigram([(t, 0.0) for t in SPECIAL_TOKENS] + [(f"▁w{i}", -1.0 - i) for i in range(94)], 3)
+    tok.model = models.Unigram([(t, 0.0) for t in SPECIAL_TOKENS] + [(f"▁{prefix}{i}", -1.0 - i) for i in range(n)], 3)
     return _finish(tok)
 
 
@@ -439,3 +439,38 @@ def test_the_tokenizer_sample_is_bounded_in_bytes(tmp_path):
     corpus.write_text("".join(f"{'abc ' * 50}{i}\n" for i in range(1000)))  # ~200 bytes a line
     lines = _sample({"en_XX": corpus}, {"en_XX": 1000}, 1000, 0.3, 0, CorpusReport(), False, max_bytes=20_000)
     assert 90 <= len(lines) <= 100 and sum(len(t.encode()) for t in lines) <= 20_000
+
+
+# ---- 7. the tokenizer must match the model -----------------------------------------------------------------------
+def test_a_tokenizer_too_big_for_the_model_names_both(model_dir, tmp_path, capsys):
+    from xmodlm.cli import main
+    from xmodlm.pipeline import Pipeline
+    from xmodlm.tokenizer import save_tokenizer
+
+    save_tokenizer(tiny_tokenizer(145), model_dir)
+    with pytest.raises(ValueError, match=r"has 150 ids, the model .* only 100 \(config.vocab_size\)"):
+        Pipeline.from_pretrained(model_dir)
+    assert main(["fill-mask", "--model", str(model_dir), "--text", "w1 <mask>", "--lang", "en_XX"]) == 1
+    assert "has 150 ids" in capsys.readouterr().err
+
+
+def test_another_tokenizer_of_the_same_size_is_detected(model_dir, tmp_path, capsys):
+    from xmodlm.cli import main
+    from xmodlm.config import XmodConfig
+    from xmodlm.pipeline import Pipeline
+    from xmodlm.tokenizer import FINGERPRINT_KEY, save_tokenizer, tokenizer_fingerprint
+
+    config = XmodConfig.from_pretrained(model_dir)
+    config.extra[FINGERPRINT_KEY] = tokenizer_fingerprint(tiny_tokenizer())
+    config.save_pretrained(model_dir)
+    assert Pipeline.from_pretrained(model_dir).tokenizer.get_vocab_size() == 99  # its own: fine
+    other = tmp_path / "other"
+    save_tokenizer(tiny_tokenizer(prefix="v"), other)
+    text = tmp_path / "sw.txt"
+    text.write_text("".join(f"w{i % 9} w{i % 4}\n" for i in range(50)))
+    before = snapshot(model_dir)
+    assert main(["add-language", "--model", str(model_dir), "--tokenizer", str(other), "--lang", "sw_KE",
+                 "--data", str(text), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "is not the one the model" in err and "vocabulary fingerprint" in err, err
+    assert snapshot(model_dir) == before and not (tmp_path / "out").exists()

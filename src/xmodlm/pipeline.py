@@ -30,7 +30,9 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, fallback: str | None = None) -> "Pipeline":
-        return cls(load_pretrained(name_or_path), tok_mod.load_tokenizer(name_or_path), fallback)
+        model, tok = load_pretrained(name_or_path), tok_mod.load_tokenizer(name_or_path)
+        tok_mod.check_tokenizer_fits(tok, model.config, str(name_or_path), str(name_or_path))
+        return cls(model, tok, fallback)
 
     def languages(self, texts: Sequence[str], lang: str | Sequence[str] = "auto") -> list[str]:
         if isinstance(lang, str):

@@ -8,6 +8,7 @@ other ids. PreTrainedTokenizerFast (TokenizersBackend in 5.x) loads tokenizer.js
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -215,6 +216,32 @@ def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike, model_max_lengt
     atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
     atomic_write_text(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
     return directory
+
+
+FINGERPRINT_KEY = "xmodlm_tokenizer_sha256"  # config.json key: the fingerprint of the tokenizer the model was trained with
+
+
+def tokenizer_fingerprint(tok: Tokenizer) -> str:
+    """sha256 over the vocabulary, added tokens included: "id<TAB>piece<NEWLINE>" in id order. Two tokenizers with
+    the same fingerprint give every id the same piece (stable across tokenizers versions, unlike tokenizer.json)."""
+    h = hashlib.sha256()
+    for piece, i in sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1]):
+        h.update(f"{i}\t{piece}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def check_tokenizer_fits(tok: Tokenizer, config, tokenizer_where: str, model_where: str) -> None:
+    """Raise when ``tok`` cannot be the tokenizer of a model with ``config`` (an XmodConfig): ids past
+    ``config.vocab_size``, or another vocabulary than the one whose fingerprint config.json records."""
+    size = tok.get_vocab_size(with_added_tokens=True)
+    if size > config.vocab_size:
+        raise ValueError(f"the tokenizer {tokenizer_where} has {size} ids, the model {model_where} only "
+                         f"{config.vocab_size} (config.vocab_size): they do not belong together")
+    expected = getattr(config, "extra", {}).get(FINGERPRINT_KEY)
+    if expected and expected != tokenizer_fingerprint(tok):
+        raise ValueError(f"the tokenizer {tokenizer_where} is not the one the model {model_where} was trained with "
+                         f"(vocabulary fingerprint {tokenizer_fingerprint(tok)[:12]}, config.json's {FINGERPRINT_KEY} "
+                         f"{expected[:12]}); use the model's own tokenizer")
 
 
 def load_tokenizer(dir_or_name: str | os.PathLike) -> Tokenizer:

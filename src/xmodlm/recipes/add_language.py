@@ -92,6 +92,8 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
     if model.config.shared_module:
         raise ValueError(f"{s.model} is a shared-module baseline: it has no per-language modules to add")
     tok = tok_mod.load_tokenizer(s.tokenizer or s.model)
+    tok_mod.check_tokenizer_fits(tok, model.config, str(s.tokenizer or s.model), s.model)
+    model.config.extra.setdefault(tok_mod.FINGERPRINT_KEY, tok_mod.tokenizer_fingerprint(tok))
     torch.manual_seed(s.seed)
     lang_id = model.add_language(s.lang, init_from=s.init_from or None)
     rank, world, _ = dist_info()

@@ -30,7 +30,7 @@ from ..settings import setting
 from ..tasks import Setup, Task
 from ..tasks.engine import (TASK_FILE, head_labels, load_examples, predict, resolve_max_length, resolve_stride,
                             select, task_named)
-from ..tokenizer import load_tokenizer
+from ..tokenizer import check_tokenizer_fits, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,7 @@ def run(s: EvaluateSettings) -> dict:
 
     model = task.head.from_pretrained(directory).to(resolve_device(s.device))
     tok = load_tokenizer(s.tokenizer or directory)
+    check_tokenizer_fits(tok, model.config, str(s.tokenizer or directory), s.model)
     rows = evaluate_languages(model, tok, task, datasets, modules, max_length=max_length, stride=stride,
                               batch_size=s.batch_size, normalization=s.qa_normalization)
 

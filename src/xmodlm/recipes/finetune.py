@@ -191,6 +191,7 @@ def _run(s: FinetuneSettings) -> dict:
     max_length = resolve_max_length(s.max_length, task, config)
     stride = resolve_stride(s.stride, task, max_length)
     tok = tok_mod.load_tokenizer(s.tokenizer or directory)
+    tok_mod.check_tokenizer_fits(tok, config, str(s.tokenizer or directory), s.model)
     examples = select(load_examples(task, s.train), s.train_range, s.train_limit, "train")
     labels = task.label_list(examples) if task.label_list is not None else None
     setup = Setup(labels=tuple(labels) if labels is not None else None, stride=stride, lang=s.source_lang)

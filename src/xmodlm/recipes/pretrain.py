@@ -170,6 +170,7 @@ def _run(s: PretrainSettings) -> dict[str, float]:
     config = preset(s.preset, vocab_size=tok.get_vocab_size(), languages=languages, shared_module=s.shared,
                     **overrides)
     config.max_position_embeddings = max(config.max_position_embeddings, s.seq_len + 2)  # RoBERTa offset
+    config.extra[tok_mod.FINGERPRINT_KEY] = tok_mod.tokenizer_fingerprint(tok)  # checked wherever the model loads
     torch.manual_seed(s.seed)
     model = XmodForMaskedLM(config)
     train = data_mod.MLMBatches(corpora, tok, languages, seq_len=s.seq_len, batch_size=s.batch_size,
@@ -182,7 +183,7 @@ def _run(s: PretrainSettings) -> dict[str, float]:
     fixed = {k: getattr(s, k) for k in ("batch_size", "seq_len", "alpha", "mixed_batches", "shared", "preset",
                                          "hidden_size", "num_hidden_layers", "adapter_reduction_factor", "dropout",
                                          "valid_lines")}
-    fixed.update(languages=languages, vocab_size=config.vocab_size)
+    fixed.update(languages=languages, vocab_size=config.vocab_size, tokenizer=config.extra[tok_mod.FINGERPRINT_KEY])
     trainer = Trainer(model, train_config(s), train, perplexity_evaluator(valid), fixed=fixed)
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if train.report:  # lines skipped while training: per file, how many of how many read, and why
