@@ -474,3 +474,184 @@ def test_another_tokenizer_of_the_same_size_is_detected(model_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert "is not the one the model" in err and "vocabulary fingerprint" in err, err
     assert snapshot(model_dir) == before and not (tmp_path / "out").exists()
+
+
+# ---- 8. every remaining traceback becomes a message --------------------------------------------------------------
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    for code in ("en_XX", "de_DE"):
+        (data / f"{code}.txt").write_text("".join(f"w{i % 7} w{i % 5} w{i % 3} {code}\n" for i in range(300)))
+    return data
+
+
+def tiny_pretrain(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--data", str(data), "--out", str(out), "--vocab-size", "40", "--seq-len", "16",
+            "--batch-size", "4", "--hidden-size", "16", "--num-hidden-layers", "1", "--valid-lines", "20",
+            "--valid-batches", "1", "--log-every", "1", "--no-tensorboard", "--max-steps", "2", *extra]
+
+
+def one_line_error(capsys) -> str:
+    """The one "xmodlm COMMAND: error: ..." line of stderr (progress bars and warnings aside), with no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("xmodlm ") and ": error: " in line]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(corpus, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    from xmodlm.cli import main
+
+    out = tmp_path / "out"
+    assert main(tiny_pretrain(corpus, out, "--save-every", "1")) == 0
+    before = snapshot(out)
+    real = safetensors.torch.save_file
+
+    def full(tensors, filename, metadata=None):
+        real(tensors, filename, metadata)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    import os
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    assert main(tiny_pretrain(corpus, out, "--save-every", "1", "--max-steps", "4")) == 1
+    line = one_line_error(capsys)
+    assert "No space left on device" in line and "model.safetensors" in line, line
+    assert "checkpoint of step 3" in line and "(step 2) is kept" in line, line
+    monkeypatch.undo()
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k.startswith("checkpoint/")} == \
+        {k: v for k, v in before.items() if k.startswith("checkpoint/")}
+    assert not (out / ".checkpoint.tmp").exists()
+
+
+def test_an_output_path_that_is_a_file_or_read_only(corpus, tmp_path, capsys):
+    import os
+
+    from xmodlm.cli import main
+
+    file = tmp_path / "a_file"
+    file.write_text("keep me\n")
+    assert main(tiny_pretrain(corpus, file)) == 1
+    assert "is a file, not a directory" in one_line_error(capsys)
+    assert file.read_text() == "keep me\n"
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        assert main(tiny_pretrain(corpus, ro)) == 1
+        assert "is not writable" in one_line_error(capsys)
+
+
+def test_a_truncated_gz_corpus(corpus, tmp_path, capsys):
+    import gzip
+
+    from xmodlm.cli import main
+
+    data = tmp_path / "gz"
+    data.mkdir()
+    for f in corpus.iterdir():
+        blob = gzip.compress(f.read_bytes() * 20)
+        (data / (f.name + ".gz")).write_bytes(blob[: len(blob) // 2] if f.name.startswith("de") else blob)
+    before = snapshot(data)
+    assert main(tiny_pretrain(data, tmp_path / "out")) == 1
+    line = one_line_error(capsys)
+    assert "de_DE.txt.gz" in line and "cannot read corpus file" in line, line
+    assert snapshot(data) == before
+
+
+@pytest.mark.parametrize("name, content", [
+    ("optimizer.pt", b"garbage, not a torch file"),
+    ("rank0.pt", None),  # a planted pickle
+    ("trainer_state.json", b'{"step": '),
+    ("model.safetensors", b"\x00\x01truncated"),
+])
+def test_corrupt_checkpoint_files_on_resume_name_the_file(tmp_path, name, content):
+    from tiny import WritesAFile
+
+    make_trainer(tmp_path, steps=2, save_every=1).fit()
+    target = tmp_path / "checkpoint" / name
+    marker = tmp_path / "pwned"
+    if content is None:
+        torch.save({"rng": WritesAFile(marker), "data": None}, target)
+    else:
+        target.write_bytes(content)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=rf"{target}: the checkpoint's .* (unreadable or corrupt)") as err:
+        make_trainer(tmp_path, steps=4, save_every=1)
+    assert "weights_only" not in str(err.value) and "start over" in str(err.value)
+    assert not marker.exists()
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("task, name", [("nli", "train.tsv"), ("qa", "train.json"), ("ner", "train.conll")])
+def test_binary_task_files_name_file_and_line(model_dir, tmp_path, capsys, task, name):
+    from xmodlm.cli import main
+
+    train = tmp_path / name
+    train.write_bytes(b"premise\thypothesis\tlabel\nfine\tfine\tentailment\n\xff\xfe\x00binary\n")
+    assert main(["finetune", "--model", str(model_dir), "--task", task, "--train", str(train),
+                 "--out", str(tmp_path / "out")]) == 1
+    line = one_line_error(capsys)
+    assert f"{train}: line 3: invalid UTF-8 at byte 46" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_yaml_alias_bomb_is_not_expanded(tmp_path, capsys):
+    import time
+
+    from xmodlm.cli import main
+
+    lines = ["max_steps:", '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefg", "bcdefgh"):
+        lines.append(f"  {name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines.append("  i: [" + ",".join(["*h"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    start = time.perf_counter()
+    assert main(["pretrain", "--config", str(bomb)]) == 1
+    line = one_line_error(capsys)
+    assert time.perf_counter() - start < 10 and len(line) < 2000 and "is not a valid int" in line
+
+
+def test_fill_mask_past_the_maximum_length_says_so(model_dir, capsys):
+    from xmodlm.cli import main
+
+    long_text = " ".join(["w1"] * 200) + " <mask>"
+    assert main(["fill-mask", "--model", str(model_dir), "--lang", "en_XX", "--text", long_text]) == 1
+    assert "lies past the model's maximum length of 128 tokens" in one_line_error(capsys)
+    assert main(["fill-mask", "--model", str(model_dir), "--lang", "en_XX", "--text", "w1 <mask>",
+                 "--top-k", "101"]) == 1
+    assert "top_k=101; it must be between 1 and the vocabulary size, 100" in one_line_error(capsys)
+    assert main(["fill-mask", "--model", str(model_dir), "--lang", "en_XX", "--text", "w1 <mask>", "--top-k", "3"]) == 0
+
+
+def test_float_lang_ids_are_refused_like_a_float_tensor():
+    from tiny import inputs
+
+    model = ours()
+    ids, mask, _ = inputs(2)
+    with pytest.raises(ValueError, match=r"lang_ids must be integers or codes; got 0.7"):
+        model(ids, mask, lang_ids=[0.7, 1.2])
+    with pytest.raises(ValueError, match=r"lang_ids must be integers"):
+        model(ids, mask, lang_ids=torch.tensor([0.7, 1.2]))
+    with pytest.raises(ValueError, match=r"lang_ids must be integers or codes; got True"):
+        model(ids, mask, lang_ids=[True, False])
+
+
+def test_score_warns_about_unknown_and_missing_prediction_ids(tmp_path, capsys):
+    from xmodlm.cli import main
+
+    qas = [{"id": f"q{i}", "question": "which?", "answers": [{"text": "abc", "answer_start": 0}]} for i in range(3)]
+    data = tmp_path / "dev.json"
+    data.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "abc def", "qas": qas}]}]}))
+    predictions = tmp_path / "pred.json"
+    predictions.write_text(json.dumps({"q0": "abc", "zz": "abc", "yy": "def"}))
+    assert main(["score", "--task", "qa", "--data", str(data), "--predictions", str(predictions)]) == 0
+    captured = capsys.readouterr()
+    assert "2 of 3 predictions are for ids not in" in captured.err
+    assert "2 of 3 questions of" in captured.err and "each scores 0" in captured.err
+    assert json.loads(captured.out)["exact_match"] == pytest.approx(100 / 3)

@@ -18,6 +18,7 @@ This module imports only the standard library.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -74,6 +75,23 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def write_error(path: str | os.PathLike, error: BaseException) -> OSError:
+    """An OSError naming ``path`` for a failed write: its errno and reason when ``error`` is an OSError; else (torch
+    and safetensors raise RuntimeError) "no space left on device" when the disk is full, or ``error`` itself."""
+    path = Path(path)
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = error.strerror or str(error)
+        return OSError(error.errno, reason if reason.startswith("cannot write it") else f"cannot write it: {reason}",
+                       str(path))
+    try:
+        full = shutil.disk_usage(path.parent if path.parent.exists() else ".").free < (1 << 20)
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, f"cannot write it: {os.strerror(errno.ENOSPC)}", str(path))
+    return OSError(errno.EIO, f"cannot write it: {error}", str(path))
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], object]) -> Path:
     """Write ``path`` atomically: ``writer(tmp)`` writes the whole file at ``tmp`` (a path in the same
     directory, e.g. ``lambda tmp: save_file(tensors, tmp)``); returns ``path``. The directory must exist."""
@@ -86,6 +104,9 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], object]) -> P
         os.chmod(tmp, 0o666 & ~current_umask())
         fsync_file(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk, a quota: the error names the file it was writing
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -214,8 +235,15 @@ def run_lock(directory: str | os.PathLike, what: str = "run"):
     over; one from another host must be removed by hand (its process cannot be checked from here).
     Re-entrant within one process."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} is a file, not a directory; pass a directory (new or a run's) as the output")
     created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{directory}: cannot create the output directory ({e.strerror or e})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{directory} is not writable; pass a directory you can write to as the output")
     path = (directory / LOCK_NAME).resolve()
     if path in _held:
         _held[path] += 1

@@ -30,6 +30,7 @@ and the kernels.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -277,6 +278,9 @@ def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> 
                 raise ValueError(f"unknown language {v!r}; the model's languages: {languages}")
             ids.append(index[v])
         else:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) and not (
+                    isinstance(v, numbers.Real) and float(v).is_integer()):
+                raise ValueError(f"lang_ids must be integers or codes; got {v!r} in {values[:8]}")
             v = int(v)
             if not 0 <= v < len(languages):
                 raise ValueError(f"language id {v} is out of range 0..{len(languages) - 1}; "

@@ -56,6 +56,16 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def short_repr(value: Any) -> str:
+    """repr() bounded in depth and length: a YAML alias bomb (a few lines that nest references a billion times)
+    must not be expanded into a message."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxstring, r.maxother = 2, 6, 6, 6, 80, 80
+    return r.repr(value)
+
+
 def coerce(key: str, value: Any, tp: Any, where: str = "") -> Any:
     """``value`` converted to ``tp``; strings from the command line are parsed."""
     base, optional = _unwrap_optional(tp)
@@ -91,9 +101,9 @@ def coerce(key: str, value: Any, tp: Any, where: str = "") -> Any:
         if base is Path:
             return Path(value)
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         name = getattr(base, "__name__", str(base))
-        raise ValueError(f"setting {key!r}{loc}: {value!r} is not a valid {name}") from None
+        raise ValueError(f"setting {key!r}{loc}: {short_repr(value)} is not a valid {name}") from None
 
 
 def _range_metadata(cls: type, name: str) -> dict[str, Any]:
@@ -129,7 +139,7 @@ def check_value(cls: type, key: str, value: Any, where: str = "") -> None:
     flag = "--" + key.replace("_", "-")
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if "length" in meta and isinstance(value, (list, tuple)) and len(items) != meta["length"]:
-        raise ValueError(f"setting {key!r}{loc} ({flag}): {len(items)} value(s) {list(items)}; it takes exactly "
+        raise ValueError(f"setting {key!r}{loc} ({flag}): {len(items)} value(s) {short_repr(list(items))}; it takes exactly "
                          f"{meta['length']}, comma-separated")
     for item in items:
         if not isinstance(item, (int, float)) or isinstance(item, bool):
@@ -137,7 +147,8 @@ def check_value(cls: type, key: str, value: Any, where: str = "") -> None:
         bad = (("low" in meta and not item >= meta["low"]) or ("above" in meta and not item > meta["above"])
                or ("high" in meta and not item <= meta["high"]) or ("below" in meta and not item < meta["below"]))
         if bad or item != item:  # NaN is in no range
-            raise ValueError(f"setting {key!r}{loc} ({flag}): {item!r} is out of range; it must be {_describe(meta)}")
+            raise ValueError(f"setting {key!r}{loc} ({flag}): {short_repr(item)} is out of range; it must be "
+                             f"{_describe(meta)}")
     if "check" in meta:  # each item of a list; "" is "not given" (required flags are the recipe's to check)
         for item in items:
             try:

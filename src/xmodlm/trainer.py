@@ -34,7 +34,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .files import atomic_write, atomic_write_text, fsync_file, recover_dir, run_lock, switch_dir, sync_tree
+from .files import (atomic_write, atomic_write_text, fsync_file, recover_dir, run_lock, switch_dir, sync_tree,
+                    write_error)
 from .settings import check_ranges, setting
 
 logger = logging.getLogger(__name__)
@@ -521,24 +522,35 @@ class Trainer:
             tmp.mkdir(parents=True)
         self._barrier()
         # Each process has its own dropout stream and data slice, so each writes its own file.
-        rank_file = tmp / f"rank{self.rank}.pt"
-        torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
-        fsync_file(rank_file)
-        weights, optim = self._full_states() if self.fsdp else (None, None)  # collectives: every rank
-        if self.is_main:
-            if self.fsdp:
-                self._write_weights(weights, tmp)
-            else:
-                weights, optim = None, self.optimizer.state_dict()
-                save_weights(self.model, tmp)
-            torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict()}, tmp / "optimizer.pt")
-            del weights, optim
-            state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
-                     "world_size": self.world_size, "trainable": self.trainable_names,
-                     "config": dataclasses.asdict(self.config), "fixed": self.fixed}
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-            # Written in place, not each atomically: the directory is what replaces the old checkpoint.
-            sync_tree(tmp)
+        rank_file = current = tmp / f"rank{self.rank}.pt"
+        try:
+            torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
+            fsync_file(rank_file)
+            weights, optim = self._full_states() if self.fsdp else (None, None)  # collectives: every rank
+            if self.is_main:
+                current = tmp / "model.safetensors"
+                if self.fsdp:
+                    self._write_weights(weights, tmp)
+                else:
+                    weights, optim = None, self.optimizer.state_dict()
+                    save_weights(self.model, tmp)
+                current = tmp / "optimizer.pt"
+                torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict()}, current)
+                del weights, optim
+                state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
+                         "world_size": self.world_size, "trainable": self.trainable_names,
+                         "config": dataclasses.asdict(self.config), "fixed": self.fixed}
+                current = tmp / "trainer_state.json"
+                current.write_text(json.dumps(state, indent=2))
+                # Written in place, not each atomically: the directory is what replaces the old checkpoint.
+                current = tmp
+                sync_tree(tmp)
+        except (OSError, RuntimeError) as e:  # a full disk: name the file; the last checkpoint stays as it was
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = write_error(getattr(e, "filename", None) or current, e)
+            kept = f"{final} (step {_checkpoint_step(final)}) is kept" if final.is_dir() else "no checkpoint was kept"
+            raise OSError(error.errno, f"{error.strerror} (checkpoint of step {self.step}; {kept})",
+                          error.filename) from e
         self._barrier()  # every rank file is on disk before the swap
         if self.is_main:
             # Two renames (files.switch_dir); between them only checkpoint.old exists, and find_checkpoint falls
@@ -546,8 +558,24 @@ class Trainer:
             switch_dir(tmp, final, old)
         self._barrier()
 
+    def _read(self, file: Path, what: str, **load: Any) -> Any:
+        """One file of a checkpoint; any failure is a ValueError naming it (never a hint to unpickle objects)."""
+        try:
+            if file.suffix == ".json":
+                state = json.loads(file.read_text(encoding="utf-8"))
+                if not isinstance(state, dict) or not {"step", "epoch", "elapsed", "world_size", "trainable",
+                                                       "config"} <= set(state):
+                    raise ValueError("not a trainer state")
+                return state
+            return torch.load(file, weights_only=True, **load)
+        except Exception as e:
+            reason = "missing" if isinstance(e, FileNotFoundError) else f"unreadable or corrupt ({type(e).__name__})"
+            raise ValueError(f"{file}: the checkpoint's {what} is {reason}; it holds only tensors and plain values "
+                             f"when written by xmodlm. Move {file.parent} away to start over from step 0, or restore "
+                             "it from a backup") from None
+
     def _load(self, path: Path) -> None:
-        state = json.loads((path / "trainer_state.json").read_text())
+        state = self._read(path / "trainer_state.json", "trainer state")
         same_world = state["world_size"] == self.world_size
         if not same_world:
             logger.warning("%s was written by %d processes, this run has %d: every process takes rank 0's data "
@@ -570,14 +598,20 @@ class Trainer:
         if changed:
             logger.info("resuming with changed settings, applied (checkpoint, now): %s", changed)
         if self.fsdp:
-            optim = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            optim = self._read(path / "optimizer.pt", "optimizer state", map_location="cpu")
             self._load_full_states(path, optim["optimizer"])
         else:
-            load_weights(self.model, path / "model.safetensors")
-            optim = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+            try:
+                load_weights(self.model, path / "model.safetensors")
+            except ValueError:
+                raise
+            except Exception as e:  # safetensors' own error on a truncated file
+                raise ValueError(f"{path / 'model.safetensors'}: the checkpoint's weights are unreadable or corrupt "
+                                 f"({type(e).__name__}: {e}); move {path} away to start over") from None
+            optim = self._read(path / "optimizer.pt", "optimizer state", map_location=self.device)
             self.optimizer.load_state_dict(optim["optimizer"])
         self.scheduler.load_state_dict(optim["scheduler"])
-        mine = torch.load(path / f"rank{self.rank if same_world else 0}.pt", map_location="cpu", weights_only=True)
+        mine = self._read(path / f"rank{self.rank if same_world else 0}.pt", "RNG and data state", map_location="cpu")
         if mine["data"] is not None:
             if not hasattr(self.train_data, "load_state_dict"):
                 raise ValueError(f"{path} holds a data position but train_data "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -270,7 +271,24 @@ def score(s: ScoreSettings) -> dict[str, float]:
     examples = select(load_examples(task, s.data), s.eval_range, s.eval_limit, "eval")
     predictions = read_predictions(task, s.predictions, examples)
     metric_lang = task.metric_language(s.normalization, s.lang) if task.metric_language else None
+    if isinstance(predictions, dict):  # {id: prediction} (QA): say what does not match instead of scoring silently
+        check_prediction_ids(predictions, examples, s.predictions, s.data)
     result = task.evaluate(predictions, examples, Setup(lang=s.lang, metric_lang=metric_lang))
     print(json.dumps(result))
     return result
+
+
+def check_prediction_ids(predictions: dict, examples: Sequence, predictions_path: str, data_path: str) -> None:
+    """Warn (stderr) about predictions for ids the reference lacks (ignored) and count the reference ids without a
+    prediction (each scores 0)."""
+    ids = [getattr(ex, "id", None) for ex in examples]
+    known = set(ids)
+    unknown = [k for k in predictions if k not in known]
+    missing = [i for i in ids if i not in predictions]
+    if unknown:
+        print(f"warning: {predictions_path}: {len(unknown)} of {len(predictions)} predictions are for ids not in "
+              f"{data_path} (e.g. {unknown[:3]}); they are ignored", file=sys.stderr)
+    if missing:
+        print(f"warning: {predictions_path}: {len(missing)} of {len(ids)} questions of {data_path} have no prediction "
+              f"(e.g. {missing[:3]}); each scores 0", file=sys.stderr)
 
