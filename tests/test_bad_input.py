@@ -655,3 +655,22 @@ def test_score_warns_about_unknown_and_missing_prediction_ids(tmp_path, capsys):
     assert "2 of 3 predictions are for ids not in" in captured.err
     assert "2 of 3 questions of" in captured.err and "each scores 0" in captured.err
     assert json.loads(captured.out)["exact_match"] == pytest.approx(100 / 3)
+
+
+def test_pretrain_that_diverges_keeps_a_finite_checkpoint_and_a_rerun_says_why(corpus, tmp_path, capsys):
+    """The issue's case: --save-every 1 --lr 1e12. The run stops at the first non-finite step; every tensor on disk is
+    finite; rerunning with a smaller --lr is refused with both values, not resumed with the old one."""
+    from xmodlm.cli import main
+
+    out = tmp_path / "out"
+    assert main(tiny_pretrain(corpus, out, "--save-every", "1", "--lr", "1e12", "--warmup-ratio", "0",
+                              "--max-steps", "50")) == 1
+    line = one_line_error(capsys)
+    assert "not finite at step 2" in line and "the step was not applied" in line, line
+    checkpoint = find_checkpoint(out)
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 1
+    if checkpoint is not None:
+        assert all(torch.isfinite(t).all() for t in load_file(checkpoint / "model.safetensors").values())
+        assert main(tiny_pretrain(corpus, out, "--save-every", "1", "--lr", "1e-3", "--warmup-ratio", "0",
+                                  "--max-steps", "50")) == 1
+        assert "lr: 1000000000000.0 in the checkpoint, 0.001 now" in one_line_error(capsys)

@@ -6,7 +6,11 @@ everything else lives here. This module knows nothing about the model, data or r
 Checkpoints (`out_dir/checkpoint/`, replaced atomically; `checkpoint.old` is the fallback after a crash mid-swap):
 model.safetensors (+ config.json when the model has save_pretrained), optimizer.pt, one rank{r}.pt per process (RNG
 and data-order state) and trainer_state.json. Every .pt file loads with `torch.load(weights_only=True)`.
-Resuming from one restores all of it, so an interrupted run ends with the weights of an uninterrupted one.
+Resuming from one restores all of it, so an interrupted run ends with the weights of an uninterrupted one. A resumed
+run applies a changed max_steps, save_every, eval_every, log_every, tensorboard, device or strategy
+(APPLIED_ON_RESUME) and refuses any other changed setting, naming the old and the new value (see Trainer).
+A step whose loss or gradient norm is not finite stops the run before the update (TrainingDiverged), so the last
+checkpoint is always the last good step. One run per out_dir: rank 0 holds out_dir/.xmodlm.lock (files.run_lock).
 
 Each micro-batch loss is weighted by its share of the step's supervised targets (see `_n_targets`), so the update
 equals one process on the whole global batch, whatever the accumulation and the number of processes.
@@ -690,13 +694,14 @@ class Trainer:
         process): the weights and the last checkpoint stay those of the last good step."""
         bad = self._all_reduce((~torch.isfinite(torch.stack([loss_share.float(), norm.float()]))).float())
         if bad.any():
-            what = " and ".join(n for n, b in zip(("the loss", "the gradient norm"), bad.tolist()) if b)
+            names = [n for n, b in zip(("the loss", "the gradient norm"), bad.tolist()) if b]
+            what = " and ".join(names) + (" are" if len(names) > 1 else " is")
             last = find_checkpoint(self.out_dir)
             kept = (f"the last checkpoint ({last}, step {_checkpoint_step(last)}) is kept" if last is not None
                     else "no checkpoint was written")
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(
-                f"{what} is not finite at step {self.step + 1} (loss {float(loss_share):g}, gradient norm "
+                f"{what} not finite at step {self.step + 1} (loss {float(loss_share):g}, gradient norm "
                 f"{float(norm):g}); the step was not applied and {kept}. Start again with a lower lr (now "
                 f"{self.scheduler.get_last_lr()[0]:g}) or precision='fp32', in a new out_dir")
 
