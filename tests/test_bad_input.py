@@ -58,6 +58,16 @@ def test_token_classification_batch_without_labels_has_zero_loss():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_question_answering_batch_with_every_answer_outside_has_zero_loss():
+    from xmodlm.model import XmodForQuestionAnswering
+
+    model = ours(XmodForQuestionAnswering).train()
+    ids = torch.randint(3, 100, (2, 6))
+    out = model(ids, lang_ids=torch.tensor([0, 1]), start_positions=torch.tensor([9, 50]),
+                end_positions=torch.tensor([9, 50]))
+    assert torch.isfinite(out.loss) and out.loss.item() == 0.0
+
+
 def test_nonfinite_weights_are_refused_on_load_unless_asked(tmp_path):
     ours().save_pretrained(tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")

@@ -647,8 +647,11 @@ class XmodForQuestionAnswering(XmodPreTrainedModel):
             ignored = start_logits.size(1)
             start = start_positions.view(-1).clamp(0, ignored)
             end = end_positions.view(-1).clamp(0, ignored)
-            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
-                    + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
+            def ce(logits, target):  # a batch whose every position lies outside: 0, not 0/0
+                return (F.cross_entropy(logits.float(), target, ignore_index=ignored)
+                        if bool((target != ignored).any()) else logits.float().sum() * 0.0)
+
+            loss = (ce(start_logits, start) + ce(end_logits, end)) / 2
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states)
 
 
