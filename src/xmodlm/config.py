@@ -28,7 +28,9 @@ def validate_code(code: Any) -> str:
     The one check every entry point uses (settings, config.json, add_language, import, rename, export)."""
     if isinstance(code, str) and LANGUAGE_CODE.fullmatch(code):
         return code
-    shown = repr(code) if not isinstance(code, str) or len(code) <= 40 else repr(code[:40]) + f"... ({len(code)} characters)"
+    shown = repr(code)
+    if isinstance(code, str) and len(code) > 40:
+        shown = repr(code[:40]) + f"... ({len(code)} characters)"
     raise ValueError(f"invalid language code {shown}: 1 to 32 letters, digits, '_' or '-', starting with a letter or "
                      "digit, e.g. de_DE")
 

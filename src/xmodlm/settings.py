@@ -139,8 +139,8 @@ def check_value(cls: type, key: str, value: Any, where: str = "") -> None:
     flag = "--" + key.replace("_", "-")
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if "length" in meta and isinstance(value, (list, tuple)) and len(items) != meta["length"]:
-        raise ValueError(f"setting {key!r}{loc} ({flag}): {len(items)} value(s) {short_repr(list(items))}; it takes exactly "
-                         f"{meta['length']}, comma-separated")
+        raise ValueError(f"setting {key!r}{loc} ({flag}): {len(items)} value(s) {short_repr(list(items))}; it takes "
+                         f"exactly {meta['length']}, comma-separated")
     for item in items:
         if not isinstance(item, (int, float)) or isinstance(item, bool):
             continue

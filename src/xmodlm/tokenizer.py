@@ -218,7 +218,8 @@ def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike, model_max_lengt
     return directory
 
 
-FINGERPRINT_KEY = "xmodlm_tokenizer_sha256"  # config.json key: the fingerprint of the tokenizer the model was trained with
+# config.json key: the fingerprint of the tokenizer the model was trained with
+FINGERPRINT_KEY = "xmodlm_tokenizer_sha256"
 
 
 def tokenizer_fingerprint(tok: Tokenizer) -> str:

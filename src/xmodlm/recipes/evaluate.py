@@ -250,7 +250,8 @@ class ScoreSettings:
     lang: str | None = setting(None, "QA: the answers' language (de or de_DE) for MLQA normalisation")
     normalization: str | None = setting(None, "QA: squad | mlqa (default: mlqa when --lang is given, else squad)")
     eval_range: str | None = setting(None, "score examples START:END of --data (as evaluate's --eval-range)")
-    eval_limit: int | None = setting(None, "score the first N examples (as evaluate's --eval-limit)")
+    eval_limit: int | None = setting(None, "score the first N examples (as evaluate's --eval-limit)",
+                                     low=1)
 
 
 def read_predictions(task: Task, path: str | Path, examples: Sequence) -> Any:

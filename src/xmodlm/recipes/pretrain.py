@@ -33,7 +33,8 @@ class PretrainSettings(TrainConfig):
     data: str = setting("", "directory of per-language files <code>.txt or <code>.txt.gz, one sentence a line")
     hf_dataset: str | None = setting(None, "stream a Hugging Face dataset instead of --data, e.g. cc100 (its config "
                                            "is the code's language part: sw for sw_KE); needs `datasets` online")
-    hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)", low=1)
+    hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)",
+                            low=1)
     languages: list[str] = setting([], "language codes, in id order (default: every file in --data, sorted)",
                                   check=validate_code)
     out_dir: str = setting("runs/pretrain", "output: HF checkpoint, tokenizer, trainer state, metrics.jsonl",

@@ -104,7 +104,7 @@ def load_examples(task: Task, path: str | Path) -> list:
                                 f"{' or '.join(task.data_suffixes) or 'any name'})")
     try:
         examples = task.read(path)
-    except UnicodeDecodeError as e:  # a binary or wrongly encoded file: where, not just which byte of a chunk
+    except UnicodeDecodeError:  # a binary or wrongly encoded file: where, not just which byte of a chunk
         raise ValueError(f"{path}: {_first_invalid_utf8(path)}; expected a UTF-8 text {task.name} data file") from None
     if not examples:
         raise ValueError(f"{path}: no {task.name} examples in this file")
