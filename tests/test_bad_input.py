@@ -254,9 +254,10 @@ def test_a_full_disk_never_truncates_a_tokenizer(model_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
-def test_every_file_gets_the_users_umask(tmp_path, umask):
+def test_every_file_gets_the_users_umask(tmp_path, corpus, umask):
     import os as os_mod
 
+    from xmodlm.cli import main
     from xmodlm.languages import export_language
     from xmodlm.tokenizer import save_tokenizer
 
@@ -267,11 +268,15 @@ def test_every_file_gets_the_users_umask(tmp_path, umask):
         save_tokenizer(tiny_tokenizer(), tmp_path / "model")
         export_language(model, "de_DE", tmp_path / "de.safetensors")
         make_trainer(tmp_path / "run", steps=2, save_every=1).fit(export_dir=tmp_path / "run")
+        assert main(tiny_pretrain(corpus, tmp_path / "pretrain", "--save-every", "1")) == 0
+        assert main(["languages", "export", "--model", str(tmp_path / "pretrain"), "--lang", "en",
+                     "--file", str(tmp_path / "en.safetensors")]) == 0
     finally:
         os_mod.umask(old)
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent != corpus]
     assert {"model.safetensors", "config.json", "tokenizer.json", "de.safetensors", "metrics.jsonl",
-            "optimizer.pt", "trainer_state.json"} <= {p.name for p in files}
+            "optimizer.pt", "trainer_state.json", "results.json", "special_tokens_map.json",
+            "en.safetensors"} <= {p.name for p in files}
     wrong = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files
              if p.stat().st_mode & 0o777 != 0o666 & ~umask}
     assert not wrong
@@ -707,3 +712,26 @@ def test_every_numeric_setting_of_every_command_has_a_range():
                     not any(k in _range_metadata(cls, f.name) for k in RANGE_KEYS):
                 unchecked.append(f"{cls_name}.{f.name}")
     assert not unchecked
+
+
+def test_in_place_import_and_remove_keep_the_other_languages_and_files(model_dir, tmp_path):
+    from xmodlm.cli import main
+    from xmodlm.model import load_pretrained
+    from tiny import inputs
+
+    ids, mask, _ = inputs(2)
+    before_model = load_pretrained(model_dir).eval()
+    with torch.no_grad():
+        en = before_model(ids, mask, lang_ids=["en_XX", "en_XX"]).logits
+    assert main(["languages", "export", "--model", str(model_dir), "--lang", "de", "--file", str(tmp_path)]) == 0
+    assert main(["languages", "import", "--model", str(model_dir), "--file", str(tmp_path / "de_DE.safetensors"),
+                 "--lang", "de_CH"]) == 0
+    assert main(["languages", "remove", "--model", str(model_dir), "--lang", "fr"]) == 0
+    model = load_pretrained(model_dir).eval()
+    assert model.config.languages == ["en_XX", "de_DE", "de_CH"]
+    with torch.no_grad():
+        assert torch.equal(model(ids, mask, lang_ids=["en_XX", "en_XX"]).logits, en)
+        assert torch.equal(model(ids, mask, lang_ids=["de_CH", "de_CH"]).logits,
+                           before_model(ids, mask, lang_ids=["de_DE", "de_DE"]).logits)
+    assert (model_dir / "task.json").read_text() == "{}\n" and (model_dir / "tokenizer.json").is_file()
+    assert sorted(p.name for p in model_dir.parent.iterdir() if p.name.startswith(".")) == []
