@@ -385,6 +385,16 @@ def test_invalid_codes_on_the_command_line_are_one_line_errors(model_dir, tmp_pa
     assert not Path("/tmp/x.safetensors").exists()
 
 
+def test_a_corpus_file_name_that_is_no_code(corpus, tmp_path, capsys):
+    from xmodlm.cli import main
+
+    (corpus / "my notes.txt").write_text("a line\n")
+    assert main(tiny_pretrain(corpus, tmp_path / "out")) == 1
+    line = one_line_error(capsys)
+    assert "my notes.txt: invalid language code 'my notes'" in line and "<code>.txt" in line, line
+    assert not (tmp_path / "out").exists()
+
+
 def test_iso_codes_map_to_the_model_code_when_unambiguous(model_dir, tmp_path, capsys):
     from xmodlm.cli import main
     from xmodlm.languages import resolve_code

@@ -75,6 +75,11 @@ def select_corpora(data: str, languages: list[str]) -> dict[str, Path]:
     if not data:
         raise ValueError("--data is required: a directory of <code>.txt files")
     corpora = data_mod.discover_corpora(data)
+    for code, path in corpora.items():
+        try:
+            validate_code(code)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; a corpus file is named <code>.txt or <code>.txt.gz") from None
     if not languages:
         return corpora
     missing = [code for code in languages if code not in corpora]
