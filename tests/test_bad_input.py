@@ -78,6 +78,14 @@ def test_nonfinite_weights_are_refused_on_load_unless_asked(tmp_path):
         XmodForMaskedLM.from_pretrained(tmp_path)
     model = XmodForMaskedLM.from_pretrained(tmp_path, allow_nonfinite=True)
     assert torch.isnan(dict(model.named_parameters())[name]).any()
+    # a language-module file too
+    from xmodlm.languages import export_language, import_language
+
+    module = export_language(model, name.split("adapter_modules.")[1].split(".")[0], tmp_path / "m.safetensors")
+    clean = ours()
+    with pytest.raises(ValueError, match=r"m.safetensors: 1 tensor\(s\) hold NaN or infinite values"):
+        import_language(clean, module, "xx_YY", force=True)
+    assert clean.config.languages == ["en_XX", "de_DE", "fr_XX"]
 
 
 # ---- 2. settings that train wrong are refused --------------------------------------------------------------------

@@ -176,7 +176,7 @@ def read_language_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[st
 
 
 def import_language(model: XmodPreTrainedModel, path: str | os.PathLike, code: str | None = None, *,
-                    force: bool = False, replace: bool = False) -> int:
+                    force: bool = False, replace: bool = False, allow_nonfinite: bool = False) -> int:
     """Add the modules in ``path`` to ``model`` as ``code`` (default: the file's code); returns its id.
 
     A new code gets the next free id (append-only, as ``add_language``). An existing code is an
@@ -249,6 +249,10 @@ def import_language(model: XmodPreTrainedModel, path: str | os.PathLike, code: s
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             raise ValueError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, the model expects {shape}")
+    nonfinite = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if nonfinite and not allow_nonfinite:
+        raise ValueError(f"{path}: {len(nonfinite)} tensor(s) hold NaN or infinite values, e.g. {nonfinite[:4]}; "
+                         "refusing to import them (allow_nonfinite=True imports anyway)")
 
     lang_id = config.languages.index(code) if exists else model.add_language(code)
     with torch.no_grad():
