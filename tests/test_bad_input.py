@@ -753,3 +753,14 @@ def test_in_place_import_and_remove_keep_the_other_languages_and_files(model_dir
                            before_model(ids, mask, lang_ids=["de_DE", "de_DE"]).logits)
     assert (model_dir / "task.json").read_text() == "{}\n" and (model_dir / "tokenizer.json").is_file()
     assert sorted(p.name for p in model_dir.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_words_longer_than_the_trainer_can_take_are_cut(monkeypatch):
+    """One 1 MB word (under the line cap) crashed the Unigram trainer (SIGSEGV at 1.5 GB); the sample cuts such words
+    into MAX_WORD_CHARS runs and leaves every normal line as it was."""
+    from xmodlm import tokenizer
+
+    assert tokenizer._split_long_words("a normal line") == "a normal line"
+    monkeypatch.setattr(tokenizer, "MAX_WORD_CHARS", 4)
+    monkeypatch.setattr(tokenizer, "_LONG_WORD", __import__("re").compile(r"\S{5,}"))
+    assert tokenizer._split_long_words("ab abcdefghij abcd") == "ab abcd efgh ij abcd"

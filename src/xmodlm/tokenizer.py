@@ -151,6 +151,20 @@ def _rare_characters(lines: list[str], coverage: float, max_chars: int) -> set[s
     return {char for char, _ in ranked[keep:]}
 
 
+MAX_WORD_CHARS = 1000  # longer runs without whitespace are cut for the trainer (pieces are at most 16 characters)
+_LONG_WORD = re.compile(r"\S{%d,}" % (MAX_WORD_CHARS + 1))
+
+
+def _split_long_words(line: str) -> str:
+    """``line`` with every run of more than MAX_WORD_CHARS non-space characters cut into runs of MAX_WORD_CHARS: the
+    Unigram trainer's memory grows with the longest word (ten 1 MB words took 2.5 GB and crashed it), while pieces
+    are at most 16 characters, so only the counts of substrings across a cut change. Normal text has no such word."""
+    if len(line) <= MAX_WORD_CHARS:
+        return line
+    return _LONG_WORD.sub(lambda m: " ".join(m.group(0)[i:i + MAX_WORD_CHARS]
+                                             for i in range(0, len(m.group(0)), MAX_WORD_CHARS)), line)
+
+
 def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike, vocab_size: int, alpha: float = 0.3,
                     sample_sentences: int = 1_000_000, seed: int = 0, *, skip_lines: int = 0,
                     character_coverage: float = 0.9995, progress: bool = True,
@@ -190,6 +204,7 @@ def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike
         # Blanking them keeps them out of the trainer's required alphabet; at encode time they map to <unk>.
         table = {ord(c): " " for c in rare}
         lines = [line.translate(table) for line in lines]
+    lines = [_split_long_words(line) for line in lines]
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size - 1, special_tokens=list(SPECIAL_TOKENS),
                                       unk_token=UNK, show_progress=progress, max_piece_length=16)
     tok.train_from_iterator(lines, trainer, length=len(lines))
