@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
         print(f"xmodlm {args.command}: error: {cli_wording(str(e))}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk, permissions, an unreadable file: the file and the reason, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"xmodlm {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130

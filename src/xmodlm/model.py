@@ -30,6 +30,7 @@ and the kernels.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import weights
-from .config import XmodConfig
+from .config import XmodConfig, validate_code
 from .kernels import Dropout, activation, drop_inference_cache, run_language_modules
 from .kernels.attention import attention
 from .kernels.linear import linear
@@ -278,6 +279,9 @@ def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> 
                 raise ValueError(f"unknown language {v!r}; the model's languages: {languages}")
             ids.append(index[v])
         else:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) and not (
+                    isinstance(v, numbers.Real) and float(v).is_integer()):
+                raise ValueError(f"lang_ids must be integers or codes; got {v!r} in {values[:8]}")
             v = int(v)
             if not 0 <= v < len(languages):
                 raise ValueError(f"language id {v} is out of range 0..{len(languages) - 1}; "
@@ -402,6 +406,7 @@ class XmodPreTrainedModel(nn.Module):
         ``init_from``: None (the model's random initialisation), one code (a copy of that
         language's modules), or several codes (their average). Other languages are untouched.
         """
+        validate_code(code)
         if code in self.config.languages:
             raise ValueError(f"language {code!r} is already in the model ({self.config.languages})")
         sources = [init_from] if isinstance(init_from, str) else list(init_from or [])
@@ -620,7 +625,9 @@ class XmodForTokenClassification(XmodPreTrainedModel):
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float().view(-1, self.config.num_labels), labels.view(-1))
+            flat = logits.float().view(-1, self.config.num_labels)
+            # a batch without a labelled position (every label -100) has loss 0, not 0/0 = NaN
+            loss = F.cross_entropy(flat, labels.view(-1)) if bool((labels != -100).any()) else flat.sum() * 0.0
         return TokenClassifierOutput(loss, logits, out.hidden_states)
 
 
@@ -643,8 +650,11 @@ class XmodForQuestionAnswering(XmodPreTrainedModel):
             ignored = start_logits.size(1)
             start = start_positions.view(-1).clamp(0, ignored)
             end = end_positions.view(-1).clamp(0, ignored)
-            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
-                    + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
+            def ce(logits, target):  # a batch whose every position lies outside: 0, not 0/0
+                return (F.cross_entropy(logits.float(), target, ignore_index=ignored)
+                        if bool((target != ignored).any()) else logits.float().sum() * 0.0)
+
+            loss = (ce(start_logits, start) + ce(end_logits, end)) / 2
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states)
 
 
