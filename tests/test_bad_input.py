@@ -684,7 +684,7 @@ def test_score_warns_about_unknown_and_missing_prediction_ids(tmp_path, capsys):
     data.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "abc def", "qas": qas}]}]}))
     predictions = tmp_path / "pred.json"
     predictions.write_text(json.dumps({"q0": "abc", "zz": "abc", "yy": "def"}))
-    assert main(["score", "--task", "qa", "--data", str(data), "--predictions", str(predictions)]) == 0
+    assert main(["score", "--task", "qa", "--data", str(data), "--predictions", str(predictions), "--json"]) == 0
     captured = capsys.readouterr()
     assert "2 of 3 predictions are for ids not in" in captured.err
     assert "2 of 3 questions of" in captured.err and "each scores 0" in captured.err

@@ -66,7 +66,8 @@ class AddLanguageSettings(TrainConfig):
     save_every: int = setting(250, "checkpoint every N steps")
     extend_vocab: int = setting(-1, "vocabulary extension: train N pieces on the new language and append those "
                                     "holding a character the vocabulary lacks (0: off; -1: automatic, on where the "
-                                    "text has such characters, N = the vocabulary size / the number of languages)")
+                                    "text has such characters, N = the vocabulary size / the number of languages)",
+                                low=-1)
     embed_init: str = setting("overlap", "initialisation of new vocabulary rows: mean (drawn from the mean and "
                                          "covariance of the existing rows) | script (the same, per script) | "
                                          "overlap (mean of the rows of the old tokenizer's pieces of each new piece)")
