@@ -44,7 +44,7 @@ from .config import XmodConfig, validate_code
 from .kernels import Dropout, activation, drop_inference_cache, run_language_modules
 from .kernels.attention import attention
 from .kernels.linear import linear
-from .kernels.loss import limited_cross_entropy, mask_beyond
+from .kernels.loss import cross_entropy_or_zero, limited_cross_entropy, mask_beyond
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ class XmodEmbeddings(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
         limit = self.position_embeddings.num_embeddings
-        # Derived positions never exceed seq_len + padding_idx, so only a long input or explicit
-        # position_ids need the exact maximum (a reduction and, on a GPU, a sync).
+        # derived positions never exceed seq_len + padding_idx: only then is the maximum (a GPU sync) needed
         check = position_ids is not None or input_ids.shape[1] + self.padding_idx >= limit
         if position_ids is None:
             # RoBERTa: real tokens count from padding_idx + 1, padding keeps padding_idx.
@@ -77,10 +76,8 @@ class XmodEmbeddings(nn.Module):
             raise ValueError(f"sequence needs position {int(position_ids.max())} but max_position_embeddings "
                              f"is {limit} (at most {limit - self.padding_idx - 1} tokens)")
         x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
-        if token_type_ids is None:
-            x = x + self.token_type_embeddings.weight[0]
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
+        types = self.token_type_embeddings
+        x = x + (types.weight[0] if token_type_ids is None else types(token_type_ids))
         return self.dropout(self.LayerNorm(x))
 
 
@@ -279,8 +276,7 @@ def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> 
                 raise ValueError(f"unknown language {v!r}; the model's languages: {languages}")
             ids.append(index[v])
         else:
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) and not (
-                    isinstance(v, numbers.Real) and float(v).is_integer()):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not float(v).is_integer():
                 raise ValueError(f"lang_ids must be integers or codes; got {v!r} in {values[:8]}")
             v = int(v)
             if not 0 <= v < len(languages):
@@ -625,9 +621,7 @@ class XmodForTokenClassification(XmodPreTrainedModel):
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
         loss = None
         if labels is not None:
-            flat = logits.float().view(-1, self.config.num_labels)
-            # a batch without a labelled position (every label -100) has loss 0, not 0/0 = NaN
-            loss = F.cross_entropy(flat, labels.view(-1)) if bool((labels != -100).any()) else flat.sum() * 0.0
+            loss = cross_entropy_or_zero(logits.view(-1, self.config.num_labels), labels.view(-1), -100)
         return TokenClassifierOutput(loss, logits, out.hidden_states)
 
 
@@ -650,11 +644,8 @@ class XmodForQuestionAnswering(XmodPreTrainedModel):
             ignored = start_logits.size(1)
             start = start_positions.view(-1).clamp(0, ignored)
             end = end_positions.view(-1).clamp(0, ignored)
-            def ce(logits, target):  # a batch whose every position lies outside: 0, not 0/0
-                return (F.cross_entropy(logits.float(), target, ignore_index=ignored)
-                        if bool((target != ignored).any()) else logits.float().sum() * 0.0)
-
-            loss = (ce(start_logits, start) + ce(end_logits, end)) / 2
+            loss = (cross_entropy_or_zero(start_logits, start, ignored)
+                    + cross_entropy_or_zero(end_logits, end, ignored)) / 2
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states)
 
 
