@@ -19,7 +19,7 @@ COMMANDS = {
     "pretrain": ("xmodlm.recipes.pretrain", "PretrainSettings", "run",
                  "pre-train an X-Mod model (or the shared baseline) with masked LM", ()),
     "add-language": ("xmodlm.recipes.add_language", "AddLanguageSettings", "run",
-                     "add a language to a pre-trained model, training only its new modules", ()),
+                     "add a language to a pre-trained model: its new modules (and the vocabulary rows its text needs) train, the other languages stay bit-identical", ()),
     "finetune": ("xmodlm.recipes.finetune", "FinetuneSettings", "run",
                  "fine-tune on a source language (modules and embeddings frozen)", ()),
     "evaluate": ("xmodlm.recipes.evaluate", "EvaluateSettings", "run",

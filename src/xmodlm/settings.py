@@ -209,7 +209,7 @@ HELP_GROUPS = {
              "valid_batches", "valid_range", "train_range", "train_limit", "eval_range", "eval_limit", "max_length",
              "stride", "text", "predictions", "normalization", "qa_normalization"),
     "model": ("model", "preset", "hidden_size", "num_hidden_layers", "adapter_reduction_factor", "dropout", "shared",
-              "init_from", "full_finetune", "fallback"),
+              "init_from", "extend_vocab", "embed_init", "train_unseen_rows", "full_finetune", "fallback"),
     "optimisation": ("max_steps", "epochs", "lr", "weight_decay", "betas", "eps", "warmup_steps", "warmup_ratio",
                      "grad_accum", "max_grad_norm", "seed"),
     "output": ("out_dir", "out", "json", "log_every", "eval_every", "save_every", "tensorboard"),
