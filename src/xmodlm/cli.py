@@ -27,6 +27,8 @@ COMMANDS = {
                         "convert a fairseq X-Mod checkpoint to a Hugging Face directory", ("checkpoint",)),
     "bench": ("xmodlm.recipes.bench", "BenchSettings", "run",
               "benchmark against transformers' Xmod side by side", ()),
+    "embed": ("xmodlm.recipes.embed", "EmbedSettings", "run",
+              "sentence embeddings of text files (.npy with the line ids)", ()),
     "fill-mask": ("xmodlm.recipes.predict", "FillMaskSettings", "run",
                   "predict <mask> tokens; --lang auto picks each text's module", ()),
     "languages": ("xmodlm.recipes.manage", "ManageSettings", "run",

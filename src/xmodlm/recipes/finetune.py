@@ -15,6 +15,7 @@ that the evaluate recipe reads.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -43,7 +44,8 @@ logger = logging.getLogger(__name__)
 class FinetuneSettings(TrainConfig):
     model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
     task: str = setting("nli", "nli | ner | pos | qa | mc")
-    train: str = setting("", "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA jsonl)")
+    train: list[str] = setting([], "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA "
+                                   "jsonl); retrieval: LANG=FILE, one per language", split=False)
     source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)")
     out_dir: str = setting("runs/finetune", "output: fine-tuned model, tokenizer, task.json, checkpoint/, "
                                             "metrics.jsonl", flags=("--out",))
@@ -64,8 +66,18 @@ class FinetuneSettings(TrainConfig):
     lr: float = setting(1e-5, "peak learning rate (fairseq's NLI recipe)")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of the updates")
     save_every: int = setting(1000, "checkpoint every N steps (and at the end)")
+    pivot: str | None = setting(None, "retrieval: the --train language every other one is paired with (default: "
+                                      "the last --train item)")
+    layer: int | None = setting(None, "retrieval: layer whose pooled states the contrastive loss trains, 0 = "
+                                      "embeddings, -1 = last (default: the middle layer)")
+    pooling: str | None = setting(None, "retrieval: mean | cls (default: mean)")
+    temperature: float = setting(0.05, "retrieval: temperature of the in-batch contrastive loss (cosines / this)")
 
     def __post_init__(self):
+        if isinstance(self.train, (str, Path)):  # one file, as Python callers pass it
+            self.train = [str(self.train)] if str(self.train) else []
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature}; it must be > 0")
         # None means "from the epochs"; TrainConfig validates every other field.
         steps = self.max_steps
         if steps is not None and steps < 1:
@@ -118,7 +130,7 @@ class TaskBatches:
         self.position += len(rows)
         mine = rows[self.rank::self.world_size]
         batch = self.collate([self.features[i] for i in mine])
-        batch["lang_ids"] = torch.full((len(mine),), self.lang_id, dtype=torch.long)
+        batch.setdefault("lang_ids", torch.full((len(mine),), self.lang_id, dtype=torch.long))  # unless per row
         return batch
 
     def state_dict(self) -> dict:
@@ -164,9 +176,14 @@ def last_logged(path: Path, record: dict) -> dict:
 def run(s: FinetuneSettings) -> dict:
     """Fine-tune, save model + tokenizer + task.json to --out; return the final metrics with what was trained."""
     task = task_named(s.task)
+    if task.recipe is not None:  # a task trained without a head (retrieval) runs its own fine-tuning
+        return importlib.import_module(task.recipe).finetune(s)
     for flag in ("model", "train"):
         if not getattr(s, flag):
             raise ValueError(f"--{flag} is required")
+    if len(s.train) != 1:
+        raise ValueError(f"--train names {len(s.train)} files; {task.name} trains on one")
+    train_file = s.train[0]
     directory = resolve_pretrained(s.model)
     config = XmodConfig.from_pretrained(directory)  # config only: check the language before loading weights
     if s.source_lang not in config.languages:
@@ -175,7 +192,7 @@ def run(s: FinetuneSettings) -> dict:
     max_length = resolve_max_length(s.max_length, task, config)
     stride = resolve_stride(s.stride, task, max_length)
     tok = tok_mod.load_tokenizer(s.tokenizer or directory)
-    examples = select(load_examples(task, s.train), s.train_range, s.train_limit, "train")
+    examples = select(load_examples(task, train_file), s.train_range, s.train_limit, "train")
     labels = task.label_list(examples) if task.label_list is not None else None
     setup = Setup(labels=tuple(labels) if labels is not None else None, stride=stride, lang=s.source_lang)
     features = task.featurize(examples, tok, max_length, setup)
@@ -205,7 +222,7 @@ def run(s: FinetuneSettings) -> dict:
         record = last_logged(Path(s.out_dir) / "metrics.jsonl", record)
 
     summary = {"task": task.name, "labels": labels, "source_lang": s.source_lang, "max_length": max_length,
-               "stride": stride, "train": s.train, "train_examples": len(examples), "train_features": len(features),
+               "stride": stride, "train": train_file, "train_examples": len(examples), "train_features": len(features),
                "max_steps": max_steps, "full_finetune": s.full_finetune, "trainable_parameters": trainable,
                "parameters": total, "metrics": record, "settings": dataclasses.asdict(s)}
     if rank == 0:
