@@ -192,7 +192,8 @@ def accuracy_at(ranked: torch.Tensor, ks: Sequence[int] = KS) -> dict[int, float
     """{k: percentage of rows i whose key i is among the first k of ranked[i]}."""
     gold = torch.arange(ranked.shape[0])[:, None]
     hits = ranked == gold
-    return {k: 100.0 * float(hits[:, :k].any(1).float().mean()) if len(ranked) else 0.0 for k in ks}
+    n = max(len(ranked), 1)
+    return {k: 100.0 * int(hits[:, :k].any(1).sum()) / n for k in ks}
 
 
 def scores(src: torch.Tensor, tgt: torch.Tensor, ks: Sequence[int] = KS, scoring: str = "cosine",
