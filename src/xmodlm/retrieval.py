@@ -16,8 +16,9 @@ Schwenk (2019), which parallel-data mining uses:
 with NN_k(x) the k nearest candidates of x on the other side (k=4 by default). As in LASER's mining, the margin
 re-ranks the ``candidates`` (default 32) nearest neighbours by cosine; a translation outside them counts as missed.
 
-Search is exact either way: in torch, queries in chunks so that memory stays bounded (chunk x candidates floats),
-or with faiss (``IndexFlatIP``, exact inner product) when it is installed; both return the same neighbours.
+Search is exact either way: in torch, queries in blocks so that memory stays bounded whatever the number of sentences
+(at most 2,048 queries and 2^25 scores a block), or with faiss (``IndexFlatIP``, exact inner product) when it is
+installed; both return the same neighbours (tested). ``faiss`` is optional: pip install faiss-cpu.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ SEARCHES = ("auto", "torch", "faiss")
 KS = (1, 5, 10)
 MARGIN_K = 4
 CANDIDATES = 32
-CHUNK = 2048  # queries per similarity block in torch: CHUNK x candidates float32 at a time
+CHUNK = 2048  # at most this many queries per similarity block in torch ...
+BLOCK = 1 << 25  # ... and at most this many scores (128 MiB of float32), so that memory stays bounded
 
 
 # ---------------------------------------------------------------- parallel data
@@ -161,6 +163,7 @@ def knn(queries: torch.Tensor, keys: torch.Tensor, k: int, search: str = "torch"
         scores, indices = index.search(queries.numpy(), k)
         return torch.from_numpy(scores), torch.from_numpy(indices).long()
     scores, indices = [], []
+    chunk = max(1, min(chunk, BLOCK // max(1, keys.shape[0])))
     for start in range(0, queries.shape[0], chunk):
         s, i = (queries[start:start + chunk] @ keys.T).topk(k, dim=1)
         scores.append(s)
