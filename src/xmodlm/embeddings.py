@@ -34,12 +34,11 @@ PRECISIONS = ("fp32", "bf16")
 
 def default_layer(config: XmodConfig) -> int:
     """The layer whose states embed sentences by default: the middle of the encoder, rounded up
-    (``(num_hidden_layers + 1) // 2``: 1 of 2, 2 of 4, 6 of 12).
+    (``(num_hidden_layers + 1) // 2``: 1 of 2, 2 of 4, 6 of 12), as XTREME's retrieval baselines take a middle layer.
 
-    Chosen from the per-layer retrieval accuracy of ``xmodlm evaluate --task retrieval`` (README, *Sentence
-    embeddings and retrieval*, gives the model, the languages and the numbers): the last layer, which the masked-LM
-    head shapes, was the worst there, and a middle one the best, as XTREME found for mBERT and XLM-R (layer 8 and 7
-    of 12)."""
+    The README (*Sentence embeddings and retrieval*) gives the per-layer measurement behind it (model, languages,
+    numbers): at this project's scale the layers before fine-tuning are within noise of each other, and after
+    contrastive fine-tuning of the middle layer that layer is the best. ``--layer`` / ``layer=`` choose another."""
     return (config.num_hidden_layers + 1) // 2
 
 
