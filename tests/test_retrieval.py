@@ -52,7 +52,8 @@ def test_pooling_mean_skips_padding_and_cls_takes_the_first_state():
 def test_layers_resolve_from_either_end_and_default_to_the_middle():
     config = preset("tiny", num_hidden_layers=4)
     assert emb.resolve_layer(None, config) == emb.default_layer(config) == 2
-    assert emb.resolve_layer(-1, config) == 4 and emb.resolve_layer(0, config) == 0 and emb.resolve_layer(-5, config) == 0
+    assert emb.resolve_layer(-1, config) == 4 and emb.resolve_layer(0, config) == 0
+    assert emb.resolve_layer(-5, config) == 0
     assert emb.default_layer(preset("tiny", num_hidden_layers=12)) == 6
     with pytest.raises(ValueError, match="layers 0 \\(embeddings\\) to 4"):
         emb.resolve_layer(5, config)

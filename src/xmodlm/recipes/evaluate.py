@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class EvaluateSettings:
     model: str = setting("", "fine-tuned model directory (from xmodlm finetune) or hub id")
-    task: str | None = setting(None, "nli | ner | pos | qa | mc (default: the task in the model's task.json)")
+    task: str | None = setting(None, "nli | ner | pos | qa | mc | retrieval (default: the task in the model's "
+                                     "task.json)")
     data: list[str] = setting([], "LANG=FILE, e.g. de_DE=dev-de.tsv: LANG picks the module (zero-shot) and "
                                   "names the row")
     out_dir: str = setting("runs/evaluate", "results.json and predictions/<LANG>.* go here (a path ending in .json "

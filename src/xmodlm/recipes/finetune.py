@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class FinetuneSettings(TrainConfig):
     model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
-    task: str = setting("nli", "nli | ner | pos | qa | mc")
+    task: str = setting("nli", "nli | ner | pos | qa | mc | retrieval")
     train: list[str] = setting([], "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA "
                                    "jsonl); retrieval: LANG=FILE, one per language", split=False)
     source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)")

@@ -72,7 +72,8 @@ def load_pairs(files: dict[str, Path], pivot: str, index_range: str | None, limi
         pairs = read_pairs(path, files[pivot])
         if not len(pairs):
             raise ValueError(f"{path} and {files[pivot]} have no translation pair in common")
-        out[lang] = Pairs(*zip(*select(list(zip(pairs.keys, pairs.src, pairs.tgt)), index_range, limit, what)))
+        rows = select(list(zip(pairs.keys, pairs.src, pairs.tgt)), index_range, limit, what)
+        out[lang] = Pairs(*map(list, zip(*rows)))
     return out
 
 
