@@ -7,7 +7,8 @@ F1, POS accuracy, QA exact match / F1 with SQuAD v1.1's normalisation or MLQA's 
 ``results.json`` and one predictions file per language, which ``xmodlm score`` re-scores against the data file.
 
 Every task-specific step is a field of the task's record (xmodlm.tasks.Task); what the finetune recipe shares with
-this one is in xmodlm.tasks.engine.
+this one is in xmodlm.tasks.engine. A task without a head (retrieval) names its own recipe module in its record
+(``Task.recipe``), whose evaluate this recipe calls instead.
 """
 
 from __future__ import annotations

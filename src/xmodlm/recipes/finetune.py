@@ -9,7 +9,8 @@ epoch from the seed. Loss: the task head's. Same training loop as pre-training; 
 Defaults are fairseq's NLI recipe: lr 1e-5, batch 32, 5 epochs, Adam betas (0.9, 0.98), eps 1e-6, weight decay
 0.01, linear warm-up over 6% of the updates. Output (``--out``): the model (config.json with id2label,
 model.safetensors), the tokenizer, and task.json (task, labels, source language, lengths, settings, final metrics)
-that the evaluate recipe reads.
+that the evaluate recipe reads. A task without a head (retrieval) names its own recipe module in its record
+(``Task.recipe``), whose finetune this recipe calls instead.
 """
 
 from __future__ import annotations
