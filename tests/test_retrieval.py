@@ -281,6 +281,32 @@ def test_contrastive_finetune_then_zero_shot_evaluation(world, tmp_path):
         ft.run(ft.FinetuneSettings(model=str(world["model"]), task="retrieval", train=[f"syn00={world['syn00']}"]))
 
 
+def test_contrastive_finetune_resumes_exactly(world, tmp_path, monkeypatch):
+    def run(out):
+        return ft.run(ft.FinetuneSettings(model=str(world["model"]), task="retrieval", out_dir=str(tmp_path / out),
+                                          max_steps=4, batch_size=8, lr=1e-3, save_every=2, device="cpu",
+                                          train=[f"syn01={world['syn01']}", f"syn00={world['syn00']}"],
+                                          precision="fp32", tensorboard=False))
+
+    run("straight")
+    original = Trainer._train_step
+
+    def killed_after_step_2(self):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "_train_step", killed_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed")
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    assert run("resumed")["metrics"]["step"] == 4
+    assert json.loads((tmp_path / "resumed" / "task.json").read_text())["retrieval"]["pivot"] == "syn00"
+    resumed, straight = (dict(XmodForMaskedLM.from_pretrained(tmp_path / d).named_parameters())
+                         for d in ("resumed", "straight"))
+    assert all(torch.equal(p, straight[name]) for name, p in resumed.items())  # weights, optimizer, data order
+
+
 def test_embed_writes_npy_arrays_with_line_ids(world, tmp_path):
     out = tmp_path / "emb"
     assert main(["embed", "--model", str(world["model"]), "--data", f"syn00={world['syn00']}", "--out", str(out),
