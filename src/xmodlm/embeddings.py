@@ -37,8 +37,8 @@ def default_layer(config: XmodConfig) -> int:
     (``(num_hidden_layers + 1) // 2``: 1 of 2, 2 of 4, 6 of 12), as XTREME's retrieval baselines take a middle layer.
 
     The README (*Sentence embeddings and retrieval*) gives the per-layer measurement behind it (model, languages,
-    numbers): at this project's scale the layers before fine-tuning are within noise of each other, and after
-    contrastive fine-tuning of the middle layer that layer is the best. ``--layer`` / ``layer=`` choose another."""
+    numbers): at this project's scale no layer stood out, before contrastive fine-tuning or after it (at layer 1,
+    2 or 4 of 4), so the middle one stands. ``--layer`` / ``layer=`` choose another."""
     return (config.num_hidden_layers + 1) // 2
 
 
