@@ -30,7 +30,7 @@ FT_CONFIGS=${FT_CONFIGS:-"3e-4:10 1e-3:30"}
 for cfg in $FT_CONFIGS; do
   lr=${cfg%%:*}; ep=${cfg##*:}; tag=lr$lr-ep$ep
   FT="--task nli --train $DATA/xnli/dev-en.tsv --train-range 0:1500 --source-lang en_XX --epochs $ep --batch-size 32 \
-    --lr $lr --warmup-ratio 0.06 --precision fp32 --seed 0 --log-every 10 --device cpu --no-tensorboard"
+    --valid $DATA/xnli/dev-en.tsv --valid-range 1500:2490 --eval-every 100 --lr $lr --warmup-ratio 0.06 --precision fp32 --seed 0 --log-every 10 --device cpu --no-tensorboard"
   for m in xmod shared; do
     done_ "$OUT/ft-$m-$tag/task.json" || T finetune-$m-$tag xmodlm finetune --model "$OUT/$m" $FT --out "$OUT/ft-$m-$tag"
     done_ "$OUT/eval-$m-$tag/results.json" || T evaluate-$m-$tag xmodlm evaluate --model "$OUT/ft-$m-$tag" --task nli \

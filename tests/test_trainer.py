@@ -462,3 +462,25 @@ if __name__ == "__main__":
         xmod.save_model(out / "xmod_saved")  # the model stays sharded after fit(); this writes it whole
         dist.barrier()  # both ranks done before teardown: a rank aborted at exit once in seven runs without it
         dist.destroy_process_group()
+
+
+def test_resuming_with_other_trainable_parameters_names_them_and_suggests_a_new_out(tmp_path):
+    make_trainer(tmp_path, steps=1).fit()
+    names = [n for n, _ in ToyMLM(0.1).named_parameters()]
+    with pytest.raises(ValueError, match=r"1 trained there that do not now \(e\.g\. .+\).*Use a new --out") as e:
+        make_trainer(tmp_path, steps=2, trainable=lambda name: name != names[0])
+    assert names[0] in str(e.value)
+
+
+def test_precision_is_resolved_once_and_recorded_with_the_machine(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="xmodlm"):
+        trainer = make_trainer(tmp_path, steps=1, precision="auto")
+    assert trainer.precision in ("fp32", "bf16")
+    assert any(r.getMessage().startswith("precision: ") and "--precision auto" in r.getMessage()
+               for r in caplog.records)
+    trainer.fit()
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    assert state["precision"] == trainer.precision and state["config"]["precision"] == "auto"
+    assert state["machine"]["cores"] >= 1 and state["machine"]["torch"] == torch.__version__

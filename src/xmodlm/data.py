@@ -452,6 +452,9 @@ class MLMBatches:
     skip_lines: the last `skip_lines` lines of every corpus are not used (the validation tail; see
         validation_batches). n_l counts the remaining lines.
     line_counts: code -> total line count, to spare the counting pass (needed for endless callables).
+    count_tokens: keep `token_counts`, how often each id occurred in the global batches drawn so far (before masking;
+        <s> and </s> included): the per-row counts a checkpoint records (xmodlm.vocab). They are part of the state,
+        so a resumed run ends with the counts of an uninterrupted one.
     chunk_lines: lines encoded per call of the tokenizer; epoch_cache_tokens: a language whose training lines hold at
         most this many tokens is encoded once and replayed from memory (int32) in later epochs.
 
@@ -468,7 +471,7 @@ class MLMBatches:
                  seq_len: int, batch_size: int, *, alpha: float = 0.3, seed: int = 0, mode: str = "per_language",
                  mask_prob: float = 0.15, rank: int = 0, world_size: int = 1, skip_lines: int = 0,
                  line_counts: Mapping[str, int] | None = None, chunk_lines: int = 1024,
-                 epoch_cache_tokens: int = 1 << 22, report: CorpusReport | None = None):
+                 epoch_cache_tokens: int = 1 << 22, report: CorpusReport | None = None, count_tokens: bool = False):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         if seq_len < 3:
@@ -490,6 +493,7 @@ class MLMBatches:
         self.streams = [_TokenStream(src, n, tokenizer, self.special["</s>"], chunk_lines, epoch_cache_tokens,
                                      self.report) for src, n in zip(sources, self.line_counts)]
         self.step = 0
+        self.token_counts = np.zeros(self.vocab_size, dtype=np.int64) if count_tokens else None
 
     def __iter__(self) -> MLMBatches:
         return self
@@ -505,6 +509,8 @@ class MLMBatches:
             body = np.stack([self.streams[lang].take(T - 2) for lang in langs])
         ids = np.empty((B, T), dtype=np.int64)
         ids[:, 0], ids[:, 1:-1], ids[:, -1] = self.special["<s>"], body, self.special["</s>"]
+        if self.token_counts is not None:
+            self.token_counts += np.bincount(ids.ravel(), minlength=self.vocab_size)[: self.vocab_size]
         ids = torch.from_numpy(ids)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         inputs, labels = mask_tokens(ids, _special_mask(ids, self.special), self.special["<mask>"], self.vocab_size,
@@ -520,9 +526,13 @@ class MLMBatches:
                 "line_counts": self.line_counts}
 
     def state_dict(self) -> dict:
-        """Plain, JSON-able: batches produced, per-language read positions, and the settings they depend on."""
-        return {"version": 1, "step": self.step, **self._fingerprint(),
-                "streams": {code: s.state_dict() for code, s in zip(self.languages, self.streams)}}
+        """Plain, JSON-able: batches produced, per-language read positions, and the settings they depend on (with
+        count_tokens also "token_counts", an int64 tensor)."""
+        state = {"version": 1, "step": self.step, **self._fingerprint(),
+                 "streams": {code: s.state_dict() for code, s in zip(self.languages, self.streams)}}
+        if self.token_counts is not None:
+            state["token_counts"] = torch.from_numpy(self.token_counts.copy())
+        return state
 
     def load_state_dict(self, state: Mapping) -> None:
         if state.get("version") != 1:
@@ -534,6 +544,14 @@ class MLMBatches:
         for code, stream in zip(self.languages, self.streams):
             stream.load_state_dict(state["streams"][code])
         self.step = int(state["step"])
+        if self.token_counts is not None:
+            counts = state.get("token_counts")
+            if counts is None or len(counts) != self.vocab_size:
+                log.warning("MLMBatches state holds no token counts for this vocabulary: counting restarts at "
+                            "batch %d, so the counts will miss the batches before it", self.step)
+                self.token_counts[:] = 0
+            else:
+                self.token_counts[:] = np.asarray(counts, dtype=np.int64)
 
     def epochs(self) -> dict[str, float]:
         """Epochs read per language (completed + fraction), for logging."""

@@ -269,6 +269,7 @@ def remove_language(model: XmodPreTrainedModel, code: str) -> dict[int, int]:
     for table in model.module_tables():
         del table[code]
     config.languages.remove(code)
+    config.extra.get("language_vocab_sizes", {}).pop(code, None)
     if config.default_language == code:
         config.default_language = None
         logger.warning("removed the default language %r; config.default_language is now unset", code)
@@ -291,6 +292,9 @@ def rename_language(model: XmodPreTrainedModel, old: str, new: str) -> int:
     model.config.languages[lang_id] = new
     if model.config.default_language == old:
         model.config.default_language = new
+    sizes = model.config.extra.get("language_vocab_sizes")
+    if sizes and old in sizes:  # its masked-LM vocabulary limit (xmodlm.vocab) follows the code
+        sizes[new] = sizes.pop(old)
     return lang_id
 
 

@@ -43,6 +43,7 @@ from .config import XmodConfig
 from .kernels import Dropout, activation, drop_inference_cache, run_language_modules
 from .kernels.attention import attention
 from .kernels.linear import linear
+from .kernels.loss import limited_cross_entropy, mask_beyond
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +325,7 @@ class SequenceClassifierOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-TokenClassifierOutput = SequenceClassifierOutput
-MultipleChoiceModelOutput = SequenceClassifierOutput
+TokenClassifierOutput = MultipleChoiceModelOutput = SequenceClassifierOutput
 
 
 @dataclass
@@ -445,12 +445,8 @@ class XmodPreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **config_overrides):
-        """Load a checkpoint directory written by xmodlm or transformers (or a hub id).
-
-        Task-head weights absent from the checkpoint (e.g. a classifier on top of a
-        pre-trained MLM) are freshly initialised and logged; a missing encoder weight, a
-        shape mismatch or an unreadable file is an error naming the file and the tensor.
-        """
+        """A checkpoint directory written by xmodlm or transformers (or a hub id); a task head the checkpoint
+        lacks starts fresh (logged); a missing encoder tensor or a bad file is an error naming it."""
         return weights.from_pretrained(cls, name_or_path, **config_overrides)
 
     def load_checkpoint_weights(self, directory: str | os.PathLike) -> None:
@@ -541,20 +537,33 @@ class XmodForMaskedLM(XmodPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, lang_ids: LangIds = None, labels=None,
                 token_type_ids=None, position_ids=None, output_hidden_states=False,
                 all_logits: bool = False) -> MaskedLMOutput:
-        """With ``labels`` (-100 = not scored), logits are computed at the scored positions only,
-        shape (N, V) in row-major order, unless ``all_logits`` asks for (B, T, V)."""
+        """With ``labels`` (-100 = not scored), logits at the scored positions only, (N, V) in row-major order,
+        unless ``all_logits`` asks for (B, T, V). ``config.extra["language_vocab_sizes"]`` ({code: n}) limits a
+        language's softmax to the rows that existed before later languages added theirs (logit -inf beyond),
+        so its masked-LM scores stay exact after an addition (transformers does not read it)."""
         out = self.roberta(input_ids, attention_mask, lang_ids, token_type_ids, position_ids, output_hidden_states)
         h = out.last_hidden_state
+        limits = self._vocab_limits(lang_ids, input_ids.shape[0], h.device)  # (B,) or None
         if labels is None:
-            return MaskedLMOutput(None, self.lm_head(h), out.hidden_states)
+            return MaskedLMOutput(None, mask_beyond(self.lm_head(h), limits), out.hidden_states)
         scored = labels.ne(-100)
         if all_logits:
             logits = self.lm_head(h)
             selected = logits[scored]
         else:
             logits = selected = self.lm_head(h[scored])  # (N, V): the vocabulary projection dominates
-        loss = F.cross_entropy(selected.float(), labels[scored]) if selected.shape[0] else selected.sum() * 0.0
-        return MaskedLMOutput(loss, logits, out.hidden_states)
+        at_scored = None if limits is None else limits[:, None].expand_as(labels)[scored]
+        loss = limited_cross_entropy(selected, labels[scored], at_scored)
+        return MaskedLMOutput(loss, mask_beyond(logits, limits if all_logits else at_scored), out.hidden_states)
+
+    def _vocab_limits(self, lang_ids: LangIds, batch_size: int, device) -> torch.Tensor | None:
+        """Each example's vocabulary limit, or None where every example scores every row."""
+        sizes, vocab = self.config.extra.get("language_vocab_sizes"), self.config.vocab_size
+        if not sizes:
+            return None
+        codes = [self.config.languages[i] for i in resolve_lang_ids(lang_ids, self.config, batch_size)]
+        limits = [min(int(sizes.get(code, vocab)), vocab) for code in codes]
+        return None if all(n == vocab for n in limits) else torch.tensor(limits, device=device)
 
 
 class XmodClassificationHead(nn.Module):
@@ -571,14 +580,8 @@ class XmodClassificationHead(nn.Module):
 
 
 def classification_loss(config: XmodConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    problem = config.problem_type
-    if problem is None:
-        if config.num_labels == 1:
-            problem = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            problem = "single_label_classification"
-        else:
-            problem = "multi_label_classification"
+    problem = config.problem_type or ("regression" if config.num_labels == 1 else "single_label_classification"
+                                      if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
     if problem == "regression":
         return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1)) if config.num_labels == 1 \
             else F.mse_loss(logits.float(), labels.float())

@@ -18,12 +18,13 @@ T = TypeVar("T")
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", flags: tuple[str, ...] = (), split: bool = True,
-            **kw: Any) -> Any:
+            required: bool = False, **kw: Any) -> Any:
     """A dataclass field with a help text for ``--help`` and optional extra flag names.
 
     List fields take repeated flags; ``split=False`` stops commas from separating items (free text).
+    ``required``: the run needs a value (from a flag or the YAML file); ``--help`` lists it first, marked.
     """
-    metadata = {"help": help, "flags": tuple(flags), "split": split}
+    metadata = {"help": help, "flags": tuple(flags), "split": split, "required": required}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
@@ -110,9 +111,46 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+# --help sections, in this order; a field goes to the first whose names hold it (required fields go first).
+HELP_GROUPS = {
+    "required": (),
+    "data": ("data", "hf_dataset", "hf_lines", "languages", "lang", "source_lang", "task", "train", "valid",
+             "tokenizer", "vocab_size", "seq_len", "batch_size", "alpha", "mixed_batches", "valid_lines",
+             "valid_batches", "valid_range", "train_range", "train_limit", "eval_range", "eval_limit", "max_length",
+             "stride", "text", "predictions", "normalization", "qa_normalization"),
+    "model": ("model", "preset", "hidden_size", "num_hidden_layers", "adapter_reduction_factor", "dropout", "shared",
+              "init_from", "full_finetune", "fallback"),
+    "optimisation": ("max_steps", "epochs", "lr", "weight_decay", "betas", "eps", "warmup_steps", "warmup_ratio",
+                     "grad_accum", "max_grad_norm", "seed"),
+    "output": ("out_dir", "out", "json", "log_every", "eval_every", "save_every", "tensorboard"),
+    "machine": ("device", "precision", "threads", "strategy", "find_unused_parameters"),
+    "other": (),
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per field (``max_steps`` -> ``--max-steps``); defaults stay in the dataclass."""
-    for f in dataclasses.fields(cls):
+    """One ``--flag`` per field (``max_steps`` -> ``--max-steps``); defaults stay in the dataclass.
+
+    Flags are listed in sections (``HELP_GROUPS``: required first, then data, model, optimisation, output, machine);
+    each shows its default once (none when it is empty or the help text explains it). ``parser.setting_groups``
+    holds the sections, for flags added afterwards."""
+    groups = {name: parser.add_argument_group(f"{name} settings" if name != "required" else "required")
+              for name in HELP_GROUPS}
+    parser.setting_groups = groups
+    group_of = {field: name for name, fields in reversed(HELP_GROUPS.items()) for field in fields}
+    order = list(HELP_GROUPS)
+
+    def section(f: dataclasses.Field) -> str:
+        return "required" if f.metadata.get("required", False) else group_of.get(f.name, "other")
+
+    # the usage line in the sections' order too: required flags first, not after the generic training ones
+    for f in sorted(dataclasses.fields(cls), key=lambda f: order.index(section(f))):
         if not f.init:
             continue
         help_ = f.metadata.get("help", "")
@@ -121,23 +159,30 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[
         if f.name in positional:
             parser.add_argument(f.name, help=help_)
             continue
+        required = f.metadata.get("required", False)
+        group = groups[section(f)]
+        if required:
+            note = " (required)"
+        elif default in (None, "", [], ()) or "default" in help_.lower():
+            note = ""  # nothing to show, or the help text says it
+        else:
+            note = f" (default: {_shown(default)})"
         base, _ = _unwrap_optional(_field_types(cls)[f.name])
         flags = [*f.metadata.get("flags", ()), "--" + f.name.replace("_", "-")]
         if base is bool:
-            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"{help_} (default: {default})")
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=f"{help_}{note}")
         elif typing.get_origin(base) in (list, tuple):
             # Repeatable, and (unless the field says split=False) comma-separated too.
             sep = "repeatable" if f.metadata.get("split") is False else "comma-separated or repeated"
-            parser.add_argument(*flags, dest=f.name, action="append", default=argparse.SUPPRESS,
-                                metavar=f.name.upper(), help=f"{help_}; {sep} (default: {default})")
+            group.add_argument(*flags, dest=f.name, action="append", default=argparse.SUPPRESS,
+                               metavar=f.name.upper(), help=f"{help_}; {sep}{note}")
         else:
-            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-            parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                help=f"{help_} (default: {shown})")
+            group.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                               help=f"{help_}{note}")
     if "config" not in {f.name for f in dataclasses.fields(cls)}:
-        parser.add_argument("--config", default=None, metavar="YAML",
-                            help="YAML file of settings; flags on the command line override it")
+        groups["other"].add_argument("--config", default=None, metavar="YAML",
+                                     help="YAML file of settings; flags on the command line override it")
 
 
 def from_args(cls: type[T], args: argparse.Namespace) -> T:

@@ -176,6 +176,8 @@ def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike
         lines = [line.translate(table) for line in lines]
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size - 1, special_tokens=list(SPECIAL_TOKENS),
                                       unk_token=UNK, show_progress=progress, max_piece_length=16)
+    if progress:  # the trainer's own progress shows only on a terminal; this line says what the wait is
+        log.info("training the %d-piece unigram model on %s sampled lines", vocab_size, f"{len(lines):,}")
     tok.train_from_iterator(lines, trainer, length=len(lines))
     tok = _finish(_sorted_pieces(tok))
     if tok.get_vocab_size() != vocab_size:

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .files import atomic_write, atomic_write_text, fsync_dir, fsync_file
+from .runtime import machine_info
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,18 @@ def _cpu_bf16_is_fast() -> bool:
     # autocast took 73 s, fp32 43 s, so AVX512-BF16 alone does not qualify. AMX tiles are what oneDNN's fast bf16
     # matmuls need (not measured here). The probe is a private torch API, hence getattr: without it, auto means fp32.
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def describe_precision(precision: str, device: torch.device, dtype: torch.dtype | None) -> str:
+    """One line on what ``precision`` became on ``device`` and why (printed at start)."""
+    name = "bf16 autocast" if dtype is not None else "fp32"
+    if precision != "auto":
+        return f"{name} (--precision {precision})"
+    if device.type == "cuda":
+        why = "this GPU supports bf16" if dtype is not None else "this GPU lacks bf16"
+    else:
+        why = "this CPU has AMX" if dtype is not None else "this CPU has no AMX, where bf16 is slower than fp32"
+    return f"{name} (--precision auto: {why}; --precision fp32|bf16 to choose)"
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -260,12 +273,23 @@ def find_checkpoint(out_dir: str | Path) -> Path | None:
     return None
 
 
+def bar_scores(scores: dict[str, float]) -> dict[str, str]:
+    """Evaluation scores for the progress bar: all of a few ("eval/accuracy"), else only their means."""
+    shown = {k.split("/", 1)[-1]: v for k, v in scores.items()}
+    if len(shown) > 3:
+        shown = {k: v for k, v in shown.items() if k.endswith("mean")} or dict(list(shown.items())[:3])
+    return {k: f"{v:.4g}" for k, v in shown.items()}
+
+
 class Trainer:
     """Trains `model` (called as `model(**batch).loss`) on batches from `train_data` for `config.max_steps` updates.
 
     trainable: name -> bool selects the parameters that train; the rest get requires_grad=False and stay out of the
         optimizer (language addition: only the new modules; fine-tuning: all but embeddings and language modules).
         None keeps the model's own requires_grad flags.
+    no_decay: name -> bool selects trainable parameters that go in the optimizer group without weight decay, besides
+        every 1-D one (language addition: the embedding matrix, of which only some rows train; weight decay would
+        shrink the frozen rows too).
     evaluate: model -> {name: float}, run every eval_every steps and at the end on every process (it may shard its
         data with dist_info(); rank 0's numbers are logged, as "eval/<name>"; under fsdp every process must make the
         same number of forward calls, each all-gathers). It runs under no_grad with the global RNG
@@ -278,7 +302,7 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Iterable[dict],
                  evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-                 trainable: Callable[[str], bool] | None = None):
+                 trainable: Callable[[str], bool] | None = None, no_decay: Callable[[str], bool] | None = None):
         self.config, self.train_data, self.evaluate = config, train_data, evaluate
         self.rank, self.world_size, local_rank = dist_info()
         self.is_main = self.rank == 0
@@ -293,7 +317,10 @@ class Trainer:
         self._owns_process_group = self.world_size > 1 and not dist.is_initialized()
         if self._owns_process_group:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.amp_dtype = resolve_precision(config.precision, self.device)
+        self.amp_dtype = resolve_precision(config.precision, self.device)  # resolved once, recorded in checkpoints
+        self.precision = "bf16" if self.amp_dtype is not None else "fp32"
+        if self.is_main:
+            logger.info("precision: %s", describe_precision(config.precision, self.device, self.amp_dtype))
         seed_everything(config.seed + self.rank)
 
         self.model = model.to(self.device)
@@ -305,6 +332,9 @@ class Trainer:
             raise ValueError(f"no trainable parameters among the model's {len(list(model.parameters()))}; "
                              "check the `trainable` predicate against model.named_parameters() names")
         self.trainable_names = [n for n, _ in named]
+        if self.is_main:
+            n_train, n_all = sum(p.numel() for _, p in named), sum(p.numel() for p in self.model.parameters())
+            logger.info("%s of %s parameters train (%d tensors)", f"{n_train:,}", f"{n_all:,}", len(named))
         self.fsdp = config.strategy == "fsdp" and self.world_size > 1
         self._used = None  # fsdp: which trainable parameters' modules ran in this step, on this process
         if self.fsdp:
@@ -312,8 +342,9 @@ class Trainer:
             named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             assert [n for n, _ in named] == self.trainable_names, "fully_shard renamed parameters"
         self.params = [p for _, p in named]
-        groups = [{"params": [p for p in self.params if p.ndim >= 2]},
-                  {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}]
+        exempt = {id(p) for n, p in named if p.ndim < 2 or (no_decay is not None and no_decay(n))}
+        groups = [{"params": [p for p in self.params if id(p) not in exempt]},
+                  {"params": [p for p in self.params if id(p) in exempt], "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
                                            weight_decay=config.weight_decay, fused=True)
         warmup, total = config.warmup, config.max_steps
@@ -479,7 +510,8 @@ class Trainer:
             del weights, optim
             state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
                      "world_size": self.world_size, "trainable": self.trainable_names,
-                     "config": dataclasses.asdict(self.config)}
+                     "config": dataclasses.asdict(self.config), "precision": self.precision,
+                     "machine": {**machine_info(), "device": str(self.device)}}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
             # Written in place, not each atomically: the directory is what replaces the old checkpoint.
             for f in tmp.iterdir():
@@ -506,8 +538,15 @@ class Trainer:
                            "fresh seed; training continues, but not bit-identically", path, state["world_size"],
                            self.world_size)
         if state["trainable"] != self.trainable_names:
-            raise ValueError(f"{path} trained {len(state['trainable'])} parameters, this run selects "
-                             f"{len(self.trainable_names)}; the optimizer state only fits the same `trainable` set")
+            before, now = set(state["trainable"]), set(self.trainable_names)
+            gone, new = sorted(before - now), sorted(now - before)
+            change = "; ".join(part for part in (
+                f"{len(new)} train now that did not there (e.g. {', '.join(new[:3])})" if new else "",
+                f"{len(gone)} trained there that do not now (e.g. {', '.join(gone[:3])})" if gone else "",
+            ) if part) or "the same parameters in another order"
+            raise ValueError(f"{self.out_dir} holds a run that trained other parameters ({change}): the model or "
+                             "what trains changed since. Use a new --out for this run, or the earlier settings to "
+                             "resume that one")
         now = json.loads(json.dumps(dataclasses.asdict(self.config)))  # tuples -> lists, as in the file
         changed = {k: (v, now[k]) for k, v in state["config"].items() if k != "out_dir" and now.get(k) != v}
         if changed:
@@ -635,6 +674,7 @@ class Trainer:
         window = torch.zeros(3, device=self.device)  # loss share sum, tokens, grad norm sum
         window_steps, window_start = 0, time.perf_counter()
         record: dict[str, float] = {"step": self.step}
+        postfix: dict[str, str] = {}  # the progress bar's last loss, throughput and evaluation scores
         try:
             while self.step < cfg.max_steps:
                 lr = self.scheduler.get_last_lr()[0]
@@ -655,12 +695,16 @@ class Trainer:
                                                  "or try precision='fp32'")
                     record.update(loss=loss, lr=lr, tokens_per_s=tok / seconds, grad_norm=norm_sum / window_steps,
                                   elapsed=self._elapsed())
-                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok / seconds:,.0f}")
+                    postfix.update(loss=f"{loss:.4f}", tok_s=f"{tok / seconds:,.0f}")
+                    bar.set_postfix(postfix)
                     window.zero_()
                     window_steps, window_start = 0, time.perf_counter()
                 paused = time.perf_counter()  # evaluation and saving do not count against throughput
                 if self.evaluate is not None and ((cfg.eval_every and self.step % cfg.eval_every == 0) or done):
-                    record.update(self._run_evaluate())
+                    scores = self._run_evaluate()
+                    record.update(scores)
+                    postfix.update(bar_scores(scores))
+                    bar.set_postfix(postfix)
                 if len(record) > 1 and self.is_main:
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()

@@ -63,13 +63,38 @@ def test_writes_results_report_and_valid_pngs(demo):
         assert (out / name).is_file(), name
 
     text = (out / "report.md").read_text()
-    assert "| language" in text and "ppl X-Mod" in text and "NER F1 X-Mod" in text
+    assert "| language" in text and "ppl X-Mod" in text and "NER F1 X-Mod" in text and "NER F1 shared" in text
+    assert results["precision"] in ("fp32", "bf16") and {"cpu", "cores", "torch"} <= set(results["machine"])
+    assert f"training precision: {results['precision']}" in text and f"torch {torch.__version__}" in text
     assert "bit-identical" in text and "--quick run" in text
     for code in results["languages"]:
         assert f"| {code}" in text
     for name in PLOTS:
         assert f"({name})" in text  # embedded in the report
         assert (out / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_perplexity_plot_leaves_out_the_shared_bar_of_the_added_language(demo):
+    from xmodlm.recipes.demo import perplexity_bars
+
+    out, _ = demo
+    results = json.loads((out / "results.json").read_text())
+    codes, heldout = list(results["languages"]), results["heldout"]
+    categories, series = perplexity_bars(results, codes)
+    shared = series["shared"]
+    assert shared[codes.index(heldout)] is None and None not in shared[:codes.index(heldout)]
+    assert "never trained on it" in categories[codes.index(heldout)]
+
+
+def test_projection_of_the_total_after_pretraining():
+    from xmodlm.recipes.demo import FULL, QUICK, Stages, expected_duration
+
+    assert expected_duration(FULL).startswith("expect 5-9 minutes") and expected_duration(QUICK) is None
+
+    stages = Stages.__new__(Stages)
+    stages.started, stages.timings = time.perf_counter(), {"pretrain-xmod": 100.0}
+    assert stages.projection() == "1 min 43 s"
+    assert FULL.steps == 3000  # the figures the estimate quotes were measured at this scale
 
 
 def test_pretraining_lowers_perplexity_even_in_a_few_steps(demo):

@@ -186,6 +186,11 @@ def test_evaluate_zero_shot_writes_results_table_and_predictions(world, nli_mode
         scored = ev.score(ev.ScoreSettings(task="nli", data=str(world[f"nli-{lang}"]),
                                            predictions=rows[lang]["predictions"]))
         assert scored["accuracy"] == rows[lang]["accuracy"]
+        assert capsys.readouterr().out.startswith(f"accuracy {scored['accuracy']:.2f}  (48 examples")
+    # predictions of part of a file: the error points at --eval-range / --eval-limit
+    with pytest.raises(ValueError, match="48 predictions for 20 reference examples.*--eval-range START:END.*this run: --eval-limit 20"):
+        ev.score(ev.ScoreSettings(task="nli", data=str(world["nli-syn00"]), predictions=rows["syn00"]["predictions"],
+                                  eval_limit=20))
 
 
 def test_unknown_target_language_errors_and_fallbacks(world, nli_model, tmp_path):
@@ -260,7 +265,8 @@ def test_qa_end_to_end_and_score_equals_evaluate_and_the_official_script(world, 
         predictions = json.loads(Path(row["predictions"]).read_text())
         assert len(predictions) == 24 and all(isinstance(v, str) for v in predictions.values())
         capsys.readouterr()
-        scored = ev.score(ev.ScoreSettings(task="qa", data=str(world[f"qa-{lang}"]), predictions=row["predictions"]))
+        scored = ev.score(ev.ScoreSettings(task="qa", data=str(world[f"qa-{lang}"]), predictions=row["predictions"],
+                                           json=True))
         assert json.loads(capsys.readouterr().out) == scored
         assert scored == {"exact_match": row["exact_match"], "f1": row["f1"]}
         official = official_squad_v11(json.loads(world[f"qa-{lang}"].read_text())["data"], predictions)
@@ -373,6 +379,9 @@ def test_xnli_dev_split_by_pair_index(real, tmp_path):
     scored = ev.score(ev.ScoreSettings(task="nli", data=str(data["de_DE"]), eval_range="30:60",
                                        predictions=results["languages"]["de_DE"]["predictions"]))
     assert scored["accuracy"] == results["languages"]["de_DE"]["accuracy"]
+    with pytest.raises(ValueError, match="evaluate ran with --eval-range 30:60"):
+        ev.score(ev.ScoreSettings(task="nli", data=str(data["de_DE"]),
+                                  predictions=results["languages"]["de_DE"]["predictions"]))
 
 
 def test_real_ner_and_xquad_slices(real, tmp_path):

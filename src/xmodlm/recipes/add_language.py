@@ -1,22 +1,42 @@
 """Add-a-language recipe: new modules in every layer, trained with masked LM on the new language.
 
-What trains: only the new language's modules. Everything else (embeddings, attention,
-feed-forward, every LayerNorm, the other languages' modules, the LM head) is frozen, so
-every language the model already had keeps bit-identical outputs. Data: one file (or a
-directory's ``<code>.txt``) in the new language. Loss: masked LM. Same training loop as
-pre-training.
+What trains: the new language's modules and, where the vocabulary is extended, the new vocabulary rows (embedding,
+tied decoder and LM bias), plus the rows that training never saw and the new language's text uses. Everything else
+(the other rows, attention, feed-forward, every LayerNorm, the other languages' modules, the rest of the LM head) is
+frozen: only the chosen rows of the embedding matrix get a gradient (``vocab.train_rows_only``), and the matrix is
+in the optimizer group without weight decay, so the other rows stay bit-identical.
+
+What stays bit-identical for the languages the model already had: their encoder outputs and their masked-LM scores
+on every text the old tokenizer encodes without ``<unk>`` and without a never-seen piece that this addition trains,
+because extension leaves the tokenisation of such text unchanged (see ``xmodlm.vocab``) and the rows appended belong
+to the new language: ``config.extra["language_vocab_sizes"]`` keeps each old language's softmax to the old rows
+(``XmodForMaskedLM`` gives the later rows logit -inf for it). What moves: the never-seen rows this addition trains
+(``unseen_rows_trained`` in results.json; rows no old language produced in training), in every language's
+softmax and as inputs; and in transformers' XmodForMaskedLM, which does not read the limit, an old language's
+softmax also spans the new rows (its logits for the old rows are the same; see the README for the measured change).
+
+Vocabulary extension (``--extend-vocab``): automatic by default, on where the new language's text holds characters
+that no piece of the vocabulary has (see ``xmodlm.vocab``); the extended tokenizer is saved with the checkpoint.
+Never-seen rows: read from the checkpoint's ``vocab_counts.json`` (written by pre-training and by this recipe). A
+checkpoint without counts (facebook/xmod-base, any transformers checkpoint): only the new rows train, since nothing
+says which old rows are unused and training a used one would change an old language's outputs.
+
+Data: one file in the new language. Loss: masked LM. Same training loop as pre-training.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
+from .. import vocab as vocab_mod
 from ..files import atomic_write_text
 from ..model import XmodForMaskedLM, module_language
 from ..settings import setting
@@ -26,9 +46,10 @@ from .pretrain import format_perplexities, perplexity_evaluator, train_config
 
 @dataclass
 class AddLanguageSettings(TrainConfig):
-    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
-    lang: str = setting("", "code of the new language, e.g. sw_KE")
-    data: str = setting("", "text in the new language: a file, one sentence a line (.txt or .txt.gz)")
+    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)", required=True)
+    lang: str = setting("", "code of the new language, e.g. sw_KE", required=True)
+    data: str = setting("", "text in the new language, one sentence a line: a file (.txt or .txt.gz), or a directory "
+                            "holding <lang>.txt[.gz]", required=True)
     out_dir: str = setting("runs/add-language", "output checkpoint directory", flags=("--out",))
     init_from: list[str] = setting([], "initialise from these languages' modules (one: copy; several: average)")
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
@@ -40,6 +61,17 @@ class AddLanguageSettings(TrainConfig):
     lr: float = setting(1e-3, "peak learning rate (only the new modules train)")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of max_steps")
     save_every: int = setting(250, "checkpoint every N steps")
+    extend_vocab: int = setting(-1, "vocabulary extension: train N pieces on the new language and append those "
+                                    "holding a character the vocabulary lacks (0: off; -1: automatic, on where the "
+                                    "text has such characters, N = the vocabulary size / the number of languages)")
+    embed_init: str = setting("overlap", "initialisation of new vocabulary rows: mean (drawn from the mean and "
+                                         "covariance of the existing rows) | script (the same, per script) | "
+                                         "overlap (mean of the rows of the old tokenizer's pieces of each new piece)")
+    train_unseen_rows: bool = setting(True, "also train the rows that pre-training never saw and the new "
+                                            "language uses (needs the checkpoint's vocab_counts.json)")
+
+
+log = logging.getLogger(__name__)
 
 
 class ConstantLanguage:
@@ -68,37 +100,150 @@ def new_module_filter(code: str):
     return lambda name: module_language(name) == code
 
 
+def rows_and_modules(code: str):
+    """Parameter names that train when adding ``code`` with vocabulary rows: its modules, the embedding matrix and
+    the LM bias (of those two, only the chosen rows get a gradient)."""
+    modules = new_module_filter(code)
+    return lambda name: modules(name) or name in (vocab_mod.EMBEDDING, vocab_mod.LM_BIAS)
+
+
+def prepare_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, lines: list[str], out: Path,
+                       resumed: bool) -> tuple[object, dict, np.ndarray | None, np.ndarray | None]:
+    """Extend the tokenizer and the model's rows for the new language (or not), and choose the rows that train.
+
+    Returns (tokenizer, vocabulary summary, bool mask of the rows that train or None, the checkpoint's counts
+    extended to the new size or None)."""
+    old_size = model.config.vocab_size
+    if tok.get_vocab_size() != old_size:
+        raise ValueError(f"the tokenizer has {tok.get_vocab_size()} ids, the model {old_size} rows: they must match")
+    found = vocab_mod.read_counts(s.model, old_size)
+    counts = found[0] if found else None
+    budget = s.extend_vocab
+    if budget < 0:
+        budget = vocab_mod.default_budget(old_size, len(model.config.languages))
+    saved = out / "tokenizer.json"
+    if resumed and saved.is_file():  # the extension this run started with (it is deterministic, but cheap to keep)
+        new_tok = tok_mod.load_tokenizer(out)
+        spec = json.loads(new_tok.to_str())["model"]["vocab"]
+        pieces = [piece for piece, _ in spec[old_size:]]
+        new_chars = vocab_mod.new_characters(tok, lines)
+    else:
+        ext = vocab_mod.extend_tokenizer(tok, lines, budget, seed=s.seed)
+        new_tok, pieces, new_chars = ext.tokenizer, ext.pieces, ext.new_chars
+    reference = np.ones(old_size, dtype=bool) if counts is None else counts > 0
+    special = [tok.token_to_id(t) for t in (*tok_mod.SPECIAL_TOKENS, tok_mod.MASK)]
+    reference[special] = False
+    if pieces:
+        emb = model.roberta.embeddings.word_embeddings.weight
+        rows, bias = vocab_mod.init_new_rows(s.embed_init, emb, model.lm_head.bias, tok, pieces, reference,
+                                             seed=s.seed)
+        vocab_mod.resize_vocabulary(model, rows, bias)
+    new_size = model.config.vocab_size
+    trained = np.zeros(new_size, dtype=bool)
+    trained[old_size:] = True
+    unseen = 0
+    if counts is not None and s.train_unseen_rows:
+        used = vocab_mod.count_ids(new_tok, lines, new_size)[:old_size] > 0
+        never = (counts == 0) & used
+        never[special] = False
+        trained[:old_size] = never
+        unseen = int(never.sum())
+    elif counts is None and s.train_unseen_rows:
+        log.info("%s has no %s: only new rows train (which old rows are unused is unknown)", s.model,
+                 vocab_mod.COUNTS_NAME)
+    unk_before = vocab_mod.unk_rate(tok, lines)
+    unk_after = vocab_mod.unk_rate(new_tok, lines) if pieces else unk_before
+    summary = {"old_vocab_size": old_size, "vocab_size": new_size, "added_pieces": len(pieces),
+               "new_characters": len(new_chars), "unseen_rows_trained": unseen,
+               "embed_init": s.embed_init if pieces else None, "vocab_counts": counts is not None,
+               "unk_rate_before": unk_before[0] / max(unk_before[1], 1),
+               "unk_rate_after": unk_after[0] / max(unk_after[1], 1)}
+    extended = None if counts is None else np.concatenate([counts, np.zeros(new_size - old_size, np.int64)])
+    return new_tok, summary, (trained if trained.any() else None), extended
+
+
+def describe_vocabulary(v: dict) -> str:
+    if not v["added_pieces"] and not v["unseen_rows_trained"]:
+        why = "no new characters" if not v["new_characters"] else "extension off"
+        return f"vocabulary: unchanged ({why}; {v['old_vocab_size']} ids)"
+    init = f", initialised by {v['embed_init']}" if v["added_pieces"] else ""
+    counts = "" if v["vocab_counts"] else " (no vocab_counts.json: only new rows train)"
+    return (f"vocabulary: {v['added_pieces']} pieces added for {v['new_characters']} new characters "
+            f"({v['old_vocab_size']} -> {v['vocab_size']} ids){init}; {v['unseen_rows_trained']} never-seen rows "
+            f"train too{counts}; <unk> in the training text {v['unk_rate_before']:.2%} -> {v['unk_rate_after']:.2%}")
+
+
+def corpus_file(path: Path, lang: str) -> Path:
+    """``--data``: the file itself, or a directory's ``<lang>.txt`` / ``<lang>.txt.gz``."""
+    if path.is_dir():
+        found = [path / f"{lang}{suffix}" for suffix in (".txt", ".txt.gz") if (path / f"{lang}{suffix}").is_file()]
+        if not found:
+            present = sorted(p.name for p in path.iterdir() if p.name.endswith((".txt", ".txt.gz")))
+            raise FileNotFoundError(f"--data {path} is a directory without {lang}.txt or {lang}.txt.gz (text files "
+                                    f"there: {present or 'none'}); pass the file of {lang}, or a directory holding it")
+        return found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path}: no such file or directory (expected text in {lang}, one sentence "
+                                "a line)")
+    return path
+
+
 def run(s: AddLanguageSettings) -> dict[str, float]:
     for flag in ("model", "lang", "data"):
         if not getattr(s, flag):
             raise ValueError(f"--{flag} is required")
-    path = Path(s.data)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (expected text in {s.lang}, one sentence a line)")
+    path = corpus_file(Path(s.data), s.lang)
     out = Path(s.out_dir)
     resumed = (out / "checkpoint").exists() or (out / "checkpoint.old").exists()
     model = XmodForMaskedLM.from_pretrained(s.model)
     if model.config.shared_module:
         raise ValueError(f"{s.model} is a shared-module baseline: it has no per-language modules to add")
+    if s.embed_init not in vocab_mod.INIT_METHODS:
+        raise ValueError(f"--embed-init {s.embed_init!r}; expected one of {', '.join(vocab_mod.INIT_METHODS)}")
     tok = tok_mod.load_tokenizer(s.tokenizer or s.model)
+    lines = vocab_mod.training_lines(path, s.valid_lines)
+    tok, vocab, rows, counts = prepare_vocabulary(s, model, tok, lines, out, resumed)
     torch.manual_seed(s.seed)
     lang_id = model.add_language(s.lang, init_from=s.init_from or None)
     rank, world, _ = dist_info()
+    if rows is not None and s.strategy == "fsdp" and world > 1:
+        raise ValueError("training vocabulary rows is not supported under --strategy fsdp; use ddp "
+                         "(or --extend-vocab 0 --no-train-unseen-rows)")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        tok_mod.save_tokenizer(tok, out)  # before training: a resumed run reads the same extension back
+        print(describe_vocabulary(vocab))
+    trainable = new_module_filter(s.lang)
+    if rows is not None:
+        vocab_mod.train_rows_only(model.roberta.embeddings.word_embeddings.weight, torch.from_numpy(rows))
+        vocab_mod.train_rows_only(model.lm_head.bias, torch.from_numpy(rows))
+        trainable = rows_and_modules(s.lang)
     corpora = {s.lang: path}
     batches = data_mod.MLMBatches(corpora, tok, [s.lang], seq_len=s.seq_len, batch_size=s.batch_size,
-                                  seed=s.seed, skip_lines=s.valid_lines, rank=rank, world_size=world)
+                                  seed=s.seed, skip_lines=s.valid_lines, rank=rank, world_size=world,
+                                  count_tokens=True)
     valid = data_mod.validation_batches(corpora, tok, [s.lang], seq_len=s.seq_len, batch_size=s.batch_size,
                                         valid_lines=s.valid_lines, max_batches=s.valid_batches, seed=s.seed)
     for batch in valid[s.lang]:
         batch["lang_ids"] = torch.full_like(batch["lang_ids"], lang_id)
     trainer = Trainer(model, train_config(s), ConstantLanguage(batches, lang_id), perplexity_evaluator(valid),
-                      trainable=new_module_filter(s.lang))
+                      trainable=trainable, no_decay=lambda name: name == vocab_mod.EMBEDDING)
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if rank == 0:
-        tok_mod.save_tokenizer(tok, out)
+        if counts is not None:  # without the base's counts, partial ones would call used rows unseen: none written
+            sources = vocab_mod.read_counts(s.model)[1] + [{"what": "add-language", "language": s.lang,
+                                                             "first_new_id": vocab["old_vocab_size"],
+                                                             "steps": trainer.step}]
+            vocab_mod.write_counts(out, counts + batches.token_counts, sources)
+        if not (s.strategy == "fsdp" and world > 1):  # the whole model is here: score per character too
+            per_char = vocab_mod.mlm_loss_per_character(model, valid[s.lang], vocab_mod.piece_lengths(tok))
+            vocab["eval/bits_per_char"] = per_char["bits_per_char"]
+        n_rows = 0 if rows is None else int(rows.sum())
+        n_module = sum(p.numel() for n, p in model.named_parameters() if new_module_filter(s.lang)(n))
         summary = {"added": s.lang, "id": lang_id, "init_from": s.init_from, "resumed": resumed,
-                   "trainable_parameters": sum(p.numel() for n, p in model.named_parameters()
-                                               if new_module_filter(s.lang)(n)), **record}
+                   "trainable_parameters": n_module + n_rows * (model.config.hidden_size + 1), **vocab, **record}
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
         print(format_perplexities(record))
+        print(f"saved: model with {s.lang} (id {lang_id}) and tokenizer -> {out} (results.json, metrics.jsonl; "
+              "checkpoint/ to resume)")
     return record

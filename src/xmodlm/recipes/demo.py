@@ -1,6 +1,7 @@
 """The demo: X-Mod end to end on built-in synthetic languages, on a CPU, with nothing to download.
 
-What it shows, in one command (about 4 minutes on 2 CPU cores; ``--quick``: seconds):
+What it shows, in one command (5-9 minutes on 2 CPU cores with one thread, depending on the machine's other
+work: 5 min 31 s beside one other job, 8 min 12 s on a busy machine; ``--quick``: seconds):
 pre-training with per-language modules against the shared baseline (one module for every language) on the same
 data and schedule; adding a language afterwards without changing any old language's outputs (checked bit for bit);
 fine-tuning on one language with embeddings and modules frozen, then zero-shot transfer to the others.
@@ -46,6 +47,7 @@ from .. import report
 from .. import tokenizer as tok_mod
 from ..config import XmodConfig
 from ..model import XmodForMaskedLM
+from ..runtime import machine_info, set_threads
 from ..settings import setting
 from ..synthetic import N_FAMILIES, SyntheticWorld
 from ..trainer import find_checkpoint
@@ -89,9 +91,10 @@ class DemoSettings:
     finetune_steps: int | None = setting(None, "fine-tuning updates of each model (unset: 600; --quick: 6)")
     seed: int = setting(0, "seed of every training run and of the validation masking")
     device: str = setting("auto", "auto | cpu | cuda")
-    threads: int = setting(1, "CPU threads of torch's operators during the demo (0: torch's default, one per core); "
-                              "its models are so small that a second thread gains little, while on a busy machine "
-                              "threads waiting for each other made steps 4-60 times slower (measured, 2 cores)")
+    threads: int = setting(0, "CPU threads of torch's operators during the demo (0: one per core left idle by the "
+                              "machine's other work, from the load average; printed at start): its models are so "
+                              "small that a second thread gains little, while on a busy machine threads waiting for "
+                              "each other made steps 4-60 times slower (measured, 2 cores)")
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,12 @@ class Stages:
         seconds = int(time.perf_counter() - self.started)
         return f"{seconds // 60}:{seconds % 60:02d}"
 
+    def projection(self) -> str:
+        """The whole demo's expected wall time once X-Mod has pre-trained: in the README's runs the stages after it
+        took 1.03 times as long as it (163 s against 158 s)."""
+        seconds = int(time.perf_counter() - self.started + 1.03 * self.timings["pretrain-xmod"])
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+
     def run(self, name: str, title: str, marker: Path, work: Callable[[], Any]) -> None:
         self.done += 1
         header = f"[{self.done}/{self.total}] {title}"
@@ -282,7 +291,8 @@ def add_settings(s: DemoSettings, plan: Plan, data_dir: Path, base: Path,
     return add_language.AddLanguageSettings(
         model=str(base), lang=plan.heldout, data=str(data_dir / f"{plan.heldout}.txt"), out_dir=str(out),
         init_from=[plan.init_from], max_steps=scale.add_steps, lr=scale.add_lr,
-        save_every=max(scale.add_steps // 2, 1), **training_common(s, scale))
+        save_every=max(scale.add_steps // 2, 1), **training_common(s, scale),
+        extend_vocab=0, train_unseen_rows=False)  # the paper's addition: only the new modules train
 
 
 def finetune_settings(s: DemoSettings, plan: Plan, data_dir: Path, model: Path, out: Path) -> finetune.FinetuneSettings:
@@ -361,6 +371,14 @@ def run_checks(s: DemoSettings, plan: Plan, out: Path) -> None:
 # The demo
 
 
+def expected_duration(scale: Scale) -> str | None:
+    """What to expect at the default scale (measured, README); None at any other, where no figure was measured."""
+    if scale != FULL:
+        return None
+    return ("expect 5-9 minutes on 2 CPU cores with one thread (5 min 31 s beside one other job, 8 min 12 s on a "
+            "busy machine); a projection for this machine follows the first pre-training stage")
+
+
 def _check_out_dir(out: Path, s: DemoSettings, plan: Plan) -> None:
     """Finished stages are reused, so a directory belongs to one set of settings."""
     mine = {"settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in _FREE_SETTINGS},
@@ -379,11 +397,8 @@ def _check_out_dir(out: Path, s: DemoSettings, plan: Plan) -> None:
 
 
 def run(s: DemoSettings) -> dict:
-    if s.threads < 0:
-        raise ValueError(f"--threads {s.threads}: expected 0 (torch's default) or a number of threads")
     before = torch.get_num_threads()
-    if s.threads:
-        torch.set_num_threads(s.threads)
+    set_threads(s.threads)
     try:
         return _run(s)
     finally:
@@ -403,6 +418,8 @@ def _run(s: DemoSettings) -> dict:
           + ", ".join(f"{c} ({plan.info[c]['script']})" for c in plan.order)
           + f"\n  held out, added after pre-training: {h} ({plan.info[h]['script']}, same family as {plan.init_from})"
           f"\n  {task.title} fine-tuning on {plan.source}, zero-shot on the others", flush=True)
+    if expected_duration(plan.scale):
+        print(f"  {expected_duration(plan.scale)}", flush=True)
 
     stages = Stages(out, total=10)
     stages.run("data", f"synthetic corpora ({scale.sentences} sentences) and {task.title} files for "
@@ -414,6 +431,9 @@ def _run(s: DemoSettings) -> dict:
         settings = pretrain_settings(s, plan, data_dir, tokenizer, run_dir, shared=model == "shared")
         stages.run(f"pretrain-{model}", f"pre-train {MODELS[model]} on {len(plan.order)} languages "
                    f"({scale.steps} steps)", run_dir / "results.json", lambda settings=settings: pretrain.run(settings))
+        if model == "xmod" and "pretrain-xmod" in stages.ran and scale == FULL:
+            print(f"  projected total: about {stages.projection()} (the stages after this one took about as long "
+                  "as it, together, in the runs the README reports)", flush=True)
     add_dir = out / f"add-{h}"
     stages.run("add", f"add {h} to X-Mod (modules from {plan.init_from}; {scale.add_steps} steps, only they train)",
                add_dir / "results.json",
@@ -514,16 +534,23 @@ def collect(s: DemoSettings, plan: Plan, out: Path, stages: Stages) -> dict:
                      for m in MODELS},
         "curves": {m: {"loss": curves[m].get("loss", {}), "ppl_mean": curves[m].get("eval/ppl/mean", {})}
                    for m in MODELS},
-        "stage_seconds": stages.timings, "stages_run_now": stages.ran,
+        "stage_seconds": stages.timings, "stages_run_now": stages.ran, **machine_and_precision(out),
         "wall_s_all_stages": sum(stages.timings.values()),
     }
+
+
+def machine_and_precision(out: Path) -> dict:
+    """{"machine", "precision"} of X-Mod's pre-training (its trainer_state.json); this machine if absent."""
+    checkpoint = find_checkpoint(out / "pretrain-xmod")
+    state = _read(checkpoint / "trainer_state.json") if checkpoint is not None else {}
+    return {"machine": state.get("machine") or machine_info(), "precision": state.get("precision", "unknown")}
 
 
 def results_table(results: dict) -> str:
     task, n = results["task"], len(results["order"])
     short = "F1" if task["metric"] == "f1" else task["metric_name"]
     header = ["language", "script", "role", "ppl X-Mod", "ppl shared", f"{task['title']} {short} X-Mod",
-              f"{short} shared"]
+              f"{task['title']} {short} shared"]
     rows = []
     for code, r in results["languages"].items():
         role = ("added" if code == results["heldout"] else
@@ -616,6 +643,14 @@ def _timings_table(results: dict) -> str:
     return report.markdown_table(["stage", "seconds"], rows, digits=0)
 
 
+def _machine_line(results: dict) -> str:
+    m = results.get("machine") or {}
+    threads = m.get("threads")
+    return (f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {threads} torch "
+            f"thread{'s' if threads != 1 else ''}, torch {m.get('torch', '?')}"
+            + (f", {m['gpu']}" if m.get("gpu") else "") + f"; training precision: {results.get('precision', '?')}.")
+
+
 def render_report(results: dict) -> str:
     sc, p, task = results["scale"], results["parameters"], results["task"]
     h, init, src = results["heldout"], results["init_from"], results["source_lang"]
@@ -670,19 +705,31 @@ def render_report(results: dict) -> str:
         "other scripts get little. What holds at any scale is the addition: the old languages' outputs do not change "
         "at all, which a shared model cannot offer once it learns a new language.", "",
         "## Stage times (seconds)", "",
-        "Wall time of the invocation that finished each stage (a skipped stage keeps its earlier time).", "",
+        "Wall time of the invocation that finished each stage (a skipped stage keeps its earlier time). "
+        f"{_machine_line(results)}", "",
         _timings_table(results), "",
     ]
     return "\n".join(lines)
+
+
+def perplexity_bars(results: dict, labels: list[str]) -> tuple[list[str], dict[str, list[float | None]]]:
+    """Categories and series of perplexity.png. The shared model never trained on the added language: its bar there
+    would set the axis and flatten the gaps between the models on the others, so it is left out and its value is
+    written under the language, with the reason."""
+    codes, langs, h = list(results["languages"]), results["languages"], results["heldout"]
+    categories = [f"{c}\n(added; shared model,\nnever trained on it:\n{langs[c]['ppl']['shared']:.0f})" if c == h
+                  else label for c, label in zip(codes, labels)]
+    series = {MODELS[m]: [None if (m == "shared" and c == h) else langs[c]["ppl"][m] for c in codes] for m in MODELS}
+    return categories, series
 
 
 def plots(results: dict, out: Path) -> list[Path]:
     codes, langs, task = list(results["languages"]), results["languages"], results["task"]
     labels = [f"{c}\n(added)" if c == results["heldout"] else (f"{c}\n(source)" if c == results["source_lang"]
                                                                else c) for c in codes]
-    paths = [report.bar_plot(
-        out / "perplexity.png", labels, {MODELS[m]: [langs[c]["ppl"][m] for c in codes] for m in MODELS},
-        title="Validation perplexity per language (lower is better)", ylabel="masked-LM perplexity")]
+    paths = [report.bar_plot(out / "perplexity.png", *perplexity_bars(results, labels),
+                             title="Validation perplexity per language (lower is better)",
+                             ylabel="masked-LM perplexity")]
     paths.append(report.bar_plot(
         out / "zero_shot.png", labels, {MODELS[m]: [langs[c]["score"][m] for c in codes] for m in MODELS},
         title=f"{task['title']} {task['metric_name']}, fine-tuned on {results['source_lang']} only (higher is better)",

@@ -42,11 +42,12 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------
 @dataclass
 class EvaluateSettings:
-    model: str = setting("", "fine-tuned model directory (from xmodlm finetune) or hub id")
+    model: str = setting("", "fine-tuned model directory (from xmodlm finetune) or hub id",
+                         required=True)
     task: str | None = setting(None, "nli | ner | pos | qa | mc | retrieval (default: the task in the model's "
                                      "task.json)")
     data: list[str] = setting([], "LANG=FILE, e.g. de_DE=dev-de.tsv: LANG picks the module (zero-shot) and "
-                                  "names the row")
+                                  "names the row", required=True)
     out_dir: str = setting("runs/evaluate", "results.json and predictions/<LANG>.* go here (a path ending in .json "
                                             "names the results file; predictions go next to it)", flags=("--out",))
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
@@ -262,12 +263,14 @@ def run(s: EvaluateSettings) -> dict:
 @dataclass
 class ScoreSettings:
     task: str = setting("qa", "nli | ner | pos | qa | mc")
-    data: str = setting("", "reference data file (the file evaluate read)")
-    predictions: str = setting("", "predictions file written by evaluate (QA: SQuAD-style {id: answer} JSON)")
+    data: str = setting("", "reference data file (the file evaluate read)", required=True)
+    predictions: str = setting("", "predictions file written by evaluate (QA: SQuAD-style {id: answer} JSON)",
+                               required=True)
     lang: str | None = setting(None, "QA: the answers' language (de or de_DE) for MLQA normalisation")
     normalization: str | None = setting(None, "QA: squad | mlqa (default: mlqa when --lang is given, else squad)")
     eval_range: str | None = setting(None, "score examples START:END of --data (as evaluate's --eval-range)")
     eval_limit: int | None = setting(None, "score the first N examples (as evaluate's --eval-limit)")
+    json: bool = setting(False, "print the metrics as one JSON object (full precision) instead of a line of text")
 
 
 def read_predictions(task: Task, path: str | Path, examples: Sequence) -> Any:
@@ -279,16 +282,43 @@ def read_predictions(task: Task, path: str | Path, examples: Sequence) -> Any:
 
 
 def score(s: ScoreSettings) -> dict[str, float]:
-    """Print the metrics of a predictions file against its data file as JSON; return them.
+    """Print the metrics of a predictions file against its data file (a line of text, or JSON); return them.
 
     QA: the SQuAD v1.1 evaluation (every reference question counts; a missing prediction scores 0), or MLQA's."""
     task = task_named(s.task)
     if not s.data or not s.predictions:
         raise ValueError("--data (the reference file) and --predictions are required")
     examples = select(load_examples(task, s.data), s.eval_range, s.eval_limit, "eval")
-    predictions = read_predictions(task, s.predictions, examples)
+    try:
+        predictions = read_predictions(task, s.predictions, examples)
+    except ValueError as e:
+        raise ValueError(f"{e}{range_hint(s)}") from None
     metric_lang = task.metric_language(s.normalization, s.lang) if task.metric_language else None
     result = task.evaluate(predictions, examples, Setup(lang=s.lang, metric_lang=metric_lang))
-    print(json.dumps(result))
+    if s.json:
+        print(json.dumps(result))
+    else:
+        print("  ".join(f"{name} {value:.2f}" for name, value in result.items())
+              + f"  ({len(examples)} examples, {Path(s.predictions).name})")
     return result
+
+
+def range_hint(s: ScoreSettings) -> str:
+    """When predictions and references do not line up: the --eval-range / --eval-limit evaluate used, from the
+    results.json next to the predictions directory, or a pointer to those flags."""
+    results = Path(s.predictions).parent.parent / "results.json"
+    used = {}
+    if results.is_file():
+        try:
+            used = json.loads(results.read_text(encoding="utf-8")).get("settings", {})
+        except json.JSONDecodeError:
+            pass
+    flags = " ".join(f"--{k.replace('_', '-')} {used[k]}" for k in ("eval_range", "eval_limit")
+                     if used.get(k) is not None)
+    mine = " ".join(f"--{k.replace('_', '-')} {getattr(s, k)}" for k in ("eval_range", "eval_limit")
+                    if getattr(s, k) is not None) or "none"
+    if flags:
+        return f". {results} says evaluate ran with {flags} (this run: {mine}); pass the same here"
+    return (f". If evaluate ran on part of the file (--eval-range START:END, --eval-limit N), pass the same here "
+            f"(this run: {mine})")
 

@@ -418,7 +418,8 @@ def addition_entry(s: CurseSettings, plan: Plan, base: Path, run_dir: Path, init
     steps = s.add_steps or s.steps_per_language
     settings = add_language.AddLanguageSettings(
         model=str(base), lang=plan.heldout, data=str(plan.corpora[plan.heldout]), out_dir=str(run_dir),
-        init_from=list(init_from), max_steps=steps, lr=s.add_lr, **_common(s))
+        init_from=list(init_from), max_steps=steps, lr=s.add_lr, **_common(s),
+        extend_vocab=0, train_unseen_rows=False)  # the paper's addition: only the new modules train
     results, _ = _execute(run_dir, label, lambda: add_language.run(settings))
     init = (init_from[0] if len(init_from) == 1 else f"average of {len(init_from)} languages") if init_from else None
     return {"dir": f"runs/{run_dir.name}", "init_from": init, "steps": steps,

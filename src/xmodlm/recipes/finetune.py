@@ -6,7 +6,7 @@ module can be switched in (zero-shot transfer; see the evaluate recipe). ``--ful
 Data: one task file in its benchmark format, every example routed to the source language's module, reshuffled each
 epoch from the seed. Loss: the task head's. Same training loop as pre-training; rerunning the command resumes.
 
-Defaults are fairseq's NLI recipe: lr 1e-5, batch 32, 5 epochs, Adam betas (0.9, 0.98), eps 1e-6, weight decay
+Defaults are fairseq's NLI recipe: lr 1e-5 (for models of width 768 and more; 1e-3 for narrower ones), batch 32, 5 epochs, Adam betas (0.9, 0.98), eps 1e-6, weight decay
 0.01, linear warm-up over 6% of the updates. Output (``--out``): the model (config.json with id2label,
 model.safetensors), the tokenizer, and task.json (task, labels, source language, lengths, settings, final metrics)
 that the evaluate recipe reads. A task without a head (retrieval) names its own recipe module in its record
@@ -34,8 +34,8 @@ from ..weights import resolve_pretrained
 from ..model import is_embedding_or_module_param
 from ..settings import setting
 from ..tasks import Setup
-from ..tasks.engine import (TASK_FILE, evaluator, head_overrides, load_examples, resolve_max_length, resolve_stride,
-                            select, task_named)
+from ..tasks.engine import (TASK_FILE, evaluator, head_overrides, load_examples, predict, resolve_max_length,
+                            resolve_stride, select, task_named)
 from ..trainer import Trainer, TrainConfig, dist_info
 
 logger = logging.getLogger(__name__)
@@ -43,16 +43,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneSettings(TrainConfig):
-    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)")
+    model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)", required=True)
     task: str = setting("nli", "nli | ner | pos | qa | mc | retrieval")
     train: list[str] = setting([], "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA "
-                                   "jsonl); retrieval: LANG=FILE, one per language", split=False)
+                                   "jsonl); retrieval: LANG=FILE, one per language", split=False, required=True)
     source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)")
     out_dir: str = setting("runs/finetune", "output: fine-tuned model, tokenizer, task.json, checkpoint/, "
                                             "metrics.jsonl", flags=("--out",))
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
     valid: str | None = setting(None, "validation file in the source language, scored every --eval-every steps "
-                                      "and at the end")
+                                      "(shown on the progress bar) and at the end")
+    valid_range: str | None = setting(None, "use validation examples START:END by index, e.g. --valid dev-en.tsv "
+                                            "--valid-range 1500: to track the English pairs left out by "
+                                            "--train-range 0:1500")
     epochs: float = setting(5.0, "passes over the training data (sets max_steps unless --max-steps is given)")
     max_steps: int | None = setting(None, "optimizer updates (default: epochs x batches per epoch / grad_accum)")
     batch_size: int = setting(32, "examples per batch (global, across processes); QA: windows per batch")
@@ -64,7 +67,8 @@ class FinetuneSettings(TrainConfig):
                                             "part of XNLI dev and evaluate the rest with --eval-range 999: (XNLI "
                                             "dev holds 3 consecutive pairs per premise: multiples of 3 keep "
                                             "premises whole)")
-    lr: float = setting(1e-5, "peak learning rate (fairseq's NLI recipe)")
+    lr: float | None = setting(None, "peak learning rate (default: 1e-5, fairseq's NLI recipe, for models of width "
+                                     "768 and more; 1e-3 for narrower ones, where 1e-5 leaves the loss at chance)")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of the updates")
     save_every: int = setting(1000, "checkpoint every N steps (and at the end)")
     pivot: str | None = setting(None, "retrieval: the --train language every other one is paired with (default: "
@@ -84,8 +88,9 @@ class FinetuneSettings(TrainConfig):
         if steps is not None and steps < 1:
             raise ValueError(f"max_steps={steps}; it must be >= 1 (or unset: from --epochs)")
         self.max_steps = steps or 1
+        lr, self.lr = self.lr, self.lr if self.lr is not None else 1.0
         super().__post_init__()
-        self.max_steps = steps
+        self.max_steps, self.lr = steps, lr
         if self.epochs <= 0:
             raise ValueError(f"epochs={self.epochs}; it must be > 0")
         if self.batch_size < 1:
@@ -156,9 +161,62 @@ def trainable_filter(full_finetune: bool) -> Callable[[str], bool]:
     return lambda name: not is_embedding_or_module_param(name)
 
 
-def train_config(s: FinetuneSettings, max_steps: int) -> TrainConfig:
+# Fine-tuning learning rates by model width: fairseq's 1e-5 is for base-size pre-trained models; narrower ones (the
+# README's demo and benchmark models, width 64-128) stayed at chance with it (see default_lr's measurements).
+WIDE_MODEL, BASE_LR, SMALL_MODEL_LR = 768, 1e-5, 1e-3
+
+
+def default_lr(hidden_size: int) -> float:
+    """--lr when unset: fairseq's 1e-5 from width 768 up, 1e-3 below."""
+    return BASE_LR if hidden_size >= WIDE_MODEL else SMALL_MODEL_LR
+
+
+def train_config(s: FinetuneSettings, max_steps: int, lr: float | None = None) -> TrainConfig:
     values = {f.name: getattr(s, f.name) for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{**values, "max_steps": max_steps})
+    return TrainConfig(**{**values, "max_steps": max_steps, "lr": lr if lr is not None else s.lr})
+
+
+def predicted_labels(predictions) -> list | None:
+    """Every label a task's predictions hold (one per example, or one per token), or None (QA: answer texts)."""
+    if isinstance(predictions, dict):
+        return None
+    return [label for p in predictions for label in (p if isinstance(p, (list, tuple)) else [p])]
+
+
+def learning_warnings(task, record: dict, labels: Sequence[str] | None, predicted: list | None,
+                      first_loss: float | None = None) -> list[str]:
+    """Signs that fine-tuning learned nothing: the training loss still at chance (ln K for K classes of a
+    sequence classifier), a loss that fell less than 10% from the first logged window to the last, or one label
+    predicted for everything."""
+    notes = []
+    loss = record.get("loss")
+    at_chance = False
+    if labels and len(labels) > 1 and task.head.__name__ == "XmodForSequenceClassification" and loss is not None:
+        chance = math.log(len(labels))
+        if loss > 0.97 * chance:
+            at_chance = True
+            notes.append(f"the training loss ended at {loss:.3f}, chance level for {len(labels)} labels "
+                         f"(ln {len(labels)} = {chance:.3f}): the model has not learned the task")
+    if not at_chance and loss is not None and first_loss and loss > 0.9 * first_loss:
+        notes.append(f"the training loss fell only {1 - loss / first_loss:.0%} (from {first_loss:.3f} to {loss:.3f})")
+    if predicted and len(set(predicted)) == 1 and (labels is None or len(labels) > 1):
+        only = predicted[0]
+        name = labels[only] if labels is not None and isinstance(only, int) and 0 <= only < len(labels) else only
+        notes.append(f"it predicts {name!r} for all of {len(predicted)} checked "
+                     f"{'tokens' if task.head.__name__ == 'XmodForTokenClassification' else 'examples'}")
+    return notes
+
+
+def logged_records(path: Path) -> list[dict]:
+    """metrics.jsonl's records (a line cut short by a kill skipped)."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
 
 
 def last_logged(path: Path, record: dict) -> dict:
@@ -198,8 +256,10 @@ def run(s: FinetuneSettings) -> dict:
     setup = Setup(labels=tuple(labels) if labels is not None else None, stride=stride, lang=s.source_lang)
     features = task.featurize(examples, tok, max_length, setup)
     valid = None
+    if s.valid_range and not s.valid:
+        raise ValueError("--valid-range selects examples of --valid; pass --valid FILE too")
     if s.valid:
-        valid_examples = load_examples(task, s.valid)
+        valid_examples = select(load_examples(task, s.valid), s.valid_range, None, "valid")
         valid = (valid_examples, task.featurize(valid_examples, tok, max_length, setup))
 
     torch.manual_seed(s.seed)  # the new head's initialisation
@@ -210,21 +270,36 @@ def run(s: FinetuneSettings) -> dict:
         raise ValueError(f"--batch-size {s.batch_size} must be divisible by the number of processes {world}")
     batches = TaskBatches(features, task.collate, s.batch_size, s.seed, lang_id, rank, world)
     max_steps = s.max_steps or max(1, math.ceil(s.epochs * batches.batches_per_epoch / s.grad_accum))
+    lr = s.lr if s.lr is not None else default_lr(model.config.hidden_size)
+    if s.lr is None:
+        logger.info("learning rate %g (width %d; --lr to choose)", lr, model.config.hidden_size)
     evaluate = None
     if valid is not None:
         evaluate = evaluator(task, valid[0], valid[1], lang_id, s.batch_size, setup)
-    trainer = Trainer(model, train_config(s, max_steps), batches, evaluate, trainable=trainable_filter(s.full_finetune))
+    trainer = Trainer(model, train_config(s, max_steps, lr), batches, evaluate,
+                      trainable=trainable_filter(s.full_finetune))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps, %d of %d parameters train", task.name,
-                s.source_lang, len(examples), len(features), max_steps, trainable, total)
+    logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps", task.name, s.source_lang,
+                len(examples), len(features), max_steps)
     record = trainer.fit(export_dir=s.out_dir)  # the final weights, written by rank 0
     if len(record) == 1:  # a finished run, rerun: report the metrics it logged at its last step
         record = last_logged(Path(s.out_dir) / "metrics.jsonl", record)
+    if world == 1:  # what the model predicts now, on held-out examples if there are any, else on training ones
+        checked = (valid[0] if valid is not None else examples)[:256]
+        check_features = task.featurize(checked, tok, max_length, setup)
+        with torch.no_grad():
+            outputs = predict(trainer.model, task, check_features, lang_id, s.batch_size)
+        predicted = predicted_labels(task.decode(checked, check_features, outputs, setup))
+        losses = [r["loss"] for r in logged_records(Path(s.out_dir) / "metrics.jsonl") if "loss" in r]
+        first_loss = losses[0] if len(losses) >= 2 else None
+        for note in learning_warnings(task, record, labels, predicted, first_loss):
+            logger.warning("fine-tuning learned nothing visible: %s. Try a larger --lr (this run: %g) or more "
+                           "--epochs; --valid FILE --eval-every N shows the score as it trains", note, lr)
 
     summary = {"task": task.name, "labels": labels, "source_lang": s.source_lang, "max_length": max_length,
                "stride": stride, "train": train_file, "train_examples": len(examples), "train_features": len(features),
-               "max_steps": max_steps, "full_finetune": s.full_finetune, "trainable_parameters": trainable,
+               "max_steps": max_steps, "lr": lr, "full_finetune": s.full_finetune, "trainable_parameters": trainable,
                "parameters": total, "metrics": record, "settings": dataclasses.asdict(s)}
     if rank == 0:
         out = Path(s.out_dir)

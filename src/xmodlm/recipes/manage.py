@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import languages as lang_mod
 from .. import tokenizer as tok_mod
+from .. import vocab as vocab_mod
 from ..model import load_pretrained
 from ..settings import setting
 
@@ -16,7 +17,7 @@ ACTIONS = ("list", "export", "import", "remove", "rename")
 @dataclass
 class ManageSettings:
     action: str = setting("list", f"one of {', '.join(ACTIONS)}")
-    model: str = setting("", "checkpoint directory")
+    model: str = setting("", "checkpoint directory", required=True)
     lang: str = setting("", "language code (export, remove, rename: the old code; import: the new code)")
     file: str = setting("", "module file to write (export) or read (import)")
     new: str = setting("", "rename: the new code")
@@ -55,3 +56,6 @@ def run(s: ManageSettings) -> None:
     model.save_pretrained(out)
     if out != Path(s.model) and (Path(s.model) / "tokenizer.json").exists():
         tok_mod.save_tokenizer(tok_mod.load_tokenizer(s.model), out)
+    counts = vocab_mod.read_counts(s.model) if out != Path(s.model) else None
+    if counts is not None:  # rows seen in training: the next addition must not train them
+        vocab_mod.write_counts(out, *counts)

@@ -18,18 +18,20 @@ import torch
 
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
+from .. import vocab as vocab_mod
 from ..config import preset
 from ..files import atomic_write_text
 from ..model import XmodForMaskedLM
 from ..settings import setting
-from ..trainer import Trainer, TrainConfig, dist_info
+from ..trainer import Trainer, TrainConfig, dist_info, find_checkpoint
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class PretrainSettings(TrainConfig):
-    data: str = setting("", "directory of per-language files <code>.txt or <code>.txt.gz, one sentence a line")
+    data: str = setting("", "directory of per-language files <code>.txt or <code>.txt.gz, one sentence a line "
+                                "(or --hf-dataset)", required=True)
     hf_dataset: str | None = setting(None, "stream a Hugging Face dataset instead of --data, e.g. cc100 (its config "
                                            "is the code's language part: sw for sw_KE); needs `datasets` online")
     hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)")
@@ -59,7 +61,7 @@ class PretrainSettings(TrainConfig):
 
 @dataclass
 class TokenizerSettings:
-    data: str = setting("", "directory of per-language files <code>.txt[.gz]")
+    data: str = setting("", "directory of per-language files <code>.txt[.gz]", required=True)
     out: str = setting("runs/tokenizer", "output directory (tokenizer.json + tokenizer_config.json)")
     vocab_size: int = setting(8000, "vocabulary size, special tokens included")
     languages: list[str] = setting([], "languages to train on (default: every file)")
@@ -134,12 +136,33 @@ def fetch_hf_corpora(name: str, languages: list[str], lines: int, directory: Pat
     return directory
 
 
+def check_resumable(out: Path, languages: list[str], shared: bool) -> None:
+    """A checkpoint in ``out`` resumes only the same languages and model kind: say what changed, before any work."""
+    checkpoint = find_checkpoint(out)
+    if checkpoint is None or not (checkpoint / "config.json").is_file():
+        return
+    saved = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    before = list(saved.get("languages") or [])
+    if before and before != languages:
+        added, removed = [c for c in languages if c not in before], [c for c in before if c not in languages]
+        change = "; ".join(part for part in (f"added {','.join(added)}" if added else "",
+                                             f"removed {','.join(removed)}" if removed else "") if part)
+        raise ValueError(f"{out} holds a run pre-trained on --languages {','.join(before)}; this run asks for "
+                         f"{','.join(languages)} ({change or 'another order'}). Use a new --out for the new "
+                         f"languages (or `xmodlm add-language` to add one to the finished model), or "
+                         f"--languages {','.join(before)} to resume")
+    if bool(saved.get("shared_module", False)) != shared:
+        raise ValueError(f"{out} holds a {'shared' if saved.get('shared_module') else 'X-Mod'} run; this run asks for "
+                         f"{'--shared' if shared else '--no-shared'}. Use a new --out, or the same flag to resume it")
+
+
 def run(s: PretrainSettings) -> dict[str, float]:
     if s.hf_dataset:
         s.data = str(fetch_hf_corpora(s.hf_dataset, s.languages, s.hf_lines, Path(s.out_dir) / "data"))
     corpora = select_corpora(s.data, s.languages)
     languages = list(corpora)
     out = Path(s.out_dir)
+    check_resumable(out, languages, s.shared)
     rank, world, _ = dist_info()
     if s.batch_size % world:
         raise ValueError(f"--batch-size {s.batch_size} must be divisible by the number of processes {world}")
@@ -151,6 +174,7 @@ def run(s: PretrainSettings) -> dict[str, float]:
         raise ValueError("under torchrun, train the tokenizer first (xmodlm tokenizer train) and pass --tokenizer, "
                          "so that every process uses the same vocabulary")
     else:  # the validation tail stays unseen by the tokenizer too
+        logger.info("training a %d-piece tokenizer on %d languages", s.vocab_size, len(corpora))
         tok = tok_mod.train_tokenizer(corpora, vocab_size=s.vocab_size, alpha=s.alpha, seed=s.seed,
                                       skip_lines=s.valid_lines)
     overrides = {k: getattr(s, k) for k in ("hidden_size", "num_hidden_layers", "adapter_reduction_factor")
@@ -164,7 +188,7 @@ def run(s: PretrainSettings) -> dict[str, float]:
     model = XmodForMaskedLM(config)
     train = data_mod.MLMBatches(corpora, tok, languages, seq_len=s.seq_len, batch_size=s.batch_size,
                                 alpha=s.alpha, seed=s.seed, mode="mixed" if s.mixed_batches else "per_language",
-                                skip_lines=s.valid_lines, rank=rank, world_size=world)
+                                skip_lines=s.valid_lines, rank=rank, world_size=world, count_tokens=True)
     valid = data_mod.validation_batches(corpora, tok, languages, seq_len=s.seq_len, batch_size=s.batch_size,
                                         valid_lines=s.valid_lines, max_batches=s.valid_batches, seed=s.seed)
     n_params = model.num_parameters()
@@ -173,9 +197,13 @@ def run(s: PretrainSettings) -> dict[str, float]:
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if rank == 0:
         tok_mod.save_tokenizer(tok, out)
+        # How often each vocabulary row was trained on (exact under resume: the counts are in the data state).
+        vocab_mod.write_counts(out, train.token_counts, [{"what": "pretrain", "languages": languages,
+                                                          "steps": trainer.step}])
         summary = {"languages": languages, "shared": s.shared, "parameters": n_params, **record}
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
         print(format_perplexities(record))
+        print(f"saved: model and tokenizer -> {out} (results.json, metrics.jsonl; checkpoint/ to resume)")
     return record
 
 

@@ -200,17 +200,18 @@ def finetune(s) -> dict:
         raise ValueError("--batch-size must be at least 2: the other pairs of a batch are the negatives")
     batches = ft.TaskBatches(features, collate, s.batch_size, s.seed, 0, rank, world)
     max_steps = s.max_steps or max(1, math.ceil(s.epochs * batches.batches_per_epoch / s.grad_accum))
-    trainer = Trainer(model, ft.train_config(s, max_steps), batches, None,
+    lr = s.lr if s.lr is not None else ft.default_lr(config.hidden_size)
+    trainer = Trainer(model, ft.train_config(s, max_steps, lr), batches, None,
                       trainable=ft.trainable_filter(s.full_finetune))  # names start "model.": the same rule
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    logger.info("contrastive fine-tuning on %s, layer %d: %d pairs, %d steps, %d of %d parameters train",
-                ", ".join(f"{lang}-{pivot}" for lang in pairs), layer, len(features), max_steps, trainable, total)
+    logger.info("contrastive fine-tuning on %s, layer %d: %d pairs, %d steps, lr %g, %d of %d parameters train",
+                ", ".join(f"{lang}-{pivot}" for lang in pairs), layer, len(features), max_steps, lr, trainable, total)
     record = trainer.fit(export_dir=s.out_dir)
     if len(record) == 1:
         record = ft.last_logged(Path(s.out_dir) / "metrics.jsonl", record)
     summary = {"task": NAME, NAME: {"layer": layer, "pooling": pooling, "temperature": s.temperature,
-                                    "pivot": pivot, "pairs": {lang: len(p) for lang, p in pairs.items()}},
+                                    "pivot": pivot, "pairs": {lang: len(p) for lang, p in pairs.items()}, "lr": lr},
                "labels": None, "source_lang": None, "max_length": max_length, "stride": None,
                "train": {lang: str(path) for lang, path in files.items()}, "train_examples": len(features),
                "train_features": len(features), "max_steps": max_steps, "full_finetune": s.full_finetune,
