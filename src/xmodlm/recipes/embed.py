@@ -21,7 +21,7 @@ from .. import embeddings as emb_mod
 from .. import languages as lang_mod
 from ..config import XmodConfig
 from ..files import atomic_write, atomic_write_text
-from ..model import XmodModel
+from ..model import load_pretrained
 from ..retrieval import read_side
 from ..settings import setting
 from ..tokenizer import load_tokenizer
@@ -73,7 +73,7 @@ def run(s: EmbedSettings) -> dict:
     layer = emb_mod.resolve_layer(s.layer if s.layer is not None else trained.get("layer"), config)
     pooling = emb_mod.check_pooling(s.pooling or trained.get("pooling", "mean"))
     modules = choose_modules([c for c in files if c != "auto"], config, s.fallback)
-    model = XmodModel.from_pretrained(directory).to(resolve_device(s.device))
+    model = load_pretrained(directory).to(resolve_device(s.device))  # its class as saved; its encoder is used
     tok = load_tokenizer(s.tokenizer or directory)
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)

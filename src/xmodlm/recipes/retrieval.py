@@ -29,7 +29,7 @@ from .. import tokenizer as tok_mod
 from ..config import XmodConfig
 from ..embeddings import check_pooling, embed_texts, resolve_layer
 from ..files import atomic_write_text
-from ..model import XmodModel, load_pretrained
+from ..model import load_pretrained
 from ..retrieval import ContrastiveModel, KS, Pairs, metric_names, read_pairs, resolve_search, scores
 from ..tasks.retrieval import collate, featurize
 from ..tasks.engine import TASK_FILE, resolve_max_length, select, task_named
@@ -139,7 +139,7 @@ def evaluate(s) -> dict:
     max_length = resolve_max_length(s.max_length, task, config)
     pairs = load_pairs(files, pivot, s.eval_range, s.eval_limit, "eval")
 
-    model = XmodModel.from_pretrained(directory).to(ev.resolve_device(s.device))  # the encoder of any checkpoint
+    model = load_pretrained(directory).to(ev.resolve_device(s.device))  # its class as saved; its encoder is used
     tok = tok_mod.load_tokenizer(s.tokenizer or directory)
     rows = evaluate_model(model, tok, pairs, pivot, modules, layer=layer, pooling=pooling, scoring=s.scoring,
                           margin_k=s.margin_k, search=search, per_layer=s.per_layer, max_length=max_length,
