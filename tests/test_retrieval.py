@@ -160,6 +160,15 @@ def test_faiss_finds_the_same_neighbours_and_scores_as_torch():
                                                                                      search="faiss")
 
 
+def test_search_auto_falls_back_to_torch_and_faiss_without_it_is_an_error(monkeypatch):
+    monkeypatch.setattr(ret, "faiss_available", lambda: False)
+    assert ret.resolve_search("auto") == "torch"
+    with pytest.raises(ValueError, match="pip install faiss-cpu"):
+        ret.resolve_search("faiss")
+    with pytest.raises(ValueError, match="search 'annoy'"):
+        ret.resolve_search("annoy")
+
+
 def test_margin_reranks_by_the_ratio_margin():
     src, tgt = _unit(30, seed=4), _unit(30, seed=5)
     k = 3

@@ -25,6 +25,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from .. import tokenizer as tok_mod
 from ..config import XmodConfig
 from ..embeddings import check_pooling, embed_texts, resolve_layer
@@ -84,23 +86,27 @@ def evaluate_model(model, tok, pairs: dict[str, Pairs], pivot: str, modules: dic
                    pooling: str = "mean", scoring: str = "cosine", margin_k: int = 4, search: str = "torch",
                    per_layer: bool = True, max_length: int = 128, batch_size: int = 32, precision: str = "fp32",
                    progress: bool = False) -> dict[str, dict]:
-    """{lang: {"module", "pivot", "examples", "chance@1", <metrics at layer>, "layers": {l: metrics}}}."""
+    """{lang: {"module", "pivot", "examples", "chance@1", <metrics at layer>, "layers": {l: metrics}}}.
+
+    The pivot's sentences (those of every pair) are embedded once; each other language is embedded, scored and
+    dropped in turn, so memory holds two languages' vectors at a time whatever the number of languages."""
     config = model.config
     layers = list(range(config.num_hidden_layers + 1)) if per_layer else [layer]
-    needed: dict[str, dict[str, str]] = {lang: {} for lang in [*pairs, pivot]}
-    for lang, p in pairs.items():
-        needed[lang].update(zip(p.keys, p.src))
-        needed[pivot].update(zip(p.keys, p.tgt))
-    vectors, rows_of = {}, {}
-    for lang, texts in needed.items():
-        rows_of[lang] = {key: i for i, key in enumerate(texts)}
-        vectors[lang] = embed_texts(model, tok, list(texts.values()), modules[lang], layers=layers, pooling=pooling,
-                                    batch_size=batch_size, max_length=max_length, precision=precision,
-                                    progress=progress)
+
+    def embed(texts: dict[str, str], lang: str) -> tuple[dict[str, int], torch.Tensor]:
+        vectors = embed_texts(model, tok, list(texts.values()), modules[lang], layers=layers, pooling=pooling,
+                              batch_size=batch_size, max_length=max_length, precision=precision, progress=progress)
+        return {key: i for i, key in enumerate(texts)}, vectors
+
+    pivot_texts: dict[str, str] = {}
+    for p in pairs.values():
+        pivot_texts.update(zip(p.keys, p.tgt))
+    pivot_rows, pivot_vectors = embed(pivot_texts, pivot)
     out = {}
     for lang, p in pairs.items():
-        src = vectors[lang][:, [rows_of[lang][k] for k in p.keys]]
-        tgt = vectors[pivot][:, [rows_of[pivot][k] for k in p.keys]]
+        rows, vectors = embed(dict(zip(p.keys, p.src)), lang)
+        src = vectors[:, [rows[k] for k in p.keys]]
+        tgt = pivot_vectors[:, [pivot_rows[k] for k in p.keys]]
         by_layer = {l: scores(src[i], tgt[i], KS, scoring, margin_k, search=search) for i, l in enumerate(layers)}
         out[lang] = {"module": modules[lang], "pivot": pivot, "examples": len(p), "chance@1": 100.0 / len(p),
                      **by_layer[layer], "layers": by_layer}
