@@ -3,6 +3,7 @@ recipes: evaluate per layer, contrastive fine-tuning with the paper's protocol, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -343,3 +344,29 @@ def test_pipeline_encode_takes_text_and_tokenize_keeps_the_old_ids(world):
     cls = pipe.encode(texts, lang="syn01", layer=0, pooling="cls", normalize=False)
     assert torch.allclose(cls, pipe.model.roberta(**batch, lang_ids="syn01", output_hidden_states=True)
                           .hidden_states[0][:, 0], atol=1e-5)
+
+
+def test_retrieval_experiment_runs_both_models_before_and_after_and_resumes(tmp_path):
+    from xmodlm.recipes import retrieval_experiment as rx
+
+    w = SyntheticWorld(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    meanings = w.sample_meanings(120, seed=3)
+    for code in SYN:
+        _write(data / f"{code}.txt", [w.realise(m, code) for m in meanings])
+    s = rx.RetrievalExperimentSettings(
+        data=str(data), languages=list(SYN), pivot="syn02", finetune=["syn00"], out_dir=str(tmp_path / "out"),
+        seeds=[0], preset="tiny", hidden_size=32, num_hidden_layers=2, vocab_size=200, seq_len=32, batch_size=4,
+        max_steps=3, valid_lines=20, eval_limit=40, finetune_range="50:", finetune_steps=2, finetune_batch_size=8,
+        device="cpu")
+    results = rx.run(s)
+    assert results["zero_shot"] == ["syn01"] and results["layer"] == 1
+    for model in rx.MODELS:
+        for when in ("before", "after"):
+            assert set(results["acc@1"][model][when]) == {"syn00", "syn01", "zero-shot mean"}
+    assert json.loads((tmp_path / "out" / "runs" / "shared-s0" / "config.json").read_text())["shared_module"]
+    assert "| syn01 | zero-shot |" in (tmp_path / "out" / "report.md").read_text()
+    assert rx.run(s)["acc@1"] == json.loads((tmp_path / "out" / "results.json").read_text())["acc@1"]  # all skipped
+    with pytest.raises(ValueError, match="shares 10 pairs"):
+        rx.run(dataclasses.replace(s, finetune_range="30:"))

@@ -41,7 +41,10 @@ GROUPS = {
     "tokenizer": {"train": ("xmodlm.recipes.pretrain", "TokenizerSettings", "train_tokenizer_cmd",
                             "train a unigram tokenizer on per-language files", ())},
     "experiment": {"curse": ("xmodlm.recipes.experiment", "CurseSettings", "run",
-                             "the curse-of-multilinguality experiment: X-Mod vs shared", ())},
+                             "the curse-of-multilinguality experiment: X-Mod vs shared", ()),
+                   "retrieval": ("xmodlm.recipes.retrieval_experiment", "RetrievalExperimentSettings", "run",
+                                 "cross-lingual retrieval, X-Mod vs shared, before and after contrastive "
+                                 "fine-tuning", ())},
 }
 
 
