@@ -366,7 +366,12 @@ def test_retrieval_experiment_runs_both_models_before_and_after_and_resumes(tmp_
         for when in ("before", "after"):
             assert set(results["acc@1"][model][when]) == {"syn00", "syn01", "zero-shot mean"}
     assert json.loads((tmp_path / "out" / "runs" / "shared-s0" / "config.json").read_text())["shared_module"]
-    assert "| syn01 | zero-shot |" in (tmp_path / "out" / "report.md").read_text()
+    assert set(results["acc@1"]["untrained"]["before"]) == {"syn00", "syn01", "zero-shot mean"}
+    untrained = tmp_path / "out" / "runs" / "untrained-s0"
+    assert XmodForMaskedLM.from_pretrained(untrained).config.hidden_size == 32
+    assert (untrained / "tokenizer.json").is_file()
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert "| syn01 | zero-shot |" in report_md and "| untrained |" in report_md
     assert rx.run(s)["acc@1"] == json.loads((tmp_path / "out" / "results.json").read_text())["acc@1"]  # all skipped
     with pytest.raises(ValueError, match="shares 10 pairs"):
         rx.run(dataclasses.replace(s, finetune_range="30:"))

@@ -28,7 +28,12 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .. import report
+from .. import tokenizer as tok_mod
+from ..config import XmodConfig
+from ..model import XmodForMaskedLM
 from ..settings import setting
 from . import evaluate as ev
 from . import finetune as ft
@@ -65,6 +70,8 @@ class RetrievalExperimentSettings:
     finetune_batch_size: int = setting(32, "pairs per fine-tuning batch (the in-batch negatives)")
     finetune_lr: float = setting(3e-4, "fine-tuning peak learning rate")
     temperature: float = setting(0.05, "contrastive loss temperature")
+    untrained: bool = setting(True, "also score an untrained X-Mod of the same shape per seed (the surface-token "
+                                    "baseline: mean pooling of random states still matches shared names and numbers)")
     device: str = setting("auto", "auto | cpu | cuda")
 
     def __post_init__(self):
@@ -125,6 +132,15 @@ def _evaluate(s: RetrievalExperimentSettings, model: Path, out: Path, layer: int
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _untrained(trained: Path, seed: int, run_dir: Path) -> None:
+    """An X-Mod of the trained run's config and tokenizer, freshly initialised from the seed, saved as a checkpoint."""
+    if (run_dir / "config.json").is_file():
+        return
+    torch.manual_seed(seed)
+    XmodForMaskedLM(XmodConfig.from_pretrained(trained)).save_pretrained(run_dir)
+    tok_mod.save_tokenizer(tok_mod.load_tokenizer(trained), run_dir)
+
+
 def _both(row: dict) -> float:
     return (row["acc@1"] + row["rev@1"]) / 2
 
@@ -142,12 +158,16 @@ def render(results: dict) -> str:
              f"Pivot {s['pivot']}; first {s['eval_limit']} aligned pairs per language (chance@1 "
              f"{100 / s['eval_limit']:.2g}%); accuracy@1 as the mean of both directions, layer {results['layer']}, "
              f"mean ± standard deviation over seeds. Fine-tuned on {', '.join(s['finetune'])} (pairs "
-             f"{s['finetune_range']}); the other languages are zero-shot.", "",
-             "| language | role | " + " | ".join(f"{NAMES[m]} {when}" for m in MODELS for when in ("before", "after"))
-             + " |", "|---|---|" + "---:|" * 4]
+             f"{s['finetune_range']}); the other languages are zero-shot. \"untrained\": an X-Mod of the same "
+             "shape, never trained (the surface-token baseline).", ""]
+    columns = [(m, when) for m in MODELS for when in ("before", "after")]
+    columns += [("untrained", "before")] if "untrained" in results["acc@1"] else []
+    lines += ["| language | role | " + " | ".join(f"{NAMES[m]} {when}" if m in NAMES else m
+                                                  for m, when in columns) + " |",
+              "|---|---|" + "---:|" * len(columns)]
     for lang in [*langs, "zero-shot mean"]:
         role = "fine-tuned" if lang in s["finetune"] else ("" if lang == "zero-shot mean" else "zero-shot")
-        cells = [results["acc@1"][m][when][lang] for m in MODELS for when in ("before", "after")]
+        cells = [results["acc@1"][m][when][lang] for m, when in columns]
         lines.append(f"| {lang} | {role} | " + " | ".join(f"{c['mean']:.2f} ± {c['sd']:.2f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -173,10 +193,15 @@ def run(s: RetrievalExperimentSettings) -> dict:
             after = _evaluate(s, runs / f"{name}-ft", evals / f"{name}-after", layer)
             for when, r in (("before", before), ("after", after)):
                 figures[model][when][seed] = {lang: _both(row) for lang, row in r["languages"].items()}
+        if s.untrained:
+            _untrained(runs / f"xmod-s{seed}", seed, runs / f"untrained-s{seed}")
+            r = _evaluate(s, runs / f"untrained-s{seed}", evals / f"untrained-s{seed}", layer)
+            figures.setdefault("untrained", {"before": {}})["before"][seed] = {
+                lang: _both(row) for lang, row in r["languages"].items()}
     zero_shot = [lang for lang in s.languages if lang not in (*s.finetune, s.pivot)]
-    table = {m: {when: {} for when in ("before", "after")} for m in MODELS}
-    for m in MODELS:
-        for when in ("before", "after"):
+    table = {m: {when: {} for when in figures[m]} for m in figures}
+    for m in figures:
+        for when in figures[m]:
             per_seed = figures[m][when]
             for lang in [x for x in s.languages if x != s.pivot]:
                 table[m][when][lang] = _stats([per_seed[seed][lang] for seed in s.seeds])
