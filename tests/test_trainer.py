@@ -24,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # the package need not be installed
 from xmodlm.trainer import (TrainConfig, Trainer, _cpu_bf16_is_fast, dist_info, find_checkpoint,  # noqa: E402
                             load_weights, resolve_precision, seed_everything)
+from xmodlm.settings import build  # noqa: E402
 
 try:
     from xmodlm.config import XmodConfig
@@ -388,8 +389,9 @@ def test_data_sources_and_config_errors(tmp_path):
         make_trainer(tmp_path / "iter", steps=5, data=iter(batches)).fit()
     with pytest.raises(ValueError, match="precision='fp16'"):
         TrainConfig(precision="fp16")
-    with pytest.raises(ValueError, match="set only one"):
-        TrainConfig(warmup_steps=10, warmup_ratio=0.1)
+    with pytest.raises(ValueError, match="both given"):  # both given explicitly; a default ratio yields to steps
+        build(TrainConfig, {"warmup_steps": 10, "warmup_ratio": 0.1})
+    assert TrainConfig(warmup_steps=10, warmup_ratio=0.1, max_steps=100).warmup == 10
 
     class NumpyState(ToyBatches):
         def state_dict(self):

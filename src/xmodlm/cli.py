@@ -76,7 +76,7 @@ def _add(sub, name, spec, load: bool, parsers: dict):
                             help="CPU threads of torch's operators (default: one per core left idle by the "
                                  "machine's other work, from the load average; printed at start)")
     run = getattr(module, func_name)
-    parser.set_defaults(func=lambda args: run(settings_mod.from_args(cls, args)))
+    parser.set_defaults(func=run, settings=lambda args: settings_mod.from_args(cls, args))
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -142,11 +142,16 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = torch.get_num_threads()
     try:
+        settings = args.settings(args)  # every setting checked before anything is printed or run
         if "threads" in vars(args) and args.command not in OWN_THREADS:
             set_threads(args.threads)
-        args.func(args)
+        args.func(settings)
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
         print(f"xmodlm {args.command}: error: {cli_wording(str(e))}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, permissions, an unreadable file: the file and the reason, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"xmodlm {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)

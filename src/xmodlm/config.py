@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,20 @@ from typing import Any
 from .files import atomic_write_text
 
 CONFIG_NAME = "config.json"
+LANGUAGE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+
+
+def validate_code(code: Any) -> str:
+    """``code`` if it is a language code: 1 to 32 ASCII letters, digits, "_" or "-", starting with a letter or digit
+    (``de_DE``, ``sw``, ``zh-Hant``). Never a path, a space or a dot: codes name modules, files and directories.
+    The one check every entry point uses (settings, config.json, add_language, import, rename, export)."""
+    if isinstance(code, str) and LANGUAGE_CODE.fullmatch(code):
+        return code
+    shown = repr(code)
+    if isinstance(code, str) and len(code) > 40:
+        shown = repr(code[:40]) + f"... ({len(code)} characters)"
+    raise ValueError(f"invalid language code {shown}: 1 to 32 letters, digits, '_' or '-', starting with a letter or "
+                     "digit, e.g. de_DE")
 
 # xmod-base's 81 languages in id order (XMOD.md); ids are positions, so this order is fixed.
 XMOD_BASE_LANGUAGES = (
@@ -84,6 +99,8 @@ class XmodConfig:
         bad = [code for code in self.languages if not str(code) or "." in str(code)]
         if bad:  # codes are module names: torch forbids "." and ""
             raise ValueError(f"invalid language codes {bad}: a code must be non-empty and contain no '.'")
+        for code in self.languages:
+            validate_code(code)
         self.languages = [str(code) for code in self.languages]
         if len(set(self.languages)) != len(self.languages):
             dupes = sorted({c for c in self.languages if self.languages.count(c) > 1})

@@ -94,17 +94,25 @@ def count_lines(path: str | os.PathLike) -> int:
     return n
 
 
+MAX_LINE_BYTES = 1 << 20  # longer lines are skipped (and counted): one 50 MB line would take gigabytes downstream
+
+
 class CorpusReport:
-    """Lines skipped while reading (invalid UTF-8, empty). All are counted per file; the first `max_logged` per file
-    are kept in `issues` as "file:line: reason" and logged as warnings (a web corpus can hold millions of them)."""
+    """Lines skipped while reading (invalid UTF-8, empty, longer than MAX_LINE_BYTES). All are counted per file and
+    per kind, with the lines read, so that `summary()` gives totals; the first `max_logged` per file are kept in
+    `issues` as "file:line: reason" and logged as warnings (a web corpus can hold millions of them)."""
 
     def __init__(self, max_logged: int = 20):
         self.max_logged = max_logged
         self.counts: Counter[str] = Counter()
+        self.kinds: Counter[tuple[str, str]] = Counter()  # (file, kind) -> lines skipped
+        self.read: Counter[str] = Counter()  # file -> lines read (usable or not)
         self.issues: list[str] = []
 
-    def add(self, where: str, index: int, reason: str) -> None:
-        """Record line `index` (0-based) of `where`; messages use 1-based line numbers like editors do."""
+    def add(self, where: str, index: int, reason: str, kind: str | None = None) -> None:
+        """Record line `index` (0-based) of `where`; messages use 1-based line numbers like editors do. `kind`: the
+        reason without its details, for the totals (default: the reason up to " (")."""
+        self.kinds[where, kind or reason.split(" (")[0]] += 1
         self.counts[where] += 1
         if self.counts[where] <= self.max_logged:
             msg = f"{where}:{index + 1}: {reason}; line skipped"
@@ -117,18 +125,29 @@ class CorpusReport:
         return bool(self.counts)
 
     def summary(self) -> str:
-        return "; ".join(f"{where}: {n} line(s) skipped" for where, n in sorted(self.counts.items())) or "no issues"
+        """Per file: lines skipped, of how many read, and why, e.g. "a.txt: 970 of 1000 lines skipped (97.0%):
+        970 invalid UTF-8"."""
+        parts = []
+        for where, n in sorted(self.counts.items()):
+            why = ", ".join(f"{k} {kind}" for (w, kind), k in sorted(self.kinds.items()) if w == where)
+            read = self.read.get(where, 0)
+            of = f" of {read} lines" if read >= n else " lines"
+            share = f" ({n / read:.1%})" if read >= n and read else ""
+            parts.append(f"{where}: {n}{of} skipped{share}: {why}")
+        return "; ".join(parts) or "no issues"
 
 
 def read_lines(path: str | os.PathLike, start: int = 0, stop: int | None = None, *, offset: int | None = None,
-               report: CorpusReport | None = None) -> Iterator[tuple[int, int, str]]:
+               report: CorpusReport | None = None, max_line_bytes: int | None = None) -> Iterator[tuple[int, int, str]]:
     """Yield (line index, byte offset, stripped text) for the usable lines with start <= index < stop.
 
     offset: byte offset (in the decompressed stream) of line `start`, from an earlier read; seeking there avoids
-    scanning the file from the top. Invalid UTF-8 and empty lines go to `report` and are skipped.
+    scanning the file from the top. Invalid UTF-8, empty lines and lines longer than `max_line_bytes` (default
+    MAX_LINE_BYTES; such a line is never held in memory whole) go to `report` and are skipped.
     """
     path = Path(path)
     report = CorpusReport() if report is None else report
+    limit = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
     where = str(path)
     f = _open_binary(path)
     index, pos = 0, 0
@@ -137,10 +156,21 @@ def read_lines(path: str | os.PathLike, start: int = 0, stop: int | None = None,
             if offset is not None and start > 0:
                 f.seek(offset)
                 index, pos = start, offset
-            for raw in f:
+            while raw := f.readline(limit + 1):
                 if stop is not None and index >= stop:
                     return
+                if len(raw) > limit and not (len(raw) == limit + 1 and raw.endswith(b"\n")):
+                    length = len(raw)
+                    while not raw.endswith(b"\n") and (raw := f.readline(1 << 20)):  # the rest, a MiB at a time
+                        length += len(raw)
+                    if index >= start:
+                        report.read[where] += 1
+                        report.add(where, index, f"longer than {limit} bytes ({length} bytes)", "too long")
+                    pos += length
+                    index += 1
+                    continue
                 if index >= start:
+                    report.read[where] += 1
                     try:
                         text = raw.decode("utf-8").strip()
                     except UnicodeDecodeError as e:
@@ -196,7 +226,10 @@ class _IterableSource:
     def lines(self, start: int, stop: int, offset: int | None, report: CorpusReport) -> Iterator[tuple]:
         for index, text in enumerate(itertools.islice(self.factory(), start, stop), start):
             text = text.strip()
-            if text:
+            report.read[self.name] += 1
+            if len(text) > MAX_LINE_BYTES // 4 and len(text.encode("utf-8")) > MAX_LINE_BYTES:
+                report.add(self.name, index, f"longer than {MAX_LINE_BYTES} bytes", "too long")
+            elif text:
                 yield index, None, text
             else:
                 report.add(self.name, index, "empty line")

@@ -24,7 +24,7 @@ from typing import Sequence, Union
 
 import torch
 
-from .config import XMOD_BASE_LANGUAGES, XmodConfig
+from .config import XMOD_BASE_LANGUAGES, XmodConfig, validate_code
 from .files import atomic_write_bytes
 from .model import XmodPreTrainedModel, module_language
 
@@ -37,16 +37,26 @@ Text = Union[str, Sequence[str]]  # one text, or a pair / several segments of on
 # ---------------------------------------------------------------------------------------
 
 
+def resolve_code(code: str, languages: Sequence[str]) -> str:
+    """The model's code for ``code``: itself when the model has it; an ISO code (``fr``, ``en``) maps to the model's
+    one code with that language part (``fr_XX``) when exactly one matches, as language identification does.
+    Anything else is a ValueError listing the model's languages; an invalid code (a path, spaces) says so first."""
+    validate_code(code)
+    if code in languages:
+        return code
+    matches = [c for c in languages if iso_code(c) == code.lower()] if "_" not in code else []
+    if len(matches) == 1:
+        return matches[0]
+    several = f" ({code!r} matches {matches}: name one)" if matches else ""
+    raise ValueError(f"unknown language {code!r}{several}; the model's languages: {list(languages)}")
+
+
 def _require_language(model: XmodPreTrainedModel, code: str) -> int:
-    languages = model.config.languages
-    if code not in languages:
-        raise ValueError(f"unknown language {code!r}; the model's languages: {languages}")
-    return languages.index(code)
+    return model.config.languages.index(resolve_code(code, model.config.languages))
 
 
 def _check_new_code(model: XmodPreTrainedModel, code: str) -> None:
-    if not isinstance(code, str) or not code or "." in code or code != code.strip() or any(c.isspace() for c in code):
-        raise ValueError(f"invalid language code {code!r}: a non-empty string without dots or spaces, e.g. 'de_DE'")
+    validate_code(code)
     if code in model.config.languages:
         raise ValueError(
             f"language {code!r} is already in the model (id {model.config.languages.index(code)}); "
@@ -114,7 +124,7 @@ def export_language(model: XmodPreTrainedModel, code: str, path: str | os.PathLi
     """
     from safetensors.torch import save
 
-    _require_language(model, code)
+    code = resolve_code(code, model.config.languages)
     path = Path(path)
     if path.is_dir():
         path = path / f"{code}.safetensors"
@@ -166,7 +176,7 @@ def read_language_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[st
 
 
 def import_language(model: XmodPreTrainedModel, path: str | os.PathLike, code: str | None = None, *,
-                    force: bool = False, replace: bool = False) -> int:
+                    force: bool = False, replace: bool = False, allow_nonfinite: bool = False) -> int:
     """Add the modules in ``path`` to ``model`` as ``code`` (default: the file's code); returns its id.
 
     A new code gets the next free id (append-only, as ``add_language``). An existing code is an
@@ -182,6 +192,10 @@ def import_language(model: XmodPreTrainedModel, path: str | os.PathLike, code: s
     path = Path(path)
     metadata, tensors = read_language_file(path)
     code = metadata["code"] if code is None else code
+    try:
+        validate_code(code)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     config = model.config
     if config.shared_module:
         raise ValueError(f"{path}: cannot import a language into a shared-module model (config.shared_module: "
@@ -235,6 +249,10 @@ def import_language(model: XmodPreTrainedModel, path: str | os.PathLike, code: s
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             raise ValueError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, the model expects {shape}")
+    nonfinite = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if nonfinite and not allow_nonfinite:
+        raise ValueError(f"{path}: {len(nonfinite)} tensor(s) hold NaN or infinite values, e.g. {nonfinite[:4]}; "
+                         "refusing to import them (allow_nonfinite=True imports anyway)")
 
     lang_id = config.languages.index(code) if exists else model.add_language(code)
     with torch.no_grad():
@@ -262,6 +280,7 @@ def remove_language(model: XmodPreTrainedModel, code: str) -> dict[int, int]:
     removed parameters: build it afterwards.
     """
     config = model.config
+    code = resolve_code(code, config.languages)
     removed = _require_language(model, code)
     if len(config.languages) == 1:
         raise ValueError(f"cannot remove {code!r}: it is the model's only language")
@@ -283,6 +302,7 @@ def rename_language(model: XmodPreTrainedModel, old: str, new: str) -> int:
     The ModuleDicts are rebuilt in their order, so every id keeps its module; the default language
     follows the rename. Outputs are bit-identical to before under the new code.
     """
+    old = resolve_code(old, model.config.languages)
     lang_id = _require_language(model, old)
     _check_new_code(model, new)
     for table in model.module_tables():

@@ -30,6 +30,7 @@ and the kernels.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -39,11 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import weights
-from .config import XmodConfig
+from .config import XmodConfig, validate_code
 from .kernels import Dropout, activation, drop_inference_cache, run_language_modules
 from .kernels.attention import attention
 from .kernels.linear import linear
-from .kernels.loss import limited_cross_entropy, mask_beyond
+from .kernels.loss import cross_entropy_or_zero, limited_cross_entropy, mask_beyond
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,7 @@ class XmodEmbeddings(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
         limit = self.position_embeddings.num_embeddings
-        # Derived positions never exceed seq_len + padding_idx, so only a long input or explicit
-        # position_ids need the exact maximum (a reduction and, on a GPU, a sync).
+        # derived positions never exceed seq_len + padding_idx: only then is the maximum (a GPU sync) needed
         check = position_ids is not None or input_ids.shape[1] + self.padding_idx >= limit
         if position_ids is None:
             # RoBERTa: real tokens count from padding_idx + 1, padding keeps padding_idx.
@@ -76,10 +76,8 @@ class XmodEmbeddings(nn.Module):
             raise ValueError(f"sequence needs position {int(position_ids.max())} but max_position_embeddings "
                              f"is {limit} (at most {limit - self.padding_idx - 1} tokens)")
         x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
-        if token_type_ids is None:
-            x = x + self.token_type_embeddings.weight[0]
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
+        types = self.token_type_embeddings
+        x = x + (types.weight[0] if token_type_ids is None else types(token_type_ids))
         return self.dropout(self.LayerNorm(x))
 
 
@@ -278,6 +276,8 @@ def resolve_lang_ids(lang_ids: LangIds, config: XmodConfig, batch_size: int) -> 
                 raise ValueError(f"unknown language {v!r}; the model's languages: {languages}")
             ids.append(index[v])
         else:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not float(v).is_integer():
+                raise ValueError(f"lang_ids must be integers or codes; got {v!r} in {values[:8]}")
             v = int(v)
             if not 0 <= v < len(languages):
                 raise ValueError(f"language id {v} is out of range 0..{len(languages) - 1}; "
@@ -402,6 +402,7 @@ class XmodPreTrainedModel(nn.Module):
         ``init_from``: None (the model's random initialisation), one code (a copy of that
         language's modules), or several codes (their average). Other languages are untouched.
         """
+        validate_code(code)
         if code in self.config.languages:
             raise ValueError(f"language {code!r} is already in the model ({self.config.languages})")
         sources = [init_from] if isinstance(init_from, str) else list(init_from or [])
@@ -620,7 +621,7 @@ class XmodForTokenClassification(XmodPreTrainedModel):
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float().view(-1, self.config.num_labels), labels.view(-1))
+            loss = cross_entropy_or_zero(logits.view(-1, self.config.num_labels), labels.view(-1), -100)
         return TokenClassifierOutput(loss, logits, out.hidden_states)
 
 
@@ -643,8 +644,8 @@ class XmodForQuestionAnswering(XmodPreTrainedModel):
             ignored = start_logits.size(1)
             start = start_positions.view(-1).clamp(0, ignored)
             end = end_positions.view(-1).clamp(0, ignored)
-            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
-                    + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
+            loss = (cross_entropy_or_zero(start_logits, start, ignored)
+                    + cross_entropy_or_zero(end_logits, end, ignored)) / 2
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states)
 
 

@@ -31,16 +31,18 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, fallback: str | None = None) -> "Pipeline":
-        return cls(load_pretrained(name_or_path), tok_mod.load_tokenizer(name_or_path), fallback)
+        model, tok = load_pretrained(name_or_path), tok_mod.load_tokenizer(name_or_path)
+        tok_mod.check_tokenizer_fits(tok, model.config, str(name_or_path), str(name_or_path))
+        return cls(model, tok, fallback)
 
     def languages(self, texts: Sequence[str], lang: str | Sequence[str] = "auto") -> list[str]:
         if isinstance(lang, str):
             if lang == "auto":
                 return lang_mod.resolve_auto_lang_ids(list(texts), self.model, self.fallback)
-            return [lang] * len(texts)
+            return [lang_mod.resolve_code(lang, self.model.config.languages)] * len(texts)
         if len(lang) != len(texts):
             raise ValueError(f"{len(lang)} language codes for {len(texts)} texts")
-        return list(lang)
+        return [lang_mod.resolve_code(code, self.model.config.languages) for code in lang]
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """input_ids (``<s> text </s>``, padded) and attention_mask of the texts, in one batch."""
@@ -77,7 +79,17 @@ class Pipeline:
         if not isinstance(self.model, XmodForMaskedLM):
             raise ValueError(f"fill_mask needs a masked-LM checkpoint; this one is {type(self.model).__name__}")
         mask_id = tok_mod.mask_id(self.tokenizer)
+        vocab = self.model.config.vocab_size
+        if not 1 <= top_k <= vocab:
+            raise ValueError(f"top_k={top_k}; it must be between 1 and the vocabulary size, {vocab}")
         batch = self.tokenize(texts)
+        full = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        for i, (text, encoding, ids) in enumerate(zip(texts, full, batch["input_ids"])):
+            if encoding.ids.count(mask_id) > int((ids == mask_id).sum()):
+                raise ValueError(f"text {i} ({text[:40]!r}...): a <mask> lies past the model's maximum length of "
+                                 f"{ids.shape[0]} tokens ({len(encoding.ids) + 2} with <s> and </s>); shorten the text")
+            if mask_id not in encoding.ids:
+                raise ValueError(f"text {i} ({text[:40]!r}) has no <mask>")
         logits = self.model(**batch, lang_ids=self.languages(texts, lang)).logits
         results = []
         for row, ids in zip(logits.softmax(-1), batch["input_ids"]):

@@ -17,14 +17,26 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+RANGE_KEYS = ("low", "above", "high", "below", "length", "check")  # "conflicts": a setting not to give with this
+
+
 def setting(default: Any = dataclasses.MISSING, help: str = "", flags: tuple[str, ...] = (), split: bool = True,
-            required: bool = False, **kw: Any) -> Any:
+            required: bool = False, *, low: float | None = None, above: float | None = None,
+            high: float | None = None, below: float | None = None, length: int | None = None, check: Any = None,
+            conflicts: str | None = None, **kw: Any) -> Any:
     """A dataclass field with a help text for ``--help`` and optional extra flag names.
 
     List fields take repeated flags; ``split=False`` stops commas from separating items (free text).
     ``required``: the run needs a value (from a flag or the YAML file); ``--help`` lists it first, marked.
+    Range, checked by ``check_ranges`` (``build``, so YAML and flags alike, and TrainConfig itself): ``low`` <= value,
+    ``above`` < value, value <= ``high``, value < ``below`` (each item of a list), ``length`` items exactly;
+    ``check(value)`` raises ValueError for anything else (e.g. languages.validate_code). None always passes.
+    ``conflicts``: another setting that may not be given together with this one (both non-zero).
     """
     metadata = {"help": help, "flags": tuple(flags), "split": split, "required": required}
+    bounds = {"low": low, "above": above, "high": high, "below": below, "length": length, "check": check,
+              "conflicts": conflicts}
+    metadata.update({k: v for k, v in bounds.items() if v is not None})
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
@@ -43,6 +55,16 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
         if len(args) == 1:
             return args[0], True
     return tp, False
+
+
+def short_repr(value: Any) -> str:
+    """repr() bounded in depth and length: a YAML alias bomb (a few lines that nest references a billion times)
+    must not be expanded into a message."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxstring, r.maxother = 2, 6, 6, 6, 80, 80
+    return r.repr(value)
 
 
 def coerce(key: str, value: Any, tp: Any, where: str = "") -> Any:
@@ -80,9 +102,68 @@ def coerce(key: str, value: Any, tp: Any, where: str = "") -> Any:
         if base is Path:
             return Path(value)
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         name = getattr(base, "__name__", str(base))
-        raise ValueError(f"setting {key!r}{loc}: {value!r} is not a valid {name}") from None
+        raise ValueError(f"setting {key!r}{loc}: {short_repr(value)} is not a valid {name}") from None
+
+
+def _range_metadata(cls: type, name: str) -> dict[str, Any]:
+    """The range of field ``name``: its own, else the nearest base class's (a recipe that overrides TrainConfig's
+    ``lr`` default keeps TrainConfig's range)."""
+    for klass in getattr(cls, "__mro__", (cls,)):
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and any(k in f.metadata for k in RANGE_KEYS):
+            return dict(f.metadata)
+    return {}
+
+
+def _conflicts(cls: type, name: str) -> str | None:
+    for klass in getattr(cls, "__mro__", (cls,)):
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "conflicts" in f.metadata:
+            return f.metadata["conflicts"]
+    return None
+
+
+def _describe(meta: dict[str, Any]) -> str:
+    parts = [f"{op} {meta[k]}" for k, op in (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<"))
+             if k in meta]
+    return " and ".join(parts)
+
+
+def check_value(cls: type, key: str, value: Any, where: str = "") -> None:
+    """Raise ValueError naming the setting (and ``where``) when ``value`` is outside field ``key``'s range."""
+    meta = _range_metadata(cls, key)
+    if value is None or not meta:
+        return
+    loc = f" in {where}" if where else ""
+    flag = "--" + key.replace("_", "-")
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if "length" in meta and isinstance(value, (list, tuple)) and len(items) != meta["length"]:
+        raise ValueError(f"setting {key!r}{loc} ({flag}): {len(items)} value(s) {short_repr(list(items))}; it takes "
+                         f"exactly {meta['length']}, comma-separated")
+    for item in items:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        bad = (("low" in meta and not item >= meta["low"]) or ("above" in meta and not item > meta["above"])
+               or ("high" in meta and not item <= meta["high"]) or ("below" in meta and not item < meta["below"]))
+        if bad or item != item:  # NaN is in no range
+            raise ValueError(f"setting {key!r}{loc} ({flag}): {short_repr(item)} is out of range; it must be "
+                             f"{_describe(meta)}")
+    if "check" in meta:  # each item of a list; "" is "not given" (required flags are the recipe's to check)
+        for item in items:
+            try:
+                if item != "":
+                    meta["check"](item)
+            except ValueError as e:
+                raise ValueError(f"setting {key!r}{loc} ({flag}): {e}") from None
+
+
+def check_ranges(obj: Any, where: str = "") -> None:
+    """Check every field of a settings dataclass instance against its range (see ``setting``)."""
+    for f in dataclasses.fields(obj):
+        if f.init:
+            check_value(type(obj), f.name, getattr(obj, f.name), where)
 
 
 def build(cls: type[T], values: dict[str, Any], where: str = "") -> T:
@@ -91,7 +172,16 @@ def build(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     if unknown:
         loc = f" in {where}" if where else ""
         raise ValueError(f"unknown setting(s) {unknown}{loc}; known: {sorted(types_)}")
-    return cls(**{k: coerce(k, v, types_[k], where) for k, v in values.items()})
+    coerced = {k: coerce(k, v, types_[k], where) for k, v in values.items()}
+    for k, v in coerced.items():  # before construction, so the message names the file a value came from
+        check_value(cls, k, v, where)
+        other = _conflicts(cls, k)
+        if other and v and coerced.get(other):
+            loc = f" in {where}" if where else ""
+            raise ValueError(f"settings {k!r} and {other!r}{loc} are both given ({v} and {coerced[other]}); set one")
+    obj = cls(**coerced)
+    check_ranges(obj)  # the defaults too
+    return obj
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

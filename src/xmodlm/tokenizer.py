@@ -8,6 +8,7 @@ other ids. PreTrainedTokenizerFast (TokenizersBackend in 5.x) loads tokenizer.js
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
 
+from .files import atomic_write, atomic_write_text
 from .data import CorpusReport, count_lines, discover_corpora, read_lines, sampling_probs
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,11 @@ def check_special_tokens(tok: Tokenizer) -> None:
 
 
 def _sample(corpora: Mapping[str, Path], sizes: Mapping[str, int], n_sample: int, alpha: float, seed: int,
-            report: CorpusReport, progress: bool) -> list[str]:
+            report: CorpusReport, progress: bool, max_bytes: int | None = None) -> list[str]:
     """n_sample lines, language l drawn with probability p_l ~ n_l^alpha; within a language, lines are drawn
-    without replacement while the quota allows, so a small language repeats all its lines before any twice."""
+    without replacement while the quota allows, so a small language repeats all its lines before any twice.
+    max_bytes: the sample's size in UTF-8 bytes is bounded too, language l taking at most p_l * max_bytes (the
+    trainer's memory grows with the bytes, not the lines)."""
     codes = list(corpora)
     probs = sampling_probs([sizes[c] for c in codes], alpha)
     rng = np.random.default_rng(seed)
@@ -86,10 +90,17 @@ def _sample(corpora: Mapping[str, Path], sizes: Mapping[str, int], n_sample: int
                 continue
             j = 0  # next entry of extra_lines
             stop = n if repeats else int(extra_lines[-1]) + 1
+            budget, used = (max(1, int(p * max_bytes)) if max_bytes else None), 0
             for index, _, text in read_lines(corpora[code], 0, stop, report=report):
                 while j < extra and extra_lines[j] < index:  # drawn line was empty or invalid
                     j += 1
                 times = repeats + (j < extra and extra_lines[j] == index)
+                if budget is not None and times:
+                    used += times * len(text.encode("utf-8"))
+                    if used > budget:
+                        log.warning(f"tokenizer sample: {code}: stopped at line {index + 1}, its share of the "
+                                    f"{max_bytes:,}-byte sample is full")
+                        break
                 out.extend([text] * times)
                 bar.update(times)
             log.info(f"tokenizer sample: {code}: {quota} lines (p={p:.4f}, n={n})")
@@ -140,11 +151,28 @@ def _rare_characters(lines: list[str], coverage: float, max_chars: int) -> set[s
     return {char for char, _ in ranked[keep:]}
 
 
+MAX_WORD_CHARS = 1000  # longer runs without whitespace are cut for the trainer (pieces are at most 16 characters)
+_LONG_WORD = re.compile(r"\S{%d,}" % (MAX_WORD_CHARS + 1))
+
+
+def _split_long_words(line: str) -> str:
+    """``line`` with every run of more than MAX_WORD_CHARS non-space characters cut into runs of MAX_WORD_CHARS: the
+    Unigram trainer's memory grows with the longest word (ten 1 MB words took 2.5 GB and crashed it), while pieces
+    are at most 16 characters, so only the counts of substrings across a cut change. Normal text has no such word."""
+    if len(line) <= MAX_WORD_CHARS:
+        return line
+    return _LONG_WORD.sub(lambda m: " ".join(m.group(0)[i:i + MAX_WORD_CHARS]
+                                             for i in range(0, len(m.group(0)), MAX_WORD_CHARS)), line)
+
+
 def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike, vocab_size: int, alpha: float = 0.3,
                     sample_sentences: int = 1_000_000, seed: int = 0, *, skip_lines: int = 0,
-                    character_coverage: float = 0.9995, progress: bool = True) -> Tokenizer:
+                    character_coverage: float = 0.9995, progress: bool = True,
+                    sample_bytes: int | None = 256 << 20) -> Tokenizer:
     """Train a Unigram tokenizer of `vocab_size` ids (including the 5 special tokens) on a sample of at most
-    `sample_sentences` lines (never more than the corpora hold), language l drawn with p_l ~ n_l^alpha.
+    `sample_sentences` lines and `sample_bytes` bytes of text (never more than the corpora hold), language l drawn
+    with p_l ~ n_l^alpha. Lines longer than data.MAX_LINE_BYTES are skipped; what was skipped, per file and why, is
+    logged as one warning.
     corpora: code -> file, or a directory of <code>.txt[.gz] files.
 
     skip_lines: leave out the last lines of every file (the validation tail). Characters beyond
@@ -166,7 +194,9 @@ def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike
     n_sample = min(sample_sentences, sum(sizes.values()))
     tok = _empty_tokenizer()
     lines = [tok.normalizer.normalize_str(line) for line in _sample(corpora, sizes, n_sample, alpha, seed, report,
-                                                                    progress)]
+                                                                    progress, sample_bytes)]
+    if report:
+        log.warning(f"tokenizer sample: {report.summary()}")
     if not lines:
         raise ValueError(f"no usable line in the tokenizer sample ({report.summary()})")
     rare = _rare_characters(lines, character_coverage, max_chars=(vocab_size - len(SPECIAL_TOKENS) - 1) // 2)
@@ -174,6 +204,7 @@ def train_tokenizer(corpora: Mapping[str, str | os.PathLike] | str | os.PathLike
         # Blanking them keeps them out of the trainer's required alphabet; at encode time they map to <unk>.
         table = {ord(c): " " for c in rare}
         lines = [line.translate(table) for line in lines]
+    lines = [_split_long_words(line) for line in lines]
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size - 1, special_tokens=list(SPECIAL_TOKENS),
                                       unk_token=UNK, show_progress=progress, max_piece_length=16)
     if progress:  # the trainer's own progress shows only on a terminal; this line says what the wait is
@@ -192,15 +223,43 @@ def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike, model_max_lengt
     check_special_tokens(tok)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tok.save(str(directory / "tokenizer.json"))
+    # each file atomically (files.atomic_write): a full disk or a kill never leaves a truncated tokenizer.json
+    atomic_write(directory / "tokenizer.json", lambda tmp: tok.save(str(tmp)))
     special = {"bos_token": BOS, "eos_token": EOS, "sep_token": EOS, "cls_token": BOS, "unk_token": UNK,
                "pad_token": PAD, "mask_token": MASK}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "clean_up_tokenization_spaces": False}
     if model_max_length is not None:
         config["model_max_length"] = model_max_length
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+    atomic_write_text(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
     return directory
+
+
+# config.json key: the fingerprint of the tokenizer the model was trained with
+FINGERPRINT_KEY = "xmodlm_tokenizer_sha256"
+
+
+def tokenizer_fingerprint(tok: Tokenizer) -> str:
+    """sha256 over the vocabulary, added tokens included: "id<TAB>piece<NEWLINE>" in id order. Two tokenizers with
+    the same fingerprint give every id the same piece (stable across tokenizers versions, unlike tokenizer.json)."""
+    h = hashlib.sha256()
+    for piece, i in sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1]):
+        h.update(f"{i}\t{piece}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def check_tokenizer_fits(tok: Tokenizer, config, tokenizer_where: str, model_where: str) -> None:
+    """Raise when ``tok`` cannot be the tokenizer of a model with ``config`` (an XmodConfig): ids past
+    ``config.vocab_size``, or another vocabulary than the one whose fingerprint config.json records."""
+    size = tok.get_vocab_size(with_added_tokens=True)
+    if size > config.vocab_size:
+        raise ValueError(f"the tokenizer {tokenizer_where} has {size} ids, the model {model_where} only "
+                         f"{config.vocab_size} (config.vocab_size): they do not belong together")
+    expected = getattr(config, "extra", {}).get(FINGERPRINT_KEY)
+    if expected and expected != tokenizer_fingerprint(tok):
+        raise ValueError(f"the tokenizer {tokenizer_where} is not the one the model {model_where} was trained with "
+                         f"(vocabulary fingerprint {tokenizer_fingerprint(tok)[:12]}, config.json's {FINGERPRINT_KEY} "
+                         f"{expected[:12]}); use the model's own tokenizer")
 
 
 def load_tokenizer(dir_or_name: str | os.PathLike) -> Tokenizer:

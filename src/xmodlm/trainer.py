@@ -6,7 +6,11 @@ everything else lives here. This module knows nothing about the model, data or r
 Checkpoints (`out_dir/checkpoint/`, replaced atomically; `checkpoint.old` is the fallback after a crash mid-swap):
 model.safetensors (+ config.json when the model has save_pretrained), optimizer.pt, one rank{r}.pt per process (RNG
 and data-order state) and trainer_state.json. Every .pt file loads with `torch.load(weights_only=True)`.
-Resuming from one restores all of it, so an interrupted run ends with the weights of an uninterrupted one.
+Resuming from one restores all of it, so an interrupted run ends with the weights of an uninterrupted one. A resumed
+run applies a changed max_steps, save_every, eval_every, log_every, tensorboard, device or strategy
+(APPLIED_ON_RESUME) and refuses any other changed setting, naming the old and the new value (see Trainer).
+A step whose loss or gradient norm is not finite stops the run before the update (TrainingDiverged), so the last
+checkpoint is always the last good step. One run per out_dir: rank 0 holds out_dir/.xmodlm.lock (files.run_lock).
 
 Each micro-batch loss is weighted by its share of the step's supervised targets (see `_n_targets`), so the update
 equals one process on the whole global batch, whatever the accumulation and the number of processes.
@@ -24,7 +28,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,7 +38,9 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .files import atomic_write, atomic_write_text, fsync_dir, fsync_file
+from .files import (atomic_write, atomic_write_text, fsync_file, recover_dir, run_lock, switch_dir, sync_tree,
+                    write_error)
+from .settings import check_ranges, setting
 from .runtime import machine_info
 
 logger = logging.getLogger(__name__)
@@ -44,29 +50,36 @@ STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _opt(default: Any, help: str, **bounds: Any) -> Any:
+    """A TrainConfig field: its help, and its range as settings.setting takes it (low, above, high, below, length)."""
+    return setting(default, help, **bounds)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping for one run; each field's metadata["help"] is its CLI help."""
 
-    max_steps: int = _opt(1000, "optimizer updates to run in total (a resumed run counts the steps already done)")
-    lr: float = _opt(5e-4, "peak learning rate, reached after warmup, then decayed linearly to 0 at max_steps")
-    weight_decay: float = _opt(0.01, "AdamW decoupled weight decay; biases and LayerNorm weights (1-D) are exempt")
-    betas: tuple[float, float] = _opt((0.9, 0.98), "AdamW betas (RoBERTa/XLM-R values)")
-    eps: float = _opt(1e-6, "AdamW epsilon (RoBERTa/XLM-R value)")
-    warmup_steps: int = _opt(0, "linear warmup steps; set this or warmup_ratio, not both")
-    warmup_ratio: float = _opt(0.0, "warmup as a fraction of max_steps; used when warmup_steps is 0")
-    grad_accum: int = _opt(1, "micro-batches per optimizer update (each is one item of train_data per process)")
-    max_grad_norm: float = _opt(1.0, "clip the global gradient norm to this; 0: no clipping (the norm is still logged)")
+    max_steps: int = _opt(1000, "optimizer updates to run in total (a resumed run counts the steps already done)",
+                           low=1)
+    lr: float = _opt(5e-4, "peak learning rate, reached after warmup, then decayed linearly to 0 at max_steps",
+                     above=0)
+    weight_decay: float = _opt(0.01, "AdamW decoupled weight decay; biases and LayerNorm weights (1-D) are exempt",
+                               low=0)
+    betas: tuple[float, float] = _opt((0.9, 0.98), "AdamW betas (RoBERTa/XLM-R values)", low=0, below=1, length=2)
+    eps: float = _opt(1e-6, "AdamW epsilon (RoBERTa/XLM-R value)", above=0)
+    warmup_steps: int = _opt(0, "linear warmup steps; when > 0 it replaces warmup_ratio", low=0,
+                             conflicts="warmup_ratio")
+    warmup_ratio: float = _opt(0.0, "warmup as a fraction of max_steps; used when warmup_steps is 0", low=0, high=1)
+    grad_accum: int = _opt(1, "micro-batches per optimizer update (each is one item of train_data per process)",
+                            low=1)
+    max_grad_norm: float = _opt(1.0, "clip the global gradient norm to this; 0: no clipping (the norm is still logged)",
+                                low=0)
     precision: str = _opt("auto", "fp32 | bf16 | auto: bf16 autocast on CUDA with bf16 support or on a CPU "
                                   "with AMX; fp32 otherwise")
-    seed: int = _opt(0, "seed for dropout and any global RNG use; process r uses seed + r")
-    log_every: int = _opt(10, "write averaged training metrics every this many steps")
-    eval_every: int = _opt(0, "call evaluate() every this many steps (0: only at the end)")
-    save_every: int = _opt(1000, "write a checkpoint every this many steps (0: only at the end)")
+    seed: int = _opt(0, "seed for dropout and any global RNG use; process r uses seed + r", low=0)
+    log_every: int = _opt(10, "write averaged training metrics every this many steps", low=1)
+    eval_every: int = _opt(0, "call evaluate() every this many steps (0: only at the end)", low=0)
+    save_every: int = _opt(1000, "write a checkpoint every this many steps (0: only at the end)", low=0)
     out_dir: str = _opt("runs/xmodlm", "metrics.jsonl, checkpoint/ and tb/ go here; a checkpoint found here is resumed")
     device: str = _opt("auto", "auto | cpu | cuda (auto: cuda when available; under torchrun cuda:LOCAL_RANK)")
     strategy: str = _opt("ddp", "ddp | fsdp, under torchrun (ignored in one process). ddp: every process holds the "
@@ -83,16 +96,12 @@ class TrainConfig:
             raise ValueError(f"strategy={self.strategy!r}; expected one of {STRATEGIES}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r}; expected one of {DEVICES} or 'cuda:N'")
-        for name in ("max_steps", "grad_accum", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; it must be >= 1")
-        if self.warmup_steps and self.warmup_ratio:
-            raise ValueError(f"warmup_steps={self.warmup_steps} and warmup_ratio={self.warmup_ratio}: set only one")
         self.betas = tuple(self.betas)  # YAML/JSON give lists
+        check_ranges(self)  # every numeric field against its range (see _opt); a subclass's too
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps or round(self.warmup_ratio * self.max_steps)
+        return self.warmup_steps or round(self.warmup_ratio * self.max_steps)  # warmup_steps > 0 wins
 
 
 def dist_info() -> tuple[int, int, int]:
@@ -208,9 +217,17 @@ def save_weights(model: torch.nn.Module, directory: Path) -> None:
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp))
 
 
+def _refuse_nonfinite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {bad[:4]}; a checkpoint "
+                         "of a diverged run is not resumed")
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Copy every tensor of `path` into `model`; a model tensor absent from the file must be tied to one present."""
     tensors, own = load_file(path), model.state_dict()
+    _refuse_nonfinite(tensors, path)
     unexpected = sorted(set(tensors) - set(own))
     if unexpected:
         raise ValueError(f"{path} holds tensors this model lacks: {unexpected[:8]}")
@@ -264,6 +281,22 @@ def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
             if isinstance(stack, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in STACK_NAMES for m in stack]
 
 
+# What a resumed run may change (see Trainer); every other setting must be the checkpoint's.
+APPLIED_ON_RESUME = ("max_steps", "save_every", "eval_every", "log_every", "tensorboard", "out_dir", "device",
+                     "strategy", "find_unused_parameters")
+
+
+class TrainingDiverged(FloatingPointError, ValueError):
+    """A step's loss or gradient norm was NaN or infinite; nothing of that step was applied or saved."""
+
+
+def _checkpoint_step(path: Path) -> Any:
+    try:
+        return json.loads((path / "trainer_state.json").read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
 def find_checkpoint(out_dir: str | Path) -> Path | None:
     """The complete checkpoint in out_dir: `checkpoint`, or `checkpoint.old` if a crash hit between the two renames."""
     for name in ("checkpoint", "checkpoint.old"):
@@ -298,12 +331,21 @@ class Trainer:
         each process must receive its own slice of the global batch. If it has state_dict()/load_state_dict(), its
         position is checkpointed per process and restored on resume. Resuming on another number of processes gives
         every process rank 0's data state (MLMBatches' state is rank-independent) and fresh RNG streams.
+    fixed: the recipe's settings that shape the run beyond TrainConfig (batch size, sequence length, languages, model
+        shape ...), as JSON-able name -> value; stored in the checkpoint and compared on resume.
+
+    Changed settings on resume: APPLIED_ON_RESUME (max_steps, save_every, eval_every, log_every, tensorboard, out_dir,
+    device, strategy, find_unused_parameters) take their new value; any other change of a TrainConfig field (lr,
+    betas, eps, weight_decay, warmup, grad_accum, max_grad_norm, precision, seed) or of `fixed` is refused with a
+    message naming the old and the new value, never warned about and ignored.
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Iterable[dict],
                  evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-                 trainable: Callable[[str], bool] | None = None, no_decay: Callable[[str], bool] | None = None):
+                 trainable: Callable[[str], bool] | None = None, no_decay: Callable[[str], bool] | None = None,
+                 fixed: dict[str, Any] | None = None):
         self.config, self.train_data, self.evaluate = config, train_data, evaluate
+        self.fixed = dict(fixed or {})
         self.rank, self.world_size, local_rank = dist_info()
         self.is_main = self.rank == 0
         self.out_dir = Path(config.out_dir)
@@ -357,14 +399,33 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.step, self.epoch, self._elapsed_before = 0, 0, 0.0
         self._iterator = None
-        checkpoint = find_checkpoint(self.out_dir)
-        if checkpoint is not None:
-            self._load(checkpoint)  # before DDP wraps: every process loads the same weights
+        if self.is_main:  # one run per out_dir (files.run_lock), released when fit ends or by close()
+            self._lock = contextlib.ExitStack()
+            self._lock.enter_context(run_lock(self.out_dir, "training run"))
+        try:
+            if self.is_main:
+                recover_dir(self.out_dir / "checkpoint", self.out_dir / "checkpoint.old")
+            self._barrier()
+            checkpoint = find_checkpoint(self.out_dir)
+            if checkpoint is not None:
+                self._load(checkpoint)  # before DDP wraps: every process loads the same weights
+        except BaseException:
+            self.close()
+            raise
         self.ddp = None
         if self.world_size > 1 and not self.fsdp:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=config.find_unused_parameters)
+
+    def close(self) -> None:
+        """Release out_dir's run lock (fit does, when it ends); idempotent."""
+        lock = self.__dict__.pop("_lock", None)
+        if lock is not None:
+            lock.close()
+
+    def __del__(self):
+        self.close()
 
     # ---- fsdp ----------------------------------------------------------------------------------------------------
     def _shard(self, trainable: list[torch.nn.Parameter]) -> None:
@@ -453,6 +514,7 @@ class Trainer:
                                                              set_optimizer_state_dict)
 
         tensors, own = load_file(path / "model.safetensors"), self._skeleton.state_dict()
+        _refuse_nonfinite(tensors, path / "model.safetensors")
         for name, first in self._tied.items():  # a file holds one name of tied tensors, not always the first
             if first not in tensors and name in tensors:
                 tensors[first] = tensors[name]
@@ -496,41 +558,61 @@ class Trainer:
             tmp.mkdir(parents=True)
         self._barrier()
         # Each process has its own dropout stream and data slice, so each writes its own file.
-        rank_file = tmp / f"rank{self.rank}.pt"
-        torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
-        fsync_file(rank_file)
-        weights, optim = self._full_states() if self.fsdp else (None, None)  # collectives: every rank
-        if self.is_main:
-            if self.fsdp:
-                self._write_weights(weights, tmp)
-            else:
-                weights, optim = None, self.optimizer.state_dict()
-                save_weights(self.model, tmp)
-            torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict()}, tmp / "optimizer.pt")
-            del weights, optim
-            state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
-                     "world_size": self.world_size, "trainable": self.trainable_names,
-                     "config": dataclasses.asdict(self.config), "precision": self.precision,
-                     "machine": {**machine_info(), "device": str(self.device)}}
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-            # Written in place, not each atomically: the directory is what replaces the old checkpoint.
-            for f in tmp.iterdir():
-                fsync_file(f)
-            fsync_dir(tmp)
+        rank_file = current = tmp / f"rank{self.rank}.pt"
+        try:
+            torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
+            fsync_file(rank_file)
+            weights, optim = self._full_states() if self.fsdp else (None, None)  # collectives: every rank
+            if self.is_main:
+                current = tmp / "model.safetensors"
+                if self.fsdp:
+                    self._write_weights(weights, tmp)
+                else:
+                    weights, optim = None, self.optimizer.state_dict()
+                    save_weights(self.model, tmp)
+                current = tmp / "optimizer.pt"
+                torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict()}, current)
+                del weights, optim
+                state = {"step": self.step, "epoch": self.epoch, "elapsed": self._elapsed(),
+                         "world_size": self.world_size, "trainable": self.trainable_names,
+                         "config": dataclasses.asdict(self.config), "fixed": self.fixed,
+                         "precision": self.precision, "machine": {**machine_info(), "device": str(self.device)}}
+                current = tmp / "trainer_state.json"
+                current.write_text(json.dumps(state, indent=2))
+                # Written in place, not each atomically: the directory is what replaces the old checkpoint.
+                current = tmp
+                sync_tree(tmp)
+        except (OSError, RuntimeError) as e:  # a full disk: name the file; the last checkpoint stays as it was
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = write_error(getattr(e, "filename", None) or current, e)
+            kept = f"{final} (step {_checkpoint_step(final)}) is kept" if final.is_dir() else "no checkpoint was kept"
+            raise OSError(error.errno, f"{error.strerror} (checkpoint of step {self.step}; {kept})",
+                          error.filename) from e
         self._barrier()  # every rank file is on disk before the swap
         if self.is_main:
-            # A directory cannot be renamed over a non-empty one, hence two renames; between them only
-            # checkpoint.old exists, and find_checkpoint falls back to it.
-            if final.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.rename(final, old)
-            os.rename(tmp, final)
-            fsync_dir(self.out_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            # Two renames (files.switch_dir); between them only checkpoint.old exists, and find_checkpoint falls
+            # back to it (recover_dir renames it back at the next start).
+            switch_dir(tmp, final, old)
         self._barrier()
 
+    def _read(self, file: Path, what: str, **load: Any) -> Any:
+        """One file of a checkpoint; any failure is a ValueError naming it (never a hint to unpickle objects)."""
+        try:
+            if file.suffix == ".json":
+                state = json.loads(file.read_text(encoding="utf-8"))
+                if not isinstance(state, dict) or not {"step", "epoch", "elapsed", "world_size", "trainable",
+                                                       "config"} <= set(state):
+                    raise ValueError("not a trainer state")
+                return state
+            return torch.load(file, weights_only=True, **load)
+        except Exception as e:
+            reason = "missing" if isinstance(e, FileNotFoundError) else f"unreadable or corrupt ({type(e).__name__})"
+            raise ValueError(f"{file}: the checkpoint's {what} is {reason}; it holds only tensors and plain values "
+                             f"when written by xmodlm. Move {file.parent} away to start over from step 0, or restore "
+                             "it from a backup") from None
+
     def _load(self, path: Path) -> None:
-        state = json.loads((path / "trainer_state.json").read_text())
+        state = self._read(path / "trainer_state.json", "trainer state")
         same_world = state["world_size"] == self.world_size
         if not same_world:
             logger.warning("%s was written by %d processes, this run has %d: every process takes rank 0's data "
@@ -548,18 +630,32 @@ class Trainer:
                              "what trains changed since. Use a new --out for this run, or the earlier settings to "
                              "resume that one")
         now = json.loads(json.dumps(dataclasses.asdict(self.config)))  # tuples -> lists, as in the file
-        changed = {k: (v, now[k]) for k, v in state["config"].items() if k != "out_dir" and now.get(k) != v}
+        changed = {k: (v, now[k]) for k, v in state["config"].items() if k in now and now[k] != v}
+        fixed = json.loads(json.dumps(self.fixed))
+        changed.update({k: (v, fixed[k]) for k, v in state.get("fixed", {}).items() if k in fixed and fixed[k] != v})
+        refused = {k: v for k, v in changed.items() if k not in APPLIED_ON_RESUME}
+        if refused:
+            listed = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in refused.items())
+            raise ValueError(f"{path} was trained with other settings ({listed}). A resumed run keeps the settings it "
+                             f"started with, except {', '.join(APPLIED_ON_RESUME)}: rerun with the checkpoint's values "
+                             "to resume, or pass a new out_dir to start a new run with these")
         if changed:
-            logger.warning("resuming with changed settings (checkpoint, now): %s", changed)
+            logger.info("resuming with changed settings, applied (checkpoint, now): %s", changed)
         if self.fsdp:
-            optim = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            optim = self._read(path / "optimizer.pt", "optimizer state", map_location="cpu")
             self._load_full_states(path, optim["optimizer"])
         else:
-            load_weights(self.model, path / "model.safetensors")
-            optim = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+            try:
+                load_weights(self.model, path / "model.safetensors")
+            except ValueError:
+                raise
+            except Exception as e:  # safetensors' own error on a truncated file
+                raise ValueError(f"{path / 'model.safetensors'}: the checkpoint's weights are unreadable or corrupt "
+                                 f"({type(e).__name__}: {e}); move {path} away to start over") from None
+            optim = self._read(path / "optimizer.pt", "optimizer state", map_location=self.device)
             self.optimizer.load_state_dict(optim["optimizer"])
         self.scheduler.load_state_dict(optim["scheduler"])
-        mine = torch.load(path / f"rank{self.rank if same_world else 0}.pt", map_location="cpu", weights_only=True)
+        mine = self._read(path / f"rank{self.rank if same_world else 0}.pt", "RNG and data state", map_location="cpu")
         if mine["data"] is not None:
             if not hasattr(self.train_data, "load_state_dict"):
                 raise ValueError(f"{path} holds a data position but train_data "
@@ -627,10 +723,27 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or math.inf)
         if hasattr(norm, "full_tensor"):  # fsdp: a DTensor
             norm = norm.full_tensor()
+        self._check_finite(loss_share, norm)  # before the update: a diverged step never reaches the weights
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips modules a step did not use
         return loss_share, tokens, norm
+
+    def _check_finite(self, loss_share: torch.Tensor, norm: torch.Tensor) -> None:
+        """Stop before step self.step + 1 updates anything when its loss or gradient norm is not finite (on any
+        process): the weights and the last checkpoint stay those of the last good step."""
+        bad = self._all_reduce((~torch.isfinite(torch.stack([loss_share.float(), norm.float()]))).float())
+        if bad.any():
+            names = [n for n, b in zip(("the loss", "the gradient norm"), bad.tolist()) if b]
+            what = " and ".join(names) + (" are" if len(names) > 1 else " is")
+            last = find_checkpoint(self.out_dir)
+            kept = (f"the last checkpoint ({last}, step {_checkpoint_step(last)}) is kept" if last is not None
+                    else "no checkpoint was written")
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(
+                f"{what} not finite at step {self.step + 1} (loss {float(loss_share):g}, gradient norm "
+                f"{float(norm):g}); the step was not applied and {kept}. Start again with a lower lr (now "
+                f"{self.scheduler.get_last_lr()[0]:g}) or precision='fp32', in a new out_dir")
 
     def _run_evaluate(self) -> dict[str, float]:
         rng = _rng_state(self.device)
@@ -665,7 +778,14 @@ class Trainer:
         return open(path, "a"), tb
 
     def fit(self, export_dir: str | Path | None = None) -> dict[str, float]:
-        """Train up to max_steps (resuming where the checkpoint left off); returns the last metrics record."""
+        """Train up to max_steps (resuming where the checkpoint left off); returns the last metrics record. Releases
+        out_dir's run lock when it returns or fails."""
+        try:
+            return self._fit(export_dir)
+        finally:
+            self.close()
+
+    def _fit(self, export_dir: str | Path | None) -> dict[str, float]:
         cfg = self.config
         metrics_file, tb = self._open_logs() if self.is_main else (None, None)
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc="train", dynamic_ncols=True)
@@ -690,9 +810,6 @@ class Trainer:
                     loss_sum, tok, norm_sum = self._all_reduce(window.clone()).tolist()
                     seconds = time.perf_counter() - window_start
                     loss = loss_sum / window_steps
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss} at step {self.step}; lower lr (now {lr:g}) "
-                                                 "or try precision='fp32'")
                     record.update(loss=loss, lr=lr, tokens_per_s=tok / seconds, grad_norm=norm_sum / window_steps,
                                   elapsed=self._elapsed())
                     postfix.update(loss=f"{loss:.4f}", tok_s=f"{tok / seconds:,.0f}")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .config import XmodConfig
-from .files import atomic_write
+from .files import atomic_write, recover_dir
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ WEIGHTS_NAME = "model.safetensors"
 def resolve_pretrained(name_or_path: str | os.PathLike) -> Path:
     """A local checkpoint directory, or a hub id downloaded (config, weights, tokenizer only)."""
     path = Path(name_or_path)
+    recover_dir(path)  # an in-place edit (files.replace_dir) killed between its two renames
     if path.is_dir():
         return path
     name = str(name_or_path)
@@ -55,13 +56,21 @@ def resolve_pretrained(name_or_path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{name}: not a local directory and could not be fetched from the hub ({e})") from e
 
 
-def from_pretrained(cls, name_or_path: str | os.PathLike, **config_overrides):
+def from_pretrained(cls, name_or_path: str | os.PathLike, *, allow_nonfinite: bool = False, **config_overrides):
     """A ``cls`` built from the config.json of a checkpoint directory (or hub id), with its weights
-    (see ``load_checkpoint_weights``)."""
+    (see ``load_checkpoint_weights``; ``allow_nonfinite=True`` loads NaN or infinite weights too)."""
     directory = resolve_pretrained(name_or_path)
     model = cls(XmodConfig.from_pretrained(directory, **config_overrides))
-    load_checkpoint_weights(model, directory)
+    load_checkpoint_weights(model, directory, allow_nonfinite=allow_nonfinite)
     return model
+
+
+def check_finite(tensors, where: str) -> None:
+    """Raise naming ``where`` and the first tensors that hold NaN or infinite values (name -> tensor)."""
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"{where}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {bad[:4]} (a diverged "
+                         "run?); refusing to load them (pass allow_nonfinite=True to load anyway)")
 
 
 def save_pretrained(model, directory: str | os.PathLike) -> None:
@@ -114,16 +123,18 @@ def read_weights(directory: str | os.PathLike) -> tuple[list[Path], dict[str, tu
     return files, tensors
 
 
-def load_checkpoint_weights(model, directory: str | os.PathLike) -> None:
+def load_checkpoint_weights(model, directory: str | os.PathLike, *, allow_nonfinite: bool = False) -> None:
     """Copy a checkpoint directory's tensors into ``model``, then tie its weights again.
 
     Encoder names map between the bare encoder (``encoder.…``) and a model with a head
     (``roberta.encoder.…``). Task-head weights absent from the checkpoint keep their initialisation
     (logged), other heads' tensors are ignored (logged); a missing encoder tensor, an encoder tensor
     without a place in the model, a shape mismatch or an unreadable file is an error naming the
-    file and the tensor.
+    file and the tensor. NaN or infinite weights are refused unless ``allow_nonfinite``.
     """
     files, tensors = read_weights(directory)
+    if not allow_nonfinite:
+        check_finite({k: t for k, (t, _) in tensors.items()}, str(directory))
     prefix = "" if model.encoder_model is model else model.base_model_prefix + "."
     tied = model._tied_keys()
     expected = {k: v for k, v in model.state_dict().items() if k not in tied}

@@ -31,3 +31,11 @@ def limited_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, limits: t
     parts.append((logits[beyond], targets[beyond]))
     total = sum(F.cross_entropy(x.float(), t, reduction="sum") for x, t in parts if t.numel())
     return total / targets.numel()
+
+
+def cross_entropy_or_zero(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean cross-entropy over the targets that are not ``ignore_index``; 0 (with a gradient path) where there is
+    none, not 0/0 = NaN: a batch with no labelled position must not poison the step."""
+    if not bool((targets != ignore_index).any()):
+        return logits.float().sum() * 0.0
+    return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)

@@ -26,6 +26,7 @@ Data: one file in the new language. Loss: masked LM. Same training loop as pre-t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ import torch
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
 from .. import vocab as vocab_mod
-from ..files import atomic_write_text
+from ..config import validate_code
+from ..files import atomic_write_text, run_lock
 from ..model import XmodForMaskedLM, module_language
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info
@@ -47,23 +49,25 @@ from .pretrain import format_perplexities, perplexity_evaluator, train_config
 @dataclass
 class AddLanguageSettings(TrainConfig):
     model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)", required=True)
-    lang: str = setting("", "code of the new language, e.g. sw_KE", required=True)
+    lang: str = setting("", "code of the new language, e.g. sw_KE", required=True, check=validate_code)
     data: str = setting("", "text in the new language, one sentence a line: a file (.txt or .txt.gz), or a directory "
                             "holding <lang>.txt[.gz]", required=True)
     out_dir: str = setting("runs/add-language", "output checkpoint directory", flags=("--out",))
-    init_from: list[str] = setting([], "initialise from these languages' modules (one: copy; several: average)")
+    init_from: list[str] = setting([], "initialise from these languages' modules (one: copy; several: average)",
+                                  check=validate_code)
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
-    seq_len: int = setting(128, "tokens per packed row")
-    batch_size: int = setting(16, "rows per batch")
-    valid_lines: int = setting(200, "last lines of the file held out for validation")
-    valid_batches: int = setting(4, "validation batches (perplexity)")
+    seq_len: int = setting(128, "tokens per packed row", low=4)
+    batch_size: int = setting(16, "rows per batch", low=1)
+    valid_lines: int = setting(200, "last lines of the file held out for validation", low=1)
+    valid_batches: int = setting(4, "validation batches (perplexity)", low=1)
     max_steps: int = setting(500, "optimizer updates")
     lr: float = setting(1e-3, "peak learning rate (only the new modules train)")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of max_steps")
     save_every: int = setting(250, "checkpoint every N steps")
     extend_vocab: int = setting(-1, "vocabulary extension: train N pieces on the new language and append those "
                                     "holding a character the vocabulary lacks (0: off; -1: automatic, on where the "
-                                    "text has such characters, N = the vocabulary size / the number of languages)")
+                                    "text has such characters, N = the vocabulary size / the number of languages)",
+                                low=-1)
     embed_init: str = setting("overlap", "initialisation of new vocabulary rows: mean (drawn from the mean and "
                                          "covariance of the existing rows) | script (the same, per script) | "
                                          "overlap (mean of the rows of the old tokenizer's pieces of each new piece)")
@@ -189,6 +193,13 @@ def corpus_file(path: Path, lang: str) -> Path:
 
 
 def run(s: AddLanguageSettings) -> dict[str, float]:
+    """Add a language; one run per --out (files.run_lock: a second run on the same directory stops with a message)."""
+    rank = dist_info()[0]
+    with run_lock(s.out_dir, "add-language") if rank == 0 else contextlib.nullcontext():
+        return _run(s)
+
+
+def _run(s: AddLanguageSettings) -> dict[str, float]:
     for flag in ("model", "lang", "data"):
         if not getattr(s, flag):
             raise ValueError(f"--{flag} is required")
@@ -201,8 +212,10 @@ def run(s: AddLanguageSettings) -> dict[str, float]:
     if s.embed_init not in vocab_mod.INIT_METHODS:
         raise ValueError(f"--embed-init {s.embed_init!r}; expected one of {', '.join(vocab_mod.INIT_METHODS)}")
     tok = tok_mod.load_tokenizer(s.tokenizer or s.model)
+    tok_mod.check_tokenizer_fits(tok, model.config, str(s.tokenizer or s.model), s.model)
     lines = vocab_mod.training_lines(path, s.valid_lines)
     tok, vocab, rows, counts = prepare_vocabulary(s, model, tok, lines, out, resumed)
+    model.config.extra[tok_mod.FINGERPRINT_KEY] = tok_mod.tokenizer_fingerprint(tok)  # the (possibly extended) one
     torch.manual_seed(s.seed)
     lang_id = model.add_language(s.lang, init_from=s.init_from or None)
     rank, world, _ = dist_info()
@@ -227,8 +240,14 @@ def run(s: AddLanguageSettings) -> dict[str, float]:
     for batch in valid[s.lang]:
         batch["lang_ids"] = torch.full_like(batch["lang_ids"], lang_id)
     trainer = Trainer(model, train_config(s), ConstantLanguage(batches, lang_id), perplexity_evaluator(valid),
-                      trainable=trainable, no_decay=lambda name: name == vocab_mod.EMBEDDING)
+                      trainable=trainable, no_decay=lambda name: name == vocab_mod.EMBEDDING,
+                      fixed={"lang": s.lang, "init_from": s.init_from, "seq_len": s.seq_len, "batch_size": s.batch_size,
+                             "valid_lines": s.valid_lines, "languages": model.config.languages,
+                             "extend_vocab": s.extend_vocab, "embed_init": s.embed_init,
+                             "train_unseen_rows": s.train_unseen_rows})
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
+    if batches.report:  # lines skipped while training: per file, how many of how many read, and why
+        logging.getLogger(__name__).warning("corpus: %s", batches.report.summary())
     if rank == 0:
         if counts is not None:  # without the base's counts, partial ones would call used rows unseen: none written
             sources = vocab_mod.read_counts(s.model)[1] + [{"what": "add-language", "language": s.lang,

@@ -53,8 +53,8 @@ def sync() -> None:
 @dataclass
 class BenchSettings:
     suite: list[str] = setting(list(SUITES), f"which measurements: {', '.join(SUITES)}")
-    steps: int = setting(5, "timed calls per implementation (median reported)")
-    warmup: int = setting(2, "untimed calls first")
+    steps: int = setting(5, "timed calls per implementation (median reported)", low=1)
+    warmup: int = setting(2, "untimed calls first", low=0)
     quick: bool = setting(False, "smaller shapes (a smoke test, not the targets' shapes)")
     out: str | None = setting(None, "also write the rows as JSON here")
     data: str = setting("", "corpus directory for the data suite (default: ../shared/data/ntrex or synthetic)")

@@ -14,7 +14,7 @@ class ConvertSettings:
     checkpoint: str = setting("", "fairseq checkpoint (model.pt)")
     out: str = setting("", "output directory (config.json + model.safetensors)")
     languages: list[str] = setting([], "language codes in id order (default: from the checkpoint)")
-    num_attention_heads: int | None = setting(None, "heads, when the checkpoint stores no model config")
+    num_attention_heads: int | None = setting(None, "heads, when the checkpoint stores no model config", low=1)
 
 
 def run(s: ConvertSettings) -> Path:

@@ -83,13 +83,13 @@ class DemoSettings:
                            flags=("--out",))
     quick: bool = setting(False, "tiny everything (well under a minute; the numbers mean nothing): a smoke test")
     languages: int | None = setting(None, "pre-training languages, the first N synthetic ones, each of its own "
-                                          "family and script (unset: 6; --quick: 3)")
+                                          "family and script (unset: 6; --quick: 3)", low=2)
     task: str = setting("ner", "fine-tuning task: ner (entity F1) | nli (accuracy; barely above chance at this size)")
     source_lang: str = setting("", "language of the fine-tuning data (empty: the first pre-training language)")
-    steps: int | None = setting(None, "pre-training updates of each model (unset: 3000; --quick: 12)")
-    add_steps: int | None = setting(None, "updates of the added language's modules (unset: 500; --quick: 6)")
-    finetune_steps: int | None = setting(None, "fine-tuning updates of each model (unset: 600; --quick: 6)")
-    seed: int = setting(0, "seed of every training run and of the validation masking")
+    steps: int | None = setting(None, "pre-training updates of each model (unset: 3000; --quick: 12)", low=1)
+    add_steps: int | None = setting(None, "updates of the added language's modules (unset: 500; --quick: 6)", low=1)
+    finetune_steps: int | None = setting(None, "fine-tuning updates of each model (unset: 600; --quick: 6)", low=1)
+    seed: int = setting(0, "seed of every training run and of the validation masking", low=0)
     device: str = setting("auto", "auto | cpu | cuda")
     threads: int = setting(0, "CPU threads of torch's operators during the demo (0: one per core left idle by the "
                               "machine's other work, from the load average; printed at start): its models are so "

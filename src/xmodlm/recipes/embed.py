@@ -40,11 +40,13 @@ class EmbedSettings:
                            flags=("--out",))
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
     layer: int | None = setting(None, "layer whose states are pooled, 0 = embeddings, -1 = last (default: "
-                                      "fine-tuning's for a retrieval fine-tune, else the middle layer)")
+                                      "fine-tuning's for a retrieval fine-tune, else the middle layer)",
+                                  low=-257, high=256)
     pooling: str | None = setting(None, "mean | cls (default: fine-tuning's, else mean)")
     normalize: bool = setting(True, "scale every embedding to unit length (dot product = cosine)")
-    batch_size: int = setting(64, "texts per forward pass (sorted by length)")
-    max_length: int | None = setting(None, "tokens per text, <s> and </s> included (default: the model's limit)")
+    batch_size: int = setting(64, "texts per forward pass (sorted by length)", low=1)
+    max_length: int | None = setting(None, "tokens per text, <s> and </s> included (default: the model's limit)",
+                                     low=3)
     precision: str = setting("fp32", "fp32 | bf16 (encoder in bf16 autocast; see the README for how close)")
     dtype: str = setting("float32", "float32 | float16: the stored arrays' type")
     fallback: str | None = setting(None, "module for a language the model lacks: a code, or 'closest'")

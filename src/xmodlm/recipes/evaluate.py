@@ -17,6 +17,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +33,7 @@ from ..settings import setting
 from ..tasks import Setup, Task
 from ..tasks.engine import (TASK_FILE, head_labels, load_examples, predict, resolve_max_length, resolve_stride,
                             select, task_named)
-from ..tokenizer import load_tokenizer
+from ..tokenizer import check_tokenizer_fits, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -51,24 +52,25 @@ class EvaluateSettings:
     out_dir: str = setting("runs/evaluate", "results.json and predictions/<LANG>.* go here (a path ending in .json "
                                             "names the results file; predictions go next to it)", flags=("--out",))
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
-    batch_size: int = setting(32, "features per forward pass")
-    max_length: int | None = setting(None, "tokens per input (default: fine-tuning's, else QA 384 and 128)")
+    batch_size: int = setting(32, "features per forward pass", low=1)
+    max_length: int | None = setting(None, "tokens per input (default: fine-tuning's, else QA 384 and 128)",
+                                     low=8)
     stride: int | None = setting(None, "QA: tokens shared by consecutive windows (default: fine-tuning's, else "
-                                       "max_length / 3)")
+                                       "max_length / 3)", low=0)
     fallback: str | None = setting(None, "module for a language the model lacks: a language code, or 'closest' "
                                          "(a related language, else the default language, else en_XX / id 0)")
     eval_range: str | None = setting(None, "evaluate examples START:END of every file (by index, e.g. 1000:)")
-    eval_limit: int | None = setting(None, "evaluate the first N examples (after --eval-range)")
+    eval_limit: int | None = setting(None, "evaluate the first N examples (after --eval-range)", low=1)
     qa_normalization: str = setting("squad", "QA answer normalisation: squad (XQuAD, TyDiQA) or mlqa "
                                              "(language-aware, MLQA)")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
     pivot: str | None = setting(None, "retrieval: the --data language every other one is paired with (default: "
                                       "the last --data item)")
     layer: int | None = setting(None, "retrieval: layer whose states embed sentences, 0 = embeddings, -1 = last "
-                                      "(default: fine-tuning's, else the middle layer)")
+                                      "(default: fine-tuning's, else the middle layer)", low=-257, high=256)
     pooling: str | None = setting(None, "retrieval: mean | cls (default: fine-tuning's, else mean)")
     scoring: str = setting("cosine", "retrieval: cosine | margin (ratio margin, Artetxe & Schwenk 2019)")
-    margin_k: int = setting(4, "retrieval: neighbours each side in the margin")
+    margin_k: int = setting(4, "retrieval: neighbours each side in the margin", low=1)
     search: str = setting("auto", "retrieval: torch | faiss | auto (faiss when installed); both exact")
     per_layer: bool = setting(True, "retrieval: also score every layer (one forward pass) and print accuracy@1 by "
                                     "layer")
@@ -233,6 +235,7 @@ def run(s: EvaluateSettings) -> dict:
 
     model = task.head.from_pretrained(directory).to(resolve_device(s.device))
     tok = load_tokenizer(s.tokenizer or directory)
+    check_tokenizer_fits(tok, model.config, str(s.tokenizer or directory), s.model)
     rows = evaluate_languages(model, tok, task, datasets, modules, max_length=max_length, stride=stride,
                               batch_size=s.batch_size, normalization=s.qa_normalization)
 
@@ -269,7 +272,7 @@ class ScoreSettings:
     lang: str | None = setting(None, "QA: the answers' language (de or de_DE) for MLQA normalisation")
     normalization: str | None = setting(None, "QA: squad | mlqa (default: mlqa when --lang is given, else squad)")
     eval_range: str | None = setting(None, "score examples START:END of --data (as evaluate's --eval-range)")
-    eval_limit: int | None = setting(None, "score the first N examples (as evaluate's --eval-limit)")
+    eval_limit: int | None = setting(None, "score the first N examples (as evaluate's --eval-limit)", low=1)
     json: bool = setting(False, "print the metrics as one JSON object (full precision) instead of a line of text")
 
 
@@ -294,6 +297,8 @@ def score(s: ScoreSettings) -> dict[str, float]:
     except ValueError as e:
         raise ValueError(f"{e}{range_hint(s)}") from None
     metric_lang = task.metric_language(s.normalization, s.lang) if task.metric_language else None
+    if isinstance(predictions, dict):  # {id: prediction} (QA): say what does not match instead of scoring silently
+        check_prediction_ids(predictions, examples, s.predictions, s.data)
     result = task.evaluate(predictions, examples, Setup(lang=s.lang, metric_lang=metric_lang))
     if s.json:
         print(json.dumps(result))
@@ -321,4 +326,19 @@ def range_hint(s: ScoreSettings) -> str:
         return f". {results} says evaluate ran with {flags} (this run: {mine}); pass the same here"
     return (f". If evaluate ran on part of the file (--eval-range START:END, --eval-limit N), pass the same here "
             f"(this run: {mine})")
+
+
+def check_prediction_ids(predictions: dict, examples: Sequence, predictions_path: str, data_path: str) -> None:
+    """Warn (stderr) about predictions for ids the reference lacks (ignored) and count the reference ids without a
+    prediction (each scores 0)."""
+    ids = [getattr(ex, "id", None) for ex in examples]
+    known = set(ids)
+    unknown = [k for k in predictions if k not in known]
+    missing = [i for i in ids if i not in predictions]
+    if unknown:
+        print(f"warning: {predictions_path}: {len(unknown)} of {len(predictions)} predictions are for ids not in "
+              f"{data_path} (e.g. {unknown[:3]}); they are ignored", file=sys.stderr)
+    if missing:
+        print(f"warning: {predictions_path}: {len(missing)} of {len(ids)} questions of {data_path} have no prediction "
+              f"(e.g. {missing[:3]}); each scores 0", file=sys.stderr)
 

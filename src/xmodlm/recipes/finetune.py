@@ -15,6 +15,7 @@ that the evaluate recipe reads. A task without a head (retrieval) names its own 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -28,8 +29,8 @@ import numpy as np
 import torch
 
 from .. import tokenizer as tok_mod
-from ..config import XmodConfig
-from ..files import atomic_write_text
+from ..config import XmodConfig, validate_code
+from ..files import atomic_write_text, run_lock
 from ..weights import resolve_pretrained
 from ..model import is_embedding_or_module_param
 from ..settings import setting
@@ -47,7 +48,8 @@ class FinetuneSettings(TrainConfig):
     task: str = setting("nli", "nli | ner | pos | qa | mc | retrieval")
     train: list[str] = setting([], "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA "
                                    "jsonl); retrieval: LANG=FILE, one per language", split=False, required=True)
-    source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)")
+    source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)",
+                               check=validate_code)
     out_dir: str = setting("runs/finetune", "output: fine-tuned model, tokenizer, task.json, checkpoint/, "
                                             "metrics.jsonl", flags=("--out",))
     tokenizer: str | None = setting(None, "tokenizer directory (default: the model's directory)")
@@ -56,13 +58,17 @@ class FinetuneSettings(TrainConfig):
     valid_range: str | None = setting(None, "use validation examples START:END by index, e.g. --valid dev-en.tsv "
                                             "--valid-range 1500: to track the English pairs left out by "
                                             "--train-range 0:1500")
-    epochs: float = setting(5.0, "passes over the training data (sets max_steps unless --max-steps is given)")
+    epochs: float = setting(5.0, "passes over the training data (sets max_steps unless --max-steps is given)",
+                           above=0)
     max_steps: int | None = setting(None, "optimizer updates (default: epochs x batches per epoch / grad_accum)")
-    batch_size: int = setting(32, "examples per batch (global, across processes); QA: windows per batch")
-    max_length: int | None = setting(None, "tokens per input (default: QA 384, others 128, capped by the model)")
-    stride: int | None = setting(None, "QA: tokens shared by consecutive windows (default: max_length / 3)")
+    batch_size: int = setting(32, "examples per batch (global, across processes); QA: windows per batch",
+                              low=1)
+    max_length: int | None = setting(None, "tokens per input (default: QA 384, others 128, capped by the model)",
+                                     low=8)
+    stride: int | None = setting(None, "QA: tokens shared by consecutive windows (default: max_length / 3)",
+                                 low=0)
     full_finetune: bool = setting(False, "train every parameter, embeddings and language modules included")
-    train_limit: int | None = setting(None, "use only the first N training examples (after --train-range)")
+    train_limit: int | None = setting(None, "use only the first N training examples (after --train-range)", low=1)
     train_range: str | None = setting(None, "use training examples START:END by index, e.g. 0:999 to train on "
                                             "part of XNLI dev and evaluate the rest with --eval-range 999: (XNLI "
                                             "dev holds 3 consecutive pairs per premise: multiples of 3 keep "
@@ -74,9 +80,10 @@ class FinetuneSettings(TrainConfig):
     pivot: str | None = setting(None, "retrieval: the --train language every other one is paired with (default: "
                                       "the last --train item)")
     layer: int | None = setting(None, "retrieval: layer whose pooled states the contrastive loss trains, 0 = "
-                                      "embeddings, -1 = last (default: the middle layer)")
+                                      "embeddings, -1 = last (default: the middle layer)", low=-257, high=256)
     pooling: str | None = setting(None, "retrieval: mean | cls (default: mean)")
-    temperature: float = setting(0.05, "retrieval: temperature of the in-batch contrastive loss (cosines / this)")
+    temperature: float = setting(0.05, "retrieval: temperature of the in-batch contrastive loss (cosines / this)",
+                               above=0)
 
     def __post_init__(self):
         if isinstance(self.train, (str, Path)):  # one file, as Python callers pass it
@@ -233,6 +240,13 @@ def last_logged(path: Path, record: dict) -> dict:
 
 
 def run(s: FinetuneSettings) -> dict:
+    """Fine-tune; one run per --out (files.run_lock: a second run on the same directory stops with a message)."""
+    rank = dist_info()[0]
+    with run_lock(s.out_dir, "finetune") if rank == 0 else contextlib.nullcontext():
+        return _run(s)
+
+
+def _run(s: FinetuneSettings) -> dict:
     """Fine-tune, save model + tokenizer + task.json to --out; return the final metrics with what was trained."""
     task = task_named(s.task)
     if task.recipe is not None:  # a task trained without a head (retrieval) runs its own fine-tuning
@@ -245,12 +259,16 @@ def run(s: FinetuneSettings) -> dict:
     train_file = s.train[0]
     directory = resolve_pretrained(s.model)
     config = XmodConfig.from_pretrained(directory)  # config only: check the language before loading weights
+    if s.source_lang not in config.languages and "_" not in s.source_lang:  # an ISO code: the model's, if one fits
+        matches = [c for c in config.languages if c.split("_", 1)[0].lower() == s.source_lang.lower()]
+        s.source_lang = matches[0] if len(matches) == 1 else s.source_lang
     if s.source_lang not in config.languages:
         raise ValueError(f"source language {s.source_lang!r} is not one of the model's languages "
                          f"{config.languages}; --source-lang names the training data's language, whose module trains")
     max_length = resolve_max_length(s.max_length, task, config)
     stride = resolve_stride(s.stride, task, max_length)
     tok = tok_mod.load_tokenizer(s.tokenizer or directory)
+    tok_mod.check_tokenizer_fits(tok, config, str(s.tokenizer or directory), s.model)
     examples = select(load_examples(task, train_file), s.train_range, s.train_limit, "train")
     labels = task.label_list(examples) if task.label_list is not None else None
     setup = Setup(labels=tuple(labels) if labels is not None else None, stride=stride, lang=s.source_lang)
@@ -276,8 +294,11 @@ def run(s: FinetuneSettings) -> dict:
     evaluate = None
     if valid is not None:
         evaluate = evaluator(task, valid[0], valid[1], lang_id, s.batch_size, setup)
+    fixed = {"task": s.task, "source_lang": s.source_lang, "batch_size": s.batch_size, "max_length": max_length,
+             "stride": stride, "full_finetune": s.full_finetune, "train_range": s.train_range,
+             "train_limit": s.train_limit, "labels": list(labels) if labels is not None else None}
     trainer = Trainer(model, train_config(s, max_steps, lr), batches, evaluate,
-                      trainable=trainable_filter(s.full_finetune))
+                      trainable=trainable_filter(s.full_finetune), fixed=fixed)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("fine-tuning %s on %s: %d examples (%d features), %d steps", task.name, s.source_lang,

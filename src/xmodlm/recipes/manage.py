@@ -8,6 +8,8 @@ from pathlib import Path
 from .. import languages as lang_mod
 from .. import tokenizer as tok_mod
 from .. import vocab as vocab_mod
+from ..config import validate_code
+from ..files import LOCK_NAME, replace_dir, run_lock
 from ..model import load_pretrained
 from ..settings import setting
 
@@ -18,9 +20,10 @@ ACTIONS = ("list", "export", "import", "remove", "rename")
 class ManageSettings:
     action: str = setting("list", f"one of {', '.join(ACTIONS)}")
     model: str = setting("", "checkpoint directory", required=True)
-    lang: str = setting("", "language code (export, remove, rename: the old code; import: the new code)")
+    lang: str = setting("", "language code (export, remove, rename: the old code; import: the new code)",
+                       check=validate_code)
     file: str = setting("", "module file to write (export) or read (import)")
-    new: str = setting("", "rename: the new code")
+    new: str = setting("", "rename: the new code", check=validate_code)
     out: str = setting("", "where to write the changed checkpoint (import, remove, rename); default: in place")
     force: bool = setting(False, "import: skip the shared-weight fingerprint check (related models only)")
     replace: bool = setting(False, "import: overwrite an existing language's modules")
@@ -31,7 +34,13 @@ def run(s: ManageSettings) -> None:
         raise ValueError(f"unknown action {s.action!r}; expected one of {ACTIONS}")
     if not s.model:
         raise ValueError("--model is required")
+    if s.action in ("export", "remove", "rename") and not s.lang:
+        raise ValueError(f"languages {s.action} needs --lang")
+    if s.action == "rename" and not s.new:
+        raise ValueError("languages rename needs --new")
     model = load_pretrained(s.model)
+    if s.action in ("export", "remove", "rename"):
+        s.lang = lang_mod.resolve_code(s.lang, model.config.languages)  # an ISO code (fr) names the model's (fr_XX)
     if s.action == "list":
         print(f"{'id':>3}  {'code':<10} {'parameters':>12}")
         for row in lang_mod.language_table(model):
@@ -52,10 +61,30 @@ def run(s: ManageSettings) -> None:
     else:
         lang_mod.rename_language(model, s.lang, s.new)
         print(f"renamed {s.lang} -> {s.new}")
-    out = Path(s.out or s.model)
-    model.save_pretrained(out)
-    if out != Path(s.model) and (Path(s.model) / "tokenizer.json").exists():
-        tok_mod.save_tokenizer(tok_mod.load_tokenizer(s.model), out)
-    counts = vocab_mod.read_counts(s.model) if out != Path(s.model) else None
-    if counts is not None:  # rows seen in training: the next addition must not train them
-        vocab_mod.write_counts(out, *counts)
+    save_checkpoint(model, s.model, Path(s.out or s.model))
+
+
+# The files save_pretrained writes or that hold weights: not carried over from the directory being replaced.
+REPLACED = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", LOCK_NAME)
+
+
+def save_checkpoint(model, source: str, out: Path) -> Path:
+    """Write the changed model to ``out`` (its source directory, or another) in one switch (files.replace_dir): the
+    new directory is built beside the old one, with every other file of the old one (tokenizer, task.json, ...)
+    carried over, then renamed into place, so a kill at any moment leaves the old model or the new one, both
+    loadable. A new ``out`` also gets the source's tokenizer."""
+    same = out.exists() and Path(source).exists() and out.resolve() == Path(source).resolve()
+
+    def build(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if not same and (Path(source) / "tokenizer.json").exists() and not (tmp / "tokenizer.json").exists():
+            tok_mod.save_tokenizer(tok_mod.load_tokenizer(source), tmp)
+        counts = None if same else vocab_mod.read_counts(source)
+        if counts is not None:  # rows seen in training: the next addition must not train them
+            vocab_mod.write_counts(tmp, *counts)
+
+    def keep(name: str) -> bool:
+        return name not in REPLACED and not (name.startswith("model-") and name.endswith(".safetensors"))
+
+    with run_lock(out, "languages edit"):
+        return replace_dir(out, build, keep=keep)

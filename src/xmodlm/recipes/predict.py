@@ -15,7 +15,7 @@ class FillMaskSettings:
     text: list[str] = setting([], "a text with <mask>", split=False, required=True)
     lang: str = setting("auto", "language code for every text, or 'auto' to identify each text's language")
     fallback: str | None = setting(None, "with --lang auto: a code, or 'closest', for languages without a module")
-    top_k: int = setting(5, "predictions per <mask>")
+    top_k: int = setting(5, "predictions per <mask>", low=1)
     json: bool = setting(False, "one JSON object a line (text, lang, masks: [[{token, word, p}]]) instead of text")
 
 

@@ -8,6 +8,7 @@ used by every language, so each language uses the same number of parameters as i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -19,8 +20,8 @@ import torch
 from .. import data as data_mod
 from .. import tokenizer as tok_mod
 from .. import vocab as vocab_mod
-from ..config import preset
-from ..files import atomic_write_text
+from ..config import preset, validate_code
+from ..files import atomic_write_text, run_lock
 from ..model import XmodForMaskedLM
 from ..settings import setting
 from ..trainer import Trainer, TrainConfig, dist_info, find_checkpoint
@@ -34,24 +35,27 @@ class PretrainSettings(TrainConfig):
                                 "(or --hf-dataset)", required=True)
     hf_dataset: str | None = setting(None, "stream a Hugging Face dataset instead of --data, e.g. cc100 (its config "
                                            "is the code's language part: sw for sw_KE); needs `datasets` online")
-    hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)")
-    languages: list[str] = setting([], "language codes, in id order (default: every file in --data, sorted)")
+    hf_lines: int = setting(100_000, "lines per language taken from --hf-dataset (streamed to OUT/data/<code>.txt)",
+                            low=1)
+    languages: list[str] = setting([], "language codes, in id order (default: every file in --data, sorted)",
+                                  check=validate_code)
     out_dir: str = setting("runs/pretrain", "output: HF checkpoint, tokenizer, trainer state, metrics.jsonl",
                            flags=("--out",))
     preset: str = setting("tiny", "architecture: tiny | small | base | large-prenorm")
-    hidden_size: int | None = setting(None, "override the preset's hidden size")
-    num_hidden_layers: int | None = setting(None, "override the preset's number of layers")
-    adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this")
-    dropout: float | None = setting(None, "override hidden and attention dropout (preset: 0.1)")
+    hidden_size: int | None = setting(None, "override the preset's hidden size", low=1)
+    num_hidden_layers: int | None = setting(None, "override the preset's number of layers", low=1)
+    adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this", low=1)
+    dropout: float | None = setting(None, "override hidden and attention dropout (preset: 0.1)", low=0,
+                                     below=1)
     tokenizer: str | None = setting(None, "existing tokenizer directory (tokenizer.json); default: train one")
-    vocab_size: int = setting(8000, "vocabulary size of the trained tokenizer")
-    seq_len: int = setting(128, "tokens per packed row")
-    batch_size: int = setting(16, "rows per optimizer micro-batch (global, across processes)")
-    alpha: float = setting(0.3, "language sampling exponent: p_l ~ n_l^alpha (XLM-R: 0.3)")
+    vocab_size: int = setting(8000, "vocabulary size of the trained tokenizer", low=16)
+    seq_len: int = setting(128, "tokens per packed row", low=4)
+    batch_size: int = setting(16, "rows per optimizer micro-batch (global, across processes)", low=1)
+    alpha: float = setting(0.3, "language sampling exponent: p_l ~ n_l^alpha (XLM-R: 0.3)", low=0)
     mixed_batches: bool = setting(False, "mix languages within a batch instead of one language per batch")
     shared: bool = setting(False, "train the shared baseline: one module used by every language")
-    valid_lines: int = setting(200, "last lines of every language held out for validation")
-    valid_batches: int = setting(4, "validation batches per language (perplexity)")
+    valid_lines: int = setting(200, "last lines of every language held out for validation", low=1)
+    valid_batches: int = setting(4, "validation batches per language (perplexity)", low=1)
     max_steps: int = setting(1000, "optimizer updates")
     lr: float = setting(5e-4, "peak learning rate")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of max_steps")
@@ -63,16 +67,21 @@ class PretrainSettings(TrainConfig):
 class TokenizerSettings:
     data: str = setting("", "directory of per-language files <code>.txt[.gz]", required=True)
     out: str = setting("runs/tokenizer", "output directory (tokenizer.json + tokenizer_config.json)")
-    vocab_size: int = setting(8000, "vocabulary size, special tokens included")
-    languages: list[str] = setting([], "languages to train on (default: every file)")
-    alpha: float = setting(0.3, "sample language l with p ~ n_l^alpha")
-    seed: int = setting(0, "sampling seed")
+    vocab_size: int = setting(8000, "vocabulary size, special tokens included", low=16)
+    languages: list[str] = setting([], "languages to train on (default: every file)", check=validate_code)
+    alpha: float = setting(0.3, "sample language l with p ~ n_l^alpha", low=0)
+    seed: int = setting(0, "sampling seed", low=0)
 
 
 def select_corpora(data: str, languages: list[str]) -> dict[str, Path]:
     if not data:
         raise ValueError("--data is required: a directory of <code>.txt files")
     corpora = data_mod.discover_corpora(data)
+    for code, path in corpora.items():
+        try:
+            validate_code(code)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; a corpus file is named <code>.txt or <code>.txt.gz") from None
     if not languages:
         return corpora
     missing = [code for code in languages if code not in corpora]
@@ -157,6 +166,13 @@ def check_resumable(out: Path, languages: list[str], shared: bool) -> None:
 
 
 def run(s: PretrainSettings) -> dict[str, float]:
+    """Pre-train; one run per --out (files.run_lock: a second run on the same directory stops with a message)."""
+    rank = dist_info()[0]
+    with run_lock(s.out_dir, "pretrain") if rank == 0 else contextlib.nullcontext():
+        return _run(s)
+
+
+def _run(s: PretrainSettings) -> dict[str, float]:
     if s.hf_dataset:
         s.data = str(fetch_hf_corpora(s.hf_dataset, s.languages, s.hf_lines, Path(s.out_dir) / "data"))
     corpora = select_corpora(s.data, s.languages)
@@ -184,6 +200,7 @@ def run(s: PretrainSettings) -> dict[str, float]:
     config = preset(s.preset, vocab_size=tok.get_vocab_size(), languages=languages, shared_module=s.shared,
                     **overrides)
     config.max_position_embeddings = max(config.max_position_embeddings, s.seq_len + 2)  # RoBERTa offset
+    config.extra[tok_mod.FINGERPRINT_KEY] = tok_mod.tokenizer_fingerprint(tok)  # checked wherever the model loads
     torch.manual_seed(s.seed)
     model = XmodForMaskedLM(config)
     train = data_mod.MLMBatches(corpora, tok, languages, seq_len=s.seq_len, batch_size=s.batch_size,
@@ -193,8 +210,14 @@ def run(s: PretrainSettings) -> dict[str, float]:
                                         valid_lines=s.valid_lines, max_batches=s.valid_batches, seed=s.seed)
     n_params = model.num_parameters()
     logger.info("%s model: %d parameters, %d languages", "shared" if s.shared else "X-Mod", n_params, len(languages))
-    trainer = Trainer(model, train_config(s), train, perplexity_evaluator(valid))
+    fixed = {k: getattr(s, k) for k in ("batch_size", "seq_len", "alpha", "mixed_batches", "shared", "preset",
+                                         "hidden_size", "num_hidden_layers", "adapter_reduction_factor", "dropout",
+                                         "valid_lines")}
+    fixed.update(languages=languages, vocab_size=config.vocab_size, tokenizer=config.extra[tok_mod.FINGERPRINT_KEY])
+    trainer = Trainer(model, train_config(s), train, perplexity_evaluator(valid), fixed=fixed)
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
+    if train.report:  # lines skipped while training: per file, how many of how many read, and why
+        logger.warning("corpus: %s", train.report.summary())
     if rank == 0:
         tok_mod.save_tokenizer(tok, out)
         # How often each vocabulary row was trained on (exact under resume: the counts are in the data state).

@@ -78,13 +78,34 @@ def select(examples: list, index_range: str | None, limit: int | None, what: str
     return examples
 
 
+def _first_invalid_utf8(path: Path) -> str:
+    """ "line N: invalid UTF-8 (reason)" for the first bad byte of a file, read a MiB at a time."""
+    import codecs
+
+    decoder, line, offset = codecs.getincrementaldecoder("utf-8")(), 1, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                start = max(0, e.start - len(e.object) + len(chunk))  # e.object: the decoder's pending bytes + chunk
+                line += chunk.count(b"\n", 0, start)
+                return f"line {line}: invalid UTF-8 at byte {offset + start} ({e.reason})"
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+    return "invalid UTF-8"
+
+
 def load_examples(task: Task, path: str | Path) -> list:
     """The examples of a data file, which must exist and hold at least one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (a {task.name} data file, "
                                 f"{' or '.join(task.data_suffixes) or 'any name'})")
-    examples = task.read(path)
+    try:
+        examples = task.read(path)
+    except UnicodeDecodeError:  # a binary or wrongly encoded file: where, not just which byte of a chunk
+        raise ValueError(f"{path}: {_first_invalid_utf8(path)}; expected a UTF-8 text {task.name} data file") from None
     if not examples:
         raise ValueError(f"{path}: no {task.name} examples in this file")
     return examples
