@@ -30,6 +30,8 @@ COMMANDS = {
                         "convert a fairseq X-Mod checkpoint to a Hugging Face directory", ("checkpoint",)),
     "bench": ("xmodlm.recipes.bench", "BenchSettings", "run",
               "benchmark against transformers' Xmod side by side", ()),
+    "embed": ("xmodlm.recipes.embed", "EmbedSettings", "run",
+              "sentence embeddings of text files (.npy with the line ids)", ()),
     "fill-mask": ("xmodlm.recipes.predict", "FillMaskSettings", "run",
                   "predict <mask> tokens; --lang auto picks each text's module", ()),
     "languages": ("xmodlm.recipes.manage", "ManageSettings", "run",
@@ -39,7 +41,10 @@ GROUPS = {
     "tokenizer": {"train": ("xmodlm.recipes.pretrain", "TokenizerSettings", "train_tokenizer_cmd",
                             "train a unigram tokenizer on per-language files", ())},
     "experiment": {"curse": ("xmodlm.recipes.experiment", "CurseSettings", "run",
-                             "the curse-of-multilinguality experiment: X-Mod vs shared", ())},
+                             "the curse-of-multilinguality experiment: X-Mod vs shared", ()),
+                   "retrieval": ("xmodlm.recipes.retrieval_experiment", "RetrievalExperimentSettings", "run",
+                                 "cross-lingual retrieval, X-Mod vs shared, before and after contrastive "
+                                 "fine-tuning", ())},
 }
 
 

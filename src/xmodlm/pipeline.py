@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from . import embeddings as emb_mod
 from . import languages as lang_mod
 from . import tokenizer as tok_mod
 from .model import XmodForMaskedLM, XmodPreTrainedModel, load_pretrained
@@ -43,8 +44,9 @@ class Pipeline:
             raise ValueError(f"{len(lang)} language codes for {len(texts)} texts")
         return [lang_mod.resolve_code(code, self.model.config.languages) for code in lang]
 
-    def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
-        limit = max_length or (self.model.config.max_position_embeddings - self.model.config.pad_token_id - 1)
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """input_ids (``<s> text </s>``, padded) and attention_mask of the texts, in one batch."""
+        limit = max_length or emb_mod.token_limit(self.model.config)
         rows = [[BOS_ID, *e.ids[: limit - 2], EOS_ID]
                 for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
         width = max(map(len, rows))
@@ -55,14 +57,20 @@ class Pipeline:
             mask[i, : len(row)] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
-    @torch.no_grad()
+    def encode(self, texts: Sequence[str], lang: str | Sequence[str] = "auto", layer: int | None = None,
+               pooling: str = "mean", normalize: bool = True, batch_size: int = 32, max_length: int | None = None,
+               precision: str = "fp32", progress: bool = False) -> torch.Tensor:
+        """(N, hidden) float32 sentence embeddings (xmodlm.embeddings): the states of ``layer`` (default: the
+        middle one, embeddings.default_layer), mean-pooled over each text's tokens (or "cls"), unit length when
+        ``normalize``; each text through its language's module. Texts are batched by length; ``precision="bf16"``
+        runs the encoder in bf16 autocast. (Token ids of texts: ``tokenize``.)"""
+        return emb_mod.embed_texts(self.model, self.tokenizer, texts, self.languages(texts, lang), layers=[layer],
+                                   pooling=pooling, normalize=normalize, batch_size=batch_size,
+                                   max_length=max_length, precision=precision, progress=progress)[0]
+
     def embed(self, texts: Sequence[str], lang: str | Sequence[str] = "auto") -> torch.Tensor:
-        """(N, hidden) mean of the last layer over each text's tokens."""
-        batch = self.encode(texts)
-        model = self.model.encoder_model
-        h = model(**batch, lang_ids=self.languages(texts, lang)).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-        return (h * mask).sum(1) / mask.sum(1)
+        """(N, hidden) mean of the last layer over each text's tokens, not normalised (``encode`` with layer=-1)."""
+        return self.encode(texts, lang, layer=-1, normalize=False)
 
     @torch.no_grad()
     def fill_mask(self, texts: Sequence[str], lang: str | Sequence[str] = "auto",
@@ -74,7 +82,7 @@ class Pipeline:
         vocab = self.model.config.vocab_size
         if not 1 <= top_k <= vocab:
             raise ValueError(f"top_k={top_k}; it must be between 1 and the vocabulary size, {vocab}")
-        batch = self.encode(texts)
+        batch = self.tokenize(texts)
         full = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         for i, (text, encoding, ids) in enumerate(zip(texts, full, batch["input_ids"])):
             if encoding.ids.count(mask_id) > int((ids == mask_id).sum()):

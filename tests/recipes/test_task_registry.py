@@ -116,7 +116,7 @@ def one_thread():
 
 def test_register_adds_a_name_and_refuses_to_shadow_one(polarity):
     assert tasks.get("polarity") is POLARITY and tasks.names()[-1] == "polarity"
-    assert tasks.names()[:5] == tasks.BUILTIN
+    assert tasks.names()[:len(tasks.BUILTIN)] == tasks.BUILTIN
     with pytest.raises(ValueError, match="'polarity' is already defined"):
         tasks.register(Task(**{**vars(POLARITY), "max_length": 32}))
     with pytest.raises(ValueError, match="'nli' is already defined"):
@@ -128,7 +128,7 @@ def test_register_adds_a_name_and_refuses_to_shadow_one(polarity):
 
 
 def test_unknown_names_list_the_registered_tasks(polarity):
-    with pytest.raises(ValueError, match="unknown task 'sst'; tasks are nli, ner, pos, qa, mc, polarity"):
+    with pytest.raises(ValueError, match="unknown task 'sst'; tasks are nli, ner, pos, qa, mc, retrieval, polarity"):
         tasks.get("sst")
 
 

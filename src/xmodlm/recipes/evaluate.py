@@ -7,12 +7,14 @@ F1, POS accuracy, QA exact match / F1 with SQuAD v1.1's normalisation or MLQA's 
 ``results.json`` and one predictions file per language, which ``xmodlm score`` re-scores against the data file.
 
 Every task-specific step is a field of the task's record (xmodlm.tasks.Task); what the finetune recipe shares with
-this one is in xmodlm.tasks.engine.
+this one is in xmodlm.tasks.engine. A task without a head (retrieval) names its own recipe module in its record
+(``Task.recipe``), whose evaluate this recipe calls instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import sys
@@ -43,7 +45,8 @@ logger = logging.getLogger(__name__)
 class EvaluateSettings:
     model: str = setting("", "fine-tuned model directory (from xmodlm finetune) or hub id",
                          required=True)
-    task: str | None = setting(None, "nli | ner | pos | qa | mc (default: the task in the model's task.json)")
+    task: str | None = setting(None, "nli | ner | pos | qa | mc | retrieval (default: the task in the model's "
+                                     "task.json)")
     data: list[str] = setting([], "LANG=FILE, e.g. de_DE=dev-de.tsv: LANG picks the module (zero-shot) and "
                                   "names the row", required=True)
     out_dir: str = setting("runs/evaluate", "results.json and predictions/<LANG>.* go here (a path ending in .json "
@@ -61,8 +64,23 @@ class EvaluateSettings:
     qa_normalization: str = setting("squad", "QA answer normalisation: squad (XQuAD, TyDiQA) or mlqa "
                                              "(language-aware, MLQA)")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    pivot: str | None = setting(None, "retrieval: the --data language every other one is paired with (default: "
+                                      "the last --data item)")
+    layer: int | None = setting(None, "retrieval: layer whose states embed sentences, 0 = embeddings, -1 = last "
+                                      "(default: fine-tuning's, else the middle layer)", low=-257, high=256)
+    pooling: str | None = setting(None, "retrieval: mean | cls (default: fine-tuning's, else mean)")
+    scoring: str = setting("cosine", "retrieval: cosine | margin (ratio margin, Artetxe & Schwenk 2019)")
+    margin_k: int = setting(4, "retrieval: neighbours each side in the margin", low=1)
+    search: str = setting("auto", "retrieval: torch | faiss | auto (faiss when installed); both exact")
+    per_layer: bool = setting(True, "retrieval: also score every layer (one forward pass) and print accuracy@1 by "
+                                    "layer")
+    precision: str = setting("fp32", "retrieval: fp32 | bf16 (the encoder in bf16 autocast)")
 
     def __post_init__(self):
+        if self.margin_k < 1:
+            raise ValueError(f"margin_k={self.margin_k}; it must be >= 1")
+        if self.scoring not in ("cosine", "margin"):
+            raise ValueError(f"scoring={self.scoring!r}; expected cosine or margin")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}; it must be >= 1")
         if self.qa_normalization not in ("squad", "mlqa"):
@@ -202,6 +220,8 @@ def run(s: EvaluateSettings) -> dict:
         raise ValueError(f"--task {s.task} but {directory / TASK_FILE} says the model was fine-tuned for "
                          f"{info['task']!r}")
     task = task_named(s.task or info.get("task"))
+    if task.recipe is not None:  # a task scored without a head (retrieval) runs its own evaluation
+        return importlib.import_module(task.recipe).evaluate(s)
     config = XmodConfig.from_pretrained(directory)
     modules = choose_modules(list(files), config, s.fallback)
     if task.metric_language is not None:

@@ -9,13 +9,15 @@ epoch from the seed. Loss: the task head's. Same training loop as pre-training; 
 Defaults are fairseq's NLI recipe: lr 1e-5 (for models of width 768 and more; 1e-3 for narrower ones), batch 32, 5 epochs, Adam betas (0.9, 0.98), eps 1e-6, weight decay
 0.01, linear warm-up over 6% of the updates. Output (``--out``): the model (config.json with id2label,
 model.safetensors), the tokenizer, and task.json (task, labels, source language, lengths, settings, final metrics)
-that the evaluate recipe reads.
+that the evaluate recipe reads. A task without a head (retrieval) names its own recipe module in its record
+(``Task.recipe``), whose finetune this recipe calls instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -43,9 +45,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class FinetuneSettings(TrainConfig):
     model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)", required=True)
-    task: str = setting("nli", "nli | ner | pos | qa | mc")
-    train: str = setting("", "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA "
-                                  "jsonl)", required=True)
+    task: str = setting("nli", "nli | ner | pos | qa | mc | retrieval")
+    train: list[str] = setting([], "training file in the task's format (XNLI TSV, CoNLL, UD TSV, SQuAD JSON, XCOPA "
+                                   "jsonl); retrieval: LANG=FILE, one per language", split=False, required=True)
     source_lang: str = setting("en_XX", "language of the training data; its module is used (must be a model language)",
                                check=validate_code)
     out_dir: str = setting("runs/finetune", "output: fine-tuned model, tokenizer, task.json, checkpoint/, "
@@ -75,8 +77,19 @@ class FinetuneSettings(TrainConfig):
                                      "768 and more; 1e-3 for narrower ones, where 1e-5 leaves the loss at chance)")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of the updates")
     save_every: int = setting(1000, "checkpoint every N steps (and at the end)")
+    pivot: str | None = setting(None, "retrieval: the --train language every other one is paired with (default: "
+                                      "the last --train item)")
+    layer: int | None = setting(None, "retrieval: layer whose pooled states the contrastive loss trains, 0 = "
+                                      "embeddings, -1 = last (default: the middle layer)", low=-257, high=256)
+    pooling: str | None = setting(None, "retrieval: mean | cls (default: mean)")
+    temperature: float = setting(0.05, "retrieval: temperature of the in-batch contrastive loss (cosines / this)",
+                               above=0)
 
     def __post_init__(self):
+        if isinstance(self.train, (str, Path)):  # one file, as Python callers pass it
+            self.train = [str(self.train)] if str(self.train) else []
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature}; it must be > 0")
         # None means "from the epochs"; TrainConfig validates every other field.
         steps = self.max_steps
         if steps is not None and steps < 1:
@@ -130,7 +143,7 @@ class TaskBatches:
         self.position += len(rows)
         mine = rows[self.rank::self.world_size]
         batch = self.collate([self.features[i] for i in mine])
-        batch["lang_ids"] = torch.full((len(mine),), self.lang_id, dtype=torch.long)
+        batch.setdefault("lang_ids", torch.full((len(mine),), self.lang_id, dtype=torch.long))  # unless per row
         return batch
 
     def state_dict(self) -> dict:
@@ -236,9 +249,14 @@ def run(s: FinetuneSettings) -> dict:
 def _run(s: FinetuneSettings) -> dict:
     """Fine-tune, save model + tokenizer + task.json to --out; return the final metrics with what was trained."""
     task = task_named(s.task)
+    if task.recipe is not None:  # a task trained without a head (retrieval) runs its own fine-tuning
+        return importlib.import_module(task.recipe).finetune(s)
     for flag in ("model", "train"):
         if not getattr(s, flag):
             raise ValueError(f"--{flag} is required")
+    if len(s.train) != 1:
+        raise ValueError(f"--train names {len(s.train)} files; {task.name} trains on one")
+    train_file = s.train[0]
     directory = resolve_pretrained(s.model)
     config = XmodConfig.from_pretrained(directory)  # config only: check the language before loading weights
     if s.source_lang not in config.languages and "_" not in s.source_lang:  # an ISO code: the model's, if one fits
@@ -251,7 +269,7 @@ def _run(s: FinetuneSettings) -> dict:
     stride = resolve_stride(s.stride, task, max_length)
     tok = tok_mod.load_tokenizer(s.tokenizer or directory)
     tok_mod.check_tokenizer_fits(tok, config, str(s.tokenizer or directory), s.model)
-    examples = select(load_examples(task, s.train), s.train_range, s.train_limit, "train")
+    examples = select(load_examples(task, train_file), s.train_range, s.train_limit, "train")
     labels = task.label_list(examples) if task.label_list is not None else None
     setup = Setup(labels=tuple(labels) if labels is not None else None, stride=stride, lang=s.source_lang)
     features = task.featurize(examples, tok, max_length, setup)
@@ -301,7 +319,7 @@ def _run(s: FinetuneSettings) -> dict:
                            "--epochs; --valid FILE --eval-every N shows the score as it trains", note, lr)
 
     summary = {"task": task.name, "labels": labels, "source_lang": s.source_lang, "max_length": max_length,
-               "stride": stride, "train": s.train, "train_examples": len(examples), "train_features": len(features),
+               "stride": stride, "train": train_file, "train_examples": len(examples), "train_features": len(features),
                "max_steps": max_steps, "lr": lr, "full_finetune": s.full_finetune, "trainable_parameters": trainable,
                "parameters": total, "metrics": record, "settings": dataclasses.asdict(s)}
     if rank == 0:

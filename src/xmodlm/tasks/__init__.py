@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 IGNORE_INDEX = -100  # label of positions the loss and the metrics skip
-BUILTIN = ("nli", "ner", "pos", "qa", "mc")  # modules of this package, each declaring TASK
+BUILTIN = ("nli", "ner", "pos", "qa", "mc", "retrieval")  # modules of this package, each declaring TASK
 NAMES = BUILTIN  # the built-in task names (names() adds registered ones)
 _SPECIALS = {"<s>": BOS_ID, "<pad>": PAD_ID, "</s>": EOS_ID, "<unk>": UNK_ID}
 
@@ -100,6 +100,11 @@ class Task:
     # Tasks whose metric can depend on the language: (normalization, data language) -> Setup.metric_lang, raising
     # for an unsupported pair; normalization None picks the task's default. None: one metric for every language.
     metric_language: Callable[[str | None, str | None], str | None] | None = None
+    # A task scored without a head's predictions (retrieval: sentence embeddings compared across languages): the
+    # module (a dotted name, imported when used) whose ``finetune(FinetuneSettings)`` and
+    # ``evaluate(EvaluateSettings)`` the finetune and evaluate recipes call in place of their head path. Fields of the
+    # head path (featurize, decode, ...) are then the task's own business. None: the head path.
+    recipe: str | None = None
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
