@@ -36,7 +36,9 @@ GROUPS = {
     "tokenizer": {"train": ("xmodlm.recipes.pretrain", "TokenizerSettings", "train_tokenizer_cmd",
                             "train a unigram tokenizer on per-language files", ())},
     "experiment": {"curse": ("xmodlm.recipes.experiment", "CurseSettings", "run",
-                             "the curse-of-multilinguality experiment: X-Mod vs shared", ())},
+                             "the curse-of-multilinguality experiment: X-Mod vs shared", ()),
+                   "addition": ("xmodlm.recipes.addition", "AdditionSettings", "run",
+                                "a language added post hoc against pre-trained from the start", ())},
 }
 
 
