@@ -17,7 +17,7 @@ from xmodlm.recipes import addition
 BIBLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "bible"
 needs_bible = pytest.mark.skipif(not (BIBLE / "languages.tsv").is_file(), reason=f"no bible corpus at {BIBLE}")
 MINI = ("acu_Latn", "agr_Latn", "ake_Latn", "jiv_Latn", "guj_Gujr")
-QUICK = ["experiment", "addition", "--k", "2", "--steps-per-language", "2", "--seeds", "0", "--vocab-size", "300",
+QUICK = ["experiment", "addition", "--joint-vocab-arm", "--k", "2", "--steps-per-language", "2", "--seeds", "0", "--vocab-size", "300",
          "--seq-len", "32", "--batch-size", "4", "--valid-lines", "30", "--valid-batches", "2", "--log-every", "1"]
 
 
@@ -83,11 +83,17 @@ def test_quick_run_scores_every_role(done):
         assert 0 <= post["unseen_share"] <= 1 and post["targets"] > 0
         # The add-language run reports the same bits per character (vocab.mlm_loss_per_character).
         assert r["add"]["eval/bits_per_char"] == pytest.approx(post["bits_per_char"], rel=1e-6)
+        # The arm on a base model with the joint tokenizer: same updates, no extension, scored with that tokenizer.
+        jv = entry["joint_vocab"][role]
+        assert jv["updates"] == r["updates"] and jv["add"]["unk_rate_after"] == 0.0
+        assert jv["posthoc"]["old_identical"]["clean_encoder_outputs"]
+        assert jv["ratio"] == pytest.approx(2 ** (jv["posthoc"]["bits_per_char"] - joint["bits_per_char"]))
     script = entry["roles"]["script"]
     assert script["add"]["added_pieces"] > 0 and script["add"]["unk_rate_before"] > 0.3
     assert results["summary"]["script"]["2"]["ratio"]["n"] == 1
     text = (done / "report.md").read_text()
-    assert "guj_Gujr" in text and "ppl/char ratio" in text
+    assert "guj_Gujr" in text and "ppl/char ratio" in text and "Post hoc with the joint tokenizer" in text
+    assert results["summary"]["related"]["2"]["joint_vocab"]["ratio"]["n"] == 1
     assert (done / "addition_ratio.png").read_bytes().startswith(b"\x89PNG")
 
 
