@@ -1,5 +1,5 @@
 """``xmodlm experiment addition``: the language rule on the bible corpus, and a seconds-long run on 150 verses of
-five bible languages (tokenizers, base, joint, three additions, scores, resume)."""
+six bible languages (tokenizers, base, joint, three additions, scores, resume)."""
 
 import json
 import math
@@ -16,7 +16,7 @@ from xmodlm.recipes import addition
 
 BIBLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "bible"
 needs_bible = pytest.mark.skipif(not (BIBLE / "languages.tsv").is_file(), reason=f"no bible corpus at {BIBLE}")
-MINI = ("acu_Latn", "agr_Latn", "ake_Latn", "jiv_Latn", "guj_Gujr")
+MINI = ("acu_Latn", "agr_Latn", "ake_Latn", "jiv_Latn", "guj_Gujr", "ukr_Cyrl")
 QUICK = ["experiment", "addition", "--joint-vocab-arm", "--k", "2", "--steps-per-language", "2", "--seeds", "0", "--vocab-size", "300",
          "--seq-len", "32", "--batch-size", "4", "--valid-lines", "30", "--valid-batches", "2", "--log-every", "1"]
 
@@ -92,7 +92,7 @@ def test_quick_run_scores_every_role(done):
     assert script["add"]["added_pieces"] > 0 and script["add"]["unk_rate_before"] > 0.3
     assert results["summary"]["script"]["2"]["ratio"]["n"] == 1
     text = (done / "report.md").read_text()
-    assert "guj_Gujr" in text and "ppl/char ratio" in text and "Post hoc with the joint tokenizer" in text
+    assert "guj_Gujr" in text and "ppl/char ratio" in text and "sweep" not in text and "Post hoc with the joint tokenizer" in text
     assert results["summary"]["related"]["2"]["joint_vocab"]["ratio"]["n"] == 1
     assert (done / "addition_ratio.png").read_bytes().startswith(b"\x89PNG")
 
@@ -131,3 +131,17 @@ def test_rerun_skips_finished_runs_and_refuses_other_settings(done, mini, capsys
     assert {p: p.stat().st_mtime_ns for p in done.rglob("model.safetensors")} == stamp
     assert main([*QUICK, "--data", str(mini), "--out", str(done), "--vocab-size", "320"]) == 1
     assert "other settings" in capsys.readouterr().err
+
+
+def test_sweep_of_add_language_settings(done, mini):
+    assert main([*QUICK, "--data", str(mini), "--out", str(done), "--sweep-language", "ukr_Cyrl",
+                 "--sweep-steps", "0,1", "--sweep-lrs", "1e-3", "--sweep-warmups", "0", "--sweep-scale", "2"]) == 0
+    sweep = json.loads((done / "sweep-ukr_Cyrl.json").read_text())
+    assert [(r["lr"], r["warmup_ratio"], r["updates"]) for r in sweep["runs"]] == [(1e-3, 0.06, 0), (1e-3, 0.06, 1),
+                                                                                  (1e-3, 0.0, 1)]
+    assert sweep["init_from"] == ["acu_Latn"] and all(r["bits_per_char"] > 0 for r in sweep["runs"])
+    # 0 updates: one update at learning rate 0, so the new modules are still the copy of acu_Latn's.
+    model = XmodForMaskedLM.from_pretrained(done / "sweep" / "seed0-steps2" / "add-ukr_Cyrl-lr0.001-w0.06-n0")
+    a, b = model.module_tables()[0]["acu_Latn"], model.module_tables()[0]["ukr_Cyrl"]
+    assert all(p.equal(q) for p, q in zip(a.parameters(), b.parameters()))
+    assert "add-language sweep on ukr_Cyrl" in (done / "report.md").read_text()

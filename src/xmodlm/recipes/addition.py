@@ -61,7 +61,8 @@ from .experiment import UpdateCounter, _execute, _train_seconds, _wall
 ROLES = ("related", "unrelated", "script")
 # Settings that only choose which runs happen or how they are logged; finished runs stay valid when they change.
 _FREE_SETTINGS = ("out_dir", "seeds", "steps_per_language", "device", "log_every", "save_every", "sweep_language",
-                  "sweep_scale", "sweep_lrs", "sweep_steps", "sweep_warmups", "sweep_init_from", "joint_vocab_arm")
+                  "sweep_scale", "sweep_lrs", "sweep_steps", "sweep_warmups", "sweep_init_from", "joint_vocab_arm",
+                  "sweep_warmup_lr")
 
 
 @dataclass
@@ -101,7 +102,8 @@ class AdditionSettings:
     sweep_scale: int = setting(0, "scale of the base model the sweep uses (0: the middle of --steps-per-language)")
     sweep_lrs: list[float] = setting([3e-4, 1e-3, 3e-3], "learning rates of the sweep")
     sweep_steps: list[int] = setting([0, 100, 300, 1000], "updates of the sweep (0: the initialisation alone)")
-    sweep_warmups: list[float] = setting([], "extra warm-up ratios tried at add-language's learning rate")
+    sweep_warmups: list[float] = setting([], "extra warm-up ratios, tried at --sweep-warmup-lr")
+    sweep_warmup_lr: float = setting(1e-3, "learning rate of the extra warm-up ratios")
     sweep_init_from: str = setting("", "modules the sweep copies (default: the first pre-training language)")
     joint_vocab_arm: bool = setting(False, "also add each held-out language to a base model pre-trained on the k "
                                            "languages with the joint tokenizer (a vocabulary that already covers "
@@ -481,7 +483,7 @@ def run_sweep(s: AdditionSettings, plan: Plan, seed: int, tokenizers: dict[str, 
                      f"sweep: base at {scale} steps per language")
     default = add_language.AddLanguageSettings()
     grid = [(lr, default.warmup_ratio, n) for lr in s.sweep_lrs for n in s.sweep_steps]
-    grid += [(default.lr, w, n) for w in s.sweep_warmups for n in s.sweep_steps if n]
+    grid += [(s.sweep_warmup_lr, w, n) for w in s.sweep_warmups for n in s.sweep_steps if n]
     init = [s.sweep_init_from or plan.order[0]]
     rows = []
     for i, (lr, warmup, n) in enumerate(grid, 1):
@@ -533,10 +535,9 @@ def run(s: AdditionSettings) -> dict:
         tokenizers, scorer, _ = seed_state(s.seeds[0])
         sweep = run_sweep(s, plan, s.seeds[0], tokenizers, scorer)
     results = collect(s, plan, out)
-    if sweep is not None:
-        report.write_json(out / "sweep.json", sweep)
-    if (out / "sweep.json").is_file():
-        results["sweep"] = json.loads((out / "sweep.json").read_text())
+    if sweep is not None:  # one file per swept language; every one found goes into the report
+        report.write_json(out / f"sweep-{sweep['language']}.json", sweep)
+    results["sweeps"] = [json.loads(p.read_text()) for p in sorted(out.glob("sweep-*.json"))]
     results["wall_s_this_invocation"] = time.perf_counter() - started
     text = render_report(results)
     report.write_json(out / "results.json", results)
@@ -698,8 +699,7 @@ def render_report(results: dict) -> str:
                   "languages the paper adds): the remaining gap is the frozen model's, not the vocabulary's. The "
                   "pieces only the held-out language uses are never-seen rows, which the addition trains.", "",
                   jv, ""]
-    sweep = results.get("sweep")
-    if sweep:
+    for sweep in results.get("sweeps", []):
         lines += [f"## add-language sweep on {sweep['language']} (seed {sweep['seed']}, base at {sweep['scale']} "
                   f"steps per language, modules from {'+'.join(sweep['init_from'])})", "",
                   "0 updates: the initialisation alone (one update at learning rate 0).", "",
