@@ -671,6 +671,9 @@ def render_report(results: dict) -> str:
     inits = {r: "+".join(c) if len(c) == 1 else f"average of the {len(c)}" for r, c in results["init_from"].items()}
     shape = s["preset"] + "".join(f", {k}={s[k]}" for k in ("hidden_size", "num_hidden_layers",
                                                              "adapter_reduction_factor") if s[k] is not None)
+    adds = [r["add"] for e in results["runs"] for r in e["roles"].values()]
+    lrs = sorted({a["lr"] for a in adds})
+    warmups = sorted({a["warmup_ratio"] for a in adds})
     lines = [
         "# Adding a language post hoc against pre-training it from the start", "",
         f"Data: `{s['data']}`. Pre-training languages ({results['rule']}): "
@@ -679,9 +682,8 @@ def render_report(results: dict) -> str:
         + ".",
         f"Model: {shape}; seq_len {s['seq_len']}, batch {s['batch_size']}, pre-training lr {s['lr']:g}; tokenizers "
         f"of {s['vocab_size']} pieces (base: the {len(results['order'])} languages; joint: with the 3 held-out ones); "
-        f"additions with add-language's defaults"
-        + (f" except lr {s['add_lr']:g}" if s["add_lr"] is not None else "")
-        + (f" and warm-up {s['add_warmup_ratio']:g}" if s["add_warmup_ratio"] is not None else "") + ".",
+        "additions with add-language's defaults at the time they ran: peak lr "
+        + "/".join(f"{x:g}" for x in lrs) + ", warm-up " + "/".join(f"{x:g}" for x in warmups) + ".",
         "Each held-out language gets the same updates post hoc as it got in the joint run. Score on the last "
         f"{s['valid_lines']} lines: bits per character of the masked pieces (the arms tokenise differently); ratio = "
         "post-hoc / joint perplexity per character = 2^(bits post - bits joint), mean ± standard deviation over "
@@ -723,8 +725,12 @@ def plot(results: dict, out: Path) -> Path | None:
         for end in ("min", "max"):
             series[f"{role} {end}"] = [x[end] if x else None for x in st]
             styles[f"{role} {end}"] = {"color": color, "linestyle": ":", "alpha": 0.6}
+        jv = [summary.get(role, {}).get(str(n), {}).get("joint_vocab") for n in scales]
+        if any(jv):
+            series[f"{role}, joint tokenizer"] = [x["ratio"]["mean"] if x else None for x in jv]
+            styles[f"{role}, joint tokenizer"] = {"color": color, "linestyle": "--", "marker": "s"}
     series["within 10%"] = [1.1] * len(scales)
     styles["within 10%"] = {"color": "gray", "linestyle": "--"}
     return report.line_plot(out / "addition_ratio.png", scales, series,
-                            title="Post hoc / joint perplexity per character (dotted: min and max over seeds)",
+                            title="Post hoc / from the start, per-character perplexity",
                             xlabel="updates per language", ylabel="ratio (1 = no gap)", styles=styles, log2_x=True)
