@@ -44,7 +44,9 @@ GROUPS = {
                              "the curse-of-multilinguality experiment: X-Mod vs shared", ()),
                    "retrieval": ("xmodlm.recipes.retrieval_experiment", "RetrievalExperimentSettings", "run",
                                  "cross-lingual retrieval, X-Mod vs shared, before and after contrastive "
-                                 "fine-tuning", ())},
+                                 "fine-tuning", ()),
+                   "addition": ("xmodlm.recipes.addition", "AdditionSettings", "run",
+                                "a language added post hoc against pre-trained from the start", ())},
 }
 
 
