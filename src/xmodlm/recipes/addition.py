@@ -71,39 +71,41 @@ class AdditionSettings:
                             "script), e.g. ../shared/data/bible")
     out_dir: str = setting("runs/addition", "output directory: runs, scores, results.json, report.md, plot",
                            flags=("--out",))
-    k: int = setting(8, "number of pre-training languages the default rule picks")
+    k: int = setting(8, "number of pre-training languages the default rule picks", low=1)
     languages: list[str] = setting([], "pre-training languages (default: the first --k Latin-script codes)")
     heldout: str = setting("", "held-out languages as role=CODE,... for the roles related, unrelated, script "
                                "(default: the rule in the module docstring)")
     init_from: str = setting("", "module initialisation as role=CODE[+CODE...],... (default: related: its first "
                                  "relative; the others: the average of all pre-training languages)")
     steps_per_language: list[int] = setting([100, 300, 1000], "scales: expected updates per language (pre-training "
-                                                             "on n languages trains n times this)")
-    seeds: list[int] = setting([0, 1, 2], "seeds; every seed has its own tokenizers, initialisation and batches")
+                                                             "on n languages trains n times this)", low=1)
+    seeds: list[int] = setting([0, 1, 2], "seeds; every seed has its own tokenizers, initialisation and batches", low=0)
     preset: str = setting("tiny", "architecture: tiny | small | base | large-prenorm")
-    hidden_size: int | None = setting(64, "override the preset's hidden size")
-    num_hidden_layers: int | None = setting(None, "override the preset's number of layers")
-    adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this")
-    vocab_size: int = setting(4000, "size of each tokenizer (base: k languages; joint: k + 3)")
-    seq_len: int = setting(64, "tokens per packed row")
-    batch_size: int = setting(16, "rows per batch")
-    lr: float = setting(1e-3, "peak learning rate of pre-training")
-    warmup_ratio: float = setting(0.06, "pre-training warm-up as a fraction of its steps")
-    add_lr: float | None = setting(None, "peak learning rate of the additions (default: add-language's)")
-    add_warmup_ratio: float | None = setting(None, "warm-up of the additions (default: add-language's)")
-    valid_lines: int = setting(200, "last lines of every corpus held out for validation")
-    valid_batches: int = setting(16, "validation batches per language (16 x 16 rows of 64 covers 200 bible verses)")
+    hidden_size: int | None = setting(64, "override the preset's hidden size", low=1)
+    num_hidden_layers: int | None = setting(None, "override the preset's number of layers", low=1)
+    adapter_reduction_factor: int | None = setting(None, "override the module bottleneck: hidden / this", low=1)
+    vocab_size: int = setting(4000, "size of each tokenizer (base: k languages; joint: k + 3)", low=8)
+    seq_len: int = setting(64, "tokens per packed row", low=4)
+    batch_size: int = setting(16, "rows per batch", low=1)
+    lr: float = setting(1e-3, "peak learning rate of pre-training", above=0)
+    warmup_ratio: float = setting(0.06, "pre-training warm-up as a fraction of its steps", low=0, high=1)
+    add_lr: float | None = setting(None, "peak learning rate of the additions (default: add-language's)", above=0)
+    add_warmup_ratio: float | None = setting(None, "warm-up of the additions (default: add-language's)", low=0, high=1)
+    valid_lines: int = setting(200, "last lines of every corpus held out for validation", low=1)
+    valid_batches: int = setting(16, "validation batches per language (16 x 16 rows of 64 covers 200 bible verses)",
+                                 low=1)
     precision: str = setting("fp32", "fp32 | bf16 | auto")
     device: str = setting("cpu", "auto | cpu | cuda")
-    log_every: int = setting(50, "training metrics every N steps")
-    save_every: int = setting(1000, "checkpoint every N steps (interrupted runs resume from the last one)")
+    log_every: int = setting(50, "training metrics every N steps", low=1)
+    save_every: int = setting(1000, "checkpoint every N steps (interrupted runs resume from the last one)", low=1)
     sweep_language: str = setting("", "also sweep add-language's learning rate and updates on this language (not "
                                       "reported in the table; e.g. ukr_Cyrl)")
-    sweep_scale: int = setting(0, "scale of the base model the sweep uses (0: the middle of --steps-per-language)")
-    sweep_lrs: list[float] = setting([3e-4, 1e-3, 3e-3], "learning rates of the sweep")
-    sweep_steps: list[int] = setting([0, 100, 300, 1000], "updates of the sweep (0: the initialisation alone)")
-    sweep_warmups: list[float] = setting([], "extra warm-up ratios, tried at --sweep-warmup-lr")
-    sweep_warmup_lr: float = setting(1e-3, "learning rate of the extra warm-up ratios")
+    sweep_scale: int = setting(0, "scale of the base model the sweep uses (0: the middle of --steps-per-language)",
+                               low=0)
+    sweep_lrs: list[float] = setting([3e-4, 1e-3, 3e-3], "learning rates of the sweep", above=0)
+    sweep_steps: list[int] = setting([0, 100, 300, 1000], "updates of the sweep (0: the initialisation alone)", low=0)
+    sweep_warmups: list[float] = setting([], "extra warm-up ratios, tried at --sweep-warmup-lr", low=0, high=1)
+    sweep_warmup_lr: float = setting(1e-3, "learning rate of the extra warm-up ratios", above=0)
     sweep_init_from: str = setting("", "modules the sweep copies (default: the first pre-training language)")
     joint_vocab_arm: bool = setting(False, "also add each held-out language to a base model pre-trained on the k "
                                            "languages with the joint tokenizer (a vocabulary that already covers "
@@ -491,9 +493,10 @@ def run_sweep(s: AdditionSettings, plan: Plan, seed: int, tokenizers: dict[str, 
         run_dir = Path(s.out_dir) / "sweep" / f"seed{seed}-steps{scale}" / name
         score_path = run_dir / "scores.json"
         if not score_path.is_file():
-            # 0 updates: one update at learning rate 0 leaves every weight where the initialisation put it.
+            # 0 updates: one update at a learning rate that rounds to 0 in float32 (learning rates must be > 0)
+            # leaves every weight where the initialisation put it.
             add_run(s, plan, base, code, init, run_dir, max(n, 1), seed, f"sweep [{i}/{len(grid)}] {name}",
-                    lr=lr if n else 0.0, warmup=warmup)
+                    lr=lr if n else 1e-300, warmup=warmup)
             report.write_json(score_path, scorer.posthoc(run_dir, code))
         rows.append({"lr": lr, "warmup_ratio": warmup, "updates": n, **json.loads(score_path.read_text())})
     return {"language": code, "seed": seed, "scale": scale, "init_from": init, "runs": rows,
