@@ -70,6 +70,17 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def publish(out: str | os.PathLike, results: Any, text: str, plot: Any = None) -> None:
+    """An experiment's end: results.json and report.md in ``out`` (atomically), its plots (``plot(results, out)``),
+    and the report on stdout."""
+    out = Path(out)
+    write_json(out / "results.json", results)
+    write_text(out / "report.md", text)
+    if plot is not None:
+        plot(results, out)
+    print(text, flush=True)
+
+
 def line_plot(path: str | os.PathLike, x: Sequence[float], series: Mapping[str, Sequence[float | None]], *,
               title: str = "", xlabel: str = "", ylabel: str = "", log2_x: bool = False,
               styles: Mapping[str, Mapping[str, Any]] | None = None, legend_columns: int = 1,

@@ -542,11 +542,7 @@ def run(s: AdditionSettings) -> dict:
         report.write_json(out / f"sweep-{sweep['language']}.json", sweep)
     results["sweeps"] = [json.loads(p.read_text()) for p in sorted(out.glob("sweep-*.json"))]
     results["wall_s_this_invocation"] = time.perf_counter() - started
-    text = render_report(results)
-    report.write_json(out / "results.json", results)
-    report.write_text(out / "report.md", text)
-    plot(results, out)
-    print(text, flush=True)
+    report.publish(out, results, render_report(results), plot)
     return results
 
 

@@ -494,11 +494,7 @@ def run(s: CurseSettings) -> dict:
         results["addition"] = addition
 
     results["wall_s_this_invocation"] = time.perf_counter() - started
-    text = render_report(results)
-    report.write_json(out / "results.json", results)
-    report.write_text(out / "report.md", text)
-    plot(results, out)
-    print(text, flush=True)
+    report.publish(out, results, render_report(results), plot)
     return results
 
 

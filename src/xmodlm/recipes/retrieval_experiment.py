@@ -210,8 +210,6 @@ def run(s: RetrievalExperimentSettings) -> dict:
                 [statistics.fmean(per_seed[seed][lang] for lang in zero_shot) if zero_shot else float("nan")
                  for seed in s.seeds])
     results = {"settings": dataclasses.asdict(s), "layer": layer, "acc@1": table, "zero_shot": zero_shot}
-    report.write_json(out / "results.json", results)
-    (out / "report.md").write_text(render(results), encoding="utf-8")
-    print(render(results))
+    report.publish(out, results, render(results))
     print(f"results -> {out / 'results.json'}, {out / 'report.md'}")
     return results
