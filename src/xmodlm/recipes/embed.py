@@ -23,12 +23,17 @@ from ..config import XmodConfig
 from ..files import atomic_write, atomic_write_text
 from ..model import load_pretrained
 from ..retrieval import read_side
-from ..settings import setting
+from ..settings import check_ranges, setting
 from ..tokenizer import load_tokenizer
 from ..weights import resolve_pretrained
 from .evaluate import choose_modules, parse_data, resolve_device
 
 logger = logging.getLogger(__name__)
+
+
+def _dtype(value: str) -> None:
+    if value not in ("float32", "float16"):
+        raise ValueError(f"{value!r}; expected float32 or float16")
 
 
 @dataclass
@@ -48,15 +53,12 @@ class EmbedSettings:
     max_length: int | None = setting(None, "tokens per text, <s> and </s> included (default: the model's limit)",
                                      low=3)
     precision: str = setting("fp32", "fp32 | bf16 (encoder in bf16 autocast; see the README for how close)")
-    dtype: str = setting("float32", "float32 | float16: the stored arrays' type")
+    dtype: str = setting("float32", "float32 | float16: the stored arrays' type", check=_dtype)
     fallback: str | None = setting(None, "module for a language the model lacks: a code, or 'closest'")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size}; it must be >= 1")
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype={self.dtype!r}; expected float32 or float16")
+        check_ranges(self)  # Python callers get the checks the command line gets
 
 
 def _save(path: Path, array: np.ndarray) -> None:
