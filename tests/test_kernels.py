@@ -347,3 +347,23 @@ def test_module_paths_leave_autograd_over_few_languages_to_the_loop():
     h = torch.randn(6, 5, config.hidden_size)
     with torch.enable_grad():
         assert kernels.run_language_modules((2, 3, 1), modules, h, h, kernels.Dropout(0.0), False, torch.nn.Module()) is None
+
+
+def test_range_cross_entropy_is_the_loss_of_a_model_with_only_those_rows():
+    from xmodlm.kernels.loss import limited_cross_entropy, mask_beyond
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 12, generator=g)
+    ranges = torch.tensor([[0, 5]] * 3 + [[5, 12]] * 4)
+    targets = torch.tensor([1, 4, 0, 5, 11, 7, 2])  # the last lies outside its range [5, 12): scored over all rows
+    want = (torch.nn.functional.cross_entropy(logits[:3, :5], targets[:3], reduction="sum")
+            + torch.nn.functional.cross_entropy(logits[3:6, 5:], targets[3:6] - 5, reduction="sum")
+            + torch.nn.functional.cross_entropy(logits[6:], targets[6:], reduction="sum")) / 7
+    assert torch.allclose(limited_cross_entropy(logits, targets, ranges), want)
+    one = torch.tensor([[5, 12]] * 6)  # one range, every target inside: bit for bit the sliced model's loss
+    assert torch.equal(limited_cross_entropy(logits[:6], targets[:6].clamp(min=5), one),
+                       torch.nn.functional.cross_entropy(logits[:6, 5:], targets[:6].clamp(min=5) - 5))
+    masked = mask_beyond(logits, ranges, targets)
+    assert torch.equal(torch.nn.functional.cross_entropy(masked, targets, reduction="sum") / 7,
+                       torch.nn.functional.cross_entropy(masked, targets)) and torch.isfinite(masked[6]).all()
+    assert (masked[:3, 5:] == float("-inf")).all() and (masked[3:6, :5] == float("-inf")).all()
+    assert torch.allclose(torch.nn.functional.cross_entropy(masked, targets), want)

@@ -134,6 +134,13 @@ class XmodConfig:
     def adapter_size(self) -> int:
         return self.hidden_size // self.adapter_reduction_factor
 
+    def vocab_range(self, code: str) -> tuple[int, int]:
+        """The vocabulary rows [start, stop) of ``code``'s masked-LM softmax: every row, unless an addition kept it
+        to the rows that existed before (``extra["language_vocab_sizes"]``) or gave it rows of its own (with
+        ``extra["language_vocab_starts"]``; see xmodlm.vocab)."""
+        sizes, starts = self.extra.get("language_vocab_sizes", {}), self.extra.get("language_vocab_starts", {})
+        return int(starts.get(code, 0)), min(int(sizes.get(code, self.vocab_size)), self.vocab_size)
+
     # -- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "id2label")}

@@ -539,12 +539,12 @@ class XmodForMaskedLM(XmodPreTrainedModel):
                 token_type_ids=None, position_ids=None, output_hidden_states=False,
                 all_logits: bool = False) -> MaskedLMOutput:
         """With ``labels`` (-100 = not scored), logits at the scored positions only, (N, V) in row-major order,
-        unless ``all_logits`` asks for (B, T, V). ``config.extra["language_vocab_sizes"]`` ({code: n}) limits a
-        language's softmax to the rows that existed before later languages added theirs (logit -inf beyond),
-        so its masked-LM scores stay exact after an addition (transformers does not read it)."""
+        unless ``all_logits`` asks for (B, T, V). ``config.extra``'s ``language_vocab_starts`` / ``_sizes`` keep a
+        language's softmax to its rows [start, stop) (logit -inf outside: the rows that existed when it was trained,
+        or its own), so its masked-LM scores stay exact after an addition (transformers does not read them)."""
         out = self.roberta(input_ids, attention_mask, lang_ids, token_type_ids, position_ids, output_hidden_states)
         h = out.last_hidden_state
-        limits = self._vocab_limits(lang_ids, input_ids.shape[0], h.device)  # (B,) or None
+        limits = self._vocab_ranges(lang_ids, input_ids.shape[0], h.device)  # (B, 2) or None
         if labels is None:
             return MaskedLMOutput(None, mask_beyond(self.lm_head(h), limits), out.hidden_states)
         scored = labels.ne(-100)
@@ -553,18 +553,18 @@ class XmodForMaskedLM(XmodPreTrainedModel):
             selected = logits[scored]
         else:
             logits = selected = self.lm_head(h[scored])  # (N, V): the vocabulary projection dominates
-        at_scored = None if limits is None else limits[:, None].expand_as(labels)[scored]
+        at_scored = None if limits is None else limits[:, None].expand(*labels.shape, 2)[scored]
         loss = limited_cross_entropy(selected, labels[scored], at_scored)
-        return MaskedLMOutput(loss, mask_beyond(logits, limits if all_logits else at_scored), out.hidden_states)
+        kept = (limits, None) if all_logits else (at_scored, labels[scored])  # outside targets: every row
+        return MaskedLMOutput(loss, mask_beyond(logits, *kept), out.hidden_states)
 
-    def _vocab_limits(self, lang_ids: LangIds, batch_size: int, device) -> torch.Tensor | None:
-        """Each example's vocabulary limit, or None where every example scores every row."""
-        sizes, vocab = self.config.extra.get("language_vocab_sizes"), self.config.vocab_size
-        if not sizes:
+    def _vocab_ranges(self, lang_ids: LangIds, batch_size: int, device) -> torch.Tensor | None:
+        """Each example's vocabulary range [start, stop), or None where every example scores every row."""
+        if not self.config.extra.get("language_vocab_sizes"):
             return None
-        codes = [self.config.languages[i] for i in resolve_lang_ids(lang_ids, self.config, batch_size)]
-        limits = [min(int(sizes.get(code, vocab)), vocab) for code in codes]
-        return None if all(n == vocab for n in limits) else torch.tensor(limits, device=device)
+        ranges = [self.config.vocab_range(self.config.languages[i])
+                  for i in resolve_lang_ids(lang_ids, self.config, batch_size)]
+        return None if all(r == (0, self.config.vocab_size) for r in ranges) else torch.tensor(ranges, device=device)
 
 
 class XmodClassificationHead(nn.Module):

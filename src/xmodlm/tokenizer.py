@@ -282,3 +282,17 @@ def load_tokenizer(dir_or_name: str | os.PathLike) -> Tokenizer:
             raise OSError(f"cannot load tokenizer {dir_or_name!r} from the Hugging Face hub: {e}") from e
     check_special_tokens(tok)
     return tok
+
+
+LANGUAGE_TOKENIZERS = "tokenizers"  # <model>/tokenizers/<code>/: the tokenizer of a language with its own vocabulary
+
+
+def language_tokenizer_dir(directory: str | os.PathLike, code: str) -> Path:
+    return Path(directory) / LANGUAGE_TOKENIZERS / code
+
+
+def load_language_tokenizer(dir_or_name: str | os.PathLike, code: str | None) -> Tokenizer:
+    """The tokenizer for text in ``code``: its own (``tokenizers/<code>/`` of a model directory, written by
+    add-language --vocabulary own) where it has one, else the model's shared tokenizer."""
+    own = language_tokenizer_dir(dir_or_name, code) if code else None
+    return load_tokenizer(own if own is not None and (own / "tokenizer.json").is_file() else dir_or_name)

@@ -214,6 +214,95 @@ def extend_tokenizer(tok: Tokenizer, lines: Sequence[str], budget: int, *, seed:
     return Extension(new, old_size, list(pieces), new_chars, uncovered)
 
 
+# --- a vocabulary of the new language's own ------------------------------------------------------------------------
+PLACEHOLDER = "\ufb01"  # NFKC turns it into "fi": after normalisation no text holds it, so no word matches a
+# piece that starts with it; placeholders keep list position == id where a tokenizer must not produce an id
+
+
+def _placeholder(i: int) -> str:
+    return f"{PLACEHOLDER}{i}"
+
+
+def pad_tokenizer(tok: Tokenizer, size: int) -> Tokenizer:
+    """``tok`` with placeholder pieces up to ``size`` ids (pieces no text matches, scored at the vocabulary's
+    minimum so ``<unk>`` paths keep their weight): the shared tokenizer of a model whose later rows belong to a
+    language with its own tokenizer. Every text keeps its ids; ``tok`` itself where it has ``size`` ids already."""
+    old_size = tok.get_vocab_size()
+    if size <= old_size:
+        return tok
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    floor = min(score for _, score in vocab)
+    m = mask_id(tok)
+    if len(vocab) == m == old_size - 1:  # <mask> is an added token only, with the last id: hold its position
+        vocab.append([MASK, floor])
+    vocab.extend([_placeholder(i), floor] for i in range(old_size, size))
+    new = Tokenizer.from_str(json.dumps(spec))
+    if new.get_vocab_size() != size or mask_id(new) != m:
+        raise AssertionError("padding the tokenizer moved an id")
+    return new
+
+
+@dataclass
+class OwnVocabulary:
+    """What ``own_tokenizer`` made: the new language's tokenizer, whose pieces (``pieces``) have the ids
+    ``first_id``, ``first_id + 1``, ...; its other ids are the special tokens (where the shared tokenizer has them)
+    and placeholders that no text produces."""
+
+    tokenizer: Tokenizer
+    first_id: int
+    pieces: list[str]
+
+
+def own_tokenizer(tok: Tokenizer, lines: Sequence[str], budget: int, first_id: int, *, seed: int = 0,
+                  sample_sentences: int = 200_000) -> OwnVocabulary:
+    """A tokenizer of ``budget`` pieces trained on the new language's ``lines`` alone, with the shared tokenizer's
+    normaliser, pre-tokeniser, special tokens and their ids, whose pieces take the ids from ``first_id`` on (the
+    rows appended for the language; ``first_id`` >= the shared vocabulary's size). Every character of ``lines`` gets
+    a piece (character coverage 1), so the training text has no ``<unk>``."""
+    if budget <= 0:
+        raise ValueError(f"an own vocabulary needs a positive number of pieces, got {budget}")
+    old_vocab = _model_vocab(tok)
+    if first_id < tok.get_vocab_size():
+        raise ValueError(f"first_id {first_id} lies inside the shared vocabulary ({tok.get_vocab_size()} ids)")
+    with tempfile.TemporaryDirectory() as tmp:  # train_tokenizer reads files
+        path = Path(tmp) / "new.txt"
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        trained = train_tokenizer({"new": path}, vocab_size=max(budget + len(SPECIAL_TOKENS) + 1, 16),
+                                  sample_sentences=sample_sentences, seed=seed, character_coverage=1.0,
+                                  progress=False)
+    pieces = [(piece, float(score)) for piece, score in _model_vocab(trained)[len(SPECIAL_TOKENS):]
+              if piece != MASK]
+    floor = min(score for _, score in pieces)
+    specials = {*SPECIAL_TOKENS, MASK}
+    spec = json.loads(tok.to_str())
+    vocab = [[piece, score] if piece in specials else [_placeholder(i), floor]
+             for i, (piece, score) in enumerate(old_vocab)]
+    m = mask_id(tok)  # <mask> may be an added token only, with the last id: hold its position in the list
+    vocab.extend([MASK if i == m else _placeholder(i), floor] for i in range(len(vocab), first_id))
+    vocab.extend([piece, score] for piece, score in pieces)
+    spec["model"]["vocab"] = vocab
+    new = Tokenizer.from_str(json.dumps(spec))
+    if new.get_vocab_size() != first_id + len(pieces) or mask_id(new) != m:
+        raise AssertionError("the own vocabulary moved an id")
+    return OwnVocabulary(new, first_id, [piece for piece, _ in pieces])
+
+
+def init_own_rows(method: str, weight: torch.Tensor, bias: torch.Tensor | None, old_tok: Tokenizer,
+                  pieces: Sequence[str], reference: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial rows and biases of an own vocabulary's ``pieces``: a piece the shared vocabulary has, with a row
+    trained in pre-training (``reference``), starts as a copy of that row and bias; the others as ``init_new_rows``
+    makes them (``method``)."""
+    rows, out_bias = init_new_rows(method, weight, bias, old_tok, pieces, reference, seed=seed)
+    ids = old_tok.get_vocab()
+    for k, piece in enumerate(pieces):
+        i = ids.get(piece)
+        if i is not None and i < weight.shape[0] and reference[i]:
+            rows[k] = weight[i].detach().to(rows.dtype)
+            out_bias[k] = 0.0 if bias is None else float(bias[i].detach())
+    return rows, out_bias
+
+
 # --- counts ---------------------------------------------------------------------------------------------------------
 def count_ids(tok: Tokenizer, lines: Sequence[str], vocab_size: int | None = None) -> np.ndarray:
     """How often each id occurs when ``tok`` encodes ``lines`` (without special tokens)."""
@@ -331,7 +420,7 @@ def init_new_rows(method: str, weight: torch.Tensor, bias: torch.Tensor | None, 
     else:
         by_script: dict[str, list[int]] = {}
         for i, piece in enumerate(old_pieces):
-            if ref[i]:
+            if ref[i] and not piece.startswith(PLACEHOLDER):  # rows of another language's own vocabulary
                 by_script.setdefault(piece_script(piece), []).append(i)
         scripts = [piece_script(p) for p in pieces]
         for script in sorted(set(scripts)):

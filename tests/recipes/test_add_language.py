@@ -1,4 +1,4 @@
-"""add-language with vocabulary extension and never-seen rows, run for real on a tiny model pre-trained on small
+"""add-language --vocabulary extend: vocabulary extension and never-seen rows, run for real on a tiny model pre-trained on small
 synthetic corpora: what trains and what stays bit-identical, the saved tokenizer and counts, transformers parity,
 exact resume, the fallback without counts, and the change of the old languages' full-softmax MLM loss."""
 
@@ -50,7 +50,7 @@ def pretrained(corpus, tmp_path_factory) -> Path:
 def add(pretrained, corpus, out, *extra) -> int:
     return main(["add-language", "--model", str(pretrained), "--lang", "nn_XX", "--data", str(corpus / "nn_XX.txt"),
                  "--out", str(out), "--max-steps", "4", "--save-every", "2", "--lr", "1e-2", "--extend-vocab", "40",
-                 *COMMON, *extra])
+                 "--vocabulary", "extend", *COMMON, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_a_second_addition_keeps_the_first_ones_rows_and_scores(added, corpus, t
     out = tmp_path / "second"
     assert main(["add-language", "--model", str(added), "--lang", "ll_XX", "--data", str(corpus / "ll_XX.txt"),
                  "--out", str(out), "--max-steps", "2", "--lr", "1e-2", "--extend-vocab", "30", *COMMON,
-                 "--no-train-unseen-rows"]) == 0
+                 "--no-train-unseen-rows", "--vocabulary", "extend"]) == 0
     first, second = json.loads((added / "results.json").read_text()), json.loads((out / "results.json").read_text())
     assert second["old_vocab_size"] == first["vocab_size"] < second["vocab_size"]
     before, after = XmodForMaskedLM.from_pretrained(added).eval(), XmodForMaskedLM.from_pretrained(out).eval()

@@ -1,6 +1,9 @@
-"""Cross-entropy over a per-example prefix of the vocabulary, exactly: a language whose softmax covers only the
-rows that existed when it was trained gets, bit for bit, the loss of a model that has only those rows (the logits
-are sliced, not padded with -inf, so the reductions run over the same number of values)."""
+"""Cross-entropy over a per-example range of the vocabulary, exactly: a language whose softmax covers only the rows
+that existed when it was trained gets, bit for bit, the loss of a model that has only those rows (the logits are
+sliced, not padded with -inf, so the reductions run over the same number of values); a language with rows of its
+own (an own vocabulary) gets the loss of a model that has only its rows.
+
+``ranges``: a (N, 2) long tensor of [start, stop) per example or per scored position, or None (every row)."""
 
 from __future__ import annotations
 
@@ -8,28 +11,41 @@ import torch
 import torch.nn.functional as F
 
 
-def mask_beyond(logits: torch.Tensor, limits: torch.Tensor | None) -> torch.Tensor:
-    """-inf beyond each leading index's vocabulary limit (``limits``: one per example or per scored position)."""
-    if limits is None:
+def mask_beyond(logits: torch.Tensor, ranges: torch.Tensor | None, targets: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """-inf outside each leading index's vocabulary range; with ``targets`` (one per row), rows whose target lies
+    outside their range keep every logit, as ``limited_cross_entropy`` scores them."""
+    if ranges is None:
         return logits
-    beyond = torch.arange(logits.shape[-1], device=logits.device) >= limits.view((-1,) + (1,) * (logits.dim() - 1))
-    return logits.masked_fill(beyond, float("-inf"))
+    if targets is not None:
+        off = (targets < ranges[:, 0]) | (targets >= ranges[:, 1])
+        ranges = torch.where(off[:, None], torch.tensor([0, logits.shape[-1]], device=ranges.device), ranges)
+    shape = (-1,) + (1,) * (logits.dim() - 1)
+    col = torch.arange(logits.shape[-1], device=logits.device)
+    outside = (col < ranges[:, 0].view(shape)) | (col >= ranges[:, 1].view(shape))
+    return logits.masked_fill(outside, float("-inf"))
 
 
-def limited_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, limits: torch.Tensor | None) -> torch.Tensor:
-    """Mean cross-entropy of each position over its first ``limits[i]`` logits (over all where the target lies beyond:
-    a language's text holding a later language's pieces). One limit for all: bit for bit the loss of a model that has
-    only those rows."""
+def limited_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ranges: torch.Tensor | None) -> torch.Tensor:
+    """Mean cross-entropy of each position over the logits of its range (over all where the target lies outside
+    it: a language's text holding another language's pieces). One range [0, n) for all: bit for bit the loss of a
+    model that has only those rows."""
     if not targets.numel():
         return logits.sum() * 0.0
-    if limits is None:
+    if ranges is None:
         return F.cross_entropy(logits.float(), targets)
-    values, beyond = sorted(set(limits.tolist())), targets >= limits
-    if len(values) == 1 and not bool(beyond.any()):
-        return F.cross_entropy(logits[:, : values[0]].float(), targets)
-    parts = [(logits[(limits == n) & ~beyond, :n], targets[(limits == n) & ~beyond]) for n in values]
-    parts.append((logits[beyond], targets[beyond]))
-    total = sum(F.cross_entropy(x.float(), t, reduction="sum") for x, t in parts if t.numel())
+    outside = (targets < ranges[:, 0]) | (targets >= ranges[:, 1])
+    pairs = sorted({(int(a), int(b)) for a, b in ranges.tolist()})
+    if len(pairs) == 1 and not bool(outside.any()):
+        start, stop = pairs[0]
+        return F.cross_entropy(logits[:, start:stop].float(), targets - start if start else targets)
+    total = logits.new_zeros((), dtype=torch.float32)
+    for start, stop in pairs:
+        rows = (ranges[:, 0] == start) & (ranges[:, 1] == stop) & ~outside
+        if bool(rows.any()):
+            total = total + F.cross_entropy(logits[rows, start:stop].float(), targets[rows] - start, reduction="sum")
+    if bool(outside.any()):
+        total = total + F.cross_entropy(logits[outside].float(), targets[outside], reduction="sum")
     return total / targets.numel()
 
 

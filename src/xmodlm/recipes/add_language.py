@@ -46,6 +46,14 @@ from ..trainer import Trainer, TrainConfig, dist_info
 from .pretrain import format_perplexities, perplexity_evaluator, train_config
 
 
+VOCABULARIES = ("own", "extend")
+
+
+def _check_vocabulary(value: str) -> None:
+    if value not in VOCABULARIES:
+        raise ValueError(f"--vocabulary {value!r}; expected one of {', '.join(VOCABULARIES)}")
+
+
 @dataclass
 class AddLanguageSettings(TrainConfig):
     model: str = setting("", "pre-trained X-Mod checkpoint directory (or hub id)", required=True)
@@ -67,10 +75,15 @@ class AddLanguageSettings(TrainConfig):
     lr: float = setting(3e-3, "peak learning rate (only the new modules and the language's own rows train)")
     warmup_ratio: float = setting(0.06, "warm-up as a fraction of max_steps")
     save_every: int = setting(250, "checkpoint every N steps")
-    extend_vocab: int = setting(-1, "vocabulary extension: train N pieces on the new language and append those "
-                                    "holding a character the vocabulary lacks (0: off; -1: automatic, on where the "
-                                    "text has such characters, N = the vocabulary size / the number of languages)",
-                                low=-1)
+    vocabulary: str = setting("own", "own: the language gets a tokenizer of its own (--extend-vocab pieces trained "
+                                     "on its text) and rows of its own, which train; the shared rows and tokenizer "
+                                     "stay as they are | extend: the shared tokenizer, with pieces appended for the "
+                                     "characters it lacks (and the never-seen rows the language uses train)",
+                              check=_check_vocabulary)
+    extend_vocab: int = setting(-1, "pieces trained on the new language: all of them form its own vocabulary "
+                                    "(--vocabulary own), or those holding a character the vocabulary lacks are "
+                                    "appended (extend); 0: off (the shared tokenizer as it is); -1: the vocabulary "
+                                    "size / the number of languages (at least 100)", low=-1)
     embed_init: str = setting("overlap", "initialisation of new vocabulary rows: mean (drawn from the mean and "
                                          "covariance of the existing rows) | script (the same, per script) | "
                                          "overlap (mean of the rows of the old tokenizer's pieces of each new piece)")
@@ -160,7 +173,7 @@ def prepare_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, line
                  vocab_mod.COUNTS_NAME)
     unk_before = vocab_mod.unk_rate(tok, lines)
     unk_after = vocab_mod.unk_rate(new_tok, lines) if pieces else unk_before
-    summary = {"old_vocab_size": old_size, "vocab_size": new_size, "added_pieces": len(pieces),
+    summary = {"vocabulary": "extend", "old_vocab_size": old_size, "vocab_size": new_size, "added_pieces": len(pieces),
                "new_characters": len(new_chars), "unseen_rows_trained": unseen,
                "embed_init": s.embed_init if pieces else None, "vocab_counts": counts is not None,
                "unk_rate_before": unk_before[0] / max(unk_before[1], 1),
@@ -169,7 +182,53 @@ def prepare_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, line
     return new_tok, summary, (trained if trained.any() else None), extended
 
 
+def prepare_own_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, lines: list[str], out: Path,
+                           resumed: bool) -> tuple[object, object, dict, np.ndarray, np.ndarray | None]:
+    """Give the new language a tokenizer and rows of its own (``vocab.own_tokenizer``), appended after every
+    existing row; its softmax covers only them (``config.vocab_range``), the old languages' only the old rows.
+
+    Returns (the shared tokenizer padded to the new size, the language's tokenizer, vocabulary summary, bool mask of
+    the rows that train, the checkpoint's counts extended to the new size or None)."""
+    old_size = model.config.vocab_size
+    if tok.get_vocab_size() != old_size:
+        raise ValueError(f"the tokenizer has {tok.get_vocab_size()} ids, the model {old_size} rows: they must match")
+    found = vocab_mod.read_counts(s.model, old_size)
+    counts = found[0] if found else None
+    budget = s.extend_vocab if s.extend_vocab > 0 else vocab_mod.default_budget(old_size, len(model.config.languages))
+    saved = tok_mod.language_tokenizer_dir(out, s.lang)
+    if resumed and (saved / "tokenizer.json").is_file():  # the vocabulary this run started with
+        lang_tok = tok_mod.load_tokenizer(saved)
+        pieces = [piece for piece, _ in json.loads(lang_tok.to_str())["model"]["vocab"][old_size:]]
+    else:
+        own = vocab_mod.own_tokenizer(tok, lines, budget, old_size, seed=s.seed)
+        lang_tok, pieces = own.tokenizer, own.pieces
+    reference = np.ones(old_size, dtype=bool) if counts is None else counts > 0
+    reference[[tok.token_to_id(t) for t in (*tok_mod.SPECIAL_TOKENS, tok_mod.MASK)]] = False
+    emb = model.roberta.embeddings.word_embeddings.weight
+    rows, bias = vocab_mod.init_own_rows(s.embed_init, emb, model.lm_head.bias, tok, pieces, reference, seed=s.seed)
+    copied = sum(1 for p in pieces if (i := tok.token_to_id(p)) is not None and reference[i])
+    vocab_mod.resize_vocabulary(model, rows, bias)
+    new_size = model.config.vocab_size
+    model.config.extra.setdefault("language_vocab_starts", {})[s.lang] = old_size
+    model.config.extra["language_vocab_sizes"][s.lang] = new_size
+    trained = np.zeros(new_size, dtype=bool)
+    trained[old_size:] = True
+    unk_before, unk_after = vocab_mod.unk_rate(tok, lines), vocab_mod.unk_rate(lang_tok, lines)
+    summary = {"vocabulary": "own", "old_vocab_size": old_size, "vocab_size": new_size, "added_pieces": len(pieces),
+               "copied_rows": copied, "new_characters": len(vocab_mod.new_characters(tok, lines)),
+               "unseen_rows_trained": 0, "embed_init": s.embed_init, "vocab_counts": counts is not None,
+               "unk_rate_before": unk_before[0] / max(unk_before[1], 1),
+               "unk_rate_after": unk_after[0] / max(unk_after[1], 1)}
+    extended = None if counts is None else np.concatenate([counts, np.zeros(new_size - old_size, np.int64)])
+    return vocab_mod.pad_tokenizer(tok, new_size), lang_tok, summary, trained, extended
+
+
 def describe_vocabulary(v: dict) -> str:
+    if v.get("vocabulary") == "own":
+        return (f"vocabulary: its own, {v['added_pieces']} pieces trained on it ({v['copied_rows']} start as copies of "
+                f"the shared rows of the same pieces, the others by {v['embed_init']}), ids {v['old_vocab_size']}-"
+                f"{v['vocab_size'] - 1}; the shared tokenizer and rows stay as they are; <unk> in the training text "
+                f"{v['unk_rate_before']:.2%} with the shared tokenizer -> {v['unk_rate_after']:.2%}")
     if not v["added_pieces"] and not v["unseen_rows_trained"]:
         why = "no new characters" if not v["new_characters"] else "extension off"
         return f"vocabulary: unchanged ({why}; {v['old_vocab_size']} ids)"
@@ -178,6 +237,15 @@ def describe_vocabulary(v: dict) -> str:
     return (f"vocabulary: {v['added_pieces']} pieces added for {v['new_characters']} new characters "
             f"({v['old_vocab_size']} -> {v['vocab_size']} ids){init}; {v['unseen_rows_trained']} never-seen rows "
             f"train too{counts}; <unk> in the training text {v['unk_rate_before']:.2%} -> {v['unk_rate_after']:.2%}")
+
+
+def copy_language_tokenizers(source: str, out: Path) -> None:
+    """The own tokenizers of the languages the model had (``source``'s tokenizers/) go with it to ``out``."""
+    root = Path(source) / tok_mod.LANGUAGE_TOKENIZERS
+    for directory in sorted(root.iterdir() if root.is_dir() else ()):
+        target = tok_mod.language_tokenizer_dir(out, directory.name)
+        if (directory / "tokenizer.json").is_file() and directory.resolve() != target.resolve():
+            tok_mod.save_tokenizer(tok_mod.load_tokenizer(directory), target)
 
 
 def corpus_file(path: Path, lang: str) -> Path:
@@ -217,8 +285,12 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
     tok = tok_mod.load_tokenizer(s.tokenizer or s.model)
     tok_mod.check_tokenizer_fits(tok, model.config, str(s.tokenizer or s.model), s.model)
     lines = vocab_mod.training_lines(path, s.valid_lines)
-    tok, vocab, rows, counts = prepare_vocabulary(s, model, tok, lines, out, resumed)
-    model.config.extra[tok_mod.FINGERPRINT_KEY] = tok_mod.tokenizer_fingerprint(tok)  # the (possibly extended) one
+    if s.vocabulary == "own" and s.extend_vocab != 0:
+        shared_tok, tok, vocab, rows, counts = prepare_own_vocabulary(s, model, tok, lines, out, resumed)
+    else:
+        tok, vocab, rows, counts = prepare_vocabulary(s, model, tok, lines, out, resumed)
+        shared_tok = tok
+    model.config.extra[tok_mod.FINGERPRINT_KEY] = tok_mod.tokenizer_fingerprint(shared_tok)  # padded or extended
     torch.manual_seed(s.seed)
     lang_id = model.add_language(s.lang, init_from=s.init_from or None)
     rank, world, _ = dist_info()
@@ -227,7 +299,10 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
                          "(or --extend-vocab 0 --no-train-unseen-rows)")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        tok_mod.save_tokenizer(tok, out)  # before training: a resumed run reads the same extension back
+        tok_mod.save_tokenizer(shared_tok, out)  # before training: a resumed run reads the same vocabulary back
+        copy_language_tokenizers(s.model, out)
+        if tok is not shared_tok:
+            tok_mod.save_tokenizer(tok, tok_mod.language_tokenizer_dir(out, s.lang))
         print(describe_vocabulary(vocab))
     trainable = new_module_filter(s.lang)
     if rows is not None:
@@ -246,7 +321,7 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
                       trainable=trainable, no_decay=lambda name: name == vocab_mod.EMBEDDING,
                       fixed={"lang": s.lang, "init_from": s.init_from, "seq_len": s.seq_len, "batch_size": s.batch_size,
                              "valid_lines": s.valid_lines, "languages": model.config.languages,
-                             "extend_vocab": s.extend_vocab, "embed_init": s.embed_init,
+                             "vocabulary": s.vocabulary, "extend_vocab": s.extend_vocab, "embed_init": s.embed_init,
                              "train_unseen_rows": s.train_unseen_rows})
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if batches.report:  # lines skipped while training: per file, how many of how many read, and why

@@ -1,0 +1,168 @@
+"""add-language --vocabulary own (the default): the new language gets a tokenizer and rows of its own. Run for real
+on a tiny model pre-trained on small synthetic corpora: the shared rows, tokenizer and old languages' outputs and
+scores stay bit-identical, the new language's ids and softmax stay in its rows, its tokenizer is saved where
+load_language_tokenizer and transformers find it, a second addition keeps the first, and resume is exact."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xmodlm import vocab as V
+from xmodlm.cli import main
+from xmodlm.data import validation_batches
+from xmodlm.model import XmodForMaskedLM
+from xmodlm.tokenizer import UNK_ID, language_tokenizer_dir, load_language_tokenizer, load_tokenizer
+
+from test_add_language import COMMON, OLD, write_corpus  # noqa: E402  (tests/recipes/ is on sys.path)
+
+SHARED = 220
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def base(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    assert main(["pretrain", "--data", str(corpus), "--languages", ",".join(OLD), "--out", str(out),
+                 "--max-steps", "8", "--vocab-size", str(SHARED), "--lr", "2e-3", *COMMON]) == 0
+    return out
+
+
+def add(model, corpus, out, lang="nn_XX", *extra) -> int:
+    return main(["add-language", "--model", str(model), "--lang", lang, "--data", str(corpus / f"{lang}.txt"),
+                 "--out", str(out), "--max-steps", "4", "--save-every", "2", "--lr", "1e-2", "--extend-vocab", "40",
+                 *COMMON, *extra])
+
+
+@pytest.fixture(scope="module")
+def added(base, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("added")
+    assert add(base, corpus, out) == 0
+    return out
+
+
+def _results(directory):
+    return json.loads((directory / "results.json").read_text())
+
+
+def test_own_rows_follow_the_shared_ones_and_only_they_and_the_modules_train(base, added):
+    r = _results(added)
+    assert r["vocabulary"] == "own" and r["old_vocab_size"] == SHARED and r["vocab_size"] == SHARED + r["added_pieces"]
+    before, after = XmodForMaskedLM.from_pretrained(base), XmodForMaskedLM.from_pretrained(added)
+    a, b = before.state_dict(), after.state_dict()
+    for name, x in a.items():
+        y = b[name]
+        if name in (V.EMBEDDING, V.LM_BIAS, "lm_head.decoder.weight", "lm_head.decoder.bias"):
+            y = y[:SHARED]
+        assert torch.equal(x, y), name  # every shared weight, the shared rows included
+    assert after.config.vocab_range("nn_XX") == (SHARED, r["vocab_size"])
+    assert all(after.config.vocab_range(code) == (0, SHARED) for code in OLD)
+    own = after.roberta.embeddings.word_embeddings.weight[SHARED:]
+    assert torch.isfinite(own).all() and own.std() > 0
+
+
+def test_shared_tokenizer_keeps_every_id_and_the_language_tokenizer_uses_only_its_rows(base, added, corpus):
+    old, shared = load_tokenizer(base), load_tokenizer(added)
+    assert shared.get_vocab_size() == _results(added)["vocab_size"]  # padded: ids and rows match
+    for code in [*OLD, "nn_XX"]:
+        texts = (corpus / f"{code}.txt").read_text(encoding="utf-8").splitlines()
+        assert [e.ids for e in old.encode_batch(texts)] == [e.ids for e in shared.encode_batch(texts)], code
+    own = load_language_tokenizer(added, "nn_XX")
+    assert load_language_tokenizer(added, "aa_XX").to_str() == shared.to_str()  # no own one: the shared one
+    lines = V.training_lines(corpus / "nn_XX.txt", 30)
+    ids = np.concatenate([e.ids for e in own.encode_batch(lines, add_special_tokens=False)])
+    assert UNK_ID not in ids and (ids >= SHARED).all()
+    assert own.token_to_id("<mask>") == shared.token_to_id("<mask>")
+
+
+def test_old_languages_outputs_and_scores_bit_identical_and_the_new_language_scores_its_rows(base, added, corpus):
+    before, after = XmodForMaskedLM.from_pretrained(base).eval(), XmodForMaskedLM.from_pretrained(added).eval()
+    valid = validation_batches({c: corpus / f"{c}.txt" for c in OLD}, load_tokenizer(base), OLD, seq_len=32,
+                               batch_size=8, valid_lines=30, max_batches=2)
+    with torch.no_grad():
+        for code, batches in valid.items():
+            for batch in batches:
+                a, b = before(**batch, output_hidden_states=True), after(**batch, output_hidden_states=True)
+                assert all(torch.equal(x, y) for x, y in zip(a.hidden_states, b.hidden_states)), code
+                assert torch.equal(a.loss, b.loss), code
+        own = load_language_tokenizer(added, "nn_XX")
+        batch = validation_batches({"nn_XX": corpus / "nn_XX.txt"}, own, ["nn_XX"], seq_len=32, batch_size=8,
+                                   valid_lines=30, max_batches=1)["nn_XX"][0]
+        batch["lang_ids"] = torch.full_like(batch["lang_ids"], 3)
+        out = after(**batch)
+        assert (out.logits[:, :SHARED] == float("-inf")).all()
+        targets = batch["labels"][batch["labels"] != -100]
+        want = torch.nn.functional.cross_entropy(out.logits[:, SHARED:], targets - SHARED)
+        assert torch.allclose(out.loss, want)
+
+
+def test_a_piece_the_shared_vocabulary_has_starts_as_a_copy_of_its_row(base, corpus):
+    tok = load_tokenizer(base)
+    model = XmodForMaskedLM.from_pretrained(base)
+    lines = V.training_lines(corpus / "ll_XX.txt", 30)  # shares a, b, c with the old languages
+    own = V.own_tokenizer(tok, lines, 30, SHARED)
+    w, bias = model.roberta.embeddings.word_embeddings.weight, model.lm_head.bias
+    rows, biases = V.init_own_rows("overlap", w, bias, tok, own.pieces, np.ones(SHARED, dtype=bool))
+    shared = [(k, tok.token_to_id(p)) for k, p in enumerate(own.pieces) if tok.token_to_id(p) is not None]
+    assert shared and len(shared) < len(own.pieces)
+    for k, i in shared:
+        assert torch.equal(rows[k], w[i].detach()) and float(biases[k]) == float(bias[i].detach())
+
+
+def test_a_second_own_addition_keeps_the_first_and_carries_its_tokenizer(added, corpus, tmp_path):
+    out = tmp_path / "second"
+    assert add(added, corpus, out, "ll_XX", "--max-steps", "2") == 0
+    first, second = _results(added), _results(out)
+    assert second["old_vocab_size"] == first["vocab_size"] < second["vocab_size"]
+    assert (language_tokenizer_dir(out, "nn_XX") / "tokenizer.json").read_text() == \
+        (language_tokenizer_dir(added, "nn_XX") / "tokenizer.json").read_text()
+    before, after = XmodForMaskedLM.from_pretrained(added).eval(), XmodForMaskedLM.from_pretrained(out).eval()
+    assert after.config.vocab_range("nn_XX") == (SHARED, first["vocab_size"])
+    assert after.config.vocab_range("ll_XX") == (first["vocab_size"], second["vocab_size"])
+    own = load_language_tokenizer(out, "nn_XX")
+    batch = validation_batches({"nn_XX": corpus / "nn_XX.txt"}, own, ["nn_XX"], seq_len=32, batch_size=8,
+                               valid_lines=30, max_batches=1)["nn_XX"][0]
+    batch["lang_ids"] = torch.full_like(batch["lang_ids"], 3)
+    with torch.no_grad():
+        assert torch.equal(before(**batch).loss, after(**batch).loss)
+
+
+def test_resume_is_exact(base, corpus, added, tmp_path, monkeypatch):
+    from xmodlm.recipes import add_language
+    calls = {"n": 0}
+    real = add_language.ConstantLanguage.__next__
+
+    def failing(self):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(add_language.ConstantLanguage, "__next__", failing)
+    assert add(base, corpus, tmp_path) == 130
+    monkeypatch.setattr(add_language.ConstantLanguage, "__next__", real)
+    assert add(base, corpus, tmp_path) == 0
+    a, b = XmodForMaskedLM.from_pretrained(added), XmodForMaskedLM.from_pretrained(tmp_path)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_transformers_loads_the_checkpoint_and_the_language_tokenizer(added):
+    transformers = pytest.importorskip("transformers")
+    directory = language_tokenizer_dir(added, "nn_XX")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(directory)
+    text = "ܐܒ abc ܓܕܗ."
+    ids = hf_tok([text], return_tensors="pt")
+    assert ids["input_ids"][0].tolist() == load_language_tokenizer(added, "nn_XX").encode(text).ids
+    ref = transformers.XmodForMaskedLM.from_pretrained(added).eval()
+    ours = XmodForMaskedLM.from_pretrained(added).eval()
+    with torch.no_grad():
+        want = ref(**ids, lang_ids=torch.tensor([3])).logits
+        got = ours(ids["input_ids"], ids["attention_mask"], lang_ids=["nn_XX"]).logits
+    # transformers scores every row; ours only the language's own: the same logits there
+    assert torch.allclose(want[..., SHARED:], got[..., SHARED:], atol=1e-5)
