@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .config import XmodConfig
 from .model import XmodPreTrainedModel
 from .tasks import encode_texts, inputs, prepare_tokenizer, single
+from .tokenizer import for_language
 
 POOLINGS = ("mean", "cls")
 PRECISIONS = ("fp32", "bf16")
@@ -123,10 +124,19 @@ def embed_ids(model: XmodPreTrainedModel, rows: Sequence[Sequence[int]], lang_id
     return out
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """``<s> text </s>`` token ids of each text, cut to max_length tokens."""
-    tok = prepare_tokenizer(tokenizer)
-    return [single(ids, max_length) for ids in encode_texts(tok, list(texts))]
+def tokenize(tokenizer, texts: Sequence[str], max_length: int, langs: str | Sequence[str] | None = None
+             ) -> list[list[int]]:
+    """``<s> text </s>`` token ids of each text, cut to max_length tokens. ``tokenizer``: one Tokenizer, or a
+    tokenizer.LanguageTokenizers, whose tokenizer for each text's language (``langs``: one code, or one per text)
+    encodes it."""
+    per_text = [langs] * len(texts) if langs is None or isinstance(langs, str) else list(langs)
+    out: list[list[int]] = [[] for _ in texts]
+    for code in dict.fromkeys(per_text):
+        index = [i for i, c in enumerate(per_text) if c == code]
+        tok = prepare_tokenizer(for_language(tokenizer, code))
+        for i, ids in zip(index, encode_texts(tok, [texts[i] for i in index])):
+            out[i] = single(ids, max_length)
+    return out
 
 
 def token_limit(config: XmodConfig) -> int:
@@ -143,5 +153,7 @@ def embed_texts(model: XmodPreTrainedModel, tokenizer, texts: Sequence[str], lan
     max_length = limit if max_length is None else max_length
     if not 3 <= max_length <= limit:
         raise ValueError(f"max_length {max_length}: this model takes 3 to {limit} tokens")
-    return embed_ids(model, tokenize(tokenizer, texts, max_length), lang_ids, layers=layers, pooling=pooling,
+    codes = lang_ids if isinstance(lang_ids, str) or (isinstance(lang_ids, Sequence) and lang_ids and
+                                                      isinstance(lang_ids[0], str)) else None
+    return embed_ids(model, tokenize(tokenizer, texts, max_length, codes), lang_ids, layers=layers, pooling=pooling,
                      normalize=normalize, batch_size=batch_size, precision=precision, progress=progress)

@@ -288,7 +288,8 @@ def remove_language(model: XmodPreTrainedModel, code: str) -> dict[int, int]:
     for table in model.module_tables():
         del table[code]
     config.languages.remove(code)
-    config.extra.get("language_vocab_sizes", {}).pop(code, None)
+    for key in ("language_vocab_sizes", "language_vocab_starts"):  # its rows stay, unused (ids must not move)
+        config.extra.get(key, {}).pop(code, None)
     if config.default_language == code:
         config.default_language = None
         logger.warning("removed the default language %r; config.default_language is now unset", code)
@@ -312,9 +313,10 @@ def rename_language(model: XmodPreTrainedModel, old: str, new: str) -> int:
     model.config.languages[lang_id] = new
     if model.config.default_language == old:
         model.config.default_language = new
-    sizes = model.config.extra.get("language_vocab_sizes")
-    if sizes and old in sizes:  # its masked-LM vocabulary limit (xmodlm.vocab) follows the code
-        sizes[new] = sizes.pop(old)
+    for key in ("language_vocab_sizes", "language_vocab_starts"):  # its vocabulary rows (xmodlm.vocab) follow
+        rows = model.config.extra.get(key)
+        if rows and old in rows:
+            rows[new] = rows.pop(old)
     return lang_id
 
 

@@ -15,7 +15,7 @@ from . import embeddings as emb_mod
 from . import languages as lang_mod
 from . import tokenizer as tok_mod
 from .model import XmodForMaskedLM, XmodPreTrainedModel, load_pretrained
-from .tasks import BOS_ID, EOS_ID, PAD_ID
+from .tasks import PAD_ID
 
 
 class Pipeline:
@@ -31,8 +31,9 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, fallback: str | None = None) -> "Pipeline":
-        model, tok = load_pretrained(name_or_path), tok_mod.load_tokenizer(name_or_path)
-        tok_mod.check_tokenizer_fits(tok, model.config, str(name_or_path), str(name_or_path))
+        model, tok = load_pretrained(name_or_path), tok_mod.load_model_tokenizers(name_or_path)
+        tok_mod.check_tokenizer_fits(tok_mod.shared_tokenizer(tok), model.config, str(name_or_path),
+                                     str(name_or_path))
         return cls(model, tok, fallback)
 
     def languages(self, texts: Sequence[str], lang: str | Sequence[str] = "auto") -> list[str]:
@@ -44,11 +45,12 @@ class Pipeline:
             raise ValueError(f"{len(lang)} language codes for {len(texts)} texts")
         return [lang_mod.resolve_code(code, self.model.config.languages) for code in lang]
 
-    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
-        """input_ids (``<s> text </s>``, padded) and attention_mask of the texts, in one batch."""
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None,
+                 langs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """input_ids (``<s> text </s>``, padded) and attention_mask of the texts, in one batch; ``langs`` (one code
+        per text) chooses the tokenizer of a language that has its own vocabulary."""
         limit = max_length or emb_mod.token_limit(self.model.config)
-        rows = [[BOS_ID, *e.ids[: limit - 2], EOS_ID]
-                for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        rows = emb_mod.tokenize(self.tokenizer, list(texts), limit, langs)
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -78,24 +80,27 @@ class Pipeline:
         """For each text, for each <mask> in it, the top_k (piece, probability) predictions."""
         if not isinstance(self.model, XmodForMaskedLM):
             raise ValueError(f"fill_mask needs a masked-LM checkpoint; this one is {type(self.model).__name__}")
-        mask_id = tok_mod.mask_id(self.tokenizer)
+        mask_id = tok_mod.mask_id(tok_mod.shared_tokenizer(self.tokenizer))  # the same id in every tokenizer
         vocab = self.model.config.vocab_size
         if not 1 <= top_k <= vocab:
             raise ValueError(f"top_k={top_k}; it must be between 1 and the vocabulary size, {vocab}")
-        batch = self.tokenize(texts)
-        full = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        codes = self.languages(texts, lang)
+        batch = self.tokenize(texts, langs=codes)
+        full = [tok_mod.for_language(self.tokenizer, c).encode(t, add_special_tokens=False)
+                for t, c in zip(texts, codes)]
         for i, (text, encoding, ids) in enumerate(zip(texts, full, batch["input_ids"])):
             if encoding.ids.count(mask_id) > int((ids == mask_id).sum()):
                 raise ValueError(f"text {i} ({text[:40]!r}...): a <mask> lies past the model's maximum length of "
                                  f"{ids.shape[0]} tokens ({len(encoding.ids) + 2} with <s> and </s>); shorten the text")
             if mask_id not in encoding.ids:
                 raise ValueError(f"text {i} ({text[:40]!r}) has no <mask>")
-        logits = self.model(**batch, lang_ids=self.languages(texts, lang)).logits
+        logits = self.model(**batch, lang_ids=codes).logits
         results = []
-        for row, ids in zip(logits.softmax(-1), batch["input_ids"]):
+        for row, ids, code in zip(logits.softmax(-1), batch["input_ids"], codes):
+            tok = tok_mod.for_language(self.tokenizer, code)
             per_mask = []
             for position in (ids == mask_id).nonzero().flatten().tolist():
                 probs, pieces = row[position].topk(top_k)
-                per_mask.append([(self.tokenizer.id_to_token(int(p)), float(q)) for q, p in zip(probs, pieces)])
+                per_mask.append([(tok.id_to_token(int(p)), float(q)) for q, p in zip(probs, pieces)])
             results.append(per_mask)
         return results

@@ -296,3 +296,46 @@ def load_language_tokenizer(dir_or_name: str | os.PathLike, code: str | None) ->
     add-language --vocabulary own) where it has one, else the model's shared tokenizer."""
     own = language_tokenizer_dir(dir_or_name, code) if code else None
     return load_tokenizer(own if own is not None and (own / "tokenizer.json").is_file() else dir_or_name)
+
+
+class LanguageTokenizers:
+    """A model's tokenizers when some of its languages have their own: the shared one and ``own`` ({code: its
+    tokenizer}). Code that knows a text's language picks with ``for_language``; code that needs the vocabulary the
+    model was trained with (fingerprints, saving) takes ``shared_tokenizer``."""
+
+    def __init__(self, shared: Tokenizer, own: dict[str, Tokenizer]):
+        self.shared, self.own = shared, dict(own)
+
+    def get(self, code: str | None) -> Tokenizer:
+        return self.own.get(code, self.shared) if code else self.shared
+
+
+def load_model_tokenizers(directory: str | os.PathLike, explicit: str | os.PathLike | None = None
+                          ) -> Tokenizer | LanguageTokenizers:
+    """The tokenizer(s) of a model directory: its shared tokenizer alone, or a ``LanguageTokenizers`` where some
+    language has one of its own. ``explicit`` (a --tokenizer the user named): that one, for every language."""
+    if explicit:
+        return load_tokenizer(explicit)
+    shared = load_tokenizer(directory)
+    root = Path(directory) / LANGUAGE_TOKENIZERS
+    own = {d.name: load_tokenizer(d) for d in sorted(root.iterdir()) if (d / "tokenizer.json").is_file()} \
+        if root.is_dir() else {}
+    return LanguageTokenizers(shared, own) if own else shared
+
+
+def for_language(tok: Tokenizer | LanguageTokenizers, code: str | None) -> Tokenizer:
+    """The tokenizer for text in ``code`` (``tok`` itself unless it holds per-language ones)."""
+    return tok.get(code) if isinstance(tok, LanguageTokenizers) else tok
+
+
+def shared_tokenizer(tok: Tokenizer | LanguageTokenizers) -> Tokenizer:
+    return tok.shared if isinstance(tok, LanguageTokenizers) else tok
+
+
+def copy_language_tokenizers(source: str | os.PathLike, out: str | os.PathLike) -> None:
+    """The own tokenizers of a model's languages (``source``'s tokenizers/) go with it to the model in ``out``."""
+    root = Path(source) / LANGUAGE_TOKENIZERS
+    for directory in sorted(root.iterdir() if root.is_dir() else ()):
+        target = language_tokenizer_dir(out, directory.name)
+        if (directory / "tokenizer.json").is_file() and directory.resolve() != target.resolve():
+            save_tokenizer(load_tokenizer(directory), target)

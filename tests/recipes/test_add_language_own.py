@@ -166,3 +166,38 @@ def test_transformers_loads_the_checkpoint_and_the_language_tokenizer(added):
         got = ours(ids["input_ids"], ids["attention_mask"], lang_ids=["nn_XX"]).logits
     # transformers scores every row; ours only the language's own: the same logits there
     assert torch.allclose(want[..., SHARED:], got[..., SHARED:], atol=1e-5)
+
+
+def test_pipeline_embeddings_and_retrieval_features_use_each_languages_tokenizer(added):
+    from xmodlm.embeddings import tokenize
+    from xmodlm.pipeline import Pipeline
+    from xmodlm.tasks.retrieval import featurize
+    from xmodlm.retrieval import Pairs
+    pipe = Pipeline.from_pretrained(added)
+    text = "ܐܒ abc ܓܕܗ"
+    own, shared = load_language_tokenizer(added, "nn_XX"), load_tokenizer(added)
+    rows = tokenize(pipe.tokenizer, [text, text], 64, ["nn_XX", "aa_XX"])
+    assert rows[0][1:-1] == own.encode(text, add_special_tokens=False).ids
+    assert rows[1][1:-1] == shared.encode(text, add_special_tokens=False).ids
+    assert min(rows[0][1:-1]) >= SHARED and max(rows[1]) < SHARED
+    predictions = pipe.fill_mask(["ܐܒ <mask> ܓܕܗ"], lang="nn_XX", top_k=3)[0][0]
+    pieces = json.loads(own.to_str())["model"]["vocab"][SHARED:]
+    assert {piece for piece, _ in predictions} <= {piece for piece, _ in pieces}
+    assert pipe.encode([text], lang="nn_XX").shape == (1, 32)
+    pairs = {"nn_XX": Pairs(keys=["1"], src=[text], tgt=["abc abc"])}
+    feature = featurize(pairs, "aa_XX", ["aa_XX", "bb_XX", "cc_XX", "nn_XX"], pipe.tokenizer, 64)[0]
+    assert min(feature["input_ids"][1:-1]) >= SHARED and max(feature["pair_input_ids"]) < SHARED
+
+
+def test_languages_rename_and_remove_carry_the_own_tokenizer_and_rows(added, tmp_path):
+    renamed = tmp_path / "renamed"
+    assert main(["languages", "rename", "--model", str(added), "--lang", "nn_XX", "--new", "mm_XX",
+                 "--out", str(renamed)]) == 0
+    assert (language_tokenizer_dir(renamed, "mm_XX") / "tokenizer.json").read_text() == \
+        (language_tokenizer_dir(added, "nn_XX") / "tokenizer.json").read_text()
+    assert not language_tokenizer_dir(renamed, "nn_XX").exists()
+    config = XmodForMaskedLM.from_pretrained(renamed).config
+    assert config.vocab_range("mm_XX") == XmodForMaskedLM.from_pretrained(added).config.vocab_range("nn_XX")
+    assert main(["languages", "remove", "--model", str(renamed), "--lang", "mm_XX"]) == 0
+    assert not language_tokenizer_dir(renamed, "mm_XX").exists()
+    assert "mm_XX" not in XmodForMaskedLM.from_pretrained(renamed).config.extra.get("language_vocab_starts", {})

@@ -100,7 +100,7 @@ def test_quick_run_scores_every_role(done):
 def test_scores_split_seen_and_unseen_pieces(done, mini):
     entry = json.loads((done / "seed0" / "steps2" / "scores.json").read_text())
     run = done / "seed0" / "steps2" / "add-jiv_Latn"
-    model, tok = XmodForMaskedLM.from_pretrained(run), tok_mod.load_tokenizer(run)
+    model, tok = XmodForMaskedLM.from_pretrained(run), tok_mod.load_language_tokenizer(run, "jiv_Latn")
     s = addition.AdditionSettings(data=str(mini), seq_len=32, batch_size=4, valid_lines=30, valid_batches=2)
     plan = addition.make_plan(dataclass_replace(s, k=2))
     everything = addition.score_language(model, tok, "jiv_Latn", plan.corpora["jiv_Latn"],

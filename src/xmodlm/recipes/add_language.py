@@ -239,15 +239,6 @@ def describe_vocabulary(v: dict) -> str:
             f"train too{counts}; <unk> in the training text {v['unk_rate_before']:.2%} -> {v['unk_rate_after']:.2%}")
 
 
-def copy_language_tokenizers(source: str, out: Path) -> None:
-    """The own tokenizers of the languages the model had (``source``'s tokenizers/) go with it to ``out``."""
-    root = Path(source) / tok_mod.LANGUAGE_TOKENIZERS
-    for directory in sorted(root.iterdir() if root.is_dir() else ()):
-        target = tok_mod.language_tokenizer_dir(out, directory.name)
-        if (directory / "tokenizer.json").is_file() and directory.resolve() != target.resolve():
-            tok_mod.save_tokenizer(tok_mod.load_tokenizer(directory), target)
-
-
 def corpus_file(path: Path, lang: str) -> Path:
     """``--data``: the file itself, or a directory's ``<lang>.txt`` / ``<lang>.txt.gz``."""
     if path.is_dir():
@@ -300,7 +291,7 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         tok_mod.save_tokenizer(shared_tok, out)  # before training: a resumed run reads the same vocabulary back
-        copy_language_tokenizers(s.model, out)
+        tok_mod.copy_language_tokenizers(s.model, out)
         if tok is not shared_tok:
             tok_mod.save_tokenizer(tok, tok_mod.language_tokenizer_dir(out, s.lang))
         print(describe_vocabulary(vocab))

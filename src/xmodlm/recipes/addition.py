@@ -91,6 +91,8 @@ class AdditionSettings:
     warmup_ratio: float = setting(0.06, "pre-training warm-up as a fraction of its steps", low=0, high=1)
     add_lr: float | None = setting(None, "peak learning rate of the additions (default: add-language's)", above=0)
     add_warmup_ratio: float | None = setting(None, "warm-up of the additions (default: add-language's)", low=0, high=1)
+    add_vocabulary: str = setting("own", "the additions' vocabulary (add-language --vocabulary): own | extend",
+                                  check=add_language._check_vocabulary)
     valid_lines: int = setting(200, "last lines of every corpus held out for validation", low=1)
     valid_batches: int = setting(16, "validation batches per language (16 x 16 rows of 64 covers 200 bible verses)",
                                  low=1)
@@ -270,10 +272,10 @@ def add_run(s: AdditionSettings, plan: Plan, base: Path, code: str, init_from: l
         extra["warmup_ratio"] = warmup
     settings = add_language.AddLanguageSettings(
         model=str(base), lang=code, data=str(plan.corpora[code]), out_dir=str(run_dir), init_from=list(init_from),
-        max_steps=steps, **extra, **_common(s, seed))
+        max_steps=steps, vocabulary=s.add_vocabulary, **extra, **_common(s, seed))
     results, _ = _execute(run_dir, label, lambda: add_language.run(settings))
-    keep = ("added_pieces", "new_characters", "unseen_rows_trained", "unk_rate_before", "unk_rate_after",
-            "trainable_parameters", "eval/bits_per_char")
+    keep = ("vocabulary", "added_pieces", "copied_rows", "new_characters", "unseen_rows_trained", "unk_rate_before",
+            "unk_rate_after", "trainable_parameters", "eval/bits_per_char")
     return {"dir": str(run_dir), "steps": steps, "lr": settings.lr, "warmup_ratio": settings.warmup_ratio,
             "init_from": list(init_from), "train_s": _train_seconds(run_dir), "wall_s": _wall(run_dir),
             **{k: results.get(k) for k in keep}}
@@ -367,12 +369,18 @@ class Scorer:
         self.toks = {arm: tok_mod.load_tokenizer(path) for arm, path in tokenizers.items()}
         self._seen: dict[str, np.ndarray] = {}
 
-    def seen(self, arm: str, size: int) -> np.ndarray:
+    def seen(self, arm: str, tok=None) -> np.ndarray:
+        """Seen-piece mask over the ids of ``tok`` (default: the arm's own): a piece is seen where the same piece
+        occurs in the pre-training text under the arm's tokenizer (pieces appended by an extension never do; an own
+        vocabulary's pieces do where the shared vocabulary has them)."""
+        base = self.toks[arm]
         if arm not in self._seen:
-            tok = self.toks[arm]
-            self._seen[arm] = seen_pieces(tok, self.plan, self.s.valid_lines, tok.get_vocab_size())
-        mask = np.zeros(size, dtype=bool)  # pieces appended by an extension never occur in old text
-        mask[: min(size, self._seen[arm].size)] = self._seen[arm][:size]
+            self._seen[arm] = seen_pieces(base, self.plan, self.s.valid_lines, base.get_vocab_size())
+        tok = tok or base
+        mask = np.zeros(tok.get_vocab_size(), dtype=bool)
+        for piece, i in tok.get_vocab().items():
+            j = base.token_to_id(piece)
+            mask[i] = j is not None and j < self._seen[arm].size and bool(self._seen[arm][j])
         return mask
 
     def old_batches(self, arm: str = "base") -> dict[str, list[dict]]:
@@ -384,9 +392,14 @@ class Scorer:
     def posthoc(self, run_dir: Path, code: str, base: XmodForMaskedLM | None = None, arm: str = "base") -> dict:
         """Scores of a post-hoc model; ``arm``: the tokenizer its base model was pre-trained with."""
         model = XmodForMaskedLM.from_pretrained(run_dir)
-        tok = tok_mod.load_tokenizer(run_dir)
-        out = score_language(model, tok, code, self.plan.corpora[code], self.seen(arm, tok.get_vocab_size()),
-                             self.s, self.seed)
+        tok = tok_mod.load_language_tokenizer(run_dir, code)
+        seen = self.seen(arm, tok)
+        out = score_language(model, tok, code, self.plan.corpora[code], seen, self.s, self.seed)
+        if model.config.vocab_range(code) != (0, model.config.vocab_size):  # a control: the softmax over all rows
+            for key in ("language_vocab_starts", "language_vocab_sizes"):
+                model.config.extra.get(key, {}).pop(code, None)
+            full = score_language(model, tok, code, self.plan.corpora[code], seen, self.s, self.seed)
+            out["bits_per_char_full_softmax"] = full["bits_per_char"]
         if base is not None:
             out["old_identical"] = old_languages_identical(base, model, self.old_batches(arm))
         return out
@@ -394,8 +407,7 @@ class Scorer:
     def joint(self, run_dir: Path, code: str) -> dict:
         model = XmodForMaskedLM.from_pretrained(run_dir)
         tok = self.toks["joint"]
-        return score_language(model, tok, code, self.plan.corpora[code], self.seen("joint", tok.get_vocab_size()),
-                              self.s, self.seed)
+        return score_language(model, tok, code, self.plan.corpora[code], self.seen("joint"), self.s, self.seed)
 
 
 def ratio(post_bits: float, joint_bits: float) -> float:
@@ -565,6 +577,9 @@ def collect(s: AdditionSettings, plan: Plan, out: Path) -> dict:
                 "ratio": _stats(get(lambda r: r["ratio"])),
                 "bits_posthoc": _stats(get(lambda r: r["posthoc"]["bits_per_char"])),
                 "bits_joint": _stats(get(lambda r: r["joint"]["bits_per_char"])),
+                "bits_posthoc_full_softmax": _stats(get(lambda r: r["posthoc"].get("bits_per_char_full_softmax"))),
+                "chars_per_piece_posthoc": _stats(get(lambda r: r["posthoc"]["chars_per_piece"])),
+                "chars_per_piece_joint": _stats(get(lambda r: r["joint"]["chars_per_piece"])),
                 "ppl_seen_posthoc": _stats(get(lambda r: r["posthoc"]["ppl_seen"])),
                 "ppl_seen_joint": _stats(get(lambda r: r["joint"]["ppl_seen"])),
                 "ppl_unseen_posthoc": _stats(get(lambda r: r["posthoc"]["ppl_unseen"])),
@@ -618,8 +633,9 @@ def _fmt(st: dict | None, digits: int = 3) -> str:
 
 def _table(results: dict) -> str:
     header = ["held-out language", "steps/lang", "seeds", "bits/char post hoc", "bits/char joint",
-              "ppl/char ratio (min-max)", "seen ppl post / joint", "unseen ppl post / joint", "unseen share post / joint",
-              "<unk> post / joint", "old identical: all / clean (share)"]
+              "ppl/char ratio (min-max)", "bits/char post hoc, softmax over all rows", "chars/piece post / joint",
+              "seen ppl post / joint", "unseen ppl post / joint", "unseen share post / joint", "<unk> post / joint",
+              "old identical: all / clean (share)"]
     rows = []
     for role in ROLES:
         code = results["heldout"][role]
@@ -627,13 +643,15 @@ def _table(results: dict) -> str:
             r = st["ratio"]
             rows.append([f"{role}: {code}", int(steps), len(st["seeds"]), _fmt(st["bits_posthoc"]),
                          _fmt(st["bits_joint"]), f"{_fmt(r)} ({r['min']:.3f}-{r['max']:.3f})",
+                         _fmt(st.get("bits_posthoc_full_softmax")),
+                         f"{_fmt(st.get('chars_per_piece_posthoc'), 2)} / {_fmt(st.get('chars_per_piece_joint'), 2)}",
                          f"{_fmt(st['ppl_seen_posthoc'], 0)} / {_fmt(st['ppl_seen_joint'], 0)}",
                          f"{_fmt(st['ppl_unseen_posthoc'], 0)} / {_fmt(st['ppl_unseen_joint'], 0)}",
                          f"{st['unseen_share_posthoc']['mean']:.1%} / {st['unseen_share_joint']['mean']:.1%}",
                          f"{st['unk_posthoc']['mean']:.2%} / {st['unk_joint']['mean']:.2%}",
                          f"{'yes' if st['old_identical'] else 'no'} / {'yes' if st['old_clean_identical'] else 'NO'} "
                          f"({st['old_clean_share']['mean']:.0%})"])
-    return report.markdown_table(header, rows, align="lrrrrrrrrrl")
+    return report.markdown_table(header, rows, align="lrrrrrrrrrrrl")
 
 
 def _joint_vocab_table(results: dict) -> str | None:
@@ -682,14 +700,20 @@ def render_report(results: dict) -> str:
         f"Model: {shape}; seq_len {s['seq_len']}, batch {s['batch_size']}, pre-training lr {s['lr']:g}; tokenizers "
         f"of {s['vocab_size']} pieces (base: the {len(results['order'])} languages; joint: with the 3 held-out ones); "
         "additions with add-language's defaults at the time they ran: peak lr "
-        + "/".join(f"{x:g}" for x in lrs) + ", warm-up " + "/".join(f"{x:g}" for x in warmups) + ".",
+        + "/".join(f"{x:g}" for x in lrs) + ", warm-up " + "/".join(f"{x:g}" for x in warmups) + ", vocabulary "
+        + "/".join(sorted({str(a.get("vocabulary") or "extend") for a in adds})) + " (own: a tokenizer of the "
+        "language's own and rows of its own, its softmax over them; extend: the base tokenizer, pieces appended for "
+        "new characters).",
         "Each held-out language gets the same updates post hoc as it got in the joint run. Score on the last "
         f"{s['valid_lines']} lines: bits per character of the masked pieces (the arms tokenise differently); ratio = "
         "post-hoc / joint perplexity per character = 2^(bits post - bits joint), mean ± standard deviation over "
         "seeds (min-max). Seen pieces occur in the pre-training languages' training text under that arm's "
         "tokenizer. Old identical: encoder outputs of every pre-training language (one validation batch each) "
         "bit-identical between the base model and the model with the language added, on all sequences / on the "
-        "sequences without a never-drawn piece that the addition trained (their share).", "",
+        "sequences without a never-drawn piece that the addition trained (their share). \"Softmax over all rows\": "
+        "the post-hoc model scored with its language's softmax spanning every row, as transformers' XmodForMaskedLM "
+        "scores it (a control for the own vocabulary's restricted softmax). Chars/piece: how coarse each arm's "
+        "tokenisation of the language is (masking finer pieces leaves more of a word visible).", "",
         _table(results), "",
     ]
     jv = _joint_vocab_table(results)

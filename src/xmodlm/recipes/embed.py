@@ -24,7 +24,7 @@ from ..files import atomic_write, atomic_write_text
 from ..model import load_pretrained
 from ..retrieval import read_side
 from ..settings import check_ranges, setting
-from ..tokenizer import load_tokenizer
+from ..tokenizer import load_model_tokenizers
 from ..weights import resolve_pretrained
 from .evaluate import choose_modules, parse_data, resolve_device
 
@@ -78,7 +78,7 @@ def run(s: EmbedSettings) -> dict:
     pooling = emb_mod.check_pooling(s.pooling or trained.get("pooling", "mean"))
     modules = choose_modules([c for c in files if c != "auto"], config, s.fallback)
     model = load_pretrained(directory).to(resolve_device(s.device))  # its class as saved; its encoder is used
-    tok = load_tokenizer(s.tokenizer or directory)
+    tok = load_model_tokenizers(directory, s.tokenizer)  # per language where some have their own
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}

@@ -33,7 +33,7 @@ from ..settings import setting
 from ..tasks import Setup, Task
 from ..tasks.engine import (TASK_FILE, head_labels, load_examples, predict, resolve_max_length, resolve_stride,
                             select, task_named)
-from ..tokenizer import check_tokenizer_fits, load_tokenizer
+from ..tokenizer import check_tokenizer_fits, for_language, load_model_tokenizers, shared_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def evaluate_languages(model: XmodPreTrainedModel, tok, task: Task, datasets: di
     for lang, examples in datasets.items():
         metric_lang = task.metric_language(normalization, lang) if task.metric_language else None
         setup = Setup(labels=labels, stride=stride, lang=lang, metric_lang=metric_lang, unseen_labels=True)
-        features = task.featurize(examples, tok, max_length, setup)
+        features = task.featurize(examples, for_language(tok, modules[lang]), max_length, setup)
         outputs = predict(model, task, features, model.config.languages.index(modules[lang]), batch_size)
         predictions = task.decode(examples, features, outputs, setup)
         out[lang] = {"module": modules[lang], "examples": len(examples),
@@ -234,8 +234,8 @@ def run(s: EvaluateSettings) -> dict:
                 for lang, path in files.items()}
 
     model = task.head.from_pretrained(directory).to(resolve_device(s.device))
-    tok = load_tokenizer(s.tokenizer or directory)
-    check_tokenizer_fits(tok, model.config, str(s.tokenizer or directory), s.model)
+    tok = load_model_tokenizers(directory, s.tokenizer)  # a language with its own vocabulary: its own tokenizer
+    check_tokenizer_fits(shared_tokenizer(tok), model.config, str(s.tokenizer or directory), s.model)
     rows = evaluate_languages(model, tok, task, datasets, modules, max_length=max_length, stride=stride,
                               batch_size=s.batch_size, normalization=s.qa_normalization)
 

@@ -267,8 +267,9 @@ def _run(s: FinetuneSettings) -> dict:
                          f"{config.languages}; --source-lang names the training data's language, whose module trains")
     max_length = resolve_max_length(s.max_length, task, config)
     stride = resolve_stride(s.stride, task, max_length)
-    tok = tok_mod.load_tokenizer(s.tokenizer or directory)
-    tok_mod.check_tokenizer_fits(tok, config, str(s.tokenizer or directory), s.model)
+    tokenizers = tok_mod.load_model_tokenizers(directory, s.tokenizer)
+    tok_mod.check_tokenizer_fits(tok_mod.shared_tokenizer(tokenizers), config, str(s.tokenizer or directory), s.model)
+    tok = tok_mod.for_language(tokenizers, s.source_lang)  # the training data's language: its own, if it has one
     examples = select(load_examples(task, train_file), s.train_range, s.train_limit, "train")
     labels = task.label_list(examples) if task.label_list is not None else None
     setup = Setup(labels=tuple(labels) if labels is not None else None, stride=stride, lang=s.source_lang)
@@ -324,7 +325,9 @@ def _run(s: FinetuneSettings) -> dict:
                "parameters": total, "metrics": record, "settings": dataclasses.asdict(s)}
     if rank == 0:
         out = Path(s.out_dir)
-        tok_mod.save_tokenizer(tok, out)
+        tok_mod.save_tokenizer(tok_mod.shared_tokenizer(tokenizers), out)
+        if not s.tokenizer:
+            tok_mod.copy_language_tokenizers(directory, out)
         atomic_write_text(out / TASK_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step" and isinstance(v, float))
         print(f"fine-tuned {task.name} on {s.source_lang} ({len(examples)} examples, {record['step']} steps; {shown}) "

@@ -61,24 +61,32 @@ def run(s: ManageSettings) -> None:
     else:
         lang_mod.rename_language(model, s.lang, s.new)
         print(f"renamed {s.lang} -> {s.new}")
-    save_checkpoint(model, s.model, Path(s.out or s.model))
+    codes = {s.lang: None} if s.action == "remove" else {s.lang: s.new} if s.action == "rename" else {}
+    save_checkpoint(model, s.model, Path(s.out or s.model), codes)
 
 
 # The files save_pretrained writes or that hold weights: not carried over from the directory being replaced.
-REPLACED = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", LOCK_NAME)
+REPLACED = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", LOCK_NAME,
+            tok_mod.LANGUAGE_TOKENIZERS)
 
 
-def save_checkpoint(model, source: str, out: Path) -> Path:
+def save_checkpoint(model, source: str, out: Path, codes: dict[str, str | None] | None = None) -> Path:
     """Write the changed model to ``out`` (its source directory, or another) in one switch (files.replace_dir): the
     new directory is built beside the old one, with every other file of the old one (tokenizer, task.json, ...)
     carried over, then renamed into place, so a kill at any moment leaves the old model or the new one, both
-    loadable. A new ``out`` also gets the source's tokenizer."""
+    loadable. A new ``out`` also gets the source's tokenizer. The languages' own tokenizers (tokenizers/<code>/)
+    follow ``codes`` ({old code: new code, or None where the language was removed})."""
     same = out.exists() and Path(source).exists() and out.resolve() == Path(source).resolve()
 
     def build(tmp: Path) -> None:
         model.save_pretrained(tmp)
         if not same and (Path(source) / "tokenizer.json").exists() and not (tmp / "tokenizer.json").exists():
             tok_mod.save_tokenizer(tok_mod.load_tokenizer(source), tmp)
+        own = Path(source) / tok_mod.LANGUAGE_TOKENIZERS
+        for directory in sorted(own.iterdir() if own.is_dir() else ()):
+            code = (codes or {}).get(directory.name, directory.name)
+            if code and (directory / "tokenizer.json").is_file():
+                tok_mod.save_tokenizer(tok_mod.load_tokenizer(directory), tok_mod.language_tokenizer_dir(tmp, code))
         counts = None if same else vocab_mod.read_counts(source)
         if counts is not None:  # rows seen in training: the next addition must not train them
             vocab_mod.write_counts(tmp, *counts)

@@ -94,7 +94,8 @@ def evaluate_model(model, tok, pairs: dict[str, Pairs], pivot: str, modules: dic
     layers = list(range(config.num_hidden_layers + 1)) if per_layer else [layer]
 
     def embed(texts: dict[str, str], lang: str) -> tuple[dict[str, int], torch.Tensor]:
-        vectors = embed_texts(model, tok, list(texts.values()), modules[lang], layers=layers, pooling=pooling,
+        vectors = embed_texts(model, tok_mod.for_language(tok, modules[lang]), list(texts.values()), modules[lang],
+                              layers=layers, pooling=pooling,
                               batch_size=batch_size, max_length=max_length, precision=precision, progress=progress)
         return {key: i for i, key in enumerate(texts)}, vectors
 
@@ -146,7 +147,7 @@ def evaluate(s) -> dict:
     pairs = load_pairs(files, pivot, s.eval_range, s.eval_limit, "eval")
 
     model = load_pretrained(directory).to(ev.resolve_device(s.device))  # its class as saved; its encoder is used
-    tok = tok_mod.load_tokenizer(s.tokenizer or directory)
+    tok = tok_mod.load_model_tokenizers(directory, s.tokenizer)  # per language where some have their own
     rows = evaluate_model(model, tok, pairs, pivot, modules, layer=layer, pooling=pooling, scoring=s.scoring,
                           margin_k=s.margin_k, search=search, per_layer=s.per_layer, max_length=max_length,
                           batch_size=s.batch_size, precision=s.precision, progress=True)
@@ -194,7 +195,7 @@ def finetune(s) -> dict:
     layer = resolve_layer(s.layer, config)
     pooling = check_pooling(s.pooling or "mean")
     max_length = resolve_max_length(s.max_length, task, config)
-    tok = tok_mod.load_tokenizer(s.tokenizer or directory)
+    tok = tok_mod.load_model_tokenizers(directory, s.tokenizer)
     pairs = load_pairs(files, pivot, s.train_range, s.train_limit, "train")
     features = featurize(pairs, pivot, config.languages, tok, max_length)
 
@@ -225,7 +226,9 @@ def finetune(s) -> dict:
                "settings": dataclasses.asdict(s)}
     if rank == 0:
         out = Path(s.out_dir)
-        tok_mod.save_tokenizer(tok, out)
+        tok_mod.save_tokenizer(tok_mod.shared_tokenizer(tok), out)
+        if not s.tokenizer:
+            tok_mod.copy_language_tokenizers(directory, out)
         atomic_write_text(out / TASK_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         print(f"fine-tuned retrieval on {', '.join(f'{lang}-{pivot}' for lang in pairs)} ({len(features)} pairs, "
               f"{record['step']} steps, loss {record.get('loss', float('nan')):.4g}, layer {layer}) -> {out}")

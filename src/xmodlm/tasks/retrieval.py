@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from xmodlm.model import XmodForMaskedLM
 from xmodlm.retrieval import KS, Pairs, metric_names, read_pairs, scores
 from xmodlm.tasks import Task, encode_texts, inputs, prepare_tokenizer, single
+from xmodlm.tokenizer import for_language
 
 
 def load(src: str | Path, tgt: str | Path) -> Pairs:
@@ -28,13 +29,14 @@ def load(src: str | Path, tgt: str | Path) -> Pairs:
 def featurize(pairs: dict[str, Pairs], pivot: str, languages: Sequence[str], tok: Tokenizer,
               max_length: int) -> list[dict]:
     """One feature per pair: source and target ``<s> ... </s>`` ids, their language ids, and the pair's key as an
-    integer (the same verse in two pairs shares its key: its pivot sentence is the same)."""
-    tok = prepare_tokenizer(tok)
+    integer (the same verse in two pairs shares its key: its pivot sentence is the same). ``tok``: a Tokenizer, or
+    a tokenizer.LanguageTokenizers (each language's text through its own, where it has one)."""
     keys: dict[str, int] = {}
     features = []
+    pivot_tok = prepare_tokenizer(for_language(tok, pivot))
     for lang, p in pairs.items():
-        src = encode_texts(tok, p.src)
-        tgt = encode_texts(tok, p.tgt)
+        src = encode_texts(prepare_tokenizer(for_language(tok, lang)), p.src)
+        tgt = encode_texts(pivot_tok, p.tgt)
         for key, a, b in zip(p.keys, src, tgt):
             features.append({"input_ids": single(a, max_length), "pair_input_ids": single(b, max_length),
                              "lang": languages.index(lang), "pair_lang": languages.index(pivot),
