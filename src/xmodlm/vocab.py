@@ -14,6 +14,12 @@ minimum (tokenizers scores ``<unk>`` at the vocabulary's minimum minus 10, and a
 placeholder piece at position N (the list position is the id), scored at the old minimum. Every new character also
 gets a single-character piece, so the new language's training text has no ``<unk>`` afterwards.
 
+An own vocabulary (``own_tokenizer``, add-language's default): a tokenizer trained on the new language alone,
+whose pieces take ids after every existing row; its other ids are the shared special tokens and placeholders
+(``pad_tokenizer`` pads the shared tokenizer with the same kind, so ids and rows keep matching). Every row the language uses is its
+own and trains; ``init_own_rows`` copies the shared row of a piece the shared vocabulary has, and initialises the
+others as below.
+
 Ownership of rows (``resize_vocabulary``): the languages a model has when rows are appended keep their masked-LM
 softmax over the rows that existed (``config.extra["language_vocab_sizes"]``), so their MLM scores do not change;
 the new language, and any added later, score every row.

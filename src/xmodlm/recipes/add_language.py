@@ -1,25 +1,26 @@
 """Add-a-language recipe: new modules in every layer, trained with masked LM on the new language.
 
-What trains: the new language's modules and, where the vocabulary is extended, the new vocabulary rows (embedding,
-tied decoder and LM bias), plus the rows that training never saw and the new language's text uses. Everything else
-(the other rows, attention, feed-forward, every LayerNorm, the other languages' modules, the rest of the LM head) is
-frozen: only the chosen rows of the embedding matrix get a gradient (``vocab.train_rows_only``), and the matrix is
-in the optimizer group without weight decay, so the other rows stay bit-identical.
+Vocabulary (``--vocabulary``):
+
+- ``own`` (default): the language gets a tokenizer of its own (``vocab.own_tokenizer``: ``--extend-vocab`` pieces
+  trained on its text) and one new row per piece, appended after every existing row; a piece the shared vocabulary
+  has starts as a copy of its row, the others by ``--embed-init``. Its masked-LM softmax covers its rows
+  (``config.vocab_range``). Its tokenizer goes to ``<out>/tokenizers/<code>/``; the shared ``tokenizer.json`` is
+  padded with placeholders to the new size (no text changes ids). What trains: its modules and its rows.
+- ``extend``: the shared tokenizer, with pieces appended only for characters it lacks (``vocab.extend_tokenizer``,
+  automatic by default), plus the rows pre-training never saw that the language uses (from the checkpoint's
+  ``vocab_counts.json``; a checkpoint without counts, e.g. facebook/xmod-base, trains only the new rows, since
+  nothing says which old rows are unused).
+
+Everything else (the shared rows, attention, feed-forward, every LayerNorm, the other languages' modules, the rest
+of the LM head) is frozen: only the chosen rows of the embedding matrix get a gradient (``vocab.train_rows_only``),
+and the matrix is in the optimizer group without weight decay, so the other rows stay bit-identical.
 
 What stays bit-identical for the languages the model already had: their encoder outputs and their masked-LM scores
-on every text the old tokenizer encodes without ``<unk>`` and without a never-seen piece that this addition trains,
-because extension leaves the tokenisation of such text unchanged (see ``xmodlm.vocab``) and the rows appended belong
-to the new language: ``config.extra["language_vocab_sizes"]`` keeps each old language's softmax to the old rows
-(``XmodForMaskedLM`` gives the later rows logit -inf for it). What moves: the never-seen rows this addition trains
-(``unseen_rows_trained`` in results.json; rows no old language produced in training), in every language's
-softmax and as inputs; and in transformers' XmodForMaskedLM, which does not read the limit, an old language's
-softmax also spans the new rows (its logits for the old rows are the same; see the README for the measured change).
-
-Vocabulary extension (``--extend-vocab``): automatic by default, on where the new language's text holds characters
-that no piece of the vocabulary has (see ``xmodlm.vocab``); the extended tokenizer is saved with the checkpoint.
-Never-seen rows: read from the checkpoint's ``vocab_counts.json`` (written by pre-training and by this recipe). A
-checkpoint without counts (facebook/xmod-base, any transformers checkpoint): only the new rows train, since nothing
-says which old rows are unused and training a used one would change an old language's outputs.
+(``config.extra["language_vocab_sizes"]`` keeps each old language's softmax to the old rows), on all their text
+with ``own``; with ``extend``, on every text without a never-seen piece that the addition trained
+(``unseen_rows_trained`` in results.json). In transformers' XmodForMaskedLM, which does not read the limits, every
+language's softmax spans every row (its logits for its own rows are the same).
 
 Data: one file in the new language. Loss: masked LM. Same training loop as pre-training.
 """
