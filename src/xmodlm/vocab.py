@@ -295,15 +295,17 @@ def own_tokenizer(tok: Tokenizer, lines: Sequence[str], budget: int, first_id: i
 
 
 def init_own_rows(method: str, weight: torch.Tensor, bias: torch.Tensor | None, old_tok: Tokenizer,
-                  pieces: Sequence[str], reference: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Initial rows and biases of an own vocabulary's ``pieces``: a piece the shared vocabulary has, with a row
-    trained in pre-training (``reference``), starts as a copy of that row and bias; the others as ``init_new_rows``
-    makes them (``method``)."""
+                  pieces: Sequence[str], reference: np.ndarray, seed: int = 0,
+                  copy: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial rows and biases of an own vocabulary's ``pieces``: a piece the shared vocabulary has, with a row in
+    ``copy`` (default: ``reference``, the rows trained in pre-training), starts as a copy of that row and bias; the
+    others as ``init_new_rows`` makes them (``method``)."""
     rows, out_bias = init_new_rows(method, weight, bias, old_tok, pieces, reference, seed=seed)
+    copy = reference if copy is None else copy
     ids = old_tok.get_vocab()
     for k, piece in enumerate(pieces):
         i = ids.get(piece)
-        if i is not None and i < weight.shape[0] and reference[i]:
+        if i is not None and i < weight.shape[0] and copy[i]:
             rows[k] = weight[i].detach().to(rows.dtype)
             out_bias[k] = 0.0 if bias is None else float(bias[i].detach())
     return rows, out_bias

@@ -17,7 +17,7 @@ from xmodlm.recipes import addition
 BIBLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "bible"
 needs_bible = pytest.mark.skipif(not (BIBLE / "languages.tsv").is_file(), reason=f"no bible corpus at {BIBLE}")
 MINI = ("acu_Latn", "agr_Latn", "ake_Latn", "jiv_Latn", "guj_Gujr", "ukr_Cyrl")
-QUICK = ["experiment", "addition", "--joint-vocab-arm", "--k", "2", "--steps-per-language", "2", "--seeds", "0", "--vocab-size", "300",
+QUICK = ["experiment", "addition", "--joint-vocab-arm", "--init-arms", "mean:nocopy", "--k", "2", "--steps-per-language", "2", "--seeds", "0", "--vocab-size", "300",
          "--seq-len", "32", "--batch-size", "4", "--valid-lines", "30", "--valid-batches", "2", "--log-every", "1"]
 
 
@@ -90,6 +90,16 @@ def test_quick_run_scores_every_role(done):
         assert jv["ratio"] == pytest.approx(2 ** (jv["posthoc"]["bits_per_char"] - joint["bits_per_char"]))
     script = entry["roles"]["script"]
     assert script["add"]["added_pieces"] > 0 and script["add"]["unk_rate_before"] > 0.3
+    # own vocabularies (the default): old languages' outputs and MLM scores exact; a full-softmax control
+    for role in addition.ROLES:
+        post = entry["roles"][role]["posthoc"]
+        assert post["old_identical"]["encoder_outputs"] and post["old_identical"]["mlm_loss"]
+        assert entry["roles"][role]["add"]["vocabulary"] == "own" and "bits_per_char_full_softmax" in post
+    # the initialisation arm: the default and mean-without-copies, after 0 updates and after the table's updates
+    inits = entry["inits"]["related"]
+    assert set(inits) == {"overlap", "mean:nocopy"} and set(inits["mean:nocopy"]) == {"0", "updates"}
+    assert inits["overlap"]["updates"] == entry["roles"]["related"]["posthoc"]["bits_per_char"]
+    assert "## Initialisation of the added rows" in (done / "report.md").read_text()
     assert results["summary"]["script"]["2"]["ratio"]["n"] == 1
     text = (done / "report.md").read_text()
     assert "guj_Gujr" in text and "ppl/char ratio" in text and "sweep" not in text and "Post hoc with the joint tokenizer" in text

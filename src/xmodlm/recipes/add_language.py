@@ -88,6 +88,8 @@ class AddLanguageSettings(TrainConfig):
     embed_init: str = setting("overlap", "initialisation of new vocabulary rows: mean (drawn from the mean and "
                                          "covariance of the existing rows) | script (the same, per script) | "
                                          "overlap (mean of the rows of the old tokenizer's pieces of each new piece)")
+    copy_rows: bool = setting(True, "own vocabulary: a piece the shared vocabulary has (with a trained row) starts "
+                                    "as a copy of that row; off: every row starts from --embed-init")
     train_unseen_rows: bool = setting(True, "also train the rows that pre-training never saw and the new "
                                             "language uses (needs the checkpoint's vocab_counts.json)")
 
@@ -206,8 +208,10 @@ def prepare_own_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, 
     reference = np.ones(old_size, dtype=bool) if counts is None else counts > 0
     reference[[tok.token_to_id(t) for t in (*tok_mod.SPECIAL_TOKENS, tok_mod.MASK)]] = False
     emb = model.roberta.embeddings.word_embeddings.weight
-    rows, bias = vocab_mod.init_own_rows(s.embed_init, emb, model.lm_head.bias, tok, pieces, reference, seed=s.seed)
-    copied = sum(1 for p in pieces if (i := tok.token_to_id(p)) is not None and reference[i])
+    copy = reference if s.copy_rows else np.zeros_like(reference)
+    rows, bias = vocab_mod.init_own_rows(s.embed_init, emb, model.lm_head.bias, tok, pieces, reference, seed=s.seed,
+                                         copy=copy)
+    copied = sum(1 for p in pieces if (i := tok.token_to_id(p)) is not None and copy[i])
     vocab_mod.resize_vocabulary(model, rows, bias)
     new_size = model.config.vocab_size
     model.config.extra.setdefault("language_vocab_starts", {})[s.lang] = old_size
@@ -314,7 +318,7 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
                       fixed={"lang": s.lang, "init_from": s.init_from, "seq_len": s.seq_len, "batch_size": s.batch_size,
                              "valid_lines": s.valid_lines, "languages": model.config.languages,
                              "vocabulary": s.vocabulary, "extend_vocab": s.extend_vocab, "embed_init": s.embed_init,
-                             "train_unseen_rows": s.train_unseen_rows})
+                             "train_unseen_rows": s.train_unseen_rows, "copy_rows": s.copy_rows})
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if batches.report:  # lines skipped while training: per file, how many of how many read, and why
         logging.getLogger(__name__).warning("corpus: %s", batches.report.summary())

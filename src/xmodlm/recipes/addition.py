@@ -62,7 +62,14 @@ ROLES = ("related", "unrelated", "script")
 # Settings that only choose which runs happen or how they are logged; finished runs stay valid when they change.
 _FREE_SETTINGS = ("out_dir", "seeds", "steps_per_language", "device", "log_every", "save_every", "sweep_language",
                   "sweep_scale", "sweep_lrs", "sweep_steps", "sweep_warmups", "sweep_init_from", "joint_vocab_arm",
-                  "sweep_warmup_lr")
+                  "sweep_warmup_lr", "init_arms")
+
+
+def _check_init_arm(arm: str) -> None:
+    method, _, flag = arm.partition(":")
+    if method not in vocab_mod.INIT_METHODS or flag not in ("", "nocopy"):
+        raise ValueError(f"--init-arms {arm!r}: expected METHOD or METHOD:nocopy, METHOD one of "
+                         f"{', '.join(vocab_mod.INIT_METHODS)}")
 
 
 @dataclass
@@ -109,6 +116,11 @@ class AdditionSettings:
     sweep_warmups: list[float] = setting([], "extra warm-up ratios, tried at --sweep-warmup-lr", low=0, high=1)
     sweep_warmup_lr: float = setting(1e-3, "learning rate of the extra warm-up ratios", above=0)
     sweep_init_from: str = setting("", "modules the sweep copies (default: the first pre-training language)")
+    init_arms: list[str] = setting([], "also add each held-out language with these initialisations of its rows, "
+                                       "at every scale and seed: METHOD or METHOD:nocopy (METHOD: mean | script | "
+                                       "overlap; nocopy: no row starts as a copy of the shared row of its piece); "
+                                       "each arm and the default also after 0 updates (the initialisation alone)",
+                                   check=_check_init_arm)
     joint_vocab_arm: bool = setting(False, "also add each held-out language to a base model pre-trained on the k "
                                            "languages with the joint tokenizer (a vocabulary that already covers "
                                            "it, as XLM-R's covers the paper's added languages): separates the "
@@ -262,7 +274,8 @@ def pretrain_run(s: AdditionSettings, plan: Plan, languages: list[str], tokenize
 
 
 def add_run(s: AdditionSettings, plan: Plan, base: Path, code: str, init_from: list[str], run_dir: Path,
-            steps: int, seed: int, label: str, lr: float | None = None, warmup: float | None = None) -> dict:
+            steps: int, seed: int, label: str, lr: float | None = None, warmup: float | None = None,
+            **overrides: Any) -> dict:
     extra = {}
     lr = s.add_lr if lr is None else lr
     warmup = s.add_warmup_ratio if warmup is None else warmup
@@ -272,7 +285,7 @@ def add_run(s: AdditionSettings, plan: Plan, base: Path, code: str, init_from: l
         extra["warmup_ratio"] = warmup
     settings = add_language.AddLanguageSettings(
         model=str(base), lang=code, data=str(plan.corpora[code]), out_dir=str(run_dir), init_from=list(init_from),
-        max_steps=steps, vocabulary=s.add_vocabulary, **extra, **_common(s, seed))
+        max_steps=steps, vocabulary=s.add_vocabulary, **extra, **overrides, **_common(s, seed))
     results, _ = _execute(run_dir, label, lambda: add_language.run(settings))
     keep = ("vocabulary", "added_pieces", "copied_rows", "new_characters", "unseen_rows_trained", "unk_rate_before",
             "unk_rate_after", "trainable_parameters", "eval/bits_per_char")
@@ -430,7 +443,40 @@ def run_scale(s: AdditionSettings, plan: Plan, seed: int, steps: int, tokenizers
         entry = _run_scale(s, plan, seed, steps, tokenizers, scorer, counter, label, root)
     if s.joint_vocab_arm:
         joint_vocab_arm(s, plan, seed, steps, tokenizers, scorer, entry, label, root)
+    if s.init_arms:
+        init_arms(s, plan, seed, steps, scorer, entry, label, root)
     return entry
+
+
+DEFAULT_INIT = "overlap"  # add-language's --embed-init default, with copies of shared rows
+
+
+def init_arms(s: AdditionSettings, plan: Plan, seed: int, steps: int, scorer: Scorer, entry: dict, label: str,
+              root: Path) -> dict:
+    """Each held-out language added with every --init-arms initialisation (and the default one) after 0 updates
+    and after its updates (scores-init.json: {role: {arm: {"0": bits/char, "updates": bits/char}}})."""
+    done = root / "scores-init.json"
+    out = json.loads(done.read_text()) if done.is_file() else {}
+    for role in ROLES:
+        code, updates = plan.heldout[role], entry["roles"][role]["updates"]
+        for arm in dict.fromkeys([DEFAULT_INIT, *s.init_arms]):
+            method, _, flag = arm.partition(":")
+            for n in (0, updates):
+                key = "0" if n == 0 else "updates"
+                if key in out.get(role, {}).get(arm, {}):
+                    continue
+                if arm == DEFAULT_INIT and n:  # the table's own run
+                    bits = entry["roles"][role]["posthoc"]["bits_per_char"]
+                else:
+                    run_dir = root / f"add-{code}-init-{method}{'-nocopy' if flag else ''}-n{n}"
+                    # 0 updates: one update at a learning rate that rounds to 0 in float32 (see run_sweep)
+                    add_run(s, plan, root / "base", code, plan.init_from[role], run_dir, max(n, 1), seed,
+                            f"{label} init {arm} {role} {code}, {n} updates", lr=None if n else 1e-300,
+                            embed_init=method, copy_rows=not flag)
+                    bits = scorer.posthoc(run_dir, code)["bits_per_char"]
+                out.setdefault(role, {}).setdefault(arm, {})[key] = bits
+                report.write_json(done, out)
+    return out
 
 
 def joint_vocab_arm(s: AdditionSettings, plan: Plan, seed: int, steps: int, tokenizers: dict[str, Path],
@@ -566,6 +612,9 @@ def collect(s: AdditionSettings, plan: Plan, out: Path) -> dict:
         jv = path.with_name("scores-joint-vocab.json")
         if jv.is_file():
             entry["joint_vocab"] = json.loads(jv.read_text())
+        init = path.with_name("scores-init.json")
+        if init.is_file():
+            entry["inits"] = json.loads(init.read_text())
         entries.append(entry)
     summary: dict[str, dict[str, dict]] = {}
     for role in ROLES:
@@ -595,6 +644,12 @@ def collect(s: AdditionSettings, plan: Plan, out: Path) -> dict:
                                               / max(r["posthoc"]["old_identical"]["sequences"], 1))),
                 "old_mlm_identical": all(r["posthoc"]["old_identical"]["mlm_loss"] for r in get(lambda r: r)),
             }
+            inits = [e["inits"][role] for e in rows if role in e.get("inits", {})]
+            if inits:
+                arms = {arm for r in inits for arm in r}
+                summary[role][str(steps)]["inits"] = {
+                    arm: {key: _stats([r[arm].get(key) for r in inits if arm in r]) for key in ("0", "updates")}
+                    for arm in sorted(arms)}
             jv = [e["joint_vocab"][role] for e in rows if "joint_vocab" in e]
             if jv:
                 summary[role][str(steps)]["joint_vocab"] = {
@@ -674,6 +729,23 @@ def _joint_vocab_table(results: dict) -> str | None:
     return report.markdown_table(header, rows, align="lrrrrrrrrl") if rows else None
 
 
+def _init_table(results: dict) -> str | None:
+    header = ["held-out language", "steps/lang", "initialisation", "seeds", "bits/char at 0 updates",
+              "bits/char after", "ppl/char ratio to from the start"]
+    rows = []
+    for role in ROLES:
+        code = results["heldout"][role]
+        for steps, st in sorted(results["summary"].get(role, {}).items(), key=lambda kv: int(kv[0])):
+            for arm, arm_st in st.get("inits", {}).items():
+                after = arm_st["updates"]
+                ratio_ = None if after is None else 2.0 ** (after["mean"] - st["bits_joint"]["mean"])
+                name = arm.replace(":nocopy", ", no copies") + (", copies of shared rows" if ":" not in arm else "")
+                rows.append([f"{role}: {code}", int(steps), name + (" (default)" if arm == DEFAULT_INIT else ""),
+                             (after or {}).get("n", 0), _fmt(arm_st["0"]), _fmt(after),
+                             "–" if ratio_ is None else f"{ratio_:.3f}"])
+    return report.markdown_table(header, rows, align="lrlrrrr") if rows else None
+
+
 def _sweep_table(sweep: dict) -> str:
     header = ["lr", "warm-up", "updates", "bits/char", "ppl (all pieces)", "ppl seen", "ppl unseen", "unseen share"]
     rows = [[f"{r['lr']:g}", f"{r['warmup_ratio']:g}", r["updates"], r["bits_per_char"], r["ppl"], r["ppl_seen"],
@@ -724,6 +796,13 @@ def render_report(results: dict) -> str:
                   "languages the paper adds): the remaining gap is the frozen model's, not the vocabulary's. The "
                   "pieces only the held-out language uses are never-seen rows, which the addition trains.", "",
                   jv, ""]
+    inits = _init_table(results)
+    if inits:
+        lines += ["## Initialisation of the added rows", "",
+                  "The same additions with other initialisations of the language's rows (--embed-init for the "
+                  "rows that do not start as copies; \"no copies\": none does), scored after 0 updates (the "
+                  "initialisation alone: one update at learning rate 0) and after the same updates as the table. "
+                  "Ratio: 2^(bits after - mean bits from the start).", "", inits, ""]
     for sweep in results.get("sweeps", []):
         lines += [f"## add-language sweep on {sweep['language']} (seed {sweep['seed']}, base at {sweep['scale']} "
                   f"steps per language, modules from {'+'.join(sweep['init_from'])})", "",
