@@ -154,20 +154,26 @@ def test_saved_tokenizer_and_checkpoint_load_in_transformers(added):
     assert torch.allclose(want, got, atol=1e-5)
 
 
-def test_resume_is_exact(base, corpus, added, tmp_path, monkeypatch):
+def interrupt_then_resume(monkeypatch, run) -> None:
+    """``run()`` (an add-language CLI call) stopped by Ctrl-C at the batch of step 4 (steps 1-2 are saved), then
+    ``run()`` again to the end."""
     calls = {"n": 0}
     real = add_language.ConstantLanguage.__next__
 
     def failing(self):
         calls["n"] += 1
-        if calls["n"] == 4:  # the batch of step 4 (steps 1-2 are saved)
+        if calls["n"] == 4:
             raise KeyboardInterrupt
         return real(self)
 
     monkeypatch.setattr(add_language.ConstantLanguage, "__next__", failing)
-    assert add(base, corpus, tmp_path) == 130
+    assert run() == 130
     monkeypatch.setattr(add_language.ConstantLanguage, "__next__", real)
-    assert add(base, corpus, tmp_path) == 0
+    assert run() == 0
+
+
+def test_resume_is_exact(base, corpus, added, tmp_path, monkeypatch):
+    interrupt_then_resume(monkeypatch, lambda: add(base, corpus, tmp_path))
     a, b = XmodForMaskedLM.from_pretrained(added), XmodForMaskedLM.from_pretrained(tmp_path)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name

@@ -15,7 +15,8 @@ from xmodlm.data import validation_batches
 from xmodlm.model import XmodForMaskedLM
 from xmodlm.tokenizer import UNK_ID, language_tokenizer_dir, load_language_tokenizer, load_tokenizer
 
-from test_add_language import COMMON, OLD, write_corpus  # noqa: E402  (tests/recipes/ is on sys.path)
+from test_add_language import (  # noqa: E402  (tests/recipes/ is on sys.path)
+    COMMON, OLD, interrupt_then_resume, write_corpus)
 
 SHARED = 220
 
@@ -133,20 +134,7 @@ def test_a_second_own_addition_keeps_the_first_and_carries_its_tokenizer(added, 
 
 
 def test_resume_is_exact(base, corpus, added, tmp_path, monkeypatch):
-    from xmodlm.recipes import add_language
-    calls = {"n": 0}
-    real = add_language.ConstantLanguage.__next__
-
-    def failing(self):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(add_language.ConstantLanguage, "__next__", failing)
-    assert add(base, corpus, tmp_path) == 130
-    monkeypatch.setattr(add_language.ConstantLanguage, "__next__", real)
-    assert add(base, corpus, tmp_path) == 0
+    interrupt_then_resume(monkeypatch, lambda: add(base, corpus, tmp_path))
     a, b = XmodForMaskedLM.from_pretrained(added), XmodForMaskedLM.from_pretrained(tmp_path)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
