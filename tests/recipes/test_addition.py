@@ -95,6 +95,8 @@ def test_quick_run_scores_every_role(done):
         post = entry["roles"][role]["posthoc"]
         assert post["old_identical"]["encoder_outputs"] and post["old_identical"]["mlm_loss"]
         assert entry["roles"][role]["add"]["vocabulary"] == "own" and "bits_per_char_full_softmax" in post
+        joint = entry["roles"][role]["joint"]  # a softmax kept to fewer ids can only give the targets more mass
+        assert joint["bits_per_char_own_pieces"] <= joint["bits_per_char"] + 1e-9
     # the initialisation arm: the default and mean-without-copies, after 0 updates and after the table's updates
     inits = entry["inits"]["related"]
     assert set(inits) == {"overlap", "mean:nocopy"} and set(inits["mean:nocopy"]) == {"0", "updates"}

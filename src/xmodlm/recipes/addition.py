@@ -314,9 +314,10 @@ def _validation_texts(path: Path, valid_lines: int) -> list[str]:
 
 
 def score_language(model: XmodForMaskedLM, tok, code: str, path: Path, seen: np.ndarray, s: AdditionSettings,
-                   seed: int) -> dict[str, float]:
+                   seed: int, restrict: np.ndarray | None = None) -> dict[str, float]:
     """The held-out language's validation scores under one arm (model and its tokenizer): bits per character,
-    perplexity per piece over all, seen and unseen targets, <unk> rate of its validation text."""
+    perplexity per piece over all, seen and unseen targets, <unk> rate of its validation text. ``restrict`` (a bool
+    mask over ids): the softmax covers only those ids (where the target is one of them; else every id)."""
     batches = data_mod.validation_batches({code: path}, tok, [code], seq_len=s.seq_len, batch_size=s.batch_size,
                                           valid_lines=s.valid_lines, max_batches=s.valid_batches, seed=seed)[code]
     lang_id = model.config.languages.index(code)
@@ -330,6 +331,10 @@ def score_language(model: XmodForMaskedLM, tok, code: str, path: Path, seen: np.
             labels = batch["labels"]
             target = labels[labels != -100]
             logits = model(**batch).logits
+            if restrict is not None:
+                keep = torch.as_tensor(restrict[: logits.shape[-1]])
+                inside = keep[target]
+                logits = torch.where(inside[:, None] & ~keep[None, :], float("-inf"), logits)
             losses.append(torch.nn.functional.cross_entropy(logits.float(), target, reduction="none").double())
             targets.append(target)
     loss, target = torch.cat(losses), torch.cat(targets)
@@ -420,7 +425,20 @@ class Scorer:
     def joint(self, run_dir: Path, code: str) -> dict:
         model = XmodForMaskedLM.from_pretrained(run_dir)
         tok = self.toks["joint"]
-        return score_language(model, tok, code, self.plan.corpora[code], self.seen("joint"), self.s, self.seed)
+        out = score_language(model, tok, code, self.plan.corpora[code], self.seen("joint"), self.s, self.seed)
+        out["bits_per_char_own_pieces"] = self.joint_own_pieces(run_dir, code, model)
+        return out
+
+    def joint_own_pieces(self, run_dir: Path, code: str, model: XmodForMaskedLM | None = None) -> float:
+        """Bits per character of the joint model with its softmax kept to the pieces the joint tokenizer makes of
+        the language's training text: the restriction an own vocabulary has by construction, given to the joint
+        arm too (a like-with-like control)."""
+        model = model or XmodForMaskedLM.from_pretrained(run_dir)
+        tok = self.toks["joint"]
+        lines = vocab_mod.training_lines(self.plan.corpora[code], self.s.valid_lines)
+        pieces = vocab_mod.count_ids(tok, lines, tok.get_vocab_size()) > 0
+        return score_language(model, tok, code, self.plan.corpora[code], self.seen("joint"), self.s, self.seed,
+                              restrict=pieces)["bits_per_char"]
 
 
 def ratio(post_bits: float, joint_bits: float) -> float:
@@ -439,6 +457,11 @@ def run_scale(s: AdditionSettings, plan: Plan, seed: int, steps: int, tokenizers
     if done.is_file():
         print(f"{label}: scored before, skipped ({done})", flush=True)
         entry = json.loads(done.read_text())
+        missing = [r for r in entry["roles"].values() if "bits_per_char_own_pieces" not in r["joint"]]
+        for r in missing:  # scored before the control existed: add it
+            r["joint"]["bits_per_char_own_pieces"] = scorer.joint_own_pieces(root / "joint", r["code"])
+        if missing:
+            report.write_json(done, entry)
     else:
         entry = _run_scale(s, plan, seed, steps, tokenizers, scorer, counter, label, root)
     if s.joint_vocab_arm:
@@ -627,6 +650,9 @@ def collect(s: AdditionSettings, plan: Plan, out: Path) -> dict:
                 "bits_posthoc": _stats(get(lambda r: r["posthoc"]["bits_per_char"])),
                 "bits_joint": _stats(get(lambda r: r["joint"]["bits_per_char"])),
                 "bits_posthoc_full_softmax": _stats(get(lambda r: r["posthoc"].get("bits_per_char_full_softmax"))),
+                "ratio_own_pieces": _stats(get(lambda r: 2.0 ** (r["posthoc"]["bits_per_char"]
+                                                                - r["joint"]["bits_per_char_own_pieces"])
+                                               if "bits_per_char_own_pieces" in r["joint"] else None)),
                 "chars_per_piece_posthoc": _stats(get(lambda r: r["posthoc"]["chars_per_piece"])),
                 "chars_per_piece_joint": _stats(get(lambda r: r["joint"]["chars_per_piece"])),
                 "ppl_seen_posthoc": _stats(get(lambda r: r["posthoc"]["ppl_seen"])),
@@ -688,7 +714,8 @@ def _fmt(st: dict | None, digits: int = 3) -> str:
 
 def _table(results: dict) -> str:
     header = ["held-out language", "steps/lang", "seeds", "bits/char post hoc", "bits/char joint",
-              "ppl/char ratio (min-max)", "bits/char post hoc, softmax over all rows", "chars/piece post / joint",
+              "ppl/char ratio (min-max)", "ratio, both softmaxes over the language's pieces",
+              "bits/char post hoc, softmax over all rows", "chars/piece post / joint",
               "seen ppl post / joint", "unseen ppl post / joint", "unseen share post / joint", "<unk> post / joint",
               "old identical: all / clean (share)"]
     rows = []
@@ -698,7 +725,7 @@ def _table(results: dict) -> str:
             r = st["ratio"]
             rows.append([f"{role}: {code}", int(steps), len(st["seeds"]), _fmt(st["bits_posthoc"]),
                          _fmt(st["bits_joint"]), f"{_fmt(r)} ({r['min']:.3f}-{r['max']:.3f})",
-                         _fmt(st.get("bits_posthoc_full_softmax")),
+                         _fmt(st.get("ratio_own_pieces")), _fmt(st.get("bits_posthoc_full_softmax")),
                          f"{_fmt(st.get('chars_per_piece_posthoc'), 2)} / {_fmt(st.get('chars_per_piece_joint'), 2)}",
                          f"{_fmt(st['ppl_seen_posthoc'], 0)} / {_fmt(st['ppl_seen_joint'], 0)}",
                          f"{_fmt(st['ppl_unseen_posthoc'], 0)} / {_fmt(st['ppl_unseen_joint'], 0)}",
@@ -706,7 +733,7 @@ def _table(results: dict) -> str:
                          f"{st['unk_posthoc']['mean']:.2%} / {st['unk_joint']['mean']:.2%}",
                          f"{'yes' if st['old_identical'] else 'no'} / {'yes' if st['old_clean_identical'] else 'NO'} "
                          f"({st['old_clean_share']['mean']:.0%})"])
-    return report.markdown_table(header, rows, align="lrrrrrrrrrrrl")
+    return report.markdown_table(header, rows, align="lrrrrrrrrrrrrl")
 
 
 def _joint_vocab_table(results: dict) -> str | None:
@@ -784,7 +811,9 @@ def render_report(results: dict) -> str:
         "bit-identical between the base model and the model with the language added, on all sequences / on the "
         "sequences without a never-drawn piece that the addition trained (their share). \"Softmax over all rows\": "
         "the post-hoc model scored with its language's softmax spanning every row, as transformers' XmodForMaskedLM "
-        "scores it (a control for the own vocabulary's restricted softmax). Chars/piece: how coarse each arm's "
+        "scores it (it was trained with a softmax over its own rows only). \"Both softmaxes over the language's "
+        "pieces\": the joint model's softmax kept, like the own vocabulary's, to the pieces its tokenizer makes of "
+        "the language's training text (a like-with-like control). Chars/piece: how coarse each arm's "
         "tokenisation of the language is (masking finer pieces leaves more of a word visible).", "",
         _table(results), "",
     ]
