@@ -11,7 +11,9 @@ Two measurements of the same step, interleaved with nothing else:
   not counted twice): matmuls, attention (softmax and SDPA), LayerNorm, GELU, dropout, casts and
   copies, other element-wise ops, the cross-entropy, the optimizer, embeddings; "Python and
   dispatch" is the profiled step's wall time that no op accounts for. The profiler adds a few
-  microseconds per op, so the shares of small ops are upper bounds.
+  microseconds per op, so the shares of small ops are upper bounds. The fused cross-entropy's ops
+  fall in their own families (copies, reductions, element-wise); the loss's wall clock is printed
+  apart (``--plain-cross-entropy`` for torch's).
 
 The matmul family gets its model FLOPs (the bench's count) and its rate against the matmul ceiling
 measured in the same run at the same thread count.
@@ -29,6 +31,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import xmodlm
+import xmodlm.model as model_mod
+from xmodlm import kernels
 from xmodlm.model import XmodForMaskedLM
 from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops
 
@@ -84,14 +88,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=7, help="timed steps (after 2 untimed)")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--plain-cross-entropy", action="store_true", help="F.cross_entropy, not the fused kernel")
     args = parser.parse_args()
     xmodlm.tune_allocator()
+    kernels.use_fused_cross_entropy(not args.plain_cross_entropy)
+    # the loss's own wall clock (its forward; the fused kernel's backward only hands over the gradient)
+    loss_time: list[float] = []
+    original = model_mod.limited_cross_entropy
+
+    def timed_loss(*a):
+        start = time.perf_counter()
+        try:
+            return original(*a)
+        finally:
+            loss_time.append(time.perf_counter() - start)
+    model_mod.limited_cross_entropy = timed_loss
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     ceiling = max(matmul_ceiling(dtype).values())
     step, flops, tokens = build(args.precision)
     for _ in range(2):
         step()
+    loss_time.clear()
     times = [step() for _ in range(args.steps)]
+    loss_forward = statistics.median(loss_time)
     fwd, bwd, opt = (statistics.median(t[i] for t in times) for i in range(3))
     total = statistics.median(sum(t) for t in times)
 
@@ -110,7 +129,8 @@ def main() -> None:
           f"{torch.get_num_threads()} thread(s); {args.precision} matmul ceiling {ceiling / 1e9:.0f} GFLOP/s")
     print(f"step {total * 1e3:.1f} ms ({tokens / total:,.0f} tokens/s, MFU {flops / total / ceiling:.1%}): "
           f"forward + loss {fwd * 1e3:.1f}, backward {bwd * 1e3:.1f}, optimizer {opt * 1e3:.1f} ms "
-          f"(median of {args.steps})\n")
+          f"(median of {args.steps}); of the forward, the loss function {loss_forward * 1e3:.1f} ms "
+          f"({'plain' if args.plain_cross_entropy else 'fused'} cross-entropy)\n")
     print(f"one profiled step: {profiled * 1e3:.1f} ms")
     print("| part | ms per step | share | GFLOP | GFLOP/s | ms at the ceiling |\n|---|---:|---:|---:|---:|---:|")
     for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
