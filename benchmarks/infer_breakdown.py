@@ -2,7 +2,7 @@
 suite (12 x 768, vocab 250k, 81 languages, batch 8 x 128, mixed languages), and how fast it could
 be at most.
 
-    python3 benchmarks/infer_breakdown.py [--calls 10]
+    python3 benchmarks/infer_breakdown.py [--calls 10] [--no-amx-paths]
 
 Wraps the model's parts in a wall-clock timer (CPU ops are synchronous) and prints each part's
 milliseconds per forward: the linears (shared matrices and attention output), the attention core,
@@ -31,8 +31,11 @@ from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10, help="timed forwards of each model (after 3 untimed)")
+    parser.add_argument("--no-amx-paths", action="store_true", help="the kernels chosen for processors without AMX")
     args = parser.parse_args()
     xmodlm.tune_allocator()
+    if args.no_amx_paths:
+        xmodlm.kernels.prefer_amx_paths(False)
     layers, d, batch, seq = 12, 768, 8, 128
     config = make_config(layers, d, 250002, 81, seq)
     torch.manual_seed(0)
