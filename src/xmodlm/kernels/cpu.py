@@ -35,3 +35,8 @@ def prefer_amx_paths(enabled: bool | None) -> None:
     """Take the paths chosen for AMX processors (True), the others (False), or as detected (None, the
     default). For comparisons on one machine and for tests; the results are the same to float32 grade."""
     _OVERRIDE["amx"] = None if enabled is None else bool(enabled)
+
+
+def amx_overridden() -> bool:
+    """Whether ``prefer_amx_paths`` overrides the detection."""
+    return _OVERRIDE["amx"] is not None

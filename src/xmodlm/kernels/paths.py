@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .cpu import amx_bf16
+from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
 from .loss import _FUSED
 
@@ -14,9 +14,9 @@ def describe_paths() -> dict[str, str]:
     onednn = _ONEDNN["enabled"] and _ONEDNN["available"]
     return {
         "cpu": (f"torch capability {torch.backends.cpu.get_cpu_capability()}, "
-                f"AMX bf16 {'yes' if amx_bf16() else 'no'}"),
+                f"AMX bf16 {'yes' if amx_bf16() else 'no'}{' (prefer_amx_paths override)' if amx_overridden() else ''}"),
         "linears (CPU)": "oneDNN (fused epilogues, packed weights in inference)" if onednn else "plain torch",
-        "bf16 inference attention, T <= 128": ("SDPA flash kernel (AMX)" if amx_bf16() or not onednn
-                                              else "bf16_attention (hi + lo scores)"),
+        "bf16 inference attention, T <= 128": ("SDPA (oneDNN off)" if not onednn else "SDPA flash kernel (AMX)"
+                                              if amx_bf16() else "bf16_attention (hi + lo scores)"),
         "MLM cross-entropy in training": "fused, sliced rows" if _FUSED["enabled"] else "plain F.cross_entropy",
     }
