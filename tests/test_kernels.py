@@ -326,6 +326,13 @@ def test_fused_cross_entropy_matches_torch(dtype, scale):
     assert maxdiff(got, logits.grad) <= step
     with pytest.raises(IndexError, match="out of range"):
         kernel_loss.scored_cross_entropy(logits, torch.cat([targets[1:], torch.tensor([300])]))
+    # the saved gradient is handed over as it is: a retained graph's second backward must still add it once more
+    logits.grad = None
+    again = kernel_loss.scored_cross_entropy(logits, targets)
+    again.backward(retain_graph=True)
+    once = logits.grad.clone()
+    again.backward()
+    assert torch.equal(logits.grad, 2 * once)
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
