@@ -8,8 +8,7 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
 
 * infer: the bf16 and fp32 encoder forward of ``xmodlm bench``'s infer suite (xmod-base shape, 81
   languages, 8 x 128 mixed), with the paths chosen for processors without AMX and with them
-  (``prefer_amx_paths``: attention through SDPA's flash kernel), and with the language modules'
-  residual added after the grouped product or summed inside it (``GROUPED_RESIDUAL_IN_PLACE``);
+  (``prefer_amx_paths``: attention through SDPA's flash kernel);
 * train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
   autocast and fp32, with the plain and the fused cross-entropy (``use_fused_cross_entropy``).
 """
@@ -25,7 +24,6 @@ import torch
 
 import xmodlm
 from xmodlm import kernels
-from xmodlm.kernels import modules as kernel_modules
 from xmodlm.model import XmodForMaskedLM, XmodModel
 from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops
 
@@ -58,18 +56,10 @@ def infer_calls() -> tuple[dict, float, int]:
 
     def forward(model):
         return lambda: torch.no_grad()(model)(ids, lang_ids=lang)
-    def residual_in_place(enabled):
-        def switch():
-            kernels.prefer_amx_paths(None)
-            kernel_modules.GROUPED_RESIDUAL_IN_PLACE["enabled"] = enabled
-        return switch
     calls = {}
     for name, model in (("bf16", bf16), ("fp32", fp32)):
         calls[f"forward {name}, paths without AMX"] = (lambda: kernels.prefer_amx_paths(False), forward(model))
         calls[f"forward {name}, AMX paths"] = (lambda: kernels.prefer_amx_paths(True), forward(model))
-    for name, model in (("bf16", bf16), ("fp32", fp32)):
-        calls[f"forward {name}, modules' residual added after"] = (residual_in_place(False), forward(model))
-        calls[f"forward {name}, modules' residual summed in the product"] = (residual_in_place(True), forward(model))
     return calls, model_flops(config, 8, 128, 0, train=False), 8 * 128
 
 

@@ -150,34 +150,6 @@ def test_grouped_modules_in_bfloat16_are_as_accurate_as_plain(monkeypatch):
     assert maxdiff(grouped, exact) <= 1.5 * maxdiff(plain, exact) + 1e-3
 
 
-@needs_onednn
-@pytest.mark.parametrize("tokens", [1, 5])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_grouped_residual_summed_in_place_leaves_the_callers_tensors(tokens, dtype):
-    """run_grouped sums the residual inside the second convolution, into a buffer of its own: with one
-    position per row (where the channels-last view would be the caller's memory) and with several, h and
-    skip are unchanged and the result is the out-of-place variant's (bf16: one rounding against two)."""
-    from xmodlm.kernels import modules as kernel_modules
-    output = ours(XmodModel, languages=[f"l{i}_XX" for i in range(4)]).to(dtype).encoder.layer[0].output
-    layer_modules = [output.adapter_modules[f"l{i}_XX"] for i in range(4)]
-    g = torch.Generator().manual_seed(0)
-    h, skip = (torch.randn(4, tokens, 32, generator=g).to(dtype) for _ in range(2))
-    results = []
-    with torch.no_grad():
-        for in_place in (True, False):
-            kernel_modules.GROUPED_RESIDUAL_IN_PLACE["enabled"] = in_place
-            try:
-                before = h.clone(), skip.clone()
-                for other in (skip, h):  # a separate residual, and the module's input as its own residual
-                    kernel_modules.run_grouped(output, h, (1, 1, 1, 1), layer_modules, other, 4)  # packs
-                    results.append(kernel_modules.run_grouped(output, h, (1, 1, 1, 1), layer_modules, other, 4))
-                assert torch.equal(h, before[0]) and torch.equal(skip, before[1])
-            finally:
-                kernel_modules.GROUPED_RESIDUAL_IN_PLACE["enabled"] = True
-    for fused, separate in zip(results[:2], results[2:]):
-        assert maxdiff(fused, separate) <= (1e-5 if dtype == torch.float32 else 2 ** -7 * separate.abs().max().item())
-
-
 # layouts of successive inference calls (8 rows, languages from 10) and, per call and layer,
 # whether the grouped path ran: packed on a layout's second call in a row, kept past a stray one
 A, B = range(8), range(2, 10)

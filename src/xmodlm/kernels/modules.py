@@ -13,9 +13,6 @@ from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, linear
 
 # (rows, equal, groups) of the last call: every layer of a forward passes the same rows (a tuple)
 _last_layout: tuple = (None, False, 0)
-# the grouped path's residual summed inside the second convolution (False: oneDNN's out-of-place binary
-# variant, which adds it in a separate pass); a switch for side-by-side measurement
-GROUPED_RESIDUAL_IN_PLACE = {"enabled": True}
 
 
 def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner):
@@ -188,15 +185,6 @@ def run_grouped(owner, h, rows, modules, skip, groups: int):
     conv = torch.ops.mkldnn._convolution_pointwise
     attr, algorithm = ONEDNN_ACTIVATIONS[modules[0].act_name]
     inner = conv(x, w1, b1, [0, 0], [1, 1], [1, 1], groups, attr, [None], algorithm)
-    if GROUPED_RESIDUAL_IN_PLACE["enabled"]:
-        # the out-of-place binary variant adds the residual in a second pass; the in-place one sums it into
-        # the residual's buffer inside the convolution (one rounding). That buffer must be our own copy (x,
-        # read by the first product, is no longer needed), never the caller's memory.
-        if residual.untyped_storage().data_ptr() in (h.untyped_storage().data_ptr(), skip.untyped_storage().data_ptr()):
-            residual = residual.clone()
-        y = torch.ops.mkldnn._convolution_pointwise_.binary(residual, inner, w2, b2, [0, 0], [1, 1], [1, 1], groups,
-                                                            "add", 1.0, None, [], None)
-    else:
-        y = conv.binary(inner, residual, w2, b2, [0, 0], [1, 1], [1, 1], groups, "add", None, None, [], None)
+    y = conv.binary(inner, residual, w2, b2, [0, 0], [1, 1], [1, 1], groups, "add", None, None, [], None)
     # back to (rows, ..., d) order; contiguous, as every other path returns (LayerNorm would copy anyway)
     return y.permute(0, 2, 3, 1).reshape(tokens, groups, width).transpose(0, 1).contiguous().view(h.shape)
