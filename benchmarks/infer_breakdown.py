@@ -2,7 +2,7 @@
 suite (12 x 768, vocab 250k, 81 languages, batch 8 x 128, mixed languages), and how fast it could
 be at most.
 
-    python3 benchmarks/infer_breakdown.py [--calls 10]
+    python3 benchmarks/infer_breakdown.py [--calls 10] [--no-amx-paths]
 
 Wraps the model's parts in a wall-clock timer (CPU ops are synchronous) and prints each part's
 milliseconds per forward: the linears (shared matrices and attention output), the attention core,
@@ -24,7 +24,6 @@ import time
 import torch
 
 import xmodlm
-import xmodlm.kernels.attention as attention_mod
 import xmodlm.model as model_mod
 from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops, reference_from
 
@@ -32,8 +31,11 @@ from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10, help="timed forwards of each model (after 3 untimed)")
+    parser.add_argument("--no-amx-paths", action="store_true", help="the kernels chosen for processors without AMX")
     args = parser.parse_args()
     xmodlm.tune_allocator()
+    if args.no_amx_paths:
+        xmodlm.kernels.prefer_amx_paths(False)
     layers, d, batch, seq = 12, 768, 8, 128
     config = make_config(layers, d, 250002, 81, seq)
     torch.manual_seed(0)
@@ -53,10 +55,10 @@ def main() -> None:
                 spent[name] += time.perf_counter() - start
         return wrapper
 
-    # module-level functions the layers call (the model's linear; the kernel that attention dispatches
-    # to at this shape), and bound methods of the model's modules
+    # module-level functions the layers call (the model's linear and attention, whichever kernel it
+    # dispatches to on this processor), and bound methods of the model's modules
     model_mod.linear = timed("linears (shared, attention output)", model_mod.linear)
-    attention_mod.bf16_attention = timed("attention core", attention_mod.bf16_attention)
+    model_mod.attention = timed("attention core", model_mod.attention)
     for module in model.modules():
         if isinstance(module, model_mod.XmodOutput):
             module.run_modules = timed("language modules", module.run_modules)
@@ -88,7 +90,8 @@ def main() -> None:
     parts = {name: seconds / args.calls for name, seconds in spent.items()}
     parts["rest (Python, routing, copies)"] = sum(ours) / args.calls - sum(parts.values())
 
-    print(f"bf16 forward {layers}x{d}, {batch}x{seq} mixed; bf16 matmul ceiling {ceiling / 1e9:.0f} GFLOP/s")
+    print(f"bf16 forward {layers}x{d}, {batch}x{seq} mixed, {torch.get_num_threads()} thread(s); "
+          f"bf16 matmul ceiling {ceiling / 1e9:.0f} GFLOP/s; kernel paths: {xmodlm.kernels.describe_paths()}")
     print(f"| part | ms per forward | share | GFLOP | GFLOP/s | ms at the ceiling |\n|---|---:|---:|---:|---:|---:|")
     mean = sum(parts.values())
     for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):

@@ -14,6 +14,7 @@ import torch
 
 import xmodlm.kernels as kernels
 import xmodlm.kernels.attention as kernel_attention
+import xmodlm.kernels.loss as kernel_loss
 from test_model import MIXED, batch, maxdiff, needs_onednn, spy
 from tiny import TOL, ours, tiny_config
 from xmodlm.model import XmodAdapter, XmodForMaskedLM, XmodModel
@@ -49,11 +50,20 @@ def test_fused_inference_matches_plain_float32(act, monkeypatch):
     assert calls[-1]
 
 
+@pytest.fixture(params=[False, True], ids=["no-AMX-paths", "AMX-paths"])
+def amx_paths(request):
+    """Both choices of the AMX-dependent kernels, whatever this processor is."""
+    kernels.prefer_amx_paths(request.param)
+    yield request.param
+    kernels.prefer_amx_paths(None)
+
+
 @needs_onednn
 @pytest.mark.parametrize("padded", [False, True])
-def test_fused_bfloat16_inference_is_as_accurate_as_plain(padded):
-    """bf16 through the fused path (fused epilogues, fp32-score attention) is no further from the fp32
-    result than plain bf16 torch ops are (SDPA's flash kernel, rounded matmul outputs)."""
+def test_fused_bfloat16_inference_is_as_accurate_as_plain(padded, amx_paths):
+    """bf16 through the fused path (fused epilogues, fp32-score attention: hi + lo scores, or SDPA's flash
+    kernel with AMX) is no further from the fp32 result than plain bf16 torch ops are (SDPA's flash
+    kernel, rounded matmul outputs)."""
     model = ours(XmodModel, num_attention_heads=2)
     ids, mask = batch(b=6, t=40, lengths=[40, 31, 40, 7, 40, 22] if padded else None)
     langs = [0, 1, 2, 0, 1, 2]
@@ -285,6 +295,69 @@ def test_bf16_attention_keeps_float32_score_precision(head_dim):
     err = (got.double() - exact).abs().max()
     assert err <= 1.5 * (sdpa.double() - exact).abs().max()
     assert err < 0.5 * (rounded.double() - exact).abs().max()
+
+
+@needs_onednn
+def test_bf16_inference_attention_takes_sdpa_with_amx_and_hi_lo_without(amx_paths, monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernel_attention, "bf16_attention", lambda *a: calls.append(a) or torch.zeros_like(a[0]))
+    q = torch.randn(2, 2, 16, 8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        kernel_attention.attention(q, q, q, None, torch.nn.Dropout(0.0), training=False)
+    assert bool(calls) != amx_paths
+    assert ("SDPA" in kernels.describe_paths()["bf16 inference attention, T <= 128"]) == amx_paths
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_fused_cross_entropy_matches_torch(dtype, scale):
+    """kernels.scored_cross_entropy against F.cross_entropy on float32 logits (the plain path): loss to float32
+    rounding, gradient to the rounding of its dtype; rows not a multiple of the slice, a scaled loss."""
+    g = torch.Generator().manual_seed(0)
+    logits = (4 * torch.randn(2 * kernel_loss.SLICE_ROWS + 5, 300, generator=g)).to(dtype).requires_grad_()
+    targets = torch.randint(0, 300, (logits.shape[0],), generator=g)
+    fused = kernel_loss.scored_cross_entropy(logits, targets)
+    (fused * scale).backward()
+    got, logits.grad = logits.grad, None
+    plain = torch.nn.functional.cross_entropy(logits.float(), targets)
+    (plain * scale).backward()
+    assert got.dtype == dtype and abs(fused.item() - plain.item()) <= 1e-5 * plain.item()
+    step = 1e-7 if dtype == torch.float32 else 2 ** -8 * got.abs().max().item()
+    assert maxdiff(got, logits.grad) <= step
+    with pytest.raises(IndexError, match="out of range"):
+        kernel_loss.scored_cross_entropy(logits, torch.cat([targets[1:], torch.tensor([300])]))
+    # the saved gradient is handed over as it is: a retained graph's second backward must still add it once more
+    logits.grad = None
+    again = kernel_loss.scored_cross_entropy(logits, targets)
+    again.backward(retain_graph=True)
+    once = logits.grad.clone()
+    again.backward()
+    assert torch.equal(logits.grad, 2 * once)
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+def test_mlm_training_step_with_fused_cross_entropy_matches_plain(amp):
+    """The whole masked-LM loss and every gradient, with the fused cross-entropy and with plain torch's."""
+    model = ours(XmodForMaskedLM)
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
+    results = []
+    for fused in (True, False):
+        kernel_loss.use_fused_cross_entropy(fused)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
+            loss.backward()
+        finally:
+            kernel_loss.use_fused_cross_entropy(True)
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        model.zero_grad(set_to_none=True)
+    (fused_loss, fused_grads), (plain_loss, plain_grads) = results
+    assert abs(fused_loss - plain_loss) <= 1e-5 * abs(plain_loss)
+    assert fused_grads.keys() == plain_grads.keys()
+    tol = 1e-5 if not amp else 2e-2  # bf16: the logits' gradient rounds to bf16 on both paths, in another order
+    for name, grad in fused_grads.items():
+        assert maxdiff(grad, plain_grads[name]) <= tol * max(1.0, plain_grads[name].abs().max().item()), name
 
 
 def test_inference_under_autocast_computes_in_bfloat16():

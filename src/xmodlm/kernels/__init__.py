@@ -16,8 +16,11 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   output. Where none applies (autograd over few segments, or oneDNN off) the model's own
   per-language loop runs.
 * attention (``attention.attention``): torch's scaled_dot_product_attention, except bf16 inference
-  of sequences up to 128 tokens (``bf16_attention``: float32-grade scores from two bf16 products)
-  and CPU training with attention dropout (``dropout_attention``, with the faster mask).
+  of sequences up to 128 tokens on processors without AMX (``bf16_attention``: float32-grade scores
+  from two bf16 products; with AMX, SDPA's flash kernel is faster at the same precision) and CPU
+  training with attention dropout (``dropout_attention``, with the faster mask).
+* the masked-LM cross-entropy in training (``loss.scored_cross_entropy``): one autograd function
+  that computes the loss and its gradient from one float32 softmax, a slice of rows at a time.
 * ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli.
 
 What is cached, for inference only (``INFERENCE_CACHE``, outside the modules, so that state_dict,
@@ -34,13 +37,16 @@ round differently: the activation or residual is applied to the fp32 accumulator
 sum in another order, bf16 attention keeps float32-grade scores where a bf16 matmul would round
 them, and ``Dropout`` rounds p to a multiple of 1/65536. fp32 results agree with the plain path to
 float32 rounding; bf16 results are no further from fp32 than the plain bf16 path (the tests check
-both). ``use_onednn(False)`` switches all of oneDNN off (plain torch ops); under ``torch.compile``
-the plain ops are traced.
+both). ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
+the fused cross-entropy, and ``prefer_amx_paths(True / False / None)`` overrides the AMX detection
+(``cpu.amx_bf16``); ``describe_paths`` says which paths are taken. Under ``torch.compile`` the plain
+ops are traced.
 
 The submodules ``linear`` and ``attention`` keep their names here (their entry functions share
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
+from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout
 from .linear import (
     ACTIVATIONS,
@@ -55,7 +61,9 @@ from .linear import (
     use_onednn,
 )
 from .attention import bf16_attention, dropout_attention
+from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
+from .paths import describe_paths
 
 __all__ = [
     "ACTIVATIONS",
@@ -64,12 +72,17 @@ __all__ = [
     "ONEDNN_ACTIVATIONS",
     "OneDNNLinear",
     "activation",
+    "amx_bf16",
     "bf16_attention",
+    "describe_paths",
     "drop_inference_cache",
     "dropout_attention",
     "fusable",
     "onednn_trainable",
     "packed_weights",
+    "prefer_amx_paths",
     "run_language_modules",
+    "scored_cross_entropy",
+    "use_fused_cross_entropy",
     "use_onednn",
 ]

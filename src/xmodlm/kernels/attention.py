@@ -1,5 +1,6 @@
 """Softmax attention: torch's scaled_dot_product_attention, except on CPU for bf16 inference of
-short sequences (``bf16_attention``) and for training with attention dropout (``dropout_attention``)."""
+short sequences without AMX (``bf16_attention``) and for training with attention dropout
+(``dropout_attention``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu import amx_bf16
 from .linear import fusable
 
 
 def attention(q, k, v, mask, dropout: nn.Dropout, training: bool):
     """``softmax(q k^T / sqrt(D), masked) @ v`` with ``dropout`` (its ``p``) on the probabilities in
     training. q, k, v (B, H, T, D); mask None or (B, 1, 1, T), True where a key may be attended to."""
-    if q.dtype == torch.bfloat16 and fusable(training, q) and q.shape[2] <= 128:
+    if q.dtype == torch.bfloat16 and fusable(training, q) and q.shape[2] <= 128 and not amx_bf16():
+        # with AMX, SDPA's flash kernel is faster at the same precision (float32 scores from bf16
+        # products, bf16 probabilities) and reads the heads in place: no layout copies
         return bf16_attention(q, k, v, mask)
     if training and dropout.p > 0 and q.device.type == "cpu":
         return dropout_attention(q, k, v, mask, dropout)

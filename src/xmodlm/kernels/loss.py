@@ -3,12 +3,77 @@ that existed when it was trained gets, bit for bit, the loss of a model that has
 sliced, not padded with -inf, so the reductions run over the same number of values); a language with rows of its
 own (an own vocabulary) gets the loss of a model that has only its rows.
 
-``ranges``: a (N, 2) long tensor of [start, stop) per example or per scored position, or None (every row)."""
+``ranges``: a (N, 2) long tensor of [start, stop) per example or per scored position, or None (every row). With
+autograd, the mean cross-entropy of scored logits is one fused function (``scored_cross_entropy``)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+_FUSED = {"enabled": True}
+# rows of logits per slice in the fused cross-entropy: a slice's float32 copy (rows x vocabulary) should stay in
+# a core's cache while its softmax, loss and gradient are computed
+SLICE_ROWS = 16
+
+
+def use_fused_cross_entropy(enabled: bool) -> None:
+    """Use (True, the default) or bypass (plain ``F.cross_entropy``) the fused cross-entropy in training."""
+    _FUSED["enabled"] = bool(enabled)
+
+
+def _loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean cross-entropy of ``logits`` (N, V) and its gradient (in the logits' dtype), slice by slice of rows:
+    each slice in float32 once, its softmax turned into the gradient in place (softmax - one-hot, over N)."""
+    n = logits.shape[0]
+    losses = torch.empty(n, dtype=torch.float32, device=logits.device)
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+    for lo in range(0, n, SLICE_ROWS):
+        hi = min(n, lo + SLICE_ROWS)
+        z = logits[lo:hi].to(torch.float32, copy=True)  # (r, V), float32 as F.cross_entropy(logits.float())
+        target = targets[lo:hi, None]
+        picked = z.gather(1, target)
+        top = z.amax(1, keepdim=True)
+        e = z.sub_(top).exp_()
+        total = e.sum(1, keepdim=True)
+        losses[lo:hi] = (total.log() + top - picked).squeeze(1)
+        e.mul_(total.reciprocal_().mul_(1.0 / n))  # softmax / N
+        e.scatter_add_(1, target, torch.full_like(picked, -1.0 / n))
+        grad[lo:hi] = e
+    return losses.mean(), grad
+
+
+class _ScoredCrossEntropy(torch.autograd.Function):
+    """F.cross_entropy(logits.float(), targets) with the gradient computed in the forward, from the same float32
+    softmax: one pass over the logits instead of a cast, log-softmax, zero-filled NLL gradient, log-softmax
+    backward and a cast back, and the float32 copy never held whole."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        with torch.autocast(logits.device.type, enabled=False):
+            loss, grad = _loss_and_gradient(logits, targets)
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable  # the gradient is computed, not traced: a second backward is a clear error
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        if grad_loss.device.type == "cpu" and float(grad_loss) == 1.0:  # the usual loss.backward(): no pass over it
+            return grad, None
+        return grad * grad_loss, None
+
+
+def scored_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every row of ``logits`` (N, V), float32-grade whatever their dtype: fused where
+    autograd needs its gradient (and it is on), else F.cross_entropy on float32 logits."""
+    if (_FUSED["enabled"] and torch.is_grad_enabled() and logits.requires_grad and logits.dim() == 2
+            and not torch.compiler.is_compiling() and targets.numel()):
+        if not bool(((targets >= 0) & (targets < logits.shape[1])).all()):
+            raise IndexError(f"cross-entropy target out of range 0..{logits.shape[1] - 1}")
+        return _ScoredCrossEntropy.apply(logits, targets)
+    return F.cross_entropy(logits.float(), targets)
 
 
 def mask_beyond(logits: torch.Tensor, ranges: torch.Tensor | None, targets: torch.Tensor | None = None
@@ -33,12 +98,12 @@ def limited_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ranges: t
     if not targets.numel():
         return logits.sum() * 0.0
     if ranges is None:
-        return F.cross_entropy(logits.float(), targets)
+        return scored_cross_entropy(logits, targets)
     outside = (targets < ranges[:, 0]) | (targets >= ranges[:, 1])
     pairs = sorted({(int(a), int(b)) for a, b in ranges.tolist()})
     if len(pairs) == 1 and not bool(outside.any()):
         start, stop = pairs[0]
-        return F.cross_entropy(logits[:, start:stop].float(), targets - start if start else targets)
+        return scored_cross_entropy(logits[:, start:stop], targets - start if start else targets)
     total = logits.new_zeros((), dtype=torch.float32)
     for start, stop in pairs:
         rows = (ranges[:, 0] == start) & (ranges[:, 1] == stop) & ~outside

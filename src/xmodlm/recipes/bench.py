@@ -38,6 +38,7 @@ import torch
 
 from ..config import XmodConfig
 from ..files import atomic_write_text
+from ..kernels import describe_paths
 from ..model import XmodForMaskedLM, XmodModel
 from ..settings import setting
 
@@ -352,6 +353,9 @@ def run(s: BenchSettings) -> list[dict]:
         for dt, r in rates.items() for lib, c in r.items()]
     print(f"machine: {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"torch {torch.__version__}", flush=True)
+    if DEVICE.type == "cpu":  # which kernels this processor and the switches select (AMX changes some)
+        for part, path in describe_paths().items():
+            print(f"  {part}: {path}", flush=True)
     train_rows: list[dict] = []
     for suite in s.suite:
         print(f"running {suite} ...", file=sys.stderr, flush=True)

@@ -1,0 +1,111 @@
+"""Each kernel lever off and on, side by side in one process: the before/after figures of the README.
+
+    python3 benchmarks/levers.py [--steps 7] [--suite infer,train]
+
+Every lever has a switch in ``xmodlm.kernels``; this script alternates the same call with the switch
+off (before) and on (after), call by call, so that both see the same machine, and prints the median
+times, the ratio and MFU against the matmul ceiling measured in the same run at the same thread count.
+
+* infer: the bf16 and fp32 encoder forward of ``xmodlm bench``'s infer suite (xmod-base shape, 81
+  languages, 8 x 128 mixed), with the paths chosen for processors without AMX and with them
+  (``prefer_amx_paths``: attention through SDPA's flash kernel);
+* train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
+  autocast and fp32, with the plain and the fused cross-entropy (``use_fused_cross_entropy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+import torch
+
+import xmodlm
+from xmodlm import kernels
+from xmodlm.model import XmodForMaskedLM, XmodModel
+from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops
+
+
+def alternate(calls: dict, steps: int, warmup: int = 2) -> dict[str, float]:
+    """name -> (switch, fn): median seconds of fn() with switch() applied first, alternating call by call."""
+    for switch, fn in calls.values():
+        for _ in range(warmup):
+            switch()
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(steps):
+        for name, (switch, fn) in calls.items():
+            switch()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def infer_calls() -> tuple[dict, float, int]:
+    config = make_config(12, 768, 250002, 81, 128)
+    torch.manual_seed(0)
+    fp32 = XmodModel(config, add_pooling_layer=False).eval()
+    bf16 = XmodModel(config, add_pooling_layer=False)
+    bf16.load_state_dict(fp32.state_dict())
+    bf16 = bf16.to(torch.bfloat16).eval()
+    ids = batch_for(config, 8, 128, 81)[0]
+    lang = torch.tensor([0, 7, 3, 80, 41, 3, 12, 60])  # as the bench
+
+    def forward(model):
+        return lambda: torch.no_grad()(model)(ids, lang_ids=lang)
+    calls = {}
+    for name, model in (("bf16", bf16), ("fp32", fp32)):
+        calls[f"forward {name}, paths without AMX"] = (lambda: kernels.prefer_amx_paths(False), forward(model))
+        calls[f"forward {name}, AMX paths"] = (lambda: kernels.prefer_amx_paths(True), forward(model))
+    return calls, model_flops(config, 8, 128, 0, train=False), 8 * 128
+
+
+def train_calls() -> tuple[dict, float, int]:
+    config = make_config(4, 256, 32000, 8, 128)
+    ids, lang, labels = batch_for(config, 16, 128, 8)
+    calls = {}
+    for precision in ("bf16", "fp32"):
+        torch.manual_seed(0)
+        model = XmodForMaskedLM(config).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+
+        def step(model=model, opt=opt, amp=precision == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        calls[f"MLM step {precision}, plain cross-entropy"] = (lambda: kernels.use_fused_cross_entropy(False), step)
+        calls[f"MLM step {precision}, fused cross-entropy"] = (lambda: kernels.use_fused_cross_entropy(True), step)
+    return calls, model_flops(config, 16, 128, int(labels.ne(-100).sum()), train=True), 16 * 128
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--suite", default="infer,train")
+    args = parser.parse_args()
+    xmodlm.tune_allocator()
+    ceilings = {dt: max(matmul_ceiling(dtype).values()) for dt, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    print(f"{torch.get_num_threads()} thread(s), AMX bf16 detected: {kernels.amx_bf16()}; matmul ceilings "
+          + ", ".join(f"{dt} {c / 1e9:,.0f} GFLOP/s" for dt, c in ceilings.items()))
+    print("| measurement | time (ms) | tokens/s | after / before | MFU |\n|---|---:|---:|---:|---:|")
+    for suite in args.suite.split(","):
+        calls, flops, tokens = {"infer": infer_calls, "train": train_calls}[suite]()
+        times = alternate(calls, args.steps)
+        names = list(times)
+        for i, name in enumerate(names):
+            before = times[names[i - i % 2]]  # pairs: (before, after)
+            dt = "bf16" if "bf16" in name else "fp32"
+            speed = f"{before / times[name]:.2f}x" if i % 2 else ""
+            print(f"| {name} | {times[name] * 1e3:.1f} | {tokens / times[name]:,.0f} | {speed} | "
+                  f"{flops / times[name] / ceilings[dt]:.1%} |")
+    kernels.prefer_amx_paths(None)
+    kernels.use_fused_cross_entropy(True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Which paths the kernels take on this machine with the current switches, in words (``xmodlm bench`` prints them)."""
+
+from __future__ import annotations
+
+import torch
+
+from .cpu import amx_bf16, amx_overridden
+from .linear import _ONEDNN
+from .loss import _FUSED
+
+
+def describe_paths() -> dict[str, str]:
+    """One entry per choice the kernels make by processor or switch."""
+    onednn = _ONEDNN["enabled"] and _ONEDNN["available"]
+    return {
+        "cpu": (f"torch capability {torch.backends.cpu.get_cpu_capability()}, "
+                f"AMX bf16 {'yes' if amx_bf16() else 'no'}{' (prefer_amx_paths override)' if amx_overridden() else ''}"),
+        "linears (CPU)": "oneDNN (fused epilogues, packed weights in inference)" if onednn else "plain torch",
+        "bf16 inference attention, T <= 128": ("SDPA (oneDNN off)" if not onednn else "SDPA flash kernel (AMX)"
+                                              if amx_bf16() else "bf16_attention (hi + lo scores)"),
+        "MLM cross-entropy in training": "fused, sliced rows" if _FUSED["enabled"] else "plain F.cross_entropy",
+    }
