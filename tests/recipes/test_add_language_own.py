@@ -189,3 +189,16 @@ def test_languages_rename_and_remove_carry_the_own_tokenizer_and_rows(added, tmp
     assert main(["languages", "remove", "--model", str(renamed), "--lang", "mm_XX"]) == 0
     assert not language_tokenizer_dir(renamed, "mm_XX").exists()
     assert "mm_XX" not in XmodForMaskedLM.from_pretrained(renamed).config.extra.get("language_vocab_starts", {})
+
+
+def test_model_tokenizers_load_and_travel_with_the_model(added, base, tmp_path):
+    from xmodlm import tokenizer as T
+    both = T.load_model_tokenizers(added)
+    assert isinstance(both, T.LanguageTokenizers) and set(both.own) == {"nn_XX"}
+    assert T.for_language(both, "nn_XX").to_str() == load_language_tokenizer(added, "nn_XX").to_str()
+    assert T.for_language(both, "aa_XX").to_str() == T.shared_tokenizer(both).to_str() == load_tokenizer(added).to_str()
+    assert not isinstance(T.load_model_tokenizers(base), T.LanguageTokenizers)  # no own one: the shared one alone
+    explicit = T.load_model_tokenizers(added, base)  # a --tokenizer the user named serves every language
+    assert T.for_language(explicit, "nn_XX").to_str() == load_tokenizer(base).to_str()
+    T.copy_language_tokenizers(added, tmp_path)  # what fine-tuning does for the model it writes
+    assert T.load_language_tokenizer(tmp_path, "nn_XX").to_str() == both.own["nn_XX"].to_str()
