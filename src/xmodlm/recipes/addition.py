@@ -856,12 +856,18 @@ def plot(results: dict, out: Path) -> Path | None:
         for end in ("min", "max"):
             series[f"{role} {end}"] = [x[end] if x else None for x in st]
             styles[f"{role} {end}"] = {"color": color, "linestyle": ":", "alpha": 0.6}
+        own = [summary.get(role, {}).get(str(n), {}).get("ratio_own_pieces") for n in scales]
+        if any(own):
+            series[f"{role}, both softmaxes over its pieces"] = [x["mean"] if x else None for x in own]
+            styles[f"{role}, both softmaxes over its pieces"] = {"color": color, "linestyle": "-.", "marker": "^"}
         jv = [summary.get(role, {}).get(str(n), {}).get("joint_vocab") for n in scales]
         if any(jv):
             series[f"{role}, joint tokenizer"] = [x["ratio"]["mean"] if x else None for x in jv]
             styles[f"{role}, joint tokenizer"] = {"color": color, "linestyle": "--", "marker": "s"}
     series["within 10%"] = [1.1] * len(scales)
     styles["within 10%"] = {"color": "gray", "linestyle": "--"}
+    series["parity"] = [1.0] * len(scales)
+    styles["parity"] = {"color": "black", "linewidth": 0.8, "marker": ""}
     return report.line_plot(out / "addition_ratio.png", scales, series,
                             title="Post hoc / from the start, per-character perplexity",
                             xlabel="updates per language", ylabel="ratio (1 = no gap)", styles=styles, log2_x=True)
