@@ -202,3 +202,17 @@ def test_model_tokenizers_load_and_travel_with_the_model(added, base, tmp_path):
     assert T.for_language(explicit, "nn_XX").to_str() == load_tokenizer(base).to_str()
     T.copy_language_tokenizers(added, tmp_path)  # what fine-tuning does for the model it writes
     assert T.load_language_tokenizer(tmp_path, "nn_XX").to_str() == both.own["nn_XX"].to_str()
+
+
+def test_without_its_own_softmax_the_language_scores_every_row_as_transformers_does(base, corpus, tmp_path):
+    assert add(base, corpus, tmp_path, "nn_XX", "--no-own-softmax", "--max-steps", "2") == 0
+    model = XmodForMaskedLM.from_pretrained(tmp_path).eval()
+    assert model.config.vocab_range("nn_XX") == (0, model.config.vocab_size)
+    assert all(model.config.vocab_range(code) == (0, SHARED) for code in OLD)  # the old languages keep theirs
+    transformers = pytest.importorskip("transformers")
+    ids = load_language_tokenizer(tmp_path, "nn_XX").encode("ܐܒ abc ܓܕܗ.").ids
+    with torch.no_grad():
+        want = transformers.XmodForMaskedLM.from_pretrained(tmp_path).eval()(
+            torch.tensor([ids]), lang_ids=torch.tensor([3])).logits
+        got = model(torch.tensor([ids]), lang_ids=["nn_XX"]).logits
+    assert torch.allclose(want, got, atol=1e-5)

@@ -88,6 +88,8 @@ class AddLanguageSettings(TrainConfig):
     embed_init: str = setting("overlap", "initialisation of new vocabulary rows: mean (drawn from the mean and "
                                          "covariance of the existing rows) | script (the same, per script) | "
                                          "overlap (mean of the rows of the old tokenizer's pieces of each new piece)")
+    own_softmax: bool = setting(True, "own vocabulary: the language's masked-LM softmax covers only its rows (off: "
+                                      "every row, as transformers computes it, which then scores it the same)")
     copy_rows: bool = setting(True, "own vocabulary: a piece the shared vocabulary has (with a trained row) starts "
                                     "as a copy of that row; off: every row starts from --embed-init")
     train_unseen_rows: bool = setting(True, "also train the rows that pre-training never saw and the new "
@@ -214,8 +216,9 @@ def prepare_own_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, 
     copied = sum(1 for p in pieces if (i := tok.token_to_id(p)) is not None and copy[i])
     vocab_mod.resize_vocabulary(model, rows, bias)
     new_size = model.config.vocab_size
-    model.config.extra.setdefault("language_vocab_starts", {})[s.lang] = old_size
-    model.config.extra["language_vocab_sizes"][s.lang] = new_size
+    if s.own_softmax:
+        model.config.extra.setdefault("language_vocab_starts", {})[s.lang] = old_size
+        model.config.extra["language_vocab_sizes"][s.lang] = new_size
     trained = np.zeros(new_size, dtype=bool)
     trained[old_size:] = True
     unk_before, unk_after = vocab_mod.unk_rate(tok, lines), vocab_mod.unk_rate(lang_tok, lines)
@@ -318,7 +321,8 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
                       fixed={"lang": s.lang, "init_from": s.init_from, "seq_len": s.seq_len, "batch_size": s.batch_size,
                              "valid_lines": s.valid_lines, "languages": model.config.languages,
                              "vocabulary": s.vocabulary, "extend_vocab": s.extend_vocab, "embed_init": s.embed_init,
-                             "train_unseen_rows": s.train_unseen_rows, "copy_rows": s.copy_rows})
+                             "train_unseen_rows": s.train_unseen_rows, "copy_rows": s.copy_rows,
+                             "own_softmax": s.own_softmax})
     record = trainer.fit(export_dir=out)  # the final weights, written by rank 0
     if batches.report:  # lines skipped while training: per file, how many of how many read, and why
         logging.getLogger(__name__).warning("corpus: %s", batches.report.summary())
