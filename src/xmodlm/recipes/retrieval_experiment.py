@@ -1,5 +1,6 @@
 """``xmodlm experiment retrieval``: X-Mod against the shared baseline on cross-lingual retrieval, before and after
-contrastive fine-tuning (issue 16's measurement).
+contrastive fine-tuning (issue 16's measurement); and the scoring of ``xmodlm experiment curse --retrieval``, which
+reuses the curse experiment's runs (``score_curse_runs`` per seed, ``summarise``, ``render_curse_retrieval``).
 
 Protocol:
 - For every seed in ``--seeds``, X-Mod and the shared baseline are pre-trained on ``--languages`` of ``--data`` (a
