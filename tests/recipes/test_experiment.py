@@ -5,9 +5,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from xmodlm import report
 from xmodlm.cli import main
+from xmodlm.model import XmodForMaskedLM
 from xmodlm.recipes import experiment
 from xmodlm.synthetic import SyntheticWorld
 from xmodlm.trainer import Trainer
@@ -240,6 +242,12 @@ def test_retrieval_scores_every_run_fine_tunes_the_largest_and_adds_the_held_out
     assert all(set(row) == {"before", "after"} for label, row in rows.items() if not label.startswith("untrained"))
     graft = out / "seed0" / "retrieval" / "runs" / "k4-xmod-ft+syn17-random"
     assert json.loads((graft / "config.json").read_text())["languages"][-1] == "syn17"
+    grafted = dict(XmodForMaskedLM.from_pretrained(graft).named_parameters())
+    tuned = dict(XmodForMaskedLM.from_pretrained(out / "seed0" / "retrieval" / "runs" / "k4-xmod-ft").named_parameters())
+    added = dict(XmodForMaskedLM.from_pretrained(out / "seed0" / "runs" / "add-syn17-random").named_parameters())
+    for name, p in grafted.items():  # the fine-tuned model's weights, plus the added run's syn17 modules
+        assert torch.equal(p, added[name] if ".syn17." in name else tuned[name]), name
+    assert any(".syn17." in name for name in grafted)
     text = (out / "report.md").read_text()
     for heading in ("## Curse of multilinguality", "### Relative gain of X-Mod per language",
                     "## Retrieval against syn00 (A), k=4", "### syn17, added after pre-training",
