@@ -165,3 +165,37 @@ def _save_png(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, Any]:
+    """{"mean", "sd", "values"}: sd is the sample standard deviation (n - 1), 0 for a single value."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "sd": sd, "values": values}
+
+
+def over_seeds(items: Sequence[Any]) -> Any:
+    """Results of one shape, one per seed -> that shape with every number replaced by ``mean_sd`` of its values.
+
+    Dicts are merged key by key (a key missing from some seeds is summarised over the seeds that have it); other
+    leaves (text, lists) are taken from the first seed."""
+    present = [item for item in items if item is not None]
+    if not present:
+        return None
+    first = present[0]
+    if isinstance(first, Mapping):
+        keys = list(dict.fromkeys(k for item in present for k in item))
+        return {k: over_seeds([item[k] for item in present if k in item]) for k in keys}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return mean_sd(present)
+    return first
+
+
+def format_mean_sd(stat: Mapping[str, Any] | None, digits: int = 2, percent: bool = False) -> str:
+    """A ``mean_sd`` as "mean ± sd" (a dash for None); percent: as signed percentages of the values."""
+    if stat is None:
+        return MISSING
+    if percent:
+        return f"{stat['mean']:+.{digits}%} ± {stat['sd']:.{digits}%}"
+    return f"{stat['mean']:,.{digits}f} ± {stat['sd']:,.{digits}f}"

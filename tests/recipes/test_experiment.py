@@ -5,9 +5,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from xmodlm import report
 from xmodlm.cli import main
+from xmodlm.model import XmodForMaskedLM
 from xmodlm.recipes import experiment
 from xmodlm.synthetic import SyntheticWorld
 from xmodlm.trainer import Trainer
@@ -180,3 +182,97 @@ def test_markdown_table_aligns_and_marks_missing_cells():
     assert len({len(line) for line in lines}) == 1
     with pytest.raises(ValueError, match="row 0"):
         report.markdown_table(["a", "b"], [[1]])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --seeds and --retrieval: the same runs give the curse table over seeds and retrieval before/after fine-tuning
+
+PARALLEL = ["syn00", "syn01", "syn02", "syn16", "syn17"]  # sorted: syn17 (last) is held out and added post hoc
+FAMILIES = {"syn00": "A", "syn01": "C", "syn02": "B", "syn16": "B", "syn17": "A"}
+RETRIEVAL = ["experiment", "curse", "--languages", "2,4", "--steps-per-language", "2", "--preset", "tiny",
+             "--seq-len", "16", "--batch-size", "4", "--vocab-size", "200", "--valid-lines", "20", "--valid-batches",
+             "1", "--no-joint", "--seeds", "0,1", "--retrieval", "--related-pivots", "syn02", "--retrieval-finetune",
+             "syn01", "--eval-limit", "40", "--finetune-range", "50:", "--finetune-steps", "2",
+             "--finetune-batch-size", "8", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def retrieval_done(tmp_path_factory) -> tuple[Path, list[str]]:
+    """Five synthetic languages saying the same 150 sentences (line-aligned: a parallel corpus), with families."""
+    root = tmp_path_factory.mktemp("curse-retrieval")
+    data = root / "data"
+    data.mkdir()
+    world = SyntheticWorld(0)
+    meanings = world.sample_meanings(150, seed=3)
+    for code in PARALLEL:
+        (data / f"{code}.txt").write_text("\n".join(world.realise(m, code) for m in meanings) + "\n")
+    (data / "languages.tsv").write_text("code\tfamily\n" + "".join(f"{c}\t{f}\n" for c, f in FAMILIES.items()))
+    args = [*RETRIEVAL, "--data", str(data), "--out", str(root / "out")]
+    assert main(args) == 0
+    return root / "out", args
+
+
+def test_seeds_give_mean_and_spread_of_the_curse_table(retrieval_done):
+    out, _ = retrieval_done
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and results["order"] == ["syn00", "syn01", "syn02", "syn16"]
+    for seed in (0, 1):
+        one = json.loads((out / f"seed{seed}" / "results.json").read_text())
+        assert one["settings"]["seed"] == seed and (out / f"seed{seed}" / "runs" / "k4-xmod").is_dir()
+    gain = results["curse"]["4"]["gain"]
+    assert set(gain["per_language"]) == set(results["order"]) and len(gain["mean"]["values"]) == 2
+    per_seed = [json.loads((out / f"seed{n}" / "results.json").read_text())["runs"]["4"]["xmod"]["mean_ppl"]
+                for n in (0, 1)]
+    assert results["curse"]["4"]["xmod"]["mean_ppl"]["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert results["families"]["syn16"] == "B"  # from languages.tsv
+    tokenizers = [(out / f"seed{n}" / "tokenizer" / "tokenizer.json").read_bytes() for n in (0, 1)]
+    assert tokenizers[0] == tokenizers[1]  # trained once, by the first seed
+
+
+def test_retrieval_scores_every_run_fine_tunes_the_largest_and_adds_the_held_out_language(retrieval_done):
+    out, _ = retrieval_done
+    r = json.loads((out / "seed0" / "results.json").read_text())["retrieval"]
+    assert r["pivot"] == "syn00" and r["finetune"] == ["syn01"] and r["layer"] == 1
+    assert set(r["k"]["2"]["xmod"]) == {"before"} and set(r["k"]["4"]["shared"]) == {"before", "after"}
+    assert set(r["k"]["4"]["xmod"]["after"]) == {"syn01", "syn02", "syn16"}
+    assert set(r["k"]["untrained"]["untrained"]["before"]) == {"syn01", "syn02", "syn16"}
+    assert set(r["related"]["syn02"]["4"]["xmod"]["after"]) == {"syn16"}  # syn16's relative is the extra pivot
+    rows = r["added"]["rows"]
+    assert r["added"]["language"] == "syn17" and len(rows) == 5  # 3 X-Mod initialisations, shared, untrained
+    assert all(set(row) == {"before", "after"} for label, row in rows.items() if not label.startswith("untrained"))
+    graft = out / "seed0" / "retrieval" / "runs" / "k4-xmod-ft+syn17-random"
+    assert json.loads((graft / "config.json").read_text())["languages"][-1] == "syn17"
+    grafted = dict(XmodForMaskedLM.from_pretrained(graft).named_parameters())
+    tuned = dict(XmodForMaskedLM.from_pretrained(out / "seed0" / "retrieval" / "runs" / "k4-xmod-ft").named_parameters())
+    added = dict(XmodForMaskedLM.from_pretrained(out / "seed0" / "runs" / "add-syn17-random").named_parameters())
+    for name, p in grafted.items():  # the fine-tuned model's weights, plus the added run's syn17 modules
+        assert torch.equal(p, added[name] if ".syn17." in name else tuned[name]), name
+    assert any(".syn17." in name for name in grafted)
+    text = (out / "report.md").read_text()
+    for heading in ("## Curse of multilinguality", "### Relative gain of X-Mod per language",
+                    "## Retrieval against syn00 (A), k=4", "### syn17, added after pre-training",
+                    "### Related languages: B against syn02, k=4", "### Paired differences"):
+        assert heading in text, heading
+    assert "| syn16 | B | unrelated | zero-shot |" in " ".join(text.split()).replace("| ", "| ")
+    for name in ("curse_mean.png", "retrieval_by_k.png"):
+        assert (out / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_seeds_and_retrieval_rerun_skips_everything(retrieval_done, capsys):
+    out, args = retrieval_done
+    before = json.loads((out / "results.json").read_text())
+    evals = {p: p.stat().st_mtime_ns for p in out.rglob("eval/*/results.json")}
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "starting" not in printed and "train:" not in printed
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("eval/*/results.json")} == evals
+    after = json.loads((out / "results.json").read_text())
+    assert without_wall(after)["retrieval"] == without_wall(before)["retrieval"]
+    assert after["curse"] == before["curse"]
+
+
+def test_other_retrieval_settings_in_the_same_out_dir_are_an_error(retrieval_done, capsys):
+    out, args = retrieval_done
+    assert main([*args, "--eval-limit", "30"]) == 1
+    assert "eval_limit" in capsys.readouterr().err

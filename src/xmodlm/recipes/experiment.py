@@ -20,6 +20,19 @@ Protocol (the paper's "same number of examples per language" comparison, scaled 
   ``--joint`` (default) an X-Mod model pre-trained on the k languages plus the held-out one from the start gives the
   reference perplexity.
 
+- ``--seeds 0,1,2``: the whole experiment once per seed, each in OUT/seed{N}/ as with ``--seed N`` (every seed uses
+  the first seed's tokenizer, copied), then results.json, report.md and plots in OUT with the mean and sample
+  standard deviation over the seeds of every figure (perplexity, relative gain, retrieval accuracy, paired
+  differences).
+- ``--retrieval``: the same runs are scored on cross-lingual retrieval (recipes/retrieval_experiment.py), for corpora
+  aligned by id (``<code>.ids``, as ../shared/data/bible) or by line: every language of each k against ``--pivot``
+  (default: the first of the order, which every k includes), before fine-tuning; the runs of ``--finetune-k``
+  (default: the largest k) also after contrastive fine-tuning on the pairs of ``--retrieval-finetune`` (default: the
+  2nd-4th languages of the order) with the pivot, the other languages zero-shot; an untrained X-Mod of the largest
+  shape; each of ``--related-pivots`` against its family's languages (languages.tsv); the held-out language through
+  every X-Mod it was added to (after fine-tuning: its modules grafted onto the fine-tuned X-Mod) and through the
+  shared models as they are. Its files are in OUT[/seed{N}]/retrieval/ (settings.json, eval/, runs/).
+
 Layout of ``--out``: settings.json (the settings the directory was made with), tokenizer/, data/ (synthetic corpora),
 runs/k{k}-{xmod|shared}/ (one pretrain run each), runs/add-*/ and runs/k{k}+{lang}-xmod/ (addition), results.json,
 report.md, curse_mean.png, curse_per_language.png. Re-running the same command skips runs that wrote results.json
@@ -30,6 +43,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +62,17 @@ from ..settings import setting
 from ..synthetic import DEFAULT_N_LANGUAGES, N_FAMILIES, SyntheticWorld
 from ..trainer import dist_info, find_checkpoint
 from . import add_language, pretrain
+from . import retrieval_experiment as rx
 
 MODELS = ("xmod", "shared")
 MODEL_NAMES = {"xmod": "X-Mod", "shared": "shared"}
 # Settings that only pick which runs happen or how they are logged; changing them keeps finished runs valid.
-_FREE_SETTINGS = ("out_dir", "device", "log_every", "save_every", "addition", "joint")
+_FREE_SETTINGS = ("out_dir", "device", "log_every", "save_every", "addition", "joint", "seeds")
+# Settings of the retrieval scoring: they change no pre-training run, so OUT/settings.json leaves them out and
+# OUT/retrieval/settings.json holds them (its own check).
+_RETRIEVAL_SETTINGS = ("retrieval", "pivot", "retrieval_finetune", "finetune_k", "related_pivots", "eval_limit",
+                       "retrieval_layer", "finetune_range", "finetune_steps", "finetune_batch_size", "finetune_lr",
+                       "temperature", "untrained")
 
 
 @dataclass
@@ -94,6 +115,29 @@ class CurseSettings:
     device: str = setting("auto", "auto | cpu | cuda")
     log_every: int = setting(10, "training metrics every N steps", low=1)
     save_every: int = setting(200, "checkpoint every N steps (interrupted runs resume from the last one)", low=0)
+    seeds: list[int] = setting([], "run the whole experiment once per seed, in OUT/seed{N}/ (each as with --seed N), "
+                                    "and report mean ± standard deviation over the seeds in OUT", low=0)
+    # Retrieval on the same runs (recipes/retrieval_experiment.py scores them)
+    retrieval: bool = setting(False, "also score cross-lingual retrieval (id- or line-aligned corpora): every run's "
+                                     "languages against --pivot, before and after contrastive fine-tuning")
+    pivot: str = setting("", "retrieval pivot (default: the first language of the order, which every k includes)")
+    retrieval_finetune: list[str] = setting([], "languages whose pairs with the pivot train the contrastive "
+                                                "fine-tuning (default: the 2nd-4th languages of the order); the "
+                                                "others are zero-shot")
+    finetune_k: list[int] = setting([], "k whose runs are fine-tuned for retrieval (default: the largest)", low=1)
+    related_pivots: list[str] = setting([], "extra pivots, each scored against its own family's pre-training "
+                                            "languages (family from languages.tsv beside the corpora), e.g. "
+                                            "cak_Latn for the Mayan ones")
+    eval_limit: int = setting(1000, "retrieval: the first N aligned pairs of each language (N candidates)", low=2)
+    retrieval_layer: int | None = setting(None, "retrieval: layer of the pooled states (default: the middle one)",
+                                          low=-257, high=256)
+    finetune_range: str = setting("2000:", "retrieval fine-tuning pairs START:END of each language's pairs with the "
+                                           "pivot (checked to share no verse with the evaluated ones)")
+    finetune_steps: int = setting(400, "contrastive fine-tuning updates", low=1)
+    finetune_batch_size: int = setting(32, "pairs per fine-tuning batch (the in-batch negatives)", low=2)
+    finetune_lr: float = setting(3e-4, "contrastive fine-tuning peak learning rate", above=0)
+    temperature: float = setting(0.05, "contrastive loss temperature", above=0)
+    untrained: bool = setting(True, "retrieval: also score an untrained X-Mod of the largest shape per seed")
 
 
 @dataclass
@@ -224,8 +268,11 @@ def _check_plan(out: Path, plan: Plan) -> None:
 
 def _check_out_dir(out: Path, s: CurseSettings) -> None:
     """An output directory belongs to one set of settings: finished runs are reused, so they must match."""
-    path = out / "settings.json"
-    mine = {k: v for k, v in dataclasses.asdict(s).items() if k not in _FREE_SETTINGS}
+    mine = {k: v for k, v in dataclasses.asdict(s).items() if k not in _FREE_SETTINGS + _RETRIEVAL_SETTINGS}
+    _check_saved(out, out / "settings.json", mine)
+
+
+def _check_saved(out: Path, path: Path, mine: dict) -> None:
     if path.exists():
         saved = json.loads(path.read_text())
         diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
@@ -433,6 +480,11 @@ def addition_entry(s: CurseSettings, plan: Plan, base: Path, run_dir: Path, init
 
 
 def run(s: CurseSettings) -> dict:
+    """The experiment for --seed, or for each of --seeds and then their mean and spread."""
+    return run_seeds(s) if s.seeds else run_one(s)
+
+
+def run_one(s: CurseSettings) -> dict:
     counts = _check(s)
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -493,9 +545,65 @@ def run(s: CurseSettings) -> dict:
             addition["joint"] = None
         results["addition"] = addition
 
+    if s.retrieval:
+        results["retrieval"] = _retrieval(s, plan, out, results)
     results["wall_s_this_invocation"] = time.perf_counter() - started
     report.publish(out, results, render_report(results), plot)
     return results
+
+
+def _retrieval_plan(s: CurseSettings, plan: Plan) -> tuple[rx.RetrievalExperimentSettings, dict[str, str],
+                                                           dict[str, list[str]]]:
+    """(the retrieval settings over the largest k's languages, {code: family}, {extra pivot: its relatives}), all
+    checked before any work."""
+    counts = sorted(set(s.languages))
+    order = plan.order[:counts[-1]]
+    pivot = s.pivot or order[0]
+    if pivot not in plan.order[:counts[0]]:
+        raise ValueError(f"--pivot {pivot}: every k must include it, i.e. one of the first {counts[0]} languages "
+                         f"{plan.order[:counts[0]]}")
+    finetune = s.retrieval_finetune or [c for c in order[1:4] if c != pivot]
+    outside = [c for c in finetune if c not in order or c == pivot]
+    if outside:
+        raise ValueError(f"--retrieval-finetune {outside}: expected pre-training languages other than the pivot "
+                         f"{pivot}: {order}")
+    finetune_k = s.finetune_k or [counts[-1]]
+    if set(finetune_k) - set(counts):
+        raise ValueError(f"--finetune-k {finetune_k}: expected some of --languages {counts}")
+    families = rx.read_families(plan.data_dir) or {c: info["family"] for c, info in plan.info.items()}
+    related = {}
+    for extra in s.related_pivots:
+        if extra not in order or extra not in families:
+            raise ValueError(f"--related-pivots {extra}: expected a pre-training language with a family in "
+                             f"languages.tsv (languages: {order})")
+        related[extra] = [c for c in order if c != extra and families.get(c) == families[extra]]
+    rs = rx.RetrievalExperimentSettings(
+        data=str(plan.data_dir), languages=order, pivot=pivot, finetune=finetune, seeds=[s.seed],
+        preset=s.preset, eval_limit=s.eval_limit, layer=s.retrieval_layer, finetune_range=s.finetune_range,
+        finetune_steps=s.finetune_steps, finetune_batch_size=s.finetune_batch_size, finetune_lr=s.finetune_lr,
+        temperature=s.temperature, untrained=s.untrained, device=s.device)
+    return rs, families, related
+
+
+def _retrieval(s: CurseSettings, plan: Plan, out: Path, results: dict) -> dict:
+    """Retrieval figures of this seed's runs (recipes/retrieval_experiment.py), with their group summaries."""
+    rs, families, related = _retrieval_plan(s, plan)
+    counts = sorted(set(s.languages))
+    root = out / "retrieval"
+    _check_saved(root, root / "settings.json", {k: getattr(s, k) for k in _RETRIEVAL_SETTINGS})
+    addition = results.get("addition") or {}
+    runs = rx.CurseRuns(
+        pretrained={k: {m: out / "runs" / f"k{k}-{m}" for m in MODELS} for k in counts},
+        finetune_k=s.finetune_k or [counts[-1]], related=related,
+        heldout=plan.heldout if addition.get("runs") else None,
+        added={name: out / e["dir"] for name, e in addition.get("runs", {}).items()})
+    print(f"retrieval against {rs.pivot}: {len(counts) * 2} runs, fine-tuning on {', '.join(rs.finetune)} at "
+          f"k = {runs.finetune_k} -> {root}", flush=True)
+    figures = rx.score_curse_runs(rs, s.seed, runs, root)
+    figures["eval_limit"] = s.eval_limit
+    figures["families"] = {c: families.get(c) for c in [*rs.languages, plan.heldout]}
+    figures["summary"] = rx.summarise(figures, rs.languages, families)
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -591,6 +699,9 @@ def render_report(results: dict) -> str:
             lines += ["Joint pre-training reference skipped (--no-joint).", ""]
         if not a["runs"]:
             lines += ["Post-hoc addition skipped (--no-addition).", ""]
+    if results.get("retrieval"):
+        r = results["retrieval"]
+        lines.append(rx.render_curse_retrieval(report.over_seeds([r]), results["order"], r["families"], 1))
     lines.append(f"Wall time of this invocation: {results['wall_s_this_invocation']:.0f} s "
                  "(runs finished by an earlier invocation are skipped and not counted).")
     return "\n".join(lines) + "\n"
@@ -622,4 +733,159 @@ def plot(results: dict, out: Path) -> list[Path]:
         title="Per-language validation perplexity (solid X-Mod, dashed shared)", xlabel="pre-training languages k",
         ylabel="perplexity (lower is better)", log2_x=True, styles=line_styles,
         legend_columns=2 if len(series) > 8 else 1))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Several seeds: each a whole experiment in OUT/seed{N}/, then the mean and spread over them
+
+
+def run_seeds(s: CurseSettings) -> dict:
+    out = Path(s.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out, s)
+    started = time.perf_counter()
+    per_seed = []
+    for seed in s.seeds:
+        print(f"=== seed {seed} -> {out / f'seed{seed}'}", flush=True)
+        _share_tokenizer(out / f"seed{s.seeds[0]}", out / f"seed{seed}")
+        per_seed.append(run_one(dataclasses.replace(s, seeds=[], seed=seed, out_dir=str(out / f"seed{seed}"))))
+    first = per_seed[0]
+    results = {
+        "settings": dataclasses.asdict(s), "seeds": list(s.seeds), "order": first["order"],
+        "common_languages": first["common_languages"], "heldout": first["heldout"], "init_from": first["init_from"],
+        "protocol": first["protocol"], "per_seed": [f"seed{seed}/results.json" for seed in s.seeds],
+        "families": (first.get("retrieval") or {}).get("families")
+        or {c: (first["language_info"].get(c) or {}).get("family") for c in first["order"]},
+        "curse": curse_over_seeds(per_seed),
+        "addition": report.over_seeds([_addition_figures(r) for r in per_seed]),
+        "retrieval": report.over_seeds([r.get("retrieval") for r in per_seed]),
+        "wall_s": report.over_seeds([_seed_wall(r) for r in per_seed]),
+        "wall_s_this_invocation": time.perf_counter() - started,
+    }
+    report.publish(out, results, render_seeds(results), plot_seeds)
+    return results
+
+
+def _share_tokenizer(first: Path, this: Path) -> None:
+    """Every seed uses the first seed's tokenizer (copied before the seed's first run; training it on dozens of
+    languages takes minutes, and one vocabulary keeps perplexities comparable across seeds). Copied to a temporary
+    directory and renamed, so a tokenizer directory that exists is complete."""
+    source, target = first / "tokenizer", this / "tokenizer"
+    if first == this or target.exists() or not (source / "tokenizer.json").is_file():
+        return
+    tmp = target.with_name("tokenizer.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    os.replace(tmp, target)
+
+
+def curse_over_seeds(per_seed: list[dict]) -> dict:
+    """k -> {"xmod" | "shared": {"ppl": {lang}, "mean_ppl", "mean_ppl_common"}, "gain": {"per_language": {lang},
+    "mean", "wins"}}, each number a report.mean_sd over seeds; gain = (shared - X-Mod) / shared perplexity."""
+    trimmed = []
+    for r in per_seed:
+        one = {}
+        for k, entries in r["runs"].items():
+            x, b = entries["xmod"]["ppl"], entries["shared"]["ppl"]
+            gain = {c: (b[c] - x[c]) / b[c] for c in x}
+            one[k] = {m: {key: e[key] for key in ("ppl", "mean_ppl", "mean_ppl_common")} for m, e in entries.items()}
+            one[k]["gain"] = {"per_language": gain, "mean": _mean(gain.values()), "wins": sum(x[c] < b[c] for c in x)}
+        trimmed.append(one)
+    return report.over_seeds(trimmed)
+
+
+def _addition_figures(r: dict) -> dict | None:
+    a = r.get("addition")
+    if not a or not a.get("runs"):
+        return None
+    return {"language": a["language"], "k": a["k"], "unseen_pieces": a["unseen_pieces"],
+            "ppl": {name: e["ppl"] for name, e in a["runs"].items()}}
+
+
+def _seed_wall(r: dict) -> float:
+    """Wall seconds of one seed's pre-training and addition runs (as measured by the invocations that ran them)."""
+    walls = [e["wall_s"] for entries in r["runs"].values() for e in entries.values()]
+    walls += [e["wall_s"] for e in (r.get("addition") or {}).get("runs", {}).values()]
+    return sum(w for w in walls if w is not None)
+
+
+def _gain_cell(stat: dict | None) -> str:
+    return report.format_mean_sd(stat, digits=1, percent=True)
+
+
+def render_seeds(results: dict) -> str:
+    s, curse = results["settings"], results["curse"]
+    counts = sorted(int(k) for k in curse)
+    n = len(results["seeds"])
+    families = results.get("families") or {}
+    shape = s["preset"] + "".join(f", {k}={s[k]}" for k in ("hidden_size", "num_hidden_layers",
+                                                             "adapter_reduction_factor") if s[k] is not None)
+    lines = [
+        f"# Curse of multilinguality and retrieval: X-Mod vs the shared baseline, {n} seeds", "",
+        f"Data: `{s['data'] or 'synthetic'}`. Model: {shape}; seq_len {s['seq_len']}, batch {s['batch_size']}, lr "
+        f"{s['lr']:g}, seeds {', '.join(map(str, results['seeds']))}; one tokenizer of {s['vocab_size']} pieces "
+        "(trained by the first seed) shared by every run.",
+        f"Protocol: {results['protocol']} ({s['steps_per_language']} steps per language).",
+        "Every figure is the mean ± sample standard deviation over the seeds (each seed: its own initialisation, "
+        "batches and masks). Perplexity: masked LM on the last "
+        f"{s['valid_lines']} lines of each language (at most {s['valid_batches']} batches), lower is better.", "",
+        "## Curse of multilinguality", "",
+        "Relative gain = (shared − X-Mod) / shared perplexity, per language, then averaged over the k languages; "
+        "wins: languages where X-Mod's perplexity is lower.", "",
+    ]
+    header = ["k", "X-Mod mean ppl", "shared mean ppl", "X-Mod gain", "X-Mod wins",
+              f"X-Mod ppl ({', '.join(results['common_languages'])})",
+              f"shared ppl ({', '.join(results['common_languages'])})"]
+    rows = [[k, report.format_mean_sd(curse[str(k)]["xmod"]["mean_ppl"], 1),
+             report.format_mean_sd(curse[str(k)]["shared"]["mean_ppl"], 1),
+             _gain_cell(curse[str(k)]["gain"]["mean"]),
+             f"{report.format_mean_sd(curse[str(k)]['gain']['wins'], 1)} of {k}",
+             report.format_mean_sd(curse[str(k)]["xmod"]["mean_ppl_common"], 1),
+             report.format_mean_sd(curse[str(k)]["shared"]["mean_ppl_common"], 1)] for k in counts]
+    lines += [report.markdown_table(header, rows), "", "### Relative gain of X-Mod per language", ""]
+    header = ["language", "family", *[f"k={k}" for k in counts]]
+    rows = [[code, families.get(code) or "?",
+             *[_gain_cell(curse[str(k)]["gain"]["per_language"].get(code)) for k in counts]]
+            for code in results["order"]]
+    lines += [report.markdown_table(header, rows, align="ll" + "r" * len(counts)), ""]
+    for model, title in (("xmod", "X-Mod"), ("shared", "shared baseline")):
+        header = ["language", *[f"k={k}" for k in counts]]
+        rows = [[code, *[report.format_mean_sd(curse[str(k)][model]["ppl"].get(code), 1) for k in counts]]
+                for code in results["order"]]
+        lines += [f"### Perplexity, {title}", "", report.markdown_table(header, rows), ""]
+    a = results.get("addition")
+    if a:
+        lines += [f"### {a['language']} added post hoc to the k={a['k']['mean']:g} X-Mod model (perplexity)", "",
+                  report.markdown_table(["initialisation", f"ppl {a['language']}"],
+                                        [[name, report.format_mean_sd(v, 1)] for name, v in a["ppl"].items()]),
+                  "", f"{a['unseen_pieces']['mean']:.1%} of its validation tokens are pieces the pre-training "
+                      "languages' training text never has (untrained, frozen embeddings).", ""]
+    if results.get("retrieval"):
+        lines.append(rx.render_curse_retrieval(results["retrieval"], results["order"], families, n))
+    lines.append(f"Wall time of the pre-training and addition runs per seed: "
+                 f"{report.format_mean_sd(results['wall_s'], 0)} s; of this invocation: "
+                 f"{results['wall_s_this_invocation']:.0f} s (work done by earlier invocations is skipped).")
+    return "\n".join(lines) + "\n"
+
+
+def plot_seeds(results: dict, out: Path) -> list[Path]:
+    curse = results["curse"]
+    counts = sorted(int(k) for k in curse)
+    series = {f"{MODEL_NAMES[m]}, mean over the k languages": [curse[str(k)][m]["mean_ppl"]["mean"] for k in counts]
+              for m in MODELS}
+    paths = [report.line_plot(
+        out / "curse_mean.png", counts, series, log2_x=True, xlabel="pre-training languages k",
+        ylabel="perplexity (lower is better)",
+        title=f"Mean validation perplexity, mean of {len(results['seeds'])} seeds")]
+    retrieval = results.get("retrieval")
+    if retrieval:
+        groups = retrieval["summary"]["groups"]
+        series = {f"{rx.NAMES.get(m, m)}": [((((groups.get(str(k)) or {}).get(m) or {}).get("before") or {})
+                                             .get("all") or {}).get("acc@1", {}).get("mean") for k in counts]
+                  for m in (*MODELS, rx.UNTRAINED)}
+        paths.append(report.line_plot(
+            out / "retrieval_by_k.png", counts, series, log2_x=True, xlabel="pre-training languages k",
+            ylabel="accuracy@1 in % (chance 0.1)",
+            title="Retrieval against the pivot before fine-tuning, mean over languages"))
     return paths
