@@ -10,7 +10,9 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   languages, 8 x 128 mixed), with the paths chosen for processors without AMX and with them
   (``prefer_amx_paths``: attention through SDPA's flash kernel);
 * train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
-  autocast and fp32, with the plain and the fused cross-entropy (``use_fused_cross_entropy``).
+  autocast and fp32, each lever of ``--train-levers`` off and on (the others on): the plain and the
+  fused cross-entropy (``ce``: ``use_fused_cross_entropy``), the tied lookup's gradient dense and as
+  rows (``tied``: ``use_sparse_tied_gradient``).
 """
 
 from __future__ import annotations
@@ -63,7 +65,14 @@ def infer_calls() -> tuple[dict, float, int]:
     return calls, model_flops(config, 8, 128, 0, train=False), 8 * 128
 
 
-def train_calls() -> tuple[dict, float, int]:
+# training levers: name -> (switch, what "before" and "after" take)
+TRAIN_LEVERS = {
+    "ce": (kernels.use_fused_cross_entropy, "plain cross-entropy", "fused cross-entropy"),
+    "tied": (kernels.use_sparse_tied_gradient, "tied lookup's gradient dense", "tied lookup's gradient as rows"),
+}
+
+
+def train_calls(levers: list[str]) -> tuple[dict, float, int]:
     config = make_config(4, 256, 32000, 8, 128)
     ids, lang, labels = batch_for(config, 16, 128, 8)
     calls = {}
@@ -78,8 +87,13 @@ def train_calls() -> tuple[dict, float, int]:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        calls[f"MLM step {precision}, plain cross-entropy"] = (lambda: kernels.use_fused_cross_entropy(False), step)
-        calls[f"MLM step {precision}, fused cross-entropy"] = (lambda: kernels.use_fused_cross_entropy(True), step)
+        for lever in levers:  # each lever off and on, the others on (their defaults)
+            switch, before, after = TRAIN_LEVERS[lever]
+
+            def setting(on: bool, switch=switch):
+                return lambda: ([s(True) for s, _, _ in TRAIN_LEVERS.values()], switch(on))
+            calls[f"MLM step {precision}, {before}"] = (setting(False), step)
+            calls[f"MLM step {precision}, {after}"] = (setting(True), step)
     return calls, model_flops(config, 16, 128, int(labels.ne(-100).sum()), train=True), 16 * 128
 
 
@@ -87,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--suite", default="infer,train")
+    parser.add_argument("--train-levers", default="ce,tied", help=f"comma-separated, of {sorted(TRAIN_LEVERS)}")
     args = parser.parse_args()
     xmodlm.tune_allocator()
     ceilings = {dt: max(matmul_ceiling(dtype).values()) for dt, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
@@ -94,7 +109,7 @@ def main() -> None:
           + ", ".join(f"{dt} {c / 1e9:,.0f} GFLOP/s" for dt, c in ceilings.items()))
     print("| measurement | time (ms) | tokens/s | after / before | MFU |\n|---|---:|---:|---:|---:|")
     for suite in args.suite.split(","):
-        calls, flops, tokens = {"infer": infer_calls, "train": train_calls}[suite]()
+        calls, flops, tokens = infer_calls() if suite == "infer" else train_calls(args.train_levers.split(","))
         times = alternate(calls, args.steps)
         names = list(times)
         for i, name in enumerate(names):
@@ -104,7 +119,8 @@ def main() -> None:
             print(f"| {name} | {times[name] * 1e3:.1f} | {tokens / times[name]:,.0f} | {speed} | "
                   f"{flops / times[name] / ceilings[dt]:.1%} |")
     kernels.prefer_amx_paths(None)
-    kernels.use_fused_cross_entropy(True)
+    for switch, _, _ in TRAIN_LEVERS.values():
+        switch(True)
 
 
 if __name__ == "__main__":
