@@ -12,9 +12,7 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
 * train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
   autocast and fp32, each lever of ``--train-levers`` off and on (the others on): the plain and the
   fused cross-entropy (``ce``: ``use_fused_cross_entropy``), the tied lookup's gradient dense and as
-  rows (``tied``: ``use_sparse_tied_gradient``), the bf16 autocast decoder through torch's linear and
-  through oneDNN (``vocab``: ``use_onednn_autocast``), and every autocast linear through oneDNN (``all``).
-  A lever that concerns bf16 only still runs in fp32: there its two rows time the same step.
+  rows (``tied``: ``use_sparse_tied_gradient``).
 """
 
 from __future__ import annotations
@@ -67,23 +65,11 @@ def infer_calls() -> tuple[dict, float, int]:
     return calls, model_flops(config, 8, 128, 0, train=False), 8 * 128
 
 
-# training levers: name -> (before: what it takes, its setting; after: the same)
+# training levers: name -> (switch, what "before" and "after" take)
 TRAIN_LEVERS = {
-    "ce": ("plain cross-entropy", lambda: kernels.use_fused_cross_entropy(False),
-           "fused cross-entropy", lambda: kernels.use_fused_cross_entropy(True)),
-    "tied": ("tied lookup's gradient dense", lambda: kernels.use_sparse_tied_gradient(False),
-             "tied lookup's gradient as rows", lambda: kernels.use_sparse_tied_gradient(True)),
-    "vocab": ("autocast decoder torch's", lambda: kernels.use_onednn_autocast("none"),
-              "autocast decoder oneDNN", lambda: kernels.use_onednn_autocast("vocabulary")),
-    "all": ("autocast linears oneDNN: the decoder only", lambda: kernels.use_onednn_autocast("vocabulary"),
-            "every autocast linear oneDNN", lambda: kernels.use_onednn_autocast("all")),
+    "ce": (kernels.use_fused_cross_entropy, "plain cross-entropy", "fused cross-entropy"),
+    "tied": (kernels.use_sparse_tied_gradient, "tied lookup's gradient dense", "tied lookup's gradient as rows"),
 }
-
-
-def defaults() -> None:
-    kernels.use_fused_cross_entropy(True)
-    kernels.use_sparse_tied_gradient(True)
-    kernels.use_onednn_autocast("vocabulary")
 
 
 def train_calls(levers: list[str]) -> tuple[dict, float, int]:
@@ -101,10 +87,13 @@ def train_calls(levers: list[str]) -> tuple[dict, float, int]:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        for lever in levers:  # each lever before and after, the others at their defaults
-            before, off, after, on = TRAIN_LEVERS[lever]
-            calls[f"MLM step {precision}, {before}"] = (lambda off=off: (defaults(), off()), step)
-            calls[f"MLM step {precision}, {after}"] = (lambda on=on: (defaults(), on()), step)
+        for lever in levers:  # each lever off and on, the others on (their defaults)
+            switch, before, after = TRAIN_LEVERS[lever]
+
+            def setting(on: bool, switch=switch):
+                return lambda: ([s(True) for s, _, _ in TRAIN_LEVERS.values()], switch(on))
+            calls[f"MLM step {precision}, {before}"] = (setting(False), step)
+            calls[f"MLM step {precision}, {after}"] = (setting(True), step)
     return calls, model_flops(config, 16, 128, int(labels.ne(-100).sum()), train=True), 16 * 128
 
 
@@ -112,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--suite", default="infer,train")
-    parser.add_argument("--train-levers", default="ce,tied,vocab", help=f"comma-separated, of {sorted(TRAIN_LEVERS)}")
+    parser.add_argument("--train-levers", default="ce,tied", help=f"comma-separated, of {sorted(TRAIN_LEVERS)}")
     args = parser.parse_args()
     xmodlm.tune_allocator()
     ceilings = {dt: max(matmul_ceiling(dtype).values()) for dt, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
@@ -130,7 +119,8 @@ def main() -> None:
             print(f"| {name} | {times[name] * 1e3:.1f} | {tokens / times[name]:,.0f} | {speed} | "
                   f"{flops / times[name] / ceilings[dt]:.1%} |")
     kernels.prefer_amx_paths(None)
-    defaults()
+    for switch, _, _ in TRAIN_LEVERS.values():
+        switch(True)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ from .linear import (
     onednn_trainable,
     packed_weights,
     use_onednn,
-    use_onednn_autocast,
 )
 from .attention import bf16_attention, dropout_attention
 from .loss import scored_cross_entropy, use_fused_cross_entropy
@@ -91,6 +90,5 @@ __all__ = [
     "scored_cross_entropy",
     "use_fused_cross_entropy",
     "use_onednn",
-    "use_onednn_autocast",
     "use_sparse_tied_gradient",
 ]

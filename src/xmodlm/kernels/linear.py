@@ -40,9 +40,7 @@ def _onednn_in_build() -> bool:
         return False
 
 
-_ONEDNN = {"enabled": True, "available": _onednn_in_build(), "autocast": "vocabulary"}
-# below this many outputs, a bf16 autocast linear in training stays torch's (see onednn_autocast)
-VOCABULARY_WIDTH = 8192
+_ONEDNN = {"enabled": True, "available": _onednn_in_build()}
 # Inference-only derived tensors (packed or stacked weights) per module, outside the module so that
 # state_dict, deepcopy and pickling never see them; an entry goes with its module.
 INFERENCE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple | dict]" = weakref.WeakKeyDictionary()
@@ -51,14 +49,6 @@ INFERENCE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple | dict]" = weakref.
 def use_onednn(enabled: bool) -> None:
     """Use (True, the default) or bypass the oneDNN linears on CPU (plain torch ops)."""
     _ONEDNN["enabled"] = bool(enabled)
-
-
-def use_onednn_autocast(scope: str) -> None:
-    """Which linears of CPU training under bf16 autocast run through ``OneDNNLinear`` (cast once, both backward
-    products in oneDNN): "vocabulary" (the default: outputs >= VOCABULARY_WIDTH), "all" or "none" (torch's)."""
-    if scope not in ("vocabulary", "all", "none"):
-        raise ValueError(f"scope {scope!r}: expected 'vocabulary', 'all' or 'none'")
-    _ONEDNN["autocast"] = scope
 
 
 def drop_inference_cache(root: nn.Module) -> None:
@@ -86,36 +76,17 @@ def onednn_trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def onednn_autocast(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
-    """The dtype to which ``OneDNNLinear`` casts a linear's operands in CPU autograd under autocast, or None.
-    torch's autocast linear multiplies by the transposed weight, which for a vocabulary projection (tens of
-    thousands of outputs, a few hundred scored rows) ran slower than oneDNN's product with the (out, in) weight;
-    the backward products stay torch's (oneDNN would copy their transposed operands first)."""
-    scope = _ONEDNN["autocast"]
-    if (scope == "none" or not torch.is_grad_enabled() or not torch.is_autocast_enabled("cpu") or not _onednn_ready(x)
-            or (scope == "vocabulary" and weight.shape[0] < VOCABULARY_WIDTH)):
-        return None
-    dtype = torch.get_autocast_dtype("cpu")
-    return dtype if dtype == torch.bfloat16 and x.dtype in (torch.float32, dtype) else None
-
-
 def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight.T + bias in oneDNN (weight (out, in), any strides)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
 
 
 class OneDNNLinear(torch.autograd.Function):
-    """F.linear for CPU training, with the forward and both backward products in oneDNN: float32, or under
-    autocast with ``dtype`` (bf16) as autocast computes it (operands cast once, the product and its gradients in
-    bf16, each gradient cast back to its input's dtype). Differentiable once: for double backward (gradient
-    penalties) call ``use_onednn(False)``."""
+    """F.linear for float32 CPU training, with the forward and both backward products in oneDNN.
+    Differentiable once: for double backward (gradient penalties) call ``use_onednn(False)``."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, dtype=None):
-        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        if dtype is not None:
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
+    def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         return _mm(x, weight, bias)
@@ -124,22 +95,14 @@ class OneDNNLinear(torch.autograd.Function):
     @once_differentiable  # oneDNN's kernels have no derivatives: a second backward is a clear error
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad = grad.to(x.dtype)
-        grad2, x2 = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-        cast = ctx.dtypes[1] != weight.dtype
-        grad_x = grad_w = grad_b = None
-        if cast:  # torch's products, as autocast's backward: oneDNN would first copy the transposed operands
-            grad_x = grad.matmul(weight) if ctx.needs_input_grad[0] else None
-            grad_w = grad2.t().mm(x2) if ctx.needs_input_grad[1] else None
-        else:
-            grad_x = _mm(grad, weight.t()) if ctx.needs_input_grad[0] else None
-            if ctx.needs_input_grad[1]:  # (out, in) = grad2.T @ x2; oneDNN is fastest with the wider side as its "weight"
-                wide = weight.shape[0] >= weight.shape[1]
-                grad_w = _mm(x2.t(), grad2.t()).t() if wide else _mm(grad2.t(), x2.t())
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad2.sum(0)
-        grads = (grad_x, grad_w, grad_b)
-        return (*(None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)), None)
+        grad2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = _mm(grad, weight.t()) if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:  # (out, in) = grad2.T @ x2; oneDNN is fastest with the wider side as its "weight"
+            x2 = x.reshape(-1, x.shape[-1])
+            grad_w = _mm(x2.t(), grad2.t()).t() if weight.shape[0] >= weight.shape[1] else _mm(grad2.t(), x2.t())
+        grad_b = grad2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
 
 
 def concat(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -183,11 +146,7 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     weight, bias = concat(linears)
     if tied:
         weight = decoder_weight(weight)
-    cast = onednn_autocast(x, weight)
-    if cast is not None or onednn_trainable(x, weight):
-        y = OneDNNLinear.apply(x, weight, bias, cast)
-    else:
-        y = F.linear(x, weight, bias)
+    y = OneDNNLinear.apply(x, weight, bias) if onednn_trainable(x, weight) else F.linear(x, weight, bias)
     if act is not None:
         y = activation(act)(y)
     if dropout is not None:
