@@ -30,20 +30,26 @@ from xmodlm.model import XmodForMaskedLM, XmodModel
 from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops
 
 
-def alternate(calls: dict, steps: int, warmup: int = 2) -> dict[str, float]:
-    """name -> (switch, fn): median seconds of fn() with switch() applied first, alternating call by call."""
+def alternate(calls: dict, steps: int, warmup: int = 2) -> tuple[dict[str, float], dict[str, tuple]]:
+    """name -> (switch, fn): median seconds of fn() with switch() applied first, alternating call by call; and
+    where fn returns its phases' seconds (a tuple), the median of each phase."""
     for switch, fn in calls.values():
         for _ in range(warmup):
             switch()
             fn()
     times: dict[str, list[float]] = {name: [] for name in calls}
+    phases: dict[str, list[tuple]] = {name: [] for name in calls}
     for _ in range(steps):
         for name, (switch, fn) in calls.items():
             switch()
             start = time.perf_counter()
-            fn()
+            parts = fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            if isinstance(parts, tuple):
+                phases[name].append(parts)
+    medians = {name: tuple(statistics.median(p[i] for p in ps) for i in range(len(ps[0])))
+               for name, ps in phases.items() if ps}
+    return {name: statistics.median(t) for name, t in times.items()}, medians
 
 
 def infer_calls() -> tuple[dict, float, int]:
@@ -65,11 +71,18 @@ def infer_calls() -> tuple[dict, float, int]:
     return calls, model_flops(config, 8, 128, 0, train=False), 8 * 128
 
 
-# training levers: name -> (switch, what "before" and "after" take)
+# training levers: name -> (before: what it takes, its setting; after: the same)
 TRAIN_LEVERS = {
-    "ce": (kernels.use_fused_cross_entropy, "plain cross-entropy", "fused cross-entropy"),
-    "tied": (kernels.use_sparse_tied_gradient, "tied lookup's gradient dense", "tied lookup's gradient as rows"),
+    "ce": ("plain cross-entropy", lambda: kernels.use_fused_cross_entropy(False),
+           "fused cross-entropy", lambda: kernels.use_fused_cross_entropy(True)),
+    "tied": ("tied lookup's gradient dense", lambda: kernels.use_sparse_tied_gradient(False),
+             "tied lookup's gradient as rows", lambda: kernels.use_sparse_tied_gradient(True)),
 }
+
+
+def defaults() -> None:
+    kernels.use_fused_cross_entropy(True)
+    kernels.use_sparse_tied_gradient(True)
 
 
 def train_calls(levers: list[str]) -> tuple[dict, float, int]:
@@ -81,19 +94,20 @@ def train_calls(levers: list[str]) -> tuple[dict, float, int]:
         model = XmodForMaskedLM(config).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
-        def step(model=model, opt=opt, amp=precision == "bf16"):
+        def step(model=model, opt=opt, amp=precision == "bf16") -> tuple[float, float, float]:
+            start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
                 loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
+            forward = time.perf_counter()
             loss.backward()
+            backward = time.perf_counter()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        for lever in levers:  # each lever off and on, the others on (their defaults)
-            switch, before, after = TRAIN_LEVERS[lever]
-
-            def setting(on: bool, switch=switch):
-                return lambda: ([s(True) for s, _, _ in TRAIN_LEVERS.values()], switch(on))
-            calls[f"MLM step {precision}, {before}"] = (setting(False), step)
-            calls[f"MLM step {precision}, {after}"] = (setting(True), step)
+            return forward - start, backward - forward, time.perf_counter() - backward
+        for lever in levers:  # each lever before and after, the others at their defaults
+            before, off, after, on = TRAIN_LEVERS[lever]
+            calls[f"MLM step {precision}, {before}"] = (lambda off=off: (defaults(), off()), step)
+            calls[f"MLM step {precision}, {after}"] = (lambda on=on: (defaults(), on()), step)
     return calls, model_flops(config, 16, 128, int(labels.ne(-100).sum()), train=True), 16 * 128
 
 
@@ -107,20 +121,20 @@ def main() -> None:
     ceilings = {dt: max(matmul_ceiling(dtype).values()) for dt, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
     print(f"{torch.get_num_threads()} thread(s), AMX bf16 detected: {kernels.amx_bf16()}; matmul ceilings "
           + ", ".join(f"{dt} {c / 1e9:,.0f} GFLOP/s" for dt, c in ceilings.items()))
-    print("| measurement | time (ms) | tokens/s | after / before | MFU |\n|---|---:|---:|---:|---:|")
+    print("| measurement | time (ms) | tokens/s | after / before | MFU | forward / backward / optimizer (ms) |\n"
+          "|---|---:|---:|---:|---:|---:|")
     for suite in args.suite.split(","):
         calls, flops, tokens = infer_calls() if suite == "infer" else train_calls(args.train_levers.split(","))
-        times = alternate(calls, args.steps)
+        times, phases = alternate(calls, args.steps)
         names = list(times)
         for i, name in enumerate(names):
             before = times[names[i - i % 2]]  # pairs: (before, after)
             dt = "bf16" if "bf16" in name else "fp32"
             speed = f"{before / times[name]:.2f}x" if i % 2 else ""
             print(f"| {name} | {times[name] * 1e3:.1f} | {tokens / times[name]:,.0f} | {speed} | "
-                  f"{flops / times[name] / ceilings[dt]:.1%} |")
+                  f"{flops / times[name] / ceilings[dt]:.1%} | {' / '.join(f'{p * 1e3:.1f}' for p in phases.get(name, ()))} |")
     kernels.prefer_amx_paths(None)
-    for switch, _, _ in TRAIN_LEVERS.values():
-        switch(True)
+    defaults()
 
 
 if __name__ == "__main__":
