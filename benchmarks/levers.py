@@ -12,7 +12,8 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
 * train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
   autocast and fp32, each lever of ``--train-levers`` off and on (the others on): the plain and the
   fused cross-entropy (``ce``: ``use_fused_cross_entropy``), the tied lookup's gradient dense and as
-  rows (``tied``: ``use_sparse_tied_gradient``).
+  rows (``tied``: ``use_sparse_tied_gradient``), Dropout's mask and scale as two multiplications and in
+  one pass (``dropout``: ``use_one_pass_dropout``).
 """
 
 from __future__ import annotations
@@ -77,12 +78,15 @@ TRAIN_LEVERS = {
            "fused cross-entropy", lambda: kernels.use_fused_cross_entropy(True)),
     "tied": ("tied lookup's gradient dense", lambda: kernels.use_sparse_tied_gradient(False),
              "tied lookup's gradient as rows", lambda: kernels.use_sparse_tied_gradient(True)),
+    "dropout": ("dropout as two multiplications", lambda: kernels.use_one_pass_dropout(False),
+                "dropout in one pass", lambda: kernels.use_one_pass_dropout(True)),
 }
 
 
 def defaults() -> None:
     kernels.use_fused_cross_entropy(True)
     kernels.use_sparse_tied_gradient(True)
+    kernels.use_one_pass_dropout(True)
 
 
 def train_calls(levers: list[str]) -> tuple[dict, float, int]:
@@ -115,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--suite", default="infer,train")
-    parser.add_argument("--train-levers", default="ce,tied", help=f"comma-separated, of {sorted(TRAIN_LEVERS)}")
+    parser.add_argument("--train-levers", default="ce,tied,dropout", help=f"comma-separated, of {sorted(TRAIN_LEVERS)}")
     args = parser.parse_args()
     xmodlm.tune_allocator()
     ceilings = {dt: max(matmul_ceiling(dtype).values()) for dt, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}

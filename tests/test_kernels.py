@@ -490,3 +490,27 @@ def test_tied_lookup_without_a_decoder_gradient_stays_dense():
         kernels.use_sparse_tied_gradient(True)
     assert word.grad.layout == torch.strided
     assert torch.equal(word.grad, reference.roberta.embeddings.word_embeddings.weight.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_one_pass_dropout_gives_the_two_multiplications_numbers(dtype):
+    """Dropout's mask and scale in one pass (forward and backward) against torch's x * keep, then * scale: the
+    same mask (same seed), bit for bit the same output and gradient; under autocast too."""
+    drop = kernels.Dropout(0.1).train()
+    x = torch.randn(6, 40, 33, dtype=dtype, requires_grad=True)
+    grad = torch.randn(6, 40, 33, dtype=dtype)
+    results = []
+    for one_pass in (True, False):
+        kernels.use_one_pass_dropout(one_pass)
+        try:
+            torch.manual_seed(5)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                y = drop(x)
+            y.backward(grad)
+        finally:
+            kernels.use_one_pass_dropout(True)
+        results.append((y.detach(), x.grad))
+        x.grad = None
+    (y1, g1), (y0, g0) = results
+    assert y1.dtype == y0.dtype == dtype and torch.equal(y1, y0) and torch.equal(g1, g0)
+    assert 0.85 < float((y1 != 0).float().mean()) < 0.95

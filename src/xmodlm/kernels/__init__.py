@@ -21,7 +21,8 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   training with attention dropout (``dropout_attention``, with the faster mask).
 * the masked-LM cross-entropy in training (``loss.scored_cross_entropy``): one autograd function
   that computes the loss and its gradient from one float32 softmax, a slice of rows at a time.
-* ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli.
+* ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli, applied with its
+  scale in one pass each way (``dropout._MaskAndScale``).
 * the tied word embeddings in training (``tied``): the lookup's gradient joins the decoder's as rows
   (a sparse gradient added into the dense one) instead of a zero-filled vocabulary-sized matrix.
 
@@ -41,7 +42,8 @@ them, and ``Dropout`` rounds p to a multiple of 1/65536. fp32 results agree with
 float32 rounding; bf16 results are no further from fp32 than the plain bf16 path (the tests check
 both); the tied lookup's row gradient sums the same float32 terms in another order.
 ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
-the fused cross-entropy, ``use_sparse_tied_gradient(False)`` the tied lookup's row gradient, and
+the fused cross-entropy, ``use_sparse_tied_gradient(False)`` the tied lookup's row gradient,
+``use_one_pass_dropout(False)`` the one-pass mask and scale, and
 ``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken. Under ``torch.compile`` the plain
 ops are traced.
 
@@ -50,7 +52,7 @@ them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
 from .cpu import amx_bf16, prefer_amx_paths
-from .dropout import Dropout
+from .dropout import Dropout, use_one_pass_dropout
 from .linear import (
     ACTIVATIONS,
     INFERENCE_CACHE,
@@ -89,6 +91,7 @@ __all__ = [
     "run_language_modules",
     "scored_cross_entropy",
     "use_fused_cross_entropy",
+    "use_one_pass_dropout",
     "use_onednn",
     "use_sparse_tied_gradient",
 ]

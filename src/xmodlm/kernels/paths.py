@@ -6,6 +6,7 @@ import torch
 
 from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
+from .dropout import _ONE_PASS
 from .loss import _FUSED
 from .tied import _SPARSE
 
@@ -22,4 +23,5 @@ def describe_paths() -> dict[str, str]:
         "MLM cross-entropy in training": "fused, sliced rows" if _FUSED["enabled"] else "plain F.cross_entropy",
         "tied word embeddings' gradient in training": ("lookup rows added into the decoder's" if _SPARSE["enabled"]
                                                        else "dense lookup gradient, summed"),
+        "Dropout's mask and scale in training": "one pass each way" if _ONE_PASS["enabled"] else "two multiplications",
     }
