@@ -43,9 +43,9 @@ float32 rounding; bf16 results are no further from fp32 than the plain bf16 path
 both); the tied lookup's row gradient sums the same float32 terms in another order.
 ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
 the fused cross-entropy, ``use_sparse_tied_gradient(False)`` the tied lookup's row gradient,
-``use_one_pass_dropout(False)`` the one-pass mask and scale, and
-``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken. Under ``torch.compile`` the plain
-ops are traced.
+``use_one_pass_dropout(False)`` the one-pass mask and scale, and ``prefer_amx_paths(True / False /
+None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken.
+Under ``torch.compile`` the plain ops are traced.
 
 The submodules ``linear`` and ``attention`` keep their names here (their entry functions share
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
