@@ -89,11 +89,11 @@ def defaults() -> None:
     kernels.use_one_pass_dropout(True)
 
 
-def train_calls(levers: list[str]) -> tuple[dict, float, int]:
+def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:
     config = make_config(4, 256, 32000, 8, 128)
     ids, lang, labels = batch_for(config, 16, 128, 8)
     calls = {}
-    for precision in ("bf16", "fp32"):
+    for precision in precisions:
         torch.manual_seed(0)
         model = XmodForMaskedLM(config).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
@@ -119,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--suite", default="infer,train")
+    parser.add_argument("--precisions", default="bf16,fp32", help="the training step's, comma-separated")
     parser.add_argument("--train-levers", default="ce,tied,dropout", help=f"comma-separated, of {sorted(TRAIN_LEVERS)}")
     args = parser.parse_args()
     xmodlm.tune_allocator()
@@ -128,7 +129,7 @@ def main() -> None:
     print("| measurement | time (ms) | tokens/s | after / before | MFU | forward / backward / optimizer (ms) |\n"
           "|---|---:|---:|---:|---:|---:|")
     for suite in args.suite.split(","):
-        calls, flops, tokens = infer_calls() if suite == "infer" else train_calls(args.train_levers.split(","))
+        calls, flops, tokens = infer_calls() if suite == "infer" else train_calls(args.train_levers.split(","), args.precisions.split(","))
         times, phases = alternate(calls, args.steps)
         names = list(times)
         for i, name in enumerate(names):
