@@ -129,15 +129,19 @@ def main() -> None:
     print("| measurement | time (ms) | tokens/s | after / before | MFU | forward / backward / optimizer (ms) |\n"
           "|---|---:|---:|---:|---:|---:|")
     for suite in args.suite.split(","):
-        calls, flops, tokens = infer_calls() if suite == "infer" else train_calls(args.train_levers.split(","), args.precisions.split(","))
+        if suite == "infer":
+            calls, flops, tokens = infer_calls()
+        else:
+            calls, flops, tokens = train_calls(args.train_levers.split(","), args.precisions.split(","))
         times, phases = alternate(calls, args.steps)
         names = list(times)
         for i, name in enumerate(names):
             before = times[names[i - i % 2]]  # pairs: (before, after)
             dt = "bf16" if "bf16" in name else "fp32"
             speed = f"{before / times[name]:.2f}x" if i % 2 else ""
+            split = " / ".join(f"{p * 1e3:.1f}" for p in phases.get(name, ()))
             print(f"| {name} | {times[name] * 1e3:.1f} | {tokens / times[name]:,.0f} | {speed} | "
-                  f"{flops / times[name] / ceilings[dt]:.1%} | {' / '.join(f'{p * 1e3:.1f}' for p in phases.get(name, ()))} |")
+                  f"{flops / times[name] / ceilings[dt]:.1%} | {split} |")
     kernels.prefer_amx_paths(None)
     defaults()
 
