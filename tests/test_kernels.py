@@ -455,17 +455,19 @@ def test_tied_lookup_gradient_joins_the_decoders_as_rows(amp, tie, monkeypatch):
     added = []
     original = kernel_tied.add_rows
     monkeypatch.setattr(kernel_tied, "add_rows", lambda *a: (added.append(1), original(*a))[1])
-    grads = []
+    grads, losses = [], []
     for rows in (True, False):
         kernels.use_sparse_tied_gradient(rows)
         try:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss.backward()
+                loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
+            loss.backward()
         finally:
             kernels.use_sparse_tied_gradient(True)
+        losses.append(loss.item())
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         model.zero_grad(set_to_none=True)
-    assert added == ([1] if tie else [])
+    assert added == ([1] if tie else []) and losses[0] == losses[1]
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         assert grad.layout == torch.strided
@@ -514,3 +516,13 @@ def test_one_pass_dropout_gives_the_two_multiplications_numbers(dtype):
     (y1, g1), (y0, g0) = results
     assert y1.dtype == y0.dtype == dtype and torch.equal(y1, y0) and torch.equal(g1, g0)
     assert 0.85 < float((y1 != 0).float().mean()) < 0.95
+
+
+def test_tied_lookup_of_a_bf16_model_keeps_torchs_gradient(monkeypatch):
+    """A bf16 matrix keeps torch's lookup gradient (it sums repeated tokens in float32; index_add_ would not)."""
+    model = ours(XmodForMaskedLM).to(torch.bfloat16)
+    ids, mask = batch()
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
+    monkeypatch.setattr(kernel_tied, "add_rows", lambda *a: pytest.fail("rows added into a bf16 gradient"))
+    model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss.backward()
+    assert model.roberta.embeddings.word_embeddings.weight.grad.dtype == torch.bfloat16

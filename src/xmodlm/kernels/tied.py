@@ -7,8 +7,8 @@ third: three passes over a vocabulary-sized matrix for a few thousand rows. Here
 runs first (the lookup comes first in the forward), keeps a reference to its dense gradient, fresh from the
 decoder's product, and the lookup's backward adds its rows into it in place and hands autograd no gradient of
 its own: the parameter's gradient is the same dense sum (its float32 additions in another order). Where no
-decoder gradient came in the same backward pass (an untied or frozen decoder, a model without one), or its dtype
-differs, the lookup's gradient is torch's dense one.
+decoder gradient came in the same backward pass (an untied or frozen decoder, a model without one), or the matrix
+is not float32, the lookup's gradient is torch's dense one.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ class _Lookup(torch.autograd.Function):
     def backward(ctx, grad):
         (ids,) = ctx.saved_tensors
         task, dense = _DENSE_GIVEN.pop(ctx.key, (None, None))
-        if task == torch._C._current_graph_task_id() and dense.dtype == grad.dtype:
+        # float32 only: in a bf16 model, index_add_ would round after every repeated token, where torch's
+        # lookup gradient sums them in float32 first
+        if task == torch._C._current_graph_task_id() and dense.dtype == grad.dtype == torch.float32:
             add_rows(dense, ids, grad, ctx.padding_idx)
             return None, None, None
         return None, torch.ops.aten.embedding_dense_backward(grad, ids, ctx.rows, ctx.padding_idx, False), None
