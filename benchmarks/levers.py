@@ -12,7 +12,7 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
 * train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
   autocast and fp32, each lever of ``--train-levers`` off and on (the others on): the plain and the
   fused cross-entropy (``ce``: ``use_fused_cross_entropy``), the tied lookup's gradient dense and as
-  rows (``tied``: ``use_sparse_tied_gradient``), Dropout's mask and scale as two multiplications and in
+  rows (``tied``: ``use_tied_row_gradient``), Dropout's mask and scale as two multiplications and in
   one pass (``dropout``: ``use_one_pass_dropout``).
 """
 
@@ -76,8 +76,8 @@ def infer_calls() -> tuple[dict, float, int]:
 TRAIN_LEVERS = {
     "ce": ("plain cross-entropy", lambda: kernels.use_fused_cross_entropy(False),
            "fused cross-entropy", lambda: kernels.use_fused_cross_entropy(True)),
-    "tied": ("tied lookup's gradient dense", lambda: kernels.use_sparse_tied_gradient(False),
-             "tied lookup's gradient as rows", lambda: kernels.use_sparse_tied_gradient(True)),
+    "tied": ("tied lookup's gradient dense", lambda: kernels.use_tied_row_gradient(False),
+             "tied lookup's gradient as rows", lambda: kernels.use_tied_row_gradient(True)),
     "dropout": ("dropout as two multiplications", lambda: kernels.use_one_pass_dropout(False),
                 "dropout in one pass", lambda: kernels.use_one_pass_dropout(True)),
 }
@@ -85,7 +85,7 @@ TRAIN_LEVERS = {
 
 def defaults() -> None:
     kernels.use_fused_cross_entropy(True)
-    kernels.use_sparse_tied_gradient(True)
+    kernels.use_tied_row_gradient(True)
     kernels.use_one_pass_dropout(True)
 
 

@@ -457,13 +457,13 @@ def test_tied_lookup_gradient_joins_the_decoders_as_rows(amp, tie, monkeypatch):
     monkeypatch.setattr(kernel_tied, "add_rows", lambda *a: (added.append(1), original(*a))[1])
     grads, losses = [], []
     for rows in (True, False):
-        kernels.use_sparse_tied_gradient(rows)
+        kernels.use_tied_row_gradient(rows)
         try:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
             loss.backward()
         finally:
-            kernels.use_sparse_tied_gradient(True)
+            kernels.use_tied_row_gradient(True)
         losses.append(loss.item())
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         model.zero_grad(set_to_none=True)
@@ -485,11 +485,11 @@ def test_tied_lookup_without_a_decoder_gradient_stays_dense():
     out.float().pow(2).mean().backward()
     word = model.roberta.embeddings.word_embeddings.weight
     reference = ours(XmodForMaskedLM)
-    kernels.use_sparse_tied_gradient(False)
+    kernels.use_tied_row_gradient(False)
     try:
         reference.roberta(ids, attention_mask=mask, lang_ids=MIXED).last_hidden_state.float().pow(2).mean().backward()
     finally:
-        kernels.use_sparse_tied_gradient(True)
+        kernels.use_tied_row_gradient(True)
     assert word.grad.layout == torch.strided
     assert torch.equal(word.grad, reference.roberta.embeddings.word_embeddings.weight.grad)
 

@@ -18,18 +18,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-_SPARSE = {"enabled": True}
+_ROWS = {"enabled": True}
 # id(weight) -> (the backward pass (graph task) in which the decoder produced it, the decoder's dense gradient)
 _DENSE_GIVEN: dict[int, tuple[int, torch.Tensor]] = {}
 
 
-def use_sparse_tied_gradient(enabled: bool) -> None:
+def use_tied_row_gradient(enabled: bool) -> None:
     """Let the tied lookup's gradient join the decoder's as rows (True, the default) or stay dense (False)."""
-    _SPARSE["enabled"] = bool(enabled)
+    _ROWS["enabled"] = bool(enabled)
 
 
 def _applies(weight: torch.Tensor) -> bool:
-    return (_SPARSE["enabled"] and torch.is_grad_enabled() and weight.requires_grad
+    return (_ROWS["enabled"] and torch.is_grad_enabled() and weight.requires_grad
             and not torch.compiler.is_compiling())
 
 

@@ -13,7 +13,7 @@ amp = sys.argv[1] == "bf16"
 T = {True: [], False: []}
 for i in range(24):
     on = bool(i % 2)
-    if sys.argv[2] == "tied": kernels.use_sparse_tied_gradient(on)
+    if sys.argv[2] == "tied": kernels.use_tied_row_gradient(on)
     else: kernels.use_onednn_autocast("vocabulary" if on else "none")
     s0 = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
