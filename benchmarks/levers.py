@@ -10,7 +10,10 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   languages, 8 x 128 mixed), with the paths chosen for processors without AMX and with them
   (``prefer_amx_paths``: attention through SDPA's flash kernel);
 * train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
-  autocast and fp32, with the plain and the fused cross-entropy (``use_fused_cross_entropy``).
+  autocast and fp32, each lever of ``--train-levers`` off and on (the others on): the plain and the
+  fused cross-entropy (``ce``: ``use_fused_cross_entropy``), the tied lookup's gradient dense and as
+  rows (``tied``: ``use_tied_row_gradient``), Dropout's mask and scale as two multiplications and in
+  one pass (``dropout``: ``use_one_pass_dropout``).
 """
 
 from __future__ import annotations
@@ -28,20 +31,26 @@ from xmodlm.model import XmodForMaskedLM, XmodModel
 from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops
 
 
-def alternate(calls: dict, steps: int, warmup: int = 2) -> dict[str, float]:
-    """name -> (switch, fn): median seconds of fn() with switch() applied first, alternating call by call."""
+def alternate(calls: dict, steps: int, warmup: int = 2) -> tuple[dict[str, float], dict[str, tuple]]:
+    """name -> (switch, fn): median seconds of fn() with switch() applied first, alternating call by call; and
+    where fn returns its phases' seconds (a tuple), the median of each phase."""
     for switch, fn in calls.values():
         for _ in range(warmup):
             switch()
             fn()
     times: dict[str, list[float]] = {name: [] for name in calls}
+    phases: dict[str, list[tuple]] = {name: [] for name in calls}
     for _ in range(steps):
         for name, (switch, fn) in calls.items():
             switch()
             start = time.perf_counter()
-            fn()
+            parts = fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            if isinstance(parts, tuple):
+                phases[name].append(parts)
+    medians = {name: tuple(statistics.median(p[i] for p in ps) for i in range(len(ps[0])))
+               for name, ps in phases.items() if ps}
+    return {name: statistics.median(t) for name, t in times.items()}, medians
 
 
 def infer_calls() -> tuple[dict, float, int]:
@@ -63,23 +72,46 @@ def infer_calls() -> tuple[dict, float, int]:
     return calls, model_flops(config, 8, 128, 0, train=False), 8 * 128
 
 
-def train_calls() -> tuple[dict, float, int]:
+# training levers: name -> (before: what it takes, its setting; after: the same)
+TRAIN_LEVERS = {
+    "ce": ("plain cross-entropy", lambda: kernels.use_fused_cross_entropy(False),
+           "fused cross-entropy", lambda: kernels.use_fused_cross_entropy(True)),
+    "tied": ("tied lookup's gradient dense", lambda: kernels.use_tied_row_gradient(False),
+             "tied lookup's gradient as rows", lambda: kernels.use_tied_row_gradient(True)),
+    "dropout": ("dropout as two multiplications", lambda: kernels.use_one_pass_dropout(False),
+                "dropout in one pass", lambda: kernels.use_one_pass_dropout(True)),
+}
+
+
+def defaults() -> None:
+    kernels.use_fused_cross_entropy(True)
+    kernels.use_tied_row_gradient(True)
+    kernels.use_one_pass_dropout(True)
+
+
+def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:
     config = make_config(4, 256, 32000, 8, 128)
     ids, lang, labels = batch_for(config, 16, 128, 8)
     calls = {}
-    for precision in ("bf16", "fp32"):
+    for precision in precisions:
         torch.manual_seed(0)
         model = XmodForMaskedLM(config).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
-        def step(model=model, opt=opt, amp=precision == "bf16"):
+        def step(model=model, opt=opt, amp=precision == "bf16") -> tuple[float, float, float]:
+            start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
                 loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
+            forward = time.perf_counter()
             loss.backward()
+            backward = time.perf_counter()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        calls[f"MLM step {precision}, plain cross-entropy"] = (lambda: kernels.use_fused_cross_entropy(False), step)
-        calls[f"MLM step {precision}, fused cross-entropy"] = (lambda: kernels.use_fused_cross_entropy(True), step)
+            return forward - start, backward - forward, time.perf_counter() - backward
+        for lever in levers:  # each lever before and after, the others at their defaults
+            before, off, after, on = TRAIN_LEVERS[lever]
+            calls[f"MLM step {precision}, {before}"] = (lambda off=off: (defaults(), off()), step)
+            calls[f"MLM step {precision}, {after}"] = (lambda on=on: (defaults(), on()), step)
     return calls, model_flops(config, 16, 128, int(labels.ne(-100).sum()), train=True), 16 * 128
 
 
@@ -87,24 +119,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--suite", default="infer,train")
+    parser.add_argument("--precisions", default="bf16,fp32", help="the training step's, comma-separated")
+    parser.add_argument("--train-levers", default="ce,tied,dropout", help=f"comma-separated, of {sorted(TRAIN_LEVERS)}")
     args = parser.parse_args()
     xmodlm.tune_allocator()
     ceilings = {dt: max(matmul_ceiling(dtype).values()) for dt, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
     print(f"{torch.get_num_threads()} thread(s), AMX bf16 detected: {kernels.amx_bf16()}; matmul ceilings "
           + ", ".join(f"{dt} {c / 1e9:,.0f} GFLOP/s" for dt, c in ceilings.items()))
-    print("| measurement | time (ms) | tokens/s | after / before | MFU |\n|---|---:|---:|---:|---:|")
+    print("| measurement | time (ms) | tokens/s | after / before | MFU | forward / backward / optimizer (ms) |\n"
+          "|---|---:|---:|---:|---:|---:|")
     for suite in args.suite.split(","):
-        calls, flops, tokens = {"infer": infer_calls, "train": train_calls}[suite]()
-        times = alternate(calls, args.steps)
+        if suite == "infer":
+            calls, flops, tokens = infer_calls()
+        else:
+            calls, flops, tokens = train_calls(args.train_levers.split(","), args.precisions.split(","))
+        times, phases = alternate(calls, args.steps)
         names = list(times)
         for i, name in enumerate(names):
             before = times[names[i - i % 2]]  # pairs: (before, after)
             dt = "bf16" if "bf16" in name else "fp32"
             speed = f"{before / times[name]:.2f}x" if i % 2 else ""
+            split = " / ".join(f"{p * 1e3:.1f}" for p in phases.get(name, ()))
             print(f"| {name} | {times[name] * 1e3:.1f} | {tokens / times[name]:,.0f} | {speed} | "
-                  f"{flops / times[name] / ceilings[dt]:.1%} |")
+                  f"{flops / times[name] / ceilings[dt]:.1%} | {split} |")
     kernels.prefer_amx_paths(None)
-    kernels.use_fused_cross_entropy(True)
+    defaults()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Where the time of a masked-LM training step goes, at the shape of ``xmodlm bench``'s train suite
 (4 x 256, vocab 32k, 8 languages, batch 16 x 128, mixed languages), bf16 autocast or fp32, fused AdamW.
 
-    python3 benchmarks/train_breakdown.py [--steps 7] [--precision bf16|fp32]
+    python3 benchmarks/train_breakdown.py [--steps 7] [--precision bf16|fp32] [--by-shape 30]
 
 Two measurements of the same step, interleaved with nothing else:
 
@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=7, help="timed steps (after 2 untimed)")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--plain-cross-entropy", action="store_true", help="F.cross_entropy, not the fused kernel")
+    parser.add_argument("--by-shape", type=int, default=0, metavar="N",
+                        help="also print the N largest ops by self time with their input shapes (the call sites)")
     args = parser.parse_args()
     xmodlm.tune_allocator()
     kernels.use_fused_cross_entropy(not args.plain_cross_entropy)
@@ -114,7 +116,7 @@ def main() -> None:
     fwd, bwd, opt = (statistics.median(t[i] for t in times) for i in range(3))
     total = statistics.median(sum(t) for t in times)
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=bool(args.by_shape)) as prof:
         start = time.perf_counter()
         step()
         profiled = time.perf_counter() - start
@@ -139,6 +141,10 @@ def main() -> None:
         print(f"| {name} | {seconds * 1e3:.1f} | {seconds / profiled:.0%} | {cells} |")
     print("\nlargest ops (self time, ms): " + ", ".join(
         f"{k} {v * 1e3:.1f}" for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:14]))
+    if args.by_shape:
+        print("\n| op | input shapes | calls | ms per step |\n|---|---|---:|---:|")
+        for event in sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)[:args.by_shape]:
+            print(f"| {event.key} | {event.input_shapes} | {event.count} | {event.self_cpu_time_total / 1e3:.1f} |")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 import xmodlm.kernels as kernels
 import xmodlm.kernels.attention as kernel_attention
 import xmodlm.kernels.loss as kernel_loss
+import xmodlm.kernels.tied as kernel_tied
 from test_model import MIXED, batch, maxdiff, needs_onednn, spy
 from tiny import TOL, ours, tiny_config
 from xmodlm.model import XmodAdapter, XmodForMaskedLM, XmodModel
@@ -440,3 +441,88 @@ def test_range_cross_entropy_is_the_loss_of_a_model_with_only_those_rows():
                        torch.nn.functional.cross_entropy(masked, targets)) and torch.isfinite(masked[6]).all()
     assert (masked[:3, 5:] == float("-inf")).all() and (masked[3:6, :5] == float("-inf")).all()
     assert torch.allclose(torch.nn.functional.cross_entropy(masked, targets), want)
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_tied_lookup_gradient_joins_the_decoders_as_rows(amp, tie, monkeypatch):
+    """Every gradient of a masked-LM step (padding in the batch) with the tied lookup's rows added into the
+    decoder's gradient and with torch's dense lookup gradient: the same float32 sums in another order. Untied,
+    the rows path does not apply and the gradients are the plain ones bit for bit; always dense."""
+    model = ours(XmodForMaskedLM, tie_word_embeddings=tie)
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
+    added = []
+    original = kernel_tied.add_rows
+    monkeypatch.setattr(kernel_tied, "add_rows", lambda *a: (added.append(1), original(*a))[1])
+    grads, losses = [], []
+    for rows in (True, False):
+        kernels.use_tied_row_gradient(rows)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
+            loss.backward()
+        finally:
+            kernels.use_tied_row_gradient(True)
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    assert added == ([1] if tie else []) and losses[0] == losses[1]
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert grad.layout == torch.strided
+        tol = 1e-6 if tie else 0.0
+        assert maxdiff(grad, grads[1][name]) <= tol * max(1.0, grads[1][name].abs().max().item()), name
+    if not tie:  # the padding row (id 1, in the batch) gets no gradient from the lookup
+        assert not grads[0]["roberta.embeddings.word_embeddings.weight"][1].any()
+
+
+def test_tied_lookup_without_a_decoder_gradient_stays_dense():
+    """A frozen decoder, or a backward that never reaches the decoder, leaves the lookup's own dense gradient."""
+    model = ours(XmodForMaskedLM)
+    ids, mask = batch()
+    out = model.roberta(ids, attention_mask=mask, lang_ids=MIXED).last_hidden_state
+    out.float().pow(2).mean().backward()
+    word = model.roberta.embeddings.word_embeddings.weight
+    reference = ours(XmodForMaskedLM)
+    kernels.use_tied_row_gradient(False)
+    try:
+        reference.roberta(ids, attention_mask=mask, lang_ids=MIXED).last_hidden_state.float().pow(2).mean().backward()
+    finally:
+        kernels.use_tied_row_gradient(True)
+    assert word.grad.layout == torch.strided
+    assert torch.equal(word.grad, reference.roberta.embeddings.word_embeddings.weight.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_one_pass_dropout_gives_the_two_multiplications_numbers(dtype):
+    """Dropout's mask and scale in one pass (forward and backward) against torch's x * keep, then * scale: the
+    same mask (same seed), bit for bit the same output and gradient; under autocast too."""
+    drop = kernels.Dropout(0.1).train()
+    x = torch.randn(6, 40, 33, dtype=dtype, requires_grad=True)
+    grad = torch.randn(6, 40, 33, dtype=dtype)
+    results = []
+    for one_pass in (True, False):
+        kernels.use_one_pass_dropout(one_pass)
+        try:
+            torch.manual_seed(5)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                y = drop(x)
+            y.backward(grad)
+        finally:
+            kernels.use_one_pass_dropout(True)
+        results.append((y.detach(), x.grad))
+        x.grad = None
+    (y1, g1), (y0, g0) = results
+    assert y1.dtype == y0.dtype == dtype and torch.equal(y1, y0) and torch.equal(g1, g0)
+    assert 0.85 < float((y1 != 0).float().mean()) < 0.95
+
+
+def test_tied_lookup_of_a_bf16_model_keeps_torchs_gradient(monkeypatch):
+    """A bf16 matrix keeps torch's lookup gradient (it sums repeated tokens in float32; index_add_ would not)."""
+    model = ours(XmodForMaskedLM).to(torch.bfloat16)
+    ids, mask = batch()
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
+    monkeypatch.setattr(kernel_tied, "add_rows", lambda *a: pytest.fail("rows added into a bf16 gradient"))
+    model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss.backward()
+    assert model.roberta.embeddings.word_embeddings.weight.grad.dtype == torch.bfloat16

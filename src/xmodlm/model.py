@@ -41,7 +41,7 @@ from torch import nn
 
 from . import weights
 from .config import XmodConfig, validate_code
-from .kernels import Dropout, activation, drop_inference_cache, run_language_modules
+from .kernels import Dropout, activation, drop_inference_cache, embedding_lookup, run_language_modules
 from .kernels.attention import attention
 from .kernels.linear import linear
 from .kernels.loss import cross_entropy_or_zero, limited_cross_entropy, mask_beyond
@@ -75,7 +75,7 @@ class XmodEmbeddings(nn.Module):
         if check and int(position_ids.max()) >= limit:
             raise ValueError(f"sequence needs position {int(position_ids.max())} but max_position_embeddings "
                              f"is {limit} (at most {limit - self.padding_idx - 1} tokens)")
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        x = embedding_lookup(self.word_embeddings, input_ids) + self.position_embeddings(position_ids)
         types = self.token_type_embeddings
         x = x + (types.weight[0] if token_type_ids is None else types(token_type_ids))
         return self.dropout(self.LayerNorm(x))
@@ -516,7 +516,7 @@ class XmodLMHead(nn.Module):
 
     def forward(self, h):
         # The decoder is the (tied) embedding matrix: never packed (a second copy of it would be large).
-        return linear((self.decoder,), self.layer_norm(linear((self.dense,), h, act="gelu")), pack=False)
+        return linear((self.decoder,), self.layer_norm(linear((self.dense,), h, act="gelu")), pack=False, tied=True)
 
 
 class XmodForMaskedLM(XmodPreTrainedModel):

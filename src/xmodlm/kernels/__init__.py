@@ -21,7 +21,10 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   training with attention dropout (``dropout_attention``, with the faster mask).
 * the masked-LM cross-entropy in training (``loss.scored_cross_entropy``): one autograd function
   that computes the loss and its gradient from one float32 softmax, a slice of rows at a time.
-* ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli.
+* ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli, applied with its
+  scale in one pass each way (``dropout._MaskAndScale``).
+* the tied word embeddings in training (``tied``): the lookup's rows added in place into the decoder's
+  dense gradient of the matrix, instead of a zero-filled vocabulary-sized matrix and a sum.
 
 What is cached, for inference only (``INFERENCE_CACHE``, outside the modules, so that state_dict,
 deepcopy and pickling never see it): the big shared matrices in oneDNN's layout (one extra copy of
@@ -37,17 +40,19 @@ round differently: the activation or residual is applied to the fp32 accumulator
 sum in another order, bf16 attention keeps float32-grade scores where a bf16 matmul would round
 them, and ``Dropout`` rounds p to a multiple of 1/65536. fp32 results agree with the plain path to
 float32 rounding; bf16 results are no further from fp32 than the plain bf16 path (the tests check
-both). ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
-the fused cross-entropy, and ``prefer_amx_paths(True / False / None)`` overrides the AMX detection
-(``cpu.amx_bf16``); ``describe_paths`` says which paths are taken. Under ``torch.compile`` the plain
-ops are traced.
+both); the tied lookup's row gradient sums the same float32 terms in another order.
+``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
+the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
+``use_one_pass_dropout(False)`` the one-pass mask and scale, and ``prefer_amx_paths(True / False /
+None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken.
+Under ``torch.compile`` the plain ops are traced.
 
 The submodules ``linear`` and ``attention`` keep their names here (their entry functions share
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
 from .cpu import amx_bf16, prefer_amx_paths
-from .dropout import Dropout
+from .dropout import Dropout, use_one_pass_dropout
 from .linear import (
     ACTIVATIONS,
     INFERENCE_CACHE,
@@ -64,6 +69,7 @@ from .attention import bf16_attention, dropout_attention
 from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
 from .paths import describe_paths
+from .tied import embedding_lookup, use_tied_row_gradient
 
 __all__ = [
     "ACTIVATIONS",
@@ -77,6 +83,7 @@ __all__ = [
     "describe_paths",
     "drop_inference_cache",
     "dropout_attention",
+    "embedding_lookup",
     "fusable",
     "onednn_trainable",
     "packed_weights",
@@ -84,5 +91,7 @@ __all__ = [
     "run_language_modules",
     "scored_cross_entropy",
     "use_fused_cross_entropy",
+    "use_one_pass_dropout",
     "use_onednn",
+    "use_tied_row_gradient",
 ]

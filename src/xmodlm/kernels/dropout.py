@@ -5,6 +5,35 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+_ONE_PASS = {"enabled": True}
+
+
+def use_one_pass_dropout(enabled: bool) -> None:
+    """Apply Dropout's mask and scale in one pass forward and backward (True, the default: the same numbers) or
+    as torch's two multiplications by a uint8 mask (False)."""
+    _ONE_PASS["enabled"] = bool(enabled)
+
+
+class _MaskAndScale(torch.autograd.Function):
+    """x * keep * scale as one pass each way, the keep mask converted to x's dtype once and saved so. torch's
+    ``x * keep`` with a uint8 mask converts the mask to x's dtype in a temporary on every call, forward and
+    backward, and the scale is a second pass. One rounding, as torch's: (x * keep) is exact, times the scale
+    rounds once."""
+
+    @staticmethod
+    def forward(ctx, x, keep, scale):
+        mask = keep.to(x.dtype)
+        ctx.save_for_backward(mask)
+        ctx.scale = scale
+        return torch.addcmul(x.new_zeros(()), x, mask, value=scale)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return torch.addcmul(grad.new_zeros(()), grad, mask, value=ctx.scale), None, None
 
 
 class Dropout(nn.Dropout):
@@ -14,7 +43,8 @@ class Dropout(nn.Dropout):
     1/65536 (0.1 -> 0.100006). The draws come four per 64-bit output of numpy's SFC64 generator,
     seeded for each call from torch's global generator (so ``torch.manual_seed`` and saved RNG
     states govern it as they govern torch's own dropout): fewer and cheaper draws than torch's
-    bernoulli_ or a Mersenne Twister. Elsewhere (GPU, eval, in place) nn.Dropout."""
+    bernoulli_ or a Mersenne Twister; the mask and scale applied in one pass (``_MaskAndScale``). Elsewhere
+    (GPU, eval, in place) nn.Dropout."""
 
     def forward(self, x):
         drop = round(self.p * 65536)
@@ -26,4 +56,6 @@ class Dropout(nn.Dropout):
         # compared in numpy (faster than torch's int16 comparison), multiplied as uint8 (torch
         # multiplies bf16 by a uint8 mask faster than by a bool one)
         keep = torch.from_numpy(draws >= drop - 32768).view(torch.uint8).view(x.shape)
+        if _ONE_PASS["enabled"] and not torch.compiler.is_compiling():
+            return _MaskAndScale.apply(x, keep, 65536 / (65536 - drop))
         return (x * keep).mul_(65536 / (65536 - drop))

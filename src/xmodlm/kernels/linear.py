@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .tied import decoder_weight
+
 ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -124,10 +126,12 @@ def packed_weights(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Te
 
 
 def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
-           dropout: nn.Module | None = None, pack: bool = True) -> torch.Tensor:
+           dropout: nn.Module | None = None, pack: bool = True, tied: bool = False) -> torch.Tensor:
     """``dropout(act(x @ W.T + b)) + residual``, W and b concatenating ``linears`` along the output.
     In CPU inference one fused oneDNN call; with ``pack`` on a cached pre-packed weight (worth it
-    for the big shared matrices; the per-language modules are small and many, so they stay unpacked)."""
+    for the big shared matrices; the per-language modules are small and many, so they stay unpacked).
+    ``tied``: W is also the word embeddings (read through ``tied.embedding_lookup``), whose gradient then joins
+    this one's as rows (``tied.decoder_weight``)."""
     weight = linears[0].weight
     if fusable(linears[0].training, x) and weight.dtype == x.dtype and (act is None or act in ONEDNN_ACTIVATIONS):
         weight, bias = packed_weights(linears) if pack else concat(linears)
@@ -140,6 +144,8 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
             return y
         return y.add_(residual)
     weight, bias = concat(linears)
+    if tied:
+        weight = decoder_weight(weight)
     y = OneDNNLinear.apply(x, weight, bias) if onednn_trainable(x, weight) else F.linear(x, weight, bias)
     if act is not None:
         y = activation(act)(y)

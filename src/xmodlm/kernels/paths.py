@@ -6,7 +6,9 @@ import torch
 
 from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
+from .dropout import _ONE_PASS
 from .loss import _FUSED
+from .tied import _ROWS
 
 
 def describe_paths() -> dict[str, str]:
@@ -19,4 +21,7 @@ def describe_paths() -> dict[str, str]:
         "bf16 inference attention, T <= 128": ("SDPA (oneDNN off)" if not onednn else "SDPA flash kernel (AMX)"
                                               if amx_bf16() else "bf16_attention (hi + lo scores)"),
         "MLM cross-entropy in training": "fused, sliced rows" if _FUSED["enabled"] else "plain F.cross_entropy",
+        "tied word embeddings' gradient in training": ("lookup rows added into the decoder's" if _ROWS["enabled"]
+                                                       else "dense lookup gradient, summed"),
+        "Dropout's mask and scale in training": "one pass each way" if _ONE_PASS["enabled"] else "two multiplications",
     }
