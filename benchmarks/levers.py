@@ -19,7 +19,6 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 
@@ -29,6 +28,7 @@ import xmodlm
 from xmodlm import kernels
 from xmodlm.model import XmodForMaskedLM, XmodModel
 from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops
+from train_breakdown import step_phases  # benchmarks/ is on the path when this script runs
 
 
 def alternate(calls: dict, steps: int, warmup: int = 2) -> tuple[dict[str, float], dict[str, tuple]]:
@@ -99,15 +99,7 @@ def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, 
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
         def step(model=model, opt=opt, amp=precision == "bf16") -> tuple[float, float, float]:
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
-                loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
-            forward = time.perf_counter()
-            loss.backward()
-            backward = time.perf_counter()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return forward - start, backward - forward, time.perf_counter() - backward
+            return step_phases(model, opt, ids, lang, labels, amp)
         for lever in levers:  # each lever before and after, the others at their defaults
             before, off, after, on = TRAIN_LEVERS[lever]
             calls[f"MLM step {precision}, {before}"] = (lambda off=off: (defaults(), off()), step)

@@ -72,16 +72,21 @@ def build(precision: str):
     flops = model_flops(config, batch, seq, int(labels.ne(-100).sum()), train=True)
 
     def phases() -> tuple[float, float, float]:
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
-            loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
-        mid = time.perf_counter()
-        loss.backward()
-        end = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return mid - start, end - mid, time.perf_counter() - end
+        return step_phases(model, opt, ids, lang, labels, amp)
     return phases, flops, batch * seq
+
+
+def step_phases(model, opt, ids, lang, labels, amp: bool) -> tuple[float, float, float]:
+    """One masked-LM training step; seconds of (forward, backward, optimizer)."""
+    start = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+        loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
+    mid = time.perf_counter()
+    loss.backward()
+    end = time.perf_counter()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return mid - start, end - mid, time.perf_counter() - end
 
 
 def main() -> None:

@@ -336,23 +336,29 @@ def test_fused_cross_entropy_matches_torch(dtype, scale):
     assert torch.equal(logits.grad, 2 * once)
 
 
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
-def test_mlm_training_step_with_fused_cross_entropy_matches_plain(amp):
-    """The whole masked-LM loss and every gradient, with the fused cross-entropy and with plain torch's."""
-    model = ours(XmodForMaskedLM)
+def mlm_step_both_ways(model, switch, amp: bool) -> list[tuple[float, dict]]:
+    """(loss, {name: gradient}) of one masked-LM step (a padded, mixed-language batch) with ``switch(True)`` and
+    with ``switch(False)``; the switch is left on."""
     ids, mask = batch(lengths=[12, 9, 12, 5, 12])
     labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
     results = []
-    for fused in (True, False):
-        kernel_loss.use_fused_cross_entropy(fused)
+    for on in (True, False):
+        switch(on)
         try:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
             loss.backward()
         finally:
-            kernel_loss.use_fused_cross_entropy(True)
+            switch(True)
         results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
         model.zero_grad(set_to_none=True)
+    return results
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+def test_mlm_training_step_with_fused_cross_entropy_matches_plain(amp):
+    """The whole masked-LM loss and every gradient, with the fused cross-entropy and with plain torch's."""
+    results = mlm_step_both_ways(ours(XmodForMaskedLM), kernel_loss.use_fused_cross_entropy, amp)
     (fused_loss, fused_grads), (plain_loss, plain_grads) = results
     assert abs(fused_loss - plain_loss) <= 1e-5 * abs(plain_loss)
     assert fused_grads.keys() == plain_grads.keys()
@@ -449,24 +455,11 @@ def test_tied_lookup_gradient_joins_the_decoders_as_rows(amp, tie, monkeypatch):
     """Every gradient of a masked-LM step (padding in the batch) with the tied lookup's rows added into the
     decoder's gradient and with torch's dense lookup gradient: the same float32 sums in another order. Untied,
     the rows path does not apply and the gradients are the plain ones bit for bit; always dense."""
-    model = ours(XmodForMaskedLM, tie_word_embeddings=tie)
-    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
-    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
     added = []
     original = kernel_tied.add_rows
     monkeypatch.setattr(kernel_tied, "add_rows", lambda *a: (added.append(1), original(*a))[1])
-    grads, losses = [], []
-    for rows in (True, False):
-        kernels.use_tied_row_gradient(rows)
-        try:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
-            loss.backward()
-        finally:
-            kernels.use_tied_row_gradient(True)
-        losses.append(loss.item())
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-        model.zero_grad(set_to_none=True)
+    results = mlm_step_both_ways(ours(XmodForMaskedLM, tie_word_embeddings=tie), kernels.use_tied_row_gradient, amp)
+    losses, grads = [loss for loss, _ in results], [g for _, g in results]
     assert added == ([1] if tie else []) and losses[0] == losses[1]
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():

@@ -1,14 +1,7 @@
-import torch, time, statistics, sys
-import xmodlm
+import torch, time, statistics
 import xmodlm.kernels.modules as km
-from xmodlm.model import XmodModel
-from xmodlm.recipes.bench import batch_for, make_config
-xmodlm.tune_allocator()
-config = make_config(12, 768, 250002, 81, 128)
-torch.manual_seed(0)
-m = XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).eval()
-ids = batch_for(config, 8, 128, 81)[0]
-lang = torch.tensor([0, 7, 3, 80, 41, 3, 12, 60])
+from _shapes import encoder_bf16
+config, m, ids, lang = encoder_bf16()
 orig = km._grouped
 modes = {"grouped": orig, "loop": lambda *a: 0}
 T = {k: [] for k in modes}

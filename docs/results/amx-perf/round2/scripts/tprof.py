@@ -1,14 +1,7 @@
-import torch, sys, contextlib
+import torch, sys
 from torch.profiler import profile, ProfilerActivity
-import xmodlm
-from xmodlm.model import XmodForMaskedLM
-from xmodlm.recipes.bench import batch_for, make_config
-xmodlm.tune_allocator()
-config = make_config(4, 256, 32000, 8, 128)
-torch.manual_seed(0)
-model = XmodForMaskedLM(config).train()
-ids, lang, labels = batch_for(config, 16, 128, 8)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+from _shapes import mlm_small
+config, model, ids, lang, labels, opt = mlm_small()
 def step():
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=sys.argv[1:2] != ["fp32"]):
         loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
