@@ -17,7 +17,7 @@ from xmodlm.recipes import addition
 BIBLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "bible"
 needs_bible = pytest.mark.skipif(not (BIBLE / "languages.tsv").is_file(), reason=f"no bible corpus at {BIBLE}")
 MINI = ("acu_Latn", "agr_Latn", "ake_Latn", "jiv_Latn", "guj_Gujr", "ukr_Cyrl")
-QUICK = ["experiment", "addition", "--joint-vocab-arm", "--init-arms", "mean:nocopy", "--k", "2", "--steps-per-language", "2", "--seeds", "0", "--vocab-size", "300",
+QUICK = ["experiment", "addition", "--joint-vocab-arm", "--init-arms", "mean:nocopy", "--all-rows-arm", "--k", "2", "--steps-per-language", "2", "--seeds", "0", "--vocab-size", "300",
          "--seq-len", "32", "--batch-size", "4", "--valid-lines", "30", "--valid-batches", "2", "--log-every", "1"]
 
 
@@ -102,6 +102,11 @@ def test_quick_run_scores_every_role(done):
     assert set(inits) == {"overlap", "mean:nocopy"} and set(inits["mean:nocopy"]) == {"0", "updates"}
     assert inits["overlap"]["updates"] == entry["roles"]["related"]["posthoc"]["bits_per_char"]
     assert "## Initialisation of the added rows" in (done / "report.md").read_text()
+    # the arm trained and scored over every row: its model has no range for the language
+    run = done / "seed0" / "steps2" / f"add-{entry['roles']['unrelated']['code']}-allsoftmax"
+    model = XmodForMaskedLM.from_pretrained(run)
+    assert model.config.vocab_range(entry["roles"]["unrelated"]["code"]) == (0, model.config.vocab_size)
+    assert results["summary"]["unrelated"]["2"]["ratio_all_rows"]["n"] == 1
     assert results["summary"]["script"]["2"]["ratio"]["n"] == 1
     text = (done / "report.md").read_text()
     assert "guj_Gujr" in text and "ppl/char ratio" in text and "sweep" not in text and "Post hoc with the joint tokenizer" in text

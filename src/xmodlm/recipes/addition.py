@@ -62,7 +62,7 @@ ROLES = ("related", "unrelated", "script")
 # Settings that only choose which runs happen or how they are logged; finished runs stay valid when they change.
 _FREE_SETTINGS = ("out_dir", "seeds", "steps_per_language", "device", "log_every", "save_every", "sweep_language",
                   "sweep_scale", "sweep_lrs", "sweep_steps", "sweep_warmups", "sweep_init_from", "joint_vocab_arm",
-                  "sweep_warmup_lr", "init_arms")
+                  "sweep_warmup_lr", "init_arms", "all_rows_arm")
 
 
 def _check_init_arm(arm: str) -> None:
@@ -121,6 +121,9 @@ class AdditionSettings:
                                        "overlap; nocopy: no row starts as a copy of the shared row of its piece); "
                                        "each arm and the default also after 0 updates (the initialisation alone)",
                                    check=_check_init_arm)
+    all_rows_arm: bool = setting(False, "also add each held-out language with add-language --no-own-softmax (its "
+                                        "softmax over every row while it trains and when scored, as transformers "
+                                        "computes it)")
     joint_vocab_arm: bool = setting(False, "also add each held-out language to a base model pre-trained on the k "
                                            "languages with the joint tokenizer (a vocabulary that already covers "
                                            "it, as XLM-R's covers the paper's added languages): separates the "
@@ -468,7 +471,26 @@ def run_scale(s: AdditionSettings, plan: Plan, seed: int, steps: int, tokenizers
         joint_vocab_arm(s, plan, seed, steps, tokenizers, scorer, entry, label, root)
     if s.init_arms:
         init_arms(s, plan, seed, steps, scorer, entry, label, root)
+    if s.all_rows_arm:
+        all_rows_arm(s, plan, seed, steps, scorer, entry, label, root)
     return entry
+
+
+def all_rows_arm(s: AdditionSettings, plan: Plan, seed: int, steps: int, scorer: Scorer, entry: dict, label: str,
+                 root: Path) -> dict:
+    """Each held-out language added with its softmax over every row (scores-all-rows.json: {role: bits/char})."""
+    done = root / "scores-all-rows.json"
+    out = json.loads(done.read_text()) if done.is_file() else {}
+    for role in ROLES:
+        if role in out:
+            continue
+        code, updates = plan.heldout[role], entry["roles"][role]["updates"]
+        run_dir = root / f"add-{code}-allsoftmax"
+        add_run(s, plan, root / "base", code, plan.init_from[role], run_dir, updates, seed,
+                f"{label} add {role} {code} with its softmax over every row, {updates} updates", own_softmax=False)
+        out[role] = scorer.posthoc(run_dir, code)["bits_per_char"]
+        report.write_json(done, out)
+    return out
 
 
 DEFAULT_INIT = "overlap"  # add-language's --embed-init default, with copies of shared rows
@@ -638,6 +660,9 @@ def collect(s: AdditionSettings, plan: Plan, out: Path) -> dict:
         init = path.with_name("scores-init.json")
         if init.is_file():
             entry["inits"] = json.loads(init.read_text())
+        all_rows = path.with_name("scores-all-rows.json")
+        if all_rows.is_file():
+            entry["all_rows"] = json.loads(all_rows.read_text())
         entries.append(entry)
     summary: dict[str, dict[str, dict]] = {}
     for role in ROLES:
@@ -650,6 +675,8 @@ def collect(s: AdditionSettings, plan: Plan, out: Path) -> dict:
                 "bits_posthoc": _stats(get(lambda r: r["posthoc"]["bits_per_char"])),
                 "bits_joint": _stats(get(lambda r: r["joint"]["bits_per_char"])),
                 "bits_posthoc_full_softmax": _stats(get(lambda r: r["posthoc"].get("bits_per_char_full_softmax"))),
+                "ratio_all_rows": _stats([2.0 ** (e["all_rows"][role] - e["roles"][role]["joint"]["bits_per_char"])
+                                          for e in rows if role in e.get("all_rows", {})]),
                 "ratio_own_pieces": _stats(get(lambda r: 2.0 ** (r["posthoc"]["bits_per_char"]
                                                                 - r["joint"]["bits_per_char_own_pieces"])
                                                if "bits_per_char_own_pieces" in r["joint"] else None)),
@@ -715,6 +742,7 @@ def _fmt(st: dict | None, digits: int = 3) -> str:
 def _table(results: dict) -> str:
     header = ["held-out language", "steps/lang", "seeds", "bits/char post hoc", "bits/char joint",
               "ppl/char ratio (min-max)", "ratio, both softmaxes over the language's pieces",
+              "ratio, trained and scored over all rows",
               "bits/char post hoc, softmax over all rows", "chars/piece post / joint",
               "seen ppl post / joint", "unseen ppl post / joint", "unseen share post / joint", "<unk> post / joint",
               "old identical: all / clean (share)"]
@@ -725,7 +753,8 @@ def _table(results: dict) -> str:
             r = st["ratio"]
             rows.append([f"{role}: {code}", int(steps), len(st["seeds"]), _fmt(st["bits_posthoc"]),
                          _fmt(st["bits_joint"]), f"{_fmt(r)} ({r['min']:.3f}-{r['max']:.3f})",
-                         _fmt(st.get("ratio_own_pieces")), _fmt(st.get("bits_posthoc_full_softmax")),
+                         _fmt(st.get("ratio_own_pieces")), _fmt(st.get("ratio_all_rows")),
+                         _fmt(st.get("bits_posthoc_full_softmax")),
                          f"{_fmt(st.get('chars_per_piece_posthoc'), 2)} / {_fmt(st.get('chars_per_piece_joint'), 2)}",
                          f"{_fmt(st['ppl_seen_posthoc'], 0)} / {_fmt(st['ppl_seen_joint'], 0)}",
                          f"{_fmt(st['ppl_unseen_posthoc'], 0)} / {_fmt(st['ppl_unseen_joint'], 0)}",
@@ -733,7 +762,7 @@ def _table(results: dict) -> str:
                          f"{st['unk_posthoc']['mean']:.2%} / {st['unk_joint']['mean']:.2%}",
                          f"{'yes' if st['old_identical'] else 'no'} / {'yes' if st['old_clean_identical'] else 'NO'} "
                          f"({st['old_clean_share']['mean']:.0%})"])
-    return report.markdown_table(header, rows, align="lrrrrrrrrrrrrl")
+    return report.markdown_table(header, rows, align="lrrrrrrrrrrrrrl")
 
 
 def _joint_vocab_table(results: dict) -> str | None:
@@ -813,7 +842,8 @@ def render_report(results: dict) -> str:
         "the post-hoc model scored with its language's softmax spanning every row, as transformers' XmodForMaskedLM "
         "scores it (it was trained with a softmax over its own rows only). \"Both softmaxes over the language's "
         "pieces\": the joint model's softmax kept, like the own vocabulary's, to the pieces its tokenizer makes of "
-        "the language's training text (a like-with-like control). Chars/piece: how coarse each arm's "
+        "the language's training text (a like-with-like control). \"Trained and scored over all rows\" (--all-rows-arm): "
+        "the addition made with add-language --no-own-softmax. Chars/piece: how coarse each arm's "
         "tokenisation of the language is (masking finer pieces leaves more of a word visible).", "",
         _table(results), "",
     ]
