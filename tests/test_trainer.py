@@ -464,6 +464,11 @@ if __name__ == "__main__":
         xmod.save_model(out / "xmod_saved")  # the model stays sharded after fit(); this writes it whole
         dist.barrier()  # both ranks done before teardown: a rank aborted at exit once in seven runs without it
         dist.destroy_process_group()
+        # Every file is written (atomically) and checked by the parent. Even after the barrier, one run in a dozen
+        # or so still aborted in the interpreter's teardown ("terminate called without an active exception",
+        # a C++ thread destroyed while joinable), after the test's work was done: skip that teardown.
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def test_resuming_with_other_trainable_parameters_names_them_and_suggests_a_new_out(tmp_path):
