@@ -316,11 +316,28 @@ def load_model_tokenizers(directory: str | os.PathLike, explicit: str | os.PathL
     language has one of its own. ``explicit`` (a --tokenizer the user named): that one, for every language."""
     if explicit:
         return load_tokenizer(explicit)
-    shared = load_tokenizer(directory)
-    root = Path(directory) / LANGUAGE_TOKENIZERS
-    own = {d.name: load_tokenizer(d) for d in sorted(root.iterdir()) if (d / "tokenizer.json").is_file()} \
-        if root.is_dir() else {}
+    shared, own = load_tokenizer(directory), own_tokenizers(directory)
     return LanguageTokenizers(shared, own) if own else shared
+
+
+def own_tokenizers(directory: str | os.PathLike) -> dict[str, Tokenizer]:
+    """{code: tokenizer} of the languages with their own in a model directory (its tokenizers/<code>/)."""
+    root = Path(directory) / LANGUAGE_TOKENIZERS
+    if not root.is_dir():
+        return {}
+    return {d.name: load_tokenizer(d) for d in sorted(root.iterdir()) if (d / "tokenizer.json").is_file()}
+
+
+def save_own_tokenizers(own: dict[str, Tokenizer], directory: str | os.PathLike) -> None:
+    for code, tok in own.items():
+        save_tokenizer(tok, language_tokenizer_dir(directory, code))
+
+
+def save_tokenizers(tok: Tokenizer | LanguageTokenizers, directory: str | os.PathLike) -> None:
+    """A model's tokenizer(s) into ``directory``: the shared one, and each language's own in tokenizers/<code>/."""
+    save_tokenizer(shared_tokenizer(tok), directory)
+    if isinstance(tok, LanguageTokenizers):
+        save_own_tokenizers(tok.own, directory)
 
 
 def for_language(tok: Tokenizer | LanguageTokenizers, code: str | None) -> Tokenizer:
@@ -330,12 +347,3 @@ def for_language(tok: Tokenizer | LanguageTokenizers, code: str | None) -> Token
 
 def shared_tokenizer(tok: Tokenizer | LanguageTokenizers) -> Tokenizer:
     return tok.shared if isinstance(tok, LanguageTokenizers) else tok
-
-
-def copy_language_tokenizers(source: str | os.PathLike, out: str | os.PathLike) -> None:
-    """The own tokenizers of a model's languages (``source``'s tokenizers/) go with it to the model in ``out``."""
-    root = Path(source) / LANGUAGE_TOKENIZERS
-    for directory in sorted(root.iterdir() if root.is_dir() else ()):
-        target = language_tokenizer_dir(out, directory.name)
-        if (directory / "tokenizer.json").is_file() and directory.resolve() != target.resolve():
-            save_tokenizer(load_tokenizer(directory), target)

@@ -200,7 +200,7 @@ def test_model_tokenizers_load_and_travel_with_the_model(added, base, tmp_path):
     assert not isinstance(T.load_model_tokenizers(base), T.LanguageTokenizers)  # no own one: the shared one alone
     explicit = T.load_model_tokenizers(added, base)  # a --tokenizer the user named serves every language
     assert T.for_language(explicit, "nn_XX").to_str() == load_tokenizer(base).to_str()
-    T.copy_language_tokenizers(added, tmp_path)  # what fine-tuning does for the model it writes
+    T.save_tokenizers(both, tmp_path)  # what fine-tuning does for the model it writes
     assert T.load_language_tokenizer(tmp_path, "nn_XX").to_str() == both.own["nn_XX"].to_str()
 
 

@@ -298,10 +298,9 @@ def _run(s: AddLanguageSettings) -> dict[str, float]:
                          "(or --extend-vocab 0 --no-train-unseen-rows)")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        tok_mod.save_tokenizer(shared_tok, out)  # before training: a resumed run reads the same vocabulary back
-        tok_mod.copy_language_tokenizers(s.model, out)
-        if tok is not shared_tok:
-            tok_mod.save_tokenizer(tok, tok_mod.language_tokenizer_dir(out, s.lang))
+        own = {**tok_mod.own_tokenizers(s.model), **({s.lang: tok} if tok is not shared_tok else {})}
+        # before training: a resumed run reads the same vocabulary back
+        tok_mod.save_tokenizers(tok_mod.LanguageTokenizers(shared_tok, own), out)
         print(describe_vocabulary(vocab))
     trainable = new_module_filter(s.lang)
     if rows is not None:

@@ -325,9 +325,7 @@ def _run(s: FinetuneSettings) -> dict:
                "parameters": total, "metrics": record, "settings": dataclasses.asdict(s)}
     if rank == 0:
         out = Path(s.out_dir)
-        tok_mod.save_tokenizer(tok_mod.shared_tokenizer(tokenizers), out)
-        if not s.tokenizer:
-            tok_mod.copy_language_tokenizers(directory, out)
+        tok_mod.save_tokenizers(tokenizers, out)  # the languages' own ones too: the model keeps their rows
         atomic_write_text(out / TASK_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step" and isinstance(v, float))
         print(f"fine-tuned {task.name} on {s.source_lang} ({len(examples)} examples, {record['step']} steps; {shown}) "

@@ -82,11 +82,8 @@ def save_checkpoint(model, source: str, out: Path, codes: dict[str, str | None] 
         model.save_pretrained(tmp)
         if not same and (Path(source) / "tokenizer.json").exists() and not (tmp / "tokenizer.json").exists():
             tok_mod.save_tokenizer(tok_mod.load_tokenizer(source), tmp)
-        own = Path(source) / tok_mod.LANGUAGE_TOKENIZERS
-        for directory in sorted(own.iterdir() if own.is_dir() else ()):
-            code = (codes or {}).get(directory.name, directory.name)
-            if code and (directory / "tokenizer.json").is_file():
-                tok_mod.save_tokenizer(tok_mod.load_tokenizer(directory), tok_mod.language_tokenizer_dir(tmp, code))
+        renamed = {(codes or {}).get(code, code): t for code, t in tok_mod.own_tokenizers(source).items()}
+        tok_mod.save_own_tokenizers({code: t for code, t in renamed.items() if code}, tmp)
         counts = None if same else vocab_mod.read_counts(source)
         if counts is not None:  # rows seen in training: the next addition must not train them
             vocab_mod.write_counts(tmp, *counts)

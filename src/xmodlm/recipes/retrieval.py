@@ -226,9 +226,7 @@ def finetune(s) -> dict:
                "settings": dataclasses.asdict(s)}
     if rank == 0:
         out = Path(s.out_dir)
-        tok_mod.save_tokenizer(tok_mod.shared_tokenizer(tok), out)
-        if not s.tokenizer:
-            tok_mod.copy_language_tokenizers(directory, out)
+        tok_mod.save_tokenizers(tok, out)  # the languages' own ones too: the model keeps their rows
         atomic_write_text(out / TASK_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         print(f"fine-tuned retrieval on {', '.join(f'{lang}-{pivot}' for lang in pairs)} ({len(features)} pairs, "
               f"{record['step']} steps, loss {record.get('loss', float('nan')):.4g}, layer {layer}) -> {out}")
