@@ -132,20 +132,29 @@ def rows_and_modules(code: str):
     return lambda name: modules(name) or name in (vocab_mod.EMBEDDING, vocab_mod.LM_BIAS)
 
 
+def _starting_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok):
+    """What both vocabulary modes start from: (rows before the addition, pieces to train, the checkpoint's row
+    counts or None, the special tokens' ids, bool mask of the rows trained in pre-training without the specials:
+    every row where there are no counts)."""
+    old_size = model.config.vocab_size
+    if tok.get_vocab_size() != old_size:
+        raise ValueError(f"the tokenizer has {tok.get_vocab_size()} ids, the model {old_size} rows: they must match")
+    found = vocab_mod.read_counts(s.model, old_size)
+    counts = found[0] if found else None
+    budget = s.extend_vocab if s.extend_vocab >= 0 else vocab_mod.default_budget(old_size, len(model.config.languages))
+    special = [tok.token_to_id(t) for t in (*tok_mod.SPECIAL_TOKENS, tok_mod.MASK)]
+    reference = np.ones(old_size, dtype=bool) if counts is None else counts > 0
+    reference[special] = False
+    return old_size, budget, counts, special, reference
+
+
 def prepare_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, lines: list[str], out: Path,
                        resumed: bool) -> tuple[object, dict, np.ndarray | None, np.ndarray | None]:
     """Extend the tokenizer and the model's rows for the new language (or not), and choose the rows that train.
 
     Returns (tokenizer, vocabulary summary, bool mask of the rows that train or None, the checkpoint's counts
     extended to the new size or None)."""
-    old_size = model.config.vocab_size
-    if tok.get_vocab_size() != old_size:
-        raise ValueError(f"the tokenizer has {tok.get_vocab_size()} ids, the model {old_size} rows: they must match")
-    found = vocab_mod.read_counts(s.model, old_size)
-    counts = found[0] if found else None
-    budget = s.extend_vocab
-    if budget < 0:
-        budget = vocab_mod.default_budget(old_size, len(model.config.languages))
+    old_size, budget, counts, special, reference = _starting_vocabulary(s, model, tok)
     saved = out / "tokenizer.json"
     if resumed and saved.is_file():  # the extension this run started with (it is deterministic, but cheap to keep)
         new_tok = tok_mod.load_tokenizer(out)
@@ -155,9 +164,6 @@ def prepare_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, line
     else:
         ext = vocab_mod.extend_tokenizer(tok, lines, budget, seed=s.seed)
         new_tok, pieces, new_chars = ext.tokenizer, ext.pieces, ext.new_chars
-    reference = np.ones(old_size, dtype=bool) if counts is None else counts > 0
-    special = [tok.token_to_id(t) for t in (*tok_mod.SPECIAL_TOKENS, tok_mod.MASK)]
-    reference[special] = False
     if pieces:
         emb = model.roberta.embeddings.word_embeddings.weight
         rows, bias = vocab_mod.init_new_rows(s.embed_init, emb, model.lm_head.bias, tok, pieces, reference,
@@ -194,12 +200,7 @@ def prepare_own_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, 
 
     Returns (the shared tokenizer padded to the new size, the language's tokenizer, vocabulary summary, bool mask of
     the rows that train, the checkpoint's counts extended to the new size or None)."""
-    old_size = model.config.vocab_size
-    if tok.get_vocab_size() != old_size:
-        raise ValueError(f"the tokenizer has {tok.get_vocab_size()} ids, the model {old_size} rows: they must match")
-    found = vocab_mod.read_counts(s.model, old_size)
-    counts = found[0] if found else None
-    budget = s.extend_vocab if s.extend_vocab > 0 else vocab_mod.default_budget(old_size, len(model.config.languages))
+    old_size, budget, counts, _, reference = _starting_vocabulary(s, model, tok)
     saved = tok_mod.language_tokenizer_dir(out, s.lang)
     if resumed and (saved / "tokenizer.json").is_file():  # the vocabulary this run started with
         lang_tok = tok_mod.load_tokenizer(saved)
@@ -207,8 +208,6 @@ def prepare_own_vocabulary(s: AddLanguageSettings, model: XmodForMaskedLM, tok, 
     else:
         own = vocab_mod.own_tokenizer(tok, lines, budget, old_size, seed=s.seed)
         lang_tok, pieces = own.tokenizer, own.pieces
-    reference = np.ones(old_size, dtype=bool) if counts is None else counts > 0
-    reference[[tok.token_to_id(t) for t in (*tok_mod.SPECIAL_TOKENS, tok_mod.MASK)]] = False
     emb = model.roberta.embeddings.word_embeddings.weight
     copy = reference if s.copy_rows else np.zeros_like(reference)
     rows, bias = vocab_mod.init_own_rows(s.embed_init, emb, model.lm_head.bias, tok, pieces, reference, seed=s.seed,
