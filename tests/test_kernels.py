@@ -519,3 +519,69 @@ def test_tied_lookup_of_a_bf16_model_keeps_torchs_gradient(monkeypatch):
     monkeypatch.setattr(kernel_tied, "add_rows", lambda *a: pytest.fail("rows added into a bf16 gradient"))
     model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss.backward()
     assert model.roberta.embeddings.word_embeddings.weight.grad.dtype == torch.bfloat16
+
+
+@pytest.fixture
+def autotune():
+    """Tuning from one row (the tiny models' products are small), restored after the test."""
+    yield kernels.tune
+    kernels.use_autotune(True, min_rows=256)
+
+
+@needs_onednn
+@pytest.mark.parametrize("force", ["fused", "transposed", "separate activation"])
+def test_every_tuned_formulation_is_as_accurate_as_plain_bf16(force, autotune):
+    """Each formulation the timing can pick (forced here, so that all are checked whatever this
+    machine's timings say) keeps the bf16 model as close to fp32 as plain bf16 torch ops."""
+    model = ours(XmodModel, num_attention_heads=2)
+    ids, mask = batch(b=6, t=40)
+    langs = [0, 1, 2, 0, 1, 2]
+    exact = encode(model, ids, mask, langs, False)
+    model16 = copy.deepcopy(model).to(torch.bfloat16)
+    plain = encode(model16, ids, mask, langs, False)
+    kernels.use_autotune(True, min_rows=1, force=force)
+    tuned = encode(model16, ids, mask, langs, True)
+    assert (tuned.float() - exact).abs().max() <= 1.5 * (plain.float() - exact).abs().max() + 1e-3
+
+
+@needs_onednn
+def test_the_transposed_product_computes_the_residual_linear():
+    torch.manual_seed(0)
+    x, residual = torch.randn(300, 48), torch.randn(300, 40)
+    layer = torch.nn.Linear(48, 40)
+    expected = layer(x) + residual
+    with torch.no_grad():
+        for bias in (layer.bias, None):
+            got = kernels.linear._transposed(x.bfloat16(), layer.weight.bfloat16(),
+                                             None if bias is None else bias.bfloat16(), residual.bfloat16())
+            want = expected if bias is not None else expected - layer.bias
+            assert got.shape == (300, 40) and got.is_contiguous()
+            assert maxdiff(got, want) <= 0.05 * want.abs().max()
+
+
+@needs_onednn
+def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch):
+    model = ours(XmodModel).to(torch.bfloat16)
+    ids, mask = batch(b=6, t=40)
+    timed = []
+    original = autotune._fastest
+    monkeypatch.setattr(autotune, "_fastest", lambda candidates: timed.append(list(candidates)) or original(candidates))
+    kernels.use_autotune(True, min_rows=1)
+    first = encode(model, ids, mask, MIXED[:1] * 6, True)
+    choices = autotune.choices()
+    # the residual linears offer the transposed product, the activated one a separate activation
+    assert ["fused", "transposed"] in timed and ["fused", "separate activation"] in timed
+    assert len(timed) == len(choices) and set(choices.values()) <= set(autotune.NAMES)
+    assert torch.equal(encode(model, ids, mask, MIXED[:1] * 6, True), first)  # the same choices, the same bits
+    assert len(timed) == len(choices)  # nothing timed again
+    kernels.use_autotune(False)
+    encode(model, ids, mask, MIXED[:1] * 6, True)
+    assert not autotune.choices()
+    with pytest.raises(ValueError, match="force='fastest'"):
+        kernels.use_autotune(True, force="fastest")
+    with pytest.raises(ValueError, match="min_rows=0"):
+        kernels.use_autotune(True, min_rows=0)
+
+
+def test_autotune_buckets_rows_by_powers_of_two():
+    assert [kernels.tune.bucket(n) for n in (1, 3, 256, 300, 380, 1024, 1500)] == [1, 4, 256, 256, 512, 1024, 2048]

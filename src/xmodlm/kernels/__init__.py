@@ -9,6 +9,10 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   accumulator; the big shared matrices are reordered once into oneDNN's blocked layout.
 * fp32 training (autograd, no autocast): forward and both backward products through oneDNN
   (``OneDNNLinear``).
+* bf16 inference over many rows (``tune``): where a shape is first met, the fused call is timed against
+  an equivalent formulation (the transposed product for a linear with a residual, the activation as
+  its own pass for an activated one) and the faster kept for that shape and thread count, like
+  cudnn.benchmark; oneDNN's split of some shapes between threads leaves a thread idle.
 * the per-language modules (``modules.run_language_modules``): one language (or one shared module)
   as its two linears over the whole batch, the residual fused in inference; many segments as padded
   batched matmuls over stacked weights; in CPU inference a batch layout seen twice in a row as two
@@ -43,7 +47,8 @@ float32 rounding; bf16 results are no further from fp32 than the plain bf16 path
 both); the tied lookup's row gradient sums the same float32 terms in another order.
 ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
 the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
-``use_one_pass_dropout(False)`` the one-pass mask and scale, and ``prefer_amx_paths(True / False /
+``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autotune(False)`` the timed choice
+(bf16 outputs can then differ in the last bit between processes that chose differently), and ``prefer_amx_paths(True / False /
 None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken.
 Under ``torch.compile`` the plain ops are traced.
 
@@ -70,6 +75,7 @@ from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
 from .paths import describe_paths
 from .tied import embedding_lookup, use_tied_row_gradient
+from .tune import use_autotune
 
 __all__ = [
     "ACTIVATIONS",
@@ -92,6 +98,7 @@ __all__ = [
     "scored_cross_entropy",
     "use_fused_cross_entropy",
     "use_one_pass_dropout",
+    "use_autotune",
     "use_onednn",
     "use_tied_row_gradient",
 ]

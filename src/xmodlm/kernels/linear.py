@@ -12,6 +12,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .tied import decoder_weight
+from .tune import bucket, run_fastest, tuning
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -125,6 +126,43 @@ def packed_weights(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Te
     return cached[1], cached[2]
 
 
+def _fused(x, weight, bias, act, residual):
+    """``act(x @ W.T + b) + residual`` in one oneDNN call (W packed or plain)."""
+    if residual is not None and act is None and residual.dtype == x.dtype:
+        # the residual added on the fp32 accumulator: one rounding (as fast as a separate add)
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+    attr, algorithm = ONEDNN_ACTIVATIONS[act] if act else ("none", "")
+    y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [None], algorithm)
+    return y if residual is None else y.add_(residual)
+
+
+def _transposed(x, weight, bias, residual):
+    """``x @ W.T + b + residual`` computed as its transpose, ``W @ x.T + (residual + b).T``, then laid
+    back: the same kernel with the roles of tokens and outputs swapped, which oneDNN splits between
+    threads differently (the bias joins the residual in bf16 before the accumulator)."""
+    rows = x.reshape(-1, x.shape[-1])
+    other = residual.reshape(-1, residual.shape[-1])
+    other = (other if bias is None else other + bias).t().contiguous()
+    y = torch.ops.mkldnn._linear_pointwise.binary(weight, other, rows, None, "add")
+    return y.t().contiguous().view(residual.shape)
+
+
+def _tuned(linears, x, packed, bias, act, residual):
+    """bf16 inference over many rows: the fused call, or where measured faster on this machine, an
+    equivalent formulation (``tune``): the transposed product for a residual linear, the activation
+    as its own pass for an activated one."""
+    candidates = {"fused": lambda: _fused(x, packed, bias, act, residual)}
+    if residual is not None and act is None and residual.dtype == x.dtype and residual.shape[:-1] == x.shape[:-1]:
+        plain = concat(linears)[0]
+        candidates["transposed"] = lambda: _transposed(x, plain, bias, residual)
+    elif act is not None and residual is None:
+        candidates["separate activation"] = lambda: ACTIVATIONS[act](_fused(x, packed, bias, None, None))
+    if len(candidates) == 1:
+        return candidates["fused"]()
+    rows = x.numel() // x.shape[-1]
+    return run_fastest(("linear", bucket(rows), x.shape[-1], packed.shape[0], act, residual is not None), candidates)
+
+
 def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
            dropout: nn.Module | None = None, pack: bool = True, tied: bool = False) -> torch.Tensor:
     """``dropout(act(x @ W.T + b)) + residual``, W and b concatenating ``linears`` along the output.
@@ -134,15 +172,10 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     this one's as rows (``tied.decoder_weight``)."""
     weight = linears[0].weight
     if fusable(linears[0].training, x) and weight.dtype == x.dtype and (act is None or act in ONEDNN_ACTIVATIONS):
-        weight, bias = packed_weights(linears) if pack else concat(linears)
-        if residual is not None and act is None and residual.dtype == x.dtype:
-            # the residual added on the fp32 accumulator: one rounding (as fast as a separate add)
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
-        attr, algorithm = ONEDNN_ACTIVATIONS[act] if act else ("none", "")
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [None], algorithm)
-        if residual is None:
-            return y
-        return y.add_(residual)
+        packed, bias = packed_weights(linears) if pack else concat(linears)
+        if pack and x.dtype == torch.bfloat16 and tuning(x.numel() // x.shape[-1]):
+            return _tuned(linears, x, packed, bias, act, residual)
+        return _fused(x, packed, bias, act, residual)
     weight, bias = concat(linears)
     if tied:
         weight = decoder_weight(weight)

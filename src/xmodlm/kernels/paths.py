@@ -9,6 +9,7 @@ from .linear import _ONEDNN
 from .dropout import _ONE_PASS
 from .loss import _FUSED
 from .tied import _ROWS
+from .tune import _TUNE
 
 
 def describe_paths() -> dict[str, str]:
@@ -20,6 +21,9 @@ def describe_paths() -> dict[str, str]:
         "linears (CPU)": "oneDNN (fused epilogues, packed weights in inference)" if onednn else "plain torch",
         "bf16 inference attention, T <= 128": ("SDPA (oneDNN off)" if not onednn else "SDPA flash kernel (AMX)"
                                               if amx_bf16() else "bf16_attention (hi + lo scores)"),
+        "bf16 inference products (CPU)": ("fused; timed once per shape against the transposed product or a "
+                                          f"separate activation (from {_TUNE['min_rows']} rows)"
+                                          if _TUNE["enabled"] and onednn else "fused"),
         "MLM cross-entropy in training": "fused, sliced rows" if _FUSED["enabled"] else "plain F.cross_entropy",
         "tied word embeddings' gradient in training": ("lookup rows added into the decoder's" if _ROWS["enabled"]
                                                        else "dense lookup gradient, summed"),

@@ -1,0 +1,89 @@
+"""Choosing between equivalent formulations of one product by timing them on this machine, once per
+shape: what ``torch.backends.cudnn.benchmark`` does for convolutions, here for bf16 CPU inference.
+
+Why: oneDNN's bf16 matrix product splits its work between threads by a heuristic that, for some shapes,
+leaves threads idle. On a 2-core Xeon with AMX the feed-forward output product (1,024 tokens x 3,072 ->
+768) ran at 1,150-1,270 GFLOP/s while its transpose (768 x 3,072 -> 1,024 tokens, the same kernel)
+ran at 1,500-2,600, and the output layout costs one small copy. Which side wins depends on the
+shape, the thread count and the processor, so it is measured, not assumed.
+
+What changes: the candidates compute the same fp32-accumulated products in another order and round
+once (the residual and bias enter the accumulator in both); bf16 outputs can differ in the last bit
+between the candidates, so between two processes that chose differently. ``use_autotune(False)``
+keeps one formulation (bit-reproducible across processes); within a process a shape keeps its choice.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+_TUNE = {"enabled": True, "min_rows": 256, "rounds": 5, "margin": 0.10, "force": None}
+# every candidate name the kernels offer (the first of each set is its default)
+NAMES = ("fused", "transposed", "separate activation")
+# (kind, rows bucket, *sizes, threads) -> the chosen candidate's name
+_CHOICES: dict[tuple, str] = {}
+
+
+def use_autotune(enabled: bool, min_rows: int | None = None, force: str | None = None) -> None:
+    """Measure (True, the default) or not (False: always the first candidate) which formulation of a bf16
+    CPU inference product is fastest. ``min_rows``: products over fewer rows never tune (default 256:
+    smaller ones take microseconds, where the timing itself would cost more than any choice saves).
+    ``force``: take the candidate of that name wherever one is offered, without timing (for tests and
+    side-by-side benchmarks). Every call forgets the choices made."""
+    if min_rows is not None and min_rows < 1:
+        raise ValueError(f"min_rows={min_rows}; expected a positive number of rows")
+    if force is not None and force not in NAMES:
+        raise ValueError(f"force={force!r}; expected one of {NAMES}")
+    _TUNE.update(enabled=bool(enabled), force=force)
+    if min_rows is not None:
+        _TUNE["min_rows"] = int(min_rows)
+    _CHOICES.clear()
+
+
+def tuning(rows: int) -> bool:
+    return _TUNE["enabled"] and rows >= _TUNE["min_rows"]
+
+
+def choices() -> dict[tuple, str]:
+    """The choices made so far in this process (for reports and tests)."""
+    return dict(_CHOICES)
+
+
+def bucket(rows: int) -> int:
+    """Rows rounded to a power of two: batches of nearby sizes share one measurement."""
+    return 1 << max(0, round(math.log2(max(rows, 1))))
+
+
+def _fastest(candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
+    """The candidate with the smallest median time over a few alternating rounds (after one untimed
+    call each); another than the first only when it is faster by more than the margin, so that noise
+    does not move a shape off the default."""
+    names = list(candidates)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:
+        candidates[name]()
+    for _ in range(_TUNE["rounds"]):
+        for name in names:
+            start = time.perf_counter()
+            candidates[name]()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    best = min(names, key=medians.__getitem__)
+    return best if medians[best] < (1 - _TUNE["margin"]) * medians[names[0]] else names[0]
+
+
+def run_fastest(key: tuple, candidates: dict[str, Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """The result of the candidate chosen for ``key`` (the first candidate is the default), choosing it by
+    timing on the key's first call. The key must hold everything the speed depends on but the data."""
+    if _TUNE["force"] is not None:
+        return candidates.get(_TUNE["force"], next(iter(candidates.values())))()
+    key = key + (torch.get_num_threads(),)
+    name = _CHOICES.get(key)
+    if name is None:
+        name = _CHOICES[key] = _fastest(candidates)
+    return candidates[name]()
