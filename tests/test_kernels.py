@@ -585,3 +585,34 @@ def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch)
 
 def test_autotune_buckets_rows_by_powers_of_two():
     assert [kernels.tune.bucket(n) for n in (1, 3, 256, 300, 380, 1024, 1500)] == [1, 4, 256, 256, 512, 1024, 2048]
+
+
+def encode_autocast(model, ids, mask, langs, fused: bool):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return encode(model, ids, mask, langs, fused)
+
+
+@needs_onednn
+def test_bf16_autocast_inference_takes_the_fused_kernels_as_accurately(monkeypatch):
+    """Under CPU bf16 autocast (embed and retrieval's --precision bf16), inference runs the fused
+    kernels on bf16 copies of the weights, packed once, instead of torch's ops with autocast's casts at
+    every call; the residual stream stays float32 as autocast keeps it, and the result is no further
+    from fp32 than plain autocast's. An fp32 call afterwards gets fp32 weights back."""
+    model = ours(XmodModel, num_attention_heads=2)
+    ids, mask = batch(b=6, t=40, lengths=[40, 31, 40, 7, 40, 22])
+    langs = [0, 1, 2, 0, 1, 2]
+    real = mask.bool()
+    exact = encode(model, ids, mask, langs, False)
+    plain = encode_autocast(model, ids, mask, langs, False)
+    calls = spy(monkeypatch, "run_grouped")
+    with torch.profiler.profile() as prof:
+        for _ in range(2):  # the second call runs the modules as grouped convolutions
+            fused = encode_autocast(model, ids, mask, langs, True)
+            assert fused.dtype == torch.float32  # the last LayerNorm's, as under plain autocast
+            assert (fused - exact)[real].abs().max() <= 1.5 * (plain - exact)[real].abs().max() + 1e-3
+    assert calls[-1]
+    ops = {e.key: e.count for e in prof.key_averages()}
+    assert "mkldnn::_linear_pointwise" in ops and ops.get("aten::addmm") == 2  # only the pooler's, once a call
+    dense = model.encoder.layer[0].intermediate.dense
+    assert kernels.INFERENCE_CACHE[dense][1].dtype == torch.bfloat16 and dense.weight.dtype == torch.float32
+    assert maxdiff(encode(model, ids, mask, langs, True)[real], exact[real]) <= TOL  # fp32 again

@@ -4,9 +4,11 @@ X-Mod computes and calls in here. These files import torch and numpy only, never
 Why oneDNN on CPU: torch's float32 matrix product on CPU is MKL's, which takes a slower code path on
 AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is in the build:
 
-* inference (eval mode, no autograd, no autocast), fp32 or bf16: one oneDNN call per linear
-  (``linear.linear``), with the activation or the residual add applied inside it on the fp32
-  accumulator; the big shared matrices are reordered once into oneDNN's blocked layout.
+* inference (eval mode, no autograd), fp32 or bf16: one oneDNN call per linear (``linear.linear``),
+  with the activation or the residual add applied inside it on the fp32 accumulator; the big shared
+  matrices are reordered once into oneDNN's blocked layout. Under CPU bf16 autocast (fp32 weights)
+  the same kernels run on bf16 copies of the weights made once and cached, where autocast would cast
+  every weight at every call; the residual stream stays fp32, as autocast keeps it.
 * fp32 training (autograd, no autocast): forward and both backward products through oneDNN
   (``OneDNNLinear``).
 * bf16 inference over many rows (``tune``): where a shape is first met, the fused call is timed against
@@ -34,8 +36,9 @@ What is cached, for inference only (``INFERENCE_CACHE``, outside the modules, so
 deepcopy and pickling never see it): the big shared matrices in oneDNN's layout (one extra copy of
 the encoder's dense weights, not of the embeddings or the language modules), keyed on their first
 linear; the language modules' weights stacked (batched path) or packed as grouped-convolution
-weights (grouped path, built on a layout's second call in a row), keyed on the owning layer. An
-entry is rebuilt when a weight is replaced or changed in place; ``drop_inference_cache`` (which
+weights (grouped path, built on a layout's second call in a row), keyed on the owning layer; under
+bf16 autocast these copies are bf16 (half the size). An entry is rebuilt when a weight is replaced or
+changed in place, or when calls switch between autocast and not; ``drop_inference_cache`` (which
 ``model.train()`` calls) drops them.
 
 Exactness: the same computations, not approximations. Against the plain torch ops, the fused paths

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cpu import amx_bf16
-from .linear import fusable
+from .linear import fused_dtype
 
 
 def attention(q, k, v, mask, dropout: nn.Dropout, training: bool):
     """``softmax(q k^T / sqrt(D), masked) @ v`` with ``dropout`` (its ``p``) on the probabilities in
     training. q, k, v (B, H, T, D); mask None or (B, 1, 1, T), True where a key may be attended to."""
-    if q.dtype == torch.bfloat16 and fusable(training, q) and q.shape[2] <= 128 and not amx_bf16():
+    if q.dtype == torch.bfloat16 and fused_dtype(training, q) == torch.bfloat16 and q.shape[2] <= 128 and not amx_bf16():
         # with AMX, SDPA's flash kernel is faster at the same precision (float32 scores from bf16
         # products, bf16 probabilities) and reads the heads in place: no layout copies
         return bf16_attention(q, k, v, mask)

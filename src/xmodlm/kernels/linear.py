@@ -64,11 +64,20 @@ def _onednn_ready(x: torch.Tensor) -> bool:
             and x.device.type == "cpu")
 
 
+def fused_dtype(training: bool, x: torch.Tensor) -> torch.dtype | None:
+    """The dtype in which inference (``training`` false, no autograd) runs through the fused oneDNN
+    kernels: x's own (fp32 or bf16), or bf16 under CPU bf16 autocast, whose casts the kernels then make
+    themselves (each weight cast once and cached, not at every call); None where they do not apply."""
+    if training or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.bfloat16) or not _onednn_ready(x):
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+    return x.dtype
+
+
 def fusable(training: bool, x: torch.Tensor) -> bool:
-    """Inference (``training`` false, no autograd) through the fused oneDNN kernels (not under
-    autocast, whose casts they would skip)."""
-    return (not training and not torch.is_grad_enabled() and x.dtype in (torch.float32, torch.bfloat16)
-            and _onednn_ready(x) and not torch.is_autocast_enabled("cpu"))
+    """Inference through the fused oneDNN kernels in x's own dtype (not under autocast)."""
+    return fused_dtype(training, x) is not None and not torch.is_autocast_enabled("cpu")
 
 
 def onednn_trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -106,21 +115,27 @@ class OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def concat(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def concat(linears: Sequence[nn.Linear], dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight and bias of ``linears`` concatenated along the output (in ``dtype``: cast)."""
     if len(linears) == 1:
-        return linears[0].weight, linears[0].bias
-    bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
-    return torch.cat([m.weight for m in linears]), bias
+        weight, bias = linears[0].weight, linears[0].bias
+    else:
+        bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
+        weight = torch.cat([m.weight for m in linears])
+    if dtype is None or weight.dtype == dtype:
+        return weight, bias
+    return weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
-def packed_weights(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The weight of ``linears`` (concatenated along the output) reordered into oneDNN's blocked
-    layout, and their bias; cached on the first linear until any tensor is replaced or changed."""
+def packed_weights(linears: Sequence[nn.Linear], dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight of ``linears`` (concatenated along the output, in ``dtype``, by default their own)
+    reordered into oneDNN's blocked layout, and their bias; cached on the first linear until any
+    tensor is replaced or changed, or another dtype is asked for."""
     tensors = [t for m in linears for t in (m.weight, m.bias) if t is not None]
-    key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+    key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors) + (dtype,)
     cached = INFERENCE_CACHE.get(linears[0])
     if cached is None or cached[0] != key:
-        weight, bias = concat(linears)
+        weight, bias = concat(linears, dtype)
         # no batch-size hint: the layout then serves any batch (a hint tuned to one size slowed others)
         cached = INFERENCE_CACHE[linears[0]] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()), bias)
     return cached[1], cached[2]
@@ -147,12 +162,13 @@ def _transposed(x, weight, bias, residual):
     return y.t().contiguous().view(residual.shape)
 
 
-def _tuned(linears, x, packed, bias, act, residual):
+def _tuned(linears, x, packed, bias, act, residual, amp: bool):
     """bf16 inference over many rows: the fused call, or where measured faster on this machine, an
-    equivalent formulation (``tune``): the transposed product for a residual linear, the activation
-    as its own pass for an activated one."""
+    equivalent formulation (``tune``): the transposed product for a residual linear (not under autocast,
+    where it would cast the plain weight at every call), the activation as its own pass for an
+    activated one."""
     candidates = {"fused": lambda: _fused(x, packed, bias, act, residual)}
-    if residual is not None and act is None and residual.dtype == x.dtype and residual.shape[:-1] == x.shape[:-1]:
+    if residual is not None and act is None and not amp and residual.shape[:-1] == x.shape[:-1]:
         plain = concat(linears)[0]
         candidates["transposed"] = lambda: _transposed(x, plain, bias, residual)
     elif act is not None and residual is None:
@@ -171,10 +187,15 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     ``tied``: W is also the word embeddings (read through ``tied.embedding_lookup``), whose gradient then joins
     this one's as rows (``tied.decoder_weight``)."""
     weight = linears[0].weight
-    if fusable(linears[0].training, x) and weight.dtype == x.dtype and (act is None or act in ONEDNN_ACTIVATIONS):
-        packed, bias = packed_weights(linears) if pack else concat(linears)
-        if pack and x.dtype == torch.bfloat16 and tuning(x.numel() // x.shape[-1]):
-            return _tuned(linears, x, packed, bias, act, residual)
+    dtype = fused_dtype(linears[0].training, x)
+    amp = dtype is not None and torch.is_autocast_enabled("cpu")
+    if dtype is not None and (weight.dtype == x.dtype or amp) and (act is None or act in ONEDNN_ACTIVATIONS):
+        x = x.to(dtype)  # under autocast: the cast autocast makes; the weights' are cached
+        packed, bias = packed_weights(linears, dtype) if pack else concat(linears, dtype)
+        if residual is not None and residual.dtype != dtype:  # autocast: the product in bf16, the sum in fp32
+            return residual + _fused(x, packed, bias, act, None)
+        if pack and dtype == torch.bfloat16 and tuning(x.numel() // x.shape[-1]):
+            return _tuned(linears, x, packed, bias, act, residual, amp)
         return _fused(x, packed, bias, act, residual)
     weight, bias = concat(linears)
     if tied:

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, linear
+from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, linear
 
 # (rows, equal, groups) of the last call: every layer of a forward passes the same rows (a tuple)
 _last_layout: tuple = (None, False, 0)
@@ -82,14 +82,16 @@ def _batched(h, rows, equal: bool, module) -> bool:
 def _grouped(h, groups: int, segments: int, module, skip) -> int:
     """The number of groups for ``run_grouped``, or 0 where it does not apply.
 
-    It applies in CPU inference through oneDNN (same dtype, an activation oneDNN fuses) where the
+    It applies in CPU inference through oneDNN (same dtype, or bf16 autocast; an activation oneDNN fuses) where the
     batch splits into at most twice as many equal groups of rows as it has languages (a language
     with 2 rows among languages with 1 takes 2 groups, and its weights are read twice). There it beats
     the batched matmuls and the loop of kernels; packing the weights costs more than it saves on one
     call, hence ``reuse_first`` in ``grouped_weights``.
     """
-    if not (fusable(module.training, h) and module.act_name in ONEDNN_ACTIVATIONS
-            and module.dense1.weight.dtype == h.dtype and h.is_contiguous() and skip.is_contiguous() and h.dim() >= 2):
+    dtype = fused_dtype(module.training, h)
+    same = module.dense1.weight.dtype == h.dtype or torch.is_autocast_enabled("cpu")  # autocast: cast, cached
+    if not (dtype is not None and same and module.act_name in ONEDNN_ACTIVATIONS
+            and h.is_contiguous() and skip.is_contiguous() and h.dim() >= 2):
         return 0
     return groups if groups <= 2 * segments else 0
 
@@ -150,19 +152,19 @@ def run_batched(owner, h, rows, equal: bool, modules, skip=None):
     return y.reshape(h.shape) if equal else torch.cat([y[i, :count] for i, count in enumerate(rows)])
 
 
-def grouped_weights(owner, modules, tokens: int) -> tuple:
+def grouped_weights(owner, modules, tokens: int, dtype: torch.dtype) -> tuple:
     """Both products' weights as grouped 1x1 convolution weights (one group per entry of
-    ``modules``) in oneDNN's layout for inputs of ``tokens`` positions, and their biases (cached).
-    The layout is chosen for that input size and is far slower at another, so the size is part of
-    the key."""
+    ``modules``) in ``dtype`` and oneDNN's layout for inputs of ``tokens`` positions, and their biases
+    (cached). The layout is chosen for that input size and is far slower at another, so the size is
+    part of the key."""
     groups = len(modules)
 
     def build(params):
-        w1, b1, w2, b2 = (torch.cat(params[i::4]).detach() for i in range(4))
+        w1, b1, w2, b2 = (torch.cat(params[i::4]).detach().to(dtype) for i in range(4))
         pack = torch.ops.mkldnn._reorder_convolution_weight
         return (pack(w1[:, :, None, None], [0, 0], [1, 1], [1, 1], groups, [1, groups * w1.shape[1], tokens, 1]), b1,
                 pack(w2[:, :, None, None], [0, 0], [1, 1], [1, 1], groups, [1, groups * w2.shape[1], tokens, 1]), b2)
-    return _cached(owner, "grouped", tokens, modules, build, reuse_first=True)
+    return _cached(owner, "grouped", (tokens, dtype), modules, build, reuse_first=True)
 
 
 def run_grouped(owner, h, rows, modules, skip, groups: int):
@@ -173,18 +175,24 @@ def run_grouped(owner, h, rows, modules, skip, groups: int):
     are not packed (a layout's first sighting)."""
     width, rows_per_group = h.shape[-1], h.shape[0] // groups
     tokens = h.numel() // (groups * width)
-    weights = grouped_weights(owner, [m for m, n in zip(modules, rows) for _ in range(n // rows_per_group)], tokens)
+    dtype = fused_dtype(False, h)  # h's own, or bf16 under autocast
+    weights = grouped_weights(owner, [m for m, n in zip(modules, rows) for _ in range(n // rows_per_group)],
+                              tokens, dtype)
     if weights is None:
         return None
     w1, b1, w2, b2 = weights
 
     def channels_last(t):  # (groups, tokens, d) -> an NCHW view (1, groups * d, tokens, 1) of NHWC memory
         return t.reshape(groups, tokens, width).transpose(0, 1).contiguous().view(1, tokens, 1, -1).permute(0, 3, 1, 2)
-    x = channels_last(h)
-    residual = x if skip is h else channels_last(skip)
+    x = channels_last(h.to(dtype))
     conv = torch.ops.mkldnn._convolution_pointwise
     attr, algorithm = ONEDNN_ACTIVATIONS[modules[0].act_name]
     inner = conv(x, w1, b1, [0, 0], [1, 1], [1, 1], groups, attr, [None], algorithm)
-    y = conv.binary(inner, residual, w2, b2, [0, 0], [1, 1], [1, 1], groups, "add", None, None, [], None)
+    if skip.dtype == dtype:
+        residual = x if skip is h else channels_last(skip)
+        y = conv.binary(inner, residual, w2, b2, [0, 0], [1, 1], [1, 1], groups, "add", None, None, [], None)
+    else:  # autocast: the products in bf16, the residual's sum in its fp32 (as autocast's ops)
+        y = conv(inner, w2, b2, [0, 0], [1, 1], [1, 1], groups, "none", [None], "")
     # back to (rows, ..., d) order; contiguous, as every other path returns (LayerNorm would copy anyway)
-    return y.permute(0, 2, 3, 1).reshape(tokens, groups, width).transpose(0, 1).contiguous().view(h.shape)
+    y = y.permute(0, 2, 3, 1).reshape(tokens, groups, width).transpose(0, 1)
+    return (y.contiguous() if skip.dtype == dtype else skip.view(y.shape) + y).view(h.shape)

@@ -19,6 +19,8 @@ def describe_paths() -> dict[str, str]:
         "cpu": (f"torch capability {torch.backends.cpu.get_cpu_capability()}, "
                 f"AMX bf16 {'yes' if amx_bf16() else 'no'}{' (prefer_amx_paths override)' if amx_overridden() else ''}"),
         "linears (CPU)": "oneDNN (fused epilogues, packed weights in inference)" if onednn else "plain torch",
+        "bf16 autocast inference (CPU)": ("the fused kernels on bf16 weights cast once and cached" if onednn
+                                          else "torch's ops, autocast's casts at every call"),
         "bf16 inference attention, T <= 128": ("SDPA (oneDNN off)" if not onednn else "SDPA flash kernel (AMX)"
                                               if amx_bf16() else "bf16_attention (hi + lo scores)"),
         "bf16 inference products (CPU)": ("fused; timed once per shape against the transposed product or a "
