@@ -207,18 +207,26 @@ def bench_infer(s: BenchSettings, ceilings: dict) -> list[dict]:
     ids = batch_for(config, batch, seq, langs)[0].to(DEVICE)
     lang = (torch.tensor([0, 7, 3, 80, 41, 3, 12, 60][:batch]) % langs).to(DEVICE)
 
-    def forward(model):
-        return lambda: torch.no_grad()(model)(input_ids=ids, lang_ids=lang)
+    def forward(model, autocast: bool = False):
+        def call():
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=autocast):
+                return torch.no_grad()(model)(input_ids=ids, lang_ids=lang)
+        return call
 
+    # bf16 weights; fp32; and fp32 weights under bf16 autocast (what embed and retrieval's --precision bf16
+    # run), against the reference in fp32: transformers' XmodModel fails under autocast (its language
+    # adapters write bf16 rows into an fp32 tensor)
     fns = {"reference bf16": forward(ref16), "ours bf16": forward(ours16),
-           "reference fp32": forward(ref), "ours fp32": forward(ours)}
+           "reference fp32": forward(ref), "ours fp32": forward(ours), "ours bf16 autocast": forward(ours, True)}
     if s.compile:  # the compiled module shares ours16's weights
         fns["ours bf16 + compile"] = forward(torch.compile(ours16))
     times = median_times(fns, s.steps, s.warmup)
     flops = model_flops(config, batch, seq, 0, train=False)
     shape = f"encoder forward {layers}x{hidden} V={vocab // 1000}k {langs} langs {batch}x{seq} mixed"
-    out = rows(shape, {k: v for k, v in times.items() if "bf16" in k}, "reference bf16", batch * seq, flops, ceilings)
-    out += rows(shape, {k: v for k, v in times.items() if "fp32" in k}, "reference fp32", batch * seq, flops, ceilings)
+    out = rows(shape, {k: v for k, v in times.items() if "bf16" in k and "autocast" not in k}, "reference bf16",
+               batch * seq, flops, ceilings)
+    out += rows(shape, {k: v for k, v in times.items() if "fp32" in k or "autocast" in k}, "reference fp32",
+                batch * seq, flops, ceilings)
     return out
 
 
