@@ -8,7 +8,9 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
 
 * infer: the bf16 and fp32 encoder forward of ``xmodlm bench``'s infer suite (xmod-base shape, 81
   languages, 8 x 128 mixed), with the paths chosen for processors without AMX and with them
-  (``prefer_amx_paths``: attention through SDPA's flash kernel);
+  (``prefer_amx_paths``: attention through SDPA's flash kernel); bf16 with one formulation per
+  product and with the formulation timed per shape (``use_autotune``); the fp32 model under bf16
+  autocast on torch's ops (``use_onednn(False)``, the path before) and on the fused kernels;
 * train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
   autocast and fp32, each lever of ``--train-levers`` off and on (the others on): the plain and the
   fused cross-entropy (``ce``: ``use_fused_cross_entropy``), the tied lookup's gradient dense and as
@@ -19,6 +21,7 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -63,12 +66,27 @@ def infer_calls() -> tuple[dict, float, int]:
     ids = batch_for(config, 8, 128, 81)[0]
     lang = torch.tensor([0, 7, 3, 80, 41, 3, 12, 60])  # as the bench
 
-    def forward(model):
-        return lambda: torch.no_grad()(model)(ids, lang_ids=lang)
+    def forward(model, autocast: bool = False):
+        def call():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                return torch.no_grad()(model)(ids, lang_ids=lang)
+        return call
+
+    def only(**switches):  # the inference switches at their defaults but ``switches``
+        def apply():
+            kernels.prefer_amx_paths(switches.get("amx"))
+            kernels.use_autotune(switches.get("autotune", True))
+            kernels.use_onednn(switches.get("onednn", True))
+        return apply
     calls = {}
     for name, model in (("bf16", bf16), ("fp32", fp32)):
-        calls[f"forward {name}, paths without AMX"] = (lambda: kernels.prefer_amx_paths(False), forward(model))
-        calls[f"forward {name}, AMX paths"] = (lambda: kernels.prefer_amx_paths(True), forward(model))
+        calls[f"forward {name}, paths without AMX"] = (only(amx=False), forward(model))
+        calls[f"forward {name}, AMX paths"] = (only(amx=True), forward(model))
+    calls["forward bf16, one formulation per product"] = (only(autotune=False), forward(bf16))
+    calls["forward bf16, formulation timed per shape (autotune)"] = (only(), forward(bf16))
+    amp = copy.deepcopy(fp32)  # its own copy: one model called both ways would repack its modules at every switch
+    calls["forward bf16 autocast (fp32 weights), torch's ops"] = (only(onednn=False), forward(amp, True))
+    calls["forward bf16 autocast (fp32 weights), fused kernels on cached bf16 weights"] = (only(), forward(amp, True))
     return calls, model_flops(config, 8, 128, 0, train=False), 8 * 128
 
 
@@ -135,6 +153,8 @@ def main() -> None:
             print(f"| {name} | {times[name] * 1e3:.1f} | {tokens / times[name]:,.0f} | {speed} | "
                   f"{flops / times[name] / ceilings[dt]:.1%} | {split} |")
     kernels.prefer_amx_paths(None)
+    kernels.use_autotune(True)
+    kernels.use_onednn(True)
     defaults()
 
 

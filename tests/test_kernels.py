@@ -575,8 +575,11 @@ def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch)
     assert torch.equal(encode(model, ids, mask, MIXED[:1] * 6, True), first)  # the same choices, the same bits
     assert len(timed) == len(choices)  # nothing timed again
     kernels.use_autotune(False)
-    encode(model, ids, mask, MIXED[:1] * 6, True)
-    assert not autotune.choices()
+    ids2, mask2 = batch(b=12, t=40)  # another rows bucket: would be timed if tuning were on
+    encode(model, ids2, mask2, MIXED[:1] * 12, True)
+    assert len(timed) == len(choices) and autotune.choices() == choices  # kept while off, nothing new timed
+    kernels.use_autotune(True, min_rows=2)
+    assert not autotune.choices()  # another setting: forgotten
     with pytest.raises(ValueError, match="force='fastest'"):
         kernels.use_autotune(True, force="fastest")
     with pytest.raises(ValueError, match="min_rows=0"):
@@ -614,5 +617,5 @@ def test_bf16_autocast_inference_takes_the_fused_kernels_as_accurately(monkeypat
     ops = {e.key: e.count for e in prof.key_averages()}
     assert "mkldnn::_linear_pointwise" in ops and ops.get("aten::addmm") == 2  # only the pooler's, once a call
     dense = model.encoder.layer[0].intermediate.dense
-    assert kernels.INFERENCE_CACHE[dense][1].dtype == torch.bfloat16 and dense.weight.dtype == torch.float32
+    assert kernels.INFERENCE_CACHE[dense][torch.bfloat16][1].dtype == torch.bfloat16 and dense.weight.dtype == torch.float32
     assert maxdiff(encode(model, ids, mask, langs, True)[real], exact[real]) <= TOL  # fp32 again

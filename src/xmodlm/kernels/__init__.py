@@ -37,9 +37,10 @@ deepcopy and pickling never see it): the big shared matrices in oneDNN's layout 
 the encoder's dense weights, not of the embeddings or the language modules), keyed on their first
 linear; the language modules' weights stacked (batched path) or packed as grouped-convolution
 weights (grouped path, built on a layout's second call in a row), keyed on the owning layer; under
-bf16 autocast these copies are bf16 (half the size). An entry is rebuilt when a weight is replaced or
-changed in place, or when calls switch between autocast and not; ``drop_inference_cache`` (which
-``model.train()`` calls) drops them.
+bf16 autocast these copies are bf16 (half the size; a model called both ways keeps both packed
+matrices, while its grouped module weights are rebuilt when the calls switch). An entry is rebuilt when
+a weight is replaced or changed in place; ``drop_inference_cache`` (which ``model.train()`` calls)
+drops them.
 
 Exactness: the same computations, not approximations. Against the plain torch ops, the fused paths
 round differently: the activation or residual is applied to the fp32 accumulator before rounding

@@ -44,7 +44,7 @@ def _onednn_in_build() -> bool:
 _ONEDNN = {"enabled": True, "available": _onednn_in_build()}
 # Inference-only derived tensors (packed or stacked weights) per module, outside the module so that
 # state_dict, deepcopy and pickling never see them; an entry goes with its module.
-INFERENCE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple | dict]" = weakref.WeakKeyDictionary()
+INFERENCE_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def use_onednn(enabled: bool) -> None:
@@ -130,14 +130,15 @@ def concat(linears: Sequence[nn.Linear], dtype: torch.dtype | None = None) -> tu
 def packed_weights(linears: Sequence[nn.Linear], dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The weight of ``linears`` (concatenated along the output, in ``dtype``, by default their own)
     reordered into oneDNN's blocked layout, and their bias; cached on the first linear until any
-    tensor is replaced or changed, or another dtype is asked for."""
+    tensor is replaced or changed; one entry per dtype asked for."""
     tensors = [t for m in linears for t in (m.weight, m.bias) if t is not None]
-    key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors) + (dtype,)
-    cached = INFERENCE_CACHE.get(linears[0])
+    key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+    by_dtype = INFERENCE_CACHE.setdefault(linears[0], {})  # fp32 calls and autocast calls each keep theirs
+    cached = by_dtype.get(dtype)
     if cached is None or cached[0] != key:
         weight, bias = concat(linears, dtype)
         # no batch-size hint: the layout then serves any batch (a hint tuned to one size slowed others)
-        cached = INFERENCE_CACHE[linears[0]] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()), bias)
+        cached = by_dtype[dtype] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()), bias)
     return cached[1], cached[2]
 
 

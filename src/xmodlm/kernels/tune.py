@@ -34,15 +34,17 @@ def use_autotune(enabled: bool, min_rows: int | None = None, force: str | None =
     CPU inference product is fastest. ``min_rows``: products over fewer rows never tune (default 256:
     smaller ones take microseconds, where the timing itself would cost more than any choice saves).
     ``force``: take the candidate of that name wherever one is offered, without timing (for tests and
-    side-by-side benchmarks). Every call forgets the choices made."""
+    side-by-side benchmarks). The choices made are kept while switched off (switching back on reuses
+    them) and forgotten when ``min_rows`` or ``force`` changes."""
     if min_rows is not None and min_rows < 1:
         raise ValueError(f"min_rows={min_rows}; expected a positive number of rows")
     if force is not None and force not in NAMES:
         raise ValueError(f"force={force!r}; expected one of {NAMES}")
+    if force != _TUNE["force"] or (min_rows is not None and min_rows != _TUNE["min_rows"]):
+        _CHOICES.clear()
     _TUNE.update(enabled=bool(enabled), force=force)
     if min_rows is not None:
         _TUNE["min_rows"] = int(min_rows)
-    _CHOICES.clear()
 
 
 def tuning(rows: int) -> bool:

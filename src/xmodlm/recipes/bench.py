@@ -25,6 +25,7 @@ Suites:
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import json
 import statistics
@@ -216,8 +217,10 @@ def bench_infer(s: BenchSettings, ceilings: dict) -> list[dict]:
     # bf16 weights; fp32; and fp32 weights under bf16 autocast (what embed and retrieval's --precision bf16
     # run), against the reference in fp32: transformers' XmodModel fails under autocast (its language
     # adapters write bf16 rows into an fp32 tensor)
+    # (a copy of ours for autocast: one model called both ways would repack its modules at every switch)
+    ours_amp = copy.deepcopy(ours)
     fns = {"reference bf16": forward(ref16), "ours bf16": forward(ours16),
-           "reference fp32": forward(ref), "ours fp32": forward(ours), "ours bf16 autocast": forward(ours, True)}
+           "reference fp32": forward(ref), "ours fp32": forward(ours), "ours bf16 autocast": forward(ours_amp, True)}
     if s.compile:  # the compiled module shares ours16's weights
         fns["ours bf16 + compile"] = forward(torch.compile(ours16))
     times = median_times(fns, s.steps, s.warmup)
