@@ -92,7 +92,7 @@ def main() -> None:
 
     print(f"bf16 forward {layers}x{d}, {batch}x{seq} mixed, {torch.get_num_threads()} thread(s); "
           f"bf16 matmul ceiling {ceiling / 1e9:.0f} GFLOP/s; kernel paths: {xmodlm.kernels.describe_paths()}")
-    print(f"| part | ms per forward | share | GFLOP | GFLOP/s | ms at the ceiling |\n|---|---:|---:|---:|---:|---:|")
+    print("| part | ms per forward | share | GFLOP | GFLOP/s | ms at the ceiling |\n|---|---:|---:|---:|---:|---:|")
     mean = sum(parts.values())
     for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
         work = flops.get(name)
