@@ -104,6 +104,11 @@ def main() -> None:
           f"{ref_time * 1e3:.1f} ms: {ref_time / total:.2f}x")
     print(f"bound with every matmul-bearing part at the ceiling, the rest as measured: "
           f"{ref_time / (at_ceiling + rest):.2f}x; and the rest free as well: {ref_time / at_ceiling:.2f}x")
+    chosen = xmodlm.kernels.tune.choices()
+    if chosen:  # (kind, rows bucket, in, out, activation, residual, threads) -> formulation
+        print("formulations timed per shape (kernels.tune): "
+              + "; ".join(f"{k[2]}->{k[3]}{' ' + k[4] if k[4] else ''}{' +residual' if k[5] else ''} at {k[1]} rows: {v}"
+                          for k, v in chosen.items()))
 
 
 if __name__ == "__main__":
