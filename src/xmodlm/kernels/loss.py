@@ -23,14 +23,18 @@ def use_fused_cross_entropy(enabled: bool) -> None:
     _FUSED["enabled"] = bool(enabled)
 
 
-def _loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean cross-entropy of ``logits`` (N, V) and its gradient (in the logits' dtype), slice by slice of rows:
-    each slice in float32 once, its softmax turned into the gradient in place (softmax - one-hot, over N)."""
+def _loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor, rows: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean cross-entropy of ``logits`` (N, V) and its gradient (in the logits' dtype), slice by slice of
+    ``rows`` rows: each slice in float32 once, its softmax turned into the gradient in place (softmax - one-hot,
+    over N). By default SLICE_ROWS on a CPU (for its cache) and one slice elsewhere (on a GPU each slice costs
+    kernel launches, not cache misses)."""
     n = logits.shape[0]
+    rows = rows or (SLICE_ROWS if logits.device.type == "cpu" else max(n, 1))
     losses = torch.empty(n, dtype=torch.float32, device=logits.device)
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-    for lo in range(0, n, SLICE_ROWS):
-        hi = min(n, lo + SLICE_ROWS)
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
         z = logits[lo:hi].to(torch.float32, copy=True)  # (r, V), float32 as F.cross_entropy(logits.float())
         target = targets[lo:hi, None]
         picked = z.gather(1, target)
