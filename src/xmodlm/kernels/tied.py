@@ -29,7 +29,9 @@ def use_tied_row_gradient(enabled: bool) -> None:
 
 
 def _applies(weight: torch.Tensor) -> bool:
-    return (_ROWS["enabled"] and torch.is_grad_enabled() and weight.requires_grad
+    # CPU only: there the zero-filled vocabulary-sized gradient is a pass over memory worth saving; on a GPU it
+    # is not, and index_add_ there adds in an order that changes from run to run
+    return (_ROWS["enabled"] and torch.is_grad_enabled() and weight.requires_grad and weight.device.type == "cpu"
             and not torch.compiler.is_compiling())
 
 
