@@ -26,7 +26,8 @@ def describe_paths() -> dict[str, str]:
         "bf16 inference products (CPU)": ("fused; timed once per shape against the transposed product or a "
                                           f"separate activation (from {_TUNE['min_rows']} rows)"
                                           if _TUNE["enabled"] and onednn else "fused"),
-        "MLM cross-entropy in training": "fused (16-row slices on CPU, one slice elsewhere)" if _FUSED["enabled"] else "plain F.cross_entropy",
+        "MLM cross-entropy in training": ("fused (16-row slices on CPU, one slice elsewhere)" if _FUSED["enabled"]
+                                          else "plain F.cross_entropy"),
         "tied word embeddings' gradient in training": ("lookup rows added into the decoder's (CPU)" if _ROWS["enabled"]
                                                        else "dense lookup gradient, summed"),
         "Dropout's mask and scale in training": "one pass each way" if _ONE_PASS["enabled"] else "two multiplications",
