@@ -9,6 +9,8 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   accumulator; the big shared matrices are reordered once into oneDNN's blocked layout.
 * fp32 training (autograd, no autocast): forward and both backward products through oneDNN
   (``OneDNNLinear``).
+* bf16 autocast training on CPU (``amp.autocast_linear``): autocast's casts, then the product in oneDNN
+  with the bias added inside it (``addmm`` first fills the output with the bias), backward as ``addmm``'s.
 * the per-language modules (``modules.run_language_modules``): one language (or one shared module)
   as its two linears over the whole batch, the residual fused in inference; many segments as padded
   batched matmuls over stacked weights; in CPU inference a batch layout seen twice in a row as two
@@ -43,14 +45,15 @@ float32 rounding; bf16 results are no further from fp32 than the plain bf16 path
 both); the tied lookup's row gradient sums the same float32 terms in another order.
 ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
 the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
-``use_one_pass_dropout(False)`` the one-pass mask and scale, and ``prefer_amx_paths(True / False /
-None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken.
+``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
+autocast linears' bias inside the product, and ``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken.
 Under ``torch.compile`` the plain ops are traced.
 
 The submodules ``linear`` and ``attention`` keep their names here (their entry functions share
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
+from .amp import use_autocast_linear
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
 from .linear import (
@@ -93,5 +96,6 @@ __all__ = [
     "use_fused_cross_entropy",
     "use_one_pass_dropout",
     "use_onednn",
+    "use_autocast_linear",
     "use_tied_row_gradient",
 ]
