@@ -48,7 +48,8 @@ def autocast_linear_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
 
 
 class _BiasInProduct(torch.autograd.Function):
-    """``F.linear`` of bf16 operands, the bias added inside oneDNN's product; the backward is ``addmm``'s."""
+    """``F.linear`` of bf16 operands, the bias added inside oneDNN's product; the backward is ``addmm``'s.
+    Differentiable once: for double backward under autocast call ``use_autocast_linear(False)``."""
 
     @staticmethod
     def forward(ctx, x16, w16, b16):
