@@ -526,15 +526,19 @@ needs_bf16_onednn = pytest.mark.skipif(not kernel_amp._BF16_ONEDNN, reason="no o
 
 
 @needs_bf16_onednn
+@pytest.mark.parametrize("frozen", [False, True], ids=["all-trained", "paper-fine-tuning-frozen"])
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
-def test_mlm_training_step_with_the_bias_in_the_product_matches_autocast(amp, monkeypatch):
+def test_mlm_training_step_with_the_bias_in_the_product_matches_autocast(amp, frozen, monkeypatch):
     """The loss and every gradient of a masked-LM step with the bf16 autocast linears' bias added inside oneDNN's
-    product and with autocast's F.linear (addmm): one rounding of the same float32 sums on both paths. fp32
-    training does not take the path (bit for bit the same step)."""
+    product and with autocast's F.linear (addmm): one rounding of the same float32 sums on both paths; also with
+    the embeddings (the tied decoder) and the language modules frozen. fp32 training does not take the path
+    (bit for bit the same step)."""
     calls = []
     original = kernel_amp._BiasInProduct.apply
     monkeypatch.setattr(kernel_amp._BiasInProduct, "apply", lambda *a: (calls.append(1), original(*a))[1])
     model = ours(XmodForMaskedLM)
+    if frozen:
+        model.freeze_embeddings_and_language_adapters()
     results = mlm_step_both_ways(model, kernels.use_autocast_linear, amp)
     (on_loss, on_grads), (off_loss, off_grads) = results
     # in the step with the switch on, every linear once: 4 a layer, 2 per language module in a layer (few

@@ -6,7 +6,9 @@ adds the product to it: a pass over the output (at the vocabulary projection, 30
 gradients back in the same order), and runs the product in oneDNN with the bias added on the float32
 accumulator inside the kernel; its backward runs the two products and the bias's sum that autograd runs for
 ``addmm``. The numbers: ``addmm`` adds the bias it copied into the output to the float32 accumulator too, so
-both round once; the tests find the loss and every gradient of an MLM step bit for bit equal.
+both round once; the tests find the loss and every gradient of an MLM step bit for bit equal. (For a
+non-contiguous input of more than two dimensions ``F.linear`` takes ``matmul`` and adds the bias after
+rounding the product, two roundings where this path rounds once: as F.linear on the contiguous input.)
 """
 
 from __future__ import annotations
