@@ -46,7 +46,8 @@ both); the tied lookup's row gradient sums the same float32 terms in another ord
 ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
 the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
 ``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
-autocast linears' bias inside the product, and ``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken.
+autocast linears' bias inside the product, and ``prefer_amx_paths(True / False / None)`` overrides the
+AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken.
 Under ``torch.compile`` the plain ops are traced.
 
 The submodules ``linear`` and ``attention`` keep their names here (their entry functions share
@@ -93,9 +94,9 @@ __all__ = [
     "prefer_amx_paths",
     "run_language_modules",
     "scored_cross_entropy",
+    "use_autocast_linear",
     "use_fused_cross_entropy",
     "use_one_pass_dropout",
     "use_onednn",
-    "use_autocast_linear",
     "use_tied_row_gradient",
 ]
