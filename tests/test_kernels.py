@@ -1,8 +1,9 @@
 """The CPU kernels (xmodlm.kernels) against the plain path: fused oneDNN inference and its packed
 weights, the cached stacked and packed module weights, the grouped and batched module paths, the
 oneDNN training linear, the bf16 autocast training linear, Dropout, dropout_attention, bf16_attention,
-autocast. Each kernel path is compared with plain torch ops (``use_onednn(False)``) or the per-language loop; the models are the
-tiny random ones of the parity tests (tests/test_model.py compares those with transformers).
+autocast. Each kernel path is compared with plain torch ops (``use_onednn(False)``) or the per-language
+loop; the models are the tiny random ones of the parity tests (tests/test_model.py compares those with
+transformers).
 """
 
 from __future__ import annotations
@@ -522,7 +523,7 @@ def test_tied_lookup_of_a_bf16_model_keeps_torchs_gradient(monkeypatch):
     assert model.roberta.embeddings.word_embeddings.weight.grad.dtype == torch.bfloat16
 
 
-needs_bf16_onednn = pytest.mark.skipif(not kernel_amp._BF16_ONEDNN, reason="no oneDNN bf16 kernels on this build or CPU")
+needs_bf16_onednn = pytest.mark.skipif(not kernel_amp._BF16_ONEDNN, reason="no oneDNN bf16 kernels here")
 
 
 @needs_bf16_onednn
