@@ -15,7 +15,9 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   autocast and fp32, each lever of ``--train-levers`` off and on (the others on): the plain and the
   fused cross-entropy (``ce``: ``use_fused_cross_entropy``), the tied lookup's gradient dense and as
   rows (``tied``: ``use_tied_row_gradient``), Dropout's mask and scale as two multiplications and in
-  one pass (``dropout``: ``use_one_pass_dropout``).
+  one pass (``dropout``: ``use_one_pass_dropout``), bf16 autocast's linears as torch's ``F.linear`` (``addmm``,
+  which fills its output with the bias first) and with the bias inside oneDNN's product (``linear``:
+  ``use_autocast_linear``).
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ TRAIN_LEVERS = {
              "tied lookup's gradient as rows", lambda: kernels.use_tied_row_gradient(True)),
     "dropout": ("dropout as two multiplications", lambda: kernels.use_one_pass_dropout(False),
                 "dropout in one pass", lambda: kernels.use_one_pass_dropout(True)),
+    "linear": ("autocast's F.linear (addmm)", lambda: kernels.use_autocast_linear(False),
+               "linears with the bias inside oneDNN's product", lambda: kernels.use_autocast_linear(True)),
 }
 
 
@@ -105,6 +109,7 @@ def defaults() -> None:
     kernels.use_fused_cross_entropy(True)
     kernels.use_tied_row_gradient(True)
     kernels.use_one_pass_dropout(True)
+    kernels.use_autocast_linear(True)
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

@@ -1,8 +1,9 @@
 """The CPU kernels (xmodlm.kernels) against the plain path: fused oneDNN inference and its packed
 weights, the cached stacked and packed module weights, the grouped and batched module paths, the
-oneDNN training linear, Dropout, dropout_attention, bf16_attention, autocast. Each kernel path is
-compared with plain torch ops (``use_onednn(False)``) or the per-language loop; the models are the
-tiny random ones of the parity tests (tests/test_model.py compares those with transformers).
+oneDNN training linear, the bf16 autocast training linear, Dropout, dropout_attention, bf16_attention,
+autocast. Each kernel path is compared with plain torch ops (``use_onednn(False)``) or the per-language
+loop; the models are the tiny random ones of the parity tests (tests/test_model.py compares those with
+transformers).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import xmodlm.kernels as kernels
+import xmodlm.kernels.amp as kernel_amp
 import xmodlm.kernels.attention as kernel_attention
 import xmodlm.kernels.loss as kernel_loss
 import xmodlm.kernels.tied as kernel_tied
@@ -624,3 +626,77 @@ def test_bf16_autocast_inference_takes_the_fused_kernels_as_accurately(monkeypat
     dense = model.encoder.layer[0].intermediate.dense
     assert kernels.INFERENCE_CACHE[dense][torch.bfloat16][1].dtype == torch.bfloat16 and dense.weight.dtype == torch.float32
     assert maxdiff(encode(model, ids, mask, langs, True)[real], exact[real]) <= TOL  # fp32 again
+
+
+needs_bf16_onednn = pytest.mark.skipif(not kernel_amp._BF16_ONEDNN, reason="no oneDNN bf16 kernels here")
+
+
+@needs_bf16_onednn
+@pytest.mark.parametrize("frozen", [False, True], ids=["all-trained", "paper-fine-tuning-frozen"])
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+def test_mlm_training_step_with_the_bias_in_the_product_matches_autocast(amp, frozen, monkeypatch):
+    """The loss and every gradient of a masked-LM step with the bf16 autocast linears' bias added inside oneDNN's
+    product and with autocast's F.linear (addmm): one rounding of the same float32 sums on both paths; also with
+    the embeddings (the tied decoder) and the language modules frozen. fp32 training does not take the path
+    (bit for bit the same step)."""
+    calls = []
+    original = kernel_amp._BiasInProduct.apply
+    monkeypatch.setattr(kernel_amp._BiasInProduct, "apply", lambda *a: (calls.append(1), original(*a))[1])
+    model = ours(XmodForMaskedLM)
+    if frozen:
+        model.freeze_embeddings_and_language_adapters()
+    results = mlm_step_both_ways(model, kernels.use_autocast_linear, amp)
+    (on_loss, on_grads), (off_loss, off_grads) = results
+    # in the step with the switch on, every linear once: 4 a layer, 2 per language module in a layer (few
+    # languages: the per-language loop) and the masked-LM head's 2
+    layers = model.config.num_hidden_layers
+    assert len(calls) == ((4 + 2 * len(set(MIXED))) * layers + 2 if amp else 0)
+    assert abs(on_loss - off_loss) <= 1e-6 * abs(off_loss)
+    assert on_grads.keys() == off_grads.keys()
+    tol = 0.0 if not amp else 1e-2  # bf16: within a rounding of bf16 (the same sums: equal in practice)
+    for name, grad in on_grads.items():
+        assert grad.dtype == off_grads[name].dtype and grad.is_contiguous(), name
+        assert maxdiff(grad, off_grads[name]) <= tol * max(1.0, off_grads[name].abs().max().item()), name
+
+
+@needs_bf16_onednn
+@pytest.mark.parametrize("shape", [(7, 12), (3, 5, 12)], ids=["2d", "3d"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32-input", "bf16-input"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_autocast_linear_gives_autocasts_output_and_gradients(shape, dtype, bias):
+    """One linear under bf16 autocast, its input float32 (a LayerNorm's output) or bf16 (an activation's): the
+    output in bf16 and the gradients of input, weight and bias in their own dtypes, as autocast's F.linear."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 9, bias=bias)
+    x = torch.randn(*shape, dtype=dtype, requires_grad=True)
+    grad = torch.randn(*shape[:-1], 9, dtype=torch.bfloat16)
+    results = []
+    for on in (True, False):
+        kernels.use_autocast_linear(on)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = kernels.linear.linear((lin,), x)
+            y.backward(grad)
+        finally:
+            kernels.use_autocast_linear(True)
+        results.append((y.detach(), x.grad, lin.weight.grad, lin.bias.grad if bias else None))
+        x.grad = lin.weight.grad = None
+        if bias:
+            lin.bias.grad = None
+    for got, want in zip(*results):
+        if want is None:
+            assert got is None
+            continue
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert maxdiff(got, want) <= 1e-2 * max(1.0, want.abs().max().item())
+    assert results[0][0].dtype == torch.bfloat16 and results[0][2].dtype == torch.float32
+
+
+def test_autocast_linear_steps_aside_without_autocast_or_autograd(monkeypatch):
+    """fp32 training keeps OneDNNLinear (or F.linear), and inference under autocast keeps autocast's own linear."""
+    monkeypatch.setattr(kernel_amp._BiasInProduct, "apply", lambda *a: pytest.fail("bias-in-product path taken"))
+    lin = torch.nn.Linear(12, 9)
+    x = torch.randn(4, 12, requires_grad=True)
+    kernels.linear.linear((lin,), x).sum().backward()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.linear.linear((lin,), x).dtype == torch.bfloat16

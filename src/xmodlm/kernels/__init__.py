@@ -15,6 +15,8 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   an equivalent formulation (the transposed product for a linear with a residual, the activation as
   its own pass for an activated one) and the faster kept for that shape and thread count, like
   cudnn.benchmark; oneDNN's split of some shapes between threads leaves a thread idle.
+* bf16 autocast training on CPU (``amp.autocast_linear``): autocast's casts, then the product in oneDNN
+  with the bias added inside it (``addmm`` first fills the output with the bias), backward as ``addmm``'s.
 * the per-language modules (``modules.run_language_modules``): one language (or one shared module)
   as its two linears over the whole batch, the residual fused in inference; many segments as padded
   batched matmuls over stacked weights; in CPU inference a batch layout seen twice in a row as two
@@ -51,15 +53,18 @@ float32 rounding; bf16 results are no further from fp32 than the plain bf16 path
 both); the tied lookup's row gradient sums the same float32 terms in another order.
 ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
 the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
-``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autotune(False)`` the timed choice
-(bf16 outputs can then differ in the last bit between processes that chose differently), and ``prefer_amx_paths(True / False /
-None)`` overrides the AMX detection (``cpu.amx_bf16``); ``describe_paths`` says which paths are taken.
+``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
+autocast linears' bias inside the product, ``use_autotune(False)`` the timed choice (without it, bf16
+outputs can differ in the last bit between processes that chose differently), and
+``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``);
+``describe_paths`` says which paths are taken.
 Under ``torch.compile`` the plain ops are traced.
 
 The submodules ``linear`` and ``attention`` keep their names here (their entry functions share
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
+from .amp import use_autocast_linear
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
 from .linear import (
@@ -100,6 +105,7 @@ __all__ = [
     "prefer_amx_paths",
     "run_language_modules",
     "scored_cross_entropy",
+    "use_autocast_linear",
     "use_fused_cross_entropy",
     "use_one_pass_dropout",
     "use_autotune",

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .amp import autocast_linear, autocast_linear_applies
 from .tied import decoder_weight
 from .tune import bucket, run_fastest, tuning
 
@@ -201,7 +202,12 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     weight, bias = concat(linears)
     if tied:
         weight = decoder_weight(weight)
-    y = OneDNNLinear.apply(x, weight, bias) if onednn_trainable(x, weight) else F.linear(x, weight, bias)
+    if onednn_trainable(x, weight):
+        y = OneDNNLinear.apply(x, weight, bias)
+    elif autocast_linear_applies(x, weight, bias, _onednn_ready(x)):  # bf16 autocast training: bias in the product
+        y = autocast_linear(x, weight, bias)
+    else:
+        y = F.linear(x, weight, bias)
     if act is not None:
         y = activation(act)(y)
     if dropout is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN
 from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
 from .dropout import _ONE_PASS
@@ -31,4 +32,6 @@ def describe_paths() -> dict[str, str]:
         "tied word embeddings' gradient in training": ("lookup rows added into the decoder's (CPU)" if _ROWS["enabled"]
                                                        else "dense lookup gradient, summed"),
         "Dropout's mask and scale in training": "one pass each way" if _ONE_PASS["enabled"] else "two multiplications",
+        "linears in bf16 autocast training (CPU)": ("bias inside oneDNN's product" if _AUTOCAST_LINEAR["enabled"]
+                                                    and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
     }

@@ -1,0 +1,76 @@
+"""Linears in CPU training under bf16 autocast, with the bias added inside the product.
+
+Under autocast, ``F.linear`` runs ``addmm``, which first fills its whole output with the broadcast bias and then
+adds the product to it: a pass over the output (at the vocabulary projection, 303 x 32k) before every product.
+``autocast_linear`` casts the operands to bf16 as autocast does (the same cast nodes, so autograd casts the
+gradients back in the same order), and runs the product in oneDNN with the bias added on the float32
+accumulator inside the kernel; its backward runs the two products and the bias's sum that autograd runs for
+``addmm``. The numbers: ``addmm`` adds the bias it copied into the output to the float32 accumulator too, so
+both round once; the tests find the loss and every gradient of an MLM step bit for bit equal. (For a
+non-contiguous input of more than two dimensions ``F.linear`` takes ``matmul`` and adds the bias after
+rounding the product, two roundings where this path rounds once: as F.linear on the contiguous input.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+_AUTOCAST_LINEAR = {"enabled": True}
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def use_autocast_linear(enabled: bool) -> None:
+    """Run linears in CPU bf16 autocast training with the bias inside oneDNN's product (True, the default) or
+    as autocast's ``F.linear`` (False)."""
+    _AUTOCAST_LINEAR["enabled"] = bool(enabled)
+
+
+def _bf16_onednn() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_BF16_ONEDNN = _bf16_onednn()
+
+
+def autocast_bf16(x: torch.Tensor) -> bool:
+    """CPU autograd under bf16 autocast (not traced by torch.compile)."""
+    return (x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not torch.compiler.is_compiling())
+
+
+def autocast_linear_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, onednn: bool) -> bool:
+    """Where ``autocast_linear`` replaces autocast's ``F.linear``: the switch on, oneDNN on and in the build
+    (``onednn``, the caller's check) with bf16 kernels, float32 or bf16 tensors."""
+    return (_AUTOCAST_LINEAR["enabled"] and onednn and _BF16_ONEDNN and autocast_bf16(x) and x.dtype in _DTYPES
+            and weight.dtype in _DTYPES and (bias is None or bias.dtype in _DTYPES) and x.dim() >= 2)
+
+
+class _BiasInProduct(torch.autograd.Function):
+    """``F.linear`` of bf16 operands, the bias added inside oneDNN's product; the backward is ``addmm``'s.
+    Differentiable once: for double backward under autocast call ``use_autocast_linear(False)``."""
+
+    @staticmethod
+    def forward(ctx, x16, w16, b16):
+        ctx.save_for_backward(x16, w16)
+        ctx.has_bias = b16 is not None
+        return torch.ops.mkldnn._linear_pointwise(x16, w16, b16, "none", [None], "")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x16, w16 = ctx.saved_tensors
+        grad2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad2.mm(w16).view(x16.shape) if ctx.needs_input_grad[0] else None
+        grad_w = grad2.t().mm(x16.reshape(-1, x16.shape[-1])) if ctx.needs_input_grad[1] else None  # (out, in)
+        grad_b = grad2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def autocast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` as bf16 autocast computes it (see the module's docstring)."""
+    low = torch.bfloat16
+    return _BiasInProduct.apply(x.to(low), weight.to(low), None if bias is None else bias.to(low))
