@@ -552,6 +552,21 @@ def test_every_tuned_formulation_is_as_accurate_as_plain_bf16(force, autotune):
 
 
 @needs_onednn
+@pytest.mark.parametrize("force", ["fused", "separate activation"])
+def test_tuned_formulations_under_autocast_are_as_accurate_as_plain_autocast(force, autotune):
+    """Under bf16 autocast the activated linears are tuned too (the residual ones add an fp32 residual
+    after the bf16 product, so they keep one formulation)."""
+    model = ours(XmodModel, num_attention_heads=2)
+    ids, mask = batch(b=6, t=40)
+    langs = [0, 1, 2, 0, 1, 2]
+    exact = encode(model, ids, mask, langs, False)
+    plain = encode_autocast(model, ids, mask, langs, False)
+    kernels.use_autotune(True, min_rows=1, force=force)
+    tuned = encode_autocast(model, ids, mask, langs, True)
+    assert (tuned - exact).abs().max() <= 1.5 * (plain - exact).abs().max() + 1e-3
+
+
+@needs_onednn
 def test_the_transposed_product_computes_the_residual_linear():
     torch.manual_seed(0)
     x, residual = torch.randn(300, 48), torch.randn(300, 40)
