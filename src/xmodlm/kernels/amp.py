@@ -36,10 +36,15 @@ def _bf16_onednn() -> bool:
 _BF16_ONEDNN = _bf16_onednn()
 
 
+def cpu_bf16_autocast() -> bool:
+    """CPU autocast is on, to bf16."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 def autocast_bf16(x: torch.Tensor) -> bool:
     """CPU autograd under bf16 autocast (not traced by torch.compile)."""
-    return (x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not torch.compiler.is_compiling())
+    return (x.device.type == "cpu" and torch.is_grad_enabled() and cpu_bf16_autocast()
+            and not torch.compiler.is_compiling())
 
 
 def autocast_linear_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, onednn: bool) -> bool:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .amp import autocast_linear, autocast_linear_applies
+from .amp import autocast_linear, autocast_linear_applies, cpu_bf16_autocast
 from .tied import decoder_weight
 from .tune import bucket, run_fastest, tuning
 
@@ -72,7 +72,7 @@ def fused_dtype(training: bool, x: torch.Tensor) -> torch.dtype | None:
     if training or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.bfloat16) or not _onednn_ready(x):
         return None
     if torch.is_autocast_enabled("cpu"):
-        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+        return torch.bfloat16 if cpu_bf16_autocast() else None
     return x.dtype
 
 
@@ -164,7 +164,7 @@ def _transposed(x, weight, bias, residual):
     return y.t().contiguous().view(residual.shape)
 
 
-def _tuned(linears, x, packed, bias, act, residual, amp: bool):
+def _tuned(linears, x, packed, bias, act, residual, amp: bool, rows: int):
     """bf16 inference over many rows: the fused call, or where measured faster on this machine, an
     equivalent formulation (``tune``): the transposed product for a residual linear (not under autocast,
     where it would cast the plain weight at every call), the activation as its own pass for an
@@ -177,7 +177,6 @@ def _tuned(linears, x, packed, bias, act, residual, amp: bool):
         candidates["separate activation"] = lambda: ACTIVATIONS[act](_fused(x, packed, bias, None, None))
     if len(candidates) == 1:
         return candidates["fused"]()
-    rows = x.numel() // x.shape[-1]
     return run_fastest(("linear", bucket(rows), x.shape[-1], packed.shape[0], act, residual is not None), candidates)
 
 
@@ -196,8 +195,9 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
         packed, bias = packed_weights(linears, dtype) if pack else concat(linears, dtype)
         if residual is not None and residual.dtype != dtype:  # autocast: the product in bf16, the sum in fp32
             return residual + _fused(x, packed, bias, act, None)
-        if pack and dtype == torch.bfloat16 and tuning(x.numel() // x.shape[-1]):
-            return _tuned(linears, x, packed, bias, act, residual, amp)
+        rows = x.numel() // x.shape[-1]
+        if pack and dtype == torch.bfloat16 and tuning(rows):
+            return _tuned(linears, x, packed, bias, act, residual, amp, rows)
         return _fused(x, packed, bias, act, residual)
     weight, bias = concat(linears)
     if tied:
