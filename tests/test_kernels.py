@@ -529,17 +529,20 @@ def test_tied_lookup_of_a_bf16_model_keeps_torchs_gradient(monkeypatch):
 
 
 @pytest.fixture
-def autotune():
-    """Tuning from one row (the tiny models' products are small), restored after the test."""
+def autotune(monkeypatch):
+    """Tuning from one row and row blocks of 64 (the tiny models' products are small), restored after the test."""
+    monkeypatch.setattr(kernels.linear, "ROW_BLOCK", 64)
     yield kernels.tune
     kernels.use_autotune(True, min_rows=256)
 
 
 @needs_onednn
-@pytest.mark.parametrize("force", ["fused", "transposed", "separate activation"])
+@pytest.mark.parametrize("force", ["fused", "row blocks", "transposed", "separate activation", "AMX kernel"])
 def test_every_tuned_formulation_is_as_accurate_as_plain_bf16(force, autotune):
     """Each formulation the timing can pick (forced here, so that all are checked whatever this
     machine's timings say) keeps the bf16 model as close to fp32 as plain bf16 torch ops."""
+    if force == "AMX kernel" and not kernels.native.available():
+        pytest.skip(f"the AMX kernel is not available here: {kernels.native.reason()}")
     model = ours(XmodModel, num_attention_heads=2)
     ids, mask = batch(b=6, t=40)
     langs = [0, 1, 2, 0, 1, 2]
@@ -552,10 +555,12 @@ def test_every_tuned_formulation_is_as_accurate_as_plain_bf16(force, autotune):
 
 
 @needs_onednn
-@pytest.mark.parametrize("force", ["fused", "separate activation"])
+@pytest.mark.parametrize("force", ["fused", "row blocks", "separate activation", "AMX kernel"])
 def test_tuned_formulations_under_autocast_are_as_accurate_as_plain_autocast(force, autotune):
     """Under bf16 autocast the activated linears are tuned too (the residual ones add an fp32 residual
     after the bf16 product, so they keep one formulation)."""
+    if force == "AMX kernel" and not kernels.native.available():
+        pytest.skip(f"the AMX kernel is not available here: {kernels.native.reason()}")
     model = ours(XmodModel, num_attention_heads=2)
     ids, mask = batch(b=6, t=40)
     langs = [0, 1, 2, 0, 1, 2]
@@ -582,6 +587,22 @@ def test_the_transposed_product_computes_the_residual_linear():
 
 
 @needs_onednn
+@pytest.mark.parametrize("act,residual", [(None, True), ("gelu", False), (None, False)])
+def test_row_blocks_compute_the_fused_product(act, residual, monkeypatch):
+    """The product in blocks of rows, the last one ragged, on a 3-d input: the fused call's result."""
+    monkeypatch.setattr(kernels.linear, "ROW_BLOCK", 64)
+    torch.manual_seed(0)
+    x, other = torch.randn(3, 100, 48).bfloat16(), torch.randn(3, 100, 40).bfloat16() if residual else None
+    layer = torch.nn.Linear(48, 40).bfloat16()
+    with torch.no_grad():
+        packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight)
+        whole = kernels.linear._fused(x, packed, layer.bias, act, other)
+        blocks = kernels.linear._in_row_blocks(x, packed, layer.bias, act, other)
+    assert blocks.shape == whole.shape == (3, 100, 40) and blocks.is_contiguous()
+    assert maxdiff(blocks, whole) <= 0.01 * whole.float().abs().max()
+
+
+@needs_onednn
 def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch):
     model = ours(XmodModel).to(torch.bfloat16)
     ids, mask = batch(b=6, t=40)
@@ -591,8 +612,11 @@ def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch)
     kernels.use_autotune(True, min_rows=1)
     first = encode(model, ids, mask, MIXED[:1] * 6, True)
     choices = autotune.choices()
-    # the residual linears offer the transposed product, the activated one a separate activation
-    assert ["fused", "transposed"] in timed and ["fused", "separate activation"] in timed
+    # every product offers row blocks (240 rows, blocks of 64), the residual linears the transposed
+    # product, the activated one a separate activation; all of them the AMX kernel where it is built
+    amx = ["AMX kernel"] if kernels.native.available() else []
+    assert ["fused", "row blocks"] + amx in timed and ["fused", "row blocks", "transposed"] + amx in timed
+    assert ["fused", "row blocks", "separate activation"] + amx in timed
     assert len(timed) == len(choices) and set(choices.values()) <= set(autotune.NAMES)
     assert torch.equal(encode(model, ids, mask, MIXED[:1] * 6, True), first)  # the same choices, the same bits
     assert len(timed) == len(choices)  # nothing timed again
@@ -639,7 +663,7 @@ def test_bf16_autocast_inference_takes_the_fused_kernels_as_accurately(monkeypat
     ops = {e.key: e.count for e in prof.key_averages()}
     assert "mkldnn::_linear_pointwise" in ops and ops.get("aten::addmm") == 2  # only the pooler's, once a call
     dense = model.encoder.layer[0].intermediate.dense
-    assert kernels.INFERENCE_CACHE[dense][torch.bfloat16][1].dtype == torch.bfloat16 and dense.weight.dtype == torch.float32
+    assert kernels.INFERENCE_CACHE[dense][(torch.bfloat16, "onednn")][1].dtype == torch.bfloat16 and dense.weight.dtype == torch.float32
     assert maxdiff(encode(model, ids, mask, langs, True)[real], exact[real]) <= TOL  # fp32 again
 
 

@@ -82,6 +82,7 @@ from .linear import (
 from .attention import bf16_attention, dropout_attention
 from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
+from .native import use_amx_kernels
 from .paths import describe_paths
 from .tied import embedding_lookup, use_tied_row_gradient
 from .tune import use_autotune
@@ -108,6 +109,7 @@ __all__ = [
     "use_autocast_linear",
     "use_fused_cross_entropy",
     "use_one_pass_dropout",
+    "use_amx_kernels",
     "use_autotune",
     "use_onednn",
     "use_tied_row_gradient",

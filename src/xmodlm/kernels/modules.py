@@ -9,7 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, linear
+from . import native
+from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, linear, packed_weights
 
 # (rows, equal, groups) of the last call: every layer of a forward passes the same rows (a tuple)
 _last_layout: tuple = (None, False, 0)
@@ -24,6 +25,8 @@ def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner)
     ``act_name`` and ``act``; ``training``: the caller's mode (autograd is read from torch);
     ``owner``: the object under which stacked or packed module weights are cached."""
     module = modules[0]
+    if not training and _amx_applies(h, skip, module):
+        return run_amx(h, rows, modules, skip)
     if len(rows) == 1 or all(m is module for m in modules):  # one language, or one shared module: no split
         inner = linear((module.dense1,), h, act=module.act_name, pack=False)
         return linear((module.dense2,), inner, residual=skip, dropout=dropout, pack=False)
@@ -52,6 +55,32 @@ def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner)
         inner = kernel(x, d1["weight"], d1["bias"], attr, [None], algorithm)
         torch.add(kernel(inner, d2["weight"], d2["bias"], "none", [None], ""), residual, out=target)
     return out
+
+
+def _amx_applies(h, skip, module) -> bool:
+    """bf16 inference (or under bf16 autocast) of GELU modules in whole tiles, where the AMX kernel is built."""
+    first = module.dense1
+    return (fused_dtype(False, h) == torch.bfloat16 and module.act_name == "gelu" and h.is_contiguous()
+            and skip.shape == h.shape and native.fits(first.out_features, first.in_features) and native.available())
+
+
+def run_amx(h, rows, modules, skip):
+    """``module_of_each_row(h) + skip`` in CPU inference as two calls of the own AMX kernel (``native``)
+    over all segments, each with its module's packed weights: GELU and the residual on the float32
+    accumulator; under autocast (fp32 ``skip``) the residual's sum in fp32 after."""
+    width = h.shape[-1]
+    positions = h.numel() // (h.shape[0] * width)  # rows of the kernel per row of h
+    counts = [n * positions for n in rows]
+    x = h.to(torch.bfloat16).reshape(-1, width)
+    first = [packed_weights((m.dense1,), torch.bfloat16, "amx") for m in modules]
+    second = [packed_weights((m.dense2,), torch.bfloat16, "amx") for m in modules]
+    inner = native.segments_linear(x, counts, [w for w, _ in first], [b for _, b in first],
+                                   modules[0].dense1.out_features, "gelu")
+    residual = skip.reshape(-1, width)
+    same = residual.dtype == torch.bfloat16
+    y = native.segments_linear(inner, counts, [w for w, _ in second], [b for _, b in second], width, None,
+                               residual if same else None)
+    return (y if same else residual + y).view(h.shape)
 
 
 def _layout(rows) -> tuple:

@@ -24,8 +24,8 @@ def describe_paths() -> dict[str, str]:
                                           else "torch's ops, autocast's casts at every call"),
         "bf16 inference attention, T <= 128": ("SDPA (oneDNN off)" if not onednn else "SDPA flash kernel (AMX)"
                                               if amx_bf16() else "bf16_attention (hi + lo scores)"),
-        "bf16 inference products (CPU)": ("fused; timed once per shape against the transposed product or a "
-                                          f"separate activation (from {_TUNE['min_rows']} rows)"
+        "bf16 inference products (CPU)": ("fused; timed once per shape against row blocks, the transposed "
+                                          f"product or a separate activation (from {_TUNE['min_rows']} rows)"
                                           if _TUNE["enabled"] and onednn else "fused"),
         "MLM cross-entropy in training": ("fused (16-row slices on CPU, one slice elsewhere)" if _FUSED["enabled"]
                                           else "plain F.cross_entropy"),

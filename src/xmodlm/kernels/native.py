@@ -1,0 +1,166 @@
+"""Own bf16 products on AMX (``amx.c``) for CPU inference: built on first use by the system's C compiler,
+loaded through ctypes, called on torch tensors' memory.
+
+Why: oneDNN's bf16 product splits its work between threads by a heuristic that, on a 2-core Xeon with AMX,
+ran the 1,024-row products with 768 outputs (attention output, feed-forward output) at 1,100-1,300
+GFLOP/s, where its products with more outputs reach 2,500-3,000; the per-language modules' small products
+(128-256 rows each) ran at 600-1,000 through every oneDNN formulation. ``amx.c`` splits the output columns
+between threads, and runs all segments of the language modules in one call.
+
+Plain C, no torch headers: the build takes about a second and needs only a C compiler that knows AMX
+(gcc 11+, clang 12+), found as ``$CC``, ``gcc`` or ``cc``. The shared library is cached under
+``$XMODLM_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/xmodlm/kernels`` or ``~/.cache/xmodlm/kernels``, named by
+the hash of the source, compiler and flags, and written atomically (built beside, then renamed). Where
+anything is missing (no AMX bf16, another OS or architecture, no compiler, a failed build, the kernel
+refusing AMX state) nothing changes: ``available()`` is False, ``reason()`` says why, the oneDNN paths run.
+``use_amx_kernels(False)`` switches the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .cpu import _detected_amx_bf16, amx_bf16
+
+SOURCE = Path(__file__).with_name("amx.c")
+FLAGS = ("-O3", "-mamx-tile", "-mamx-bf16", "-mavx512f", "-mavx512bf16", "-mavx512vl", "-mfma", "-fopenmp",
+         "-shared", "-fPIC")
+_STATE: dict = {"enabled": True, "lib": None, "tried": False, "reason": "not built yet"}
+
+
+def use_amx_kernels(enabled: bool) -> None:
+    """Use the own AMX kernels where they apply and are built (True, the default) or never (False)."""
+    _STATE["enabled"] = bool(enabled)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cache_dir() -> Path:
+    if os.environ.get("XMODLM_KERNEL_CACHE"):
+        return Path(os.environ["XMODLM_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xmodlm" / "kernels"
+
+
+def _compile(compiler: str, target: Path) -> None:
+    """Build ``SOURCE`` into ``target`` atomically: into a temporary file in the same folder, then renamed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", temporary], capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{compiler} failed to build {SOURCE.name}: {done.stderr.strip()[-500:]}")
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None, f"needs Linux on x86-64, not {platform.system()} on {platform.machine()}"
+    missing = {"amx_bf16", "amx_tile", "avx512_bf16"} - _cpu_flags()
+    if missing:
+        return None, f"this processor lacks {', '.join(sorted(missing))}"
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not compiler:
+        return None, "no C compiler found ($CC, gcc or cc)"
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+        digest = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
+        target = cache_dir() / f"amx-{digest}.so"
+        if not target.exists():
+            _compile(compiler, target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        return None, f"build or load failed: {error}"
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    lib.xm_request_amx.restype = ctypes.c_int
+    lib.xm_pack.argtypes = [pointer, pointer, size, size]
+    lib.xm_pack.restype = None
+    lib.xm_linear.argtypes = [size, pointer, pointer, pointer, pointer, size, pointer, size, pointer, size, size,
+                              size, ctypes.c_int]
+    lib.xm_linear.restype = ctypes.c_int
+    if not lib.xm_request_amx():
+        return None, "the operating system refused AMX tile state (arch_prctl)"
+    return lib, f"built with {compiler} in {target.parent}"
+
+
+def _library() -> ctypes.CDLL | None:
+    if not _STATE["tried"]:
+        _STATE["tried"] = True
+        _STATE["lib"], _STATE["reason"] = _load()
+    return _STATE["lib"]
+
+
+def available() -> bool:
+    """True where the kernels are on, the processor has AMX (and ``prefer_amx_paths`` does not say
+    otherwise) and the library is built and loaded (building it on the first call)."""
+    return _STATE["enabled"] and amx_bf16() and _detected_amx_bf16() and _library() is not None
+
+
+def reason() -> str:
+    """Why the kernels are or are not available (after ``available()``)."""
+    return _STATE["reason"]
+
+
+def fits(n: int, k: int) -> bool:
+    """The shapes the kernel takes: outputs and inputs in whole tiles of 32."""
+    return n % 32 == 0 and k % 32 == 0 and n > 0 and k > 0
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """A bf16 (N, K) weight in the kernel's tile layout (a flat bf16 tensor of N * K values)."""
+    weight = weight.detach().to(torch.bfloat16).contiguous()
+    packed = torch.empty(weight.numel(), dtype=torch.bfloat16)
+    _library().xm_pack(weight.data_ptr(), packed.data_ptr(), weight.shape[0], weight.shape[1])
+    return packed
+
+
+def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | None = None,
+                    residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(x_s @ W_s^T + b_s) + residual_s`` for consecutive row segments s of x (2-d bf16, rows[s] rows
+    each), W_s packed (``pack``), b_s float32 or None; the result is bf16 (rows, n). One call for all."""
+    k = x.shape[-1]
+    if x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1:
+        raise ValueError(f"expected a 2-d bf16 input with contiguous rows, got {x.dtype} {tuple(x.shape)}")
+    if residual is not None and (residual.dtype != torch.bfloat16 or residual.stride(-1) != 1
+                                 or residual.shape != (x.shape[0], n)):
+        raise ValueError(f"expected a bf16 residual of shape {(x.shape[0], n)}, got {residual.dtype} "
+                         f"{tuple(residual.shape)}")
+    if sum(rows) != x.shape[0]:
+        raise ValueError(f"segments of {list(rows)} rows for an input of {x.shape[0]} rows")
+    if act not in (None, "gelu"):
+        raise ValueError(f"act={act!r}; the AMX kernel applies None or 'gelu'")
+    out = torch.empty(x.shape[0], n, dtype=torch.bfloat16)
+    count = len(rows)
+    rows_array = (ctypes.c_int64 * count)(*rows)
+    weight_array = (ctypes.c_uint64 * count)(*(w.data_ptr() for w in weights))
+    bias_array = (ctypes.c_uint64 * count)(*(0 if b is None else b.data_ptr() for b in biases))
+    status = _library().xm_linear(count, rows_array, weight_array, bias_array, x.data_ptr(), x.stride(0),
+                                  None if residual is None else residual.data_ptr(),
+                                  0 if residual is None else residual.stride(0), out.data_ptr(), n, n, k,
+                                  1 if act == "gelu" else 0)
+    if status != 0:
+        raise MemoryError("the AMX kernel could not allocate its row buffer")
+    return out

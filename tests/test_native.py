@@ -1,0 +1,163 @@
+"""The own AMX kernel (xmodlm.kernels.native, kernels/amx.c): its products against a float32 reference, its
+GELU against float64, its input checks, the build's fallback and cache, and the model's bf16 inference
+through it (the language modules' segments and the tuned linears) against fp32. Where this machine cannot
+build or run it (no AMX, no C compiler) the tests that run it skip and say why."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+import xmodlm.kernels as kernels
+from xmodlm.kernels import native
+from test_model import batch, spy
+from tiny import ours
+from xmodlm.model import XmodModel
+
+needs_amx_kernel = pytest.mark.skipif(not native.available(), reason=f"AMX kernel not available: {native.reason()}")
+
+
+def reference(x, rows, weights, biases, act=None, residual=None):
+    y = torch.cat([part.float() @ w.float().t() + (0 if b is None else b)
+                   for part, w, b in zip(x.split(list(rows)), weights, biases)])
+    if act == "gelu":
+        y = torch.nn.functional.gelu(y)
+    return y if residual is None else y + residual.float()
+
+
+def within_one_rounding(got, want):
+    """Each bf16 value within one bf16 step (2^-8 relative) of the float32 value it rounds."""
+    return bool(((got.float() - want).abs() <= 2 ** -8 * want.abs() + 1e-6).all())
+
+
+@needs_amx_kernel
+@pytest.mark.parametrize("rows,k,n,act,residual,bias", [
+    ((100,), 64, 96, None, True, True),  # a block of 4 rows after three full ones
+    ((128, 37, 0, 5, 256), 768, 384, "gelu", False, True),  # the modules' shape; an empty segment
+    ((1024,), 3072, 768, None, True, True),  # the feed-forward output at xmod-base
+    ((33, 1), 32, 32, "gelu", True, False),
+])
+def test_segments_compute_each_segments_product_rounded_once(rows, k, n, act, residual, bias):
+    torch.manual_seed(0)
+    x = torch.randn(sum(rows), k).bfloat16()
+    weights = [(torch.randn(n, k) / math.sqrt(k)).bfloat16() for _ in rows]
+    biases = [torch.randn(n) if bias else None for _ in rows]
+    other = torch.randn(sum(rows), n).bfloat16() if residual else None
+    got = native.segments_linear(x, rows, [native.pack(w) for w in weights], biases, n, act, other)
+    assert got.dtype == torch.bfloat16 and got.shape == (sum(rows), n)
+    assert within_one_rounding(got, reference(x, rows, weights, biases, act, other))
+
+
+@needs_amx_kernel
+def test_segments_read_strided_rows():
+    """Rows with a stride (a slice of a wider tensor) are read where they are."""
+    torch.manual_seed(0)
+    wide = torch.randn(70, 96).bfloat16()
+    x, weight = wide[:, 32:96], (torch.randn(64, 64) / 8).bfloat16()
+    got = native.segments_linear(x, (70,), [native.pack(weight)], [None], 64)
+    assert within_one_rounding(got, reference(x, (70,), [weight], [None]))
+
+
+@needs_amx_kernel
+def test_gelu_is_accurate_to_bf16_rounding_over_the_whole_range():
+    """GELU(erf) of the accumulator against float64 (1 - erf computed as erfc, accurate in the far negative
+    tail, where torch's float32 GELU itself loses its digits)."""
+    x = torch.linspace(-14, 14, 32 * 2048).bfloat16().view(-1, 32)
+    got = native.segments_linear(x, (x.shape[0],), [native.pack(torch.eye(32).bfloat16())], [None], 32, "gelu")
+    exact = x.double() * 0.5 * torch.special.erfc(-x.double() / math.sqrt(2))
+    assert bool(((got.double() - exact).abs() <= 2 ** -8 * exact.abs() + 1e-37).all())
+
+
+@needs_amx_kernel
+def test_bad_inputs_name_the_value():
+    x, packed = torch.randn(32, 32).bfloat16(), native.pack(torch.randn(32, 32).bfloat16())
+    with pytest.raises(ValueError, match="torch.float32"):
+        native.segments_linear(x.float(), (32,), [packed], [None], 32)
+    with pytest.raises(ValueError, match=r"residual of shape \(32, 32\)"):
+        native.segments_linear(x, (32,), [packed], [None], 32, residual=torch.randn(32, 16).bfloat16())
+    with pytest.raises(ValueError, match=r"segments of \[30\] rows for an input of 32"):
+        native.segments_linear(x, (30,), [packed], [None], 32)
+    with pytest.raises(ValueError, match="act='relu'"):
+        native.segments_linear(x, (32,), [packed], [None], 32, act="relu")
+
+
+def test_shapes_outside_whole_tiles_are_not_taken():
+    assert native.fits(768, 3072) and native.fits(32, 32)
+    assert not native.fits(100, 64) and not native.fits(64, 48) and not native.fits(0, 32)
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """The kernel built (or not) from scratch into an empty cache folder; the state restored after."""
+    monkeypatch.setenv("XMODLM_KERNEL_CACHE", str(tmp_path))
+    for key in ("lib", "tried", "reason"):
+        monkeypatch.setitem(native._STATE, key, native._STATE[key])
+    native._STATE.update(lib=None, tried=False)
+    return tmp_path
+
+
+def test_a_failed_build_leaves_the_kernels_off_and_says_why(fresh_build, monkeypatch):
+    monkeypatch.setenv("CC", str(fresh_build / "no-such-compiler"))
+    assert not native.available()
+    assert native.reason()  # processor, platform or the missing compiler
+    if native._cpu_flags() >= {"amx_bf16", "amx_tile", "avx512_bf16"}:
+        assert "build or load failed" in native.reason() and "no-such-compiler" in native.reason()
+    assert not list(fresh_build.glob("*.so*"))  # nothing half-written left behind
+
+
+@needs_amx_kernel
+def test_the_build_is_cached_under_the_source_hash(fresh_build):
+    assert native.available(), native.reason()
+    built = list(fresh_build.iterdir())
+    assert len(built) == 1 and built[0].name.startswith("amx-") and built[0].suffix == ".so"
+    native._STATE.update(lib=None, tried=False)
+    stamp = built[0].stat().st_mtime_ns
+    assert native.available() and built[0].stat().st_mtime_ns == stamp  # loaded again, not rebuilt
+
+
+def test_switched_off_the_kernels_are_not_used(monkeypatch):
+    kernels.use_amx_kernels(False)
+    try:
+        assert not native.available()
+    finally:
+        kernels.use_amx_kernels(True)
+
+
+def wide_model():
+    """A tiny model whose products come in whole tiles of 32 (width 64, modules of 32, feed-forward 128)."""
+    return ours(XmodModel, hidden_size=64, intermediate_size=128, num_attention_heads=2, adapter_reduction_factor=2)
+
+
+@needs_amx_kernel
+@pytest.mark.parametrize("autocast", [False, True], ids=["bf16-weights", "bf16-autocast"])
+def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocast, monkeypatch):
+    """The modules' segments (every layer, mixed languages, padded rows) and, forced, every tuned linear
+    through the AMX kernel: no further from the fp32 model than torch's plain bf16 ops."""
+    model = wide_model()
+    ids, mask = batch(b=6, t=40, lengths=[40, 31, 40, 7, 40, 22])
+    langs, real = [0, 1, 2, 0, 1, 2], mask.bool()
+    with torch.no_grad():
+        exact = model(ids, attention_mask=mask, lang_ids=langs).last_hidden_state
+    low = model if autocast else copy.deepcopy(model).to(torch.bfloat16)
+
+    def run(fast: bool):
+        kernels.use_onednn(fast)
+        kernels.use_autotune(True, min_rows=1, force="AMX kernel" if fast else None)
+        try:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                return low(ids, attention_mask=mask, lang_ids=langs).last_hidden_state.float()
+        finally:
+            kernels.use_onednn(True)
+            kernels.use_autotune(True, min_rows=256)
+    plain = run(False)
+    calls = []
+    original = native.segments_linear
+    monkeypatch.setattr(native, "segments_linear", lambda *a, **kw: calls.append(len(a[1])) or original(*a, **kw))
+    fast = run(True)
+    assert 3 in calls  # the modules: one call for the three languages' segments
+    assert calls.count(3) == 2 * 2  # two products in each of the two layers
+    assert calls.count(1) == (2 if autocast else 4) * 2  # the linears (autocast: a residual one keeps its fp32 sum)
+    assert (fast - exact)[real].abs().max() <= 1.5 * (plain - exact)[real].abs().max() + 1e-3
