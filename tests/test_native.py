@@ -1,4 +1,4 @@
-"""The own AMX kernel (xmodlm.kernels.native, kernels/amx.c): its products against a float32 reference, its
+"""The own kernels (xmodlm.kernels.native, kernels/native.c): its products against a float32 reference, its
 GELU against float64, its input checks, the build's fallback and cache, and the model's bf16 inference
 through it (the language modules' segments and the tuned linears) against fp32. Where this machine cannot
 build or run it (no AMX, no C compiler) the tests that run it skip and say why."""
@@ -112,7 +112,7 @@ def test_a_failed_build_leaves_the_kernels_off_and_says_why(fresh_build, monkeyp
 def test_the_build_is_cached_under_the_source_hash(fresh_build):
     assert native.available(), native.reason()
     built = list(fresh_build.iterdir())
-    assert len(built) == 1 and built[0].name.startswith("amx-") and built[0].suffix == ".so"
+    assert len(built) == 1 and built[0].name.startswith("native-") and built[0].suffix == ".so"
     native._STATE.update(lib=None, tried=False)
     stamp = built[0].stat().st_mtime_ns
     assert native.available() and built[0].stat().st_mtime_ns == stamp  # loaded again, not rebuilt

@@ -41,7 +41,7 @@ from torch import nn
 
 from . import weights
 from .config import XmodConfig, validate_code
-from .kernels import Dropout, activation, drop_inference_cache, embedding_lookup, run_language_modules
+from .kernels import Dropout, LayerNorm, activation, drop_inference_cache, embedding_lookup, run_language_modules
 from .kernels.attention import attention
 from .kernels.linear import linear
 from .kernels.loss import cross_entropy_or_zero, limited_cross_entropy, mask_beyond
@@ -60,7 +60,7 @@ class XmodEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size,
                                                 padding_idx=config.pad_token_id)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
@@ -103,7 +103,7 @@ class XmodSelfOutput(nn.Module):
     def __init__(self, config: XmodConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
 
@@ -152,11 +152,11 @@ class XmodOutput(nn.Module):
     def __init__(self, config: XmodConfig):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.ln_before_module = config.ln_before_adapter
         self.module_reuse_layer_norm = config.adapter_reuse_layer_norm
-        norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.adapter_layer_norm else None
+        norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.adapter_layer_norm else None
         self.adapter_layer_norm = norm  # the module's own input norm (transformers' names here and below)
         shared = XmodAdapter(config) if config.shared_module else None  # shared baseline: one module for all
         self.adapter_modules = nn.ModuleDict({code: shared or XmodAdapter(config) for code in config.languages})
@@ -203,7 +203,7 @@ class XmodEncoder(nn.Module):
     def __init__(self, config: XmodConfig):
         super().__init__()
         self.layer = nn.ModuleList([XmodLayer(config) for _ in range(config.num_hidden_layers)])
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
 
     def forward(self, x, mask, routing: Routing, output_hidden_states=False):
         states = [x] if output_hidden_states else None
@@ -509,7 +509,7 @@ class XmodLMHead(nn.Module):
     def __init__(self, config: XmodConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias

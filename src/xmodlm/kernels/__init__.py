@@ -83,6 +83,7 @@ from .attention import bf16_attention, dropout_attention
 from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
 from .native import use_amx_kernels
+from .norm import LayerNorm
 from .paths import describe_paths
 from .tied import embedding_lookup, use_tied_row_gradient
 from .tune import use_autotune
@@ -91,6 +92,7 @@ __all__ = [
     "ACTIVATIONS",
     "Dropout",
     "INFERENCE_CACHE",
+    "LayerNorm",
     "ONEDNN_ACTIVATIONS",
     "OneDNNLinear",
     "activation",

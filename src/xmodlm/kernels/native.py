@@ -1,11 +1,12 @@
-"""Own bf16 products on AMX (``amx.c``) for CPU inference: built on first use by the system's C compiler,
-loaded through ctypes, called on torch tensors' memory.
+"""Own CPU kernels for bf16 inference on AMX processors (``native.c``): the products, LayerNorm. Built on first
+use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
 Why: oneDNN's bf16 product splits its work between threads by a heuristic that, on a 2-core Xeon with AMX,
 ran the 1,024-row products with 768 outputs (attention output, feed-forward output) at 1,100-1,300
 GFLOP/s, where its products with more outputs reach 2,500-3,000; the per-language modules' small products
-(128-256 rows each) ran at 600-1,000 through every oneDNN formulation. ``amx.c`` splits the output columns
-between threads, and runs all segments of the language modules in one call.
+(128-256 rows each) ran at 600-1,000 through every oneDNN formulation. ``native.c`` splits the output columns
+between threads, and runs all segments of the language modules in one call. torch's bf16 LayerNorm took
+0.17 ms for 1,024 x 768 on two threads in isolation (0.24 ms in the forward), about 5 GB/s.
 
 Plain C, no torch headers: the build takes about a second and needs only a C compiler that knows AMX
 (gcc 11+, clang 12+), found as ``$CC``, ``gcc`` or ``cc``. The shared library is cached under
@@ -31,7 +32,7 @@ import torch
 
 from .cpu import _detected_amx_bf16, amx_bf16
 
-SOURCE = Path(__file__).with_name("amx.c")
+SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-mamx-tile", "-mamx-bf16", "-mavx512f", "-mavx512bf16", "-mavx512vl", "-mfma", "-fopenmp",
          "-shared", "-fPIC")
 _STATE: dict = {"enabled": True, "lib": None, "tried": False, "reason": "not built yet"}
@@ -88,7 +89,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
         digest = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
-        target = cache_dir() / f"amx-{digest}.so"
+        target = cache_dir() / f"native-{digest}.so"
         if not target.exists():
             _compile(compiler, target)
         lib = ctypes.CDLL(str(target))
@@ -101,6 +102,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_linear.argtypes = [size, pointer, pointer, pointer, pointer, size, pointer, size, pointer, size, size,
                               size, ctypes.c_int]
     lib.xm_linear.restype = ctypes.c_int
+    lib.xm_layer_norm.argtypes = [pointer, size, pointer, pointer, ctypes.c_float, pointer, size, size, size]
+    lib.xm_layer_norm.restype = None
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -120,7 +123,13 @@ def available() -> bool:
 
 
 def reason() -> str:
-    """Why the kernels are or are not available (after ``available()``)."""
+    """Why the kernels are or are not available."""
+    if not _STATE["enabled"]:
+        return "switched off (use_amx_kernels(False))"
+    if not amx_bf16():
+        return "the paths without AMX are asked for (prefer_amx_paths(False))" if _detected_amx_bf16() else \
+            "this processor has no AMX bf16"
+    _library()
     return _STATE["reason"]
 
 
@@ -164,3 +173,19 @@ def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | N
     if status != 0:
         raise MemoryError("the AMX kernel could not allocate its row buffer")
     return out
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """LayerNorm over the last dimension of a bf16 tensor with contiguous rows, bf16 weight and bias (or None):
+    torch's computation (float32 statistics, one rounding), in one pass per row on all threads."""
+    d = x.shape[-1]
+    rows = x.reshape(-1, d)
+    if x.dtype != torch.bfloat16 or rows.stride(-1) != 1 or d % 16:
+        raise ValueError(f"expected bf16 rows of a multiple of 16 values, got {x.dtype} {tuple(x.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.dtype != torch.bfloat16 or t.shape != (d,) or not t.is_contiguous()):
+            raise ValueError(f"expected a contiguous bf16 {name} of shape ({d},), got {t.dtype} {tuple(t.shape)}")
+    out = torch.empty(rows.shape, dtype=torch.bfloat16)
+    _library().xm_layer_norm(rows.data_ptr(), rows.stride(0), None if weight is None else weight.data_ptr(),
+                             None if bias is None else bias.data_ptr(), eps, out.data_ptr(), d, rows.shape[0], d)
+    return out.view(x.shape)

@@ -9,6 +9,7 @@ from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
 from .dropout import _ONE_PASS
 from .loss import _FUSED
+from . import native
 from .tied import _ROWS
 from .tune import _TUNE
 
@@ -27,6 +28,9 @@ def describe_paths() -> dict[str, str]:
         "bf16 inference products (CPU)": ("fused; timed once per shape against row blocks, the transposed "
                                           f"product or a separate activation (from {_TUNE['min_rows']} rows)"
                                           if _TUNE["enabled"] and onednn else "fused"),
+        "own AMX kernel, bf16 inference (CPU)": (("built; the language modules' segments in one call each, a timed "
+                                                  "candidate for the linears") if onednn and native.available()
+                                                 else f"not used: {native.reason() if _ONEDNN['enabled'] else 'oneDNN off'}"),
         "MLM cross-entropy in training": ("fused (16-row slices on CPU, one slice elsewhere)" if _FUSED["enabled"]
                                           else "plain F.cross_entropy"),
         "tied word embeddings' gradient in training": ("lookup rows added into the decoder's (CPU)" if _ROWS["enabled"]

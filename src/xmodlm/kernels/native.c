@@ -1,4 +1,7 @@
-/* bf16 products on Intel AMX for CPU inference, built by kernels/native.py (plain C, no torch headers).
+/* Own CPU kernels for bf16 inference on processors with AMX, built by kernels/native.py (plain C, no torch
+   headers): the products (xm_linear) and LayerNorm (xm_layer_norm).
+
+   Products.
 
    out[rows, N] = act(A[rows, K] @ W^T + bias) + residual, rounded once to bf16, for one or several
    segments of consecutive rows, each with its own W and bias (the per-language modules): one call, both
@@ -7,12 +10,14 @@
    output columns (a split oneDNN's heuristics do not always make: see native.py), 32 x 32 outputs at a
    time in four accumulator tiles over the whole K, rows in chunks of ROW_CHUNK so that they stay in L2
    while the thread's weights stream by. The epilogue runs on the float32 accumulator: bias, GELU (erf),
-   residual, then one rounding to bf16 (round to nearest even).
+   residual, then one rounding to bf16 (round to nearest even); a block's epilogue runs in pieces between
+   the next block's tile products, so that the vector work overlaps the tile unit's.
 
    Requires N % 32 == 0 and K % 32 == 0 (checked by the caller); any row count (a block of fewer than
    32 rows is copied into a zero-padded buffer first). */
 
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -87,9 +92,35 @@ static inline __m512 gelu_erf(__m512 x) {
     return _mm512_mul_ps(x, _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), half), half));
 }
 
-/* One 32 x 32 block of outputs: rows [a, a + 32) (row stride lda), output columns [32 c, 32 c + 32). */
+/* A finished block's epilogue, run piecewise while the next block's products run (the tile unit and the
+   vector unit then work at once): 2 units (16 columns each) per row, `next` the first not yet written. */
+typedef struct {
+    const float *acc;                        /* its 32 x 32 float32 accumulators, 32 per row */
+    int64_t row, col, units, next;           /* first output row and column; 2 x its rows; progress */
+    const float *bias;                       /* float32, or NULL */
+    const uint16_t *residual;                /* bf16, or NULL */
+    int64_t ldr, ldo;
+    uint16_t *out;
+    int act;
+} pending_block;
+
+static inline void drain(pending_block *p, int64_t units) {
+    int64_t end = p->next + units < p->units ? p->next + units : p->units;
+    for (int64_t u = p->next; u < end; u++) {
+        int64_t i = u >> 1, col = p->col + 16 * (u & 1);
+        __m512 v = _mm512_load_ps(p->acc + i * 32 + 16 * (u & 1));
+        if (p->bias) v = _mm512_add_ps(v, _mm512_loadu_ps(p->bias + col));
+        if (p->act == 1) v = gelu_erf(v);
+        if (p->residual) v = _mm512_add_ps(v, load_bf16(p->residual + (p->row + i) * p->ldr + col));
+        _mm256_storeu_si256((__m256i *)(p->out + (p->row + i) * p->ldo + col), (__m256i)_mm512_cvtneps_pbh(v));
+    }
+    p->next = end;
+}
+
+/* One 32 x 32 block of outputs: rows [a, a + 32) (row stride lda) against the packed columns w0, w1 over
+   the whole K, into acc; `per_step` units of the previous block's epilogue between the steps over K. */
 static inline void block(const uint16_t *a, int64_t lda, const uint16_t *w0, const uint16_t *w1, int64_t k_tiles,
-                         float *acc) {
+                         float *acc, pending_block *previous, int64_t per_step, const char *ahead, int64_t lines) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -105,6 +136,9 @@ static inline void block(const uint16_t *a, int64_t lda, const uint16_t *w0, con
         _tile_loadd(5, a1 + kt * 32, lda * 2);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
+        drain(previous, per_step);
+        for (int64_t i = 0; i < lines; i++) /* the next weights into L2, a few lines per step */
+            _mm_prefetch(ahead + (kt * lines + i) * 64, _MM_HINT_T1);
     }
     _tile_stored(0, acc, 128);
     _tile_stored(1, acc + 16, 128);
@@ -118,7 +152,7 @@ static inline void block(const uint16_t *a, int64_t lda, const uint16_t *w0, con
 int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, const uint64_t *biases,
               const uint16_t *a, int64_t lda, const uint16_t *residual, int64_t ldr, uint16_t *out, int64_t ldo,
               int64_t n, int64_t k, int act) {
-    int64_t k_tiles = k / 32, col_blocks = n / 32;
+    int64_t k_tiles = k / 32, col_blocks = n / 32, per_step = (64 + k_tiles - 1) / k_tiles;
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
@@ -132,7 +166,9 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
         _tile_loadconfig(&config);
         int threads = omp_get_num_threads(), me = omp_get_thread_num();
         int64_t first = col_blocks * me / threads, last = col_blocks * (me + 1) / threads;
-        float acc[32 * 32] __attribute__((aligned(64)));
+        float acc[2][32 * 32] __attribute__((aligned(64))); /* the block being computed, the one pending */
+        int current = 0;
+        pending_block pending = {.units = 0, .next = 0};
         uint16_t *padded = NULL; /* a block of fewer than 32 rows, zero-padded */
         int64_t start = 0;
         for (int64_t s = 0; s < segments && !failed; start += rows[s], s++) {
@@ -140,12 +176,17 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
             const float *bias = (const float *)biases[s];
             for (int64_t chunk = 0; chunk < rows[s] && !failed; chunk += ROW_CHUNK) {
                 int64_t chunk_end = chunk + ROW_CHUNK < rows[s] ? chunk + ROW_CHUNK : rows[s];
+                int64_t blocks = (chunk_end - chunk + 31) / 32;
+                /* the next column pair's packed weights (2 x k_tiles x 1 KB), fetched over this pair's blocks */
+                int64_t lines = (32 + blocks - 1) / blocks;
                 for (int64_t c = first; c < last && !failed; c++) {
                     const uint16_t *w0 = w + 2 * c * k_tiles * 512, *w1 = w0 + k_tiles * 512;
+                    const char *next = (const char *)(c + 1 < last ? w1 + k_tiles * 512 : w + 2 * first * k_tiles * 512);
                     for (int64_t r0 = chunk; r0 < chunk_end; r0 += 32) {
+                        const char *ahead = next + (r0 - chunk) / 32 * k_tiles * lines * 64;
                         int64_t valid = chunk_end - r0 < 32 ? chunk_end - r0 : 32, row = start + r0;
                         if (valid == 32) {
-                            block(a + row * lda, lda, w0, w1, k_tiles, acc);
+                            block(a + row * lda, lda, w0, w1, k_tiles, acc[current], &pending, per_step, ahead, lines);
                         } else {
                             if (!padded && !(padded = calloc(32 * k, sizeof(uint16_t)))) {
                                 failed = 1;
@@ -157,24 +198,49 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
                                 else
                                     memset(padded + i * k, 0, k * sizeof(uint16_t));
                             }
-                            block(padded, k, w0, w1, k_tiles, acc);
+                            block(padded, k, w0, w1, k_tiles, acc[current], &pending, per_step, ahead, lines);
                         }
-                        for (int64_t i = 0; i < valid; i++)
-                            for (int h = 0; h < 2; h++) {
-                                int64_t col = 32 * c + 16 * h;
-                                __m512 v = _mm512_load_ps(acc + i * 32 + 16 * h);
-                                if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + col));
-                                if (act == 1) v = gelu_erf(v);
-                                if (residual) v = _mm512_add_ps(v, load_bf16(residual + (row + i) * ldr + col));
-                                _mm256_storeu_si256((__m256i *)(out + (row + i) * ldo + col),
-                                                    (__m256i)_mm512_cvtneps_pbh(v));
-                            }
+                        drain(&pending, 64);
+                        pending = (pending_block){acc[current], row, 32 * c, 2 * valid, 0, bias, residual, ldr,
+                                                  ldo, out, act};
+                        current ^= 1;
                     }
                 }
             }
         }
+        drain(&pending, 64);
         free(padded);
         _tile_release();
     }
     return failed ? -1 : 0;
+}
+
+/* LayerNorm of bf16 rows: y = (x - mean) / sqrt(var + eps) * weight + bias, mean and the (biased) variance
+   in float32 over the row (two passes over it, in L1), one rounding to bf16, as torch computes it for bf16
+   input. weight and bias bf16 (NULL: none); d % 16 == 0; rows split between the threads. */
+void xm_layer_norm(const uint16_t *x, int64_t ldx, const uint16_t *weight, const uint16_t *bias, float eps,
+                   uint16_t *out, int64_t ldo, int64_t rows, int64_t d) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *row = x + r * ldx;
+        /* four independent sums: one chain of dependent additions would wait on each */
+        __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t j = 0; j < d; j += 16) sum[(j >> 4) & 3] = _mm512_add_ps(sum[(j >> 4) & 3], load_bf16(row + j));
+        float mean = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])))
+                     / (float)d;
+        __m512 m = _mm512_set1_ps(mean), squares[4] = {sum[0], sum[0], sum[0], sum[0]};
+        for (int i = 0; i < 4; i++) squares[i] = _mm512_setzero_ps();
+        for (int64_t j = 0; j < d; j += 16) {
+            __m512 c = _mm512_sub_ps(load_bf16(row + j), m);
+            squares[(j >> 4) & 3] = _mm512_fmadd_ps(c, c, squares[(j >> 4) & 3]);
+        }
+        __m512 total = _mm512_add_ps(_mm512_add_ps(squares[0], squares[1]), _mm512_add_ps(squares[2], squares[3]));
+        __m512 scale = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(total) / (float)d + eps));
+        for (int64_t j = 0; j < d; j += 16) {
+            __m512 y = _mm512_mul_ps(_mm512_sub_ps(load_bf16(row + j), m), scale);
+            if (weight) y = _mm512_mul_ps(y, load_bf16(weight + j));
+            if (bias) y = _mm512_add_ps(y, load_bf16(bias + j));
+            _mm256_storeu_si256((__m256i *)(out + r * ldo + j), (__m256i)_mm512_cvtneps_pbh(y));
+        }
+    }
 }
