@@ -134,8 +134,8 @@ def wide_model():
 @needs_amx_kernel
 @pytest.mark.parametrize("autocast", [False, True], ids=["bf16-weights", "bf16-autocast"])
 def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocast, monkeypatch):
-    """The modules' segments (every layer, mixed languages, padded rows) and, forced, every tuned linear
-    through the AMX kernel: no further from the fp32 model than torch's plain bf16 ops."""
+    """The modules' segments (every layer, mixed languages, padded rows), the attention and, forced, every
+    tuned linear through the own kernels: no further from the fp32 model than torch's plain bf16 ops."""
     model = wide_model()
     ids, mask = batch(b=6, t=40, lengths=[40, 31, 40, 7, 40, 22])
     langs, real = [0, 1, 2, 0, 1, 2], mask.bool()
@@ -153,11 +153,93 @@ def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocas
             kernels.use_onednn(True)
             kernels.use_autotune(True, min_rows=256)
     plain = run(False)
-    calls = []
-    original = native.segments_linear
+    calls, attended = [], []
+    original, original_attention = native.segments_linear, native.attention
     monkeypatch.setattr(native, "segments_linear", lambda *a, **kw: calls.append(len(a[1])) or original(*a, **kw))
+    monkeypatch.setattr(native, "attention", lambda *a: attended.append(1) or original_attention(*a))
     fast = run(True)
+    assert len(attended) == 2  # each layer's attention, padded keys masked
     assert 3 in calls  # the modules: one call for the three languages' segments
     assert calls.count(3) == 2 * 2  # two products in each of the two layers
     assert calls.count(1) == (2 if autocast else 4) * 2  # the linears (autocast: a residual one keeps its fp32 sum)
     assert (fast - exact)[real].abs().max() <= 1.5 * (plain - exact)[real].abs().max() + 1e-3
+
+
+@needs_amx_kernel
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_is_torchs_bf16_layer_norm(affine):
+    """float32 statistics and one rounding, as torch: the same bf16 values but for rare last-bit ties."""
+    torch.manual_seed(0)
+    x = (torch.randn(3, 50, 96) * 3 + 1).bfloat16()
+    weight, bias = ((torch.randn(96) * 0.2 + 1).bfloat16(), (torch.randn(96) * 0.2).bfloat16()) if affine else (None, None)
+    got = native.layer_norm(x, weight, bias, 1e-5)
+    want = torch.nn.functional.layer_norm(x, (96,), weight, bias, 1e-5)
+    assert got.shape == want.shape and got.dtype == torch.bfloat16
+    assert (got == want).float().mean() > 0.999 and within_one_rounding(got, want.float())
+
+
+@needs_amx_kernel
+def test_layer_norm_bad_inputs_name_the_value():
+    x = torch.randn(4, 32).bfloat16()
+    with pytest.raises(ValueError, match=r"multiple of 16 values, got torch.bfloat16 \(4, 24\)"):
+        native.layer_norm(x[:, :24].contiguous(), None, None, 1e-5)
+    with pytest.raises(ValueError, match=r"bf16 weight of shape \(32,\), got torch.float32"):
+        native.layer_norm(x, torch.ones(32), None, 1e-5)
+
+
+@needs_amx_kernel
+def test_the_models_layer_norm_runs_the_kernel_in_bf16_inference_only(monkeypatch):
+    norm = kernels.LayerNorm(64).bfloat16().eval()
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.2), norm.bias.normal_(0, 0.2)
+    x = torch.randn(5, 7, 64).bfloat16()
+    calls = []
+    original = native.layer_norm
+    monkeypatch.setattr(native, "layer_norm", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        got = norm(x)
+    assert calls == [1] and within_one_rounding(got, torch.nn.LayerNorm.forward(norm, x).float())
+    norm(x)  # autograd on: torch's
+    with torch.no_grad():
+        norm.float()(x.float())  # float32: torch's
+        norm.bfloat16().train()(x)  # training: torch's
+    assert calls == [1]
+    assert set(norm.state_dict()) == {"weight", "bias"}  # nn.LayerNorm's names
+
+
+def heads(b, t, h, d, seed=0):
+    """q, k, v as the model makes them: (B, H, T, D) views of one (B, T, 3, H, D) projection."""
+    torch.manual_seed(seed)
+    return torch.randn(b, t, 3, h, d).bfloat16().permute(2, 0, 3, 1, 4).unbind(0)
+
+
+@needs_amx_kernel
+@pytest.mark.parametrize("b,t,h,d,masked", [(2, 128, 3, 64, False), (3, 37, 2, 64, True), (2, 5, 1, 32, True),
+                                            (1, 200, 2, 32, True)])
+def test_attention_is_as_accurate_as_torchs_bf16_attention(b, t, h, d, masked):
+    q, k, v = heads(b, t, h, d)
+    keep = torch.ones(b, t, dtype=torch.bool)
+    if masked:
+        for row in range(b):
+            keep[row, max(1, t - 3 * row - 1):] = False
+    mask = keep[:, None, None, :] if masked else None
+    got = native.attention(q, k, v, keep if masked else None)
+    exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    torch_bf16 = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert got.shape == (b, h, t, d) and got.dtype == torch.bfloat16
+    assert (got.double() - exact).abs().max() <= 1.25 * (torch_bf16.double() - exact).abs().max() + 1e-4
+    laid_back = got.transpose(1, 2).reshape(b, t, h * d)  # what the model does next: no copy
+    assert laid_back.data_ptr() == got.data_ptr()
+
+
+@needs_amx_kernel
+def test_attention_of_a_row_with_every_key_masked_is_zero_and_bad_inputs_are_named():
+    q, k, v = heads(2, 8, 1, 32)
+    keep = torch.ones(2, 8, dtype=torch.bool)
+    keep[1] = False
+    got = native.attention(q, k, v, keep)
+    assert torch.isfinite(got.float()).all() and not got[1].float().any() and got[0].float().any()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        native.attention(*heads(1, 8, 1, 48), None)
+    with pytest.raises(ValueError, match=r"bool keep mask of shape \(2, 8\)"):
+        native.attention(q, k, v, keep[:, :4])

@@ -1,6 +1,6 @@
-"""Softmax attention: torch's scaled_dot_product_attention, except on CPU for bf16 inference of
-short sequences without AMX (``bf16_attention``) and for training with attention dropout
-(``dropout_attention``)."""
+"""Softmax attention: torch's scaled_dot_product_attention, except on CPU for bf16 inference with the own AMX
+kernel (``native.attention``), for bf16 inference of short sequences without AMX (``bf16_attention``) and
+for training with attention dropout (``dropout_attention``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .cpu import amx_bf16
 from .linear import fused_dtype
 
@@ -17,6 +18,8 @@ from .linear import fused_dtype
 def attention(q, k, v, mask, dropout: nn.Dropout, training: bool):
     """``softmax(q k^T / sqrt(D), masked) @ v`` with ``dropout`` (its ``p``) on the probabilities in
     training. q, k, v (B, H, T, D); mask None or (B, 1, 1, T), True where a key may be attended to."""
+    if native_applies(q, k, v, mask, training):
+        return native.attention(q, k, v, None if mask is None else mask.reshape(mask.shape[0], mask.shape[-1]))
     if q.dtype == torch.bfloat16 and fused_dtype(training, q) == torch.bfloat16 and q.shape[2] <= 128 and not amx_bf16():
         # with AMX, SDPA's flash kernel is faster at the same precision (float32 scores from bf16
         # products, bf16 probabilities) and reads the heads in place: no layout copies
@@ -24,6 +27,15 @@ def attention(q, k, v, mask, dropout: nn.Dropout, training: bool):
     if training and dropout.p > 0 and q.device.type == "cpu":
         return dropout_attention(q, k, v, mask, dropout)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout.p if training else 0.0)
+
+
+def native_applies(q, k, v, mask, training: bool) -> bool:
+    """bf16 inference where the own AMX kernel is built, on heads that share strides (those of one fused
+    projection) and a key mask (B, 1, 1, T) or none."""
+    return (q.dtype == k.dtype == v.dtype == torch.bfloat16 and fused_dtype(training, q) == torch.bfloat16
+            and q.stride() == k.stride() == v.stride() and q.stride(-1) == 1 and q.shape[-1] % 32 == 0
+            and (mask is None or (mask.dtype == torch.bool and mask.shape == (q.shape[0], 1, 1, q.shape[2])))
+            and native.available())
 
 
 def bf16_attention(q, k, v, mask):

@@ -74,6 +74,21 @@ static inline __m512 exp_ps(__m512 v) {
     return _mm512_scalef_ps(p, n);
 }
 
+/* 2^v for v <= 0 (-inf: 0): 2^n * p(f), f = v - n in [-1/2, 1/2], p the degree-6 Taylor polynomial of
+   2^f = e^(f ln 2) (relative error below 2e-7). For softmax, whose scaled scores are taken in base 2. */
+static inline __m512 exp2_nonpositive(__m512 v) {
+    __m512 n = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(v, n);
+    __m512 p = _mm512_set1_ps(1.5403530e-4f); /* (ln 2)^k / k!, k = 6 .. 0 */
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* GELU with erf: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, with erfc(z) for z >= 0 from the Chebyshev fit
    of Numerical Recipes (erfcc: relative error below 1.2e-7 everywhere, the far negative tail included)
    and erfc(-z) = 2 - erfc(z). */
@@ -243,4 +258,158 @@ void xm_layer_norm(const uint16_t *x, int64_t ldx, const uint16_t *weight, const
             _mm256_storeu_si256((__m256i *)(out + r * ldo + j), (__m256i)_mm512_cvtneps_pbh(y));
         }
     }
+}
+
+static void configure_tiles(void) {
+    tile_config config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        config.rows[i] = 16;
+        config.colsb[i] = 64;
+    }
+    _tile_loadconfig(&config);
+}
+
+/* Softmax attention for bf16 inference, one (example, head) at a time on each thread: scores
+   q k^T in float32 on the tile unit, scaled, masked, softmax in float32 (in base 2), the unnormalised
+   probabilities rounded to bf16 for the product with v, which is divided by the float32 row sum at the end
+   (as torch's flash kernel). q, k, v: element (b, h, t, j) at ptr[b * sb + h * sh + t * st + j] (any strides,
+   the d values contiguous); keep: (batch, t) bytes, 0 for keys no query may attend to, or NULL; out:
+   (batch, t, heads, d) contiguous. d % 32 == 0. A row whose every key is masked comes out zero.
+   Returns 0, or -1 if the scratch could not be allocated. */
+int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh, int64_t st,
+                 int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keep, float scale,
+                 uint16_t *out) {
+    int64_t padded_t = (t + 31) / 32 * 32, key_tiles = padded_t / 16, d_tiles = d / 32;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        configure_tiles();
+        /* k^T as tiles [key tile of 16][d tile of 32][16 d-pairs][16 keys x 2]; v as tiles
+           [d tile of 16][key tile of 32][16 key-pairs][16 d x 2]; scores and probabilities of 16 queries */
+        uint16_t *kp = aligned_alloc(64, padded_t * d * 2), *vp = aligned_alloc(64, padded_t * d * 2);
+        float *scores = aligned_alloc(64, 16 * padded_t * 4), *o = aligned_alloc(64, 16 * d * 4);
+        uint16_t *probs = aligned_alloc(64, 16 * padded_t * 2), *qpad = aligned_alloc(64, 16 * d * 2);
+        float sums[16];
+        if (!kp || !vp || !scores || !o || !probs || !qpad) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < batch * heads; item++) {
+            if (failed) continue;
+            int64_t b = item / heads, h = item % heads;
+            const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
+            const uint8_t *keys_kept = keep ? keep + b * t : NULL;
+            /* pack k: tile[pair][2 j + i] = k[16 kt + j][32 dt + 2 pair + i] (keys past t: zero), i.e. the
+               transpose of a 16 x 16 block of 32-bit (d-pair) values, one gather per d-pair */
+            const __m512i rows16 = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                      _mm512_set1_epi32((int)(st * 2)));
+            for (int64_t kt = 0; kt < key_tiles; kt++) {
+                __mmask16 live = 16 * kt + 16 <= t ? 0xFFFF : (16 * kt < t ? (__mmask16)((1u << (t - 16 * kt)) - 1) : 0);
+                for (int64_t dt = 0; dt < d_tiles; dt++) {
+                    uint16_t *tile = kp + (kt * d_tiles + dt) * 512;
+                    const uint16_t *base = kh + 16 * kt * st + 32 * dt;
+                    for (int pair = 0; pair < 16; pair++)
+                        _mm512_store_si512((__m512i *)(tile + 32 * pair),
+                                           _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows16,
+                                                                       base + 2 * pair, 1));
+                }
+            }
+            /* pack v: tile[pair][2 j + i] = v[32 kt + 2 pair + i][16 dt + j] */
+            const __m512i interleave = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+            for (int64_t dt = 0; dt < d / 16; dt++)
+                for (int64_t kt = 0; kt < padded_t / 32; kt++)
+                    for (int pair = 0; pair < 16; pair++) {
+                        int64_t key = 32 * kt + 2 * pair;
+                        __m512i even = key < t ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(vh + key * st + 16 * dt)))
+                                               : _mm512_setzero_si512();
+                        __m512i odd = key + 1 < t ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(vh + (key + 1) * st + 16 * dt)))
+                                                  : _mm512_setzero_si512();
+                        _mm512_store_si512((__m512i *)(vp + ((dt * (padded_t / 32) + kt) * 16 + pair) * 32),
+                                           _mm512_permutex2var_epi16(even, interleave, odd));
+                    }
+            for (int64_t q0 = 0; q0 < t; q0 += 16) {
+                int64_t valid = t - q0 < 16 ? t - q0 : 16;
+                const uint16_t *qrows = qh + q0 * st;
+                int64_t qstride = st;
+                if (valid < 16) {
+                    for (int64_t i = 0; i < 16; i++) {
+                        if (i < valid) memcpy(qpad + i * d, qrows + i * st, d * 2);
+                        else memset(qpad + i * d, 0, d * 2);
+                    }
+                    qrows = qpad;
+                    qstride = d;
+                }
+                /* scores: 16 queries x 16 keys per tile, over d in tiles of 32 */
+                for (int64_t kt = 0; kt < key_tiles; kt += 2) {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    for (int64_t dt = 0; dt < d_tiles; dt++) {
+                        _tile_loadd(4, qrows + 32 * dt, qstride * 2);
+                        _tile_loadd(6, kp + (kt * d_tiles + dt) * 512, 64);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_loadd(7, kp + ((kt + 1) * d_tiles + dt) * 512, 64);
+                        _tile_dpbf16ps(1, 4, 7);
+                    }
+                    _tile_stored(0, scores + 16 * kt, padded_t * 4);
+                    _tile_stored(1, scores + 16 * (kt + 1), padded_t * 4);
+                }
+                /* softmax rows: float32, masked keys (and keys past t) get probability 0 */
+                for (int64_t i = 0; i < 16; i++) {
+                    float *row = scores + i * padded_t;
+                    __m512 top = _mm512_set1_ps(-INFINITY);
+                    for (int64_t j = 0; j < padded_t; j += 16) {
+                        __mmask16 live = (j + 16 <= t ? 0xFFFF : (j < t ? (__mmask16)((1u << (t - j)) - 1) : 0));
+                        if (keys_kept) /* only the live lanes are read: the mask ends at t */
+                            live = _mm_mask_test_epi8_mask(live, _mm_maskz_loadu_epi8(live, keys_kept + j),
+                                                           _mm_set1_epi8(-1));
+                        /* scores scaled into base 2: e^(scale s) = 2^(scale log2(e) s) */
+                        __m512 x = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, _mm512_load_ps(row + j),
+                                                      _mm512_set1_ps(scale * 1.44269504f));
+                        _mm512_store_ps(row + j, x);
+                        top = _mm512_max_ps(top, x);
+                    }
+                    float peak = _mm512_reduce_max_ps(top);
+                    __m512 m = _mm512_set1_ps(peak == -INFINITY ? 0.0f : peak), total = _mm512_setzero_ps();
+                    for (int64_t j = 0; j < padded_t; j += 16) {
+                        __m512 x = _mm512_load_ps(row + j);
+                        __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+                        __m512 p = _mm512_maskz_mov_ps(live, exp2_nonpositive(_mm512_maskz_sub_ps(live, x, m)));
+                        total = _mm512_add_ps(total, p);
+                        _mm256_store_si256((__m256i *)(probs + i * padded_t + j), (__m256i)_mm512_cvtneps_pbh(p));
+                    }
+                    sums[i] = _mm512_reduce_add_ps(total);
+                }
+                /* probabilities @ v: 16 queries x d, over keys in tiles of 32 */
+                for (int64_t dt = 0; dt < d / 16; dt += 2) {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    for (int64_t kt = 0; kt < padded_t / 32; kt++) {
+                        _tile_loadd(4, probs + 32 * kt, padded_t * 2);
+                        _tile_loadd(6, vp + (dt * (padded_t / 32) + kt) * 512, 64);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_loadd(7, vp + ((dt + 1) * (padded_t / 32) + kt) * 512, 64);
+                        _tile_dpbf16ps(1, 4, 7);
+                    }
+                    _tile_stored(0, o + 16 * dt, d * 4);
+                    _tile_stored(1, o + 16 * (dt + 1), d * 4);
+                }
+                for (int64_t i = 0; i < valid; i++) {
+                    __m512 inverse = _mm512_set1_ps(sums[i] > 0 ? 1.0f / sums[i] : 0.0f);
+                    uint16_t *target = out + ((b * t + q0 + i) * heads + h) * d;
+                    for (int64_t j = 0; j < d; j += 16)
+                        _mm256_storeu_si256((__m256i *)(target + j),
+                                            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_load_ps(o + i * d + j), inverse)));
+                }
+            }
+        }
+        free(kp);
+        free(vp);
+        free(scores);
+        free(o);
+        free(probs);
+        free(qpad);
+        _tile_release();
+    }
+    return failed ? -1 : 0;
 }

@@ -104,6 +104,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_linear.restype = ctypes.c_int
     lib.xm_layer_norm.argtypes = [pointer, size, pointer, pointer, ctypes.c_float, pointer, size, size, size]
     lib.xm_layer_norm.restype = None
+    lib.xm_attention.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
+                                 ctypes.c_float, pointer]
+    lib.xm_attention.restype = ctypes.c_int
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -189,3 +192,26 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     _library().xm_layer_norm(rows.data_ptr(), rows.stride(0), None if weight is None else weight.data_ptr(),
                              None if bias is None else bias.data_ptr(), eps, out.data_ptr(), d, rows.shape[0], d)
     return out.view(x.shape)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(D), keys kept) @ v`` for bf16 (B, H, T, D) views that share their strides (the
+    heads of one fused projection, read in place), D % 32 == 0; ``keep`` (B, T) bool or None. The result is a
+    (B, H, T, D) view of (B, T, H, D) memory: laid back as (B, T, H * D) without a copy."""
+    batch, heads, t, d = q.shape
+    if not (q.dtype == k.dtype == v.dtype == torch.bfloat16 and q.shape == k.shape == v.shape
+            and q.stride() == k.stride() == v.stride() and q.stride(-1) == 1 and d % 32 == 0):
+        raise ValueError(f"expected bf16 q, k, v of one shape and strides, the last of them 1 and of a multiple "
+                         f"of 32 values, got {q.dtype} {tuple(q.shape)} {q.stride()}, {k.dtype} {tuple(k.shape)} "
+                         f"{k.stride()}, {v.dtype} {tuple(v.shape)} {v.stride()}")
+    if keep is not None:
+        if keep.shape != (batch, t) or keep.dtype != torch.bool:
+            raise ValueError(f"expected a bool keep mask of shape {(batch, t)}, got {keep.dtype} {tuple(keep.shape)}")
+        keep = keep.contiguous()
+    out = torch.empty(batch, t, heads, d, dtype=torch.bfloat16)
+    status = _library().xm_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1), q.stride(2),
+                                     batch, heads, t, d, None if keep is None else keep.data_ptr(), d ** -0.5,
+                                     out.data_ptr())
+    if status != 0:
+        raise MemoryError("the attention kernel could not allocate its scratch")
+    return out.permute(0, 2, 1, 3)
