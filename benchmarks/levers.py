@@ -9,7 +9,9 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
 * infer: the bf16 and fp32 encoder forward of ``xmodlm bench``'s infer suite (xmod-base shape, 81
   languages, 8 x 128 mixed), with the paths chosen for processors without AMX and with them
   (``prefer_amx_paths``: attention through SDPA's flash kernel); bf16 with one formulation per
-  product and with the formulation timed per shape (``use_autotune``); the fp32 model under bf16
+  product and with the formulation timed per shape (``use_autotune``); bf16 with oneDNN and torch's ops only
+  and with the own AMX kernels (``use_amx_kernels``: attention, LayerNorm, the language modules, the linears
+  where timed faster); the fp32 model under bf16
   autocast on torch's ops (``use_onednn(False)``, the path before) and on the fused kernels;
 * train: the masked-LM step of the train suite (4 x 256, 8 languages, 16 x 128 mixed, fused AdamW), bf16
   autocast and fp32, each lever of ``--train-levers`` off and on (the others on): the plain and the
@@ -79,11 +81,14 @@ def infer_calls() -> tuple[dict, float, int]:
             kernels.prefer_amx_paths(switches.get("amx"))
             kernels.use_autotune(switches.get("autotune", True))
             kernels.use_onednn(switches.get("onednn", True))
+            kernels.use_amx_kernels(switches.get("native", True))
         return apply
     calls = {}
     for name, model in (("bf16", bf16), ("fp32", fp32)):
         calls[f"forward {name}, paths without AMX"] = (only(amx=False), forward(model))
         calls[f"forward {name}, AMX paths"] = (only(amx=True), forward(model))
+    calls["forward bf16, oneDNN and torch only"] = (only(native=False), forward(bf16))
+    calls["forward bf16, with the own AMX kernels (kernels/native.c)"] = (only(), forward(bf16))
     calls["forward bf16, one formulation per product"] = (only(autotune=False), forward(bf16))
     calls["forward bf16, formulation timed per shape (autotune)"] = (only(), forward(bf16))
     amp = copy.deepcopy(fp32)  # its own copy: one model called both ways would repack its modules at every switch

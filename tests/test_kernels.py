@@ -557,8 +557,8 @@ def test_every_tuned_formulation_is_as_accurate_as_plain_bf16(force, autotune):
 @needs_onednn
 @pytest.mark.parametrize("force", ["fused", "row blocks", "separate activation", "AMX kernel"])
 def test_tuned_formulations_under_autocast_are_as_accurate_as_plain_autocast(force, autotune):
-    """Under bf16 autocast the activated linears are tuned too (the residual ones add an fp32 residual
-    after the bf16 product, so they keep one formulation)."""
+    """Under bf16 autocast the linears are tuned too (a residual one on its bf16 product alone, the fp32
+    residual added after it)."""
     if force == "AMX kernel" and not kernels.native.available():
         pytest.skip(f"the AMX kernel is not available here: {kernels.native.reason()}")
     model = ours(XmodModel, num_attention_heads=2)

@@ -227,12 +227,14 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     if dtype is not None and (weight.dtype == x.dtype or amp) and (act is None or act in ONEDNN_ACTIVATIONS):
         x = x.to(dtype)  # under autocast: the cast autocast makes; the weights' are cached
         packed, bias = packed_weights(linears, dtype) if pack else concat(linears, dtype)
-        if residual is not None and residual.dtype != dtype:  # autocast: the product in bf16, the sum in fp32
-            return residual + _fused(x, packed, bias, act, None)
         rows = x.numel() // x.shape[-1]
+        mixed = residual is not None and residual.dtype != dtype  # autocast: the product in bf16, the sum in fp32
+        inner = None if mixed else residual
         if pack and dtype == torch.bfloat16 and tuning(rows):
-            return _tuned(linears, x, packed, bias, act, residual, amp, rows)
-        return _fused(x, packed, bias, act, residual)
+            y = _tuned(linears, x, packed, bias, act, inner, amp, rows)
+        else:
+            y = _fused(x, packed, bias, act, inner)
+        return residual + y if mixed else y
     weight, bias = concat(linears)
     if tied:
         weight = decoder_weight(weight)

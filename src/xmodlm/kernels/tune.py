@@ -25,7 +25,7 @@ import torch
 _TUNE = {"enabled": True, "min_rows": 256, "rounds": 5, "margin": 0.10, "force": None}
 # every candidate name the kernels offer (the first of each set is its default)
 NAMES = ("fused", "row blocks", "transposed", "separate activation", "AMX kernel")
-# (kind, rows bucket, *sizes, threads) -> the chosen candidate's name
+# (kind, rows bucket, *sizes, threads, candidate names) -> the chosen candidate's name
 _CHOICES: dict[tuple, str] = {}
 
 
@@ -84,7 +84,7 @@ def run_fastest(key: tuple, candidates: dict[str, Callable[[], torch.Tensor]]) -
     timing on the key's first call. The key must hold everything the speed depends on but the data."""
     if _TUNE["force"] is not None:
         return candidates.get(_TUNE["force"], next(iter(candidates.values())))()
-    key = key + (torch.get_num_threads(),)
+    key = key + (torch.get_num_threads(), tuple(candidates))  # another set on offer (a kernel switched off): its own choice
     name = _CHOICES.get(key)
     if name is None:
         name = _CHOICES[key] = _fastest(candidates)
