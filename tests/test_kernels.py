@@ -632,6 +632,19 @@ def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch)
         kernels.use_autotune(True, min_rows=0)
 
 
+@needs_onednn
+@pytest.mark.parametrize("force,kept", [("fused", {"onednn"}), ("transposed", set()), ("AMX kernel", {"amx"})])
+def test_a_tuned_linear_keeps_only_the_packed_copy_its_formulation_reads(force, kept, autotune):
+    if force == "AMX kernel" and not kernels.native.available():
+        pytest.skip(f"the AMX kernel is not available here: {kernels.native.reason()}")
+    model = ours(XmodModel, hidden_size=64, intermediate_size=128, num_attention_heads=2).to(torch.bfloat16)
+    ids, mask = batch(b=6, t=40)
+    kernels.use_autotune(True, min_rows=1, force=force)
+    encode(model, ids, mask, MIXED[:1] * 6, True)
+    dense = model.encoder.layer[0].output.dense  # a residual linear: every formulation is on offer
+    assert {layout for (_, layout) in kernels.INFERENCE_CACHE.get(dense, {})} == kept
+
+
 def test_autotune_buckets_rows_by_powers_of_two():
     assert [kernels.tune.bucket(n) for n in (1, 3, 256, 300, 380, 1024, 1500)] == [1, 4, 256, 256, 512, 1024, 2048]
 

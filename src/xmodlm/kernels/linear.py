@@ -194,24 +194,38 @@ def _amx(linears, x, act, residual):
     return native.segments_linear(rows, (rows.shape[0],), (weight,), (bias,), n, act, other).view(*x.shape[:-1], n)
 
 
-def _tuned(linears, x, packed, bias, act, residual, amp: bool, rows: int):
+# the packed copy of the weights each formulation reads (the transposed product reads the parameters)
+_LAYOUT = {"fused": "onednn", "row blocks": "onednn", "separate activation": "onednn", "AMX kernel": "amx",
+           "transposed": None}
+
+
+def _tuned(linears, x, dtype, act, residual, amp: bool, rows: int):
     """bf16 inference over many rows: the fused call, or where measured faster on this machine, an
     equivalent formulation (``tune``): the fused call in blocks of rows; the transposed product for a
     residual linear (not under autocast, where it would cast the plain weight at every call); the
-    activation as its own pass for an activated one; the own AMX kernel where it is built."""
-    candidates = {"fused": lambda: _fused(x, packed, bias, act, residual)}
+    activation as its own pass for an activated one; the own AMX kernel where it is built. Once chosen,
+    the packed copies of the weights the choice does not read are dropped (no second copy is kept)."""
+    n = sum(m.out_features for m in linears)
+
+    def onednn():  # oneDNN's packed copy, made when a formulation reads it
+        return packed_weights(linears, dtype)
+    candidates = {"fused": lambda: _fused(x, *onednn(), act, residual)}
     if rows > ROW_BLOCK:
-        candidates["row blocks"] = lambda: _in_row_blocks(x, packed, bias, act, residual)
+        candidates["row blocks"] = lambda: _in_row_blocks(x, *onednn(), act, residual)
     if residual is not None and act is None and not amp and residual.shape[:-1] == x.shape[:-1]:
-        plain = concat(linears)[0]
-        candidates["transposed"] = lambda: _transposed(x, plain, bias, residual)
+        candidates["transposed"] = lambda: _transposed(x, *concat(linears), residual)
     if act is not None and residual is None:
-        candidates["separate activation"] = lambda: ACTIVATIONS[act](_fused(x, packed, bias, None, None))
-    if act in (None, "gelu") and native.available() and native.fits(packed.shape[0], x.shape[-1]):
+        candidates["separate activation"] = lambda: ACTIVATIONS[act](_fused(x, *onednn(), None, None))
+    if act in (None, "gelu") and native.fits(n, x.shape[-1]) and native.available():
         candidates["AMX kernel"] = lambda: _amx(linears, x, act, residual)
     if len(candidates) == 1:
         return candidates["fused"]()
-    return run_fastest(("linear", bucket(rows), x.shape[-1], packed.shape[0], act, residual is not None), candidates)
+    name, y = run_fastest(("linear", bucket(rows), x.shape[-1], n, act, residual is not None), candidates)
+    slots = INFERENCE_CACHE.get(linears[0], {})
+    for layout in ("onednn", "amx"):
+        if layout != _LAYOUT[name]:
+            slots.pop((dtype, layout), None)
+    return y
 
 
 def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
@@ -226,14 +240,13 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     amp = dtype is not None and torch.is_autocast_enabled("cpu")
     if dtype is not None and (weight.dtype == x.dtype or amp) and (act is None or act in ONEDNN_ACTIVATIONS):
         x = x.to(dtype)  # under autocast: the cast autocast makes; the weights' are cached
-        packed, bias = packed_weights(linears, dtype) if pack else concat(linears, dtype)
         rows = x.numel() // x.shape[-1]
         mixed = residual is not None and residual.dtype != dtype  # autocast: the product in bf16, the sum in fp32
         inner = None if mixed else residual
         if pack and dtype == torch.bfloat16 and tuning(rows):
-            y = _tuned(linears, x, packed, bias, act, inner, amp, rows)
+            y = _tuned(linears, x, dtype, act, inner, amp, rows)
         else:
-            y = _fused(x, packed, bias, act, inner)
+            y = _fused(x, *(packed_weights(linears, dtype) if pack else concat(linears, dtype)), act, inner)
         return residual + y if mixed else y
     weight, bias = concat(linears)
     if tied:

@@ -79,13 +79,14 @@ def _fastest(candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
     return best if medians[best] < (1 - _TUNE["margin"]) * medians[names[0]] else names[0]
 
 
-def run_fastest(key: tuple, candidates: dict[str, Callable[[], torch.Tensor]]) -> torch.Tensor:
-    """The result of the candidate chosen for ``key`` (the first candidate is the default), choosing it by
-    timing on the key's first call. The key must hold everything the speed depends on but the data."""
+def run_fastest(key: tuple, candidates: dict[str, Callable[[], torch.Tensor]]) -> tuple[str, torch.Tensor]:
+    """The name and result of the candidate chosen for ``key`` (the first candidate is the default), choosing
+    it by timing on the key's first call. The key must hold everything the speed depends on but the data."""
     if _TUNE["force"] is not None:
-        return candidates.get(_TUNE["force"], next(iter(candidates.values())))()
+        name = _TUNE["force"] if _TUNE["force"] in candidates else next(iter(candidates))
+        return name, candidates[name]()
     key = key + (torch.get_num_threads(), tuple(candidates))  # another set on offer (a kernel switched off): its own choice
     name = _CHOICES.get(key)
     if name is None:
         name = _CHOICES[key] = _fastest(candidates)
-    return candidates[name]()
+    return name, candidates[name]()
