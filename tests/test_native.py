@@ -46,9 +46,12 @@ def test_segments_compute_each_segments_product_rounded_once(rows, k, n, act, re
     weights = [(torch.randn(n, k) / math.sqrt(k)).bfloat16() for _ in rows]
     biases = [torch.randn(n) if bias else None for _ in rows]
     other = torch.randn(sum(rows), n).bfloat16() if residual else None
-    got = native.segments_linear(x, rows, [native.pack(w) for w in weights], biases, n, act, other)
+    packed = [native.pack(w) for w in weights]
+    got = native.segments_linear(x, rows, packed, biases, n, act, other)
     assert got.dtype == torch.bfloat16 and got.shape == (sum(rows), n)
     assert within_one_rounding(got, reference(x, rows, weights, biases, act, other))
+    # the threads sharing the rows instead of the columns: the same sums, the same bits
+    assert torch.equal(native.segments_linear(x, rows, packed, biases, n, act, other, split_rows=True), got)
 
 
 @needs_amx_kernel

@@ -74,12 +74,14 @@ def run_amx(h, rows, modules, skip):
     x = h.to(torch.bfloat16).reshape(-1, width)
     first = [packed_weights((m.dense1,), torch.bfloat16, "amx") for m in modules]
     second = [packed_weights((m.dense2,), torch.bfloat16, "amx") for m in modules]
+    # the rows split between the threads (each thread's rows stay in its cache from one product to the
+    # next): 1,710-1,750 against 1,580-1,610 GFLOP/s for the columns split, at 8 segments of 128-256 rows
     inner = native.segments_linear(x, counts, [w for w, _ in first], [b for _, b in first],
-                                   modules[0].dense1.out_features, "gelu")
+                                   modules[0].dense1.out_features, "gelu", split_rows=True)
     residual = skip.reshape(-1, width)
     same = residual.dtype == torch.bfloat16
     y = native.segments_linear(inner, counts, [w for w, _ in second], [b for _, b in second], width, None,
-                               residual if same else None)
+                               residual if same else None, split_rows=True)
     return (y if same else residual + y).view(h.shape)
 
 

@@ -163,11 +163,13 @@ static inline void block(const uint16_t *a, int64_t lda, const uint16_t *w0, con
 
 /* The segments' products. rows[s]: segment s's row count (segments are consecutive rows of a, residual
    and out); weights[s], biases[s]: its packed W and float32 bias (0: none); residual: bf16 or NULL;
-   act: 0 none, 1 GELU (erf). Returns 0, or -1 if a buffer could not be allocated. */
+   act: 0 none, 1 GELU (erf); split_rows: how the threads share the work (see below). Returns 0, or -1 if a
+   buffer could not be allocated. */
 int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, const uint64_t *biases,
               const uint16_t *a, int64_t lda, const uint16_t *residual, int64_t ldr, uint16_t *out, int64_t ldo,
-              int64_t n, int64_t k, int act) {
-    int64_t k_tiles = k / 32, col_blocks = n / 32, per_step = (64 + k_tiles - 1) / k_tiles;
+              int64_t n, int64_t k, int act, int split_rows) {
+    int64_t k_tiles = k / 32, col_blocks = n / 32, per_step = (64 + k_tiles - 1) / k_tiles, row_blocks = 0;
+    for (int64_t s = 0; s < segments; s++) row_blocks += (rows[s] + 31) / 32;
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
@@ -180,17 +182,24 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
         }
         _tile_loadconfig(&config);
         int threads = omp_get_num_threads(), me = omp_get_thread_num();
-        int64_t first = col_blocks * me / threads, last = col_blocks * (me + 1) / threads;
+        /* this thread's share: its columns of every row (split_rows 0), or every column of its rows (1:
+           the 32-row blocks of all segments, in order, split evenly; a thread's rows then stay in its cache) */
+        int64_t first = split_rows ? 0 : col_blocks * me / threads, last = split_rows ? col_blocks : col_blocks * (me + 1) / threads;
+        int64_t mine_from = split_rows ? row_blocks * me / threads : 0, mine_to = split_rows ? row_blocks * (me + 1) / threads : row_blocks;
+        int64_t blocks_before = 0; /* 32-row blocks in the segments before this one */
         float acc[2][32 * 32] __attribute__((aligned(64))); /* the block being computed, the one pending */
         int current = 0;
         pending_block pending = {.units = 0, .next = 0};
         uint16_t *padded = NULL; /* a block of fewer than 32 rows, zero-padded */
         int64_t start = 0;
-        for (int64_t s = 0; s < segments && !failed; start += rows[s], s++) {
+        for (int64_t s = 0; s < segments && !failed; start += rows[s], blocks_before += (rows[s] + 31) / 32, s++) {
             const uint16_t *w = (const uint16_t *)weights[s];
             const float *bias = (const float *)biases[s];
-            for (int64_t chunk = 0; chunk < rows[s] && !failed; chunk += ROW_CHUNK) {
-                int64_t chunk_end = chunk + ROW_CHUNK < rows[s] ? chunk + ROW_CHUNK : rows[s];
+            int64_t own_from = (mine_from > blocks_before ? mine_from - blocks_before : 0) * 32;
+            int64_t own_to = (mine_to - blocks_before) * 32;
+            if (own_to > rows[s]) own_to = rows[s];
+            for (int64_t chunk = own_from; chunk < own_to && !failed; chunk += ROW_CHUNK) {
+                int64_t chunk_end = chunk + ROW_CHUNK < own_to ? chunk + ROW_CHUNK : own_to;
                 int64_t blocks = (chunk_end - chunk + 31) / 32;
                 /* the next column pair's packed weights (2 x k_tiles x 1 KB), fetched over this pair's blocks */
                 int64_t lines = (32 + blocks - 1) / blocks;

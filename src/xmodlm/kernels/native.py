@@ -100,7 +100,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_pack.argtypes = [pointer, pointer, size, size]
     lib.xm_pack.restype = None
     lib.xm_linear.argtypes = [size, pointer, pointer, pointer, pointer, size, pointer, size, pointer, size, size,
-                              size, ctypes.c_int]
+                              size, ctypes.c_int, ctypes.c_int]
     lib.xm_linear.restype = ctypes.c_int
     lib.xm_layer_norm.argtypes = [pointer, size, pointer, pointer, ctypes.c_float, pointer, size, size, size]
     lib.xm_layer_norm.restype = None
@@ -150,9 +150,11 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 
 
 def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | None = None,
-                    residual: torch.Tensor | None = None) -> torch.Tensor:
+                    residual: torch.Tensor | None = None, split_rows: bool = False) -> torch.Tensor:
     """``act(x_s @ W_s^T + b_s) + residual_s`` for consecutive row segments s of x (2-d bf16, rows[s] rows
-    each), W_s packed (``pack``), b_s float32 or None; the result is bf16 (rows, n). One call for all."""
+    each), W_s packed (``pack``), b_s float32 or None; the result is bf16 (rows, n). One call for all.
+    ``split_rows``: each thread computes all columns of its share of the rows (default: its share of the
+    columns of every row)."""
     k = x.shape[-1]
     if x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1:
         raise ValueError(f"expected a 2-d bf16 input with contiguous rows, got {x.dtype} {tuple(x.shape)}")
@@ -172,7 +174,7 @@ def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | N
     status = _library().xm_linear(count, rows_array, weight_array, bias_array, x.data_ptr(), x.stride(0),
                                   None if residual is None else residual.data_ptr(),
                                   0 if residual is None else residual.stride(0), out.data_ptr(), n, n, k,
-                                  1 if act == "gelu" else 0)
+                                  1 if act == "gelu" else 0, int(split_rows))
     if status != 0:
         raise MemoryError("the AMX kernel could not allocate its row buffer")
     return out
