@@ -83,13 +83,15 @@ def infer_calls() -> tuple[dict, float, int]:
             kernels.use_onednn(switches.get("onednn", True))
             kernels.use_amx_kernels(switches.get("native", True))
         return apply
+    # each "before" on its own copy of the model: a tuned linear keeps only the packed weights its chosen
+    # formulation reads, so one model called both ways would repack them at every switch
     calls = {}
     for name, model in (("bf16", bf16), ("fp32", fp32)):
-        calls[f"forward {name}, paths without AMX"] = (only(amx=False), forward(model))
+        calls[f"forward {name}, paths without AMX"] = (only(amx=False), forward(copy.deepcopy(model)))
         calls[f"forward {name}, AMX paths"] = (only(amx=True), forward(model))
-    calls["forward bf16, oneDNN and torch only"] = (only(native=False), forward(bf16))
+    calls["forward bf16, oneDNN and torch only"] = (only(native=False), forward(copy.deepcopy(bf16)))
     calls["forward bf16, with the own AMX kernels (kernels/native.c)"] = (only(), forward(bf16))
-    calls["forward bf16, one formulation per product"] = (only(autotune=False), forward(bf16))
+    calls["forward bf16, one formulation per product"] = (only(autotune=False), forward(copy.deepcopy(bf16)))
     calls["forward bf16, formulation timed per shape (autotune)"] = (only(), forward(bf16))
     amp = copy.deepcopy(fp32)  # its own copy: one model called both ways would repack its modules at every switch
     calls["forward bf16 autocast (fp32 weights), torch's ops"] = (only(onednn=False), forward(amp, True))
