@@ -537,11 +537,12 @@ def autotune(monkeypatch):
 
 
 @needs_onednn
-@pytest.mark.parametrize("force", ["fused", "row blocks", "transposed", "separate activation", "AMX kernel"])
+@pytest.mark.parametrize("force", ["fused", "row blocks", "transposed", "separate activation", "AMX kernel",
+                                   "AMX kernel, rows split"])
 def test_every_tuned_formulation_is_as_accurate_as_plain_bf16(force, autotune):
     """Each formulation the timing can pick (forced here, so that all are checked whatever this
     machine's timings say) keeps the bf16 model as close to fp32 as plain bf16 torch ops."""
-    if force == "AMX kernel" and not kernels.native.available():
+    if force.startswith("AMX kernel") and not kernels.native.available():
         pytest.skip(f"the AMX kernel is not available here: {kernels.native.reason()}")
     model = ours(XmodModel, num_attention_heads=2)
     ids, mask = batch(b=6, t=40)
@@ -614,7 +615,7 @@ def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch)
     choices = autotune.choices()
     # every product offers row blocks (240 rows, blocks of 64), the residual linears the transposed
     # product, the activated one a separate activation; all of them the AMX kernel where it is built
-    amx = ["AMX kernel"] if kernels.native.available() else []
+    amx = ["AMX kernel", "AMX kernel, rows split"] if kernels.native.available() else []
     assert ["fused", "row blocks"] + amx in timed and ["fused", "row blocks", "transposed"] + amx in timed
     assert ["fused", "row blocks", "separate activation"] + amx in timed
     assert len(timed) == len(choices) and set(choices.values()) <= set(autotune.NAMES)
@@ -633,9 +634,10 @@ def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch)
 
 
 @needs_onednn
-@pytest.mark.parametrize("force,kept", [("fused", {"onednn"}), ("transposed", set()), ("AMX kernel", {"amx"})])
+@pytest.mark.parametrize("force,kept", [("fused", {"onednn"}), ("transposed", set()), ("AMX kernel", {"amx"}),
+                                        ("AMX kernel, rows split", {"amx"})])
 def test_a_tuned_linear_keeps_only_the_packed_copy_its_formulation_reads(force, kept, autotune):
-    if force == "AMX kernel" and not kernels.native.available():
+    if force.startswith("AMX kernel") and not kernels.native.available():
         pytest.skip(f"the AMX kernel is not available here: {kernels.native.reason()}")
     model = ours(XmodModel, hidden_size=64, intermediate_size=128, num_attention_heads=2).to(torch.bfloat16)
     ids, mask = batch(b=6, t=40)

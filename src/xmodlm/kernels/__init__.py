@@ -33,11 +33,16 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   scale in one pass each way (``dropout._MaskAndScale``).
 * the tied word embeddings in training (``tied``): the lookup's rows added in place into the decoder's
   dense gradient of the matrix, instead of a zero-filled vocabulary-sized matrix and a sum.
+* own kernels for bf16 inference on processors with AMX (``native``: ``native.c``, plain C built on first
+  use by the system's C compiler and loaded through ctypes; nothing changes where it cannot be built):
+  the language modules' segments in one call per product, attention (heads read in place, no layout
+  copies), LayerNorm (``norm.LayerNorm``, the model's norms), and a timed candidate for each linear.
 
 What is cached, for inference only (``INFERENCE_CACHE``, outside the modules, so that state_dict,
-deepcopy and pickling never see it): the big shared matrices in oneDNN's layout (one extra copy of
-the encoder's dense weights, not of the embeddings or the language modules), keyed on their first
-linear; the language modules' weights stacked (batched path) or packed as grouped-convolution
+deepcopy and pickling never see it): the big shared matrices in oneDNN's layout or the own kernel's,
+whichever the linear's timed formulation reads (one extra copy of the encoder's dense weights, not of
+the embeddings; the language modules used in bf16 inference on AMX each in the own kernel's layout),
+keyed on their first linear; the language modules' weights stacked (batched path) or packed as grouped-convolution
 weights (grouped path, built on a layout's second call in a row), keyed on the owning layer; under
 bf16 autocast these copies are bf16 (half the size; a model called both ways keeps both packed
 matrices, while its grouped module weights are rebuilt when the calls switch). An entry is rebuilt when
@@ -48,13 +53,19 @@ Exactness: the same computations, not approximations. Against the plain torch op
 round differently: the activation or residual is applied to the fp32 accumulator before rounding
 (bf16: one rounding where the plain path rounds the product first), the grouped and batched paths
 sum in another order, bf16 attention keeps float32-grade scores where a bf16 matmul would round
-them, and ``Dropout`` rounds p to a multiple of 1/65536. fp32 results agree with the plain path to
+them, and ``Dropout`` rounds p to a multiple of 1/65536. The own kernels compute GELU's erf and softmax's
+exponential by polynomials (relative error below 2e-7, far under bf16's 4e-3; GELU's far negative tail
+is more accurate than torch's float32 one, which loses it to cancellation), float32 LayerNorm statistics
+as torch's, and sum a row's probabilities before rounding them, as torch's flash kernel; the tests hold
+them to one bf16 rounding of float32 (products, LayerNorm) or to torch's bf16 error (attention, the
+model). fp32 results agree with the plain path to
 float32 rounding; bf16 results are no further from fp32 than the plain bf16 path (the tests check
 both); the tied lookup's row gradient sums the same float32 terms in another order.
 ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
 the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
 ``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
-autocast linears' bias inside the product, ``use_autotune(False)`` the timed choice (without it, bf16
+autocast linears' bias inside the product, ``use_amx_kernels(False)`` the own kernels (``native.reason()``
+says why they are or are not in use), ``use_autotune(False)`` the timed choice (without it, bf16
 outputs can differ in the last bit between processes that chose differently), and
 ``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``);
 ``describe_paths`` says which paths are taken.

@@ -185,18 +185,20 @@ def _in_row_blocks(x, weight, bias, act, residual):
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
-def _amx(linears, x, act, residual):
-    """The product in the own AMX kernel (``native``), on its packed copy of the weights."""
+def _amx(linears, x, act, residual, split_rows: bool):
+    """The product in the own AMX kernel (``native``), on its packed copy of the weights, the threads
+    sharing its output columns or (``split_rows``) its rows."""
     weight, bias = packed_weights(linears, torch.bfloat16, "amx")
     n = sum(m.out_features for m in linears)
     rows = x.reshape(-1, x.shape[-1])
     other = None if residual is None else residual.reshape(-1, n)
-    return native.segments_linear(rows, (rows.shape[0],), (weight,), (bias,), n, act, other).view(*x.shape[:-1], n)
+    y = native.segments_linear(rows, (rows.shape[0],), (weight,), (bias,), n, act, other, split_rows)
+    return y.view(*x.shape[:-1], n)
 
 
 # the packed copy of the weights each formulation reads (the transposed product reads the parameters)
 _LAYOUT = {"fused": "onednn", "row blocks": "onednn", "separate activation": "onednn", "AMX kernel": "amx",
-           "transposed": None}
+           "AMX kernel, rows split": "amx", "transposed": None}
 
 
 def _tuned(linears, x, dtype, act, residual, amp: bool, rows: int):
@@ -217,7 +219,8 @@ def _tuned(linears, x, dtype, act, residual, amp: bool, rows: int):
     if act is not None and residual is None:
         candidates["separate activation"] = lambda: ACTIVATIONS[act](_fused(x, *onednn(), None, None))
     if act in (None, "gelu") and native.fits(n, x.shape[-1]) and native.available():
-        candidates["AMX kernel"] = lambda: _amx(linears, x, act, residual)
+        candidates["AMX kernel"] = lambda: _amx(linears, x, act, residual, False)
+        candidates["AMX kernel, rows split"] = lambda: _amx(linears, x, act, residual, True)
     if len(candidates) == 1:
         return candidates["fused"]()
     name, y = run_fastest(("linear", bucket(rows), x.shape[-1], n, act, residual is not None), candidates)

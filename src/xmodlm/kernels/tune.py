@@ -24,7 +24,7 @@ import torch
 
 _TUNE = {"enabled": True, "min_rows": 256, "rounds": 5, "margin": 0.10, "force": None}
 # every candidate name the kernels offer (the first of each set is its default)
-NAMES = ("fused", "row blocks", "transposed", "separate activation", "AMX kernel")
+NAMES = ("fused", "row blocks", "transposed", "separate activation", "AMX kernel", "AMX kernel, rows split")
 # (kind, rows bucket, *sizes, threads, candidate names) -> the chosen candidate's name
 _CHOICES: dict[tuple, str] = {}
 
