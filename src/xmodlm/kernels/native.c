@@ -38,6 +38,18 @@ typedef struct {
 /* Linux hands out AMX's tile state only on request (once per process); 1 if granted. */
 int xm_request_amx(void) { return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0; }
 
+/* Every tile 16 rows of 64 bytes (16 float32 or 32 bf16): the thread's tile state, set before use. */
+static void configure_tiles(void) {
+    tile_config config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        config.rows[i] = 16;
+        config.colsb[i] = 64;
+    }
+    _tile_loadconfig(&config);
+}
+
 /* W (N x K, bf16, row-major) -> tiles [N / 16][K / 32][16 input pairs][16 outputs][2]. */
 void xm_pack(const uint16_t *w, uint16_t *out, int64_t n, int64_t k) {
     int64_t k_tiles = k / 32;
@@ -173,14 +185,7 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
-        tile_config config;
-        memset(&config, 0, sizeof config);
-        config.palette = 1;
-        for (int i = 0; i < 8; i++) {
-            config.rows[i] = 16;
-            config.colsb[i] = 64;
-        }
-        _tile_loadconfig(&config);
+        configure_tiles();
         int threads = omp_get_num_threads(), me = omp_get_thread_num();
         /* this thread's share: its columns of every row (split_rows 0), or every column of its rows (1:
            the 32-row blocks of all segments, in order, split evenly; a thread's rows then stay in its cache) */
@@ -267,17 +272,6 @@ void xm_layer_norm(const uint16_t *x, int64_t ldx, const uint16_t *weight, const
             _mm256_storeu_si256((__m256i *)(out + r * ldo + j), (__m256i)_mm512_cvtneps_pbh(y));
         }
     }
-}
-
-static void configure_tiles(void) {
-    tile_config config;
-    memset(&config, 0, sizeof config);
-    config.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        config.rows[i] = 16;
-        config.colsb[i] = 64;
-    }
-    _tile_loadconfig(&config);
 }
 
 /* Softmax attention for bf16 inference, one (example, head) at a time on each thread: scores
