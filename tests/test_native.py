@@ -246,3 +246,30 @@ def test_attention_of_a_row_with_every_key_masked_is_zero_and_bad_inputs_are_nam
         native.attention(*heads(1, 8, 1, 48), None)
     with pytest.raises(ValueError, match=r"bool keep mask of shape \(2, 8\)"):
         native.attention(q, k, v, keep[:, :4])
+
+
+@needs_amx_kernel
+def test_results_do_not_depend_on_the_thread_count_or_on_concurrent_callers():
+    """Each output is summed by one thread in one order: one thread, two threads, rows or columns split,
+    and two Python threads calling at once give the same bits."""
+    import threading
+    torch.manual_seed(0)
+    x, weight = torch.randn(200, 96).bfloat16(), (torch.randn(64, 96) / 10).bfloat16()
+    packed, bias = native.pack(weight), torch.randn(64)
+    threads = torch.get_num_threads()
+    want = native.segments_linear(x, (120, 80), [packed, packed], [bias, None], 64, "gelu")
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(native.segments_linear(x, (120, 80), [packed, packed], [bias, None], 64, "gelu"), want)
+    finally:
+        torch.set_num_threads(threads)
+    results = [None, None]
+
+    def call(i):
+        results[i] = native.segments_linear(x, (120, 80), [packed, packed], [bias, None], 64, "gelu", split_rows=bool(i))
+    workers = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert all(torch.equal(r, want) for r in results)
