@@ -11,16 +11,25 @@ _OVERRIDE: dict[str, bool | None] = {"amx": None}
 
 
 @functools.lru_cache(maxsize=None)
-def _detected_amx_bf16() -> bool:
-    """AMX with bf16 tiles: torch's own check of the tile unit where this torch has it, then the
-    kernel's flag list (Linux), which names the bf16 extension itself."""
+def cpu_flags() -> frozenset[str] | None:
+    """The processor's feature flags as the kernel lists them (Linux), or None where there is no list."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _detected_amx_bf16() -> bool:
+    """AMX with bf16 tiles: the kernel's flag list (Linux), which names the bf16 extension itself, else
+    torch's own check of the tile unit where this torch has it."""
+    flags = cpu_flags()
+    if flags is not None:
+        return "amx_bf16" in flags
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(check()) if check is not None else False
 

@@ -1,6 +1,7 @@
 """The per-language modules of a whole batch in a few large calls instead of one module call per
-language: one module for the batch, padded batched matmuls, grouped convolutions on packed
-weights, or a loop of direct kernel calls, each where it pays."""
+language: the own AMX kernel over all segments (bf16 inference on AMX), one module for the batch,
+padded batched matmuls, grouped convolutions on packed weights, or a loop of direct kernel calls,
+each where it pays."""
 
 from __future__ import annotations
 

@@ -257,8 +257,8 @@ void xm_layer_norm(const uint16_t *x, int64_t ldx, const uint16_t *weight, const
         for (int64_t j = 0; j < d; j += 16) sum[(j >> 4) & 3] = _mm512_add_ps(sum[(j >> 4) & 3], load_bf16(row + j));
         float mean = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])))
                      / (float)d;
-        __m512 m = _mm512_set1_ps(mean), squares[4] = {sum[0], sum[0], sum[0], sum[0]};
-        for (int i = 0; i < 4; i++) squares[i] = _mm512_setzero_ps();
+        __m512 m = _mm512_set1_ps(mean);
+        __m512 squares[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int64_t j = 0; j < d; j += 16) {
             __m512 c = _mm512_sub_ps(load_bf16(row + j), m);
             squares[(j >> 4) & 3] = _mm512_fmadd_ps(c, c, squares[(j >> 4) & 3]);
@@ -272,6 +272,11 @@ void xm_layer_norm(const uint16_t *x, int64_t ldx, const uint16_t *weight, const
             _mm256_storeu_si256((__m256i *)(out + r * ldo + j), (__m256i)_mm512_cvtneps_pbh(y));
         }
     }
+}
+
+/* The first n of 16 lanes (all for n >= 16, none for n <= 0): the keys of a tile that exist. */
+static inline __mmask16 lanes_before(int64_t n) {
+    return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
 /* Softmax attention for bf16 inference, one (example, head) at a time on each thread: scores
@@ -307,7 +312,7 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
             const __m512i rows16 = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                                       _mm512_set1_epi32((int)(st * 2)));
             for (int64_t kt = 0; kt < key_tiles; kt++) {
-                __mmask16 live = 16 * kt + 16 <= t ? 0xFFFF : (16 * kt < t ? (__mmask16)((1u << (t - 16 * kt)) - 1) : 0);
+                __mmask16 live = lanes_before(t - 16 * kt);
                 for (int64_t dt = 0; dt < d_tiles; dt++) {
                     uint16_t *tile = kp + (kt * d_tiles + dt) * 512;
                     const uint16_t *base = kh + 16 * kt * st + 32 * dt;
@@ -362,7 +367,7 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
                     float *row = scores + i * padded_t;
                     __m512 top = _mm512_set1_ps(-INFINITY);
                     for (int64_t j = 0; j < padded_t; j += 16) {
-                        __mmask16 live = (j + 16 <= t ? 0xFFFF : (j < t ? (__mmask16)((1u << (t - j)) - 1) : 0));
+                        __mmask16 live = lanes_before(t - j);
                         if (keys_kept) /* only the live lanes are read: the mask ends at t */
                             live = _mm_mask_test_epi8_mask(live, _mm_maskz_loadu_epi8(live, keys_kept + j),
                                                            _mm_set1_epi8(-1));

@@ -30,28 +30,18 @@ from pathlib import Path
 
 import torch
 
-from .cpu import _detected_amx_bf16, amx_bf16
+from .cpu import _detected_amx_bf16, amx_bf16, cpu_flags
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-mamx-tile", "-mamx-bf16", "-mavx512f", "-mavx512bf16", "-mavx512vl", "-mfma", "-fopenmp",
          "-shared", "-fPIC")
+NEEDED = frozenset({"amx_bf16", "amx_tile", "avx512_bf16"})  # the processor flags the build needs
 _STATE: dict = {"enabled": True, "lib": None, "tried": False, "reason": "not built yet"}
 
 
 def use_amx_kernels(enabled: bool) -> None:
     """Use the own AMX kernels where they apply and are built (True, the default) or never (False)."""
     _STATE["enabled"] = bool(enabled)
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cache_dir() -> Path:
@@ -80,7 +70,7 @@ def _compile(compiler: str, target: Path) -> None:
 def _load() -> tuple[ctypes.CDLL | None, str]:
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return None, f"needs Linux on x86-64, not {platform.system()} on {platform.machine()}"
-    missing = {"amx_bf16", "amx_tile", "avx512_bf16"} - _cpu_flags()
+    missing = NEEDED - (cpu_flags() or frozenset())
     if missing:
         return None, f"this processor lacks {', '.join(sorted(missing))}"
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")

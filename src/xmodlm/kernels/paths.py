@@ -23,8 +23,10 @@ def describe_paths() -> dict[str, str]:
         "linears (CPU)": "oneDNN (fused epilogues, packed weights in inference)" if onednn else "plain torch",
         "bf16 autocast inference (CPU)": ("the fused kernels on bf16 weights cast once and cached" if onednn
                                           else "torch's ops, autocast's casts at every call"),
-        "bf16 inference attention, T <= 128": ("SDPA (oneDNN off)" if not onednn else "SDPA flash kernel (AMX)"
-                                              if amx_bf16() else "bf16_attention (hi + lo scores)"),
+        "bf16 inference attention": ("SDPA (oneDNN off)" if not onednn else
+                                     "own AMX kernel for heads of a multiple of 32 values, else SDPA flash kernel"
+                                     if native.available() else "SDPA flash kernel (AMX)" if amx_bf16()
+                                     else "bf16_attention (hi + lo scores) up to 128 tokens"),
         "bf16 inference products (CPU)": ("fused; timed once per shape against row blocks, the transposed "
                                           f"product or a separate activation (from {_TUNE['min_rows']} rows)"
                                           if _TUNE["enabled"] and onednn else "fused"),
