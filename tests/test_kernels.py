@@ -754,3 +754,25 @@ def test_autocast_linear_steps_aside_without_autocast_or_autograd(monkeypatch):
     kernels.linear.linear((lin,), x).sum().backward()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert kernels.linear.linear((lin,), x).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype,training", [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)])
+def test_a_linear_with_a_norm_is_the_norm_of_the_linear(dtype, training):
+    """``linear(..., norm=)`` is ``norm(linear(...))``, in inference (fused paths) and in training (gradients
+    flow to the norm's parameters as through the two calls)."""
+    torch.manual_seed(0)
+    dense, norm = torch.nn.Linear(32, 48).to(dtype), kernels.LayerNorm(48).to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.2), norm.bias.normal_(0, 0.2)
+    dense.train(training), norm.train(training)
+    x, residual = torch.randn(5, 7, 32, dtype=dtype), torch.randn(5, 7, 48, dtype=dtype)
+    with torch.set_grad_enabled(training):
+        got = kernels.linear.linear((dense,), x, act="gelu", residual=residual, norm=norm)
+        want = norm(kernels.linear.linear((dense,), x, act="gelu", residual=residual))
+    assert torch.equal(got, want)
+    if training:
+        got.square().sum().backward()
+        first = norm.weight.grad.clone()
+        norm.weight.grad = None
+        want.square().sum().backward()
+        assert torch.equal(norm.weight.grad, first)

@@ -55,6 +55,27 @@ def test_segments_compute_each_segments_product_rounded_once(rows, k, n, act, re
 
 
 @needs_amx_kernel
+@pytest.mark.parametrize("rows,residual", [((100,), True), ((128, 37, 0, 5, 256), True), ((33, 1), False)])
+@pytest.mark.parametrize("split_rows", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_a_norm_in_the_call_is_the_layer_norm_of_its_result(rows, residual, split_rows, affine):
+    """LayerNorm inside the product's call (rows split: each row as its thread finishes it; columns split: after)
+    gives the bits of the product followed by the LayerNorm kernel, over padded blocks and several segments."""
+    torch.manual_seed(0)
+    k, n = 64, 96
+    x = torch.randn(sum(rows), k).bfloat16()
+    packed = [native.pack((torch.randn(n, k) / 8).bfloat16()) for _ in rows]
+    biases = [torch.randn(n) for _ in rows]
+    other = torch.randn(sum(rows), n).bfloat16() if residual else None
+    weight, bias = ((torch.randn(n) * 0.2 + 1).bfloat16(), (torch.randn(n) * 0.2).bfloat16()) if affine else (None, None)
+    plain = native.segments_linear(x, rows, packed, biases, n, "gelu", other, split_rows)
+    got = native.segments_linear(x, rows, packed, biases, n, "gelu", other, split_rows, (weight, bias, 1e-5))
+    assert torch.equal(got, native.layer_norm(plain, weight, bias, 1e-5))
+    with pytest.raises(ValueError, match=r"bf16 weight of shape \(96,\), got torch.float32"):
+        native.segments_linear(x, rows, packed, biases, n, None, None, split_rows, (torch.ones(n), None, 1e-5))
+
+
+@needs_amx_kernel
 def test_segments_read_strided_rows():
     """Rows with a stride (a slice of a wider tensor) are read where they are."""
     torch.manual_seed(0)
@@ -135,10 +156,12 @@ def wide_model():
 
 
 @needs_amx_kernel
+@pytest.mark.parametrize("split", ["AMX kernel", "AMX kernel, rows split"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["bf16-weights", "bf16-autocast"])
-def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocast, monkeypatch):
+def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocast, split, monkeypatch):
     """The modules' segments (every layer, mixed languages, padded rows), the attention and, forced, every
-    tuned linear through the own kernels: no further from the fp32 model than torch's plain bf16 ops."""
+    tuned linear through the own kernels (rows split: the post-norms inside the products' calls): no further
+    from the fp32 model than torch's plain bf16 ops."""
     model = wide_model()
     ids, mask = batch(b=6, t=40, lengths=[40, 31, 40, 7, 40, 22])
     langs, real = [0, 1, 2, 0, 1, 2], mask.bool()
@@ -148,7 +171,7 @@ def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocas
 
     def run(fast: bool):
         kernels.use_onednn(fast)
-        kernels.use_autotune(True, min_rows=1, force="AMX kernel" if fast else None)
+        kernels.use_autotune(True, min_rows=1, force=split if fast else None)
         try:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 return low(ids, attention_mask=mask, lang_ids=langs).last_hidden_state.float()
@@ -156,12 +179,16 @@ def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocas
             kernels.use_onednn(True)
             kernels.use_autotune(True, min_rows=256)
     plain = run(False)
-    calls, attended = [], []
-    original, original_attention = native.segments_linear, native.attention
+    calls, attended, normed = [], [], []
+    original, original_attention, original_norm = native.segments_linear, native.attention, native.layer_norm
     monkeypatch.setattr(native, "segments_linear", lambda *a, **kw: calls.append(len(a[1])) or original(*a, **kw))
     monkeypatch.setattr(native, "attention", lambda *a: attended.append(1) or original_attention(*a))
+    monkeypatch.setattr(native, "layer_norm", lambda *a: normed.append(1) or original_norm(*a))
     fast = run(True)
     assert len(attended) == 2  # each layer's attention, padded keys masked
+    # the embeddings' norm alone, then three post-norms a layer (attention, feed-forward, module) in the products'
+    # calls where rows are split (the modules' always are); the columns split normalises after
+    assert len(normed) == (0 if autocast else 1 + (0 if split.endswith("rows split") else 2 * 2))
     assert 3 in calls  # the modules: one call for the three languages' segments
     assert calls.count(3) == 2 * 2  # two products in each of the two layers
     assert calls.count(1) == 4 * 2  # the linears (under autocast the residual's sum follows in fp32)

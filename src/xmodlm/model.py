@@ -116,8 +116,8 @@ class XmodAttention(nn.Module):
 
     def forward(self, x, mask):
         h = self.output.LayerNorm(x) if self.pre_norm else x
-        h = linear((self.output.dense,), self.self(h, mask), residual=x, dropout=self.output.dropout)
-        return h if self.pre_norm else self.output.LayerNorm(h)
+        norm = None if self.pre_norm else self.output.LayerNorm  # post-norm: in the product's call where it can be
+        return linear((self.output.dense,), self.self(h, mask), residual=x, dropout=self.output.dropout, norm=norm)
 
 
 class XmodIntermediate(nn.Module):
@@ -161,26 +161,27 @@ class XmodOutput(nn.Module):
         shared = XmodAdapter(config) if config.shared_module else None  # shared baseline: one module for all
         self.adapter_modules = nn.ModuleDict({code: shared or XmodAdapter(config) for code in config.languages})
 
-    def forward(self, x, residual, routing: Routing):
-        h = linear((self.dense,), x, residual=residual, dropout=self.dropout)
-        skip = h
-        if self.adapter_layer_norm is not None:
-            h = self.adapter_layer_norm(h)
-        elif self.module_reuse_layer_norm:
-            h = self.LayerNorm(h)
+    def forward(self, x, residual, routing: Routing, norm=None):
+        """``norm``: the LayerNorm after the module (post-norm) or None; both norms ride in products where they can."""
+        before = self.adapter_layer_norm or (self.LayerNorm if self.module_reuse_layer_norm else None)
         if self.ln_before_module:
-            skip = h
-        return self.run_modules(h, routing, skip)
+            h = skip = linear((self.dense,), x, residual=residual, dropout=self.dropout, norm=before)
+        else:
+            skip = linear((self.dense,), x, residual=residual, dropout=self.dropout)
+            h = skip if before is None else before(skip)
+        return self.run_modules(h, routing, skip, norm)
 
-    def run_modules(self, h, routing: Routing, skip):
-        """``dropout(module_of_each_row(h)) + skip``, the rows grouped by language as ``routing`` says."""
+    def run_modules(self, h, routing: Routing, skip, norm=None):
+        """``norm(dropout(module_of_each_row(h)) + skip)`` (norm None: none), the rows grouped by language as
+        ``routing`` says."""
         table = self.adapter_modules._modules  # the dict itself: read for every language in every layer
         modules = [table[code] for code in routing.codes]
-        y = run_language_modules(routing.rows, modules, h, skip, self.dropout, self.training, self)
+        y = run_language_modules(routing.rows, modules, h, skip, self.dropout, self.training, self, norm)
         if y is not None:  # the kernels' faster way to the same result
             return y
         # the definition: each language's module on its rows (split, whose backward is one concatenation)
-        return self.dropout(torch.cat([module(part) for module, part in zip(modules, h.split(routing.rows))])) + skip
+        y = self.dropout(torch.cat([module(part) for module, part in zip(modules, h.split(routing.rows))])) + skip
+        return y if norm is None else norm(y)
 
 
 class XmodLayer(nn.Module):
@@ -194,9 +195,8 @@ class XmodLayer(nn.Module):
     def forward(self, x, mask, routing: Routing):
         a = self.attention(x, mask)
         h = self.output.LayerNorm(a) if self.pre_norm else a
-        out = self.output(self.intermediate(h), a, routing)
         # Post-norm applies output.LayerNorm a second time, after the module (as the reference).
-        return out if self.pre_norm else self.output.LayerNorm(out)
+        return self.output(self.intermediate(h), a, routing, None if self.pre_norm else self.output.LayerNorm)
 
 
 class XmodEncoder(nn.Module):

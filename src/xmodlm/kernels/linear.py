@@ -185,15 +185,18 @@ def _in_row_blocks(x, weight, bias, act, residual):
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
-def _amx(linears, x, act, residual, split_rows: bool):
+def _amx(linears, x, act, residual, split_rows: bool, norm=None):
     """The product in the own AMX kernel (``native``), on its packed copy of the weights, the threads
-    sharing its output columns or (``split_rows``) its rows."""
+    sharing its output columns or (``split_rows``) its rows; then ``norm`` (a kernels.LayerNorm or None),
+    inside the same call where the kernel takes it."""
     weight, bias = packed_weights(linears, torch.bfloat16, "amx")
     n = sum(m.out_features for m in linears)
     rows = x.reshape(-1, x.shape[-1])
     other = None if residual is None else residual.reshape(-1, n)
-    y = native.segments_linear(rows, (rows.shape[0],), (weight,), (bias,), n, act, other, split_rows)
-    return y.view(*x.shape[:-1], n)
+    args = None if norm is None else norm.kernel_args(x)
+    y = native.segments_linear(rows, (rows.shape[0],), (weight,), (bias,), n, act, other, split_rows, args)
+    y = y.view(*x.shape[:-1], n)
+    return norm(y) if norm is not None and args is None else y
 
 
 # the packed copy of the weights each formulation reads (the transposed product reads the parameters)
@@ -201,29 +204,34 @@ _LAYOUT = {"fused": "onednn", "row blocks": "onednn", "separate activation": "on
            "AMX kernel, rows split": "amx", "transposed": None}
 
 
-def _tuned(linears, x, dtype, act, residual, amp: bool, rows: int):
+def _tuned(linears, x, dtype, act, residual, amp: bool, rows: int, norm=None):
     """bf16 inference over many rows: the fused call, or where measured faster on this machine, an
     equivalent formulation (``tune``): the fused call in blocks of rows; the transposed product for a
     residual linear (not under autocast, where it would cast the plain weight at every call); the
-    activation as its own pass for an activated one; the own AMX kernel where it is built. Once chosen,
-    the packed copies of the weights the choice does not read are dropped (no second copy is kept)."""
+    activation as its own pass for an activated one; the own AMX kernel where it is built, which also
+    applies ``norm`` (a LayerNorm after the product, or None) in the same call. Once chosen, the packed
+    copies of the weights the choice does not read are dropped (no second copy is kept)."""
     n = sum(m.out_features for m in linears)
 
     def onednn():  # oneDNN's packed copy, made when a formulation reads it
         return packed_weights(linears, dtype)
-    candidates = {"fused": lambda: _fused(x, *onednn(), act, residual)}
+
+    def then(y):  # the norm as its own pass, for the formulations that do not apply it
+        return y if norm is None else norm(y)
+    candidates = {"fused": lambda: then(_fused(x, *onednn(), act, residual))}
     if rows > ROW_BLOCK:
-        candidates["row blocks"] = lambda: _in_row_blocks(x, *onednn(), act, residual)
+        candidates["row blocks"] = lambda: then(_in_row_blocks(x, *onednn(), act, residual))
     if residual is not None and act is None and not amp and residual.shape[:-1] == x.shape[:-1]:
-        candidates["transposed"] = lambda: _transposed(x, *concat(linears), residual)
+        candidates["transposed"] = lambda: then(_transposed(x, *concat(linears), residual))
     if act is not None and residual is None:
-        candidates["separate activation"] = lambda: ACTIVATIONS[act](_fused(x, *onednn(), None, None))
+        candidates["separate activation"] = lambda: then(ACTIVATIONS[act](_fused(x, *onednn(), None, None)))
     if act in (None, "gelu") and native.fits(n, x.shape[-1]) and native.available():
-        candidates["AMX kernel"] = lambda: _amx(linears, x, act, residual, False)
-        candidates["AMX kernel, rows split"] = lambda: _amx(linears, x, act, residual, True)
+        candidates["AMX kernel"] = lambda: _amx(linears, x, act, residual, False, norm)
+        candidates["AMX kernel, rows split"] = lambda: _amx(linears, x, act, residual, True, norm)
     if len(candidates) == 1:
         return candidates["fused"]()
-    name, y = run_fastest(("linear", bucket(rows), x.shape[-1], n, act, residual is not None), candidates)
+    name, y = run_fastest(("linear", bucket(rows), x.shape[-1], n, act, residual is not None, norm is not None),
+                          candidates)
     slots = INFERENCE_CACHE.get(linears[0], {})
     for layout in ("onednn", "amx"):
         if layout != _LAYOUT[name]:
@@ -232,10 +240,12 @@ def _tuned(linears, x, dtype, act, residual, amp: bool, rows: int):
 
 
 def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
-           dropout: nn.Module | None = None, pack: bool = True, tied: bool = False) -> torch.Tensor:
-    """``dropout(act(x @ W.T + b)) + residual``, W and b concatenating ``linears`` along the output.
-    In CPU inference one fused oneDNN call; with ``pack`` on a cached pre-packed weight (worth it
-    for the big shared matrices; the per-language modules are small and many, so they stay unpacked).
+           dropout: nn.Module | None = None, pack: bool = True, tied: bool = False, norm: nn.Module | None = None
+           ) -> torch.Tensor:
+    """``norm(dropout(act(x @ W.T + b)) + residual)``, W and b concatenating ``linears`` along the output,
+    ``norm`` a kernels.LayerNorm or None (none). In CPU inference one fused oneDNN call; with ``pack`` on
+    a cached pre-packed weight (worth it for the big shared matrices; the per-language modules are small
+    and many, so they stay unpacked); in bf16 inference on AMX the own kernel may apply the norm too.
     ``tied``: W is also the word embeddings (read through ``tied.embedding_lookup``), whose gradient then joins
     this one's as rows (``tied.decoder_weight``)."""
     weight = linears[0].weight
@@ -246,11 +256,13 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
         rows = x.numel() // x.shape[-1]
         mixed = residual is not None and residual.dtype != dtype  # autocast: the product in bf16, the sum in fp32
         inner = None if mixed else residual
-        if pack and dtype == torch.bfloat16 and tuning(rows):
-            y = _tuned(linears, x, dtype, act, inner, amp, rows)
+        tuned = pack and dtype == torch.bfloat16 and tuning(rows)
+        if tuned:  # the norm goes in where the sum is the product's own (not autocast's fp32 one)
+            y = _tuned(linears, x, dtype, act, inner, amp, rows, None if mixed else norm)
         else:
             y = _fused(x, *(packed_weights(linears, dtype) if pack else concat(linears, dtype)), act, inner)
-        return residual + y if mixed else y
+        y = residual + y if mixed else y
+        return y if norm is None or (tuned and not mixed) else norm(y)
     weight, bias = concat(linears)
     if tied:
         weight = decoder_weight(weight)
@@ -264,6 +276,6 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
         y = activation(act)(y)
     if dropout is not None:
         y = dropout(y)
-    if residual is None:
-        return y
-    return y + residual
+    if residual is not None:
+        y = y + residual
+    return y if norm is None else norm(y)

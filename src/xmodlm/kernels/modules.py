@@ -17,17 +17,24 @@ from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, l
 _last_layout: tuple = (None, False, 0)
 
 
-def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner):
-    """``dropout(module_of_each_row(h)) + skip`` computed faster than the per-language loop, or None
-    where nothing beats that loop (the caller then runs it).
+def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner, norm=None):
+    """``norm(dropout(module_of_each_row(h)) + skip)`` computed faster than the per-language loop, or None
+    where nothing beats that loop (the caller then runs it, and the norm).
 
     ``rows``: a tuple of row counts, one per segment (h's rows come grouped by language, segment by
     segment); ``modules``: each segment's module, duck-typed: ``dense1`` and ``dense2`` (nn.Linear),
     ``act_name`` and ``act``; ``training``: the caller's mode (autograd is read from torch);
-    ``owner``: the object under which stacked or packed module weights are cached."""
+    ``owner``: the object under which stacked or packed module weights are cached; ``norm``: a
+    kernels.LayerNorm or None (none), inside the own AMX kernel's call where it applies."""
+    if not training and _amx_applies(h, skip, modules[0]):
+        return run_amx(h, rows, modules, skip, norm)
+    y = _without_amx(rows, modules, h, skip, dropout, training, owner)
+    return y if y is None or norm is None else norm(y)
+
+
+def _without_amx(rows, modules, h, skip, dropout, training: bool, owner):
+    """``run_language_modules`` (without its norm) where the own AMX kernel does not apply."""
     module = modules[0]
-    if not training and _amx_applies(h, skip, module):
-        return run_amx(h, rows, modules, skip)
     if len(rows) == 1 or all(m is module for m in modules):  # one language, or one shared module: no split
         inner = linear((module.dense1,), h, act=module.act_name, pack=False)
         return linear((module.dense2,), inner, residual=skip, dropout=dropout, pack=False)
@@ -65,10 +72,11 @@ def _amx_applies(h, skip, module) -> bool:
             and skip.shape == h.shape and native.fits(first.out_features, first.in_features) and native.available())
 
 
-def run_amx(h, rows, modules, skip):
-    """``module_of_each_row(h) + skip`` in CPU inference as two calls of the own AMX kernel (``native``)
+def run_amx(h, rows, modules, skip, norm=None):
+    """``norm(module_of_each_row(h) + skip)`` in CPU inference as two calls of the own AMX kernel (``native``)
     over all segments, each with its module's packed weights: GELU and the residual on the float32
-    accumulator; under autocast (fp32 ``skip``) the residual's sum in fp32 after."""
+    accumulator, the norm (a kernels.LayerNorm, or None) on each finished row in the second call; under
+    autocast (fp32 ``skip``) the residual's sum in fp32 after, then the norm."""
     width = h.shape[-1]
     positions = h.numel() // (h.shape[0] * width)  # rows of the kernel per row of h
     counts = [n * positions for n in rows]
@@ -81,9 +89,11 @@ def run_amx(h, rows, modules, skip):
                                    modules[0].dense1.out_features, "gelu", split_rows=True)
     residual = skip.reshape(-1, width)
     same = residual.dtype == torch.bfloat16
+    args = None if norm is None or not same else norm.kernel_args(residual)
     y = native.segments_linear(inner, counts, [w for w, _ in second], [b for _, b in second], width, None,
-                               residual if same else None, split_rows=True)
-    return (y if same else residual + y).view(h.shape)
+                               residual if same else None, split_rows=True, norm=args)
+    y = (y if same else residual + y).view(h.shape)
+    return norm(y) if norm is not None and args is None else y
 
 
 def _layout(rows) -> tuple:

@@ -1,5 +1,6 @@
 /* Own CPU kernels for bf16 inference on processors with AMX, built by kernels/native.py (plain C, no torch
-   headers): the products (xm_linear) and LayerNorm (xm_layer_norm).
+   headers): the products (xm_linear, with LayerNorm fused on request), LayerNorm (xm_layer_norm) and softmax
+   attention (xm_attention).
 
    Products.
 
@@ -173,13 +174,49 @@ static inline void block(const uint16_t *a, int64_t lda, const uint16_t *w0, con
     _tile_stored(3, acc + 528, 128);
 }
 
+/* LayerNorm of one bf16 row of d values (d % 16 == 0): y = (x - mean) / sqrt(var + eps) * weight + bias, the
+   mean and the (biased) variance in float32 over the row (passes over it in L1), one rounding to bf16, as
+   torch computes it for bf16 input; weight and bias bf16 (NULL: none). out may be x (in place). */
+static inline void norm_row(const uint16_t *row, const uint16_t *weight, const uint16_t *bias, float eps,
+                            uint16_t *out, int64_t d) {
+    /* four independent sums: one chain of dependent additions would wait on each */
+    __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t j = 0; j < d; j += 16) sum[(j >> 4) & 3] = _mm512_add_ps(sum[(j >> 4) & 3], load_bf16(row + j));
+    float mean = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])))
+                 / (float)d;
+    __m512 m = _mm512_set1_ps(mean);
+    __m512 squares[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t j = 0; j < d; j += 16) {
+        __m512 c = _mm512_sub_ps(load_bf16(row + j), m);
+        squares[(j >> 4) & 3] = _mm512_fmadd_ps(c, c, squares[(j >> 4) & 3]);
+    }
+    __m512 total = _mm512_add_ps(_mm512_add_ps(squares[0], squares[1]), _mm512_add_ps(squares[2], squares[3]));
+    __m512 scale = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(total) / (float)d + eps));
+    for (int64_t j = 0; j < d; j += 16) {
+        __m512 y = _mm512_mul_ps(_mm512_sub_ps(load_bf16(row + j), m), scale);
+        if (weight) y = _mm512_mul_ps(y, load_bf16(weight + j));
+        if (bias) y = _mm512_add_ps(y, load_bf16(bias + j));
+        _mm256_storeu_si256((__m256i *)(out + j), (__m256i)_mm512_cvtneps_pbh(y));
+    }
+}
+
+/* LayerNorm of bf16 rows (norm_row), the rows split between the threads. */
+void xm_layer_norm(const uint16_t *x, int64_t ldx, const uint16_t *weight, const uint16_t *bias, float eps,
+                   uint16_t *out, int64_t ldo, int64_t rows, int64_t d) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) norm_row(x + r * ldx, weight, bias, eps, out + r * ldo, d);
+}
+
 /* The segments' products. rows[s]: segment s's row count (segments are consecutive rows of a, residual
    and out); weights[s], biases[s]: its packed W and float32 bias (0: none); residual: bf16 or NULL;
-   act: 0 none, 1 GELU (erf); split_rows: how the threads share the work (see below). Returns 0, or -1 if a
-   buffer could not be allocated. */
+   act: 0 none, 1 GELU (erf); split_rows: how the threads share the work (see below). norm: LayerNorm each
+   output row (norm_row, in place, with norm_weight, norm_bias, eps) once its thread has written all of it,
+   while it is still in the thread's cache; only with split_rows (else the caller normalises after). Returns
+   0, or -1 if a buffer could not be allocated. */
 int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, const uint64_t *biases,
               const uint16_t *a, int64_t lda, const uint16_t *residual, int64_t ldr, uint16_t *out, int64_t ldo,
-              int64_t n, int64_t k, int act, int split_rows) {
+              int64_t n, int64_t k, int act, int split_rows, int norm, const uint16_t *norm_weight,
+              const uint16_t *norm_bias, float eps) {
     int64_t k_tiles = k / 32, col_blocks = n / 32, per_step = (64 + k_tiles - 1) / k_tiles, row_blocks = 0;
     for (int64_t s = 0; s < segments; s++) row_blocks += (rows[s] + 31) / 32;
     int failed = 0;
@@ -235,6 +272,11 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
                         current ^= 1;
                     }
                 }
+                if (norm && split_rows) { /* every column of these rows is this thread's: normalise them now */
+                    drain(&pending, 64);
+                    for (int64_t r = start + chunk; r < start + chunk_end; r++)
+                        norm_row(out + r * ldo, norm_weight, norm_bias, eps, out + r * ldo, n);
+                }
             }
         }
         drain(&pending, 64);
@@ -244,45 +286,78 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
     return failed ? -1 : 0;
 }
 
-/* LayerNorm of bf16 rows: y = (x - mean) / sqrt(var + eps) * weight + bias, mean and the (biased) variance
-   in float32 over the row (two passes over it, in L1), one rounding to bf16, as torch computes it for bf16
-   input. weight and bias bf16 (NULL: none); d % 16 == 0; rows split between the threads. */
-void xm_layer_norm(const uint16_t *x, int64_t ldx, const uint16_t *weight, const uint16_t *bias, float eps,
-                   uint16_t *out, int64_t ldo, int64_t rows, int64_t d) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const uint16_t *row = x + r * ldx;
-        /* four independent sums: one chain of dependent additions would wait on each */
-        __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int64_t j = 0; j < d; j += 16) sum[(j >> 4) & 3] = _mm512_add_ps(sum[(j >> 4) & 3], load_bf16(row + j));
-        float mean = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])))
-                     / (float)d;
-        __m512 m = _mm512_set1_ps(mean);
-        __m512 squares[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int64_t j = 0; j < d; j += 16) {
-            __m512 c = _mm512_sub_ps(load_bf16(row + j), m);
-            squares[(j >> 4) & 3] = _mm512_fmadd_ps(c, c, squares[(j >> 4) & 3]);
-        }
-        __m512 total = _mm512_add_ps(_mm512_add_ps(squares[0], squares[1]), _mm512_add_ps(squares[2], squares[3]));
-        __m512 scale = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(total) / (float)d + eps));
-        for (int64_t j = 0; j < d; j += 16) {
-            __m512 y = _mm512_mul_ps(_mm512_sub_ps(load_bf16(row + j), m), scale);
-            if (weight) y = _mm512_mul_ps(y, load_bf16(weight + j));
-            if (bias) y = _mm512_add_ps(y, load_bf16(bias + j));
-            _mm256_storeu_si256((__m256i *)(out + r * ldo + j), (__m256i)_mm512_cvtneps_pbh(y));
-        }
-    }
-}
-
 /* The first n of 16 lanes (all for n >= 16, none for n <= 0): the keys of a tile that exist. */
 static inline __mmask16 lanes_before(int64_t n) {
     return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
+/* dst (16 x 16 32-bit values, row-major) = the transpose of the 16 x 16 32-bit block at src (row stride
+   `stride` 16-bit values); rows at or past `live` read as zero. */
+static inline void transpose16(const uint16_t *src, int64_t stride, int64_t live, uint16_t *dst) {
+    __m512i r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < live ? _mm512_loadu_si512((const void *)(src + i * stride)) : _mm512_setzero_si512();
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 16; i++) _mm512_store_si512((__m512i *)(dst + 32 * i), r[i]);
+}
+
+/* 16 query rows starting at q0 (row stride st), zero-padded through `pad` where fewer than 16 remain. */
+static inline const uint16_t *query_rows(const uint16_t *qh, int64_t st, int64_t t, int64_t q0, int64_t d,
+                                         uint16_t *pad, int64_t *stride) {
+    int64_t valid = t - q0 < 16 ? t - q0 : 16;
+    *stride = st;
+    if (valid == 16) return qh + q0 * st;
+    for (int64_t i = 0; i < 16; i++) {
+        if (i < valid) memcpy(pad + i * d, qh + (q0 + i) * st, d * 2);
+        else memset(pad + i * d, 0, d * 2);
+    }
+    *stride = d;
+    return pad;
+}
+
+/* The float32 scores of 16 queries against the keys of tiles kt and kt + 1 (16 each), over d in tiles of 32,
+   into scores (row stride ld floats). */
+static inline void score_pair(const uint16_t *qrows, int64_t qstride, const uint16_t *kp, int64_t kt, int64_t d_tiles,
+                              float *scores, int64_t ld) {
+    _tile_zero(0);
+    _tile_zero(1);
+    for (int64_t dt = 0; dt < d_tiles; dt++) {
+        _tile_loadd(4, qrows + 32 * dt, qstride * 2);
+        _tile_loadd(6, kp + (kt * d_tiles + dt) * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, kp + ((kt + 1) * d_tiles + dt) * 512, 64);
+        _tile_dpbf16ps(1, 4, 7);
+    }
+    _tile_stored(0, scores + 16 * kt, ld * 4);
+    _tile_stored(1, scores + 16 * (kt + 1), ld * 4);
+}
+
 /* Softmax attention for bf16 inference, one (example, head) at a time on each thread: scores
    q k^T in float32 on the tile unit, scaled, masked, softmax in float32 (in base 2), the unnormalised
    probabilities rounded to bf16 for the product with v, which is divided by the float32 row sum at the end
-   (as torch's flash kernel). q, k, v: element (b, h, t, j) at ptr[b * sb + h * sh + t * st + j] (any strides,
+   (as torch's flash kernel). k is laid out for the tile unit by 16 x 16 transposes in registers; the scores
+   of the next 16 queries are computed while the softmax of these runs. q, k, v: element (b, h, t, j) at ptr[b * sb + h * sh + t * st + j] (any strides,
    the d values contiguous); keep: (batch, t) bytes, 0 for keys no query may attend to, or NULL; out:
    (batch, t, heads, d) contiguous. d % 32 == 0. A row whose every key is masked comes out zero.
    Returns 0, or -1 if the scratch could not be allocated. */
@@ -297,10 +372,11 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
         /* k^T as tiles [key tile of 16][d tile of 32][16 d-pairs][16 keys x 2]; v as tiles
            [d tile of 16][key tile of 32][16 key-pairs][16 d x 2]; scores and probabilities of 16 queries */
         uint16_t *kp = aligned_alloc(64, padded_t * d * 2), *vp = aligned_alloc(64, padded_t * d * 2);
-        float *scores = aligned_alloc(64, 16 * padded_t * 4), *o = aligned_alloc(64, 16 * d * 4);
+        float *scores = aligned_alloc(64, 2 * 16 * padded_t * 4), *o = aligned_alloc(64, 16 * d * 4);
         uint16_t *probs = aligned_alloc(64, 16 * padded_t * 2), *qpad = aligned_alloc(64, 16 * d * 2);
         float sums[16];
-        if (!kp || !vp || !scores || !o || !probs || !qpad) failed = 1;
+        __mmask16 *live_keys = malloc((padded_t / 16) * sizeof(__mmask16));
+        if (!kp || !vp || !scores || !o || !probs || !qpad || !live_keys) failed = 1;
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < batch * heads; item++) {
             if (failed) continue;
@@ -308,20 +384,10 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
             const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
             const uint8_t *keys_kept = keep ? keep + b * t : NULL;
             /* pack k: tile[pair][2 j + i] = k[16 kt + j][32 dt + 2 pair + i] (keys past t: zero), i.e. the
-               transpose of a 16 x 16 block of 32-bit (d-pair) values, one gather per d-pair */
-            const __m512i rows16 = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                      _mm512_set1_epi32((int)(st * 2)));
-            for (int64_t kt = 0; kt < key_tiles; kt++) {
-                __mmask16 live = lanes_before(t - 16 * kt);
-                for (int64_t dt = 0; dt < d_tiles; dt++) {
-                    uint16_t *tile = kp + (kt * d_tiles + dt) * 512;
-                    const uint16_t *base = kh + 16 * kt * st + 32 * dt;
-                    for (int pair = 0; pair < 16; pair++)
-                        _mm512_store_si512((__m512i *)(tile + 32 * pair),
-                                           _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows16,
-                                                                       base + 2 * pair, 1));
-                }
-            }
+               transpose of a 16 x 16 block of 32-bit (d-pair) values, done in registers */
+            for (int64_t kt = 0; kt < key_tiles; kt++)
+                for (int64_t dt = 0; dt < d_tiles; dt++)
+                    transpose16(kh + 16 * kt * st + 32 * dt, st, t - 16 * kt, kp + (kt * d_tiles + dt) * 512);
             /* pack v: tile[pair][2 j + i] = v[32 kt + 2 pair + i][16 dt + j] */
             const __m512i interleave = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
                                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
@@ -336,58 +402,45 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
                         _mm512_store_si512((__m512i *)(vp + ((dt * (padded_t / 32) + kt) * 16 + pair) * 32),
                                            _mm512_permutex2var_epi16(even, interleave, odd));
                     }
+            /* which keys of each 16 exist and are kept */
+            for (int64_t j = 0; j < padded_t; j += 16) {
+                __mmask16 live = lanes_before(t - j);
+                if (keys_kept) /* only the live lanes are read: the mask ends at t */
+                    live = _mm_mask_test_epi8_mask(live, _mm_maskz_loadu_epi8(live, keys_kept + j), _mm_set1_epi8(-1));
+                live_keys[j >> 4] = live;
+            }
+            /* the scores of the first 16 queries; those of the next 16 are computed while this block's softmax
+               runs (the tile unit and the vector unit then work at once), in the other half of `scores` */
+            int64_t pairs = key_tiles / 2, qstride;
+            const uint16_t *qrows = query_rows(qh, st, t, 0, d, qpad, &qstride);
+            for (int64_t p = 0; p < pairs; p++) score_pair(qrows, qstride, kp, 2 * p, d_tiles, scores, padded_t);
             for (int64_t q0 = 0; q0 < t; q0 += 16) {
                 int64_t valid = t - q0 < 16 ? t - q0 : 16;
-                const uint16_t *qrows = qh + q0 * st;
-                int64_t qstride = st;
-                if (valid < 16) {
-                    for (int64_t i = 0; i < 16; i++) {
-                        if (i < valid) memcpy(qpad + i * d, qrows + i * st, d * 2);
-                        else memset(qpad + i * d, 0, d * 2);
-                    }
-                    qrows = qpad;
-                    qstride = d;
-                }
-                /* scores: 16 queries x 16 keys per tile, over d in tiles of 32 */
-                for (int64_t kt = 0; kt < key_tiles; kt += 2) {
-                    _tile_zero(0);
-                    _tile_zero(1);
-                    for (int64_t dt = 0; dt < d_tiles; dt++) {
-                        _tile_loadd(4, qrows + 32 * dt, qstride * 2);
-                        _tile_loadd(6, kp + (kt * d_tiles + dt) * 512, 64);
-                        _tile_dpbf16ps(0, 4, 6);
-                        _tile_loadd(7, kp + ((kt + 1) * d_tiles + dt) * 512, 64);
-                        _tile_dpbf16ps(1, 4, 7);
-                    }
-                    _tile_stored(0, scores + 16 * kt, padded_t * 4);
-                    _tile_stored(1, scores + 16 * (kt + 1), padded_t * 4);
-                }
-                /* softmax rows: float32, masked keys (and keys past t) get probability 0 */
+                float *now = scores + (q0 / 16 % 2) * 16 * padded_t, *next = scores + (q0 / 16 % 2 ^ 1) * 16 * padded_t;
+                int64_t done = 0, ahead = q0 + 16 < t;
+                if (ahead) qrows = query_rows(qh, st, t, q0 + 16, d, qpad, &qstride);
+                /* softmax rows: float32, in base 2 (e^(scale s) = 2^(scale log2(e) s)): the row's largest
+                   live score, then 2^(c s - c max) for the live keys, 0 for masked ones and keys past t */
+                __m512 c = _mm512_set1_ps(scale * 1.44269504f);
                 for (int64_t i = 0; i < 16; i++) {
-                    float *row = scores + i * padded_t;
+                    for (; ahead && done < pairs && done * 16 <= i * pairs; done++)
+                        score_pair(qrows, qstride, kp, 2 * done, d_tiles, next, padded_t);
+                    float *row = now + i * padded_t;
                     __m512 top = _mm512_set1_ps(-INFINITY);
-                    for (int64_t j = 0; j < padded_t; j += 16) {
-                        __mmask16 live = lanes_before(t - j);
-                        if (keys_kept) /* only the live lanes are read: the mask ends at t */
-                            live = _mm_mask_test_epi8_mask(live, _mm_maskz_loadu_epi8(live, keys_kept + j),
-                                                           _mm_set1_epi8(-1));
-                        /* scores scaled into base 2: e^(scale s) = 2^(scale log2(e) s) */
-                        __m512 x = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, _mm512_load_ps(row + j),
-                                                      _mm512_set1_ps(scale * 1.44269504f));
-                        _mm512_store_ps(row + j, x);
-                        top = _mm512_max_ps(top, x);
-                    }
+                    for (int64_t j = 0; j < padded_t; j += 16)
+                        top = _mm512_mask_max_ps(top, live_keys[j >> 4], top, _mm512_load_ps(row + j));
                     float peak = _mm512_reduce_max_ps(top);
-                    __m512 m = _mm512_set1_ps(peak == -INFINITY ? 0.0f : peak), total = _mm512_setzero_ps();
+                    __m512 shift = _mm512_set1_ps(peak == -INFINITY ? 0.0f : -peak * scale * 1.44269504f);
+                    __m512 total = _mm512_setzero_ps();
                     for (int64_t j = 0; j < padded_t; j += 16) {
-                        __m512 x = _mm512_load_ps(row + j);
-                        __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-                        __m512 p = _mm512_maskz_mov_ps(live, exp2_nonpositive(_mm512_maskz_sub_ps(live, x, m)));
+                        __m512 p = _mm512_maskz_mov_ps(live_keys[j >> 4],
+                                                       exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), c, shift)));
                         total = _mm512_add_ps(total, p);
                         _mm256_store_si256((__m256i *)(probs + i * padded_t + j), (__m256i)_mm512_cvtneps_pbh(p));
                     }
                     sums[i] = _mm512_reduce_add_ps(total);
                 }
+                for (; ahead && done < pairs; done++) score_pair(qrows, qstride, kp, 2 * done, d_tiles, next, padded_t);
                 /* probabilities @ v: 16 queries x d, over keys in tiles of 32 */
                 for (int64_t dt = 0; dt < d / 16; dt += 2) {
                     _tile_zero(0);
@@ -417,6 +470,7 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
         free(o);
         free(probs);
         free(qpad);
+        free(live_keys);
         _tile_release();
     }
     return failed ? -1 : 0;

@@ -90,7 +90,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_pack.argtypes = [pointer, pointer, size, size]
     lib.xm_pack.restype = None
     lib.xm_linear.argtypes = [size, pointer, pointer, pointer, pointer, size, pointer, size, pointer, size, size,
-                              size, ctypes.c_int, ctypes.c_int]
+                              size, ctypes.c_int, ctypes.c_int, ctypes.c_int, pointer, pointer, ctypes.c_float]
     lib.xm_linear.restype = ctypes.c_int
     lib.xm_layer_norm.argtypes = [pointer, size, pointer, pointer, ctypes.c_float, pointer, size, size, size]
     lib.xm_layer_norm.restype = None
@@ -140,11 +140,13 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 
 
 def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | None = None,
-                    residual: torch.Tensor | None = None, split_rows: bool = False) -> torch.Tensor:
+                    residual: torch.Tensor | None = None, split_rows: bool = False, norm=None) -> torch.Tensor:
     """``act(x_s @ W_s^T + b_s) + residual_s`` for consecutive row segments s of x (2-d bf16, rows[s] rows
     each), W_s packed (``pack``), b_s float32 or None; the result is bf16 (rows, n). One call for all.
     ``split_rows``: each thread computes all columns of its share of the rows (default: its share of the
-    columns of every row)."""
+    columns of every row). ``norm``: (weight, bias, eps) of a LayerNorm over the n outputs (bf16 weight and
+    bias, or None), applied to the result: with ``split_rows`` inside the call, to each row as soon as its
+    thread has written it; otherwise by ``layer_norm`` after."""
     k = x.shape[-1]
     if x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1:
         raise ValueError(f"expected a 2-d bf16 input with contiguous rows, got {x.dtype} {tuple(x.shape)}")
@@ -156,18 +158,32 @@ def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | N
         raise ValueError(f"segments of {list(rows)} rows for an input of {x.shape[0]} rows")
     if act not in (None, "gelu"):
         raise ValueError(f"act={act!r}; the AMX kernel applies None or 'gelu'")
+    norm_weight, norm_bias, eps = (None, None, 0.0) if norm is None else norm
+    if norm is not None:
+        _check_norm(norm_weight, norm_bias, n)
     out = torch.empty(x.shape[0], n, dtype=torch.bfloat16)
     count = len(rows)
     rows_array = (ctypes.c_int64 * count)(*rows)
     weight_array = (ctypes.c_uint64 * count)(*(w.data_ptr() for w in weights))
     bias_array = (ctypes.c_uint64 * count)(*(0 if b is None else b.data_ptr() for b in biases))
+    inside = norm is not None and split_rows
     status = _library().xm_linear(count, rows_array, weight_array, bias_array, x.data_ptr(), x.stride(0),
                                   None if residual is None else residual.data_ptr(),
                                   0 if residual is None else residual.stride(0), out.data_ptr(), n, n, k,
-                                  1 if act == "gelu" else 0, int(split_rows))
+                                  1 if act == "gelu" else 0, int(split_rows), int(inside),
+                                  None if norm_weight is None else norm_weight.data_ptr(),
+                                  None if norm_bias is None else norm_bias.data_ptr(), eps)
     if status != 0:
         raise MemoryError("the AMX kernel could not allocate its row buffer")
-    return out
+    return layer_norm(out, norm_weight, norm_bias, eps) if norm is not None and not inside else out
+
+
+def _check_norm(weight: torch.Tensor | None, bias: torch.Tensor | None, d: int) -> None:
+    if d % 16:
+        raise ValueError(f"LayerNorm over {d} values; the kernel takes a multiple of 16")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.dtype != torch.bfloat16 or t.shape != (d,) or not t.is_contiguous()):
+            raise ValueError(f"expected a contiguous bf16 {name} of shape ({d},), got {t.dtype} {tuple(t.shape)}")
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -177,9 +193,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     rows = x.reshape(-1, d)
     if x.dtype != torch.bfloat16 or rows.stride(-1) != 1 or d % 16:
         raise ValueError(f"expected bf16 rows of a multiple of 16 values, got {x.dtype} {tuple(x.shape)}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and (t.dtype != torch.bfloat16 or t.shape != (d,) or not t.is_contiguous()):
-            raise ValueError(f"expected a contiguous bf16 {name} of shape ({d},), got {t.dtype} {tuple(t.shape)}")
+    _check_norm(weight, bias, d)
     out = torch.empty(rows.shape, dtype=torch.bfloat16)
     _library().xm_layer_norm(rows.data_ptr(), rows.stride(0), None if weight is None else weight.data_ptr(),
                              None if bias is None else bias.data_ptr(), eps, out.data_ptr(), d, rows.shape[0], d)
