@@ -36,7 +36,8 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
 * own kernels for bf16 inference on processors with AMX (``native``: ``native.c``, plain C built on first
   use by the system's C compiler and loaded through ctypes; nothing changes where it cannot be built):
   the language modules' segments in one call per product, attention (heads read in place, no layout
-  copies), LayerNorm (``norm.LayerNorm``, the model's norms), and a timed candidate for each linear.
+  copies), LayerNorm (``norm.LayerNorm``, the model's norms; after a product, in the product's call), and
+  each linear's default formulation, timed against oneDNN's.
 
 What is cached, for inference only (``INFERENCE_CACHE``, outside the modules, so that state_dict,
 deepcopy and pickling never see it): the big shared matrices in oneDNN's layout or the own kernel's,

@@ -27,11 +27,13 @@ def describe_paths() -> dict[str, str]:
                                      "own AMX kernel for heads of a multiple of 32 values, else SDPA flash kernel"
                                      if native.available() else "SDPA flash kernel (AMX)" if amx_bf16()
                                      else "bf16_attention (hi + lo scores) up to 128 tokens"),
-        "bf16 inference products (CPU)": ("fused; timed once per shape against row blocks, the transposed "
+        "bf16 inference products (CPU)": (f"{'own AMX kernel, rows split' if native.available() else 'fused'}; "
+                                          "timed once per shape against the fused call, row blocks, the transposed "
                                           f"product or a separate activation (from {_TUNE['min_rows']} rows)"
                                           if _TUNE["enabled"] and onednn else "fused"),
-        "own AMX kernel, bf16 inference (CPU)": (("built; the language modules' segments in one call each, a timed "
-                                                  "candidate for the linears") if onednn and native.available()
+        "own AMX kernel, bf16 inference (CPU)": (("built; the language modules' segments in one call each, the "
+                                                  "linears' default, post-norms in the products' calls")
+                                                 if onednn and native.available()
                                                  else f"not used: {native.reason() if _ONEDNN['enabled'] else 'oneDNN off'}"),
         "MLM cross-entropy in training": ("fused (16-row slices on CPU, one slice elsewhere)" if _FUSED["enabled"]
                                           else "plain F.cross_entropy"),
