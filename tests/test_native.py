@@ -76,6 +76,28 @@ def test_a_norm_in_the_call_is_the_layer_norm_of_its_result(rows, residual, spli
 
 
 @needs_amx_kernel
+@pytest.mark.parametrize("rows,residual,norm", [((128, 37, 0, 5, 256), True, True), ((100,), False, False),
+                                               ((33, 1), True, False)])
+def test_the_modules_call_is_its_two_products(rows, residual, norm):
+    """Both products of the language modules in one call: the bits of the two calls with the rows split (and of
+    the LayerNorm after), over padded blocks, an empty segment and several segments."""
+    torch.manual_seed(0)
+    d, r = 96, 64
+    x = torch.randn(sum(rows), d).bfloat16()
+    first = [(native.pack((torch.randn(r, d) / 8).bfloat16()), torch.randn(r)) for _ in rows]
+    second = [(native.pack((torch.randn(d, r) / 8).bfloat16()), None if i % 2 else torch.randn(d))
+              for i in range(len(rows))]
+    other = torch.randn(sum(rows), d).bfloat16() if residual else None
+    args = ((torch.randn(d) * 0.2 + 1).bfloat16(), (torch.randn(d) * 0.2).bfloat16(), 1e-5) if norm else None
+    inner = native.segments_linear(x, rows, [w for w, _ in first], [b for _, b in first], r, "gelu", split_rows=True)
+    want = native.segments_linear(inner, rows, [w for w, _ in second], [b for _, b in second], d, None, other,
+                                  split_rows=True, norm=args)
+    assert torch.equal(native.modules(x, rows, first, second, other, args), want)
+    with pytest.raises(ValueError, match=r"segments of \[100\] rows with 1 and 2 weights"):
+        native.modules(x[:100], (100,), first[:1], second[:1] * 2)
+
+
+@needs_amx_kernel
 def test_segments_read_strided_rows():
     """Rows with a stride (a slice of a wider tensor) are read where they are."""
     torch.manual_seed(0)
@@ -159,7 +181,8 @@ def wide_model():
 @pytest.mark.parametrize("split", ["AMX kernel", "AMX kernel, rows split"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["bf16-weights", "bf16-autocast"])
 def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocast, split, monkeypatch):
-    """The modules' segments (every layer, mixed languages, padded rows), the attention and, forced, every
+    """The modules' segments (every layer, mixed languages, padded rows, both products in one call), the
+    attention and, forced, every
     tuned linear through the own kernels (rows split: the post-norms inside the products' calls): no further
     from the fp32 model than torch's plain bf16 ops."""
     model = wide_model()
@@ -179,8 +202,10 @@ def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocas
             kernels.use_onednn(True)
             kernels.use_autotune(True, min_rows=256)
     plain = run(False)
-    calls, attended, normed = [], [], []
+    calls, attended, normed, moduled = [], [], [], []
     original, original_attention, original_norm = native.segments_linear, native.attention, native.layer_norm
+    original_modules = native.modules
+    monkeypatch.setattr(native, "modules", lambda *a: moduled.append(len(a[1])) or original_modules(*a))
     monkeypatch.setattr(native, "segments_linear", lambda *a, **kw: calls.append(len(a[1])) or original(*a, **kw))
     monkeypatch.setattr(native, "attention", lambda *a: attended.append(1) or original_attention(*a))
     monkeypatch.setattr(native, "layer_norm", lambda *a: normed.append(1) or original_norm(*a))
@@ -189,9 +214,8 @@ def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocas
     # the embeddings' norm alone, then three post-norms a layer (attention, feed-forward, module) in the products'
     # calls where rows are split (the modules' always are); the columns split normalises after
     assert len(normed) == (0 if autocast else 1 + (0 if split.endswith("rows split") else 2 * 2))
-    assert 3 in calls  # the modules: one call for the three languages' segments
-    assert calls.count(3) == 2 * 2  # two products in each of the two layers
-    assert calls.count(1) == 4 * 2  # the linears (under autocast the residual's sum follows in fp32)
+    assert moduled == [3, 3]  # the modules: one call a layer for the three languages' segments, both products
+    assert calls == [1] * 4 * 2  # the linears (under autocast the residual's sum follows in fp32)
     assert (fast - exact)[real].abs().max() <= 1.5 * (plain - exact)[real].abs().max() + 1e-3
 
 

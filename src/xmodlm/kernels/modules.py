@@ -73,25 +73,21 @@ def _amx_applies(h, skip, module) -> bool:
 
 
 def run_amx(h, rows, modules, skip, norm=None):
-    """``norm(module_of_each_row(h) + skip)`` in CPU inference as two calls of the own AMX kernel (``native``)
-    over all segments, each with its module's packed weights: GELU and the residual on the float32
-    accumulator, the norm (a kernels.LayerNorm, or None) on each finished row in the second call; under
-    autocast (fp32 ``skip``) the residual's sum in fp32 after, then the norm."""
+    """``norm(module_of_each_row(h) + skip)`` in CPU inference as one call of the own AMX kernel
+    (``native.modules``) over all segments, each with its module's packed weights: GELU and the residual on
+    the float32 accumulator, the norm (a kernels.LayerNorm, or None) on each finished row; under autocast
+    (fp32 ``skip``) the residual's sum in fp32 after, then the norm."""
     width = h.shape[-1]
     positions = h.numel() // (h.shape[0] * width)  # rows of the kernel per row of h
     counts = [n * positions for n in rows]
     x = h.to(torch.bfloat16).reshape(-1, width)
     first = [packed_weights((m.dense1,), torch.bfloat16, "amx") for m in modules]
     second = [packed_weights((m.dense2,), torch.bfloat16, "amx") for m in modules]
-    # the rows split between the threads (each thread's rows stay in its cache from one product to the
-    # next): 1,710-1,750 against 1,580-1,610 GFLOP/s for the columns split, at 8 segments of 128-256 rows
-    inner = native.segments_linear(x, counts, [w for w, _ in first], [b for _, b in first],
-                                   modules[0].dense1.out_features, "gelu", split_rows=True)
+    # the rows split between the threads, each thread's rows going through both products while in its cache
     residual = skip.reshape(-1, width)
     same = residual.dtype == torch.bfloat16
     args = None if norm is None or not same else norm.kernel_args(residual)
-    y = native.segments_linear(inner, counts, [w for w, _ in second], [b for _, b in second], width, None,
-                               residual if same else None, split_rows=True, norm=args)
+    y = native.modules(x, counts, first, second, residual if same else None, args)
     y = (y if same else residual + y).view(h.shape)
     return norm(y) if norm is not None and args is None else y
 

@@ -207,80 +207,158 @@ void xm_layer_norm(const uint16_t *x, int64_t ldx, const uint16_t *weight, const
     for (int64_t r = 0; r < rows; r++) norm_row(x + r * ldx, weight, bias, eps, out + r * ldo, d);
 }
 
+/* One thread's state through a call: the block being computed and the one whose epilogue is pending, and a
+   zero-padded copy of a block of fewer than 32 rows. */
+typedef struct {
+    float acc[2][32 * 32] __attribute__((aligned(64)));
+    int current;
+    pending_block pending;
+    uint16_t *padded;
+    int64_t padded_k;
+} thread_state;
+
+/* out[row_from, row_to) x columns [32 first, 32 last) = act(a @ W^T + bias) + residual (W packed, K = k),
+   32 x 32 blocks, each block's epilogue run during the next one's products; `after`: the packed weights whose
+   first column pair to prefetch during the last pair. The last block's epilogue stays pending (drain).
+   Returns -1 if the padded buffer could not be allocated. */
+static int products(thread_state *st, const uint16_t *w, const float *bias, const uint16_t *after, const uint16_t *a,
+                    int64_t lda, const uint16_t *residual, int64_t ldr, uint16_t *out, int64_t ldo, int64_t row_from,
+                    int64_t row_to, int64_t first, int64_t last, int64_t k, int act) {
+    int64_t k_tiles = k / 32, per_step = (64 + k_tiles - 1) / k_tiles, blocks = (row_to - row_from + 31) / 32;
+    /* the next column pair's packed weights (2 x k_tiles x 1 KB), fetched over this pair's blocks */
+    int64_t lines = (32 + blocks - 1) / blocks;
+    for (int64_t c = first; c < last; c++) {
+        const uint16_t *w0 = w + 2 * c * k_tiles * 512, *w1 = w0 + k_tiles * 512;
+        const char *next = (const char *)(c + 1 < last ? w1 + k_tiles * 512 : after + 2 * first * k_tiles * 512);
+        for (int64_t row = row_from; row < row_to; row += 32) {
+            const char *ahead = next + (row - row_from) / 32 * k_tiles * lines * 64;
+            int64_t valid = row_to - row < 32 ? row_to - row : 32;
+            if (valid == 32) {
+                block(a + row * lda, lda, w0, w1, k_tiles, st->acc[st->current], &st->pending, per_step, ahead, lines);
+            } else {
+                if (st->padded_k < k) {
+                    free(st->padded);
+                    st->padded_k = (st->padded = malloc(32 * k * sizeof(uint16_t))) ? k : 0;
+                    if (!st->padded) return -1;
+                }
+                for (int64_t i = 0; i < 32; i++) {
+                    if (i < valid) memcpy(st->padded + i * k, a + (row + i) * lda, k * sizeof(uint16_t));
+                    else memset(st->padded + i * k, 0, k * sizeof(uint16_t));
+                }
+                block(st->padded, k, w0, w1, k_tiles, st->acc[st->current], &st->pending, per_step, ahead, lines);
+            }
+            drain(&st->pending, 64);
+            st->pending = (pending_block){st->acc[st->current], row, 32 * c, 2 * valid, 0, bias, residual, ldr, ldo,
+                                          out, act};
+            st->current ^= 1;
+        }
+    }
+    return 0;
+}
+
+/* The rows [from, to) of each segment that a thread owns: the 32-row blocks of all segments, in order, split
+   evenly between the threads (split 1), or all of them (split 0). */
+static void own_rows(const int64_t *rows, int64_t segments, int64_t s, int split, int64_t *from, int64_t *to) {
+    int threads = omp_get_num_threads(), me = omp_get_thread_num();
+    int64_t row_blocks = 0, before = 0;
+    for (int64_t i = 0; i < segments; i++) {
+        if (i < s) before += (rows[i] + 31) / 32;
+        row_blocks += (rows[i] + 31) / 32;
+    }
+    int64_t mine_from = split ? row_blocks * me / threads : 0, mine_to = split ? row_blocks * (me + 1) / threads : row_blocks;
+    *from = (mine_from > before ? mine_from - before : 0) * 32;
+    *to = (mine_to - before) * 32 < rows[s] ? (mine_to - before) * 32 : rows[s];
+}
+
 /* The segments' products. rows[s]: segment s's row count (segments are consecutive rows of a, residual
    and out); weights[s], biases[s]: its packed W and float32 bias (0: none); residual: bf16 or NULL;
-   act: 0 none, 1 GELU (erf); split_rows: how the threads share the work (see below). norm: LayerNorm each
-   output row (norm_row, in place, with norm_weight, norm_bias, eps) once its thread has written all of it,
-   while it is still in the thread's cache; only with split_rows (else the caller normalises after). Returns
-   0, or -1 if a buffer could not be allocated. */
+   act: 0 none, 1 GELU (erf); split_rows: how the threads share the work: their share of the output columns
+   of every row (0), or every column of their share of the rows (1: a thread's rows then stay in its cache).
+   norm: LayerNorm each output row (norm_row, in place, with norm_weight, norm_bias, eps) once its thread has
+   written all of it, while it is still in the thread's cache; only with split_rows (else the caller
+   normalises after). Returns 0, or -1 if a buffer could not be allocated. */
 int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, const uint64_t *biases,
               const uint16_t *a, int64_t lda, const uint16_t *residual, int64_t ldr, uint16_t *out, int64_t ldo,
               int64_t n, int64_t k, int act, int split_rows, int norm, const uint16_t *norm_weight,
               const uint16_t *norm_bias, float eps) {
-    int64_t k_tiles = k / 32, col_blocks = n / 32, per_step = (64 + k_tiles - 1) / k_tiles, row_blocks = 0;
-    for (int64_t s = 0; s < segments; s++) row_blocks += (rows[s] + 31) / 32;
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
         configure_tiles();
         int threads = omp_get_num_threads(), me = omp_get_thread_num();
-        /* this thread's share: its columns of every row (split_rows 0), or every column of its rows (1:
-           the 32-row blocks of all segments, in order, split evenly; a thread's rows then stay in its cache) */
-        int64_t first = split_rows ? 0 : col_blocks * me / threads, last = split_rows ? col_blocks : col_blocks * (me + 1) / threads;
-        int64_t mine_from = split_rows ? row_blocks * me / threads : 0, mine_to = split_rows ? row_blocks * (me + 1) / threads : row_blocks;
-        int64_t blocks_before = 0; /* 32-row blocks in the segments before this one */
-        float acc[2][32 * 32] __attribute__((aligned(64))); /* the block being computed, the one pending */
-        int current = 0;
-        pending_block pending = {.units = 0, .next = 0};
-        uint16_t *padded = NULL; /* a block of fewer than 32 rows, zero-padded */
-        int64_t start = 0;
-        for (int64_t s = 0; s < segments && !failed; start += rows[s], blocks_before += (rows[s] + 31) / 32, s++) {
+        int64_t col_blocks = n / 32, first = split_rows ? 0 : col_blocks * me / threads;
+        int64_t last = split_rows ? col_blocks : col_blocks * (me + 1) / threads, start = 0;
+        thread_state *st = aligned_alloc(64, sizeof(thread_state));
+        if (!st) failed = 1;
+        else *st = (thread_state){.current = 0, .pending = {.units = 0, .next = 0}, .padded = NULL, .padded_k = 0};
+        for (int64_t s = 0; s < segments && !failed; start += rows[s], s++) {
             const uint16_t *w = (const uint16_t *)weights[s];
-            const float *bias = (const float *)biases[s];
-            int64_t own_from = (mine_from > blocks_before ? mine_from - blocks_before : 0) * 32;
-            int64_t own_to = (mine_to - blocks_before) * 32;
-            if (own_to > rows[s]) own_to = rows[s];
+            int64_t own_from, own_to;
+            own_rows(rows, segments, s, split_rows, &own_from, &own_to);
             for (int64_t chunk = own_from; chunk < own_to && !failed; chunk += ROW_CHUNK) {
                 int64_t chunk_end = chunk + ROW_CHUNK < own_to ? chunk + ROW_CHUNK : own_to;
-                int64_t blocks = (chunk_end - chunk + 31) / 32;
-                /* the next column pair's packed weights (2 x k_tiles x 1 KB), fetched over this pair's blocks */
-                int64_t lines = (32 + blocks - 1) / blocks;
-                for (int64_t c = first; c < last && !failed; c++) {
-                    const uint16_t *w0 = w + 2 * c * k_tiles * 512, *w1 = w0 + k_tiles * 512;
-                    const char *next = (const char *)(c + 1 < last ? w1 + k_tiles * 512 : w + 2 * first * k_tiles * 512);
-                    for (int64_t r0 = chunk; r0 < chunk_end; r0 += 32) {
-                        const char *ahead = next + (r0 - chunk) / 32 * k_tiles * lines * 64;
-                        int64_t valid = chunk_end - r0 < 32 ? chunk_end - r0 : 32, row = start + r0;
-                        if (valid == 32) {
-                            block(a + row * lda, lda, w0, w1, k_tiles, acc[current], &pending, per_step, ahead, lines);
-                        } else {
-                            if (!padded && !(padded = calloc(32 * k, sizeof(uint16_t)))) {
-                                failed = 1;
-                                break;
-                            }
-                            for (int64_t i = 0; i < 32; i++) {
-                                if (i < valid)
-                                    memcpy(padded + i * k, a + (row + i) * lda, k * sizeof(uint16_t));
-                                else
-                                    memset(padded + i * k, 0, k * sizeof(uint16_t));
-                            }
-                            block(padded, k, w0, w1, k_tiles, acc[current], &pending, per_step, ahead, lines);
-                        }
-                        drain(&pending, 64);
-                        pending = (pending_block){acc[current], row, 32 * c, 2 * valid, 0, bias, residual, ldr,
-                                                  ldo, out, act};
-                        current ^= 1;
-                    }
-                }
-                if (norm && split_rows) { /* every column of these rows is this thread's: normalise them now */
-                    drain(&pending, 64);
+                /* after the last pair: this segment's first again for the next chunk, else the next segment's */
+                const uint16_t *after = chunk_end < own_to || s + 1 == segments ? w : (const uint16_t *)weights[s + 1];
+                failed = products(st, w, (const float *)biases[s], after, a, lda, residual, ldr, out, ldo,
+                                  start + chunk, start + chunk_end, first, last, k, act) != 0;
+                if (!failed && norm && split_rows) { /* every column of these rows is this thread's: normalise now */
+                    drain(&st->pending, 64);
                     for (int64_t r = start + chunk; r < start + chunk_end; r++)
                         norm_row(out + r * ldo, norm_weight, norm_bias, eps, out + r * ldo, n);
                 }
             }
         }
-        drain(&pending, 64);
-        free(padded);
+        if (st) {
+            drain(&st->pending, 64);
+            free(st->padded);
+            free(st);
+        }
+        _tile_release();
+    }
+    return failed ? -1 : 0;
+}
+
+/* The language modules of a batch: out = norm(W2_s GELU(W1_s x + b1_s) + b2_s + residual) for each segment s,
+   both products in one call, the rows split between the threads; each chunk of a thread's rows goes through
+   the first product into `inner` (rows x r, bf16) and on through the second while it is in the thread's
+   cache. x: rows x d (row stride ldx); residual: bf16 rows x d, or NULL; norm as in xm_linear. Returns 0, or -1
+   if a buffer could not be allocated. */
+int xm_modules(int64_t segments, const int64_t *rows, const uint64_t *first_weights, const uint64_t *first_biases,
+               const uint64_t *second_weights, const uint64_t *second_biases, const uint16_t *x, int64_t ldx,
+               uint16_t *inner, const uint16_t *residual, int64_t ldr, uint16_t *out, int64_t ldo, int64_t d,
+               int64_t r, int norm, const uint16_t *norm_weight, const uint16_t *norm_bias, float eps) {
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        configure_tiles();
+        thread_state *st = aligned_alloc(64, sizeof(thread_state));
+        if (!st) failed = 1;
+        else *st = (thread_state){.current = 0, .pending = {.units = 0, .next = 0}, .padded = NULL, .padded_k = 0};
+        int64_t start = 0;
+        for (int64_t s = 0; s < segments && !failed; start += rows[s], s++) {
+            const uint16_t *w1 = (const uint16_t *)first_weights[s], *w2 = (const uint16_t *)second_weights[s];
+            int64_t own_from, own_to;
+            own_rows(rows, segments, s, 1, &own_from, &own_to);
+            for (int64_t chunk = own_from; chunk < own_to && !failed; chunk += ROW_CHUNK) {
+                int64_t from = start + chunk, to = start + (chunk + ROW_CHUNK < own_to ? chunk + ROW_CHUNK : own_to);
+                const uint16_t *after = to < start + own_to || s + 1 == segments ? w1 : (const uint16_t *)first_weights[s + 1];
+                failed = products(st, w1, (const float *)first_biases[s], w2, x, ldx, NULL, 0, inner, r, from, to, 0,
+                                  r / 32, d, 1) != 0;
+                drain(&st->pending, 64); /* all of the chunk's inner rows written before the second product reads them */
+                failed = failed || products(st, w2, (const float *)second_biases[s], after, inner, r, residual, ldr,
+                                            out, ldo, from, to, 0, d / 32, r, 0) != 0;
+                if (!failed && norm) {
+                    drain(&st->pending, 64);
+                    for (int64_t row = from; row < to; row++)
+                        norm_row(out + row * ldo, norm_weight, norm_bias, eps, out + row * ldo, d);
+                }
+            }
+        }
+        if (st) {
+            drain(&st->pending, 64);
+            free(st->padded);
+            free(st);
+        }
         _tile_release();
     }
     return failed ? -1 : 0;

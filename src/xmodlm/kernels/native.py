@@ -1,4 +1,5 @@
-"""Own CPU kernels for bf16 inference on AMX processors (``native.c``): the products, LayerNorm. Built on first
+"""Own CPU kernels for bf16 inference on AMX processors (``native.c``): the products (LayerNorm fused on request),
+the language modules' two products in one call, LayerNorm, attention. Built on first
 use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
 Why: oneDNN's bf16 product splits its work between threads by a heuristic that, on a 2-core Xeon with AMX,
@@ -92,6 +93,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_linear.argtypes = [size, pointer, pointer, pointer, pointer, size, pointer, size, pointer, size, size,
                               size, ctypes.c_int, ctypes.c_int, ctypes.c_int, pointer, pointer, ctypes.c_float]
     lib.xm_linear.restype = ctypes.c_int
+    lib.xm_modules.argtypes = [size, pointer, pointer, pointer, pointer, pointer, pointer, size, pointer, pointer, size,
+                               pointer, size, size, size, ctypes.c_int, pointer, pointer, ctypes.c_float]
+    lib.xm_modules.restype = ctypes.c_int
     lib.xm_layer_norm.argtypes = [pointer, size, pointer, pointer, ctypes.c_float, pointer, size, size, size]
     lib.xm_layer_norm.restype = None
     lib.xm_attention.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
@@ -176,6 +180,46 @@ def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | N
     if status != 0:
         raise MemoryError("the AMX kernel could not allocate its row buffer")
     return layer_norm(out, norm_weight, norm_bias, eps) if norm is not None and not inside else out
+
+
+def modules(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None = None, norm=None) -> torch.Tensor:
+    """``norm(W2_s GELU(W1_s x_s + b1_s) + b2_s + residual_s)`` for consecutive row segments s of x (2-d bf16 with
+    contiguous rows, rows[s] rows each): the language modules, both products in one call, each thread's rows
+    going through the second product while they are in its cache. ``first``, ``second``: per segment
+    (packed W, float32 bias or None) of d -> r and r -> d; ``residual``: bf16 (rows, d) or None; ``norm``: as
+    in ``segments_linear`` (inside the call). The same bits as the two ``segments_linear`` calls with the
+    rows split."""
+    d = x.shape[-1]
+    if x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1:
+        raise ValueError(f"expected a 2-d bf16 input with contiguous rows, got {x.dtype} {tuple(x.shape)}")
+    if len(first) != len(rows) or len(second) != len(rows) or sum(rows) != x.shape[0]:
+        raise ValueError(f"segments of {list(rows)} rows with {len(first)} and {len(second)} weights for an input "
+                         f"of {x.shape[0]} rows")
+    r = first[0][0].numel() // d if first else 0
+    if any(w.numel() != r * d for pair in (*first, *second) for w in pair[:1]) or not fits(r, d):
+        raise ValueError(f"expected packed module weights of {d} x r values, r a multiple of 32, both products alike")
+    if residual is not None and (residual.dtype != torch.bfloat16 or residual.stride(-1) != 1
+                                 or residual.shape != x.shape):
+        raise ValueError(f"expected a bf16 residual of shape {tuple(x.shape)}, got {residual.dtype} "
+                         f"{tuple(residual.shape)}")
+    norm_weight, norm_bias, eps = (None, None, 0.0) if norm is None else norm
+    if norm is not None:
+        _check_norm(norm_weight, norm_bias, d)
+    count = len(rows)
+
+    def pointers(pairs, i):
+        return (ctypes.c_uint64 * count)(*(0 if p[i] is None else p[i].data_ptr() for p in pairs))
+    inner = torch.empty(x.shape[0], r, dtype=torch.bfloat16)
+    out = torch.empty(x.shape[0], d, dtype=torch.bfloat16)
+    status = _library().xm_modules(count, (ctypes.c_int64 * count)(*rows), pointers(first, 0), pointers(first, 1),
+                                   pointers(second, 0), pointers(second, 1), x.data_ptr(), x.stride(0),
+                                   inner.data_ptr(), None if residual is None else residual.data_ptr(),
+                                   0 if residual is None else residual.stride(0), out.data_ptr(), d, d, r,
+                                   int(norm is not None), None if norm_weight is None else norm_weight.data_ptr(),
+                                   None if norm_bias is None else norm_bias.data_ptr(), eps)
+    if status != 0:
+        raise MemoryError("the AMX kernel could not allocate its row buffer")
+    return out
 
 
 def _check_norm(weight: torch.Tensor | None, bias: torch.Tensor | None, d: int) -> None:
