@@ -1,0 +1,26 @@
+import collections, os, statistics, time, torch
+import xmodlm, xmodlm.model as model_mod
+from xmodlm.recipes.bench import batch_for, make_config
+xmodlm.tune_allocator()
+config = make_config(12, 768, 250002, 81, 128)
+torch.manual_seed(0)
+model = model_mod.XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).eval()
+ids = batch_for(config, 8, 128, 81)[0]
+lang = torch.tensor([0, 7, 3, 80, 41, 3, 12, 60])
+spent = collections.defaultdict(list)
+orig = model_mod.linear
+def w(linears, x, act=None, residual=None, **kw):
+    s = time.perf_counter(); y = orig(linears, x, act=act, residual=residual, **kw)
+    spent[(x.shape[-1], y.shape[-1], act, residual is not None, kw.get("norm") is not None)].append(time.perf_counter() - s); return y
+model_mod.linear = w
+res = {}
+with torch.no_grad():
+    for force in ["fused", "AMX kernel, rows split", "AMX kernel", "fused", "AMX kernel, rows split", "AMX kernel"]:
+        xmodlm.kernels.use_autotune(True, force=force)
+        for _ in range(2): model(ids, lang_ids=lang)
+        spent.clear()
+        for _ in range(8): model(ids, lang_ids=lang)
+        for k, v in spent.items(): res.setdefault((k, force), []).append(statistics.median(v) * 1e3)
+for (k, f), v in sorted(res.items()):
+    fl = 2 * 1024 * k[0] * k[1]
+    print(k, f, " ".join(f"{t:.3f}" for t in v), f"{fl / min(v) / 1e6:.0f} GFLOP/s best")
