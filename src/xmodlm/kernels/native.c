@@ -256,6 +256,32 @@ static int products(thread_state *st, const uint16_t *w, const float *bias, cons
     return 0;
 }
 
+/* A thread's start in a call: its tile configuration and its state (NULL if it could not be allocated). */
+static thread_state *begin(void) {
+    configure_tiles();
+    thread_state *st = aligned_alloc(64, sizeof(thread_state));
+    if (st) *st = (thread_state){.current = 0, .pending = {.units = 0, .next = 0}, .padded = NULL, .padded_k = 0};
+    return st;
+}
+
+/* A thread's end: the pending epilogue written, the state freed, the tiles released. */
+static void end(thread_state *st) {
+    if (st) {
+        drain(&st->pending, 64);
+        free(st->padded);
+        free(st);
+    }
+    _tile_release();
+}
+
+/* LayerNorm (norm_row, in place) of the rows [from, to) of out (n values each), once their pending epilogue
+   is written: rows a thread has just finished, still in its cache. */
+static void normalise(thread_state *st, uint16_t *out, int64_t ldo, int64_t from, int64_t to, int64_t n,
+                      const uint16_t *weight, const uint16_t *bias, float eps) {
+    drain(&st->pending, 64);
+    for (int64_t r = from; r < to; r++) norm_row(out + r * ldo, weight, bias, eps, out + r * ldo, n);
+}
+
 /* The rows [from, to) of each segment that a thread owns: the 32-row blocks of all segments, in order, split
    evenly between the threads (split 1), or all of them (split 0). */
 static void own_rows(const int64_t *rows, int64_t segments, int64_t s, int split, int64_t *from, int64_t *to) {
@@ -284,13 +310,11 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
-        configure_tiles();
         int threads = omp_get_num_threads(), me = omp_get_thread_num();
         int64_t col_blocks = n / 32, first = split_rows ? 0 : col_blocks * me / threads;
         int64_t last = split_rows ? col_blocks : col_blocks * (me + 1) / threads, start = 0;
-        thread_state *st = aligned_alloc(64, sizeof(thread_state));
-        if (!st) failed = 1;
-        else *st = (thread_state){.current = 0, .pending = {.units = 0, .next = 0}, .padded = NULL, .padded_k = 0};
+        thread_state *st = begin();
+        failed = !st;
         for (int64_t s = 0; s < segments && !failed; start += rows[s], s++) {
             const uint16_t *w = (const uint16_t *)weights[s];
             int64_t own_from, own_to;
@@ -301,19 +325,11 @@ int xm_linear(int64_t segments, const int64_t *rows, const uint64_t *weights, co
                 const uint16_t *after = chunk_end < own_to || s + 1 == segments ? w : (const uint16_t *)weights[s + 1];
                 failed = products(st, w, (const float *)biases[s], after, a, lda, residual, ldr, out, ldo,
                                   start + chunk, start + chunk_end, first, last, k, act) != 0;
-                if (!failed && norm && split_rows) { /* every column of these rows is this thread's: normalise now */
-                    drain(&st->pending, 64);
-                    for (int64_t r = start + chunk; r < start + chunk_end; r++)
-                        norm_row(out + r * ldo, norm_weight, norm_bias, eps, out + r * ldo, n);
-                }
+                if (!failed && norm && split_rows) /* every column of these rows is this thread's: normalise now */
+                    normalise(st, out, ldo, start + chunk, start + chunk_end, n, norm_weight, norm_bias, eps);
             }
         }
-        if (st) {
-            drain(&st->pending, 64);
-            free(st->padded);
-            free(st);
-        }
-        _tile_release();
+        end(st);
     }
     return failed ? -1 : 0;
 }
@@ -330,10 +346,8 @@ int xm_modules(int64_t segments, const int64_t *rows, const uint64_t *first_weig
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
-        configure_tiles();
-        thread_state *st = aligned_alloc(64, sizeof(thread_state));
-        if (!st) failed = 1;
-        else *st = (thread_state){.current = 0, .pending = {.units = 0, .next = 0}, .padded = NULL, .padded_k = 0};
+        thread_state *st = begin();
+        failed = !st;
         int64_t start = 0;
         for (int64_t s = 0; s < segments && !failed; start += rows[s], s++) {
             const uint16_t *w1 = (const uint16_t *)first_weights[s], *w2 = (const uint16_t *)second_weights[s];
@@ -347,19 +361,10 @@ int xm_modules(int64_t segments, const int64_t *rows, const uint64_t *first_weig
                 drain(&st->pending, 64); /* all of the chunk's inner rows written before the second product reads them */
                 failed = failed || products(st, w2, (const float *)second_biases[s], after, inner, r, residual, ldr,
                                             out, ldo, from, to, 0, d / 32, r, 0) != 0;
-                if (!failed && norm) {
-                    drain(&st->pending, 64);
-                    for (int64_t row = from; row < to; row++)
-                        norm_row(out + row * ldo, norm_weight, norm_bias, eps, out + row * ldo, d);
-                }
+                if (!failed && norm) normalise(st, out, ldo, from, to, d, norm_weight, norm_bias, eps);
             }
         }
-        if (st) {
-            drain(&st->pending, 64);
-            free(st->padded);
-            free(st);
-        }
-        _tile_release();
+        end(st);
     }
     return failed ? -1 : 0;
 }
