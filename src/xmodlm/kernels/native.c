@@ -87,19 +87,19 @@ static inline __m512 exp_ps(__m512 v) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* 2^v for v <= 0 (-inf: 0): 2^n * p(f), f = v - n in [-1/2, 1/2], p the degree-6 Taylor polynomial of
-   2^f = e^(f ln 2) (relative error below 2e-7). For softmax, whose scaled scores are taken in base 2. */
+/* 2^v for finite v <= 0: 2^floor(v) * p(f), f = v - floor(v) in [0, 1) in one instruction (VREDUCEPS), p of degree 5
+   fitted to 2^f on [0, 1) for relative error (below 1.6e-7 in float32, as the degree-6 Taylor polynomial on
+   [-1/2, 1/2] it replaces), the power of two applied by VSCALEFPS, which floors its exponent itself. For
+   softmax, whose scaled scores are taken in base 2. */
 static inline __m512 exp2_nonpositive(__m512 v) {
-    __m512 n = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(v, n);
-    __m512 p = _mm512_set1_ps(1.5403530e-4f); /* (ln 2)^k / k!, k = 6 .. 0 */
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    __m512 f = _mm512_reduce_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 p = _mm512_set1_ps(1.8762329e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(8.9925844e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5823606e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4015453e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9315296e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.9999994e-1f));
+    return _mm512_scalef_ps(p, v);
 }
 
 /* GELU with erf: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, with erfc(z) for z >= 0 from the Chebyshev fit
@@ -471,20 +471,23 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
             for (int64_t kt = 0; kt < key_tiles; kt++)
                 for (int64_t dt = 0; dt < d_tiles; dt++)
                     transpose16(kh + 16 * kt * st + 32 * dt, st, t - 16 * kt, kp + (kt * d_tiles + dt) * 512);
-            /* pack v: tile[pair][2 j + i] = v[32 kt + 2 pair + i][16 dt + j] */
-            const __m512i interleave = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-            for (int64_t dt = 0; dt < d / 16; dt++)
-                for (int64_t kt = 0; kt < padded_t / 32; kt++)
-                    for (int pair = 0; pair < 16; pair++) {
-                        int64_t key = 32 * kt + 2 * pair;
-                        __m512i even = key < t ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(vh + key * st + 16 * dt)))
-                                               : _mm512_setzero_si512();
-                        __m512i odd = key + 1 < t ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(vh + (key + 1) * st + 16 * dt)))
-                                                  : _mm512_setzero_si512();
-                        _mm512_store_si512((__m512i *)(vp + ((dt * (padded_t / 32) + kt) * 16 + pair) * 32),
-                                           _mm512_permutex2var_epi16(even, interleave, odd));
-                    }
+            /* pack v: tile[pair][2 j + i] = v[32 kt + 2 pair + i][16 dt + j]; each pair of keys' rows read once,
+               32 values at a time, and interleaved into the tiles of two d-tiles */
+            const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                                 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+            const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+            for (int64_t key = 0; key < padded_t; key += 2) {
+                uint16_t *tile_row = vp + ((key / 32) * 16 + (key % 32) / 2) * 32;
+                for (int64_t j = 0; j < d; j += 32) {
+                    __m512i even = key < t ? _mm512_loadu_si512((const void *)(vh + key * st + j)) : _mm512_setzero_si512();
+                    __m512i odd = key + 1 < t ? _mm512_loadu_si512((const void *)(vh + (key + 1) * st + j))
+                                              : _mm512_setzero_si512();
+                    _mm512_store_si512((__m512i *)(tile_row + (j / 16) * (padded_t / 32) * 512),
+                                       _mm512_permutex2var_epi16(even, low, odd));
+                    _mm512_store_si512((__m512i *)(tile_row + (j / 16 + 1) * (padded_t / 32) * 512),
+                                       _mm512_permutex2var_epi16(even, high, odd));
+                }
+            }
             /* which keys of each 16 exist and are kept */
             for (int64_t j = 0; j < padded_t; j += 16) {
                 __mmask16 live = lanes_before(t - j);
@@ -514,14 +517,17 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
                         top = _mm512_mask_max_ps(top, live_keys[j >> 4], top, _mm512_load_ps(row + j));
                     float peak = _mm512_reduce_max_ps(top);
                     __m512 shift = _mm512_set1_ps(peak == -INFINITY ? 0.0f : -peak * scale * 1.44269504f);
-                    __m512 total = _mm512_setzero_ps();
-                    for (int64_t j = 0; j < padded_t; j += 16) {
+                    __m512 total = _mm512_setzero_ps(), other = _mm512_setzero_ps();
+                    for (int64_t j = 0; j < padded_t; j += 32) { /* 32 at a time: one rounding instruction for both */
                         __m512 p = _mm512_maskz_mov_ps(live_keys[j >> 4],
                                                        exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), c, shift)));
+                        __m512 p2 = _mm512_maskz_mov_ps(live_keys[(j >> 4) + 1],
+                                                        exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j + 16), c, shift)));
                         total = _mm512_add_ps(total, p);
-                        _mm256_store_si256((__m256i *)(probs + i * padded_t + j), (__m256i)_mm512_cvtneps_pbh(p));
+                        other = _mm512_add_ps(other, p2);
+                        _mm512_store_si512((__m512i *)(probs + i * padded_t + j), (__m512i)_mm512_cvtne2ps_pbh(p2, p));
                     }
-                    sums[i] = _mm512_reduce_add_ps(total);
+                    sums[i] = _mm512_reduce_add_ps(_mm512_add_ps(total, other));
                 }
                 for (; ahead && done < pairs; done++) score_pair(qrows, qstride, kp, 2 * done, d_tiles, next, padded_t);
                 /* probabilities @ v: 16 queries x d, over keys in tiles of 32 */
