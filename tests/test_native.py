@@ -98,6 +98,15 @@ def test_the_modules_call_is_its_two_products(rows, residual, norm):
 
 
 @needs_amx_kernel
+def test_pack_lays_the_weight_out_in_tiles():
+    """tiles[n / 16][k / 32][input pair][output][2] = W[16 nt + output][32 kt + 2 pair + i]."""
+    n, k = 96, 128
+    w = torch.arange(n * k, dtype=torch.float32).remainder(251).view(n, k).bfloat16()
+    want = w.view(n // 16, 16, k // 32, 16, 2).permute(0, 2, 3, 1, 4).reshape(-1)
+    assert torch.equal(native.pack(w), want)
+
+
+@needs_amx_kernel
 def test_segments_read_strided_rows():
     """Rows with a stride (a slice of a wider tensor) are read where they are."""
     torch.manual_seed(0)

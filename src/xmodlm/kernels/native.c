@@ -51,20 +51,45 @@ static void configure_tiles(void) {
     _tile_loadconfig(&config);
 }
 
-/* W (N x K, bf16, row-major) -> tiles [N / 16][K / 32][16 input pairs][16 outputs][2]. */
+/* dst (16 x 16 32-bit values, row-major) = the transpose of the 16 x 16 32-bit block at src (row stride
+   `stride` 16-bit values), in registers (unpacks, then 128-bit lane shuffles); rows at or past `live` read as
+   zero. */
+static inline void transpose16(const uint16_t *src, int64_t stride, int64_t live, uint16_t *dst) {
+    __m512i r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < live ? _mm512_loadu_si512((const void *)(src + i * stride)) : _mm512_setzero_si512();
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 16; i++) _mm512_store_si512((__m512i *)(dst + 32 * i), r[i]);
+}
+
+/* W (N x K, bf16, row-major) -> tiles [N / 16][K / 32][16 input pairs][16 outputs][2]: each tile the transpose
+   of a 16 x 16 block of W's (input pair) 32-bit values. */
 void xm_pack(const uint16_t *w, uint16_t *out, int64_t n, int64_t k) {
     int64_t k_tiles = k / 32;
 #pragma omp parallel for
     for (int64_t nt = 0; nt < n / 16; nt++)
-        for (int64_t kt = 0; kt < k_tiles; kt++) {
-            uint16_t *tile = out + (nt * k_tiles + kt) * 512;
-            for (int pair = 0; pair < 16; pair++)
-                for (int j = 0; j < 16; j++) {
-                    const uint16_t *src = w + (nt * 16 + j) * k + kt * 32 + 2 * pair;
-                    tile[pair * 32 + 2 * j] = src[0];
-                    tile[pair * 32 + 2 * j + 1] = src[1];
-                }
-        }
+        for (int64_t kt = 0; kt < k_tiles; kt++) transpose16(w + nt * 16 * k + kt * 32, k, 16, out + (nt * k_tiles + kt) * 512);
 }
 
 static inline __m512 load_bf16(const uint16_t *p) {
@@ -372,37 +397,6 @@ int xm_modules(int64_t segments, const int64_t *rows, const uint64_t *first_weig
 /* The first n of 16 lanes (all for n >= 16, none for n <= 0): the keys of a tile that exist. */
 static inline __mmask16 lanes_before(int64_t n) {
     return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-}
-
-/* dst (16 x 16 32-bit values, row-major) = the transpose of the 16 x 16 32-bit block at src (row stride
-   `stride` 16-bit values); rows at or past `live` read as zero. */
-static inline void transpose16(const uint16_t *src, int64_t stride, int64_t live, uint16_t *dst) {
-    __m512i r[16], t[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = i < live ? _mm512_loadu_si512((const void *)(src + i * stride)) : _mm512_setzero_si512();
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
-        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 16; i++) _mm512_store_si512((__m512i *)(dst + 32 * i), r[i]);
 }
 
 /* 16 query rows starting at q0 (row stride st), zero-padded through `pad` where fewer than 16 remain. */
