@@ -3,7 +3,7 @@ import ctypes, os, sys, time, statistics, subprocess, hashlib, torch
 from pathlib import Path
 import xmodlm, xmodlm.model as model_mod
 from xmodlm.kernels import native
-from xmodlm.recipes.bench import batch_for, make_config
+from forward_setup import xmod_base_forward  # run with this folder on sys.path (python3 <this folder>/<script>)
 libs=[]
 for spec in sys.argv[1:]:
     src, _, defs = spec.partition("|")
@@ -14,12 +14,7 @@ for spec in sys.argv[1:]:
     libs.append((spec, native._STATE["lib"]))
 force=os.environ.get("FORCE","AMX kernel, rows split")
 if force: xmodlm.kernels.use_autotune(True, force=force)
-xmodlm.tune_allocator()
-config = make_config(12, 768, 250002, 81, 128)
-torch.manual_seed(0)
-model = model_mod.XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).eval()
-ids = batch_for(config, 8, 128, 81)[0]
-lang = torch.tensor([0, 7, 3, 80, 41, 3, 12, 60])
+model, ids, lang = xmod_base_forward()
 times={s:[] for s,_ in libs}; outs={}
 with torch.no_grad():
     for s,l in libs:

@@ -1,12 +1,7 @@
 import collections, os, statistics, time, torch
 import xmodlm, xmodlm.model as model_mod
-from xmodlm.recipes.bench import batch_for, make_config
-xmodlm.tune_allocator()
-config = make_config(12, 768, 250002, 81, 128)
-torch.manual_seed(0)
-model = model_mod.XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).eval()
-ids = batch_for(config, 8, 128, 81)[0]
-lang = torch.tensor([0, 7, 3, 80, 41, 3, 12, 60])
+from forward_setup import xmod_base_forward  # run with this folder on sys.path (python3 <this folder>/<script>)
+model, ids, lang = xmod_base_forward()
 spent = collections.defaultdict(list)
 orig = model_mod.linear
 def w(linears, x, act=None, residual=None, **kw):
