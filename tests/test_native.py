@@ -67,7 +67,9 @@ def test_a_norm_in_the_call_is_the_layer_norm_of_its_result(rows, residual, spli
     packed = [native.pack((torch.randn(n, k) / 8).bfloat16()) for _ in rows]
     biases = [torch.randn(n) for _ in rows]
     other = torch.randn(sum(rows), n).bfloat16() if residual else None
-    weight, bias = ((torch.randn(n) * 0.2 + 1).bfloat16(), (torch.randn(n) * 0.2).bfloat16()) if affine else (None, None)
+    weight, bias = (None, None)
+    if affine:
+        weight, bias = (torch.randn(n) * 0.2 + 1).bfloat16(), (torch.randn(n) * 0.2).bfloat16()
     plain = native.segments_linear(x, rows, packed, biases, n, "gelu", other, split_rows)
     got = native.segments_linear(x, rows, packed, biases, n, "gelu", other, split_rows, (weight, bias, 1e-5))
     assert torch.equal(got, native.layer_norm(plain, weight, bias, 1e-5))

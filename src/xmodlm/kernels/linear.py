@@ -193,7 +193,8 @@ def _amx(linears, x, act, residual, split_rows: bool, norm=None):
     n = sum(m.out_features for m in linears)
     rows = x.reshape(-1, x.shape[-1])
     other = None if residual is None else residual.reshape(-1, n)
-    args = None if norm is None else norm.kernel_args(x)
+    kernel_args = getattr(norm, "kernel_args", None)  # a kernels.LayerNorm; any other norm runs after
+    args = None if kernel_args is None else kernel_args(x)
     y = native.segments_linear(rows, (rows.shape[0],), (weight,), (bias,), n, act, other, split_rows, args)
     y = y.view(*x.shape[:-1], n)
     return norm(y) if norm is not None and args is None else y
@@ -214,9 +215,10 @@ def _tuned(linears, x, dtype, act, residual, amp: bool, rows: int, norm=None):
 
     The first candidate is the default, which another must beat by the tuner's margin: the own kernel with the
     rows split where it is built. Timed alone, a product repeats on warm caches; inside the xmod-base forward
-    (2-core Xeon with AMX, 2026-12-01) the own kernel ran the feed-forward input 13% faster than oneDNN (2.83
-    against 3.27 ms), the two residual linears 1.8x and 2.2x faster, the attention projections as fast (1.87
-    against 1.81-2.03 ms), while alone the first two differed by less than the margin."""
+    (2-core Xeon with AMX, 2026-12-01, docs/results/amx-perf/round5/per-shape-in-forward.txt) the own kernel ran
+    the feed-forward input 2.60-2.66 ms against oneDNN's 2.96-3.07, the two residual linears with their norms
+    1.8x and 2.1x faster, the attention projections as fast (1.69-1.77 against 1.70-1.77 ms), while alone the
+    first two differed by less than the margin."""
     n = sum(m.out_features for m in linears)
 
     def onednn():  # oneDNN's packed copy, made when a formulation reads it

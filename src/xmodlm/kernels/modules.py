@@ -86,7 +86,8 @@ def run_amx(h, rows, modules, skip, norm=None):
     # the rows split between the threads, each thread's rows going through both products while in its cache
     residual = skip.reshape(-1, width)
     same = residual.dtype == torch.bfloat16
-    args = None if norm is None or not same else norm.kernel_args(residual)
+    kernel_args = getattr(norm, "kernel_args", None) if same else None  # a kernels.LayerNorm; any other runs after
+    args = None if kernel_args is None else kernel_args(residual)
     y = native.modules(x, counts, first, second, residual if same else None, args)
     y = (y if same else residual + y).view(h.shape)
     return norm(y) if norm is not None and args is None else y

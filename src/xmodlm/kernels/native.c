@@ -89,7 +89,8 @@ void xm_pack(const uint16_t *w, uint16_t *out, int64_t n, int64_t k) {
     int64_t k_tiles = k / 32;
 #pragma omp parallel for
     for (int64_t nt = 0; nt < n / 16; nt++)
-        for (int64_t kt = 0; kt < k_tiles; kt++) transpose16(w + nt * 16 * k + kt * 32, k, 16, out + (nt * k_tiles + kt) * 512);
+        for (int64_t kt = 0; kt < k_tiles; kt++)
+            transpose16(w + nt * 16 * k + kt * 32, k, 16, out + (nt * k_tiles + kt) * 512);
 }
 
 static inline __m512 load_bf16(const uint16_t *p) {
@@ -316,7 +317,8 @@ static void own_rows(const int64_t *rows, int64_t segments, int64_t s, int split
         if (i < s) before += (rows[i] + 31) / 32;
         row_blocks += (rows[i] + 31) / 32;
     }
-    int64_t mine_from = split ? row_blocks * me / threads : 0, mine_to = split ? row_blocks * (me + 1) / threads : row_blocks;
+    int64_t mine_from = split ? row_blocks * me / threads : 0;
+    int64_t mine_to = split ? row_blocks * (me + 1) / threads : row_blocks;
     *from = (mine_from > before ? mine_from - before : 0) * 32;
     *to = (mine_to - before) * 32 < rows[s] ? (mine_to - before) * 32 : rows[s];
 }
@@ -380,10 +382,11 @@ int xm_modules(int64_t segments, const int64_t *rows, const uint64_t *first_weig
             own_rows(rows, segments, s, 1, &own_from, &own_to);
             for (int64_t chunk = own_from; chunk < own_to && !failed; chunk += ROW_CHUNK) {
                 int64_t from = start + chunk, to = start + (chunk + ROW_CHUNK < own_to ? chunk + ROW_CHUNK : own_to);
-                const uint16_t *after = to < start + own_to || s + 1 == segments ? w1 : (const uint16_t *)first_weights[s + 1];
+                const uint16_t *after =
+                    to < start + own_to || s + 1 == segments ? w1 : (const uint16_t *)first_weights[s + 1];
                 failed = products(st, w1, (const float *)first_biases[s], w2, x, ldx, NULL, 0, inner, r, from, to, 0,
                                   r / 32, d, 1) != 0;
-                drain(&st->pending, 64); /* all of the chunk's inner rows written before the second product reads them */
+                drain(&st->pending, 64); /* the chunk's inner rows all written before the second product reads */
                 failed = failed || products(st, w2, (const float *)second_biases[s], after, inner, r, residual, ldr,
                                             out, ldo, from, to, 0, d / 32, r, 0) != 0;
                 if (!failed && norm) normalise(st, out, ldo, from, to, d, norm_weight, norm_bias, eps);
@@ -434,9 +437,9 @@ static inline void score_pair(const uint16_t *qrows, int64_t qstride, const uint
    q k^T in float32 on the tile unit, scaled, masked, softmax in float32 (in base 2), the unnormalised
    probabilities rounded to bf16 for the product with v, which is divided by the float32 row sum at the end
    (as torch's flash kernel). k is laid out for the tile unit by 16 x 16 transposes in registers; the scores
-   of the next 16 queries are computed while the softmax of these runs. q, k, v: element (b, h, t, j) at ptr[b * sb + h * sh + t * st + j] (any strides,
-   the d values contiguous); keep: (batch, t) bytes, 0 for keys no query may attend to, or NULL; out:
-   (batch, t, heads, d) contiguous. d % 32 == 0. A row whose every key is masked comes out zero.
+   of the next 16 queries are computed while the softmax of these runs. q, k, v: element (b, h, t, j) at
+   ptr[b * sb + h * sh + t * st + j] (any strides, the d values contiguous); keep: (batch, t) bytes, 0 for keys
+   no query may attend to, or NULL; out: (batch, t, heads, d) contiguous. d % 32 == 0. A row whose every key is masked comes out zero.
    Returns 0, or -1 if the scratch could not be allocated. */
 int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh, int64_t st,
                  int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keep, float scale,
@@ -473,7 +476,8 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
             for (int64_t key = 0; key < padded_t; key += 2) {
                 uint16_t *tile_row = vp + ((key / 32) * 16 + (key % 32) / 2) * 32;
                 for (int64_t j = 0; j < d; j += 32) {
-                    __m512i even = key < t ? _mm512_loadu_si512((const void *)(vh + key * st + j)) : _mm512_setzero_si512();
+                    __m512i even = key < t ? _mm512_loadu_si512((const void *)(vh + key * st + j))
+                                           : _mm512_setzero_si512();
                     __m512i odd = key + 1 < t ? _mm512_loadu_si512((const void *)(vh + (key + 1) * st + j))
                                               : _mm512_setzero_si512();
                     _mm512_store_si512((__m512i *)(tile_row + (j / 16) * (padded_t / 32) * 512),
@@ -513,10 +517,10 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
                     __m512 shift = _mm512_set1_ps(peak == -INFINITY ? 0.0f : -peak * scale * 1.44269504f);
                     __m512 total = _mm512_setzero_ps(), other = _mm512_setzero_ps();
                     for (int64_t j = 0; j < padded_t; j += 32) { /* 32 at a time: one rounding instruction for both */
-                        __m512 p = _mm512_maskz_mov_ps(live_keys[j >> 4],
-                                                       exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), c, shift)));
-                        __m512 p2 = _mm512_maskz_mov_ps(live_keys[(j >> 4) + 1],
-                                                        exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j + 16), c, shift)));
+                        __m512 x = _mm512_fmadd_ps(_mm512_load_ps(row + j), c, shift);
+                        __m512 x2 = _mm512_fmadd_ps(_mm512_load_ps(row + j + 16), c, shift);
+                        __m512 p = _mm512_maskz_mov_ps(live_keys[j >> 4], exp2_nonpositive(x));
+                        __m512 p2 = _mm512_maskz_mov_ps(live_keys[(j >> 4) + 1], exp2_nonpositive(x2));
                         total = _mm512_add_ps(total, p);
                         other = _mm512_add_ps(other, p2);
                         _mm512_store_si512((__m512i *)(probs + i * padded_t + j), (__m512i)_mm512_cvtne2ps_pbh(p2, p));

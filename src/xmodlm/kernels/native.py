@@ -34,8 +34,8 @@ import torch
 from .cpu import _detected_amx_bf16, amx_bf16, cpu_flags
 
 SOURCE = Path(__file__).with_name("native.c")
-FLAGS = ("-O3", "-mamx-tile", "-mamx-bf16", "-mavx512f", "-mavx512dq", "-mavx512bf16", "-mavx512vl", "-mfma", "-fopenmp",
-         "-shared", "-fPIC")
+FLAGS = ("-O3", "-mamx-tile", "-mamx-bf16", "-mavx512f", "-mavx512dq", "-mavx512bf16", "-mavx512vl", "-mfma",
+         "-fopenmp", "-shared", "-fPIC")
 NEEDED = frozenset({"amx_bf16", "amx_tile", "avx512_bf16", "avx512dq"})  # the processor flags the build needs
 _STATE: dict = {"enabled": True, "lib": None, "tried": False, "reason": "not built yet"}
 
