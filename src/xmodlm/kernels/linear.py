@@ -185,6 +185,14 @@ def _in_row_blocks(x, weight, bias, act, residual):
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
+def norm_in_call(norm, like: torch.Tensor) -> tuple | None:
+    """What the own kernel's call needs to apply ``norm`` itself (``kernels.LayerNorm.kernel_args``), or None where
+    it cannot: no norm, another kind of norm, or one the kernel does not take; the caller then runs ``norm`` on
+    the result."""
+    method = getattr(norm, "kernel_args", None)
+    return None if method is None else method(like)
+
+
 def _amx(linears, x, act, residual, split_rows: bool, norm=None):
     """The product in the own AMX kernel (``native``), on its packed copy of the weights, the threads
     sharing its output columns or (``split_rows``) its rows; then ``norm`` (a kernels.LayerNorm or None),
@@ -193,8 +201,7 @@ def _amx(linears, x, act, residual, split_rows: bool, norm=None):
     n = sum(m.out_features for m in linears)
     rows = x.reshape(-1, x.shape[-1])
     other = None if residual is None else residual.reshape(-1, n)
-    kernel_args = getattr(norm, "kernel_args", None)  # a kernels.LayerNorm; any other norm runs after
-    args = None if kernel_args is None else kernel_args(x)
+    args = norm_in_call(norm, x)
     y = native.segments_linear(rows, (rows.shape[0],), (weight,), (bias,), n, act, other, split_rows, args)
     y = y.view(*x.shape[:-1], n)
     return norm(y) if norm is not None and args is None else y

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, linear, packed_weights
+from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, linear, norm_in_call, packed_weights
 
 # (rows, equal, groups) of the last call: every layer of a forward passes the same rows (a tuple)
 _last_layout: tuple = (None, False, 0)
@@ -86,8 +86,7 @@ def run_amx(h, rows, modules, skip, norm=None):
     # the rows split between the threads, each thread's rows going through both products while in its cache
     residual = skip.reshape(-1, width)
     same = residual.dtype == torch.bfloat16
-    kernel_args = getattr(norm, "kernel_args", None) if same else None  # a kernels.LayerNorm; any other runs after
-    args = None if kernel_args is None else kernel_args(residual)
+    args = norm_in_call(norm, residual) if same else None
     y = native.modules(x, counts, first, second, residual if same else None, args)
     y = (y if same else residual + y).view(h.shape)
     return norm(y) if norm is not None and args is None else y

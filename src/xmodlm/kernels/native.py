@@ -152,8 +152,7 @@ def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | N
     bias, or None), applied to the result: with ``split_rows`` inside the call, to each row as soon as its
     thread has written it; otherwise by ``layer_norm`` after."""
     k = x.shape[-1]
-    if x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1:
-        raise ValueError(f"expected a 2-d bf16 input with contiguous rows, got {x.dtype} {tuple(x.shape)}")
+    _check_rows(x)
     if residual is not None and (residual.dtype != torch.bfloat16 or residual.stride(-1) != 1
                                  or residual.shape != (x.shape[0], n)):
         raise ValueError(f"expected a bf16 residual of shape {(x.shape[0], n)}, got {residual.dtype} "
@@ -162,9 +161,7 @@ def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | N
         raise ValueError(f"segments of {list(rows)} rows for an input of {x.shape[0]} rows")
     if act not in (None, "gelu"):
         raise ValueError(f"act={act!r}; the AMX kernel applies None or 'gelu'")
-    norm_weight, norm_bias, eps = (None, None, 0.0) if norm is None else norm
-    if norm is not None:
-        _check_norm(norm_weight, norm_bias, n)
+    norm_weight, norm_bias, eps = _norm_pointers(norm, n)
     out = torch.empty(x.shape[0], n, dtype=torch.bfloat16)
     count = len(rows)
     rows_array = (ctypes.c_int64 * count)(*rows)
@@ -174,12 +171,11 @@ def segments_linear(x: torch.Tensor, rows, weights, biases, n: int, act: str | N
     status = _library().xm_linear(count, rows_array, weight_array, bias_array, x.data_ptr(), x.stride(0),
                                   None if residual is None else residual.data_ptr(),
                                   0 if residual is None else residual.stride(0), out.data_ptr(), n, n, k,
-                                  1 if act == "gelu" else 0, int(split_rows), int(inside),
-                                  None if norm_weight is None else norm_weight.data_ptr(),
-                                  None if norm_bias is None else norm_bias.data_ptr(), eps)
+                                  1 if act == "gelu" else 0, int(split_rows), int(inside), norm_weight, norm_bias,
+                                  eps)
     if status != 0:
         raise MemoryError("the AMX kernel could not allocate its row buffer")
-    return layer_norm(out, norm_weight, norm_bias, eps) if norm is not None and not inside else out
+    return layer_norm(out, *norm) if norm is not None and not inside else out
 
 
 def modules(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None = None, norm=None) -> torch.Tensor:
@@ -190,8 +186,7 @@ def modules(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None 
     in ``segments_linear`` (inside the call). The same bits as the two ``segments_linear`` calls with the
     rows split."""
     d = x.shape[-1]
-    if x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1:
-        raise ValueError(f"expected a 2-d bf16 input with contiguous rows, got {x.dtype} {tuple(x.shape)}")
+    _check_rows(x)
     if len(first) != len(rows) or len(second) != len(rows) or sum(rows) != x.shape[0]:
         raise ValueError(f"segments of {list(rows)} rows with {len(first)} and {len(second)} weights for an input "
                          f"of {x.shape[0]} rows")
@@ -202,9 +197,7 @@ def modules(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None 
                                  or residual.shape != x.shape):
         raise ValueError(f"expected a bf16 residual of shape {tuple(x.shape)}, got {residual.dtype} "
                          f"{tuple(residual.shape)}")
-    norm_weight, norm_bias, eps = (None, None, 0.0) if norm is None else norm
-    if norm is not None:
-        _check_norm(norm_weight, norm_bias, d)
+    norm_weight, norm_bias, eps = _norm_pointers(norm, d)
     count = len(rows)
 
     def pointers(pairs, i):
@@ -215,11 +208,25 @@ def modules(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None 
                                    pointers(second, 0), pointers(second, 1), x.data_ptr(), x.stride(0),
                                    inner.data_ptr(), None if residual is None else residual.data_ptr(),
                                    0 if residual is None else residual.stride(0), out.data_ptr(), d, d, r,
-                                   int(norm is not None), None if norm_weight is None else norm_weight.data_ptr(),
-                                   None if norm_bias is None else norm_bias.data_ptr(), eps)
+                                   int(norm is not None), norm_weight, norm_bias, eps)
     if status != 0:
         raise MemoryError("the AMX kernel could not allocate its row buffer")
     return out
+
+
+def _check_rows(x: torch.Tensor) -> None:
+    if x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1:
+        raise ValueError(f"expected a 2-d bf16 input with contiguous rows, got {x.dtype} {tuple(x.shape)}")
+
+
+def _norm_pointers(norm, d: int) -> tuple:
+    """(weight address or None, bias address or None, eps) of a LayerNorm's (weight, bias, eps) over d values,
+    checked; (None, None, 0.0) for no norm."""
+    if norm is None:
+        return None, None, 0.0
+    weight, bias, eps = norm
+    _check_norm(weight, bias, d)
+    return (None if weight is None else weight.data_ptr()), (None if bias is None else bias.data_ptr()), eps
 
 
 def _check_norm(weight: torch.Tensor | None, bias: torch.Tensor | None, d: int) -> None:
