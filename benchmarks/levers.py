@@ -109,6 +109,9 @@ TRAIN_LEVERS = {
                 "dropout in one pass", lambda: kernels.use_one_pass_dropout(True)),
     "linear": ("autocast's F.linear (addmm)", lambda: kernels.use_autocast_linear(False),
                "linears with the bias inside oneDNN's product", lambda: kernels.use_autocast_linear(True)),
+    # in training the own kernels run only the bf16 cross-entropy, so this switch moves nothing else
+    "native": ("own kernels off", lambda: kernels.use_amx_kernels(False),
+               "own kernels on (bf16 cross-entropy)", lambda: kernels.use_amx_kernels(True)),
 }
 
 
@@ -117,6 +120,7 @@ def defaults() -> None:
     kernels.use_tied_row_gradient(True)
     kernels.use_one_pass_dropout(True)
     kernels.use_autocast_linear(True)
+    kernels.use_amx_kernels(True)
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

@@ -335,3 +335,50 @@ def test_results_do_not_depend_on_the_thread_count_or_on_concurrent_callers():
     for w in workers:
         w.join()
     assert all(torch.equal(r, want) for r in results)
+
+
+@needs_amx_kernel
+@pytest.mark.parametrize("rows,v,stride", [(303, 32000, 32000), (21, 300, 300), (5, 1001, 1040)])
+def test_cross_entropy_is_the_float32_softmax_loss_and_its_gradient(rows, v, stride):
+    """Per-row loss within float32 rounding of float64's, the gradient within one bf16 rounding of float64's
+    (softmax - one-hot) / rows; a vocabulary with a tail of fewer than 16 and rows read at a stride (a slice of
+    wider logits)."""
+    g = torch.Generator().manual_seed(rows)
+    wide = (4 * torch.randn(rows, stride, generator=g)).bfloat16()
+    logits = wide[:, :v]
+    targets = torch.randint(0, v, (rows,), generator=g)
+    losses, grad = native.cross_entropy(logits, targets, 1.0 / rows)
+    exact = logits.double()
+    want_losses = torch.logsumexp(exact, 1) - exact.gather(1, targets[:, None]).squeeze(1)
+    assert ((losses.double() - want_losses).abs() <= 1e-6 * want_losses.abs() + 1e-6).all()
+    want_grad = (torch.softmax(exact, 1) - torch.nn.functional.one_hot(targets, v)) / rows
+    assert grad.dtype == torch.bfloat16 and grad.shape == (rows, v)
+    assert bool(((grad.double() - want_grad).abs() <= 2 ** -8 * want_grad.abs() + 1e-12).all())
+
+
+@needs_amx_kernel
+def test_cross_entropy_through_the_kernel_matches_the_sliced_path(monkeypatch):
+    """The fused loss of bf16 logits takes the kernel where it is built: the same loss as the 16-row slices to
+    float32 rounding, the gradient equal but for last-bit differences of bf16 rounding."""
+    from xmodlm.kernels import loss as kernel_loss
+    g = torch.Generator().manual_seed(0)
+    logits = (4 * torch.randn(40, 500, generator=g)).bfloat16()
+    targets = torch.randint(0, 500, (40,), generator=g)
+    calls, original = [], native.cross_entropy
+    monkeypatch.setattr(native, "cross_entropy", lambda *args: calls.append(1) or original(*args))
+    ours_loss, ours_grad = kernel_loss._loss_and_gradient(logits, targets)
+    assert calls
+    monkeypatch.setattr(native, "available", lambda: False)
+    sliced_loss, sliced_grad = kernel_loss._loss_and_gradient(logits, targets)
+    assert abs(ours_loss.item() - sliced_loss.item()) <= 1e-6 * sliced_loss.item()
+    assert (ours_grad != sliced_grad).float().mean() < 1e-3
+    assert (ours_grad.float() - sliced_grad.float()).abs().max() <= 2 ** -8 * sliced_grad.float().abs().max()
+
+
+@needs_amx_kernel
+def test_cross_entropy_bad_inputs_name_the_value():
+    logits = torch.zeros(4, 10, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"targets in \[0, 10\)"):
+        native.cross_entropy(logits, torch.tensor([0, 1, 2, 10]), 0.25)
+    with pytest.raises(ValueError, match="bf16"):
+        native.cross_entropy(logits.float(), torch.tensor([0, 1, 2, 3]), 0.25)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 _FUSED = {"enabled": True}
 # rows of logits per slice in the fused cross-entropy: a slice's float32 copy (rows x vocabulary) should stay in
 # a core's cache while its softmax, loss and gradient are computed
@@ -28,8 +30,13 @@ def _loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor, rows: int | 
     """The mean cross-entropy of ``logits`` (N, V) and its gradient (in the logits' dtype), slice by slice of
     ``rows`` rows: each slice in float32 once, its softmax turned into the gradient in place (softmax - one-hot,
     over N). By default SLICE_ROWS on a CPU (for its cache) and one slice elsewhere (on a GPU each slice costs
-    kernel launches, not cache misses)."""
+    kernel launches, not cache misses). bf16 logits on a CPU where the own kernels are built: the same
+    computation row by row in ``native.cross_entropy`` (its exponential a polynomial of relative error below
+    2e-7, the sums in another order; 6.4-7.2 ms against 2.1 for 303 x 32k in isolation, 2-core Xeon with AMX)."""
     n = logits.shape[0]
+    if logits.dtype == torch.bfloat16 and logits.device.type == "cpu" and logits.stride(-1) == 1 and native.available():
+        losses, grad = native.cross_entropy(logits, targets, 1.0 / n)  # the same computation in one C call
+        return losses.mean(), grad
     rows = rows or (SLICE_ROWS if logits.device.type == "cpu" else max(n, 1))
     losses = torch.empty(n, dtype=torch.float32, device=logits.device)
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format)

@@ -1,6 +1,7 @@
 /* Own CPU kernels for bf16 inference on processors with AMX, built by kernels/native.py (plain C, no torch
    headers): the products (xm_linear, with LayerNorm fused on request), LayerNorm (xm_layer_norm) and softmax
-   attention (xm_attention).
+   attention (xm_attention); and for bf16 autocast training, the masked-LM cross-entropy with its gradient
+   (xm_cross_entropy).
 
    Products.
 
@@ -559,6 +560,81 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
         free(qpad);
         free(live_keys);
         _tile_release();
+    }
+    return failed ? -1 : 0;
+}
+
+/* Training: the masked-LM loss and its gradient over bf16 logits, float32 inside, the gradient rounded once
+   (round to nearest even), the rows split between the threads. */
+
+/* exp(v) for v <= 0, 0 below -87 (where exp_ps would clamp). */
+static inline __m512 exp_nonpositive(__m512 v) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), exp_ps(v));
+}
+
+static inline float scalar_bf16(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t round_bf16(float f) {
+    return (uint16_t)_mm_extract_epi16((__m128i)_mm256_castsi256_si128((__m256i)_mm512_cvtneps_pbh(_mm512_set1_ps(f))), 0);
+}
+
+/* The cross-entropy of each row r of bf16 logits (rows x v, row stride ld) against targets[r] (0 <= t < v),
+   and its gradient scaled by `scale` (1 / N for a mean over N rows):
+     losses[r] = log(sum_j exp(x_j - m)) + m - x_t,  m = max_j x_j                   (float32)
+     grad[r]   = round_bf16(exp(x_j - m) * (scale / sum) - scale [j == t])          (row stride ldg)
+   exp(x - m) kept in a float32 row buffer between the sum and the gradient. -1 if the buffer could not be
+   allocated. */
+int xm_cross_entropy(const uint16_t *logits, int64_t ld, const int64_t *targets, int64_t rows, int64_t v,
+                     float scale, float *losses, uint16_t *grad, int64_t ldg) {
+    int failed = 0;
+    int64_t body = v / 16 * 16;
+#pragma omp parallel
+    {
+        float *e = aligned_alloc(64, ((v + 15) / 16 * 16) * sizeof(float));
+        if (!e) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            if (!e) continue;
+            const uint16_t *x = logits + r * ld;
+            uint16_t *g = grad + r * ldg;
+            __m512 top = _mm512_set1_ps(-INFINITY);
+            for (int64_t j = 0; j < body; j += 16) top = _mm512_max_ps(top, load_bf16(x + j));
+            float m = _mm512_reduce_max_ps(top);
+            for (int64_t j = body; j < v; j++) {
+                float f = scalar_bf16(x[j]);
+                m = f > m ? f : m;
+            }
+            __m512 mv = _mm512_set1_ps(m);
+            __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int64_t j = 0; j < body; j += 16) {
+                __m512 p = exp_nonpositive(_mm512_sub_ps(load_bf16(x + j), mv));
+                _mm512_store_ps(e + j, p);
+                sum[(j >> 4) & 3] = _mm512_add_ps(sum[(j >> 4) & 3], p);
+            }
+            float total = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])));
+            for (int64_t j = body; j < v; j++) {
+                e[j] = expf(scalar_bf16(x[j]) - m);
+                total += e[j];
+            }
+            int64_t t = targets[r];
+            float picked = scalar_bf16(x[t]);
+            losses[r] = logf(total) + m - picked;
+            float factor = (1.0f / total) * scale;
+            __m512 fv = _mm512_set1_ps(factor);
+            for (int64_t j = 0; j < body; j += 16)
+                _mm256_storeu_si256((__m256i *)(g + j), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_load_ps(e + j), fv)));
+            for (int64_t j = body; j < v; j++) g[j] = round_bf16(e[j] * factor);
+            g[t] = round_bf16(e[t] * factor - scale);
+        }
+        free(e);
     }
     return failed ? -1 : 0;
 }

@@ -1,5 +1,6 @@
 """Own CPU kernels for bf16 inference on AMX processors (``native.c``): the products (LayerNorm fused on request),
-the language modules' two products in one call, LayerNorm, attention. Built on first
+the language modules' two products in one call, LayerNorm, attention; and in bf16 autocast training the masked-LM
+cross-entropy with its gradient (``cross_entropy``). Built on first
 use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
 Why: oneDNN's bf16 product splits its work between threads by a heuristic that, on a 2-core Xeon with AMX,
@@ -101,6 +102,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_attention.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
                                  ctypes.c_float, pointer]
     lib.xm_attention.restype = ctypes.c_int
+    lib.xm_cross_entropy.argtypes = [pointer, size, pointer, size, size, ctypes.c_float, pointer, pointer, size]
+    lib.xm_cross_entropy.restype = ctypes.c_int
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -272,3 +275,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Ten
     if status != 0:
         raise MemoryError("the attention kernel could not allocate its scratch")
     return out.permute(0, 2, 1, 3)
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 loss per row, bf16 gradient of ``scale`` times their sum) of 2-d bf16 logits with contiguous rows
+    against int64 targets in [0, V): the softmax in float32, the gradient rounded once."""
+    _check_rows(logits)
+    rows, v = logits.shape
+    targets = targets.to(torch.int64).contiguous()
+    if targets.shape != (rows,) or (rows and not bool(((targets >= 0) & (targets < v)).all())):
+        raise ValueError(f"expected {rows} targets in [0, {v}), got shape {tuple(targets.shape)}")
+    losses = torch.empty(rows, dtype=torch.float32)
+    grad = torch.empty(rows, v, dtype=torch.bfloat16)
+    status = _library().xm_cross_entropy(logits.data_ptr(), logits.stride(0), targets.data_ptr(), rows, v, scale,
+                                         losses.data_ptr(), grad.data_ptr(), v)
+    if status != 0:
+        raise MemoryError("the cross-entropy kernel could not allocate its row buffer")
+    return losses, grad

@@ -35,7 +35,8 @@ def describe_paths() -> dict[str, str]:
                                                   "linears' default, post-norms in the products' calls")
                                                  if onednn and native.available()
                                                  else f"not used: {native.reason() if _ONEDNN['enabled'] else 'oneDNN off'}"),
-        "MLM cross-entropy in training": ("fused (16-row slices on CPU, one slice elsewhere)" if _FUSED["enabled"]
+        "MLM cross-entropy in training": (("fused: " + ("bf16 logits in the own kernel, " if native.available() else "")
+                                           + "16-row slices on CPU, one slice elsewhere") if _FUSED["enabled"]
                                           else "plain F.cross_entropy"),
         "tied word embeddings' gradient in training": ("lookup rows added into the decoder's (CPU)" if _ROWS["enabled"]
                                                        else "dense lookup gradient, summed"),
