@@ -109,9 +109,11 @@ TRAIN_LEVERS = {
                 "dropout in one pass", lambda: kernels.use_one_pass_dropout(True)),
     "linear": ("autocast's F.linear (addmm)", lambda: kernels.use_autocast_linear(False),
                "linears with the bias inside oneDNN's product", lambda: kernels.use_autocast_linear(True)),
-    # in training the own kernels run only the bf16 cross-entropy, so this switch moves nothing else
+    # in training the own kernels run the bf16 cross-entropy and the residual norms (switched alone by "norm")
     "native": ("own kernels off", lambda: kernels.use_amx_kernels(False),
-               "own kernels on (bf16 cross-entropy)", lambda: kernels.use_amx_kernels(True)),
+               "own kernels on", lambda: kernels.use_amx_kernels(True)),
+    "norm": ("LayerNorm(dropout(h) + residual) as torch's ops", lambda: kernels.use_fused_residual_norm(False),
+             "LayerNorm(dropout(h) + residual) in the own kernel", lambda: kernels.use_fused_residual_norm(True)),
 }
 
 
@@ -121,6 +123,7 @@ def defaults() -> None:
     kernels.use_one_pass_dropout(True)
     kernels.use_autocast_linear(True)
     kernels.use_amx_kernels(True)
+    kernels.use_fused_residual_norm(True)
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

@@ -95,6 +95,7 @@ from .attention import bf16_attention, dropout_attention
 from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
 from .native import use_amx_kernels
+from .residual_norm import use_fused_residual_norm
 from .norm import LayerNorm
 from .paths import describe_paths
 from .tied import embedding_lookup, use_tied_row_gradient
@@ -124,6 +125,7 @@ __all__ = [
     "use_fused_cross_entropy",
     "use_one_pass_dropout",
     "use_amx_kernels",
+    "use_fused_residual_norm",
     "use_autotune",
     "use_onednn",
     "use_tied_row_gradient",

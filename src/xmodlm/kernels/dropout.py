@@ -46,16 +46,24 @@ class Dropout(nn.Dropout):
     bernoulli_ or a Mersenne Twister; the mask and scale applied in one pass (``_MaskAndScale``). Elsewhere
     (GPU, eval, in place) nn.Dropout."""
 
-    def forward(self, x):
+    def keep_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, float] | None:
+        """(uint8 keep mask of x's shape, the scale of the kept values) for a call on x, drawn as ``forward``
+        draws it; None where ``forward`` is nn.Dropout's (eval, in place, not a CPU tensor, p 0 or 1)."""
         drop = round(self.p * 65536)
         if not self.training or self.inplace or x.device.type != "cpu" or not 0 < drop < 65536:
-            return super().forward(x)
+            return None
         n = x.numel()
         seed = int(torch.empty((), dtype=torch.int64).random_())
         draws = np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
         # compared in numpy (faster than torch's int16 comparison), multiplied as uint8 (torch
         # multiplies bf16 by a uint8 mask faster than by a bool one)
-        keep = torch.from_numpy(draws >= drop - 32768).view(torch.uint8).view(x.shape)
+        return torch.from_numpy(draws >= drop - 32768).view(torch.uint8).view(x.shape), 65536 / (65536 - drop)
+
+    def forward(self, x):
+        mask = self.keep_mask(x)
+        if mask is None:
+            return super().forward(x)
+        keep, scale = mask
         if _ONE_PASS["enabled"] and not torch.compiler.is_compiling():
-            return _MaskAndScale.apply(x, keep, 65536 / (65536 - drop))
-        return (x * keep).mul_(65536 / (65536 - drop))
+            return _MaskAndScale.apply(x, keep, scale)
+        return (x * keep).mul_(scale)

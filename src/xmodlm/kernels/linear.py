@@ -13,6 +13,7 @@ from torch.autograd.function import once_differentiable
 
 from . import native
 from .amp import autocast_linear, autocast_linear_applies, cpu_bf16_autocast
+from .residual_norm import dropout_residual_norm
 from .tied import decoder_weight
 from .tune import bucket, run_fastest, tuning
 
@@ -292,6 +293,10 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
         y = F.linear(x, weight, bias)
     if act is not None:
         y = activation(act)(y)
+    if residual is not None and norm is not None:
+        fused = dropout_residual_norm(y, dropout, residual, norm)  # bf16 autocast training: one kernel each way
+        if fused is not None:
+            return fused
     if dropout is not None:
         y = dropout(y)
     if residual is not None:

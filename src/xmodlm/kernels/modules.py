@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import native
 from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, linear, norm_in_call, packed_weights
+from .residual_norm import dropout_residual_norm
 
 # (rows, equal, groups) of the last call: every layer of a forward passes the same rows (a tuple)
 _last_layout: tuple = (None, False, 0)
@@ -28,16 +29,18 @@ def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner,
     kernels.LayerNorm or None (none), inside the own AMX kernel's call where it applies."""
     if not training and _amx_applies(h, skip, modules[0]):
         return run_amx(h, rows, modules, skip, norm)
-    y = _without_amx(rows, modules, h, skip, dropout, training, owner)
-    return y if y is None or norm is None else norm(y)
+    return _without_amx(rows, modules, h, skip, dropout, training, owner, norm)
 
 
-def _without_amx(rows, modules, h, skip, dropout, training: bool, owner):
-    """``run_language_modules`` (without its norm) where the own AMX kernel does not apply."""
+def _without_amx(rows, modules, h, skip, dropout, training: bool, owner, norm):
+    """``run_language_modules`` where the own AMX kernel does not apply."""
     module = modules[0]
     if len(rows) == 1 or all(m is module for m in modules):  # one language, or one shared module: no split
         inner = linear((module.dense1,), h, act=module.act_name, pack=False)
-        return linear((module.dense2,), inner, residual=skip, dropout=dropout, pack=False)
+        return linear((module.dense2,), inner, residual=skip, dropout=dropout, pack=False, norm=norm)
+
+    def then(y):
+        return y if norm is None else norm(y)
     layout = _last_layout
     if layout[0] is not rows:
         layout = _layout(rows)
@@ -46,11 +49,13 @@ def _without_amx(rows, modules, h, skip, dropout, training: bool, owner):
     if groups:
         y = run_grouped(owner, h, rows, modules, skip, groups)
         if y is not None:  # None: weights not packed yet (this layout seen once)
-            return y
+            return then(y)
     if _batched(h, rows, equal, module):
         if equal and not torch.is_grad_enabled() and not training:
-            return run_batched(owner, h, rows, equal, modules, skip)  # the residual rides in the last product
-        return dropout(run_batched(owner, h, rows, equal, modules)) + skip
+            return then(run_batched(owner, h, rows, equal, modules, skip))  # the residual rides in the last product
+        y = run_batched(owner, h, rows, equal, modules)
+        fused = None if norm is None else dropout_residual_norm(y, dropout, skip, norm)
+        return fused if fused is not None else then(dropout(y) + skip)
     if torch.is_grad_enabled() or not fusable(training, h):
         return None
     act = module.act_name
@@ -62,7 +67,7 @@ def _without_amx(rows, modules, h, skip, dropout, training: bool, owner):
         d1, d2 = m._modules["dense1"]._parameters, m._modules["dense2"]._parameters
         inner = kernel(x, d1["weight"], d1["bias"], attr, [None], algorithm)
         torch.add(kernel(inner, d2["weight"], d2["bias"], "none", [None], ""), residual, out=target)
-    return out
+    return then(out)
 
 
 def _amx_applies(h, skip, module) -> bool:

@@ -98,6 +98,10 @@ static inline __m512 load_bf16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 
+static inline __m512 load_bf16_vector(__m256bh v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)v), 16));
+}
+
 /* exp(v), |v| < 87: 2^n * p(r), r = v - n ln2 in [-ln2/2, ln2/2], p of degree 6 (relative error < 2e-7). */
 static inline __m512 exp_ps(__m512 v) {
     v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(87.0f));
@@ -637,4 +641,110 @@ int xm_cross_entropy(const uint16_t *logits, int64_t ld, const int64_t *targets,
         free(e);
     }
     return failed ? -1 : 0;
+}
+
+/* Training: LayerNorm(dropout(h) + residual) and its backward, the element-wise chain after the residual linears
+   in bf16 autocast training (h the product, bf16; the residual stream, the norm and its parameters float32):
+     s = round_bf16(h * scale) where keep (0 where not; keep NULL: s = h),  t = s + residual  (float32),
+     y = (t - mean) * rstd * weight + bias,  mean and the biased variance over the row, rstd = 1 / sqrt(var + eps),
+   as torch computes dropout's addcmul on bf16, the bf16 + float32 sum and the float32 LayerNorm. t, mean and rstd
+   are kept for the backward. weight and bias may be NULL (1 and 0). */
+void xm_residual_norm(const uint16_t *h, const uint8_t *keep, float scale, const float *residual,
+                      const float *weight, const float *bias, float eps, int64_t rows, int64_t d, float *t,
+                      float *y, float *mean, float *rstd) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *hr = h + r * d;
+        float *tr = t + r * d, *yr = y + r * d;
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < d; j += 16) {
+            __m512 s = load_bf16(hr + j);
+            if (keep) {
+                __mmask16 kept = _mm_test_epi8_mask(_mm_loadu_si128((const __m128i *)(keep + r * d + j)),
+                                                     _mm_set1_epi8((char)0xff));
+                /* round the scaled value to bf16 and back: dropout's bf16 output */
+                s = load_bf16_vector(_mm512_cvtneps_pbh(_mm512_maskz_mul_ps(kept, s, _mm512_set1_ps(scale))));
+            }
+            __m512 v = _mm512_add_ps(s, _mm512_loadu_ps(residual + r * d + j));
+            _mm512_storeu_ps(tr + j, v);
+            sum = _mm512_add_ps(sum, v);
+        }
+        float m = _mm512_reduce_add_ps(sum) / (float)d;
+        __m512 mv = _mm512_set1_ps(m), squares = _mm512_setzero_ps();
+        for (int64_t j = 0; j < d; j += 16) {
+            __m512 c = _mm512_sub_ps(_mm512_loadu_ps(tr + j), mv);
+            squares = _mm512_fmadd_ps(c, c, squares);
+        }
+        float inv = 1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)d + eps);
+        mean[r] = m;
+        rstd[r] = inv;
+        __m512 iv = _mm512_set1_ps(inv);
+        for (int64_t j = 0; j < d; j += 16) {
+            __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(tr + j), mv), iv);
+            if (weight) v = _mm512_mul_ps(v, _mm512_loadu_ps(weight + j));
+            if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + j));
+            _mm512_storeu_ps(yr + j, v);
+        }
+    }
+}
+
+/* The backward of xm_residual_norm for the output gradient dy: dt (the residual's gradient, float32), dh (the
+   product's, bf16: dt rounded to bf16, then dropout's addcmul, rounded again, as torch's casts and addcmul do) and,
+   where weight is not NULL, the weight's and bias's gradients, summed over rows in blocks of BLOCK rows and the
+   blocks in order (the same bits for any thread count). -1 if the partial sums could not be allocated. */
+#define BLOCK 64
+int xm_residual_norm_backward(const float *dy, const float *t, const float *mean, const float *rstd,
+                              const float *weight, const uint8_t *keep, float scale, int64_t rows, int64_t d,
+                              float *dt, uint16_t *dh, float *dweight, float *dbias) {
+    int64_t blocks = (rows + BLOCK - 1) / BLOCK;
+    float *partial = weight ? calloc((size_t)(blocks * 2 * d), sizeof(float)) : NULL;
+    if (weight && !partial) return -1;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t end = (b + 1) * BLOCK < rows ? (b + 1) * BLOCK : rows;
+        for (int64_t r = b * BLOCK; r < end; r++) {
+            const float *gr = dy + r * d, *tr = t + r * d;
+            __m512 mv = _mm512_set1_ps(mean[r]), iv = _mm512_set1_ps(rstd[r]);
+            __m512 sum_g = _mm512_setzero_ps(), sum_gx = _mm512_setzero_ps();
+            for (int64_t j = 0; j < d; j += 16) {
+                __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(tr + j), mv), iv);
+                __m512 gy = _mm512_loadu_ps(gr + j);
+                __m512 g = weight ? _mm512_mul_ps(gy, _mm512_loadu_ps(weight + j)) : gy;
+                sum_g = _mm512_add_ps(sum_g, g);
+                sum_gx = _mm512_fmadd_ps(g, xhat, sum_gx);
+                if (weight) {
+                    float *pw = partial + b * 2 * d + j, *pb = pw + d;
+                    _mm512_storeu_ps(pw, _mm512_fmadd_ps(gy, xhat, _mm512_loadu_ps(pw)));
+                    _mm512_storeu_ps(pb, _mm512_add_ps(gy, _mm512_loadu_ps(pb)));
+                }
+            }
+            __m512 a = _mm512_set1_ps(_mm512_reduce_add_ps(sum_g) / (float)d);
+            __m512 c = _mm512_set1_ps(_mm512_reduce_add_ps(sum_gx) / (float)d);
+            for (int64_t j = 0; j < d; j += 16) {
+                __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(tr + j), mv), iv);
+                __m512 gy = _mm512_loadu_ps(gr + j);
+                __m512 g = weight ? _mm512_mul_ps(gy, _mm512_loadu_ps(weight + j)) : gy;
+                __m512 v = _mm512_mul_ps(iv, _mm512_sub_ps(_mm512_sub_ps(g, a), _mm512_mul_ps(xhat, c)));
+                _mm512_storeu_ps(dt + r * d + j, v);
+                __m256bh rounded = _mm512_cvtneps_pbh(v);
+                if (keep) {
+                    __mmask16 kept = _mm_test_epi8_mask(_mm_loadu_si128((const __m128i *)(keep + r * d + j)),
+                                                         _mm_set1_epi8((char)0xff));
+                    rounded = _mm512_cvtneps_pbh(_mm512_maskz_mul_ps(kept, load_bf16_vector(rounded),
+                                                                     _mm512_set1_ps(scale)));
+                }
+                _mm256_storeu_si256((__m256i *)(dh + r * d + j), (__m256i)rounded);
+            }
+        }
+    }
+    if (weight) {
+        for (int64_t j = 0; j < d; j++) dweight[j] = dbias[j] = 0.0f;
+        for (int64_t b = 0; b < blocks; b++)
+            for (int64_t j = 0; j < d; j++) {
+                dweight[j] += partial[b * 2 * d + j];
+                dbias[j] += partial[b * 2 * d + d + j];
+            }
+        free(partial);
+    }
+    return 0;
 }

@@ -1,6 +1,7 @@
 """Own CPU kernels for bf16 inference on AMX processors (``native.c``): the products (LayerNorm fused on request),
 the language modules' two products in one call, LayerNorm, attention; and in bf16 autocast training the masked-LM
-cross-entropy with its gradient (``cross_entropy``). Built on first
+cross-entropy with its gradient (``cross_entropy``) and LayerNorm(dropout(h) + residual) with its backward
+(``residual_norm``). Built on first
 use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
 Why: oneDNN's bf16 product splits its work between threads by a heuristic that, on a 2-core Xeon with AMX,
@@ -104,6 +105,12 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_attention.restype = ctypes.c_int
     lib.xm_cross_entropy.argtypes = [pointer, size, pointer, size, size, ctypes.c_float, pointer, pointer, size]
     lib.xm_cross_entropy.restype = ctypes.c_int
+    lib.xm_residual_norm.argtypes = [pointer, pointer, ctypes.c_float, pointer, pointer, pointer, ctypes.c_float, size,
+                                     size, pointer, pointer, pointer, pointer]
+    lib.xm_residual_norm.restype = None
+    lib.xm_residual_norm_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, ctypes.c_float,
+                                              size, size, pointer, pointer, pointer, pointer]
+    lib.xm_residual_norm_backward.restype = ctypes.c_int
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -292,3 +299,50 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, scale: float) -> 
     if status != 0:
         raise MemoryError("the cross-entropy kernel could not allocate its row buffer")
     return losses, grad
+
+
+def _address(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+def residual_norm(h: torch.Tensor, keep: torch.Tensor | None, scale: float, residual: torch.Tensor,
+                  weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> tuple:
+    """``LayerNorm(dropout(h) + residual)`` over the last dimension (d, a multiple of 16): h bf16, ``keep`` the
+    dropout's uint8 keep mask (or None: no dropout) with its ``scale``, the residual, weight and bias float32, all
+    contiguous. Returns (y, t, mean, rstd): the output, the sum and the row statistics (float32) the backward
+    reads."""
+    d = h.shape[-1]
+    if not (h.dtype == torch.bfloat16 and residual.dtype == torch.float32 and residual.shape == h.shape
+            and d % 16 == 0 and h.is_contiguous() and residual.is_contiguous()):
+        raise ValueError(f"expected contiguous bf16 h and float32 residual of one shape, the last dimension a multiple "
+                         f"of 16, got {h.dtype} {tuple(h.shape)}, {residual.dtype} {tuple(residual.shape)}")
+    if keep is not None and (keep.dtype != torch.uint8 or keep.shape != h.shape or not keep.is_contiguous()):
+        raise ValueError(f"expected a contiguous uint8 keep mask of shape {tuple(h.shape)}, got {keep.dtype} "
+                         f"{tuple(keep.shape)}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (p.dtype != torch.float32 or p.shape != (d,) or not p.is_contiguous()):
+            raise ValueError(f"expected a contiguous float32 {name} of shape ({d},), got {p.dtype} {tuple(p.shape)}")
+    rows = h.numel() // d
+    t, y = torch.empty_like(residual), torch.empty_like(residual)
+    mean, rstd = torch.empty(rows), torch.empty(rows)
+    _library().xm_residual_norm(h.data_ptr(), _address(keep), scale, residual.data_ptr(), _address(weight),
+                                _address(bias), eps, rows, d, t.data_ptr(), y.data_ptr(), mean.data_ptr(),
+                                rstd.data_ptr())
+    return y, t, mean, rstd
+
+
+def residual_norm_backward(dy: torch.Tensor, t: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                           weight: torch.Tensor | None, keep: torch.Tensor | None, scale: float) -> tuple:
+    """The gradients of ``residual_norm`` for the output's ``dy`` (float32, contiguous): (the residual's, float32;
+    h's, bf16; the weight's and the bias's, float32, or None without weight)."""
+    d = t.shape[-1]
+    dy = dy.to(torch.float32).contiguous()
+    rows = t.numel() // d
+    dt, dh = torch.empty_like(t), torch.empty(t.shape, dtype=torch.bfloat16)
+    dweight, dbias = (torch.empty(d), torch.empty(d)) if weight is not None else (None, None)
+    status = _library().xm_residual_norm_backward(dy.data_ptr(), t.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
+                                                  _address(weight), _address(keep), scale, rows, d, dt.data_ptr(),
+                                                  dh.data_ptr(), _address(dweight), _address(dbias))
+    if status != 0:
+        raise MemoryError("the residual-norm backward could not allocate its partial sums")
+    return dt, dh, dweight, dbias

@@ -1,0 +1,171 @@
+"""LayerNorm(dropout(h) + residual) in bf16 autocast training through the own kernel
+(xmodlm.kernels.residual_norm, native.residual_norm): against torch's ops (dropout's addcmul, the sum, LayerNorm)
+forward and backward with the same mask, the same bits for any thread count, the model's masked-LM step with it on
+and off, where it steps aside, and its input checks. Skipped where the own kernels cannot be built here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import xmodlm.kernels as kernels
+from xmodlm.kernels import native
+from xmodlm.kernels.dropout import _MaskAndScale
+from xmodlm.kernels.residual_norm import dropout_residual_norm, use_fused_residual_norm
+from xmodlm.model import XmodAdapter, XmodForMaskedLM
+from test_model import MIXED, batch, maxdiff
+from tiny import ours, tiny_config
+
+needs_amx_kernel = pytest.mark.skipif(not native.available(), reason=f"AMX kernel not available: {native.reason()}")
+
+
+def torch_chain(h, keep, scale, residual, norm):
+    """What the model runs without the kernel: dropout's one-pass mask and scale in bf16, the sum, LayerNorm."""
+    s = h if keep is None else _MaskAndScale.apply(h, keep, scale)
+    return torch.nn.functional.layer_norm(s + residual, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def inputs(rows=300, d=64, seed=0, dropout=True):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(rows, d, generator=g).bfloat16().requires_grad_()
+    residual = (2 * torch.randn(rows, d, generator=g) + 0.5).requires_grad_()
+    norm = kernels.LayerNorm(d)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.3 * torch.randn(d, generator=g))
+        norm.bias.copy_(0.3 * torch.randn(d, generator=g))
+    keep = (torch.rand(rows, d, generator=g) > 0.1).to(torch.uint8) if dropout else None
+    return h, keep, 1 / 0.9, residual, norm
+
+
+@needs_amx_kernel
+@pytest.mark.parametrize("dropout", [True, False], ids=["dropout", "no-dropout"])
+def test_forward_and_backward_are_torchs_chain_to_float32_rounding(dropout):
+    h, keep, scale, residual, norm = inputs(dropout=dropout)
+    got = kernels.residual_norm._ResidualNorm.apply(h, residual, norm.weight, norm.bias, keep, scale, norm.eps)
+    dy = torch.randn(got.shape, generator=torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad(got, (h, residual, norm.weight, norm.bias), dy)
+    want = torch_chain(h, keep, scale, residual, norm)
+    wants = torch.autograd.grad(want, (h, residual, norm.weight, norm.bias), dy)
+    assert got.dtype == torch.float32 and maxdiff(got, want) <= 1e-5 * want.abs().max()
+    dh, dresidual, dweight, dbias = grads
+    assert dh.dtype == torch.bfloat16 and dresidual.dtype == torch.float32
+    assert maxdiff(dresidual, wants[1]) <= 1e-5 * wants[1].abs().max()
+    assert maxdiff(dweight, wants[2]) <= 1e-5 * wants[2].abs().max()
+    assert maxdiff(dbias, wants[3]) <= 1e-5 * wants[3].abs().max()
+    # h's gradient rounds to bf16 (twice, as torch's cast and addcmul do): a float32 difference in the last bits
+    # can move a value across a rounding boundary, never further than one bf16 step
+    off = dh != wants[0]
+    assert off.float().mean() < 0.01
+    assert bool(((dh.float() - wants[0].float()).abs() <= 2 ** -7 * wants[0].float().abs() + 1e-30).all())
+    if keep is not None:
+        assert not dh[keep == 0].any()
+
+
+@needs_amx_kernel
+def test_the_same_bits_for_any_thread_count():
+    h, keep, scale, residual, norm = inputs(rows=1000)
+    y, t, mean, rstd = native.residual_norm(h.detach(), keep, scale, residual.detach(), norm.weight.detach(),
+                                            norm.bias.detach(), norm.eps)
+    dy = torch.randn(y.shape)
+    want = native.residual_norm_backward(dy, t, mean, rstd, norm.weight.detach(), keep, scale)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        again = native.residual_norm(h.detach(), keep, scale, residual.detach(), norm.weight.detach(),
+                                     norm.bias.detach(), norm.eps)
+        got = native.residual_norm_backward(dy, t, mean, rstd, norm.weight.detach(), keep, scale)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(again[0], y) and all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def mlm_step(model, fused: bool):
+    """(loss, gradients) of one seeded masked-LM step under bf16 autocast with dropout on."""
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
+    use_fused_residual_norm(fused)
+    try:
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
+        loss.backward()
+    finally:
+        use_fused_residual_norm(True)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
+@needs_amx_kernel
+def test_masked_lm_step_with_the_kernel_matches_torchs_ops(monkeypatch):
+    """The model's bf16 autocast step, dropout on: the kernel runs at every post-norm (two a layer here), and the
+    loss and every gradient agree with torch's ops to bf16 rounding."""
+    model = ours(XmodForMaskedLM, hidden_dropout_prob=0.1).train()
+    calls, original = [], kernels.residual_norm._ResidualNorm.apply
+    monkeypatch.setattr(kernels.residual_norm._ResidualNorm, "apply", lambda *a: calls.append(1) or original(*a))
+    fused_loss, fused_grads = mlm_step(model, True)
+    assert len(calls) == 2 * model.config.num_hidden_layers
+    calls.clear()
+    plain_loss, plain_grads = mlm_step(model, False)
+    assert not calls
+    assert abs(fused_loss - plain_loss) <= 1e-3 * abs(plain_loss)
+    assert fused_grads.keys() == plain_grads.keys()
+    for name, grad in fused_grads.items():
+        assert maxdiff(grad, plain_grads[name]) <= 2e-2 * max(1.0, plain_grads[name].abs().max().item()), name
+
+
+@needs_amx_kernel
+def test_batched_language_modules_in_training_take_it(monkeypatch):
+    """Many languages in training (padded batched matmuls): the module's dropout, residual and norm in the kernel,
+    as the per-language loop computes them to bf16 rounding."""
+    config = tiny_config()
+    rows = (2, 2, 2, 1, 2, 2, 2, 2, 2, 2)
+    modules = [XmodAdapter(config).train() for _ in rows]
+    dropout, norm = kernels.Dropout(0.1).train(), kernels.LayerNorm(config.hidden_size)
+    h = torch.randn(sum(rows), 5, config.hidden_size)
+    skip = (h + torch.randn_like(h)).requires_grad_()
+    dy = torch.randn(h.shape)  # not y itself: LayerNorm's gradient of y.pow(2).sum() cancels to rounding noise
+    calls, original = [], kernels.residual_norm._ResidualNorm.apply
+    monkeypatch.setattr(kernels.residual_norm._ResidualNorm, "apply", lambda *a: calls.append(1) or original(*a))
+    results = []
+    for fused in (True, False):
+        use_fused_residual_norm(fused)
+        try:
+            torch.manual_seed(1)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = kernels.run_language_modules(rows, modules, h, skip, dropout, True, torch.nn.Module(), norm)
+        finally:
+            use_fused_residual_norm(True)
+        results.append((y, torch.autograd.grad(y, skip, dy)[0]))
+    (fused_y, fused_grad), (plain_y, plain_grad) = results
+    assert calls == [1]  # the fused call only
+    assert fused_y.dtype == plain_y.dtype == torch.float32
+    assert maxdiff(fused_y, plain_y) <= 1e-5 * plain_y.abs().max()
+    assert maxdiff(fused_grad, plain_grad) <= 1e-4 * plain_grad.abs().max()
+
+
+def test_it_steps_aside_where_it_does_not_apply():
+    h, keep, scale, residual, norm = inputs()
+    plain = torch.nn.LayerNorm(64)
+    with torch.no_grad():  # no autograd: inference has its own paths
+        assert dropout_residual_norm(h, None, residual, norm) is None
+    assert dropout_residual_norm(h.float(), None, residual, norm) is None  # fp32: torch's ops
+    assert dropout_residual_norm(h, None, residual.bfloat16(), norm) is None  # a bf16 residual stream
+    assert dropout_residual_norm(h, torch.nn.Dropout(0.1), residual, norm) is None  # another dropout's mask
+    assert dropout_residual_norm(h, None, residual, torch.nn.RMSNorm(64)) is None
+    use_fused_residual_norm(False)
+    try:
+        assert dropout_residual_norm(h, None, residual, plain) is None
+    finally:
+        use_fused_residual_norm(True)
+
+
+@needs_amx_kernel
+def test_bad_inputs_name_the_value():
+    h, keep, scale, residual, norm = inputs()
+    with pytest.raises(ValueError, match="float32 residual"):
+        native.residual_norm(h.detach(), keep, scale, residual.detach().bfloat16(), None, None, 1e-5)
+    with pytest.raises(ValueError, match="uint8 keep mask"):
+        native.residual_norm(h.detach(), keep.bool(), scale, residual.detach(), None, None, 1e-5)
+    with pytest.raises(ValueError, match="float32 weight"):
+        native.residual_norm(h.detach(), keep, scale, residual.detach(), norm.weight.detach()[:10], None, 1e-5)
