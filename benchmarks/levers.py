@@ -33,6 +33,7 @@ import torch
 
 import xmodlm
 from xmodlm import kernels
+from xmodlm.kernels import dropout as kernel_dropout, native
 from xmodlm.model import XmodForMaskedLM, XmodModel
 from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops
 from train_breakdown import step_phases  # benchmarks/ is on the path when this script runs
@@ -99,6 +100,14 @@ def infer_calls() -> tuple[dict, float, int]:
     return calls, model_flops(config, 8, 128, 0, train=False), 8 * 128
 
 
+class _NumpyDraws:
+    """Stands in for the kernels in kernels.dropout only: its masks' numpy path (the same bits), the rest unchanged."""
+
+    @staticmethod
+    def available() -> bool:
+        return False
+
+
 # training levers: name -> (before: what it takes, its setting; after: the same)
 TRAIN_LEVERS = {
     "ce": ("plain cross-entropy", lambda: kernels.use_fused_cross_entropy(False),
@@ -112,6 +121,8 @@ TRAIN_LEVERS = {
     # in training the own kernels run the bf16 cross-entropy and the residual norms (switched alone by "norm")
     "native": ("own kernels off", lambda: kernels.use_amx_kernels(False),
                "own kernels on", lambda: kernels.use_amx_kernels(True)),
+    "mask": ("dropout masks in numpy", lambda: setattr(kernel_dropout, "native", _NumpyDraws),
+             "dropout masks in the own kernel", lambda: setattr(kernel_dropout, "native", native)),
     "norm": ("LayerNorm(dropout(h) + residual) as torch's ops", lambda: kernels.use_fused_residual_norm(False),
              "LayerNorm(dropout(h) + residual) in the own kernel", lambda: kernels.use_fused_residual_norm(True)),
 }
@@ -124,6 +135,7 @@ def defaults() -> None:
     kernels.use_autocast_linear(True)
     kernels.use_amx_kernels(True)
     kernels.use_fused_residual_norm(True)
+    kernel_dropout.native = native
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

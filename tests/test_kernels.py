@@ -229,6 +229,33 @@ def test_dropout_keeps_one_minus_p_scales_exactly_and_backpropagates_its_mask():
     assert torch.equal(drop.eval()(x), x)
 
 
+@pytest.mark.parametrize("n", [5, 1 << 18, (1 << 18) + 3, 3 * (1 << 18) + 1])
+def test_dropout_draws_are_numpys_sfc64_streams_with_or_without_the_kernel(n, monkeypatch):
+    """The keep decisions: one SFC64 stream per MASK_CHUNK draws, the first numpy's SFC64(seed) itself, each next one
+    from the next three words of SeedSequence(seed); the own kernel (where built) and numpy give the same bits."""
+    import numpy as np
+    from xmodlm.kernels import dropout as kernel_dropout, native
+    seed, threshold = 987654321, round(0.1 * 65536) - 32768
+    got = kernel_dropout.keep_draws(seed, n, threshold)
+    chunk = kernel_dropout.MASK_CHUNK
+    want = []
+    words = np.random.SeedSequence(seed).generate_state(3 * -(-n // chunk), np.uint64)
+    for c in range(0, n, chunk):  # numpy's own seeding of each stream from its three words
+        generator = np.random.SFC64(seed) if c == 0 else None
+        if generator is None:
+            generator = np.random.SFC64()
+            state = generator.state
+            state["state"]["state"] = np.array([*words[3 * (c // chunk):3 * (c // chunk) + 3], 1], dtype=np.uint64)
+            generator.state = state
+            generator.random_raw(12)
+        count = min(chunk, n - c)
+        want.append(generator.random_raw((count + 3) // 4).view(np.int16)[:count] >= threshold)
+    want = torch.from_numpy(np.concatenate(want)).view(torch.uint8)
+    assert got.dtype == torch.uint8 and torch.equal(got, want)
+    monkeypatch.setattr(native, "available", lambda: False)  # numpy's path
+    assert torch.equal(kernel_dropout.keep_draws(seed, n, threshold), want)
+
+
 def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):
     """kernels.dropout_attention with its dropout as identity equals SDPA (no dropout), forward and backward,
     with a padding mask; with dropout it zeroes attention probabilities."""

@@ -748,3 +748,29 @@ int xm_residual_norm_backward(const float *dy, const float *t, const float *mean
     }
     return 0;
 }
+
+/* Dropout's keep mask (kernels/dropout.py): numpy's SFC64 generator, one stream per chunk of `chunk` draws (a
+   multiple of 4) started from the three words states[3c..3c+2] as numpy's SFC64 starts from its seed's words
+   (counter 1, then 12 outputs discarded); each 64-bit output gives four 16-bit draws, low half first, and a draw
+   keeps its element when, read as a signed 16-bit value, it is >= threshold. The chunks split between threads. */
+static inline uint64_t sfc64_next(uint64_t s[4]) {
+    uint64_t out = s[0] + s[1] + s[3]++;
+    s[0] = s[1] ^ (s[1] >> 11);
+    s[1] = s[2] + (s[2] << 3);
+    s[2] = ((s[2] << 24) | (s[2] >> 40)) + out;
+    return out;
+}
+
+void xm_keep_mask(const uint64_t *states, int64_t n, int64_t chunk, int32_t threshold, uint8_t *keep) {
+    int64_t chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; c++) {
+        uint64_t s[4] = {states[3 * c], states[3 * c + 1], states[3 * c + 2], 1};
+        for (int i = 0; i < 12; i++) sfc64_next(s);
+        int64_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        for (int64_t i = c * chunk; i < end; i += 4) {
+            uint64_t r = sfc64_next(s);
+            for (int64_t j = 0; j < 4 && i + j < end; j++) keep[i + j] = (int16_t)(uint16_t)(r >> (16 * j)) >= threshold;
+        }
+    }
+}

@@ -111,6 +111,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_residual_norm_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, ctypes.c_float,
                                               size, size, pointer, pointer, pointer, pointer]
     lib.xm_residual_norm_backward.restype = ctypes.c_int
+    lib.xm_keep_mask.argtypes = [pointer, size, size, ctypes.c_int32, pointer]
+    lib.xm_keep_mask.restype = None
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -346,3 +348,17 @@ def residual_norm_backward(dy: torch.Tensor, t: torch.Tensor, mean: torch.Tensor
     if status != 0:
         raise MemoryError("the residual-norm backward could not allocate its partial sums")
     return dt, dh, dweight, dbias
+
+
+def keep_mask(states, n: int, chunk: int, threshold: int) -> torch.Tensor:
+    """Dropout's uint8 keep mask of n draws from numpy's SFC64 streams, one per chunk of ``chunk`` draws started
+    from three words each of ``states`` (a uint64 numpy array of 3 * chunks words): what ``kernels.dropout``
+    computes with numpy, the chunks on all threads."""
+    chunks = -(-n // chunk)
+    if chunk % 4 or states.dtype != "uint64" or states.shape != (3 * chunks,) or not -32768 <= threshold <= 32768:
+        raise ValueError(f"expected 3 x {chunks} uint64 words for {n} draws in chunks of {chunk} (a multiple of 4) "
+                         f"and a threshold in [-32768, 32768], got {states.dtype} {states.shape}, {threshold}")
+    keep = torch.empty(n, dtype=torch.uint8)
+    words = torch.from_numpy(states.view("int64"))  # the same bits, in memory torch can point at
+    _library().xm_keep_mask(words.data_ptr(), n, chunk, threshold, keep.data_ptr())
+    return keep
