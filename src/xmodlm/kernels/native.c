@@ -133,22 +133,24 @@ static inline __m512 exp2_nonpositive(__m512 v) {
     return _mm512_scalef_ps(p, v);
 }
 
-/* GELU with erf: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, with erfc(z) for z >= 0 from the Chebyshev fit
-   of Numerical Recipes (erfcc: relative error below 1.2e-7 everywhere, the far negative tail included)
-   and erfc(-z) = 2 - erfc(z). */
+/* GELU with erf: x Phi(x), with Phi(-|x|) = erfc(z) / 2 (z = |x| / sqrt 2) = t 2^(q(t) - z^2 log2(e)),
+   t = 1 / (1 + z / 2): the form of Numerical Recipes' erfcc, with q of degree 7 fitted here to log2(erfc(z) / (2t))
+   + z^2 log2(e) on z in [0, 10.5] (error below 1e-6 in the exponent, so Phi's relative error stays near 1e-6 in
+   the far negative tail as well), the power of two by exp2_nonpositive (no clamp: beyond the fit the tail is
+   below float32's range), and Phi(|x|) = 1 - Phi(-|x|). */
 static inline __m512 gelu_erf(__m512 x) {
-    static const float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
-                                0.27886807f,  -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
-    __m512 z = _mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678f)));
-    /* t = 1 / (1 + z / 2): the 14-bit reciprocal and one Newton step (a division is several times slower) */
-    __m512 d = _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)), t = _mm512_rcp14_ps(d);
+    static const float c[8] = {-2.82574391e+00f, 1.44142103e+00f,  5.63391089e-01f, -4.05583344e-02f,
+                               4.73118454e-01f,  -1.41001344e+00f, 1.06465852e+00f, -2.66274333e-01f};
+    /* t = 1 / (1 + |x| / (2 sqrt 2)): the 14-bit reciprocal and one Newton step (a division is several times slower) */
+    __m512 d = _mm512_fmadd_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.35355339f), _mm512_set1_ps(1.0f));
+    __m512 t = _mm512_rcp14_ps(d);
     t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));
-    __m512 q = _mm512_set1_ps(c[9]);
-    for (int i = 8; i >= 0; i--) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c[i]));
-    __m512 erfc = _mm512_mul_ps(t, exp_ps(_mm512_fnmadd_ps(z, z, q)));
-    __m512 half = _mm512_mul_ps(erfc, _mm512_set1_ps(0.5f));
+    __m512 q = _mm512_set1_ps(c[7]);
+    for (int i = 6; i >= 0; i--) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c[i]));
+    /* z^2 log2(e) = x^2 log2(e) / 2 */
+    __m512 tail = _mm512_mul_ps(t, exp2_nonpositive(_mm512_fnmadd_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(0.72134752f), q)));
     __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
-    return _mm512_mul_ps(x, _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), half), half));
+    return _mm512_mul_ps(x, _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), tail), tail));
 }
 
 /* A finished block's epilogue, run piecewise while the next block's products run (the tile unit and the
