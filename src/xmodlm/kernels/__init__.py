@@ -91,7 +91,7 @@ from .linear import (
     packed_weights,
     use_onednn,
 )
-from .attention import bf16_attention, dropout_attention
+from .attention import bf16_attention, dropout_attention, use_native_training_attention
 from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
 from .native import use_amx_kernels
@@ -126,6 +126,7 @@ __all__ = [
     "use_one_pass_dropout",
     "use_amx_kernels",
     "use_fused_residual_norm",
+    "use_native_training_attention",
     "use_autotune",
     "use_onednn",
     "use_tied_row_gradient",
