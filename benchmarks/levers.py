@@ -127,7 +127,7 @@ def defaults() -> None:
     kernels.use_autocast_linear(True)
     kernels.use_amx_kernels(True)
     kernels.use_fused_residual_norm(True)
-    kernels.use_native_training_attention(False)
+    kernels.use_native_training_attention(True)
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

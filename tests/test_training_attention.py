@@ -15,7 +15,7 @@ import torch
 import xmodlm.kernels as kernels
 from xmodlm.kernels import native
 from xmodlm.kernels.attention import (_TrainingAttention, dropout_attention, native_training_applies,
-                                      native_training_attention, use_native_training_attention)
+                                      native_training_attention, native_training_on, use_native_training_attention)
 from xmodlm.model import XmodForMaskedLM
 from test_model import MIXED, batch, maxdiff
 from tiny import ours
@@ -25,9 +25,10 @@ needs_amx_kernel = pytest.mark.skipif(not native.available(), reason=f"AMX kerne
 
 @pytest.fixture
 def switched_on():
+    before = native_training_on()
     use_native_training_attention(True)
     yield
-    use_native_training_attention(False)
+    use_native_training_attention(before)
 
 
 def projection(b, h, t, d, seed=0):
@@ -181,7 +182,7 @@ def mlm_step(model, native_attention: bool):
     """(loss, gradients, kernel calls) of one seeded masked-LM step under bf16 autocast with dropout on."""
     ids, mask = batch(lengths=[12, 9, 12, 5, 12])
     labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
-    calls, original = [], _TrainingAttention.apply
+    calls, original, before = [], _TrainingAttention.apply, native_training_on()
     use_native_training_attention(native_attention)
     try:  # a call counted with whether it hands the gradient to the fused projection
         _TrainingAttention.apply = lambda *a: calls.append(a[0] is not None) or original(*a)
@@ -191,7 +192,7 @@ def mlm_step(model, native_attention: bool):
         loss.backward()
     finally:
         _TrainingAttention.apply = original
-        use_native_training_attention(False)
+        use_native_training_attention(before)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     return loss.item(), grads, calls
