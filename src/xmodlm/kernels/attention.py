@@ -105,9 +105,10 @@ def native_training_on() -> bool:
 
 
 def native_training_applies(q, k, v, mask, dropout: nn.Module) -> bool:
-    """bf16 training on CPU (autograd on, bf16 heads: those of bf16 autocast's projection or a bf16 model) where the own kernels are built, the switch
-    is on, the heads share strides (those of one fused projection) with D % 32 == 0, the mask is a bool key mask
-    (B, 1, 1, T) or none, and the dropout is the package's (whose mask the kernel applies) or none."""
+    """bf16 training on CPU (autograd on, bf16 heads: those of bf16 autocast's projection or of a bf16 model) where
+    the own kernels are built and the switch is on, the heads share strides (those of one fused projection) with
+    D % 32 == 0, the mask is a bool key mask (B, 1, 1, T) or none, and the dropout is the package's (whose mask the
+    kernel applies) or none."""
     return (_NATIVE_TRAINING["enabled"] and torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and q.device.type == "cpu" and q.dim() == 4 and q.dtype == k.dtype == v.dtype == torch.bfloat16
             and q.shape == k.shape == v.shape and q.stride() == k.stride() == v.stride() and q.stride(-1) == 1

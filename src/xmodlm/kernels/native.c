@@ -852,12 +852,14 @@ static inline void probabilities(float *row, const __mmask16 *live, int64_t padd
 static inline void exponentials(float *row, const __mmask16 *live, int64_t padded_t, float c, float *shift,
                                 float *inverse) {
     __m512 top = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < padded_t; j += 16) top = _mm512_mask_max_ps(top, live[j >> 4], top, _mm512_load_ps(row + j));
+    for (int64_t j = 0; j < padded_t; j += 16)
+        top = _mm512_mask_max_ps(top, live[j >> 4], top, _mm512_load_ps(row + j));
     float peak = _mm512_reduce_max_ps(top);
     *shift = peak == -INFINITY ? 0.0f : -peak * c;
     __m512 cv = _mm512_set1_ps(c), sv = _mm512_set1_ps(*shift), total = _mm512_setzero_ps();
     for (int64_t j = 0; j < padded_t; j += 16) {
-        __m512 e = _mm512_maskz_mov_ps(live[j >> 4], exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), cv, sv)));
+        __m512 x = _mm512_fmadd_ps(_mm512_load_ps(row + j), cv, sv);
+        __m512 e = _mm512_maskz_mov_ps(live[j >> 4], exp2_nonpositive(x));
         _mm512_store_ps(row + j, e);
         total = _mm512_add_ps(total, e);
     }
@@ -918,12 +920,14 @@ int xm_attention_train(const uint16_t *q, const uint16_t *k, const uint16_t *v, 
             for (int64_t q0 = 0; q0 < t; q0 += 16) {
                 int64_t valid = t - q0 < 16 ? t - q0 : 16, qstride;
                 const uint16_t *qrows = query_rows(qh, st, t, q0, d, qpad, &qstride);
-                for (int64_t kt = 0; kt < padded_t / 16; kt += 2) score_pair(qrows, qstride, kp, kt, d_tiles, scores, padded_t);
+                for (int64_t kt = 0; kt < padded_t / 16; kt += 2)
+                    score_pair(qrows, qstride, kp, kt, d_tiles, scores, padded_t);
                 for (int64_t i = 0; i < valid; i++) {
                     int64_t r = item * t + q0 + i;
                     float *row = scores + i * padded_t;
                     exponentials(row, live, padded_t, c, shift + r, inverse + r);
-                    dropped_row(row, inverse[r], keep ? keep + r * t : NULL, t, padded_t, drop_scale, probs + i * padded_t);
+                    dropped_row(row, inverse[r], keep ? keep + r * t : NULL, t, padded_t, drop_scale,
+                                probs + i * padded_t);
                 }
                 rows_by_pairs(probs, padded_t, 32, vp, padded_t / 32, d, o);
                 store_rows(o, 1.0f, valid, d, out + ((b * t + q0) * heads + h) * d, heads * d);
@@ -1000,7 +1004,8 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
         float *p = aligned_alloc(64, 16 * padded_t * 4), *dpd = aligned_alloc(64, 16 * padded_t * 4);
         float *o = aligned_alloc(64, 16 * d * 4);
         uint16_t *pd = aligned_alloc(64, 16 * padded_t * 2), *ds = aligned_alloc(64, 16 * padded_t * 2);
-        uint16_t *pd_pairs = aligned_alloc(64, padded_t * padded_t * 2), *ds_pairs = aligned_alloc(64, padded_t * padded_t * 2);
+        uint16_t *pd_pairs = aligned_alloc(64, padded_t * padded_t * 2);
+        uint16_t *ds_pairs = aligned_alloc(64, padded_t * padded_t * 2);
         uint16_t *tiles = aligned_alloc(64, 16 * padded_t * 2);
         uint16_t *qpad = aligned_alloc(64, 16 * d * 2), *gpad = aligned_alloc(64, 16 * d * 2);
         __mmask16 *live = malloc((padded_t / 16) * sizeof(__mmask16));
