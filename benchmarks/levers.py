@@ -19,7 +19,8 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   rows (``tied``: ``use_tied_row_gradient``), Dropout's mask and scale as two multiplications and in
   one pass (``dropout``: ``use_one_pass_dropout``), bf16 autocast's linears as torch's ``F.linear`` (``addmm``,
   which fills its output with the bias first) and with the bias inside oneDNN's product (``linear``:
-  ``use_autocast_linear``).
+  ``use_autocast_linear``), attention as ``dropout_attention`` and in the own kernel (``attention``:
+  ``use_native_training_attention``).
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ TRAIN_LEVERS = {
              "dropout masks in the own kernel", lambda: setattr(kernel_dropout, "native", native)),
     "norm": ("LayerNorm(dropout(h) + residual) as torch's ops", lambda: kernels.use_fused_residual_norm(False),
              "LayerNorm(dropout(h) + residual) in the own kernel", lambda: kernels.use_fused_residual_norm(True)),
+    "attention": ("attention as dropout_attention (torch's ops)", lambda: kernels.use_native_training_attention(False),
+                  "attention in the own kernel", lambda: kernels.use_native_training_attention(True)),
 }
 
 
@@ -136,6 +139,7 @@ def defaults() -> None:
     kernels.use_amx_kernels(True)
     kernels.use_fused_residual_norm(True)
     kernel_dropout.native = native
+    kernels.use_native_training_attention(True)
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

@@ -93,9 +93,9 @@ class XmodSelfAttention(nn.Module):
     def forward(self, x, mask):
         B, T, C = x.shape
         # One (3C x C) projection instead of three: fewer, larger matmuls (names stay the reference's).
-        qkv = linear((self.query, self.key, self.value), x).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, H, T, D)
-        y = attention(q, k, v, mask, self.dropout, self.training)  # softmax(q k^T / sqrt(D)) v, dropout on the weights
+        projected = linear((self.query, self.key, self.value), x)
+        q, k, v = projected.view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
+        y = attention(q, k, v, mask, self.dropout, self.training, projected)  # softmax(q k^T / sqrt(D)) v, dropout
         return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
 
 

@@ -26,7 +26,10 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
 * attention (``attention.attention``): torch's scaled_dot_product_attention, except bf16 inference
   of sequences up to 128 tokens on processors without AMX (``bf16_attention``: float32-grade scores
   from two bf16 products; with AMX, SDPA's flash kernel is faster at the same precision) and CPU
-  training with attention dropout (``dropout_attention``, with the faster mask).
+  training with attention dropout (``dropout_attention``, with the faster mask); in bf16 training on AMX
+  processors the own kernel (``native_training_attention``: one C call forward and one backward, float32 scores
+  and softmax, the dropout's mask applied inside, the probabilities recomputed in the backward from each row's
+  saved softmax constants, the fused projection's gradient written in its own layout).
 * the masked-LM cross-entropy in training (``loss.scored_cross_entropy``): one autograd function
   that computes the loss and its gradient from one float32 softmax, a slice of rows at a time.
 * ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli, applied with its
@@ -65,8 +68,9 @@ both); the tied lookup's row gradient sums the same float32 terms in another ord
 ``use_onednn(False)`` switches all of oneDNN off (plain torch ops), ``use_fused_cross_entropy(False)``
 the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
 ``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
-autocast linears' bias inside the product, ``use_amx_kernels(False)`` the own kernels (``native.reason()``
-says why they are or are not in use), ``use_autotune(False)`` the timed choice (without it, bf16
+autocast linears' bias inside the product, ``use_native_training_attention(False)`` the own training
+attention kernel, ``use_amx_kernels(False)`` the own kernels (``native.reason()`` says why they are or are not in
+use), ``use_autotune(False)`` the timed choice (without it, bf16
 outputs can differ in the last bit between processes that chose differently), and
 ``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``);
 ``describe_paths`` says which paths are taken.
@@ -91,7 +95,7 @@ from .linear import (
     packed_weights,
     use_onednn,
 )
-from .attention import bf16_attention, dropout_attention
+from .attention import bf16_attention, dropout_attention, use_native_training_attention
 from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
 from .native import use_amx_kernels
@@ -126,6 +130,7 @@ __all__ = [
     "use_one_pass_dropout",
     "use_amx_kernels",
     "use_fused_residual_norm",
+    "use_native_training_attention",
     "use_autotune",
     "use_onednn",
     "use_tied_row_gradient",

@@ -1,6 +1,7 @@
 """Softmax attention: torch's scaled_dot_product_attention, except on CPU for bf16 inference with the own AMX
-kernel (``native.attention``), for bf16 inference of short sequences without AMX (``bf16_attention``) and
-for training with attention dropout (``dropout_attention``)."""
+kernel (``native.attention``), for bf16 inference of short sequences without AMX (``bf16_attention``), for bf16
+training with the own AMX kernel where switched on (``native_training_attention``) and for training with
+attention dropout (``dropout_attention``)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,23 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from . import native
 from .cpu import amx_bf16
+from .dropout import Dropout
 from .linear import fused_dtype
 
 
-def attention(q, k, v, mask, dropout: nn.Dropout, training: bool):
+def attention(q, k, v, mask, dropout: nn.Dropout, training: bool, projection: torch.Tensor | None = None):
     """``softmax(q k^T / sqrt(D), masked) @ v`` with ``dropout`` (its ``p``) on the probabilities in
-    training. q, k, v (B, H, T, D); mask None or (B, 1, 1, T), True where a key may be attended to."""
+    training. q, k, v (B, H, T, D); mask None or (B, 1, 1, T), True where a key may be attended to.
+    ``projection``: the fused QKV projection's output (B, T, 3 * H * D) whose heads q, k, v are, or None; the own
+    training kernel then hands its gradient to it directly."""
     if native_applies(q, k, v, mask, training):
         return native.attention(q, k, v, None if mask is None else mask.reshape(mask.shape[0], mask.shape[-1]))
+    if training and native_training_applies(q, k, v, mask, dropout):
+        return native_training_attention(q, k, v, mask, dropout, projection)
     if q.dtype == torch.bfloat16 and fused_dtype(training, q) == torch.bfloat16 and q.shape[2] <= 128 and not amx_bf16():
         # with AMX, SDPA's flash kernel is faster at the same precision (float32 scores from bf16
         # products, bf16 probabilities) and reads the heads in place: no layout copies
@@ -81,3 +88,85 @@ def dropout_attention(q, k, v, mask, dropout: nn.Module):
     if mask is not None:  # the scores' own minimum: under autocast they are bf16
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     return torch.matmul(dropout(torch.softmax(scores, dim=-1)), up(v)).to(q.dtype)
+
+
+_NATIVE_TRAINING = {"enabled": True}
+
+
+def use_native_training_attention(enabled: bool) -> None:
+    """Run attention in CPU bf16 training through the own AMX kernel where it applies (True, the default: the
+    masked-LM step of the train suite 1.07-1.10x faster, docs/results/amx-perf/round6) or through
+    ``dropout_attention`` / SDPA (False)."""
+    _NATIVE_TRAINING["enabled"] = bool(enabled)
+
+
+def native_training_on() -> bool:
+    return _NATIVE_TRAINING["enabled"]
+
+
+def native_training_applies(q, k, v, mask, dropout: nn.Module) -> bool:
+    """bf16 training on CPU (autograd on, bf16 heads: those of bf16 autocast's projection or of a bf16 model) where
+    the own kernels are built and the switch is on, the heads share strides (those of one fused projection) with
+    D % 32 == 0, the mask is a bool key mask (B, 1, 1, T) or none, and the dropout is the package's (whose mask the
+    kernel applies) or none."""
+    return (_NATIVE_TRAINING["enabled"] and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and q.device.type == "cpu" and q.dim() == 4 and q.dtype == k.dtype == v.dtype == torch.bfloat16
+            and q.shape == k.shape == v.shape and q.stride() == k.stride() == v.stride() and q.stride(-1) == 1
+            and q.shape[-1] % 32 == 0 and q.shape[2] > 0
+            and (mask is None or (mask.dtype == torch.bool and mask.shape == (q.shape[0], 1, 1, q.shape[2])))
+            and (dropout.p == 0 or (isinstance(dropout, Dropout) and not dropout.inplace  # keep_mask's mask, not
+                                    and 0 < round(dropout.p * 65536) < 65536))  # nn.Dropout's fallback
+            and native.available())
+
+
+def heads_of_projection(projection: torch.Tensor | None, q, k, v) -> bool:
+    """Whether q, k, v (B, H, T, D) are the heads of ``projection``, a contiguous (B, T, 3 * H * D) tensor laid out
+    (B, T, 3, H, D) (the model's fused QKV projection): its gradient is then the kernel's gradient buffer itself,
+    where q, k, v's own gradients would cost autograd a stack and a copy (unbind's and reshape's backward)."""
+    if projection is None:
+        return False
+    batch, heads, t, d = q.shape
+    step = heads * d * q.element_size()
+    return (projection.dtype == q.dtype and projection.shape == (batch, t, 3 * heads * d)
+            and projection.is_contiguous() and q.stride() == (3 * t * heads * d, d, 3 * heads * d, 1)
+            and (q.data_ptr(), k.data_ptr(), v.data_ptr()) == tuple(projection.data_ptr() + i * step for i in range(3)))
+
+
+class _TrainingAttention(torch.autograd.Function):
+    """The own kernel's attention with its backward. ``fused``: the projection output q, k, v view (its gradient
+    returned in its own layout, q, k, v then passed detached), or None (q, k, v's gradients, three views of one
+    buffer)."""
+
+    @staticmethod
+    def forward(ctx, fused, q, k, v, keys, keep, drop_scale):
+        out, stats = native.training_attention(q, k, v, keys, keep, drop_scale)
+        ctx.save_for_backward(q, k, v, keys, keep, stats)
+        ctx.drop_scale = drop_scale
+        ctx.fused_shape = None if fused is None else fused.shape
+        return out
+
+    @staticmethod
+    @once_differentiable  # the kernel has no derivative of its own: a second backward is a clear error
+    def backward(ctx, dout):
+        q, k, v, keys, keep, stats = ctx.saved_tensors
+        grads = native.training_attention_backward(dout, q, k, v, keys, keep, ctx.drop_scale, stats)
+        if ctx.fused_shape is not None:
+            return grads.view(ctx.fused_shape), None, None, None, None, None, None
+        dq, dk, dv = (grads[:, :, i].transpose(1, 2) for i in range(3))
+        return None, dq, dk, dv, None, None, None
+
+
+def native_training_attention(q, k, v, mask, dropout: nn.Module, projection: torch.Tensor | None = None):
+    """``dropout(softmax(q k^T / sqrt(D), masked)) @ v`` in bf16 training through the own AMX kernel: float32 scores
+    from bf16 products (autocast's are rounded to bf16), a float32 softmax, the dropout's mask drawn as ``Dropout``
+    draws it for the (B, H, T, T) probabilities (the same seed, the same mask as ``dropout_attention``), the
+    dropped probabilities rounded to bf16 for the product with v; the backward recomputes the probabilities from
+    each row's saved softmax constants. The result is a (B, H, T, D) view of (B, T, H, D) memory. ``projection``:
+    as ``attention`` takes it (its gradient given directly where q, k, v are its heads)."""
+    batch, heads, t, _ = q.shape
+    drawn = dropout.keep_mask(q.new_empty(()).expand(batch, heads, t, t)) if isinstance(dropout, Dropout) else None
+    keep, drop_scale = drawn if drawn is not None else (None, 1.0)
+    keys = None if mask is None else mask.reshape(batch, t).contiguous()
+    if heads_of_projection(projection, q, k, v):
+        return _TrainingAttention.apply(projection, q.detach(), k.detach(), v.detach(), keys, keep, drop_scale)
+    return _TrainingAttention.apply(None, q, k, v, keys, keep, drop_scale)

@@ -1,7 +1,8 @@
 /* Own CPU kernels for bf16 inference on processors with AMX, built by kernels/native.py (plain C, no torch
    headers): the products (xm_linear, with LayerNorm fused on request), LayerNorm (xm_layer_norm) and softmax
-   attention (xm_attention); and for bf16 autocast training, the masked-LM cross-entropy with its gradient
-   (xm_cross_entropy).
+   attention (xm_attention); for bf16 autocast training, the masked-LM cross-entropy with its gradient
+   (xm_cross_entropy), LayerNorm(dropout(h) + residual) and its backward (xm_residual_norm), softmax attention
+   forward and backward (xm_attention_train); and Dropout's keep mask (xm_keep_mask).
 
    Products.
 
@@ -775,4 +776,339 @@ void xm_keep_mask(const uint64_t *states, int64_t n, int64_t chunk, int32_t thre
             for (int64_t j = 0; j < 4 && i + j < end; j++) keep[i + j] = (int16_t)(uint16_t)(r >> (16 * j)) >= threshold;
         }
     }
+}
+
+/* Training: softmax attention in bf16 autocast training, forward (xm_attention_train) and backward
+   (xm_attention_train_backward), one (example, head) at a time on each thread, every product on the tile unit:
+
+     S = q k^T scale (float32, from bf16 products),  P = softmax(S) over the live keys (float32, in base 2),
+     Pd = P keep drop_scale (keep: the dropout's bytes, or none),  out = round_bf16(Pd) @ v, rounded once;
+     dPd = dOut v^T,  dP = dPd keep drop_scale,  delta_i = sum_j Pd_ij dPd_ij (float32),  dS = P (dP - delta),
+     dV = round_bf16(Pd)^T dOut,  dQ = round_bf16(dS) k scale,  dK = round_bf16(dS)^T q scale  (float32 sums, one
+     rounding to bf16 each).
+
+   The forward keeps each row's shift (-max c) and 1 / sum; the backward recomputes P from them bit for bit (the
+   same products, the same exponential), so no (B, H, T, T) float32 array is stored or read. Products with a
+   transposed operand (dV, dK) read Pd and dS transposed: their rows interleaved in pairs, then 16 x 16 blocks of
+   32-bit pairs transposed (transpose16). */
+
+/* x (t rows of d bf16, row stride st) as the right operand of products with x^T (x^T's 32-bit d-pairs per row):
+   tiles [row tile of 16][d tile of 32][16 d-pairs][16 rows x 2]; rows past t zero. */
+static void pack_transposed(const uint16_t *x, int64_t st, int64_t t, int64_t padded_t, int64_t d, uint16_t *out) {
+    int64_t d_tiles = d / 32;
+    for (int64_t rt = 0; rt < padded_t / 16; rt++)
+        for (int64_t dt = 0; dt < d_tiles; dt++)
+            transpose16(x + 16 * rt * st + 32 * dt, st, t - 16 * rt, out + (rt * d_tiles + dt) * 512);
+}
+
+/* Rows r0 and r1 (n bf16 values each, n % 32 == 0; NULL reads as zeros) interleaved: out[2 j + i] = r_i[j]. */
+static inline void interleave_rows(const uint16_t *r0, const uint16_t *r1, int64_t n, uint16_t *out) {
+    const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+    for (int64_t j = 0; j < n; j += 32) {
+        __m512i even = r0 ? _mm512_loadu_si512((const void *)(r0 + j)) : _mm512_setzero_si512();
+        __m512i odd = r1 ? _mm512_loadu_si512((const void *)(r1 + j)) : _mm512_setzero_si512();
+        _mm512_storeu_si512((void *)(out + 2 * j), _mm512_permutex2var_epi16(even, low, odd));
+        _mm512_storeu_si512((void *)(out + 2 * j + 32), _mm512_permutex2var_epi16(even, high, odd));
+    }
+}
+
+/* x (t rows of d bf16, row stride st) as the right operand of products summing over its rows: tiles
+   [d tile of 16][row tile of 32][16 row pairs][16 d x 2]; rows past t zero. */
+static void pack_pairs(const uint16_t *x, int64_t st, int64_t t, int64_t padded_t, int64_t d, uint16_t *out) {
+    uint16_t pair[128] __attribute__((aligned(64)));
+    int64_t row_tiles = padded_t / 32;
+    for (int64_t r = 0; r < padded_t; r += 2) {
+        uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32;
+        for (int64_t j = 0; j < d; j += 32) {
+            interleave_rows(r < t ? x + r * st + j : NULL, r + 1 < t ? x + (r + 1) * st + j : NULL, 32, pair);
+            memcpy(tile_row + (j / 16) * row_tiles * 512, pair, 64);
+            memcpy(tile_row + (j / 16 + 1) * row_tiles * 512, pair + 32, 64);
+        }
+    }
+}
+
+/* c (16 x d float32, row stride d) = a @ b over k_tiles steps of 32: a's step s at a + s * a_step (16 rows of
+   32 bf16, row stride lda values), b packed by pack_pairs over k_tiles row tiles. */
+static inline void rows_by_pairs(const uint16_t *a, int64_t lda, int64_t a_step, const uint16_t *b, int64_t k_tiles,
+                                 int64_t d, float *c) {
+    for (int64_t dt = 0; dt < d / 16; dt += 2) {
+        _tile_zero(0);
+        _tile_zero(1);
+        for (int64_t kt = 0; kt < k_tiles; kt++) {
+            _tile_loadd(4, a + kt * a_step, lda * 2);
+            _tile_loadd(6, b + (dt * k_tiles + kt) * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + ((dt + 1) * k_tiles + kt) * 512, 64);
+            _tile_dpbf16ps(1, 4, 7);
+        }
+        _tile_stored(0, c + 16 * dt, d * 4);
+        _tile_stored(1, c + 16 * (dt + 1), d * 4);
+    }
+}
+
+/* For each 16 keys, those that exist and that the key mask (t bytes, or NULL) keeps. */
+static inline void live_key_lanes(const uint8_t *keys, int64_t t, int64_t padded_t, __mmask16 *live) {
+    for (int64_t j = 0; j < padded_t; j += 16) {
+        __mmask16 lanes = lanes_before(t - j);
+        if (keys) lanes = _mm_mask_test_epi8_mask(lanes, _mm_maskz_loadu_epi8(lanes, keys + j), _mm_set1_epi8(-1));
+        live[j >> 4] = lanes;
+    }
+}
+
+/* The lanes of keys [j, j + 16) that the dropout keeps in one query's row of keep bytes (t of them; NULL: all). */
+static inline __mmask16 kept_lanes(const uint8_t *keep_row, int64_t j, int64_t t) {
+    if (!keep_row) return 0xFFFF;
+    __mmask16 lanes = lanes_before(t - j);
+    return _mm_mask_test_epi8_mask(lanes, _mm_maskz_loadu_epi8(lanes, keep_row + j), _mm_set1_epi8(-1));
+}
+
+/* One query's probabilities P_j = 2^(c s_j + shift) inverse over the live keys (0 elsewhere), written over its
+   scores `row` in place: the backward's, the same bits as the forward's (exponentials, then dropped_row). */
+static inline void probabilities(float *row, const __mmask16 *live, int64_t padded_t, float c, float shift,
+                                 float inverse) {
+    __m512 cv = _mm512_set1_ps(c), sv = _mm512_set1_ps(shift), iv = _mm512_set1_ps(inverse);
+    for (int64_t j = 0; j < padded_t; j += 16) {
+        __m512 e = exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), cv, sv));
+        _mm512_store_ps(row + j, _mm512_maskz_mul_ps(live[j >> 4], e, iv));
+    }
+}
+
+/* A row's softmax from its scores, in place: shift = -c max over the live keys (0 where none is live), the
+   exponentials 2^(c s_j + shift) over the live keys (0 elsewhere) written over the scores, and 1 / their sum (0
+   where no key is live: the row's probabilities are then zero). */
+static inline void exponentials(float *row, const __mmask16 *live, int64_t padded_t, float c, float *shift,
+                                float *inverse) {
+    __m512 top = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < padded_t; j += 16)
+        top = _mm512_mask_max_ps(top, live[j >> 4], top, _mm512_load_ps(row + j));
+    float peak = _mm512_reduce_max_ps(top);
+    *shift = peak == -INFINITY ? 0.0f : -peak * c;
+    __m512 cv = _mm512_set1_ps(c), sv = _mm512_set1_ps(*shift), total = _mm512_setzero_ps();
+    for (int64_t j = 0; j < padded_t; j += 16) {
+        __m512 x = _mm512_fmadd_ps(_mm512_load_ps(row + j), cv, sv);
+        __m512 e = _mm512_maskz_mov_ps(live[j >> 4], exp2_nonpositive(x));
+        _mm512_store_ps(row + j, e);
+        total = _mm512_add_ps(total, e);
+    }
+    float sum = _mm512_reduce_add_ps(total);
+    *inverse = sum > 0 ? 1.0f / sum : 0.0f;
+}
+
+/* Pd = (e inverse) keep drop_scale from a row of exponentials e (as `probabilities` computes P), rounded to bf16
+   into out (padded_t values). */
+static inline void dropped_row(const float *e, float inverse, const uint8_t *keep_row, int64_t t, int64_t padded_t,
+                               float drop_scale, uint16_t *out) {
+    __m512 ds = _mm512_set1_ps(keep_row ? drop_scale : 1.0f), iv = _mm512_set1_ps(inverse);
+    for (int64_t j = 0; j < padded_t; j += 16) {
+        __m512 p = _mm512_mul_ps(_mm512_load_ps(e + j), iv);
+        _mm256_store_si256((__m256i *)(out + j),
+                           (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_mul_ps(kept_lanes(keep_row, j, t), p, ds)));
+    }
+}
+
+/* 16 rows of d float32 (row stride d), times factor, rounded to bf16 into the first `valid` rows at out (row
+   stride ld). */
+static inline void store_rows(const float *o, float factor, int64_t valid, int64_t d, uint16_t *out, int64_t ld) {
+    __m512 f = _mm512_set1_ps(factor);
+    for (int64_t i = 0; i < valid; i++)
+        for (int64_t j = 0; j < d; j += 16)
+            _mm256_storeu_si256((__m256i *)(out + i * ld + j),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_load_ps(o + i * d + j), f)));
+}
+
+/* The forward. q, k, v: element (b, h, t, j) at ptr[b sb + h sh + t st + j]; keys: (batch, t) bytes, 0 for keys
+   no query may attend to, or NULL; keep: the dropout's (batch, heads, t, t) bytes, 0 where dropped, or NULL (no
+   dropout); out: (batch, t, heads, d) contiguous; shift, inverse: (batch, heads, t) float32, each row's softmax
+   constants for the backward. d % 32 == 0. A row whose every key is masked comes out zero. Returns 0, or -1 if the
+   scratch could not be allocated. */
+int xm_attention_train(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh, int64_t st,
+                       int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keys, const uint8_t *keep,
+                       float drop_scale, float scale, uint16_t *out, float *shift, float *inverse) {
+    int64_t padded_t = (t + 31) / 32 * 32, d_tiles = d / 32;
+    float c = scale * 1.44269504f;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        configure_tiles();
+        uint16_t *kp = aligned_alloc(64, padded_t * d * 2), *vp = aligned_alloc(64, padded_t * d * 2);
+        float *scores = aligned_alloc(64, 16 * padded_t * 4), *o = aligned_alloc(64, 16 * d * 4);
+        uint16_t *probs = aligned_alloc(64, 16 * padded_t * 2), *qpad = aligned_alloc(64, 16 * d * 2);
+        __mmask16 *live = malloc((padded_t / 16) * sizeof(__mmask16));
+        if (!kp || !vp || !scores || !o || !probs || !qpad || !live) failed = 1;
+        else memset(probs, 0, 16 * padded_t * 2); /* rows past t stay zero */
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < batch * heads; item++) {
+            if (failed) continue;
+            int64_t b = item / heads, h = item % heads;
+            const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
+            pack_transposed(kh, st, t, padded_t, d, kp);
+            pack_pairs(vh, st, t, padded_t, d, vp);
+            live_key_lanes(keys ? keys + b * t : NULL, t, padded_t, live);
+            for (int64_t q0 = 0; q0 < t; q0 += 16) {
+                int64_t valid = t - q0 < 16 ? t - q0 : 16, qstride;
+                const uint16_t *qrows = query_rows(qh, st, t, q0, d, qpad, &qstride);
+                for (int64_t kt = 0; kt < padded_t / 16; kt += 2)
+                    score_pair(qrows, qstride, kp, kt, d_tiles, scores, padded_t);
+                for (int64_t i = 0; i < valid; i++) {
+                    int64_t r = item * t + q0 + i;
+                    float *row = scores + i * padded_t;
+                    exponentials(row, live, padded_t, c, shift + r, inverse + r);
+                    dropped_row(row, inverse[r], keep ? keep + r * t : NULL, t, padded_t, drop_scale,
+                                probs + i * padded_t);
+                }
+                rows_by_pairs(probs, padded_t, 32, vp, padded_t / 32, d, o);
+                store_rows(o, 1.0f, valid, d, out + ((b * t + q0) * heads + h) * d, heads * d);
+            }
+        }
+        free(kp);
+        free(vp);
+        free(scores);
+        free(o);
+        free(probs);
+        free(qpad);
+        free(live);
+        _tile_release();
+    }
+    return failed ? -1 : 0;
+}
+
+/* One query's dS row from its probabilities p (float32) and dPd (float32, row dpd), padded_t values: writes
+   round_bf16(Pd) to pd and round_bf16(P (dPd keep drop_scale - delta)) to ds, delta = sum_j Pd_j dPd_j. */
+static inline void score_gradient_row(const float *p, const float *dpd, const uint8_t *keep_row, int64_t t,
+                                      int64_t padded_t, float drop_scale, uint16_t *pd, uint16_t *ds) {
+    __m512 scale = _mm512_set1_ps(keep_row ? drop_scale : 1.0f), sum = _mm512_setzero_ps(), other = _mm512_setzero_ps();
+    for (int64_t j = 0; j < padded_t; j += 32) { /* two sums: one chain of dependent additions would wait on each */
+        __m512 a = _mm512_maskz_mul_ps(kept_lanes(keep_row, j, t), _mm512_load_ps(p + j), scale);
+        __m512 a2 = _mm512_maskz_mul_ps(kept_lanes(keep_row, j + 16, t), _mm512_load_ps(p + j + 16), scale);
+        _mm512_store_si512((__m512i *)(pd + j), (__m512i)_mm512_cvtne2ps_pbh(a2, a));
+        sum = _mm512_fmadd_ps(a, _mm512_load_ps(dpd + j), sum);
+        other = _mm512_fmadd_ps(a2, _mm512_load_ps(dpd + j + 16), other);
+    }
+    __m512 delta = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_add_ps(sum, other)));
+    for (int64_t j = 0; j < padded_t; j += 32) {
+        __m512 dp = _mm512_maskz_mul_ps(kept_lanes(keep_row, j, t), _mm512_load_ps(dpd + j), scale);
+        __m512 dp2 = _mm512_maskz_mul_ps(kept_lanes(keep_row, j + 16, t), _mm512_load_ps(dpd + j + 16), scale);
+        __m512 g = _mm512_mul_ps(_mm512_load_ps(p + j), _mm512_sub_ps(dp, delta));
+        __m512 g2 = _mm512_mul_ps(_mm512_load_ps(p + j + 16), _mm512_sub_ps(dp2, delta));
+        _mm512_store_si512((__m512i *)(ds + j), (__m512i)_mm512_cvtne2ps_pbh(g2, g));
+    }
+}
+
+/* The 16 x padded_t bf16 block at `rows` (row stride padded_t) interleaved in row pairs into 8 rows of `pairs`
+   (row stride 2 padded_t): the layout whose 16 x 16 32-bit blocks transpose16 turns into the block's transpose. */
+static inline void pair_rows(const uint16_t *rows, int64_t padded_t, uint16_t *pairs) {
+    for (int64_t p = 0; p < 8; p++)
+        interleave_rows(rows + 2 * p * padded_t, rows + (2 * p + 1) * padded_t, padded_t, pairs + p * 2 * padded_t);
+}
+
+/* The key tile kt (16 keys) of a matrix's transpose, from its row pairs (padded_t / 2 rows of 2 padded_t values):
+   padded_t / 32 tiles of 16 keys x 32 queries, consecutive, the left operand of rows_by_pairs (a_step 512). */
+static inline void transposed_tiles(const uint16_t *pairs, int64_t padded_t, int64_t kt, uint16_t *tiles) {
+    for (int64_t qt = 0; qt < padded_t / 32; qt++)
+        transpose16(pairs + qt * 16 * 2 * padded_t + 32 * kt, 2 * padded_t, 16, tiles + qt * 512);
+}
+
+/* The backward of xm_attention_train for dout (element (b, h, t, j) at dout[b gb + h gh + t gt + j]), from its
+   inputs and its row constants: dq, dk, dv written at element (b, h, t, j) = ptr[b db + h dh + t dt + j] (one
+   buffer for the three may be interleaved, as the fused projection's gradient). The same bits for any thread count.
+   Returns 0, or -1 if the scratch could not be allocated. */
+int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, int64_t gt, const uint16_t *q,
+                                const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh, int64_t st,
+                                int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keys,
+                                const uint8_t *keep, float drop_scale, float scale, const float *shift,
+                                const float *inverse, uint16_t *dq, uint16_t *dk, uint16_t *dv, int64_t db,
+                                int64_t dh, int64_t dt) {
+    int64_t padded_t = (t + 31) / 32 * 32, d_tiles = d / 32, rows16 = (t + 15) / 16 * 16, tile_bytes = padded_t * d * 2;
+    float c = scale * 1.44269504f;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        configure_tiles();
+        /* k^T and v^T for the scores and dPd; k, q, dout in row pairs for dQ, dK, dV */
+        uint16_t *kt_pack = aligned_alloc(64, tile_bytes), *vt_pack = aligned_alloc(64, tile_bytes);
+        uint16_t *k_pairs = aligned_alloc(64, tile_bytes), *q_pairs = aligned_alloc(64, tile_bytes);
+        uint16_t *g_pairs = aligned_alloc(64, tile_bytes);
+        float *p = aligned_alloc(64, 16 * padded_t * 4), *dpd = aligned_alloc(64, 16 * padded_t * 4);
+        float *o = aligned_alloc(64, 16 * d * 4);
+        uint16_t *pd = aligned_alloc(64, 16 * padded_t * 2), *ds = aligned_alloc(64, 16 * padded_t * 2);
+        uint16_t *pd_pairs = aligned_alloc(64, padded_t * padded_t * 2);
+        uint16_t *ds_pairs = aligned_alloc(64, padded_t * padded_t * 2);
+        uint16_t *tiles = aligned_alloc(64, 16 * padded_t * 2);
+        uint16_t *qpad = aligned_alloc(64, 16 * d * 2), *gpad = aligned_alloc(64, 16 * d * 2);
+        __mmask16 *live = malloc((padded_t / 16) * sizeof(__mmask16));
+        if (!kt_pack || !vt_pack || !k_pairs || !q_pairs || !g_pairs || !p || !dpd || !o || !pd || !ds || !pd_pairs
+            || !ds_pairs || !tiles || !qpad || !gpad || !live)
+            failed = 1;
+        else { /* the queries past the last block of 16 stay zero: they enter dK's and dV's sums */
+            memset(pd_pairs + rows16 * padded_t, 0, (padded_t - rows16) * padded_t * 2);
+            memset(ds_pairs + rows16 * padded_t, 0, (padded_t - rows16) * padded_t * 2);
+        }
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < batch * heads; item++) {
+            if (failed) continue;
+            int64_t b = item / heads, h = item % heads, key_blocks = (t + 15) / 16;
+            const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
+            const uint16_t *gq = dout + b * gb + h * gh;
+            int64_t out_offset = b * db + h * dh;
+            pack_transposed(kh, st, t, padded_t, d, kt_pack);
+            pack_transposed(vh, st, t, padded_t, d, vt_pack);
+            pack_pairs(kh, st, t, padded_t, d, k_pairs);
+            pack_pairs(qh, st, t, padded_t, d, q_pairs);
+            pack_pairs(gq, gt, t, padded_t, d, g_pairs);
+            live_key_lanes(keys ? keys + b * t : NULL, t, padded_t, live);
+            for (int64_t q0 = 0; q0 < t; q0 += 16) {
+                int64_t valid = t - q0 < 16 ? t - q0 : 16, qstride, gstride;
+                const uint16_t *qrows = query_rows(qh, st, t, q0, d, qpad, &qstride);
+                const uint16_t *grows = query_rows(gq, gt, t, q0, d, gpad, &gstride);
+                for (int64_t kt = 0; kt < padded_t / 16; kt += 2) {
+                    score_pair(qrows, qstride, kt_pack, kt, d_tiles, p, padded_t);
+                    score_pair(grows, gstride, vt_pack, kt, d_tiles, dpd, padded_t);
+                }
+                for (int64_t i = 0; i < 16; i++) {
+                    int64_t r = item * t + q0 + i;
+                    if (i < valid) {
+                        probabilities(p + i * padded_t, live, padded_t, c, shift[r], inverse[r]);
+                        score_gradient_row(p + i * padded_t, dpd + i * padded_t, keep ? keep + r * t : NULL, t,
+                                           padded_t, drop_scale, pd + i * padded_t, ds + i * padded_t);
+                    } else { /* queries past t: no probabilities, no gradient */
+                        memset(pd + i * padded_t, 0, padded_t * 2);
+                        memset(ds + i * padded_t, 0, padded_t * 2);
+                    }
+                }
+                rows_by_pairs(ds, padded_t, 32, k_pairs, padded_t / 32, d, o);
+                store_rows(o, scale, valid, d, dq + out_offset + q0 * dt, dt);
+                pair_rows(pd, padded_t, pd_pairs + q0 * padded_t);
+                pair_rows(ds, padded_t, ds_pairs + q0 * padded_t);
+            }
+            for (int64_t kb = 0; kb < key_blocks; kb++) {
+                int64_t valid = t - 16 * kb < 16 ? t - 16 * kb : 16;
+                transposed_tiles(ds_pairs, padded_t, kb, tiles);
+                rows_by_pairs(tiles, 32, 512, q_pairs, padded_t / 32, d, o);
+                store_rows(o, scale, valid, d, dk + out_offset + 16 * kb * dt, dt);
+                transposed_tiles(pd_pairs, padded_t, kb, tiles);
+                rows_by_pairs(tiles, 32, 512, g_pairs, padded_t / 32, d, o);
+                store_rows(o, 1.0f, valid, d, dv + out_offset + 16 * kb * dt, dt);
+            }
+        }
+        free(kt_pack);
+        free(vt_pack);
+        free(k_pairs);
+        free(q_pairs);
+        free(g_pairs);
+        free(p);
+        free(dpd);
+        free(o);
+        free(pd);
+        free(ds);
+        free(pd_pairs);
+        free(ds_pairs);
+        free(tiles);
+        free(qpad);
+        free(gpad);
+        free(live);
+        _tile_release();
+    }
+    return failed ? -1 : 0;
 }

@@ -1,7 +1,8 @@
 """Own CPU kernels for bf16 inference on AMX processors (``native.c``): the products (LayerNorm fused on request),
-the language modules' two products in one call, LayerNorm, attention; and in bf16 autocast training the masked-LM
-cross-entropy with its gradient (``cross_entropy``) and LayerNorm(dropout(h) + residual) with its backward
-(``residual_norm``). Built on first
+the language modules' two products in one call, LayerNorm, attention; in bf16 autocast training the masked-LM
+cross-entropy with its gradient (``cross_entropy``), LayerNorm(dropout(h) + residual) with its backward
+(``residual_norm``) and softmax attention with its backward (``training_attention``); Dropout's keep mask
+(``keep_mask``). Built on first
 use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
 Why: oneDNN's bf16 product splits its work between threads by a heuristic that, on a 2-core Xeon with AMX,
@@ -113,6 +114,14 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_residual_norm_backward.restype = ctypes.c_int
     lib.xm_keep_mask.argtypes = [pointer, size, size, ctypes.c_int32, pointer]
     lib.xm_keep_mask.restype = None
+    lib.xm_attention_train.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
+                                       pointer, ctypes.c_float, ctypes.c_float, pointer, pointer, pointer]
+    lib.xm_attention_train.restype = ctypes.c_int
+    lib.xm_attention_train_backward.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, size, size,
+                                                size, size, size, size, pointer, pointer, ctypes.c_float,
+                                                ctypes.c_float, pointer, pointer, pointer, pointer, pointer, size,
+                                                size, size]
+    lib.xm_attention_train_backward.restype = ctypes.c_int
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -362,3 +371,72 @@ def keep_mask(states, n: int, chunk: int, threshold: int) -> torch.Tensor:
     words = torch.from_numpy(states.view("int64"))  # the same bits, in memory torch can point at
     _library().xm_keep_mask(words.data_ptr(), n, chunk, threshold, keep.data_ptr())
     return keep
+
+
+def _check_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """q, k, v bf16 (B, H, T, D) of one shape and strides, the last stride 1, D a multiple of 32."""
+    if not (q.dim() == 4 and q.dtype == k.dtype == v.dtype == torch.bfloat16 and q.shape == k.shape == v.shape
+            and q.stride() == k.stride() == v.stride() and q.stride(-1) == 1 and q.shape[-1] % 32 == 0
+            and q.shape[2] > 0):
+        raise ValueError(f"expected bf16 (B, H, T, D) q, k, v of one shape and strides, the last of them 1, D a "
+                         f"multiple of 32, T > 0, got {q.dtype} {tuple(q.shape)} {q.stride()}, {k.dtype} "
+                         f"{tuple(k.shape)} {k.stride()}, {v.dtype} {tuple(v.shape)} {v.stride()}")
+
+
+def _check_training_masks(shape, keys: torch.Tensor | None, keep: torch.Tensor | None) -> None:
+    batch, heads, t, _ = shape
+    if keys is not None and (keys.dtype != torch.bool or keys.shape != (batch, t) or not keys.is_contiguous()):
+        raise ValueError(f"expected a contiguous bool key mask of shape {(batch, t)}, got {keys.dtype} "
+                         f"{tuple(keys.shape)}")
+    if keep is not None and (keep.dtype != torch.uint8 or keep.shape != (batch, heads, t, t)
+                             or not keep.is_contiguous()):
+        raise ValueError(f"expected a contiguous uint8 keep mask of shape {(batch, heads, t, t)}, got {keep.dtype} "
+                         f"{tuple(keep.shape)}")
+
+
+def training_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor | None,
+                       keep: torch.Tensor | None, drop_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward of softmax attention in training: ``round_bf16(P keep drop_scale) @ v``, P the float32 softmax of
+    q k^T / sqrt(D) over the keys ``keys`` keeps ((B, T) bool, or None: all). q, k, v as ``attention`` takes them;
+    ``keep``: the dropout's contiguous uint8 (B, H, T, T) mask, or None (no dropout). Returns the output, a
+    (B, H, T, D) view of (B, T, H, D) memory, and the rows' softmax constants (2, B, H, T) float32 that
+    ``training_attention_backward`` reads."""
+    _check_heads(q, k, v)
+    _check_training_masks(q.shape, keys, keep)
+    batch, heads, t, d = q.shape
+    out = torch.empty(batch, t, heads, d, dtype=torch.bfloat16)
+    stats = torch.empty(2, batch, heads, t)
+    status = _library().xm_attention_train(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1),
+                                           q.stride(2), batch, heads, t, d, _address(keys), _address(keep),
+                                           drop_scale, d ** -0.5, out.data_ptr(), stats[0].data_ptr(),
+                                           stats[1].data_ptr())
+    if status != 0:
+        raise MemoryError("the training attention kernel could not allocate its scratch")
+    return out.permute(0, 2, 1, 3), stats
+
+
+def training_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                keys: torch.Tensor | None, keep: torch.Tensor | None, drop_scale: float,
+                                stats: torch.Tensor) -> torch.Tensor:
+    """The gradients of ``training_attention`` for the output's ``dout`` (bf16 (B, H, T, D), last stride 1): one bf16
+    (B, T, 3, H, D) tensor holding dq, dk, dv at [:, :, 0], [:, :, 1], [:, :, 2] (the layout of a fused QKV
+    projection's output)."""
+    _check_heads(q, k, v)
+    _check_training_masks(q.shape, keys, keep)
+    batch, heads, t, d = q.shape
+    if dout.dtype != torch.bfloat16 or dout.shape != q.shape or dout.stride(-1) != 1:
+        raise ValueError(f"expected a bf16 output gradient of shape {tuple(q.shape)} with last stride 1, got "
+                         f"{dout.dtype} {tuple(dout.shape)} {dout.stride()}")
+    if stats.dtype != torch.float32 or stats.shape != (2, batch, heads, t) or not stats.is_contiguous():
+        raise ValueError(f"expected contiguous float32 row constants of shape {(2, batch, heads, t)}, got "
+                         f"{stats.dtype} {tuple(stats.shape)}")
+    grads = torch.empty(batch, t, 3, heads, d, dtype=torch.bfloat16)
+    dq, dk, dv = (grads[:, :, i].transpose(1, 2) for i in range(3))
+    status = _library().xm_attention_train_backward(
+        dout.data_ptr(), dout.stride(0), dout.stride(1), dout.stride(2), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+        q.stride(0), q.stride(1), q.stride(2), batch, heads, t, d, _address(keys), _address(keep), drop_scale,
+        d ** -0.5, stats[0].data_ptr(), stats[1].data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
+        dq.stride(0), dq.stride(1), dq.stride(2))
+    if status != 0:
+        raise MemoryError("the training attention backward could not allocate its scratch")
+    return grads

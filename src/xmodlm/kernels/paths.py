@@ -10,6 +10,7 @@ from .linear import _ONEDNN
 from .dropout import _ONE_PASS
 from .loss import _FUSED
 from . import native
+from .attention import native_training_on
 from .tied import _ROWS
 from .tune import _TUNE
 
@@ -40,6 +41,10 @@ def describe_paths() -> dict[str, str]:
                                           else "plain F.cross_entropy"),
         "tied word embeddings' gradient in training": ("lookup rows added into the decoder's (CPU)" if _ROWS["enabled"]
                                                        else "dense lookup gradient, summed"),
+        "attention in bf16 training (CPU)": (
+            "own AMX kernel, one call each way (heads of a multiple of 32 values, the package's Dropout)"
+            if native_training_on() and native.available()
+            else "dropout_attention (own kernel " + ("switched off)" if native.available() else "not built)")),
         "Dropout's mask and scale in training": "one pass each way" if _ONE_PASS["enabled"] else "two multiplications",
         "linears in bf16 autocast training (CPU)": ("bias inside oneDNN's product" if _AUTOCAST_LINEAR["enabled"]
                                                     and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),

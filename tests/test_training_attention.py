@@ -1,0 +1,248 @@
+"""Softmax attention in bf16 training through the own AMX kernel (kernels.attention.native_training_attention,
+native.training_attention and its backward): the output and every gradient against float64 on the same dropout mask,
+against today's dropout_attention under autocast, padding, a fully masked row, lengths outside whole tiles, the same
+bits for any thread count, the gradient handed to the fused projection without copies, the model's masked-LM step
+with the switch on and off, where it steps aside, and its input checks. Skipped where the own kernels cannot be
+built here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import xmodlm.kernels as kernels
+from xmodlm.kernels import native
+from xmodlm.kernels.attention import (_TrainingAttention, dropout_attention, native_training_applies,
+                                      native_training_attention, native_training_on, use_native_training_attention)
+from xmodlm.model import XmodForMaskedLM
+from test_model import MIXED, batch, maxdiff
+from tiny import ours
+
+needs_amx_kernel = pytest.mark.skipif(not native.available(), reason=f"AMX kernel not available: {native.reason()}")
+
+
+@pytest.fixture
+def switched_on():
+    before = native_training_on()
+    use_native_training_attention(True)
+    yield
+    use_native_training_attention(before)
+
+
+def projection(b, h, t, d, seed=0):
+    """A bf16 (B, T, 3 * H * D) leaf, as the fused QKV projection's output, and its q, k, v heads (as the model
+    takes them)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, t, 3 * h * d, generator=g).bfloat16().requires_grad_()
+    return x, heads_of(x, h, d)
+
+
+def heads_of(x, h, d):
+    b, t, _ = x.shape
+    return x.view(b, t, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def key_mask(b, t, empty_row=None):
+    """(B, T) bool: row r keeps its first t - 3 r - 1 keys (at least one); row ``empty_row`` none."""
+    keys = torch.ones(b, t, dtype=torch.bool)
+    for row in range(b):
+        keys[row, max(1, t - 3 * row - 1):] = False
+    if empty_row is not None:
+        keys[empty_row] = False
+    return keys
+
+
+def exact(q, k, v, keys, keep, drop_scale, dout):
+    """Float64: the output and the gradients of q, k, v for dout, the same keep mask; rows without a key zero."""
+    q, k, v = (x.detach().double().requires_grad_() for x in (q, k, v))
+    s = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+    if keys is not None:
+        s = s.masked_fill(~keys[:, None, None, :], -math.inf)
+    p = torch.softmax(s, -1).nan_to_num(0.0)
+    if keep is not None:
+        p = p * keep.double() * drop_scale
+    out = p @ v
+    return (out, *torch.autograd.grad(out, (q, k, v), dout.double()))
+
+
+def close_to(got, want):
+    """Within 2^-7 of the largest value (bf16 rounding of the result and of the probabilities) plus a little."""
+    return maxdiff(got, want) <= 2 ** -7 * want.abs().max().item() + 1e-6
+
+
+@needs_amx_kernel
+@pytest.mark.parametrize("b,h,t,d,masked,dropout", [
+    (2, 3, 128, 64, True, True),  # the benchmark's tile shape
+    (3, 2, 100, 32, True, True),  # T outside whole tiles: padded inside the kernel
+    (1, 2, 37, 96, False, True),
+    (2, 1, 64, 64, False, False),  # no dropout
+    (1, 1, 512, 32, True, True),  # the longest sequences
+])
+def test_forward_and_gradients_match_float64_on_the_same_mask(b, h, t, d, masked, dropout):
+    x, (q, k, v) = projection(b, h, t, d)
+    keys = key_mask(b, t) if masked else None
+    g = torch.Generator().manual_seed(1)
+    keep = (torch.rand(b, h, t, t, generator=g) > 0.1).to(torch.uint8) if dropout else None
+    drop_scale = 1 / 0.9 if dropout else 1.0
+    out = _TrainingAttention.apply(x, q.detach(), k.detach(), v.detach(), keys, keep, drop_scale)
+    dout = torch.randn(out.shape, generator=g).bfloat16()
+    (dx,) = torch.autograd.grad(out, x, dout)
+    want = exact(q, k, v, keys, keep, drop_scale, dout)
+    assert out.dtype == dx.dtype == torch.bfloat16 and out.shape == (b, h, t, d)
+    assert close_to(out, want[0])
+    for got, wanted in zip(heads_of(dx, h, d), want[1:]):
+        assert close_to(got, wanted)
+    # q, k, v given as their own tensors: their gradients, the same bits
+    leaves = [y.detach().requires_grad_() for y in (q, k, v)]
+    again = _TrainingAttention.apply(None, *leaves, keys, keep, drop_scale)
+    assert torch.equal(again, out)
+    assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(again, leaves, dout), heads_of(dx, h, d)))
+
+
+@needs_amx_kernel
+def test_a_row_with_every_key_masked_gives_zeros():
+    x, (q, k, v) = projection(2, 2, 40, 32)
+    keys = key_mask(2, 40, empty_row=1)
+    keep = (torch.rand(2, 2, 40, 40) > 0.1).to(torch.uint8)
+    out = _TrainingAttention.apply(x, q.detach(), k.detach(), v.detach(), keys, keep, 1 / 0.9)
+    dout = torch.randn(out.shape).bfloat16()
+    (dx,) = torch.autograd.grad(out, x, dout)
+    assert torch.isfinite(out.float()).all() and torch.isfinite(dx.float()).all()
+    assert not out[1].float().any() and not dx[1].float().any() and out[0].float().any()
+    want = exact(q, k, v, keys, keep, 1 / 0.9, dout)
+    assert close_to(out, want[0]) and all(close_to(a, b) for a, b in zip(heads_of(dx, 2, 32), want[1:]))
+
+
+@needs_amx_kernel
+def test_as_accurate_as_dropout_attention_under_autocast_with_its_mask(switched_on):
+    """The same seed gives the same dropout mask as today's path; the kernel's float32 scores make it at least as
+    close to float64 as autocast's bf16 scores, output and gradients."""
+    b, h, t, d = 2, 4, 128, 64
+    dropout = kernels.Dropout(0.1).train()
+    keys = key_mask(b, t)
+    mask = keys[:, None, None, :]
+    dout = torch.randn(b, h, t, d, generator=torch.Generator().manual_seed(2)).bfloat16()
+    results = []
+    for fn in (native_training_attention, dropout_attention):
+        x, (q, k, v) = projection(b, h, t, d)
+        torch.manual_seed(3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(q, k, v, mask, dropout)
+        results.append((out, *heads_of(torch.autograd.grad(out, x, dout)[0], h, d)))
+    torch.manual_seed(3)
+    keep, drop_scale = dropout.keep_mask(torch.empty(b, h, t, t))
+    want = exact(q, k, v, keys, keep, drop_scale, dout)
+    for ours_, theirs, wanted in zip(*results, want):
+        assert ours_.dtype == torch.bfloat16
+        assert maxdiff(ours_, wanted) <= 1.1 * maxdiff(theirs, wanted) + 1e-6
+        assert maxdiff(ours_, theirs) <= 2 ** -5 * wanted.abs().max().item()  # the same mask: close
+
+
+@needs_amx_kernel
+def test_the_same_bits_for_one_and_two_threads():
+    _, (q, k, v) = projection(3, 2, 100, 64)
+    keys, keep = key_mask(3, 100), (torch.rand(3, 2, 100, 100) > 0.1).to(torch.uint8)
+    dout = torch.randn(3, 2, 100, 64).bfloat16()
+
+    def run():
+        out, stats = native.training_attention(q.detach(), k.detach(), v.detach(), keys, keep, 1 / 0.9)
+        grads = native.training_attention_backward(dout, q.detach(), k.detach(), v.detach(), keys, keep, 1 / 0.9,
+                                                   stats)
+        return out, stats, grads
+    want = run()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        got = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@needs_amx_kernel
+def test_the_projections_gradient_is_the_kernels_buffer(switched_on):
+    """q, k, v the heads of one projection: its gradient comes back in its own layout, without the stack and the
+    copy that autograd's unbind and reshape backward would make of three head gradients."""
+    x = torch.randn(2, 64, 256).bfloat16().requires_grad_()
+    h = torch.nn.functional.linear(x, torch.randn(3 * 2 * 64, 256).bfloat16())  # (B, T, 3 H D): backward an mm only
+    q, k, v = heads_of(h, 2, 64)
+    out = native_training_attention(q, k, v, None, kernels.Dropout(0.1).train(), h)
+    assert out.grad_fn.name() == "_TrainingAttentionBackward"
+    with torch.profiler.profile() as prof:
+        out.backward(torch.ones_like(out))
+    names = {event.name for event in prof.events()}
+    assert "_TrainingAttentionBackward" in names
+    copies = ("UnbindBackward", "aten::stack", "aten::cat", "aten::copy_", "aten::clone", "aten::contiguous")
+    assert not any(op in name for name in names for op in copies), names
+
+
+def mlm_step(model, native_attention: bool):
+    """(loss, gradients, kernel calls) of one seeded masked-LM step under bf16 autocast with dropout on."""
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
+    calls, original, before = [], _TrainingAttention.apply, native_training_on()
+    use_native_training_attention(native_attention)
+    try:  # a call counted with whether it hands the gradient to the fused projection
+        _TrainingAttention.apply = lambda *a: calls.append(a[0] is not None) or original(*a)
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
+        loss.backward()
+    finally:
+        _TrainingAttention.apply = original
+        use_native_training_attention(before)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grads, calls
+
+
+@needs_amx_kernel
+def test_masked_lm_step_with_the_kernel_matches_dropout_attention():
+    """The model's bf16 autocast step with attention dropout (one head of 32 values: the kernel's smallest): every
+    layer takes the kernel, and the loss and every gradient agree with the switch off to bf16 rounding."""
+    model = ours(XmodForMaskedLM, attention_probs_dropout_prob=0.1, num_attention_heads=1).train()
+    kernel_loss, kernel_grads, calls = mlm_step(model, True)
+    assert calls == [True] * model.config.num_hidden_layers  # each layer, the projection's gradient given directly
+    plain_loss, plain_grads, calls = mlm_step(model, False)
+    assert not calls
+    assert abs(kernel_loss - plain_loss) <= 1e-2 * abs(plain_loss)
+    assert kernel_grads.keys() == plain_grads.keys()
+    for name, grad in kernel_grads.items():
+        assert maxdiff(grad, plain_grads[name]) <= 2e-2 * max(1.0, plain_grads[name].abs().max().item()), name
+
+
+@needs_amx_kernel
+def test_it_steps_aside_where_it_does_not_apply(switched_on):
+    _, (q, k, v) = projection(2, 2, 16, 32)
+    dropout = kernels.Dropout(0.1).train()
+    assert native_training_applies(q, k, v, None, dropout)
+    assert not native_training_applies(q.float(), k.float(), v.float(), None, dropout)  # fp32 training
+    assert not native_training_applies(q, k, v, None, torch.nn.Dropout(0.1))  # another dropout's mask
+    assert native_training_applies(q, k, v, None, torch.nn.Dropout(0.0))  # none at all
+    assert not native_training_applies(q, k, v, torch.ones(2, 1, 16, 16, dtype=torch.bool), dropout)  # not a key mask
+    _, (q48, k48, v48) = projection(2, 2, 16, 48)
+    assert not native_training_applies(q48, k48, v48, None, dropout)  # D not a multiple of 32
+    with torch.no_grad():
+        assert not native_training_applies(q, k, v, None, dropout)
+    use_native_training_attention(False)
+    assert not native_training_applies(q, k, v, None, dropout)
+
+
+@needs_amx_kernel
+def test_bad_inputs_name_the_value():
+    _, (q, k, v) = projection(2, 2, 16, 32)
+    q, k, v = q.detach(), k.detach(), v.detach()
+    keys, keep = key_mask(2, 16), torch.ones(2, 2, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        native.training_attention(*(y.detach() for y in projection(1, 1, 8, 48)[1]), None, None, 1.0)
+    with pytest.raises(ValueError, match=r"bool key mask of shape \(2, 16\)"):
+        native.training_attention(q, k, v, keys[:, :8], keep, 1.0)
+    with pytest.raises(ValueError, match=r"uint8 keep mask of shape \(2, 2, 16, 16\)"):
+        native.training_attention(q, k, v, keys, keep.bool(), 1.0)
+    out, stats = native.training_attention(q, k, v, keys, keep, 1.0)
+    with pytest.raises(ValueError, match="bf16 output gradient"):
+        native.training_attention_backward(out.float(), q, k, v, keys, keep, 1.0, stats)
+    with pytest.raises(ValueError, match="row constants"):
+        native.training_attention_backward(out, q, k, v, keys, keep, 1.0, stats[0])
