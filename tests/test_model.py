@@ -73,6 +73,13 @@ def maxdiff(a, b):
     return (a.float() - b.float()).abs().max().item()
 
 
+def assert_close_gradients(got: dict, want: dict, rel: float) -> None:
+    """The same parameters have gradients, each within ``rel`` of the largest value of want's (or of 1)."""
+    assert got.keys() == want.keys()
+    for name, grad in got.items():
+        assert maxdiff(grad, want[name]) <= rel * max(1.0, want[name].abs().max().item()), name
+
+
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
 
 

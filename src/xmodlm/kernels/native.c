@@ -424,21 +424,67 @@ static inline const uint16_t *query_rows(const uint16_t *qh, int64_t st, int64_t
     return pad;
 }
 
+/* One thread's scratch in the attention kernels (forward): k and v in tiles, two blocks of 16 queries' float32
+   scores (the next block's computed ahead), 16 rows of bf16 probabilities, 16 outputs, 16 padded queries, and
+   the live keys' lane masks. */
+typedef struct {
+    uint16_t *kp, *vp, *probs, *qpad;
+    float *scores, *o;
+    __mmask16 *live;
+} attention_scratch;
+
+/* 1 if every buffer could be allocated (those that could are freed by scratch_free either way). */
+static int scratch_alloc(attention_scratch *s, int64_t padded_t, int64_t d) {
+    s->kp = aligned_alloc(64, padded_t * d * 2);
+    s->vp = aligned_alloc(64, padded_t * d * 2);
+    s->probs = aligned_alloc(64, 16 * padded_t * 2);
+    s->qpad = aligned_alloc(64, 16 * d * 2);
+    s->scores = aligned_alloc(64, 2 * 16 * padded_t * 4);
+    s->o = aligned_alloc(64, 16 * d * 4);
+    s->live = malloc((padded_t / 16) * sizeof(__mmask16));
+    return s->kp && s->vp && s->probs && s->qpad && s->scores && s->o && s->live;
+}
+
+static void scratch_free(attention_scratch *s) {
+    free(s->kp);
+    free(s->vp);
+    free(s->probs);
+    free(s->qpad);
+    free(s->scores);
+    free(s->o);
+    free(s->live);
+}
+
+/* c[16 x 32] (float32, row stride ldc) = a @ [b0 b1] over k_tiles steps of 32: a's step s at a + s * a_step (16 rows
+   of 32 bf16, row stride lda values), b0 and b1 two columns of 16 packed tiles, one tile (512 values) a step. */
+static inline void tile_pair(const uint16_t *a, int64_t lda, int64_t a_step, const uint16_t *b0, const uint16_t *b1,
+                             int64_t k_tiles, float *c, int64_t ldc) {
+    _tile_zero(0);
+    _tile_zero(1);
+    for (int64_t kt = 0; kt < k_tiles; kt++) {
+        _tile_loadd(4, a + kt * a_step, lda * 2);
+        _tile_loadd(6, b0 + kt * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, b1 + kt * 512, 64);
+        _tile_dpbf16ps(1, 4, 7);
+    }
+    _tile_stored(0, c, ldc * 4);
+    _tile_stored(1, c + 16, ldc * 4);
+}
+
+/* c (16 x d float32, row stride d) = a @ b over k_tiles steps of 32: a's step s at a + s * a_step (16 rows of
+   32 bf16, row stride lda values), b packed by pack_pairs over k_tiles row tiles. */
+static inline void rows_by_pairs(const uint16_t *a, int64_t lda, int64_t a_step, const uint16_t *b, int64_t k_tiles,
+                                 int64_t d, float *c) {
+    for (int64_t dt = 0; dt < d / 16; dt += 2)
+        tile_pair(a, lda, a_step, b + dt * k_tiles * 512, b + (dt + 1) * k_tiles * 512, k_tiles, c + 16 * dt, d);
+}
+
 /* The float32 scores of 16 queries against the keys of tiles kt and kt + 1 (16 each), over d in tiles of 32,
    into scores (row stride ld floats). */
 static inline void score_pair(const uint16_t *qrows, int64_t qstride, const uint16_t *kp, int64_t kt, int64_t d_tiles,
                               float *scores, int64_t ld) {
-    _tile_zero(0);
-    _tile_zero(1);
-    for (int64_t dt = 0; dt < d_tiles; dt++) {
-        _tile_loadd(4, qrows + 32 * dt, qstride * 2);
-        _tile_loadd(6, kp + (kt * d_tiles + dt) * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, kp + ((kt + 1) * d_tiles + dt) * 512, 64);
-        _tile_dpbf16ps(1, 4, 7);
-    }
-    _tile_stored(0, scores + 16 * kt, ld * 4);
-    _tile_stored(1, scores + 16 * (kt + 1), ld * 4);
+    tile_pair(qrows, qstride, 32, kp + kt * d_tiles * 512, kp + (kt + 1) * d_tiles * 512, d_tiles, scores + 16 * kt, ld);
 }
 
 /* Softmax attention for bf16 inference, one (example, head) at a time on each thread: scores
@@ -459,12 +505,11 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
         configure_tiles();
         /* k^T as tiles [key tile of 16][d tile of 32][16 d-pairs][16 keys x 2]; v as tiles
            [d tile of 16][key tile of 32][16 key-pairs][16 d x 2]; scores and probabilities of 16 queries */
-        uint16_t *kp = aligned_alloc(64, padded_t * d * 2), *vp = aligned_alloc(64, padded_t * d * 2);
-        float *scores = aligned_alloc(64, 2 * 16 * padded_t * 4), *o = aligned_alloc(64, 16 * d * 4);
-        uint16_t *probs = aligned_alloc(64, 16 * padded_t * 2), *qpad = aligned_alloc(64, 16 * d * 2);
-        float sums[16];
-        __mmask16 *live_keys = malloc((padded_t / 16) * sizeof(__mmask16));
-        if (!kp || !vp || !scores || !o || !probs || !qpad || !live_keys) failed = 1;
+        attention_scratch scratch;
+        if (!scratch_alloc(&scratch, padded_t, d)) failed = 1;
+        uint16_t *kp = scratch.kp, *vp = scratch.vp, *probs = scratch.probs, *qpad = scratch.qpad;
+        float *scores = scratch.scores, *o = scratch.o, sums[16];
+        __mmask16 *live_keys = scratch.live;
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < batch * heads; item++) {
             if (failed) continue;
@@ -537,19 +582,7 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
                 }
                 for (; ahead && done < pairs; done++) score_pair(qrows, qstride, kp, 2 * done, d_tiles, next, padded_t);
                 /* probabilities @ v: 16 queries x d, over keys in tiles of 32 */
-                for (int64_t dt = 0; dt < d / 16; dt += 2) {
-                    _tile_zero(0);
-                    _tile_zero(1);
-                    for (int64_t kt = 0; kt < padded_t / 32; kt++) {
-                        _tile_loadd(4, probs + 32 * kt, padded_t * 2);
-                        _tile_loadd(6, vp + (dt * (padded_t / 32) + kt) * 512, 64);
-                        _tile_dpbf16ps(0, 4, 6);
-                        _tile_loadd(7, vp + ((dt + 1) * (padded_t / 32) + kt) * 512, 64);
-                        _tile_dpbf16ps(1, 4, 7);
-                    }
-                    _tile_stored(0, o + 16 * dt, d * 4);
-                    _tile_stored(1, o + 16 * (dt + 1), d * 4);
-                }
+                rows_by_pairs(probs, padded_t, 32, vp, padded_t / 32, d, o);
                 for (int64_t i = 0; i < valid; i++) {
                     __m512 inverse = _mm512_set1_ps(sums[i] > 0 ? 1.0f / sums[i] : 0.0f);
                     uint16_t *target = out + ((b * t + q0 + i) * heads + h) * d;
@@ -559,13 +592,7 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
                 }
             }
         }
-        free(kp);
-        free(vp);
-        free(scores);
-        free(o);
-        free(probs);
-        free(qpad);
-        free(live_keys);
+        scratch_free(&scratch);
         _tile_release();
     }
     return failed ? -1 : 0;
@@ -829,24 +856,6 @@ static void pack_pairs(const uint16_t *x, int64_t st, int64_t t, int64_t padded_
     }
 }
 
-/* c (16 x d float32, row stride d) = a @ b over k_tiles steps of 32: a's step s at a + s * a_step (16 rows of
-   32 bf16, row stride lda values), b packed by pack_pairs over k_tiles row tiles. */
-static inline void rows_by_pairs(const uint16_t *a, int64_t lda, int64_t a_step, const uint16_t *b, int64_t k_tiles,
-                                 int64_t d, float *c) {
-    for (int64_t dt = 0; dt < d / 16; dt += 2) {
-        _tile_zero(0);
-        _tile_zero(1);
-        for (int64_t kt = 0; kt < k_tiles; kt++) {
-            _tile_loadd(4, a + kt * a_step, lda * 2);
-            _tile_loadd(6, b + (dt * k_tiles + kt) * 512, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_loadd(7, b + ((dt + 1) * k_tiles + kt) * 512, 64);
-            _tile_dpbf16ps(1, 4, 7);
-        }
-        _tile_stored(0, c + 16 * dt, d * 4);
-        _tile_stored(1, c + 16 * (dt + 1), d * 4);
-    }
-}
 
 /* For each 16 keys, those that exist and that the key mask (t bytes, or NULL) keeps. */
 static inline void live_key_lanes(const uint8_t *keys, int64_t t, int64_t padded_t, __mmask16 *live) {
@@ -932,12 +941,12 @@ int xm_attention_train(const uint16_t *q, const uint16_t *k, const uint16_t *v, 
 #pragma omp parallel reduction(| : failed)
     {
         configure_tiles();
-        uint16_t *kp = aligned_alloc(64, padded_t * d * 2), *vp = aligned_alloc(64, padded_t * d * 2);
-        float *scores = aligned_alloc(64, 16 * padded_t * 4), *o = aligned_alloc(64, 16 * d * 4);
-        uint16_t *probs = aligned_alloc(64, 16 * padded_t * 2), *qpad = aligned_alloc(64, 16 * d * 2);
-        __mmask16 *live = malloc((padded_t / 16) * sizeof(__mmask16));
-        if (!kp || !vp || !scores || !o || !probs || !qpad || !live) failed = 1;
-        else memset(probs, 0, 16 * padded_t * 2); /* rows past t stay zero */
+        attention_scratch scratch;
+        if (!scratch_alloc(&scratch, padded_t, d)) failed = 1;
+        else memset(scratch.probs, 0, 16 * padded_t * 2); /* rows past t stay zero */
+        uint16_t *kp = scratch.kp, *vp = scratch.vp, *probs = scratch.probs, *qpad = scratch.qpad;
+        float *scores = scratch.scores, *o = scratch.o;
+        __mmask16 *live = scratch.live;
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < batch * heads; item++) {
             if (failed) continue;
@@ -962,13 +971,7 @@ int xm_attention_train(const uint16_t *q, const uint16_t *k, const uint16_t *v, 
                 store_rows(o, 1.0f, valid, d, out + ((b * t + q0) * heads + h) * d, heads * d);
             }
         }
-        free(kp);
-        free(vp);
-        free(scores);
-        free(o);
-        free(probs);
-        free(qpad);
-        free(live);
+        scratch_free(&scratch);
         _tile_release();
     }
     return failed ? -1 : 0;
