@@ -69,7 +69,8 @@ both); the tied lookup's row gradient sums the same float32 terms in another ord
 the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
 ``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
 autocast linears' bias inside the product, ``use_native_training_attention(False)`` the own training
-attention kernel, ``use_amx_kernels(False)`` the own kernels (``native.reason()`` says why they are or are not in
+attention kernel, ``use_native_vocab_projection(True)`` the tied decoder's product in bf16 autocast training in the
+own kernel on the float32 weight (off by default), ``use_amx_kernels(False)`` the own kernels (``native.reason()`` says why they are or are not in
 use), ``use_autotune(False)`` the timed choice (without it, bf16
 outputs can differ in the last bit between processes that chose differently), and
 ``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``);
@@ -80,7 +81,7 @@ The submodules ``linear`` and ``attention`` keep their names here (their entry f
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
-from .amp import use_autocast_linear
+from .amp import use_autocast_linear, use_native_vocab_projection
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
 from .linear import (
@@ -131,6 +132,7 @@ __all__ = [
     "use_amx_kernels",
     "use_fused_residual_norm",
     "use_native_training_attention",
+    "use_native_vocab_projection",
     "use_autotune",
     "use_onednn",
     "use_tied_row_gradient",

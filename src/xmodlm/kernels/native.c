@@ -1112,3 +1112,205 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
     }
     return failed ? -1 : 0;
 }
+
+/* Training: the vocabulary projection in bf16 autocast training (xm_vocab_forward, xm_vocab_input_grad,
+   xm_vocab_weight_grad), reading the float32 weight W (v x d) directly, each value rounded to bf16 (round to
+   nearest even, as autocast's cast) as it is packed, so that no bf16 copy of W is made:
+
+     logits = round_bf16(x @ W16^T + round_bf16(b))      (x: n x d bf16, float32 sums, one rounding)
+     dX     = round_bf16(dlogits @ W16)                    (sums over v in float32, one rounding)
+     dW     = dlogits^T @ x   in float32, not rounded;  db = column sums of dlogits in float32, not rounded.
+
+   Each output value is summed in an order fixed by the shapes alone (not by the thread count): the forward's
+   columns and dW's rows are split between threads, dX's columns too, its sum over v run in steps of VOCAB_STEP
+   rows with the float32 accumulators kept in memory between steps. Requires v % 32 == 0 and d % 32 == 0, any n. */
+
+#define VOCAB_STEP 512
+
+/* 16 rows of W (float32, row stride d) from `row`, values [32 kt, 32 kt + 32), as one B tile of the product
+   x W^T: [16 input pairs][16 rows][2], rounded to bf16. */
+static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *tile) {
+    uint16_t rows[16 * 32] __attribute__((aligned(64)));
+    for (int i = 0; i < 16; i++) {
+        const float *p = w + i * d + 32 * kt;
+        _mm512_store_si512((__m512i *)(rows + 32 * i),
+                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p)));
+    }
+    transpose16(rows, 32, 16, tile);
+}
+
+int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64_t n, int64_t v, int64_t d,
+                     uint16_t *out) {
+    int64_t padded_n = (n + 31) / 32 * 32, k_tiles = d / 32, per_step = (64 + k_tiles - 1) / k_tiles;
+    uint16_t *xp = aligned_alloc(64, padded_n * d * sizeof(uint16_t));
+    float *rounded = bias ? aligned_alloc(64, v * sizeof(float)) : NULL;
+    int failed = !xp || (bias && !rounded);
+    if (!failed) {
+        memcpy(xp, x, n * d * sizeof(uint16_t));
+        memset(xp + n * d, 0, (padded_n - n) * d * sizeof(uint16_t));
+        for (int64_t j = 0; bias && j < v; j += 16)
+            _mm512_store_ps(rounded + j, load_bf16_vector(_mm512_cvtneps_pbh(_mm512_loadu_ps(bias + j))));
+#pragma omp parallel reduction(| : failed)
+        {
+            int threads = omp_get_num_threads(), me = omp_get_thread_num();
+            int64_t pairs = v / 32, first = pairs * me / threads, last = pairs * (me + 1) / threads;
+            thread_state *st = begin();
+            uint16_t *wp = aligned_alloc(64, 32 * d * sizeof(uint16_t));
+            if (!st || !wp) {
+                failed = 1;
+            } else {
+                for (int64_t c = first; c < last; c++) {
+                    for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* both groups of 16 rows */
+                        vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512);
+                    for (int64_t row = 0; row < padded_n; row += 32) {
+                        int64_t valid = n - row < 32 ? n - row : 32;
+                        block(xp + row * d, d, wp, wp + k_tiles * 512, k_tiles, st->acc[st->current], &st->pending,
+                              per_step, (const char *)wp, 0);
+                        drain(&st->pending, 64);
+                        st->pending = (pending_block){st->acc[st->current], row, 32 * c, 2 * valid, 0,
+                                                      rounded, NULL, 0, v, out, 0};
+                        st->current ^= 1;
+                    }
+                }
+            }
+            free(wp);
+            end(st);
+        }
+    }
+    free(xp);
+    free(rounded);
+    return failed ? -1 : 0;
+}
+
+int xm_vocab_input_grad(const uint16_t *g, const float *w, int64_t n, int64_t v, int64_t d, uint16_t *dx) {
+    int64_t padded_n = (n + 31) / 32 * 32, full = n / 32 * 32;
+    /* the last, partial block of 32 gradient rows, zero-padded (tile loads read 16 rows) */
+    uint16_t *tail = full < n ? calloc(32 * v, sizeof(uint16_t)) : NULL;
+    int failed = full < n && !tail;
+    if (!failed) {
+        if (tail) memcpy(tail, g + full * v, (n - full) * v * sizeof(uint16_t));
+#pragma omp parallel reduction(| : failed)
+        {
+            int threads = omp_get_num_threads(), me = omp_get_thread_num();
+            int64_t units = d / 32, u0 = units * me / threads, u1 = units * (me + 1) / threads;
+            int64_t cols = 32 * (u1 - u0), col_tiles = cols / 16, step_tiles = VOCAB_STEP / 32;
+            float *acc = cols ? aligned_alloc(64, padded_n * cols * sizeof(float)) : NULL;
+            uint16_t *wp = cols ? aligned_alloc(64, VOCAB_STEP * cols * sizeof(uint16_t)) : NULL;
+            if (cols && (!acc || !wp)) {
+                failed = 1;
+            } else if (cols) {
+                configure_tiles();
+                uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
+                uint16_t pair[64] __attribute__((aligned(64)));
+                for (int64_t vs = 0; vs < v; vs += VOCAB_STEP) {
+                    int64_t len = v - vs < VOCAB_STEP ? v - vs : VOCAB_STEP, kts = len / 32;
+                    /* W's rows [vs, vs + len), columns [32 u0, 32 u1), in row pairs: tiles [col tile][kt][16][16][2] */
+                    for (int64_t p = 0; p < len / 2; p++) {
+                        const float *a = w + (vs + 2 * p) * d + 32 * u0, *b = a + d;
+                        for (int64_t j = 0; j < cols; j += 32) {
+                            _mm512_store_si512((__m512i *)r0, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + j + 16),
+                                                                                          _mm512_loadu_ps(a + j)));
+                            _mm512_store_si512((__m512i *)r1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + j + 16),
+                                                                                          _mm512_loadu_ps(b + j)));
+                            interleave_rows(r0, r1, 32, pair);
+                            uint16_t *t = wp + ((j / 16) * step_tiles + p / 16) * 512 + (p % 16) * 32;
+                            memcpy(t, pair, 64);
+                            memcpy(t + step_tiles * 512, pair + 32, 64);
+                        }
+                    }
+                    for (int64_t row = 0; row < padded_n; row += 32) {
+                        const uint16_t *a = row < full ? g + row * v + vs : tail + vs, *a1 = a + 16 * v;
+                        for (int64_t ct = 0; ct < col_tiles; ct += 2) {
+                            float *c = acc + row * cols + 16 * ct;
+                            if (vs == 0) {
+                                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+                            } else {
+                                _tile_loadd(0, c, cols * 4);
+                                _tile_loadd(1, c + 16, cols * 4);
+                                _tile_loadd(2, c + 16 * cols, cols * 4);
+                                _tile_loadd(3, c + 16 * cols + 16, cols * 4);
+                            }
+                            const uint16_t *b0 = wp + ct * step_tiles * 512, *b1 = b0 + step_tiles * 512;
+                            for (int64_t kt = 0; kt < kts; kt++) {
+                                _tile_loadd(4, a + kt * 32, v * 2);
+                                _tile_loadd(6, b0 + kt * 512, 64);
+                                _tile_dpbf16ps(0, 4, 6);
+                                _tile_loadd(7, b1 + kt * 512, 64);
+                                _tile_dpbf16ps(1, 4, 7);
+                                _tile_loadd(5, a1 + kt * 32, v * 2);
+                                _tile_dpbf16ps(2, 5, 6);
+                                _tile_dpbf16ps(3, 5, 7);
+                            }
+                            _tile_stored(0, c, cols * 4);
+                            _tile_stored(1, c + 16, cols * 4);
+                            _tile_stored(2, c + 16 * cols, cols * 4);
+                            _tile_stored(3, c + 16 * cols + 16, cols * 4);
+                        }
+                    }
+                }
+                _tile_release();
+                for (int64_t r = 0; r < n; r++)
+                    for (int64_t j = 0; j < cols; j += 16)
+                        _mm256_storeu_si256((__m256i *)(dx + r * d + 32 * u0 + j),
+                                            (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(acc + r * cols + j)));
+            }
+            free(acc);
+            free(wp);
+        }
+    }
+    free(tail);
+    return failed ? -1 : 0;
+}
+
+int xm_vocab_weight_grad(const uint16_t *g, const uint16_t *x, int64_t n, int64_t v, int64_t d, float *dw,
+                         float *db) {
+    int64_t padded_n = (n + 31) / 32 * 32, k_tiles = padded_n / 32;
+    uint16_t *xp = aligned_alloc(64, padded_n * d * sizeof(uint16_t));
+    int failed = !xp;
+    if (!failed) {
+        pack_pairs(x, d, n, padded_n, d, xp);
+#pragma omp parallel reduction(| : failed)
+        {
+            /* dlogits[:, 32 vb + (0..32)] in row pairs (padded_n / 2 rows of 32 x 2), then its transposed tiles */
+            uint16_t *pairs = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
+            uint16_t *tiles = aligned_alloc(64, padded_n * 16 * sizeof(uint16_t));
+            int ok = pairs && tiles; /* every thread meets the loop (a worksharing construct), none works without */
+            failed = !ok;
+            if (ok) configure_tiles();
+            {
+#pragma omp for schedule(static)
+                for (int64_t vb = 0; vb < v / 32; vb++) {
+                    if (!ok) continue;
+                    const uint16_t *col = g + 32 * vb;
+                    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+                    for (int64_t r = 0; r < padded_n; r += 2) {
+                        const uint16_t *e = r < n ? col + r * v : NULL, *o = r + 1 < n ? col + (r + 1) * v : NULL;
+                        interleave_rows(e, o, 32, pairs + r * 32);
+                        if (db && e) {
+                            s0 = _mm512_add_ps(s0, load_bf16(e));
+                            s1 = _mm512_add_ps(s1, load_bf16(e + 16));
+                        }
+                        if (db && o) {
+                            s0 = _mm512_add_ps(s0, load_bf16(o));
+                            s1 = _mm512_add_ps(s1, load_bf16(o + 16));
+                        }
+                    }
+                    if (db) {
+                        _mm512_storeu_ps(db + 32 * vb, s0);
+                        _mm512_storeu_ps(db + 32 * vb + 16, s1);
+                    }
+                    for (int h = 0; h < 2; h++) {
+                        for (int64_t kt = 0; kt < k_tiles; kt++)
+                            transpose16(pairs + kt * 16 * 64 + 32 * h, 64, 16, tiles + kt * 512);
+                        rows_by_pairs(tiles, 32, 512, xp, k_tiles, d, dw + (32 * vb + 16 * h) * d);
+                    }
+                }
+                if (ok) _tile_release();
+            }
+            free(pairs);
+            free(tiles);
+        }
+    }
+    free(xp);
+    return failed ? -1 : 0;
+}
