@@ -1141,6 +1141,54 @@ static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *t
     transpose16(rows, 32, 16, tile);
 }
 
+/* A pending block's epilogue (bias only) for the vocabulary logits, a whole row of 32 outputs (one 64-byte line) at a
+   time, written with a non-temporal store where the line is aligned: the logits (n x v) go to memory without
+   being read first. */
+static inline void drain_streaming(pending_block *p, int64_t units) {
+    int64_t end = p->next + units < p->units ? p->next + units : p->units;
+    for (int64_t u = p->next & ~(int64_t)1; u < end; u += 2) {
+        int64_t i = u >> 1;
+        __m512 lo = _mm512_load_ps(p->acc + i * 32), hi = _mm512_load_ps(p->acc + i * 32 + 16);
+        if (p->bias) {
+            lo = _mm512_add_ps(lo, _mm512_loadu_ps(p->bias + p->col));
+            hi = _mm512_add_ps(hi, _mm512_loadu_ps(p->bias + p->col + 16));
+        }
+        __m512i line = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+        uint16_t *dst = p->out + (p->row + i) * p->ldo + p->col;
+        if (((uintptr_t)dst & 63) == 0) _mm512_stream_si512((__m512i *)dst, line);
+        else _mm512_storeu_si512((void *)dst, line);
+    }
+    p->next = end > p->next ? (end + 1) & ~(int64_t)1 : p->next;
+    if (p->next > p->units) p->next = p->units;
+}
+
+/* block() with drain_streaming for the previous block's epilogue. */
+static inline void block_streaming(const uint16_t *a, int64_t lda, const uint16_t *w0, const uint16_t *w1,
+                                   int64_t k_tiles, float *acc, pending_block *previous, int64_t per_step,
+                                   const char *ahead, int64_t lines) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *a1 = a + 16 * lda;
+    for (int64_t kt = 0; kt < k_tiles; kt++) {
+        _tile_loadd(4, a + kt * 32, lda * 2);
+        _tile_loadd(6, w0 + kt * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, w1 + kt * 512, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a1 + kt * 32, lda * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        drain_streaming(previous, per_step);
+        for (int64_t i = 0; i < lines; i++) _mm_prefetch(ahead + (kt * lines + i) * 64, _MM_HINT_T1);
+    }
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 512, 128);
+    _tile_stored(3, acc + 528, 128);
+}
+
 int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64_t n, int64_t v, int64_t d,
                      uint16_t *out) {
     int64_t padded_n = (n + 31) / 32 * 32, k_tiles = d / 32, per_step = (64 + k_tiles - 1) / k_tiles;
@@ -1169,9 +1217,9 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
                     const char *next = (const char *)(w + 32 * (c + 1 < last ? c + 1 : c) * d);
                     for (int64_t row = 0; row < padded_n; row += 32) {
                         int64_t valid = n - row < 32 ? n - row : 32;
-                        block(xp + row * d, d, wp, wp + k_tiles * 512, k_tiles, st->acc[st->current], &st->pending,
+                        block_streaming(xp + row * d, d, wp, wp + k_tiles * 512, k_tiles, st->acc[st->current], &st->pending,
                               per_step, next + row / 32 * k_tiles * lines * 64, lines);
-                        drain(&st->pending, 64);
+                        drain_streaming(&st->pending, 64);
                         st->pending = (pending_block){st->acc[st->current], row, 32 * c, 2 * valid, 0,
                                                       rounded, NULL, 0, v, out, 0};
                         st->current ^= 1;
@@ -1179,7 +1227,9 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
                 }
             }
             free(wp);
+            if (st) drain_streaming(&st->pending, 64);
             end(st);
+            _mm_sfence();
         }
     }
     free(xp);
@@ -1309,7 +1359,8 @@ int xm_vocab_weight_grad(const uint16_t *g, const uint16_t *x, int64_t n, int64_
             /* dlogits[:, 32 vb + (0..32)] in row pairs (padded_n / 2 rows of 32 x 2), then its transposed tiles */
             uint16_t *pairs = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
             uint16_t *tiles = aligned_alloc(64, padded_n * 16 * sizeof(uint16_t));
-            int ok = pairs && tiles; /* every thread meets the loop (a worksharing construct), none works without */
+            float *rows16 = aligned_alloc(64, 16 * d * sizeof(float)); /* 16 rows of dW, then streamed out */
+            int ok = pairs && tiles && rows16; /* every thread meets the loop (a worksharing construct), none works without */
             failed = !ok;
             if (ok) configure_tiles();
             {
@@ -1339,13 +1390,21 @@ int xm_vocab_weight_grad(const uint16_t *g, const uint16_t *x, int64_t n, int64_
                     for (int h = 0; h < 2; h++) {
                         for (int64_t kt = 0; kt < k_tiles; kt++)
                             transpose16(pairs + kt * 16 * 64 + 32 * h, 64, 16, tiles + kt * 512);
-                        rows_by_pairs(tiles, 32, 512, xp, k_tiles, d, dw + (32 * vb + 16 * h) * d);
+                        rows_by_pairs(tiles, 32, 512, xp, k_tiles, d, rows16);
+                        /* non-temporal stores: dW (v x d float32) goes to memory without being read first */
+                        float *dst = dw + (32 * vb + 16 * h) * d;
+                        if (((uintptr_t)dw & 63) == 0)
+                            for (int64_t j = 0; j < 16 * d; j += 16) _mm512_stream_ps(dst + j, _mm512_load_ps(rows16 + j));
+                        else
+                            memcpy(dst, rows16, 16 * d * sizeof(float));
                     }
                 }
                 if (ok) _tile_release();
+                _mm_sfence();
             }
             free(pairs);
             free(tiles);
+            free(rows16);
         }
     }
     free(xp);
