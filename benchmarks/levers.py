@@ -142,7 +142,7 @@ def defaults() -> None:
     kernels.use_fused_residual_norm(True)
     kernel_dropout.native = native
     kernels.use_native_training_attention(True)
-    kernels.use_native_vocab_projection(False)
+    kernels.use_native_vocab_projection(True)
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

@@ -21,9 +21,11 @@ U = 2.0 ** -8  # a bf16 rounding (relative)
 
 @pytest.fixture
 def switch():
+    """The switch on through the test, then as it was."""
+    before = amp._VOCAB["enabled"]
     use_native_vocab_projection(True)
     yield
-    use_native_vocab_projection(False)
+    use_native_vocab_projection(before)
 
 
 def operands(n, v=1024, d=256, seed=0):
@@ -128,7 +130,7 @@ def spy(monkeypatch):
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_model_step(tied, monkeypatch):
+def test_model_step(tied, monkeypatch, switch):
     """The masked-LM step under bf16 autocast takes the kernel, and its loss and gradients (the tied embedding's
     included) agree with the switch off to bf16 rounding."""
     calls = spy(monkeypatch)
@@ -145,7 +147,7 @@ def test_model_step(tied, monkeypatch):
                 loss = model(ids, attention_mask=mask, lang_ids=lang, labels=labels).loss
             loss.backward()
         finally:
-            use_native_vocab_projection(False)
+            use_native_vocab_projection(True)
         runs.append((loss, {k: p.grad for k, p in model.named_parameters()}))
         assert len(calls) == int(enabled)
     (loss0, grads0), (loss1, grads1) = runs
