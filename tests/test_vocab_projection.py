@@ -160,3 +160,18 @@ def test_model_step(tied, monkeypatch, switch):
         assert (g0 is None) == (g1 is None), name
         if g0 is not None:
             assert maxdiff(g1, g0) <= 4 * U * g0.abs().max().item() + 1e-7, name
+
+
+def test_no_bias_and_partial_gradients():
+    x, w, _, dy = operands(70, v=512, seed=3)
+    x16 = x.bfloat16()
+    xd, wd = x16.double(), w.bfloat16().double()
+    assert within_bf16(native.vocab_forward(x16, w, None), xd @ wd.T, xd.abs() @ wd.abs().T)
+    full = native.vocab_backward(dy, x16, w)
+    dx, dw, db = native.vocab_backward(dy, x16, w, input_grad=False, bias_grad=False)
+    assert dx is None and db is None and torch.equal(dw, full[1])
+    dx, dw, db = native.vocab_backward(dy, x16, w, weight_grad=False)
+    assert dw is None and torch.equal(dx, full[0]) and torch.equal(db, dy.float().sum(0))
+    empty = native.vocab_backward(dy[:0], x16[:0], w)
+    assert native.vocab_forward(x16[:0], w, None).shape == (0, 512)
+    assert empty[0].shape == (0, 256) and not empty[1].any() and not empty[2].any()
