@@ -84,9 +84,10 @@ def autocast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 # The vocabulary projection (the tied decoder) in CPU bf16 autocast training through the own kernel
 # (native.c's xm_vocab_*): the float32 weight read directly and rounded to bf16 inside the kernel, so autocast's
 # cast of the 32k x D matrix (forward) and autograd's cast of its bf16 gradient back to float32 (backward) are not
-# made (the logits and dW also written with non-temporal stores). The logits and dX are as autocast's (bf16 operands, float32 sums, one rounding); dW and db are summed in
-# float32 and left in float32, where autocast rounds both to bf16 before autograd casts them back: more precise,
-# so they differ from autocast's by up to a bf16 rounding.
+# made (the logits and dW also written with non-temporal stores). The logits and dX are as autocast's (bf16
+# operands, float32 sums, one rounding); dW and db are summed in float32 and left in float32, where autocast rounds
+# both to bf16 before autograd casts them back: more precise, so they differ from autocast's by up to a bf16
+# rounding.
 
 _VOCAB = {"enabled": True}
 

@@ -12,7 +12,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from . import native
-from .amp import autocast_linear, autocast_linear_applies, cpu_bf16_autocast, native_vocab_applies, native_vocab_projection
+from .amp import (autocast_linear, autocast_linear_applies, cpu_bf16_autocast, native_vocab_applies,
+                  native_vocab_projection)
 from .residual_norm import dropout_residual_norm
 from .tied import decoder_weight
 from .tune import bucket, run_fastest, tuning
