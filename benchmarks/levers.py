@@ -128,6 +128,10 @@ TRAIN_LEVERS = {
              "LayerNorm(dropout(h) + residual) in the own kernel", lambda: kernels.use_fused_residual_norm(True)),
     "attention": ("attention as dropout_attention (torch's ops)", lambda: kernels.use_native_training_attention(False),
                   "attention in the own kernel", lambda: kernels.use_native_training_attention(True)),
+    "vocab": ("tied decoder as autocast_linear (casts of the matrix)",
+              lambda: kernels.use_native_vocab_projection(False),
+              "tied decoder in the own kernel on the float32 weight",
+              lambda: kernels.use_native_vocab_projection(True)),
 }
 
 
@@ -140,6 +144,7 @@ def defaults() -> None:
     kernels.use_fused_residual_norm(True)
     kernel_dropout.native = native
     kernels.use_native_training_attention(True)
+    kernels.use_native_vocab_projection(True)
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

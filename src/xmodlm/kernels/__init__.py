@@ -16,7 +16,11 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   its own pass for an activated one) and the faster kept for that shape and thread count, like
   cudnn.benchmark; oneDNN's split of some shapes between threads leaves a thread idle.
 * bf16 autocast training on CPU (``amp.autocast_linear``): autocast's casts, then the product in oneDNN
-  with the bias added inside it (``addmm`` first fills the output with the bias), backward as ``addmm``'s.
+  with the bias added inside it (``addmm`` first fills the output with the bias), backward as ``addmm``'s;
+  the tied decoder (vocabulary x width) on AMX processors in the own kernel (``amp.native_vocab_projection``),
+  which reads the float32 matrix and rounds it to bf16 as it packs it (no cast of the matrix, no cast of its
+  gradient back): the same logits and input gradient, the matrix's and bias's gradients summed in float32 and
+  not rounded to bf16 (more precise than autocast's).
 * the per-language modules (``modules.run_language_modules``): one language (or one shared module)
   as its two linears over the whole batch, the residual fused in inference; many segments as padded
   batched matmuls over stacked weights; in CPU inference a batch layout seen twice in a row as two
@@ -69,7 +73,8 @@ both); the tied lookup's row gradient sums the same float32 terms in another ord
 the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row gradient,
 ``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
 autocast linears' bias inside the product, ``use_native_training_attention(False)`` the own training
-attention kernel, ``use_amx_kernels(False)`` the own kernels (``native.reason()`` says why they are or are not in
+attention kernel, ``use_native_vocab_projection(False)`` the tied decoder's product in bf16 autocast training in
+the own kernel on the float32 weight (no casts of the matrix, its gradient float32), ``use_amx_kernels(False)`` the own kernels (``native.reason()`` says why they are or are not in
 use), ``use_autotune(False)`` the timed choice (without it, bf16
 outputs can differ in the last bit between processes that chose differently), and
 ``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``);
@@ -80,7 +85,7 @@ The submodules ``linear`` and ``attention`` keep their names here (their entry f
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
-from .amp import use_autocast_linear
+from .amp import use_autocast_linear, use_native_vocab_projection
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
 from .linear import (
@@ -131,6 +136,7 @@ __all__ = [
     "use_amx_kernels",
     "use_fused_residual_norm",
     "use_native_training_attention",
+    "use_native_vocab_projection",
     "use_autotune",
     "use_onednn",
     "use_tied_row_gradient",

@@ -79,3 +79,60 @@ def autocast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     """``F.linear(x, weight, bias)`` as bf16 autocast computes it (see the module's docstring)."""
     low = torch.bfloat16
     return _BiasInProduct.apply(x.to(low), weight.to(low), None if bias is None else bias.to(low))
+
+
+# The vocabulary projection (the tied decoder) in CPU bf16 autocast training through the own kernel
+# (native.c's xm_vocab_*): the float32 weight read directly and rounded to bf16 inside the kernel, so autocast's
+# cast of the 32k x D matrix (forward) and autograd's cast of its bf16 gradient back to float32 (backward) are not
+# made (the logits and dW also written with non-temporal stores). The logits and dX are as autocast's (bf16
+# operands, float32 sums, one rounding); dW and db are summed in float32 and left in float32, where autocast rounds
+# both to bf16 before autograd casts them back: more precise, so they differ from autocast's by up to a bf16
+# rounding.
+
+_VOCAB = {"enabled": True}
+
+
+def use_native_vocab_projection(enabled: bool) -> None:
+    """Run the tied decoder's product in CPU bf16 autocast training through the own kernel on the float32 weight
+    (True, the default: the MLM step 1.04-1.07x faster, docs/results/amx-perf/round6/lever-vocab-projection.txt) or
+    as ``autocast_linear`` (False)."""
+    _VOCAB["enabled"] = bool(enabled)
+
+
+def native_vocab_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """The switch on, the own kernels built, CPU bf16 autocast training, a float32 2-d contiguous weight of a
+    multiple of 32 rows and columns, a float32 bias or none."""
+    from . import native
+    return (_VOCAB["enabled"] and autocast_bf16(x) and x.dtype in _DTYPES and x.dim() >= 2
+            and weight.dtype == torch.float32 and weight.dim() == 2 and weight.is_contiguous()
+            and native.vocab_fits(*weight.shape) and x.shape[-1] == weight.shape[1]
+            and (bias is None or (bias.dtype == torch.float32 and bias.is_contiguous()))
+            and native.available())
+
+
+class _NativeVocabProjection(torch.autograd.Function):
+    """``F.linear(x16, weight, bias)`` with the float32 weight and bias rounded to bf16 inside the kernel; the
+    weight's and bias's gradients float32 (see above)."""
+
+    @staticmethod
+    def forward(ctx, x16, weight, bias):
+        from . import native
+        rows = x16.reshape(-1, x16.shape[-1]).contiguous()
+        ctx.save_for_backward(rows, weight)
+        ctx.shape, ctx.has_bias = x16.shape, bias is not None
+        return native.vocab_forward(rows, weight, bias).view(*x16.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        from . import native
+        rows, weight = ctx.saved_tensors
+        grad2 = grad.to(torch.bfloat16).reshape(-1, grad.shape[-1]).contiguous()
+        dx, dw, db = native.vocab_backward(grad2, rows, weight, ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+                                           ctx.has_bias and ctx.needs_input_grad[2])
+        return None if dx is None else dx.view(ctx.shape), dw, db
+
+
+def native_vocab_projection(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``autocast_linear(x, weight, bias)`` through the own kernel (``native_vocab_applies`` must hold)."""
+    return _NativeVocabProjection.apply(x.to(torch.bfloat16), weight, bias)

@@ -12,7 +12,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from . import native
-from .amp import autocast_linear, autocast_linear_applies, cpu_bf16_autocast
+from .amp import (autocast_linear, autocast_linear_applies, cpu_bf16_autocast, native_vocab_applies,
+                  native_vocab_projection)
 from .residual_norm import dropout_residual_norm
 from .tied import decoder_weight
 from .tune import bucket, run_fastest, tuning
@@ -287,6 +288,8 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
         weight = decoder_weight(weight)
     if onednn_trainable(x, weight):
         y = OneDNNLinear.apply(x, weight, bias)
+    elif tied and native_vocab_applies(x, weight, bias):  # bf16 autocast training: no casts of the matrix
+        y = native_vocab_projection(x, weight, bias)
     elif autocast_linear_applies(x, weight, bias, _onednn_ready(x)):  # bf16 autocast training: bias in the product
         y = autocast_linear(x, weight, bias)
     else:

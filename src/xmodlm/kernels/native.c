@@ -1115,3 +1115,301 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
     }
     return failed ? -1 : 0;
 }
+
+/* Training: the vocabulary projection in bf16 autocast training (xm_vocab_forward, xm_vocab_input_grad,
+   xm_vocab_weight_grad), reading the float32 weight W (v x d) directly, each value rounded to bf16 (round to
+   nearest even, as autocast's cast) as it is packed, so that no bf16 copy of W is made:
+
+     logits = round_bf16(x @ W16^T + round_bf16(b))      (x: n x d bf16, float32 sums, one rounding)
+     dX     = round_bf16(dlogits @ W16)                    (sums over v in float32, one rounding)
+     dW     = dlogits^T @ x   in float32, not rounded;  db = column sums of dlogits in float32, not rounded.
+
+   Each output value is summed in an order fixed by the shapes alone (not by the thread count): the forward's
+   columns and dW's rows are split between threads; dX's sum over v runs in VOCAB_CHUNKS fixed ranges (threads
+   take whole ranges), each in steps of VOCAB_STEP rows with the float32 accumulators kept in memory between
+   steps, the ranges' partial sums added in order. Software prefetches fetch the next W rows (forward), the next
+   gradient rows (dX) and the next gradient columns (dW). Requires v % 32 == 0 and d % 32 == 0, any n. */
+
+#define VOCAB_STEP 256
+
+/* 16 rows of W (float32, row stride d) from `row`, values [32 kt, 32 kt + 32), as one B tile of the product
+   x W^T: [16 input pairs][16 rows][2], rounded to bf16. */
+static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *tile) {
+    uint16_t rows[16 * 32] __attribute__((aligned(64)));
+    for (int i = 0; i < 16; i++) {
+        const float *p = w + i * d + 32 * kt;
+        _mm512_store_si512((__m512i *)(rows + 32 * i),
+                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p)));
+    }
+    transpose16(rows, 32, 16, tile);
+}
+
+/* A pending block's epilogue (bias only) for the vocabulary logits, a whole row of 32 outputs (one 64-byte line) at a
+   time, written with a non-temporal store where the line is aligned: the logits (n x v) go to memory without
+   being read first. */
+static inline void drain_streaming(pending_block *p, int64_t units) {
+    int64_t end = p->next + units < p->units ? p->next + units : p->units;
+    for (int64_t u = p->next & ~(int64_t)1; u < end; u += 2) {
+        int64_t i = u >> 1;
+        __m512 lo = _mm512_load_ps(p->acc + i * 32), hi = _mm512_load_ps(p->acc + i * 32 + 16);
+        if (p->bias) {
+            lo = _mm512_add_ps(lo, _mm512_loadu_ps(p->bias + p->col));
+            hi = _mm512_add_ps(hi, _mm512_loadu_ps(p->bias + p->col + 16));
+        }
+        __m512i line = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+        uint16_t *dst = p->out + (p->row + i) * p->ldo + p->col;
+        if (((uintptr_t)dst & 63) == 0) _mm512_stream_si512((__m512i *)dst, line);
+        else _mm512_storeu_si512((void *)dst, line);
+    }
+    p->next = end > p->next ? (end + 1) & ~(int64_t)1 : p->next;
+    if (p->next > p->units) p->next = p->units;
+}
+
+/* block() with drain_streaming for the previous block's epilogue. */
+static inline void block_streaming(const uint16_t *a, int64_t lda, const uint16_t *w0, const uint16_t *w1,
+                                   int64_t k_tiles, float *acc, pending_block *previous, int64_t per_step,
+                                   const char *ahead, int64_t lines) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *a1 = a + 16 * lda;
+    for (int64_t kt = 0; kt < k_tiles; kt++) {
+        _tile_loadd(4, a + kt * 32, lda * 2);
+        _tile_loadd(6, w0 + kt * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, w1 + kt * 512, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a1 + kt * 32, lda * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        drain_streaming(previous, per_step);
+        for (int64_t i = 0; i < lines; i++) _mm_prefetch(ahead + (kt * lines + i) * 64, _MM_HINT_T1);
+    }
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 512, 128);
+    _tile_stored(3, acc + 528, 128);
+}
+
+int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64_t n, int64_t v, int64_t d,
+                     uint16_t *out) {
+    int64_t padded_n = (n + 31) / 32 * 32, k_tiles = d / 32, per_step = (64 + k_tiles - 1) / k_tiles;
+    uint16_t *xp = aligned_alloc(64, padded_n * d * sizeof(uint16_t));
+    float *rounded = bias ? aligned_alloc(64, v * sizeof(float)) : NULL;
+    int failed = !xp || (bias && !rounded);
+    if (!failed) {
+        memcpy(xp, x, n * d * sizeof(uint16_t));
+        memset(xp + n * d, 0, (padded_n - n) * d * sizeof(uint16_t));
+        for (int64_t j = 0; bias && j < v; j += 16)
+            _mm512_store_ps(rounded + j, load_bf16_vector(_mm512_cvtneps_pbh(_mm512_loadu_ps(bias + j))));
+#pragma omp parallel reduction(| : failed)
+        {
+            int threads = omp_get_num_threads(), me = omp_get_thread_num();
+            int64_t pairs = v / 32, first = pairs * me / threads, last = pairs * (me + 1) / threads;
+            thread_state *st = begin();
+            uint16_t *wp = aligned_alloc(64, 32 * d * sizeof(uint16_t));
+            if (!st || !wp) {
+                failed = 1;
+            } else {
+                for (int64_t c = first; c < last; c++) {
+                    for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* both groups of 16 rows */
+                        vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512);
+                    /* the next pair's 32 float32 rows (32 d / 16 lines), fetched over this pair's row blocks */
+                    int64_t blocks = padded_n / 32, lines = (2 * d + blocks * k_tiles - 1) / (blocks * k_tiles);
+                    const char *next = (const char *)(w + 32 * (c + 1 < last ? c + 1 : c) * d);
+                    for (int64_t row = 0; row < padded_n; row += 32) {
+                        int64_t valid = n - row < 32 ? n - row : 32;
+                        block_streaming(xp + row * d, d, wp, wp + k_tiles * 512, k_tiles, st->acc[st->current], &st->pending,
+                              per_step, next + row / 32 * k_tiles * lines * 64, lines);
+                        drain_streaming(&st->pending, 64);
+                        st->pending = (pending_block){st->acc[st->current], row, 32 * c, 2 * valid, 0,
+                                                      rounded, NULL, 0, v, out, 0};
+                        st->current ^= 1;
+                    }
+                }
+            }
+            free(wp);
+            if (st) drain_streaming(&st->pending, 64);
+            end(st);
+            _mm_sfence();
+        }
+    }
+    free(xp);
+    free(rounded);
+    return failed ? -1 : 0;
+}
+
+/* acc (padded_n x d float32) = g[:, v0:v1) @ W16[v0:v1), in steps of VOCAB_STEP rows of W (packed in row pairs
+   into wp, VOCAB_STEP x d bf16), the accumulators in memory between steps; rows from `full` on read from `tail`
+   (the last partial block of 32 rows, zero-padded). */
+static void vocab_input_chunk(const uint16_t *g, const uint16_t *tail, int64_t full, const float *w, int64_t padded_n,
+                              int64_t v, int64_t d, int64_t v0, int64_t v1, float *acc, uint16_t *wp) {
+    int64_t col_tiles = d / 16, step_tiles = VOCAB_STEP / 32;
+    uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
+    uint16_t pair[64] __attribute__((aligned(64)));
+    for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP) {
+        int64_t len = v1 - vs < VOCAB_STEP ? v1 - vs : VOCAB_STEP, kts = len / 32;
+        /* W's rows [vs, vs + len) in row pairs: tiles [col tile][kt][16 row pairs][16 columns][2] */
+        for (int64_t p = 0; p < len / 2; p++) {
+            const float *a = w + (vs + 2 * p) * d, *b = a + d;
+            for (int64_t j = 0; j < d; j += 32) {
+                _mm512_store_si512((__m512i *)r0, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + j + 16),
+                                                                              _mm512_loadu_ps(a + j)));
+                _mm512_store_si512((__m512i *)r1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + j + 16),
+                                                                              _mm512_loadu_ps(b + j)));
+                interleave_rows(r0, r1, 32, pair);
+                uint16_t *t = wp + ((j / 16) * step_tiles + p / 16) * 512 + (p % 16) * 32;
+                memcpy(t, pair, 64);
+                memcpy(t + step_tiles * 512, pair + 32, 64);
+            }
+        }
+        for (int64_t row = 0; row < padded_n; row += 32) {
+            const uint16_t *a = row < full ? g + row * v + vs : tail + vs, *a1 = a + 16 * v;
+            /* the next block's 32 rows of len values (len / 32 lines each), fetched over this block's steps */
+            int64_t next_row = row + 32 < padded_n ? row + 32 : 0, next_vs = row + 32 < padded_n ? vs : vs + len;
+            const uint16_t *ahead = next_vs >= v1 ? NULL : next_row < full ? g + next_row * v + next_vs : tail + next_vs;
+            int64_t row_lines = len / 32, steps = col_tiles / 2 * kts;
+            int64_t per = (32 * row_lines + steps - 1) / steps, s = 0;
+            for (int64_t ct = 0; ct < col_tiles; ct += 2) {
+                float *c = acc + row * d + 16 * ct;
+                if (vs == v0) {
+                    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+                } else {
+                    _tile_loadd(0, c, d * 4);
+                    _tile_loadd(1, c + 16, d * 4);
+                    _tile_loadd(2, c + 16 * d, d * 4);
+                    _tile_loadd(3, c + 16 * d + 16, d * 4);
+                }
+                const uint16_t *b0 = wp + ct * step_tiles * 512, *b1 = b0 + step_tiles * 512;
+                for (int64_t kt = 0; kt < kts; kt++) {
+                    _tile_loadd(4, a + kt * 32, v * 2);
+                    _tile_loadd(6, b0 + kt * 512, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_loadd(7, b1 + kt * 512, 64);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_loadd(5, a1 + kt * 32, v * 2);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                    for (int64_t i = 0; ahead && i < per; i++) {
+                        int64_t line = s * per + i;
+                        if (line < 32 * row_lines)
+                            _mm_prefetch((const char *)(ahead + (line / row_lines) * v + (line % row_lines) * 32),
+                                         _MM_HINT_T0);
+                    }
+                    s++;
+                }
+                _tile_stored(0, c, d * 4);
+                _tile_stored(1, c + 16, d * 4);
+                _tile_stored(2, c + 16 * d, d * 4);
+                _tile_stored(3, c + 16 * d + 16, d * 4);
+            }
+        }
+    }
+}
+
+/* dX: the sum over v cut into VOCAB_CHUNKS fixed ranges (of whole 32-row blocks), the threads taking whole chunks,
+   each chunk's float32 partial in its own buffer, then the partials added in chunk order and rounded once: each
+   thread reads only its chunks' share of g and W, and the bits do not depend on the thread count. */
+#define VOCAB_CHUNKS 4
+int xm_vocab_input_grad(const uint16_t *g, const float *w, int64_t n, int64_t v, int64_t d, uint16_t *dx) {
+    int64_t padded_n = (n + 31) / 32 * 32, full = n / 32 * 32, blocks = v / 32;
+    uint16_t *tail = full < n ? calloc(32 * v, sizeof(uint16_t)) : NULL;
+    float *partial = aligned_alloc(64, VOCAB_CHUNKS * padded_n * d * sizeof(float));
+    int failed = (full < n && !tail) || !partial;
+    if (!failed) {
+        if (tail) memcpy(tail, g + full * v, (n - full) * v * sizeof(uint16_t));
+#pragma omp parallel reduction(| : failed)
+        {
+            uint16_t *wp = aligned_alloc(64, VOCAB_STEP * d * sizeof(uint16_t));
+            int ok = wp != NULL;
+            failed = !ok;
+            if (ok) configure_tiles();
+#pragma omp for schedule(static)
+            for (int ch = 0; ch < VOCAB_CHUNKS; ch++) {
+                int64_t v0 = 32 * (blocks * ch / VOCAB_CHUNKS), v1 = 32 * (blocks * (ch + 1) / VOCAB_CHUNKS);
+                float *acc = partial + ch * padded_n * d;
+                if (!ok) continue;
+                if (v0 == v1) memset(acc, 0, padded_n * d * sizeof(float));
+                else vocab_input_chunk(g, tail, full, w, padded_n, v, d, v0, v1, acc, wp);
+            }
+            if (ok) _tile_release();
+            free(wp);
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t j = 0; j < d; j += 16) {
+                    __m512 sum = _mm512_load_ps(partial + r * d + j);
+                    for (int ch = 1; ch < VOCAB_CHUNKS; ch++)
+                        sum = _mm512_add_ps(sum, _mm512_load_ps(partial + (ch * padded_n + r) * d + j));
+                    _mm256_storeu_si256((__m256i *)(dx + r * d + j), (__m256i)_mm512_cvtneps_pbh(sum));
+                }
+        }
+    }
+    free(tail);
+    free(partial);
+    return failed ? -1 : 0;
+}
+
+int xm_vocab_weight_grad(const uint16_t *g, const uint16_t *x, int64_t n, int64_t v, int64_t d, float *dw,
+                         float *db) {
+    int64_t padded_n = (n + 31) / 32 * 32, k_tiles = padded_n / 32;
+    uint16_t *xp = aligned_alloc(64, padded_n * d * sizeof(uint16_t));
+    int failed = !xp;
+    if (!failed) {
+        pack_pairs(x, d, n, padded_n, d, xp);
+#pragma omp parallel reduction(| : failed)
+        {
+            /* dlogits[:, 32 vb + (0..32)] in row pairs (padded_n / 2 rows of 32 x 2), then its transposed tiles */
+            uint16_t *pairs = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
+            uint16_t *tiles = aligned_alloc(64, padded_n * 16 * sizeof(uint16_t));
+            float *rows16 = aligned_alloc(64, 16 * d * sizeof(float)); /* 16 rows of dW, then streamed out */
+            int ok = pairs && tiles && rows16; /* every thread meets the loop (a worksharing construct), none works without */
+            failed = !ok;
+            if (ok) configure_tiles();
+            {
+#pragma omp for schedule(static)
+                for (int64_t vb = 0; vb < v / 32; vb++) {
+                    if (!ok) continue;
+                    const uint16_t *col = g + 32 * vb;
+                    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+                    for (int64_t r = 0; r < padded_n; r += 2) {
+                        const uint16_t *e = r < n ? col + r * v : NULL, *o = r + 1 < n ? col + (r + 1) * v : NULL;
+                        if (e && vb + 1 < v / 32) _mm_prefetch((const char *)(e + 32), _MM_HINT_T0);
+                        if (o && vb + 1 < v / 32) _mm_prefetch((const char *)(o + 32), _MM_HINT_T0);
+                        interleave_rows(e, o, 32, pairs + r * 32);
+                        if (db && e) {
+                            s0 = _mm512_add_ps(s0, load_bf16(e));
+                            s1 = _mm512_add_ps(s1, load_bf16(e + 16));
+                        }
+                        if (db && o) {
+                            s0 = _mm512_add_ps(s0, load_bf16(o));
+                            s1 = _mm512_add_ps(s1, load_bf16(o + 16));
+                        }
+                    }
+                    if (db) {
+                        _mm512_storeu_ps(db + 32 * vb, s0);
+                        _mm512_storeu_ps(db + 32 * vb + 16, s1);
+                    }
+                    for (int h = 0; h < 2; h++) {
+                        for (int64_t kt = 0; kt < k_tiles; kt++)
+                            transpose16(pairs + kt * 16 * 64 + 32 * h, 64, 16, tiles + kt * 512);
+                        rows_by_pairs(tiles, 32, 512, xp, k_tiles, d, rows16);
+                        /* non-temporal stores: dW (v x d float32) goes to memory without being read first */
+                        float *dst = dw + (32 * vb + 16 * h) * d;
+                        if (((uintptr_t)dw & 63) == 0)
+                            for (int64_t j = 0; j < 16 * d; j += 16) _mm512_stream_ps(dst + j, _mm512_load_ps(rows16 + j));
+                        else
+                            memcpy(dst, rows16, 16 * d * sizeof(float));
+                    }
+                }
+                if (ok) _tile_release();
+                _mm_sfence();
+            }
+            free(pairs);
+            free(tiles);
+            free(rows16);
+        }
+    }
+    free(xp);
+    return failed ? -1 : 0;
+}

@@ -122,6 +122,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
                                                 ctypes.c_float, pointer, pointer, pointer, pointer, pointer, size,
                                                 size, size]
     lib.xm_attention_train_backward.restype = ctypes.c_int
+    _vocab_argtypes(lib, pointer, size)
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -440,3 +441,69 @@ def training_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Te
     if status != 0:
         raise MemoryError("the training attention backward could not allocate its scratch")
     return grads
+
+
+# The vocabulary projection in bf16 autocast training (native.c's last section): the float32 weight read
+# directly, rounded to bf16 as it is packed; dW and db in float32.
+
+def _vocab_argtypes(lib, pointer, size) -> None:
+    lib.xm_vocab_forward.argtypes = [pointer, pointer, pointer, size, size, size, pointer]
+    lib.xm_vocab_forward.restype = ctypes.c_int
+    lib.xm_vocab_input_grad.argtypes = [pointer, pointer, size, size, size, pointer]
+    lib.xm_vocab_input_grad.restype = ctypes.c_int
+    lib.xm_vocab_weight_grad.argtypes = [pointer, pointer, size, size, size, pointer, pointer]
+    lib.xm_vocab_weight_grad.restype = ctypes.c_int
+
+
+def vocab_fits(v: int, d: int) -> bool:
+    """The shapes the vocabulary kernels take: v and d multiples of 32."""
+    return v > 0 and d > 0 and v % 32 == 0 and d % 32 == 0
+
+
+def _check_vocab(x: torch.Tensor, weight: torch.Tensor) -> None:
+    if weight.dtype != torch.float32 or weight.dim() != 2 or not weight.is_contiguous() \
+            or not vocab_fits(*weight.shape):
+        raise ValueError(f"expected a contiguous float32 (V, D) weight, V and D multiples of 32, got {weight.dtype} "
+                         f"{tuple(weight.shape)}")
+    if x.dtype != torch.bfloat16 or x.dim() != 2 or not x.is_contiguous() or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"expected contiguous bf16 rows of {weight.shape[1]} values, got {x.dtype} {tuple(x.shape)}")
+
+
+def vocab_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """bf16 (N, V) logits = round_bf16(x @ round_bf16(weight)^T + round_bf16(bias)), float32 sums rounded once:
+    x contiguous bf16 (N, D), weight contiguous float32 (V, D), bias float32 (V,) or None."""
+    _check_vocab(x, weight)
+    v, d = weight.shape
+    if bias is not None and (bias.dtype != torch.float32 or bias.shape != (v,) or not bias.is_contiguous()):
+        raise ValueError(f"expected a contiguous float32 bias of shape ({v},), got {bias.dtype} {tuple(bias.shape)}")
+    out = torch.empty(x.shape[0], v, dtype=torch.bfloat16)
+    if x.shape[0] and _library().xm_vocab_forward(x.data_ptr(), weight.data_ptr(), _address(bias), x.shape[0], v, d,
+                                                  out.data_ptr()) != 0:
+        raise MemoryError("the vocabulary projection could not allocate its scratch")
+    return out
+
+
+def vocab_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, input_grad: bool = True,
+                   weight_grad: bool = True, bias_grad: bool = True) -> tuple:
+    """The gradients of ``vocab_forward`` for the bf16 (N, V) ``grad``: dX bf16 (N, D) = round_bf16(grad @
+    round_bf16(weight)), dW float32 (V, D) = grad^T @ x and db float32 (V,) = grad's column sums, summed in float32
+    and not rounded (None where not asked for)."""
+    _check_vocab(x, weight)
+    (n, d), v = x.shape, weight.shape[0]
+    if grad.dtype != torch.bfloat16 or grad.shape != (n, v) or not grad.is_contiguous():
+        raise ValueError(f"expected a contiguous bf16 gradient of shape {(n, v)}, got {grad.dtype} {tuple(grad.shape)}")
+    lib = _library()
+    dx = torch.empty(n, d, dtype=torch.bfloat16) if input_grad else None
+    if input_grad and n and lib.xm_vocab_input_grad(grad.data_ptr(), weight.data_ptr(), n, v, d, dx.data_ptr()) != 0:
+        raise MemoryError("the vocabulary projection's input gradient could not allocate its scratch")
+    dw = torch.empty(v, d, dtype=torch.float32) if weight_grad else None
+    db = torch.empty(v, dtype=torch.float32) if bias_grad else None
+    if weight_grad and n:
+        if lib.xm_vocab_weight_grad(grad.data_ptr(), x.data_ptr(), n, v, d, dw.data_ptr(), _address(db)) != 0:
+            raise MemoryError("the vocabulary projection's weight gradient could not allocate its scratch")
+    elif weight_grad or bias_grad:
+        if dw is not None:
+            dw.zero_()
+        if db is not None:
+            db.copy_(grad.float().sum(0)) if n else db.zero_()
+    return dx, dw, db

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN
+from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN, _VOCAB
 from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
 from .dropout import _ONE_PASS
@@ -48,4 +48,7 @@ def describe_paths() -> dict[str, str]:
         "Dropout's mask and scale in training": "one pass each way" if _ONE_PASS["enabled"] else "two multiplications",
         "linears in bf16 autocast training (CPU)": ("bias inside oneDNN's product" if _AUTOCAST_LINEAR["enabled"]
                                                     and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
+        "tied decoder in bf16 autocast training (CPU)": (
+            "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
+            if _VOCAB["enabled"] and native.available() else "as the other linears (autocast's casts of the matrix)"),
     }

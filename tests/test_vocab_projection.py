@@ -1,0 +1,177 @@
+"""The vocabulary projection in bf16 autocast training through the own kernel on the float32 weight
+(``kernels.amp.native_vocab_projection``, native.c's xm_vocab_*): against float64 math on the same bf16-rounded
+operands, against today's ``autocast_linear``, thread counts, fallbacks, the model's masked-LM step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_model import MIXED, batch, maxdiff
+from tiny import ours
+
+import xmodlm.kernels.amp as amp
+from xmodlm.kernels import native, use_native_vocab_projection
+from xmodlm.model import XmodForMaskedLM
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"own AMX kernels not available: {native.reason()}")
+
+U = 2.0 ** -8  # a bf16 rounding (relative)
+
+
+@pytest.fixture
+def switch():
+    """The switch on through the test, then as it was."""
+    before = amp._VOCAB["enabled"]
+    use_native_vocab_projection(True)
+    yield
+    use_native_vocab_projection(before)
+
+
+def operands(n, v=1024, d=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w = torch.randn(v, d, generator=g) * 0.05
+    b = torch.randn(v, generator=g) * 0.1
+    dy = (torch.randn(n, v, generator=g) * 1e-3).bfloat16()
+    return x, w, b, dy
+
+
+def within_bf16(got, want, scale):
+    """|got - want| within one bf16 rounding of want plus float32 sums' error on scale (sum of |terms|)."""
+    return bool(((got.double() - want).abs() <= U * want.abs() + 1e-5 * scale).all())
+
+
+@pytest.mark.parametrize("n", [303, 1, 40])
+def test_against_float64(n):
+    x, w, b, dy = operands(n)
+    x16 = x.bfloat16()
+    out = native.vocab_forward(x16, w, b)
+    xd, wd, bd = x16.double(), w.bfloat16().double(), b.bfloat16().double()
+    assert out.dtype == torch.bfloat16 and out.shape == (n, w.shape[0])
+    assert within_bf16(out, xd @ wd.T + bd, xd.abs() @ wd.abs().T + bd.abs())
+    dx, dw, db = native.vocab_backward(dy, x16, w)
+    gd = dy.double()
+    assert dx.dtype == torch.bfloat16 and within_bf16(dx, gd @ wd, gd.abs() @ wd.abs())
+    assert dw.dtype == db.dtype == torch.float32
+    # float32 sums, not rounded to bf16: float32 accuracy
+    want = gd.T @ xd
+    assert ((dw.double() - want).abs() <= 1e-5 * (gd.abs().T @ xd.abs()) + 1e-12).all()
+    want = gd.sum(0)
+    assert ((db.double() - want).abs() <= 1e-5 * gd.abs().sum(0) + 1e-12).all()
+
+
+@pytest.mark.parametrize("n", [303, 1, 40])
+def test_against_autocast_linear(n, switch):
+    """Logits and dX as today's path up to last-bit differences, dW and db within a bf16 rounding of autocast's
+    (which rounds them to bf16)."""
+    x, w, b, dy = operands(n, seed=1)
+    results = []
+    for native_path in (False, True):
+        xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = (amp.native_vocab_projection if native_path else amp.autocast_linear)(xs, ws, bs)
+        y.backward(dy)
+        results.append((y, xs.grad, ws.grad, bs.grad))
+    (y0, dx0, dw0, db0), (y1, dx1, dw1, db1) = results
+    assert y1.dtype == torch.bfloat16 and dx1.dtype == dw1.dtype == db1.dtype == torch.float32
+    assert torch.equal(y1, y0)  # oneDNN's product with the bias inside: the same bits on this machine
+    assert maxdiff(dx1, dx0) <= 2 * U * dx0.abs().max().item()
+    assert ((dw1 - dw0).abs() <= U * dw0.abs() + 1e-7 * dw0.abs().max()).all()
+    assert ((db1 - db0).abs() <= U * db0.abs() + 1e-7 * db0.abs().max()).all()
+
+
+def test_threads_same_bits():
+    x, w, b, dy = operands(303, v=2048, seed=2)
+    x16 = x.bfloat16()
+    want = (native.vocab_forward(x16, w, b), *native.vocab_backward(dy, x16, w))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        got = (native.vocab_forward(x16, w, b), *native.vocab_backward(dy, x16, w))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, c) for a, c in zip(got, want))
+
+
+def test_falls_back(switch):
+    x = torch.randn(5, 64)
+    for w in (torch.randn(100, 64), torch.randn(96, 48), torch.randn(96, 64).bfloat16()):
+        assert not amp.native_vocab_applies(x, w, None) or w.shape[0] % 32 == 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not amp.native_vocab_applies(x.requires_grad_(), torch.randn(100, 64), None)
+        assert amp.native_vocab_applies(x, torch.randn(96, 64), torch.randn(96))
+        use_native_vocab_projection(False)
+        assert not amp.native_vocab_applies(x, torch.randn(96, 64), torch.randn(96))
+    assert not amp.native_vocab_applies(x, torch.randn(96, 64), None)  # no autocast
+
+
+def test_bad_inputs():
+    x16, w = torch.randn(4, 64).bfloat16(), torch.randn(96, 64)
+    with pytest.raises(ValueError, match="weight"):
+        native.vocab_forward(x16, torch.randn(100, 64), None)
+    with pytest.raises(ValueError, match="bf16 rows"):
+        native.vocab_forward(x16.float(), w, None)
+    with pytest.raises(ValueError, match="bias"):
+        native.vocab_forward(x16, w, torch.randn(95))
+    with pytest.raises(ValueError, match="gradient"):
+        native.vocab_backward(torch.randn(4, 95).bfloat16(), x16, w)
+
+
+def spy(monkeypatch):
+    calls = []
+    forward = native.vocab_forward
+
+    def counted(*args):
+        calls.append(args[1].shape)
+        return forward(*args)
+    monkeypatch.setattr(native, "vocab_forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_model_step(tied, monkeypatch, switch):
+    """The masked-LM step under bf16 autocast takes the kernel, and its loss and gradients (the tied embedding's
+    included) agree with the switch off to bf16 rounding."""
+    calls = spy(monkeypatch)
+    ids, mask = batch(lengths=[12, 9, 12, 6, 11])
+    labels = torch.full_like(ids, -100)
+    labels[:, 2:6] = ids[:, 2:6]
+    lang = torch.tensor(MIXED)
+    runs = []
+    for enabled in (False, True):
+        use_native_vocab_projection(enabled)
+        try:
+            model = ours(XmodForMaskedLM, vocab_size=128, tie_word_embeddings=tied).train()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(ids, attention_mask=mask, lang_ids=lang, labels=labels).loss
+            loss.backward()
+        finally:
+            use_native_vocab_projection(True)
+        runs.append((loss, {k: p.grad for k, p in model.named_parameters()}))
+        assert len(calls) == int(enabled)
+    (loss0, grads0), (loss1, grads1) = runs
+    assert calls == [torch.Size([128, 32])]
+    assert abs(loss1.item() - loss0.item()) <= 1e-6 * abs(loss0.item())  # the same logits
+    embedding = "roberta.embeddings.word_embeddings.weight"
+    assert grads1[embedding] is not None and grads1[embedding].dtype == torch.float32
+    for name, g0 in grads0.items():
+        g1 = grads1[name]
+        assert (g0 is None) == (g1 is None), name
+        if g0 is not None:
+            assert maxdiff(g1, g0) <= 4 * U * g0.abs().max().item() + 1e-7, name
+
+
+def test_no_bias_and_partial_gradients():
+    x, w, _, dy = operands(70, v=512, seed=3)
+    x16 = x.bfloat16()
+    xd, wd = x16.double(), w.bfloat16().double()
+    assert within_bf16(native.vocab_forward(x16, w, None), xd @ wd.T, xd.abs() @ wd.abs().T)
+    full = native.vocab_backward(dy, x16, w)
+    dx, dw, db = native.vocab_backward(dy, x16, w, input_grad=False, bias_grad=False)
+    assert dx is None and db is None and torch.equal(dw, full[1])
+    dx, dw, db = native.vocab_backward(dy, x16, w, weight_grad=False)
+    assert dw is None and torch.equal(dx, full[0]) and torch.equal(db, dy.float().sum(0))
+    empty = native.vocab_backward(dy[:0], x16[:0], w)
+    assert native.vocab_forward(x16[:0], w, None).shape == (0, 512)
+    assert empty[0].shape == (0, 256) and not empty[1].any() and not empty[2].any()
