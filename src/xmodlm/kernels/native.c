@@ -2,7 +2,9 @@
    headers): the products (xm_linear, with LayerNorm fused on request), LayerNorm (xm_layer_norm) and softmax
    attention (xm_attention); for bf16 autocast training, the masked-LM cross-entropy with its gradient
    (xm_cross_entropy), LayerNorm(dropout(h) + residual) and its backward (xm_residual_norm), softmax attention
-   forward and backward (xm_attention_train); and Dropout's keep mask (xm_keep_mask).
+   forward and backward (xm_attention_train), the tied vocabulary projection on the float32 weight, forward and
+   both gradients (xm_vocab_forward, xm_vocab_input_grad, xm_vocab_weight_grad); and Dropout's keep mask
+   (xm_keep_mask).
 
    Products.
 
@@ -164,7 +166,10 @@ typedef struct {
     int64_t ldr, ldo;
     uint16_t *out;
     int act;
+    int streaming;                           /* 1: whole rows by non-temporal stores (drain_streaming) */
 } pending_block;
+
+static inline void drain_streaming(pending_block *p, int64_t units);
 
 static inline void drain(pending_block *p, int64_t units) {
     int64_t end = p->next + units < p->units ? p->next + units : p->units;
@@ -179,26 +184,35 @@ static inline void drain(pending_block *p, int64_t units) {
     p->next = end;
 }
 
+/* One step (32 of K) of a 32 x 32 block in the accumulator tiles 0-3: 16 rows at a and 16 at a1 (row stride lda
+   values) times the packed columns b0 and b1; each load issued right before its first use, so that it overlaps
+   the products before it. */
+static inline void block_step(const uint16_t *a, const uint16_t *a1, int64_t lda, const uint16_t *b0,
+                              const uint16_t *b1) {
+    _tile_loadd(4, a, lda * 2);
+    _tile_loadd(6, b0, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, b1, 64);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a1, lda * 2);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+}
+
 /* One 32 x 32 block of outputs: rows [a, a + 32) (row stride lda) against the packed columns w0, w1 over
    the whole K, into acc; `per_step` units of the previous block's epilogue between the steps over K. */
 static inline void block(const uint16_t *a, int64_t lda, const uint16_t *w0, const uint16_t *w1, int64_t k_tiles,
-                         float *acc, pending_block *previous, int64_t per_step, const char *ahead, int64_t lines) {
+                         float *acc, pending_block *previous, int64_t per_step, const char *ahead, int64_t lines,
+                         int streaming) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
     const uint16_t *a1 = a + 16 * lda;
     for (int64_t kt = 0; kt < k_tiles; kt++) {
-        /* each load issued right before its first use, so that it overlaps the products before it */
-        _tile_loadd(4, a + kt * 32, lda * 2);
-        _tile_loadd(6, w0 + kt * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, w1 + kt * 512, 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + kt * 32, lda * 2);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        drain(previous, per_step);
+        block_step(a + kt * 32, a1 + kt * 32, lda, w0 + kt * 512, w1 + kt * 512);
+        if (streaming) drain_streaming(previous, per_step); /* a constant at each call: folded away */
+        else drain(previous, per_step);
         for (int64_t i = 0; i < lines; i++) /* the next weights into L2, a few lines per step */
             _mm_prefetch(ahead + (kt * lines + i) * 64, _MM_HINT_T1);
     }
@@ -268,7 +282,7 @@ static int products(thread_state *st, const uint16_t *w, const float *bias, cons
             const char *ahead = next + (row - row_from) / 32 * k_tiles * lines * 64;
             int64_t valid = row_to - row < 32 ? row_to - row : 32;
             if (valid == 32) {
-                block(a + row * lda, lda, w0, w1, k_tiles, st->acc[st->current], &st->pending, per_step, ahead, lines);
+                block(a + row * lda, lda, w0, w1, k_tiles, st->acc[st->current], &st->pending, per_step, ahead, lines, 0);
             } else {
                 if (st->padded_k < k) {
                     free(st->padded);
@@ -279,7 +293,7 @@ static int products(thread_state *st, const uint16_t *w, const float *bias, cons
                     if (i < valid) memcpy(st->padded + i * k, a + (row + i) * lda, k * sizeof(uint16_t));
                     else memset(st->padded + i * k, 0, k * sizeof(uint16_t));
                 }
-                block(st->padded, k, w0, w1, k_tiles, st->acc[st->current], &st->pending, per_step, ahead, lines);
+                block(st->padded, k, w0, w1, k_tiles, st->acc[st->current], &st->pending, per_step, ahead, lines, 0);
             }
             drain(&st->pending, 64);
             st->pending = (pending_block){st->acc[st->current], row, 32 * c, 2 * valid, 0, bias, residual, ldr, ldo,
@@ -301,7 +315,8 @@ static thread_state *begin(void) {
 /* A thread's end: the pending epilogue written, the state freed, the tiles released. */
 static void end(thread_state *st) {
     if (st) {
-        drain(&st->pending, 64);
+        if (st->pending.streaming) drain_streaming(&st->pending, 64);
+        else drain(&st->pending, 64);
         free(st->padded);
         free(st);
     }
@@ -1165,33 +1180,6 @@ static inline void drain_streaming(pending_block *p, int64_t units) {
     if (p->next > p->units) p->next = p->units;
 }
 
-/* block() with drain_streaming for the previous block's epilogue. */
-static inline void block_streaming(const uint16_t *a, int64_t lda, const uint16_t *w0, const uint16_t *w1,
-                                   int64_t k_tiles, float *acc, pending_block *previous, int64_t per_step,
-                                   const char *ahead, int64_t lines) {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    const uint16_t *a1 = a + 16 * lda;
-    for (int64_t kt = 0; kt < k_tiles; kt++) {
-        _tile_loadd(4, a + kt * 32, lda * 2);
-        _tile_loadd(6, w0 + kt * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, w1 + kt * 512, 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + kt * 32, lda * 2);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        drain_streaming(previous, per_step);
-        for (int64_t i = 0; i < lines; i++) _mm_prefetch(ahead + (kt * lines + i) * 64, _MM_HINT_T1);
-    }
-    _tile_stored(0, acc, 128);
-    _tile_stored(1, acc + 16, 128);
-    _tile_stored(2, acc + 512, 128);
-    _tile_stored(3, acc + 528, 128);
-}
-
 int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64_t n, int64_t v, int64_t d,
                      uint16_t *out) {
     int64_t padded_n = (n + 31) / 32 * 32, k_tiles = d / 32, per_step = (64 + k_tiles - 1) / k_tiles;
@@ -1220,17 +1208,16 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
                     const char *next = (const char *)(w + 32 * (c + 1 < last ? c + 1 : c) * d);
                     for (int64_t row = 0; row < padded_n; row += 32) {
                         int64_t valid = n - row < 32 ? n - row : 32;
-                        block_streaming(xp + row * d, d, wp, wp + k_tiles * 512, k_tiles, st->acc[st->current], &st->pending,
-                              per_step, next + row / 32 * k_tiles * lines * 64, lines);
+                        block(xp + row * d, d, wp, wp + k_tiles * 512, k_tiles, st->acc[st->current], &st->pending,
+                              per_step, next + row / 32 * k_tiles * lines * 64, lines, 1);
                         drain_streaming(&st->pending, 64);
                         st->pending = (pending_block){st->acc[st->current], row, 32 * c, 2 * valid, 0,
-                                                      rounded, NULL, 0, v, out, 0};
+                                                      rounded, NULL, 0, v, out, 0, 1};
                         st->current ^= 1;
                     }
                 }
             }
             free(wp);
-            if (st) drain_streaming(&st->pending, 64);
             end(st);
             _mm_sfence();
         }
@@ -1283,14 +1270,7 @@ static void vocab_input_chunk(const uint16_t *g, const uint16_t *tail, int64_t f
                 }
                 const uint16_t *b0 = wp + ct * step_tiles * 512, *b1 = b0 + step_tiles * 512;
                 for (int64_t kt = 0; kt < kts; kt++) {
-                    _tile_loadd(4, a + kt * 32, v * 2);
-                    _tile_loadd(6, b0 + kt * 512, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_loadd(7, b1 + kt * 512, 64);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_loadd(5, a1 + kt * 32, v * 2);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
+                    block_step(a + kt * 32, a1 + kt * 32, v, b0 + kt * 512, b1 + kt * 512);
                     for (int64_t i = 0; ahead && i < per; i++) {
                         int64_t line = s * per + i;
                         if (line < 32 * row_lines)

@@ -1,8 +1,9 @@
 """Own CPU kernels for bf16 inference on AMX processors (``native.c``): the products (LayerNorm fused on request),
 the language modules' two products in one call, LayerNorm, attention; in bf16 autocast training the masked-LM
 cross-entropy with its gradient (``cross_entropy``), LayerNorm(dropout(h) + residual) with its backward
-(``residual_norm``) and softmax attention with its backward (``training_attention``); Dropout's keep mask
-(``keep_mask``). Built on first
+(``residual_norm``), softmax attention with its backward (``training_attention``) and the tied vocabulary
+projection on the float32 weight (``vocab_forward``, ``vocab_backward``); Dropout's keep mask (``keep_mask``).
+Built on first
 use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
 Why: oneDNN's bf16 product splits its work between threads by a heuristic that, on a 2-core Xeon with AMX,
