@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 _AUTOCAST_LINEAR = {"enabled": True}
 _DTYPES = (torch.float32, torch.bfloat16)
 
@@ -102,7 +104,6 @@ def use_native_vocab_projection(enabled: bool) -> None:
 def native_vocab_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """The switch on, the own kernels built, CPU bf16 autocast training, a float32 2-d contiguous weight of a
     multiple of 32 rows and columns, a float32 bias or none."""
-    from . import native
     return (_VOCAB["enabled"] and autocast_bf16(x) and x.dtype in _DTYPES and x.dim() >= 2
             and weight.dtype == torch.float32 and weight.dim() == 2 and weight.is_contiguous()
             and native.vocab_fits(*weight.shape) and x.shape[-1] == weight.shape[1]
@@ -116,7 +117,6 @@ class _NativeVocabProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x16, weight, bias):
-        from . import native
         rows = x16.reshape(-1, x16.shape[-1]).contiguous()
         ctx.save_for_backward(rows, weight)
         ctx.shape, ctx.has_bias = x16.shape, bias is not None
@@ -125,7 +125,6 @@ class _NativeVocabProjection(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        from . import native
         rows, weight = ctx.saved_tensors
         grad2 = grad.to(torch.bfloat16).reshape(-1, grad.shape[-1]).contiguous()
         dx, dw, db = native.vocab_backward(grad2, rows, weight, ctx.needs_input_grad[0], ctx.needs_input_grad[1],
