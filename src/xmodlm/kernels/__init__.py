@@ -35,8 +35,12 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   and softmax, the dropout's mask applied inside, the probabilities recomputed in the backward from each row's
   saved softmax constants, the fused projection's gradient written in its own layout).
 * the masked-LM cross-entropy in training (``loss.scored_cross_entropy``): one autograd function
-  that computes the loss and its gradient from one float32 softmax, a slice of rows at a time.
-* ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli, applied with its
+  that computes the loss and its gradient from one float32 softmax, a slice of rows at a time (bf16 logits on
+  AMX processors: all rows in one call of the own kernel, ``native.cross_entropy``).
+* LayerNorm(dropout(h) + residual) after the residual linears in bf16 autocast training on AMX processors
+  (``residual_norm.dropout_residual_norm``): one call of the own kernel each way instead of six torch ops.
+* ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli (one stream per 2^18
+  draws, in the own kernel on all threads where it is built, the same bits in numpy elsewhere), applied with its
   scale in one pass each way (``dropout._MaskAndScale``).
 * the tied word embeddings in training (``tied``): the lookup's rows added in place into the decoder's
   dense gradient of the matrix, instead of a zero-filled vocabulary-sized matrix and a sum.
@@ -74,8 +78,10 @@ the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row 
 ``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
 autocast linears' bias inside the product, ``use_native_training_attention(False)`` the own training
 attention kernel, ``use_native_vocab_projection(False)`` the tied decoder's product in bf16 autocast training in
-the own kernel on the float32 weight (no casts of the matrix, its gradient float32), ``use_amx_kernels(False)`` the own kernels (``native.reason()`` says why they are or are not in
-use), ``use_autotune(False)`` the timed choice (without it, bf16
+the own kernel on the float32 weight (no casts of the matrix, its gradient float32),
+``use_fused_residual_norm(False)`` the own LayerNorm(dropout(h) + residual) in training,
+``use_amx_kernels(False)`` all the own kernels (``native.reason()`` says why they are or are not in use),
+``use_autotune(False)`` the timed choice (without it, bf16
 outputs can differ in the last bit between processes that chose differently), and
 ``prefer_amx_paths(True / False / None)`` overrides the AMX detection (``cpu.amx_bf16``);
 ``describe_paths`` says which paths are taken.

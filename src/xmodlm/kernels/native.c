@@ -151,7 +151,8 @@ static inline __m512 gelu_erf(__m512 x) {
     __m512 q = _mm512_set1_ps(c[7]);
     for (int i = 6; i >= 0; i--) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c[i]));
     /* z^2 log2(e) = x^2 log2(e) / 2 */
-    __m512 tail = _mm512_mul_ps(t, exp2_nonpositive(_mm512_fnmadd_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(0.72134752f), q)));
+    __m512 power = _mm512_fnmadd_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(0.72134752f), q);
+    __m512 tail = _mm512_mul_ps(t, exp2_nonpositive(power));
     __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
     return _mm512_mul_ps(x, _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), tail), tail));
 }
@@ -282,7 +283,8 @@ static int products(thread_state *st, const uint16_t *w, const float *bias, cons
             const char *ahead = next + (row - row_from) / 32 * k_tiles * lines * 64;
             int64_t valid = row_to - row < 32 ? row_to - row : 32;
             if (valid == 32) {
-                block(a + row * lda, lda, w0, w1, k_tiles, st->acc[st->current], &st->pending, per_step, ahead, lines, 0);
+                block(a + row * lda, lda, w0, w1, k_tiles, st->acc[st->current], &st->pending, per_step, ahead, lines,
+                      0);
             } else {
                 if (st->padded_k < k) {
                     free(st->padded);
@@ -499,7 +501,8 @@ static inline void rows_by_pairs(const uint16_t *a, int64_t lda, int64_t a_step,
    into scores (row stride ld floats). */
 static inline void score_pair(const uint16_t *qrows, int64_t qstride, const uint16_t *kp, int64_t kt, int64_t d_tiles,
                               float *scores, int64_t ld) {
-    tile_pair(qrows, qstride, 32, kp + kt * d_tiles * 512, kp + (kt + 1) * d_tiles * 512, d_tiles, scores + 16 * kt, ld);
+    tile_pair(qrows, qstride, 32, kp + kt * d_tiles * 512, kp + (kt + 1) * d_tiles * 512, d_tiles, scores + 16 * kt,
+              ld);
 }
 
 /* Softmax attention for bf16 inference, one (example, head) at a time on each thread: scores
@@ -629,7 +632,8 @@ static inline float scalar_bf16(uint16_t h) {
 }
 
 static inline uint16_t round_bf16(float f) {
-    return (uint16_t)_mm_extract_epi16((__m128i)_mm256_castsi256_si128((__m256i)_mm512_cvtneps_pbh(_mm512_set1_ps(f))), 0);
+    __m256i rounded = (__m256i)_mm512_cvtneps_pbh(_mm512_set1_ps(f));
+    return (uint16_t)_mm_extract_epi16(_mm256_castsi256_si128(rounded), 0);
 }
 
 /* The cross-entropy of each row r of bf16 logits (rows x v, row stride ld) against targets[r] (0 <= t < v),
@@ -668,7 +672,8 @@ int xm_cross_entropy(const uint16_t *logits, int64_t ld, const int64_t *targets,
                 _mm512_store_ps(e + j, p);
                 sum[(j >> 4) & 3] = _mm512_add_ps(sum[(j >> 4) & 3], p);
             }
-            float total = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])));
+            float total =
+                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])));
             for (int64_t j = body; j < v; j++) {
                 e[j] = expf(scalar_bf16(x[j]) - m);
                 total += e[j];
@@ -679,7 +684,8 @@ int xm_cross_entropy(const uint16_t *logits, int64_t ld, const int64_t *targets,
             float factor = (1.0f / total) * scale;
             __m512 fv = _mm512_set1_ps(factor);
             for (int64_t j = 0; j < body; j += 16)
-                _mm256_storeu_si256((__m256i *)(g + j), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_load_ps(e + j), fv)));
+                _mm256_storeu_si256((__m256i *)(g + j),
+                                    (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_load_ps(e + j), fv)));
             for (int64_t j = body; j < v; j++) g[j] = round_bf16(e[j] * factor);
             g[t] = round_bf16(e[t] * factor - scale);
         }
@@ -815,7 +821,8 @@ void xm_keep_mask(const uint64_t *states, int64_t n, int64_t chunk, int32_t thre
         int64_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
         for (int64_t i = c * chunk; i < end; i += 4) {
             uint64_t r = sfc64_next(s);
-            for (int64_t j = 0; j < 4 && i + j < end; j++) keep[i + j] = (int16_t)(uint16_t)(r >> (16 * j)) >= threshold;
+            for (int64_t j = 0; j < 4 && i + j < end; j++)
+                keep[i + j] = (int16_t)(uint16_t)(r >> (16 * j)) >= threshold;
         }
     }
 }
