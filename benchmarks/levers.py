@@ -119,7 +119,7 @@ TRAIN_LEVERS = {
                 "dropout in one pass", lambda: kernels.use_one_pass_dropout(True)),
     "linear": ("autocast's F.linear (addmm)", lambda: kernels.use_autocast_linear(False),
                "linears with the bias inside oneDNN's product", lambda: kernels.use_autocast_linear(True)),
-    # in training the own kernels run the bf16 cross-entropy and the residual norms (switched alone by "norm")
+    # every own training kernel at once (cross-entropy, residual norms, masks, attention, vocabulary projection)
     "native": ("own kernels off", lambda: kernels.use_amx_kernels(False),
                "own kernels on", lambda: kernels.use_amx_kernels(True)),
     "mask": ("dropout masks in numpy", lambda: setattr(kernel_dropout, "native", _NumpyDraws),

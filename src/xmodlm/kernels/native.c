@@ -505,6 +505,54 @@ static inline void score_pair(const uint16_t *qrows, int64_t qstride, const uint
               ld);
 }
 
+/* Layouts shared by the attention kernels. */
+
+/* x (t rows of d bf16, row stride st) as the right operand of products with x^T (x^T's 32-bit d-pairs per row):
+   tiles [row tile of 16][d tile of 32][16 d-pairs][16 rows x 2]; rows past t zero. */
+static void pack_transposed(const uint16_t *x, int64_t st, int64_t t, int64_t padded_t, int64_t d, uint16_t *out) {
+    int64_t d_tiles = d / 32;
+    for (int64_t rt = 0; rt < padded_t / 16; rt++)
+        for (int64_t dt = 0; dt < d_tiles; dt++)
+            transpose16(x + 16 * rt * st + 32 * dt, st, t - 16 * rt, out + (rt * d_tiles + dt) * 512);
+}
+
+/* Rows r0 and r1 (n bf16 values each, n % 32 == 0; NULL reads as zeros) interleaved: out[2 j + i] = r_i[j]. */
+static inline void interleave_rows(const uint16_t *r0, const uint16_t *r1, int64_t n, uint16_t *out) {
+    const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+    for (int64_t j = 0; j < n; j += 32) {
+        __m512i even = r0 ? _mm512_loadu_si512((const void *)(r0 + j)) : _mm512_setzero_si512();
+        __m512i odd = r1 ? _mm512_loadu_si512((const void *)(r1 + j)) : _mm512_setzero_si512();
+        _mm512_storeu_si512((void *)(out + 2 * j), _mm512_permutex2var_epi16(even, low, odd));
+        _mm512_storeu_si512((void *)(out + 2 * j + 32), _mm512_permutex2var_epi16(even, high, odd));
+    }
+}
+
+/* x (t rows of d bf16, row stride st) as the right operand of products summing over its rows: tiles
+   [d tile of 16][row tile of 32][16 row pairs][16 d x 2]; rows past t zero. */
+static void pack_pairs(const uint16_t *x, int64_t st, int64_t t, int64_t padded_t, int64_t d, uint16_t *out) {
+    uint16_t pair[128] __attribute__((aligned(64)));
+    int64_t row_tiles = padded_t / 32;
+    for (int64_t r = 0; r < padded_t; r += 2) {
+        uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32;
+        for (int64_t j = 0; j < d; j += 32) {
+            interleave_rows(r < t ? x + r * st + j : NULL, r + 1 < t ? x + (r + 1) * st + j : NULL, 32, pair);
+            memcpy(tile_row + (j / 16) * row_tiles * 512, pair, 64);
+            memcpy(tile_row + (j / 16 + 1) * row_tiles * 512, pair + 32, 64);
+        }
+    }
+}
+
+/* For each 16 keys, those that exist and that the key mask (t bytes, or NULL) keeps. */
+static inline void live_key_lanes(const uint8_t *keys, int64_t t, int64_t padded_t, __mmask16 *live) {
+    for (int64_t j = 0; j < padded_t; j += 16) {
+        __mmask16 lanes = lanes_before(t - j);
+        if (keys) lanes = _mm_mask_test_epi8_mask(lanes, _mm_maskz_loadu_epi8(lanes, keys + j), _mm_set1_epi8(-1));
+        live[j >> 4] = lanes;
+    }
+}
+
 /* Softmax attention for bf16 inference, one (example, head) at a time on each thread: scores
    q k^T in float32 on the tile unit, scaled, masked, softmax in float32 (in base 2), the unnormalised
    probabilities rounded to bf16 for the product with v, which is divided by the float32 row sum at the end
@@ -534,36 +582,10 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
             int64_t b = item / heads, h = item % heads;
             const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
             const uint8_t *keys_kept = keep ? keep + b * t : NULL;
-            /* pack k: tile[pair][2 j + i] = k[16 kt + j][32 dt + 2 pair + i] (keys past t: zero), i.e. the
-               transpose of a 16 x 16 block of 32-bit (d-pair) values, done in registers */
-            for (int64_t kt = 0; kt < key_tiles; kt++)
-                for (int64_t dt = 0; dt < d_tiles; dt++)
-                    transpose16(kh + 16 * kt * st + 32 * dt, st, t - 16 * kt, kp + (kt * d_tiles + dt) * 512);
-            /* pack v: tile[pair][2 j + i] = v[32 kt + 2 pair + i][16 dt + j]; each pair of keys' rows read once,
-               32 values at a time, and interleaved into the tiles of two d-tiles */
-            const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                                 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-            const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
-            for (int64_t key = 0; key < padded_t; key += 2) {
-                uint16_t *tile_row = vp + ((key / 32) * 16 + (key % 32) / 2) * 32;
-                for (int64_t j = 0; j < d; j += 32) {
-                    __m512i even = key < t ? _mm512_loadu_si512((const void *)(vh + key * st + j))
-                                           : _mm512_setzero_si512();
-                    __m512i odd = key + 1 < t ? _mm512_loadu_si512((const void *)(vh + (key + 1) * st + j))
-                                              : _mm512_setzero_si512();
-                    _mm512_store_si512((__m512i *)(tile_row + (j / 16) * (padded_t / 32) * 512),
-                                       _mm512_permutex2var_epi16(even, low, odd));
-                    _mm512_store_si512((__m512i *)(tile_row + (j / 16 + 1) * (padded_t / 32) * 512),
-                                       _mm512_permutex2var_epi16(even, high, odd));
-                }
-            }
-            /* which keys of each 16 exist and are kept */
-            for (int64_t j = 0; j < padded_t; j += 16) {
-                __mmask16 live = lanes_before(t - j);
-                if (keys_kept) /* only the live lanes are read: the mask ends at t */
-                    live = _mm_mask_test_epi8_mask(live, _mm_maskz_loadu_epi8(live, keys_kept + j), _mm_set1_epi8(-1));
-                live_keys[j >> 4] = live;
-            }
+            /* k^T and v in tiles (pack_transposed, pack_pairs); which keys of each 16 exist and are kept */
+            pack_transposed(kh, st, t, padded_t, d, kp);
+            pack_pairs(vh, st, t, padded_t, d, vp);
+            live_key_lanes(keys_kept, t, padded_t, live_keys);
             /* the scores of the first 16 queries; those of the next 16 are computed while this block's softmax
                runs (the tile unit and the vector unit then work at once), in the other half of `scores` */
             int64_t pairs = key_tiles / 2, qstride;
@@ -840,53 +862,6 @@ void xm_keep_mask(const uint64_t *states, int64_t n, int64_t chunk, int32_t thre
    same products, the same exponential), so no (B, H, T, T) float32 array is stored or read. Products with a
    transposed operand (dV, dK) read Pd and dS transposed: their rows interleaved in pairs, then 16 x 16 blocks of
    32-bit pairs transposed (transpose16). */
-
-/* x (t rows of d bf16, row stride st) as the right operand of products with x^T (x^T's 32-bit d-pairs per row):
-   tiles [row tile of 16][d tile of 32][16 d-pairs][16 rows x 2]; rows past t zero. */
-static void pack_transposed(const uint16_t *x, int64_t st, int64_t t, int64_t padded_t, int64_t d, uint16_t *out) {
-    int64_t d_tiles = d / 32;
-    for (int64_t rt = 0; rt < padded_t / 16; rt++)
-        for (int64_t dt = 0; dt < d_tiles; dt++)
-            transpose16(x + 16 * rt * st + 32 * dt, st, t - 16 * rt, out + (rt * d_tiles + dt) * 512);
-}
-
-/* Rows r0 and r1 (n bf16 values each, n % 32 == 0; NULL reads as zeros) interleaved: out[2 j + i] = r_i[j]. */
-static inline void interleave_rows(const uint16_t *r0, const uint16_t *r1, int64_t n, uint16_t *out) {
-    const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
-    for (int64_t j = 0; j < n; j += 32) {
-        __m512i even = r0 ? _mm512_loadu_si512((const void *)(r0 + j)) : _mm512_setzero_si512();
-        __m512i odd = r1 ? _mm512_loadu_si512((const void *)(r1 + j)) : _mm512_setzero_si512();
-        _mm512_storeu_si512((void *)(out + 2 * j), _mm512_permutex2var_epi16(even, low, odd));
-        _mm512_storeu_si512((void *)(out + 2 * j + 32), _mm512_permutex2var_epi16(even, high, odd));
-    }
-}
-
-/* x (t rows of d bf16, row stride st) as the right operand of products summing over its rows: tiles
-   [d tile of 16][row tile of 32][16 row pairs][16 d x 2]; rows past t zero. */
-static void pack_pairs(const uint16_t *x, int64_t st, int64_t t, int64_t padded_t, int64_t d, uint16_t *out) {
-    uint16_t pair[128] __attribute__((aligned(64)));
-    int64_t row_tiles = padded_t / 32;
-    for (int64_t r = 0; r < padded_t; r += 2) {
-        uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32;
-        for (int64_t j = 0; j < d; j += 32) {
-            interleave_rows(r < t ? x + r * st + j : NULL, r + 1 < t ? x + (r + 1) * st + j : NULL, 32, pair);
-            memcpy(tile_row + (j / 16) * row_tiles * 512, pair, 64);
-            memcpy(tile_row + (j / 16 + 1) * row_tiles * 512, pair + 32, 64);
-        }
-    }
-}
-
-
-/* For each 16 keys, those that exist and that the key mask (t bytes, or NULL) keeps. */
-static inline void live_key_lanes(const uint8_t *keys, int64_t t, int64_t padded_t, __mmask16 *live) {
-    for (int64_t j = 0; j < padded_t; j += 16) {
-        __mmask16 lanes = lanes_before(t - j);
-        if (keys) lanes = _mm_mask_test_epi8_mask(lanes, _mm_maskz_loadu_epi8(lanes, keys + j), _mm_set1_epi8(-1));
-        live[j >> 4] = lanes;
-    }
-}
 
 /* The lanes of keys [j, j + 16) that the dropout keeps in one query's row of keep bytes (t of them; NULL: all). */
 static inline __mmask16 kept_lanes(const uint8_t *keep_row, int64_t j, int64_t t) {

@@ -11,6 +11,7 @@ from .dropout import _ONE_PASS
 from .loss import _FUSED
 from . import native
 from .attention import native_training_on
+from .residual_norm import fused_residual_norm_on
 from .tied import _ROWS
 from .tune import _TUNE
 
@@ -45,7 +46,12 @@ def describe_paths() -> dict[str, str]:
             "own AMX kernel, one call each way (heads of a multiple of 32 values, the package's Dropout)"
             if native_training_on() and native.available()
             else "dropout_attention (own kernel " + ("switched off)" if native.available() else "not built)")),
-        "Dropout's mask and scale in training": "one pass each way" if _ONE_PASS["enabled"] else "two multiplications",
+        "Dropout's mask and scale in training": (("one pass each way" if _ONE_PASS["enabled"] else "two multiplications")
+                                                 + "; masks drawn " + ("in the own kernel" if native.available()
+                                                                       else "in numpy")),
+        "LayerNorm(dropout(h) + residual) in bf16 autocast training (CPU)": (
+            "own kernel, one call each way" if fused_residual_norm_on() and native.available()
+            else "torch's ops (own kernel " + ("switched off)" if native.available() else "not built)")),
         "linears in bf16 autocast training (CPU)": ("bias inside oneDNN's product" if _AUTOCAST_LINEAR["enabled"]
                                                     and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
         "tied decoder in bf16 autocast training (CPU)": (
