@@ -20,7 +20,9 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   one pass (``dropout``: ``use_one_pass_dropout``), bf16 autocast's linears as torch's ``F.linear`` (``addmm``,
   which fills its output with the bias first) and with the bias inside oneDNN's product (``linear``:
   ``use_autocast_linear``), attention as ``dropout_attention`` and in the own kernel (``attention``:
-  ``use_native_training_attention``).
+  ``use_native_training_attention``), the products reading autocast's cast of a fused norm's output or the bf16
+  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm`` and ``vocab`` as
+  ``TRAIN_LEVERS`` below says.
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ TRAIN_LEVERS = {
              "LayerNorm(dropout(h) + residual) in the own kernel", lambda: kernels.use_fused_residual_norm(True)),
     "attention": ("attention as dropout_attention (torch's ops)", lambda: kernels.use_native_training_attention(False),
                   "attention in the own kernel", lambda: kernels.use_native_training_attention(True)),
+    "twin": ("products cast the fused norm's output (autocast)", lambda: kernels.use_bf16_twin(False),
+             "products read the fused norm's bf16 copy", lambda: kernels.use_bf16_twin(True)),
     "vocab": ("tied decoder as autocast_linear (casts of the matrix)",
               lambda: kernels.use_native_vocab_projection(False),
               "tied decoder in the own kernel on the float32 weight",
@@ -145,6 +149,7 @@ def defaults() -> None:
     kernel_dropout.native = native
     kernels.use_native_training_attention(True)
     kernels.use_native_vocab_projection(True)
+    kernels.use_bf16_twin(True)
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:

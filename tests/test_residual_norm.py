@@ -41,7 +41,9 @@ def inputs(rows=300, d=64, seed=0, dropout=True):
 @pytest.mark.parametrize("dropout", [True, False], ids=["dropout", "no-dropout"])
 def test_forward_and_backward_are_torchs_chain_to_float32_rounding(dropout):
     h, keep, scale, residual, norm = inputs(dropout=dropout)
-    got = kernels.residual_norm._ResidualNorm.apply(h, residual, norm.weight, norm.bias, keep, scale, norm.eps)
+    got, twin = kernels.residual_norm._ResidualNorm.apply(h, residual, norm.weight, norm.bias, keep, scale, norm.eps,
+                                                          False)
+    assert twin is None
     dy = torch.randn(got.shape, generator=torch.Generator().manual_seed(3))
     grads = torch.autograd.grad(got, (h, residual, norm.weight, norm.bias), dy)
     want = torch_chain(h, keep, scale, residual, norm)
@@ -64,16 +66,16 @@ def test_forward_and_backward_are_torchs_chain_to_float32_rounding(dropout):
 @needs_amx_kernel
 def test_the_same_bits_for_any_thread_count():
     h, keep, scale, residual, norm = inputs(rows=1000)
-    y, t, mean, rstd = native.residual_norm(h.detach(), keep, scale, residual.detach(), norm.weight.detach(),
-                                            norm.bias.detach(), norm.eps)
-    dy = torch.randn(y.shape)
-    want = native.residual_norm_backward(dy, t, mean, rstd, norm.weight.detach(), keep, scale)
+    y, t, mean, rstd, _ = native.residual_norm(h.detach(), keep, scale, residual.detach(), norm.weight.detach(),
+                                               norm.bias.detach(), norm.eps)
+    dy, dy16 = torch.randn(y.shape), torch.randn(y.shape).bfloat16()
+    want = native.residual_norm_backward(dy, t, mean, rstd, norm.weight.detach(), keep, scale, dy16)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         again = native.residual_norm(h.detach(), keep, scale, residual.detach(), norm.weight.detach(),
                                      norm.bias.detach(), norm.eps)
-        got = native.residual_norm_backward(dy, t, mean, rstd, norm.weight.detach(), keep, scale)
+        got = native.residual_norm_backward(dy, t, mean, rstd, norm.weight.detach(), keep, scale, dy16)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(again[0], y) and all(torch.equal(a, b) for a, b in zip(got, want))
@@ -140,6 +142,70 @@ def test_batched_language_modules_in_training_take_it(monkeypatch):
     assert fused_y.dtype == plain_y.dtype == torch.float32
     assert maxdiff(fused_y, plain_y) <= 1e-5 * plain_y.abs().max()
     assert maxdiff(fused_grad, plain_grad) <= 1e-4 * plain_grad.abs().max()
+
+
+@needs_amx_kernel
+def test_the_bf16_twin_is_the_cast_and_its_gradient_joins_the_float32_one():
+    """The kernel's bf16 copy of its output is autocast's cast bit for bit; the gradients of both outputs are summed
+    in the backward as autograd sums the gradient of y and that of y.to(bf16): the same values as the chain through
+    the cast, to float32 rounding (the sum's order within the norm's backward)."""
+    h, keep, scale, residual, norm = inputs()
+    params = (h, residual, norm.weight, norm.bias)
+    y, y16 = kernels.residual_norm._ResidualNorm.apply(h, residual, norm.weight, norm.bias, keep, scale, norm.eps,
+                                                       True)
+    assert y16.dtype == torch.bfloat16 and torch.equal(y16, y.detach().bfloat16())
+    g = torch.Generator().manual_seed(4)
+    dy, dy16 = torch.randn(y.shape, generator=g), torch.randn(y.shape, generator=g).bfloat16()
+    got = torch.autograd.grad((y, y16), params, (dy, dy16))
+    plain, _ = kernels.residual_norm._ResidualNorm.apply(h, residual, norm.weight, norm.bias, keep, scale, norm.eps,
+                                                         False)
+    want = torch.autograd.grad((plain, plain.bfloat16()), params, (dy, dy16))
+    for a, b in zip(got[1:], want[1:]):
+        assert maxdiff(a, b) <= 1e-5 * b.abs().max()
+    assert (got[0] != want[0]).float().mean() < 0.01  # h's bf16 gradient: a rounding boundary crossed at most
+    # only one of the two outputs read: the other's gradient is None, not zeros, and the result is that output's alone
+    _, y16 = kernels.residual_norm._ResidualNorm.apply(h, residual, norm.weight, norm.bias, keep, scale, norm.eps,
+                                                       True)
+    plain, _ = kernels.residual_norm._ResidualNorm.apply(h, residual, norm.weight, norm.bias, keep, scale, norm.eps,
+                                                         False)
+    only_twin = torch.autograd.grad(y16, params, dy16)
+    through_cast = torch.autograd.grad(plain.bfloat16(), params, dy16)
+    assert maxdiff(only_twin[1], through_cast[1]) <= 1e-5 * through_cast[1].abs().max()
+
+
+@needs_amx_kernel
+def test_products_read_the_twin_and_the_step_matches_autocasts_casts(monkeypatch):
+    """With the twin the model's bf16 autocast step makes no cast of a norm's output (the products read the
+    kernel's copy: fewer float32-to-bf16 copies in the profile) and its loss and gradients are the step's with
+    autocast's casts (the same bf16 values; float32 sums in another order)."""
+    model = ours(XmodForMaskedLM, hidden_dropout_prob=0.1).train()
+    twin_loss, twin_grads = mlm_step(model, True)
+    kernels.use_bf16_twin(False)
+    try:
+        cast_loss, cast_grads = mlm_step(model, True)
+    finally:
+        kernels.use_bf16_twin(True)
+    assert abs(twin_loss - cast_loss) <= 1e-5 * abs(cast_loss)
+    assert_close_gradients(twin_grads, cast_grads, 1e-3)
+    casts = {}
+    for twin in (True, False):
+        kernels.use_bf16_twin(twin)
+        try:
+            with torch.profiler.profile() as prof:
+                mlm_step(model, True)
+        finally:
+            kernels.use_bf16_twin(True)
+        casts[twin] = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+    assert casts[True] < casts[False]
+
+
+def test_a_tensor_changed_in_place_has_no_twin():
+    y = torch.randn(4, 16)
+    y._xmodlm_bf16 = (y.bfloat16(), y._version)
+    assert kernels.residual_norm.bf16_twin(y) is not None
+    y.add_(1)
+    assert kernels.residual_norm.bf16_twin(y) is None
+    assert kernels.residual_norm.bf16_twin(torch.randn(3)) is None
 
 
 def test_it_steps_aside_where_it_does_not_apply():

@@ -38,7 +38,8 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   that computes the loss and its gradient from one float32 softmax, a slice of rows at a time (bf16 logits on
   AMX processors: all rows in one call of the own kernel, ``native.cross_entropy``).
 * LayerNorm(dropout(h) + residual) after the residual linears in bf16 autocast training on AMX processors
-  (``residual_norm.dropout_residual_norm``): one call of the own kernel each way instead of six torch ops.
+  (``residual_norm.dropout_residual_norm``): one call of the own kernel each way instead of six torch ops; it
+  writes its output in bf16 too, the copy the next products read instead of autocast's cast (``bf16_twin``).
 * ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli (one stream per 2^18
   draws, in the own kernel on all threads where it is built, the same bits in numpy elsewhere), applied with its
   scale in one pass each way (``dropout._MaskAndScale``).
@@ -79,7 +80,8 @@ the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row 
 autocast linears' bias inside the product, ``use_native_training_attention(False)`` the own training
 attention kernel, ``use_native_vocab_projection(False)`` the tied decoder's product in bf16 autocast training in
 the own kernel on the float32 weight (no casts of the matrix, its gradient float32),
-``use_fused_residual_norm(False)`` the own LayerNorm(dropout(h) + residual) in training,
+``use_fused_residual_norm(False)`` the own LayerNorm(dropout(h) + residual) in training, ``use_bf16_twin(False)``
+the bf16 copy of its output that the next products read instead of autocast's cast,
 ``use_amx_kernels(False)`` all the own kernels (``native.reason()`` says why they are or are not in use),
 ``use_autotune(False)`` the timed choice (without it, bf16
 outputs can differ in the last bit between processes that chose differently), and
@@ -110,7 +112,7 @@ from .attention import bf16_attention, dropout_attention, use_native_training_at
 from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
 from .native import use_amx_kernels
-from .residual_norm import use_fused_residual_norm
+from .residual_norm import use_bf16_twin, use_fused_residual_norm
 from .norm import LayerNorm
 from .paths import describe_paths
 from .tied import embedding_lookup, use_tied_row_gradient
@@ -140,6 +142,7 @@ __all__ = [
     "use_fused_cross_entropy",
     "use_one_pass_dropout",
     "use_amx_kernels",
+    "use_bf16_twin",
     "use_fused_residual_norm",
     "use_native_training_attention",
     "use_native_vocab_projection",

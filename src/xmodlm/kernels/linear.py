@@ -14,7 +14,7 @@ from torch.autograd.function import once_differentiable
 from . import native
 from .amp import (autocast_linear, autocast_linear_applies, cpu_bf16_autocast, native_vocab_applies,
                   native_vocab_projection)
-from .residual_norm import dropout_residual_norm
+from .residual_norm import bf16_twin, dropout_residual_norm
 from .tied import decoder_weight
 from .tune import bucket, run_fastest, tuning
 
@@ -286,6 +286,8 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     weight, bias = concat(linears)
     if tied:
         weight = decoder_weight(weight)
+    twin = bf16_twin(x) if cpu_bf16_autocast() else None
+    x = x if twin is None else twin  # the fused norm's bf16 copy of x: the cast autocast would make
     if onednn_trainable(x, weight):
         y = OneDNNLinear.apply(x, weight, bias)
     elif tied and native_vocab_applies(x, weight, bias):  # bf16 autocast training: no casts of the matrix

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from . import native
+from .amp import cpu_bf16_autocast
 from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, linear, norm_in_call, packed_weights
-from .residual_norm import dropout_residual_norm
+from .residual_norm import bf16_twin, dropout_residual_norm
 
 # (rows, equal, groups) of the last call: every layer of a forward passes the same rows (a tuple)
 _last_layout: tuple = (None, False, 0)
@@ -181,11 +182,13 @@ def run_batched(owner, h, rows, equal: bool, modules, skip=None):
     """Every segment's module as two padded batched matmuls; ``skip`` (equal segments only) is
     added inside the second product instead of its bias (which follows in place)."""
     width = max(rows)
+    twin = bf16_twin(h) if cpu_bf16_autocast() else None
+    source = h if twin is None else twin  # the fused norm's bf16 copy of h: the cast autocast would make
     if equal:  # e.g. one row per language: a view, no copy
-        x = h
+        x = source
     else:
         x = torch.stack([F.pad(part, (0, 0) * (h.dim() - 1) + (0, width - part.shape[0]))
-                         for part in h.split(rows)])  # (n, width, ..., d)
+                         for part in source.split(rows)])  # (n, width, ..., d)
     n, d = len(rows), h.shape[-1]
     w1, b1, w2, b2 = stacked_weights(owner, modules)
     inner = modules[0].act(torch.baddbmm(b1, x.reshape(n, -1, d), w1))

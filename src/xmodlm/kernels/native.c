@@ -721,10 +721,11 @@ int xm_cross_entropy(const uint16_t *logits, int64_t ld, const int64_t *targets,
      s = round_bf16(h * scale) where keep (0 where not; keep NULL: s = h),  t = s + residual  (float32),
      y = (t - mean) * rstd * weight + bias,  mean and the biased variance over the row, rstd = 1 / sqrt(var + eps),
    as torch computes dropout's addcmul on bf16, the bf16 + float32 sum and the float32 LayerNorm. t, mean and rstd
-   are kept for the backward. weight and bias may be NULL (1 and 0). */
+   are kept for the backward. weight and bias may be NULL (1 and 0). y16, unless NULL, gets y rounded to bf16 as
+   well: the copy the next product reads, which autocast would otherwise cast from y in a pass of its own. */
 void xm_residual_norm(const uint16_t *h, const uint8_t *keep, float scale, const float *residual,
                       const float *weight, const float *bias, float eps, int64_t rows, int64_t d, float *t,
-                      float *y, float *mean, float *rstd) {
+                      float *y, uint16_t *y16, float *mean, float *rstd) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const uint16_t *hr = h + r * d;
@@ -757,18 +758,20 @@ void xm_residual_norm(const uint16_t *h, const uint8_t *keep, float scale, const
             if (weight) v = _mm512_mul_ps(v, _mm512_loadu_ps(weight + j));
             if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + j));
             _mm512_storeu_ps(yr + j, v);
+            if (y16) _mm256_storeu_si256((__m256i *)(y16 + r * d + j), (__m256i)_mm512_cvtneps_pbh(v));
         }
     }
 }
 
-/* The backward of xm_residual_norm for the output gradient dy: dt (the residual's gradient, float32), dh (the
+/* The backward of xm_residual_norm for the output gradient dy plus, unless NULL, the bf16 gradient dy16 of its bf16
+   copy y16 (summed in float32 as autograd sums the two, dy + dy16): dt (the residual's gradient, float32), dh (the
    product's, bf16: dt rounded to bf16, then dropout's addcmul, rounded again, as torch's casts and addcmul do) and,
    where weight is not NULL, the weight's and bias's gradients, summed over rows in blocks of BLOCK rows and the
    blocks in order (the same bits for any thread count). -1 if the partial sums could not be allocated. */
 #define BLOCK 64
-int xm_residual_norm_backward(const float *dy, const float *t, const float *mean, const float *rstd,
-                              const float *weight, const uint8_t *keep, float scale, int64_t rows, int64_t d,
-                              float *dt, uint16_t *dh, float *dweight, float *dbias) {
+int xm_residual_norm_backward(const float *dy, const uint16_t *dy16, const float *t, const float *mean,
+                              const float *rstd, const float *weight, const uint8_t *keep, float scale, int64_t rows,
+                              int64_t d, float *dt, uint16_t *dh, float *dweight, float *dbias) {
     int64_t blocks = (rows + BLOCK - 1) / BLOCK;
     float *partial = weight ? calloc((size_t)(blocks * 2 * d), sizeof(float)) : NULL;
     if (weight && !partial) return -1;
@@ -782,6 +785,7 @@ int xm_residual_norm_backward(const float *dy, const float *t, const float *mean
             for (int64_t j = 0; j < d; j += 16) {
                 __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(tr + j), mv), iv);
                 __m512 gy = _mm512_loadu_ps(gr + j);
+                if (dy16) gy = _mm512_add_ps(gy, load_bf16(dy16 + r * d + j));
                 __m512 g = weight ? _mm512_mul_ps(gy, _mm512_loadu_ps(weight + j)) : gy;
                 sum_g = _mm512_add_ps(sum_g, g);
                 sum_gx = _mm512_fmadd_ps(g, xhat, sum_gx);
@@ -796,6 +800,7 @@ int xm_residual_norm_backward(const float *dy, const float *t, const float *mean
             for (int64_t j = 0; j < d; j += 16) {
                 __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(tr + j), mv), iv);
                 __m512 gy = _mm512_loadu_ps(gr + j);
+                if (dy16) gy = _mm512_add_ps(gy, load_bf16(dy16 + r * d + j));
                 __m512 g = weight ? _mm512_mul_ps(gy, _mm512_loadu_ps(weight + j)) : gy;
                 __m512 v = _mm512_mul_ps(iv, _mm512_sub_ps(_mm512_sub_ps(g, a), _mm512_mul_ps(xhat, c)));
                 _mm512_storeu_ps(dt + r * d + j, v);

@@ -108,10 +108,10 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_cross_entropy.argtypes = [pointer, size, pointer, size, size, ctypes.c_float, pointer, pointer, size]
     lib.xm_cross_entropy.restype = ctypes.c_int
     lib.xm_residual_norm.argtypes = [pointer, pointer, ctypes.c_float, pointer, pointer, pointer, ctypes.c_float, size,
-                                     size, pointer, pointer, pointer, pointer]
+                                     size, pointer, pointer, pointer, pointer, pointer]
     lib.xm_residual_norm.restype = None
-    lib.xm_residual_norm_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, ctypes.c_float,
-                                              size, size, pointer, pointer, pointer, pointer]
+    lib.xm_residual_norm_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, pointer,
+                                              ctypes.c_float, size, size, pointer, pointer, pointer, pointer]
     lib.xm_residual_norm_backward.restype = ctypes.c_int
     lib.xm_keep_mask.argtypes = [pointer, size, size, ctypes.c_int32, pointer]
     lib.xm_keep_mask.restype = None
@@ -319,11 +319,11 @@ def _address(t: torch.Tensor | None):
 
 
 def residual_norm(h: torch.Tensor, keep: torch.Tensor | None, scale: float, residual: torch.Tensor,
-                  weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> tuple:
+                  weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, twin: bool = False) -> tuple:
     """``LayerNorm(dropout(h) + residual)`` over the last dimension (d, a multiple of 16): h bf16, ``keep`` the
     dropout's uint8 keep mask (or None: no dropout) with its ``scale``, the residual, weight and bias float32, all
-    contiguous. Returns (y, t, mean, rstd): the output, the sum and the row statistics (float32) the backward
-    reads."""
+    contiguous. Returns (y, t, mean, rstd, y16): the output, the sum and the row statistics (float32) the backward
+    reads, and with ``twin`` the output rounded to bf16 in the same pass (else None)."""
     d = h.shape[-1]
     if not (h.dtype == torch.bfloat16 and residual.dtype == torch.float32 and residual.shape == h.shape
             and d % 16 == 0 and h.is_contiguous() and residual.is_contiguous()):
@@ -337,25 +337,32 @@ def residual_norm(h: torch.Tensor, keep: torch.Tensor | None, scale: float, resi
             raise ValueError(f"expected a contiguous float32 {name} of shape ({d},), got {p.dtype} {tuple(p.shape)}")
     rows = h.numel() // d
     t, y = torch.empty_like(residual), torch.empty_like(residual)
+    y16 = torch.empty(h.shape, dtype=torch.bfloat16) if twin else None
     mean, rstd = torch.empty(rows), torch.empty(rows)
     _library().xm_residual_norm(h.data_ptr(), _address(keep), scale, residual.data_ptr(), _address(weight),
-                                _address(bias), eps, rows, d, t.data_ptr(), y.data_ptr(), mean.data_ptr(),
-                                rstd.data_ptr())
-    return y, t, mean, rstd
+                                _address(bias), eps, rows, d, t.data_ptr(), y.data_ptr(), _address(y16),
+                                mean.data_ptr(), rstd.data_ptr())
+    return y, t, mean, rstd, y16
 
 
-def residual_norm_backward(dy: torch.Tensor, t: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                           weight: torch.Tensor | None, keep: torch.Tensor | None, scale: float) -> tuple:
-    """The gradients of ``residual_norm`` for the output's ``dy`` (float32, contiguous): (the residual's, float32;
-    h's, bf16; the weight's and the bias's, float32, or None without weight)."""
+def residual_norm_backward(dy: torch.Tensor | None, t: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                           weight: torch.Tensor | None, keep: torch.Tensor | None, scale: float,
+                           dy16: torch.Tensor | None = None) -> tuple:
+    """The gradients of ``residual_norm`` for the output's ``dy`` plus its bf16 copy's ``dy16`` (either None: no
+    gradient): (the residual's, float32; h's, bf16; the weight's and the bias's, float32, or None without
+    weight)."""
     d = t.shape[-1]
-    dy = dy.to(torch.float32).contiguous()
+    dy = torch.zeros_like(t) if dy is None else dy.to(torch.float32).contiguous()
+    if dy16 is not None:
+        dy16 = dy16.to(torch.bfloat16).contiguous()
+        if dy16.shape != t.shape:
+            raise ValueError(f"expected the bf16 copy's gradient of shape {tuple(t.shape)}, got {tuple(dy16.shape)}")
     rows = t.numel() // d
     dt, dh = torch.empty_like(t), torch.empty(t.shape, dtype=torch.bfloat16)
     dweight, dbias = (torch.empty(d), torch.empty(d)) if weight is not None else (None, None)
-    status = _library().xm_residual_norm_backward(dy.data_ptr(), t.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
-                                                  _address(weight), _address(keep), scale, rows, d, dt.data_ptr(),
-                                                  dh.data_ptr(), _address(dweight), _address(dbias))
+    status = _library().xm_residual_norm_backward(dy.data_ptr(), _address(dy16), t.data_ptr(), mean.data_ptr(),
+                                                  rstd.data_ptr(), _address(weight), _address(keep), scale, rows, d,
+                                                  dt.data_ptr(), dh.data_ptr(), _address(dweight), _address(dbias))
     if status != 0:
         raise MemoryError("the residual-norm backward could not allocate its partial sums")
     return dt, dh, dweight, dbias

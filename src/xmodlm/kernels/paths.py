@@ -11,7 +11,7 @@ from .dropout import _ONE_PASS
 from .loss import _FUSED
 from . import native
 from .attention import native_training_on
-from .residual_norm import fused_residual_norm_on
+from .residual_norm import bf16_twin_on, fused_residual_norm_on
 from .tied import _ROWS
 from .tune import _TUNE
 
@@ -50,7 +50,8 @@ def describe_paths() -> dict[str, str]:
                                                  + "; masks drawn " + ("in the own kernel" if native.available()
                                                                        else "in numpy")),
         "LayerNorm(dropout(h) + residual) in bf16 autocast training (CPU)": (
-            "own kernel, one call each way" if fused_residual_norm_on() and native.available()
+            "own kernel, one call each way" + ("; the next products read its bf16 copy" if bf16_twin_on() else "")
+            if fused_residual_norm_on() and native.available()
             else "torch's ops (own kernel " + ("switched off)" if native.available() else "not built)")),
         "linears in bf16 autocast training (CPU)": ("bias inside oneDNN's product" if _AUTOCAST_LINEAR["enabled"]
                                                     and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
