@@ -1223,17 +1223,15 @@ typedef struct {
     uint16_t *g;      /* g's columns: padded_n rows of VOCAB_STEP bf16, rows from n on zero */
     uint16_t *w;      /* W16's rows in row pairs, B tiles of dX's product: [d / 16][VOCAB_STEP / 32][16 pairs][16][2] */
     uint16_t *pairs;  /* g's rows in pairs: padded_n / 2 rows of VOCAB_STEP x 2 */
-    uint16_t *tiles;  /* 16 of g's columns transposed, A tiles of dW's product: [padded_n / 32][16][16 pairs][2] */
-    float *rows16;    /* 16 rows of dW, then streamed out */
+    uint16_t *tiles;  /* 32 of g's columns transposed, A tiles of dW's product: [2][padded_n / 32][16][16 pairs][2] */
 } vocab_scratch;
 
 static int vocab_scratch_alloc(vocab_scratch *s, int64_t padded_n, int64_t d) {
     s->g = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
     s->w = aligned_alloc(64, VOCAB_STEP * d * sizeof(uint16_t));
     s->pairs = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
-    s->tiles = aligned_alloc(64, padded_n * 16 * sizeof(uint16_t));
-    s->rows16 = aligned_alloc(64, 16 * d * sizeof(float));
-    return s->g && s->w && s->pairs && s->tiles && s->rows16;
+    s->tiles = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
+    return s->g && s->w && s->pairs && s->tiles;
 }
 
 static void vocab_scratch_free(vocab_scratch *s) {
@@ -1241,7 +1239,6 @@ static void vocab_scratch_free(vocab_scratch *s) {
     free(s->w);
     free(s->pairs);
     free(s->tiles);
-    free(s->rows16);
 }
 
 /* The lines of the next step's columns of g (rows of `per_row` 64-byte lines, `stride` bytes apart), fetched a few
@@ -1327,23 +1324,45 @@ static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t pad
     }
 }
 
-/* dW's len rows for the step (dw: the first, float32, row stride d) = gs^T @ x, 16 rows at a time, each streamed out
-   with non-temporal stores (dW goes to memory without being read first); the next step's lines of g fetched `per`
-   at a time between the row groups. */
+/* The 32 x 32 float32 block in acc (rows of 32) to dW (row stride d) with non-temporal stores, where dW is aligned:
+   dW goes to memory without being read first. */
+static inline void vocab_stream_block(const float *acc, float *dw, int64_t d) {
+    int aligned = ((uintptr_t)dw & 63) == 0;
+    for (int i = 0; i < 32; i++) {
+        if (aligned) {
+            _mm512_stream_ps(dw + i * d, _mm512_load_ps(acc + 32 * i));
+            _mm512_stream_ps(dw + i * d + 16, _mm512_load_ps(acc + 32 * i + 16));
+        } else {
+            memcpy(dw + i * d, acc + 32 * i, 32 * sizeof(float));
+        }
+    }
+}
+
+/* dW's len rows for the step (dw: the first, float32, row stride d) = gs^T @ x, 32 x 32 outputs at a time in the
+   accumulator tiles (both operands' tiles used twice); the next step's lines of g fetched `per` at a time between
+   the groups of 32 rows. */
 static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, int64_t len, vocab_scratch *s,
                               float *dw, vocab_ahead *ahead, int64_t per) {
     int64_t k_tiles = padded_n / 32;
+    float acc[32 * 32] __attribute__((aligned(64)));
     for (int64_t r = 0; r < padded_n; r += 2)
         interleave_rows(s->g + r * VOCAB_STEP, s->g + (r + 1) * VOCAB_STEP, len, s->pairs + r * VOCAB_STEP);
-    for (int64_t c = 0; c < len; c += 16) {
-        for (int64_t kt = 0; kt < k_tiles; kt++)
-            transpose16(s->pairs + kt * 32 * VOCAB_STEP + 2 * c, 2 * VOCAB_STEP, 16, s->tiles + kt * 512);
-        rows_by_pairs(s->tiles, 32, 512, xp, k_tiles, d, s->rows16);
-        float *dst = dw + c * d;
-        if (((uintptr_t)dst & 63) == 0)
-            for (int64_t j = 0; j < 16 * d; j += 16) _mm512_stream_ps(dst + j, _mm512_load_ps(s->rows16 + j));
-        else
-            memcpy(dst, s->rows16, 16 * d * sizeof(float));
+    const uint16_t *a0 = s->tiles, *a1 = s->tiles + k_tiles * 512;
+    for (int64_t c = 0; c < len; c += 32) {
+        for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */
+            transpose16(s->pairs + kt % k_tiles * 32 * VOCAB_STEP + 2 * c + 32 * (kt / k_tiles), 2 * VOCAB_STEP, 16,
+                        s->tiles + kt * 512);
+        for (int64_t ct = 0; ct < d / 16; ct += 2) {
+            const uint16_t *b0 = xp + ct * k_tiles * 512, *b1 = b0 + k_tiles * 512;
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            for (int64_t kt = 0; kt < k_tiles; kt++)
+                block_step(a0 + kt * 512, a1 + kt * 512, 32, b0 + kt * 512, b1 + kt * 512);
+            _tile_stored(0, acc, 128);
+            _tile_stored(1, acc + 16, 128);
+            _tile_stored(2, acc + 512, 128);
+            _tile_stored(3, acc + 528, 128);
+            vocab_stream_block(acc, dw + c * d + 16 * ct, d);
+        }
         fetch_ahead(ahead, per);
     }
 }
@@ -1364,7 +1383,7 @@ static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, i
             vocab_input_step(s->g, s->w, padded_n, d, len, vs == v0, acc, &ahead, (ahead.total + steps - 1) / steps);
         }
         if (dw)
-            vocab_weight_step(xp, padded_n, d, len, s, dw + vs * d, &ahead, (ahead.total + len / 16 - 1) / (len / 16));
+            vocab_weight_step(xp, padded_n, d, len, s, dw + vs * d, &ahead, (ahead.total + len / 32 - 1) / (len / 32));
     }
 }
 
