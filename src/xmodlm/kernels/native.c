@@ -1253,13 +1253,16 @@ static inline void fetch_ahead(vocab_ahead *a, int64_t count) {
         _mm_prefetch(a->base + a->next / a->per_row * a->stride + a->next % a->per_row * 64, _MM_HINT_T0);
 }
 
-/* g's columns [vs, vs + len) into s->g (rows past n zero); their sums, row after row, into db[0, len) (or none). */
+/* g's columns [vs, vs + len) into s->g (rows past n zero); their sums, row after row, into db[0, len) (or none).
+   Each row's segment of g lies in its own page: the one 8 rows on is fetched ahead (the hardware's prefetcher
+   follows runs within a page only). */
 static void vocab_gather(const uint16_t *g, int64_t n, int64_t padded_n, int64_t v, int64_t vs, int64_t len,
                          uint16_t *out, float *db) {
     float sums[VOCAB_STEP] __attribute__((aligned(64)));
     memset(sums, 0, sizeof sums);
     for (int64_t r = 0; r < n; r++)
         for (int64_t j = 0; j < len; j += 32) {
+            if (r + 8 < n) _mm_prefetch((const char *)(g + (r + 8) * v + vs + j), _MM_HINT_T0);
             __m512i line = _mm512_loadu_si512((const void *)(g + r * v + vs + j));
             _mm512_store_si512((__m512i *)(out + r * VOCAB_STEP + j), line);
             if (db) {
@@ -1273,13 +1276,15 @@ static void vocab_gather(const uint16_t *g, int64_t n, int64_t padded_n, int64_t
 }
 
 /* W's rows [0, len) (float32, row stride d) rounded to bf16, in row pairs: tiles [column tile][kt][16 row pairs]
-   [16 columns][2], VOCAB_STEP / 32 tiles from one column tile to the next. */
+   [16 columns][2], VOCAB_STEP / 32 tiles from one column tile to the next; the rows 16 on fetched ahead (across
+   page boundaries, where the hardware's prefetcher stops; past W's end harmless, a prefetch does not fault). */
 static void vocab_pack_rows(const float *w, int64_t d, int64_t len, uint16_t *wp) {
     int64_t step_tiles = VOCAB_STEP / 32;
     uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
     uint16_t pair[64] __attribute__((aligned(64)));
     for (int64_t p = 0; p < len / 2; p++) {
         const float *a = w + 2 * p * d, *b = a + d;
+        for (int64_t j = 0; j < 2 * d; j += 16) _mm_prefetch((const char *)(a + 16 * d + j), _MM_HINT_T0);
         for (int64_t j = 0; j < d; j += 32) {
             _mm512_store_si512((__m512i *)r0, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + j + 16),
                                                                           _mm512_loadu_ps(a + j)));
