@@ -1222,14 +1222,14 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
 typedef struct {
     uint16_t *g;      /* g's columns: padded_n rows of VOCAB_STEP bf16, rows from n on zero */
     uint16_t *w;      /* W16's rows in row pairs, B tiles of dX's product: [d / 16][VOCAB_STEP / 32][16 pairs][16][2] */
-    uint16_t *pairs;  /* g's rows in pairs: padded_n / 2 rows of VOCAB_STEP x 2 */
+    uint16_t *pairs;  /* 32 of g's columns, its rows in pairs: padded_n / 2 rows of 32 x 2 */
     uint16_t *tiles;  /* 32 of g's columns transposed, A tiles of dW's product: [2][padded_n / 32][16][16 pairs][2] */
 } vocab_scratch;
 
 static int vocab_scratch_alloc(vocab_scratch *s, int64_t padded_n, int64_t d) {
     s->g = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
     s->w = aligned_alloc(64, VOCAB_STEP * d * sizeof(uint16_t));
-    s->pairs = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
+    s->pairs = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
     s->tiles = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
     return s->g && s->w && s->pairs && s->tiles;
 }
@@ -1350,13 +1350,12 @@ static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, i
                               float *dw, vocab_ahead *ahead, int64_t per) {
     int64_t k_tiles = padded_n / 32;
     float acc[32 * 32] __attribute__((aligned(64)));
-    for (int64_t r = 0; r < padded_n; r += 2)
-        interleave_rows(s->g + r * VOCAB_STEP, s->g + (r + 1) * VOCAB_STEP, len, s->pairs + r * VOCAB_STEP);
     const uint16_t *a0 = s->tiles, *a1 = s->tiles + k_tiles * 512;
     for (int64_t c = 0; c < len; c += 32) {
+        for (int64_t r = 0; r < padded_n; r += 2)
+            interleave_rows(s->g + r * VOCAB_STEP + c, s->g + (r + 1) * VOCAB_STEP + c, 32, s->pairs + r * 32);
         for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */
-            transpose16(s->pairs + kt % k_tiles * 32 * VOCAB_STEP + 2 * c + 32 * (kt / k_tiles), 2 * VOCAB_STEP, 16,
-                        s->tiles + kt * 512);
+            transpose16(s->pairs + kt % k_tiles * 16 * 64 + 32 * (kt / k_tiles), 64, 16, s->tiles + kt * 512);
         for (int64_t ct = 0; ct < d / 16; ct += 2) {
             const uint16_t *b0 = xp + ct * k_tiles * 512, *b1 = b0 + k_tiles * 512;
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
