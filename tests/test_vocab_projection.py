@@ -4,6 +4,8 @@ operands, against today's ``autocast_linear``, thread counts, fallbacks, the mod
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -81,6 +83,38 @@ def test_against_autocast_linear(n, switch):
     assert ((db1 - db0).abs() <= U * db0.abs() + 1e-7 * db0.abs().max()).all()
 
 
+def backward_within_float64(dy, x16, w, dx, dw, db):
+    """dX within a bf16 rounding of float64 math on the same operands; dW and db float32 sums (not rounded)."""
+    xd, wd, gd = x16.double(), w.bfloat16().double(), dy.double()
+    assert dx.dtype == torch.bfloat16 and dx.shape == x16.shape and within_bf16(dx, gd @ wd, gd.abs() @ wd.abs())
+    assert dw.dtype == db.dtype == torch.float32 and dw.shape == w.shape and db.shape == (w.shape[0],)
+    assert ((dw.double() - gd.T @ xd).abs() <= 1e-5 * (gd.abs().T @ xd.abs()) + 1e-12).all()
+    assert ((db.double() - gd.sum(0)).abs() <= 1e-5 * gd.abs().sum(0) + 1e-12).all()
+
+
+# xm_vocab_backward's cases: fewer 32-row blocks than chunks (v = 96), a chunk of several steps with a short last one
+# (v = 32 x 129: chunks of 32 or 33 blocks), row counts not multiples of 16 or 32, d of one to 24 tiles.
+SHAPES = [(1, 96, 32), (17, 32 * 33, 96), (40, 32 * 129, 64), (303, 32 * 65, 256), (33, 32 * 9, 768)]
+
+
+@pytest.mark.parametrize("n, v, d", SHAPES)
+def test_backward_shapes(n, v, d):
+    x, w, _, dy = operands(n, v, d, seed=n)
+    x16 = x.bfloat16()
+    backward_within_float64(dy, x16, w, *native.vocab_backward(dy, x16, w))
+
+
+@pytest.mark.parametrize("flags", list(itertools.product((False, True), repeat=3)))
+def test_backward_flags(flags):
+    """Each gradient asked for alone or with others: the same bits as all three; None where not asked for."""
+    x, w, _, dy = operands(45, v=32 * 33, d=96, seed=4)
+    x16 = x.bfloat16()
+    full = native.vocab_backward(dy, x16, w)
+    got = native.vocab_backward(dy, x16, w, *flags)
+    for asked, a, b in zip(flags, got, full):
+        assert (a is not None) == asked and (not asked or torch.equal(a, b))
+
+
 def test_threads_same_bits():
     x, w, b, dy = operands(303, v=2048, seed=2)
     x16 = x.bfloat16()
@@ -92,6 +126,21 @@ def test_threads_same_bits():
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, c) for a, c in zip(got, want))
+
+
+@pytest.mark.parametrize("n, v, d", SHAPES)
+def test_backward_threads_same_bits(n, v, d):
+    x, w, _, dy = operands(n, v, d, seed=5)
+    x16 = x.bfloat16()
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            runs.append(native.vocab_backward(dy, x16, w))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, c) for run in runs[1:] for a, c in zip(run, runs[0]))
 
 
 def test_falls_back(switch):

@@ -3,8 +3,7 @@
    attention (xm_attention); for bf16 autocast training, the masked-LM cross-entropy with its gradient
    (xm_cross_entropy), LayerNorm(dropout(h) + residual) and its backward (xm_residual_norm), softmax attention
    forward and backward (xm_attention_train), the tied vocabulary projection on the float32 weight, forward and
-   both gradients (xm_vocab_forward, xm_vocab_input_grad, xm_vocab_weight_grad); and Dropout's keep mask
-   (xm_keep_mask).
+   its gradients in one pass (xm_vocab_forward, xm_vocab_backward); and Dropout's keep mask (xm_keep_mask).
 
    Products.
 
@@ -1118,19 +1117,18 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
     return failed ? -1 : 0;
 }
 
-/* Training: the vocabulary projection in bf16 autocast training (xm_vocab_forward, xm_vocab_input_grad,
-   xm_vocab_weight_grad), reading the float32 weight W (v x d) directly, each value rounded to bf16 (round to
-   nearest even, as autocast's cast) as it is packed, so that no bf16 copy of W is made:
+/* Training: the vocabulary projection in bf16 autocast training (xm_vocab_forward, xm_vocab_backward), reading
+   the float32 weight W (v x d) directly, each value rounded to bf16 (round to nearest even, as autocast's cast) as
+   it is packed, so that no bf16 copy of W is made:
 
      logits = round_bf16(x @ W16^T + round_bf16(b))      (x: n x d bf16, float32 sums, one rounding)
      dX     = round_bf16(dlogits @ W16)                    (sums over v in float32, one rounding)
      dW     = dlogits^T @ x   in float32, not rounded;  db = column sums of dlogits in float32, not rounded.
 
    Each output value is summed in an order fixed by the shapes alone (not by the thread count): the forward's
-   columns and dW's rows are split between threads; dX's sum over v runs in VOCAB_CHUNKS fixed ranges (threads
-   take whole ranges), each in steps of VOCAB_STEP rows with the float32 accumulators kept in memory between
-   steps, the ranges' partial sums added in order. Software prefetches fetch the next W rows (forward), the next
-   gradient rows (dX) and the next gradient columns (dW). Requires v % 32 == 0 and d % 32 == 0, any n. */
+   columns are split between threads; the backward's vocabulary is cut into fixed ranges (see xm_vocab_backward).
+   Software prefetches fetch the next W rows (forward) and the next gradient columns (backward). Requires
+   v % 32 == 0 and d % 32 == 0, any n. */
 
 #define VOCAB_STEP 256
 
@@ -1214,169 +1212,226 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
     return failed ? -1 : 0;
 }
 
-/* acc (padded_n x d float32) = g[:, v0:v1) @ W16[v0:v1), in steps of VOCAB_STEP rows of W (packed in row pairs
-   into wp, VOCAB_STEP x d bf16), the accumulators in memory between steps; rows from `full` on read from `tail`
-   (the last partial block of 32 rows, zero-padded). */
-static void vocab_input_chunk(const uint16_t *g, const uint16_t *tail, int64_t full, const float *w, int64_t padded_n,
-                              int64_t v, int64_t d, int64_t v0, int64_t v1, float *acc, uint16_t *wp) {
-    int64_t col_tiles = d / 16, step_tiles = VOCAB_STEP / 32;
-    uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
-    uint16_t pair[64] __attribute__((aligned(64)));
-    for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP) {
-        int64_t len = v1 - vs < VOCAB_STEP ? v1 - vs : VOCAB_STEP, kts = len / 32;
-        /* W's rows [vs, vs + len) in row pairs: tiles [col tile][kt][16 row pairs][16 columns][2] */
-        for (int64_t p = 0; p < len / 2; p++) {
-            const float *a = w + (vs + 2 * p) * d, *b = a + d;
-            for (int64_t j = 0; j < d; j += 32) {
-                _mm512_store_si512((__m512i *)r0, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + j + 16),
-                                                                              _mm512_loadu_ps(a + j)));
-                _mm512_store_si512((__m512i *)r1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + j + 16),
-                                                                              _mm512_loadu_ps(b + j)));
-                interleave_rows(r0, r1, 32, pair);
-                uint16_t *t = wp + ((j / 16) * step_tiles + p / 16) * 512 + (p % 16) * 32;
-                memcpy(t, pair, 64);
-                memcpy(t + step_tiles * 512, pair + 32, 64);
+/* The backward in one pass over the vocabulary (xm_vocab_backward): dX, dW and db (each optional) from one read of
+   g and W. The vocabulary is cut into VOCAB_CHUNKS fixed ranges (of whole 32-row blocks), the threads taking whole
+   chunks, and each chunk is walked in steps of VOCAB_STEP rows. A step copies its columns of g (n x VOCAB_STEP
+   bf16, summing db's values on the way) and rounds and packs its rows of W into the thread's scratch (in L2), and
+   from there makes the chunk's float32 partial of dX (its own padded_n x d buffer: each 32 x 32 block's accumulator
+   tiles loaded and stored once a step, VOCAB_STEP / 32 tile steps between) and dW's rows for the step (streamed
+   out). g's columns for the next step are fetched while this step's products run. The chunks' partials are then
+   added in chunk order and rounded once: each value is summed in an order fixed by the shapes alone, so the bits do
+   not depend on the thread count. */
+#define VOCAB_CHUNKS 4
+
+/* A thread's scratch for one step. */
+typedef struct {
+    uint16_t *g;      /* g's columns: padded_n rows of VOCAB_STEP bf16, rows from n on zero */
+    uint16_t *w;      /* W16's rows in row pairs, B tiles of dX's product: [d / 16][VOCAB_STEP / 32][16 pairs][16][2] */
+    uint16_t *pairs;  /* 32 of g's columns, its rows in pairs: padded_n / 2 rows of 32 x 2 */
+    uint16_t *tiles;  /* 32 of g's columns transposed, A tiles of dW's product: [2][padded_n / 32][16][16 pairs][2] */
+} vocab_scratch;
+
+static int vocab_scratch_alloc(vocab_scratch *s, int64_t padded_n, int64_t d) {
+    s->g = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
+    s->w = aligned_alloc(64, VOCAB_STEP * d * sizeof(uint16_t));
+    s->pairs = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
+    s->tiles = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
+    return s->g && s->w && s->pairs && s->tiles;
+}
+
+static void vocab_scratch_free(vocab_scratch *s) {
+    free(s->g);
+    free(s->w);
+    free(s->pairs);
+    free(s->tiles);
+}
+
+/* The lines of the next step's columns of g (rows of `per_row` 64-byte lines, `stride` bytes apart), fetched a few
+   at a time between the tile products. */
+typedef struct {
+    const char *base;
+    int64_t stride, per_row, next, total;
+} vocab_ahead;
+
+static inline void fetch_ahead(vocab_ahead *a, int64_t count) {
+    for (int64_t end = a->next + count < a->total ? a->next + count : a->total; a->next < end; a->next++)
+        _mm_prefetch(a->base + a->next / a->per_row * a->stride + a->next % a->per_row * 64, _MM_HINT_T0);
+}
+
+/* g's columns [vs, vs + len) into s->g (rows past n zero); their sums, row after row, into db[0, len) (or none).
+   Each row's segment of g lies in its own page: the one 8 rows on is fetched ahead (the hardware's prefetcher
+   follows runs within a page only). */
+static void vocab_gather(const uint16_t *g, int64_t n, int64_t padded_n, int64_t v, int64_t vs, int64_t len,
+                         uint16_t *out, float *db) {
+    float sums[VOCAB_STEP] __attribute__((aligned(64)));
+    memset(sums, 0, sizeof sums);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < len; j += 32) {
+            if (r + 8 < n) _mm_prefetch((const char *)(g + (r + 8) * v + vs + j), _MM_HINT_T0);
+            __m512i line = _mm512_loadu_si512((const void *)(g + r * v + vs + j));
+            _mm512_store_si512((__m512i *)(out + r * VOCAB_STEP + j), line);
+            if (db) {
+                _mm512_store_ps(sums + j, _mm512_add_ps(_mm512_load_ps(sums + j), load_bf16(g + r * v + vs + j)));
+                _mm512_store_ps(sums + j + 16,
+                                _mm512_add_ps(_mm512_load_ps(sums + j + 16), load_bf16(g + r * v + vs + j + 16)));
             }
         }
-        for (int64_t row = 0; row < padded_n; row += 32) {
-            const uint16_t *a = row < full ? g + row * v + vs : tail + vs, *a1 = a + 16 * v;
-            /* the next block's 32 rows of len values (len / 32 lines each), fetched over this block's steps */
-            int64_t next_row = row + 32 < padded_n ? row + 32 : 0, next_vs = row + 32 < padded_n ? vs : vs + len;
-            const uint16_t *ahead = next_vs >= v1 ? NULL : next_row < full ? g + next_row * v + next_vs : tail + next_vs;
-            int64_t row_lines = len / 32, steps = col_tiles / 2 * kts;
-            int64_t per = (32 * row_lines + steps - 1) / steps, s = 0;
-            for (int64_t ct = 0; ct < col_tiles; ct += 2) {
-                float *c = acc + row * d + 16 * ct;
-                if (vs == v0) {
-                    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-                } else {
-                    _tile_loadd(0, c, d * 4);
-                    _tile_loadd(1, c + 16, d * 4);
-                    _tile_loadd(2, c + 16 * d, d * 4);
-                    _tile_loadd(3, c + 16 * d + 16, d * 4);
-                }
-                const uint16_t *b0 = wp + ct * step_tiles * 512, *b1 = b0 + step_tiles * 512;
-                for (int64_t kt = 0; kt < kts; kt++) {
-                    block_step(a + kt * 32, a1 + kt * 32, v, b0 + kt * 512, b1 + kt * 512);
-                    for (int64_t i = 0; ahead && i < per; i++) {
-                        int64_t line = s * per + i;
-                        if (line < 32 * row_lines)
-                            _mm_prefetch((const char *)(ahead + (line / row_lines) * v + (line % row_lines) * 32),
-                                         _MM_HINT_T0);
-                    }
-                    s++;
-                }
-                _tile_stored(0, c, d * 4);
-                _tile_stored(1, c + 16, d * 4);
-                _tile_stored(2, c + 16 * d, d * 4);
-                _tile_stored(3, c + 16 * d + 16, d * 4);
-            }
+    memset(out + n * VOCAB_STEP, 0, (padded_n - n) * VOCAB_STEP * sizeof(uint16_t));
+    if (db) memcpy(db, sums, len * sizeof(float));
+}
+
+/* W's rows [0, len) (float32, row stride d) rounded to bf16, in row pairs: tiles [column tile][kt][16 row pairs]
+   [16 columns][2], VOCAB_STEP / 32 tiles from one column tile to the next; the rows 16 on fetched ahead (across
+   page boundaries, where the hardware's prefetcher stops; past W's end harmless, a prefetch does not fault). */
+static void vocab_pack_rows(const float *w, int64_t d, int64_t len, uint16_t *wp) {
+    int64_t step_tiles = VOCAB_STEP / 32;
+    uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
+    uint16_t pair[64] __attribute__((aligned(64)));
+    for (int64_t p = 0; p < len / 2; p++) {
+        const float *a = w + 2 * p * d, *b = a + d;
+        for (int64_t j = 0; j < 2 * d; j += 16) _mm_prefetch((const char *)(a + 16 * d + j), _MM_HINT_T0);
+        for (int64_t j = 0; j < d; j += 32) {
+            _mm512_store_si512((__m512i *)r0, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + j + 16),
+                                                                          _mm512_loadu_ps(a + j)));
+            _mm512_store_si512((__m512i *)r1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + j + 16),
+                                                                          _mm512_loadu_ps(b + j)));
+            interleave_rows(r0, r1, 32, pair);
+            uint16_t *t = wp + ((j / 16) * step_tiles + p / 16) * 512 + (p % 16) * 32;
+            memcpy(t, pair, 64);
+            memcpy(t + step_tiles * 512, pair + 32, 64);
         }
     }
 }
 
-/* dX: the sum over v cut into VOCAB_CHUNKS fixed ranges (of whole 32-row blocks), the threads taking whole chunks,
-   each chunk's float32 partial in its own buffer, then the partials added in chunk order and rounded once: each
-   thread reads only its chunks' share of g and W, and the bits do not depend on the thread count. */
-#define VOCAB_CHUNKS 4
-int xm_vocab_input_grad(const uint16_t *g, const float *w, int64_t n, int64_t v, int64_t d, uint16_t *dx) {
-    int64_t padded_n = (n + 31) / 32 * 32, full = n / 32 * 32, blocks = v / 32;
-    uint16_t *tail = full < n ? calloc(32 * v, sizeof(uint16_t)) : NULL;
-    float *partial = aligned_alloc(64, VOCAB_CHUNKS * padded_n * d * sizeof(float));
-    int failed = (full < n && !tail) || !partial;
+/* acc (padded_n x d float32) += gs @ W16 over the step's len rows (zeroed first at a chunk's first step), 32 x 32
+   outputs at a time in the accumulator tiles; the next step's lines of g fetched `per` at a time between the tile
+   steps. */
+static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t padded_n, int64_t d, int64_t len,
+                             int first, float *acc, vocab_ahead *ahead, int64_t per) {
+    int64_t step_tiles = VOCAB_STEP / 32;
+    for (int64_t row = 0; row < padded_n; row += 32) {
+        const uint16_t *a = gs + row * VOCAB_STEP, *a1 = a + 16 * VOCAB_STEP;
+        for (int64_t ct = 0; ct < d / 16; ct += 2) {
+            float *c = acc + row * d + 16 * ct;
+            if (first) {
+                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            } else {
+                _tile_loadd(0, c, d * 4);
+                _tile_loadd(1, c + 16, d * 4);
+                _tile_loadd(2, c + 16 * d, d * 4);
+                _tile_loadd(3, c + 16 * d + 16, d * 4);
+            }
+            const uint16_t *b0 = wp + ct * step_tiles * 512, *b1 = b0 + step_tiles * 512;
+            for (int64_t kt = 0; kt < len / 32; kt++) {
+                block_step(a + kt * 32, a1 + kt * 32, VOCAB_STEP, b0 + kt * 512, b1 + kt * 512);
+                fetch_ahead(ahead, per);
+            }
+            _tile_stored(0, c, d * 4);
+            _tile_stored(1, c + 16, d * 4);
+            _tile_stored(2, c + 16 * d, d * 4);
+            _tile_stored(3, c + 16 * d + 16, d * 4);
+        }
+    }
+}
+
+/* The 32 x 32 float32 block in acc (rows of 32) to dW (row stride d) with non-temporal stores, where dW is aligned:
+   dW goes to memory without being read first. */
+static inline void vocab_stream_block(const float *acc, float *dw, int64_t d) {
+    int aligned = ((uintptr_t)dw & 63) == 0;
+    for (int i = 0; i < 32; i++) {
+        if (aligned) {
+            _mm512_stream_ps(dw + i * d, _mm512_load_ps(acc + 32 * i));
+            _mm512_stream_ps(dw + i * d + 16, _mm512_load_ps(acc + 32 * i + 16));
+        } else {
+            memcpy(dw + i * d, acc + 32 * i, 32 * sizeof(float));
+        }
+    }
+}
+
+/* dW's len rows for the step (dw: the first, float32, row stride d) = gs^T @ x, 32 x 32 outputs at a time in the
+   accumulator tiles (both operands' tiles used twice); the next step's lines of g fetched `per` at a time between
+   the groups of 32 rows. */
+static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, int64_t len, vocab_scratch *s,
+                              float *dw, vocab_ahead *ahead, int64_t per) {
+    int64_t k_tiles = padded_n / 32;
+    float acc[32 * 32] __attribute__((aligned(64)));
+    const uint16_t *a0 = s->tiles, *a1 = s->tiles + k_tiles * 512;
+    for (int64_t c = 0; c < len; c += 32) {
+        for (int64_t r = 0; r < padded_n; r += 2)
+            interleave_rows(s->g + r * VOCAB_STEP + c, s->g + (r + 1) * VOCAB_STEP + c, 32, s->pairs + r * 32);
+        for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */
+            transpose16(s->pairs + kt % k_tiles * 16 * 64 + 32 * (kt / k_tiles), 64, 16, s->tiles + kt * 512);
+        for (int64_t ct = 0; ct < d / 16; ct += 2) {
+            const uint16_t *b0 = xp + ct * k_tiles * 512, *b1 = b0 + k_tiles * 512;
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            for (int64_t kt = 0; kt < k_tiles; kt++)
+                block_step(a0 + kt * 512, a1 + kt * 512, 32, b0 + kt * 512, b1 + kt * 512);
+            _tile_stored(0, acc, 128);
+            _tile_stored(1, acc + 16, 128);
+            _tile_stored(2, acc + 512, 128);
+            _tile_stored(3, acc + 528, 128);
+            vocab_stream_block(acc, dw + c * d + 16 * ct, d);
+        }
+        fetch_ahead(ahead, per);
+    }
+}
+
+/* One chunk [v0, v1) of the vocabulary, step by step: acc (dX's partial for the chunk), dW's and db's rows, each
+   NULL where not asked for. */
+static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, int64_t n, int64_t padded_n, int64_t v,
+                        int64_t d, int64_t v0, int64_t v1, float *acc, float *dw, float *db, vocab_scratch *s) {
+    if (acc && v0 == v1) memset(acc, 0, padded_n * d * sizeof(float));
+    for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP) {
+        int64_t len = v1 - vs < VOCAB_STEP ? v1 - vs : VOCAB_STEP, next = vs + len;
+        int64_t next_len = v1 - next < VOCAB_STEP ? v1 - next : VOCAB_STEP;
+        vocab_gather(g, n, padded_n, v, vs, len, s->g, db ? db + vs : NULL);
+        vocab_ahead ahead = {(const char *)(g + next), 2 * v, next_len / 32, 0, n * (next_len / 32)};
+        if (acc) {
+            int64_t steps = padded_n / 32 * (d / 32) * (len / 32);
+            vocab_pack_rows(w + vs * d, d, len, s->w);
+            vocab_input_step(s->g, s->w, padded_n, d, len, vs == v0, acc, &ahead, (ahead.total + steps - 1) / steps);
+        }
+        if (dw)
+            vocab_weight_step(xp, padded_n, d, len, s, dw + vs * d, &ahead, (ahead.total + len / 32 - 1) / (len / 32));
+    }
+}
+
+int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int64_t n, int64_t v, int64_t d,
+                      uint16_t *dx, float *dw, float *db) {
+    int64_t padded_n = (n + 31) / 32 * 32, blocks = v / 32;
+    uint16_t *xp = dw ? aligned_alloc(64, padded_n * d * sizeof(uint16_t)) : NULL;
+    float *partial = dx ? aligned_alloc(64, VOCAB_CHUNKS * padded_n * d * sizeof(float)) : NULL;
+    int failed = (dw && !xp) || (dx && !partial);
     if (!failed) {
-        if (tail) memcpy(tail, g + full * v, (n - full) * v * sizeof(uint16_t));
+        if (dw) pack_pairs(x, d, n, padded_n, d, xp);
 #pragma omp parallel reduction(| : failed)
         {
-            uint16_t *wp = aligned_alloc(64, VOCAB_STEP * d * sizeof(uint16_t));
-            int ok = wp != NULL;
+            vocab_scratch s;
+            int ok = vocab_scratch_alloc(&s, padded_n, d); /* every thread meets the loop, none works without */
             failed = !ok;
             if (ok) configure_tiles();
 #pragma omp for schedule(static)
             for (int ch = 0; ch < VOCAB_CHUNKS; ch++) {
                 int64_t v0 = 32 * (blocks * ch / VOCAB_CHUNKS), v1 = 32 * (blocks * (ch + 1) / VOCAB_CHUNKS);
-                float *acc = partial + ch * padded_n * d;
-                if (!ok) continue;
-                if (v0 == v1) memset(acc, 0, padded_n * d * sizeof(float));
-                else vocab_input_chunk(g, tail, full, w, padded_n, v, d, v0, v1, acc, wp);
+                if (ok) vocab_chunk(g, w, xp, n, padded_n, v, d, v0, v1, dx ? partial + ch * padded_n * d : NULL, dw,
+                                    db, &s);
             }
             if (ok) _tile_release();
-            free(wp);
+            vocab_scratch_free(&s);
+            _mm_sfence();
+            if (dx) {
 #pragma omp for schedule(static)
-            for (int64_t r = 0; r < n; r++)
-                for (int64_t j = 0; j < d; j += 16) {
-                    __m512 sum = _mm512_load_ps(partial + r * d + j);
-                    for (int ch = 1; ch < VOCAB_CHUNKS; ch++)
-                        sum = _mm512_add_ps(sum, _mm512_load_ps(partial + (ch * padded_n + r) * d + j));
-                    _mm256_storeu_si256((__m256i *)(dx + r * d + j), (__m256i)_mm512_cvtneps_pbh(sum));
-                }
-        }
-    }
-    free(tail);
-    free(partial);
-    return failed ? -1 : 0;
-}
-
-int xm_vocab_weight_grad(const uint16_t *g, const uint16_t *x, int64_t n, int64_t v, int64_t d, float *dw,
-                         float *db) {
-    int64_t padded_n = (n + 31) / 32 * 32, k_tiles = padded_n / 32;
-    uint16_t *xp = aligned_alloc(64, padded_n * d * sizeof(uint16_t));
-    int failed = !xp;
-    if (!failed) {
-        pack_pairs(x, d, n, padded_n, d, xp);
-#pragma omp parallel reduction(| : failed)
-        {
-            /* dlogits[:, 32 vb + (0..32)] in row pairs (padded_n / 2 rows of 32 x 2), then its transposed tiles */
-            uint16_t *pairs = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
-            uint16_t *tiles = aligned_alloc(64, padded_n * 16 * sizeof(uint16_t));
-            float *rows16 = aligned_alloc(64, 16 * d * sizeof(float)); /* 16 rows of dW, then streamed out */
-            int ok = pairs && tiles && rows16; /* every thread meets the loop (a worksharing construct), none works without */
-            failed = !ok;
-            if (ok) configure_tiles();
-            {
-#pragma omp for schedule(static)
-                for (int64_t vb = 0; vb < v / 32; vb++) {
-                    if (!ok) continue;
-                    const uint16_t *col = g + 32 * vb;
-                    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-                    for (int64_t r = 0; r < padded_n; r += 2) {
-                        const uint16_t *e = r < n ? col + r * v : NULL, *o = r + 1 < n ? col + (r + 1) * v : NULL;
-                        if (e && vb + 1 < v / 32) _mm_prefetch((const char *)(e + 32), _MM_HINT_T0);
-                        if (o && vb + 1 < v / 32) _mm_prefetch((const char *)(o + 32), _MM_HINT_T0);
-                        interleave_rows(e, o, 32, pairs + r * 32);
-                        if (db && e) {
-                            s0 = _mm512_add_ps(s0, load_bf16(e));
-                            s1 = _mm512_add_ps(s1, load_bf16(e + 16));
-                        }
-                        if (db && o) {
-                            s0 = _mm512_add_ps(s0, load_bf16(o));
-                            s1 = _mm512_add_ps(s1, load_bf16(o + 16));
-                        }
+                for (int64_t r = 0; r < n; r++)
+                    for (int64_t j = 0; j < d; j += 16) {
+                        __m512 sum = _mm512_load_ps(partial + r * d + j);
+                        for (int ch = 1; ch < VOCAB_CHUNKS; ch++)
+                            sum = _mm512_add_ps(sum, _mm512_load_ps(partial + (ch * padded_n + r) * d + j));
+                        _mm256_storeu_si256((__m256i *)(dx + r * d + j), (__m256i)_mm512_cvtneps_pbh(sum));
                     }
-                    if (db) {
-                        _mm512_storeu_ps(db + 32 * vb, s0);
-                        _mm512_storeu_ps(db + 32 * vb + 16, s1);
-                    }
-                    for (int h = 0; h < 2; h++) {
-                        for (int64_t kt = 0; kt < k_tiles; kt++)
-                            transpose16(pairs + kt * 16 * 64 + 32 * h, 64, 16, tiles + kt * 512);
-                        rows_by_pairs(tiles, 32, 512, xp, k_tiles, d, rows16);
-                        /* non-temporal stores: dW (v x d float32) goes to memory without being read first */
-                        float *dst = dw + (32 * vb + 16 * h) * d;
-                        if (((uintptr_t)dw & 63) == 0)
-                            for (int64_t j = 0; j < 16 * d; j += 16) _mm512_stream_ps(dst + j, _mm512_load_ps(rows16 + j));
-                        else
-                            memcpy(dst, rows16, 16 * d * sizeof(float));
-                    }
-                }
-                if (ok) _tile_release();
-                _mm_sfence();
             }
-            free(pairs);
-            free(tiles);
-            free(rows16);
         }
     }
     free(xp);
+    free(partial);
     return failed ? -1 : 0;
 }

@@ -457,10 +457,8 @@ def training_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Te
 def _vocab_argtypes(lib, pointer, size) -> None:
     lib.xm_vocab_forward.argtypes = [pointer, pointer, pointer, size, size, size, pointer]
     lib.xm_vocab_forward.restype = ctypes.c_int
-    lib.xm_vocab_input_grad.argtypes = [pointer, pointer, size, size, size, pointer]
-    lib.xm_vocab_input_grad.restype = ctypes.c_int
-    lib.xm_vocab_weight_grad.argtypes = [pointer, pointer, size, size, size, pointer, pointer]
-    lib.xm_vocab_weight_grad.restype = ctypes.c_int
+    lib.xm_vocab_backward.argtypes = [pointer, pointer, pointer, size, size, size, pointer, pointer, pointer]
+    lib.xm_vocab_backward.restype = ctypes.c_int
 
 
 def vocab_fits(v: int, d: int) -> bool:
@@ -500,18 +498,12 @@ def vocab_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, in
     (n, d), v = x.shape, weight.shape[0]
     if grad.dtype != torch.bfloat16 or grad.shape != (n, v) or not grad.is_contiguous():
         raise ValueError(f"expected a contiguous bf16 gradient of shape {(n, v)}, got {grad.dtype} {tuple(grad.shape)}")
-    lib = _library()
     dx = torch.empty(n, d, dtype=torch.bfloat16) if input_grad else None
-    if input_grad and n and lib.xm_vocab_input_grad(grad.data_ptr(), weight.data_ptr(), n, v, d, dx.data_ptr()) != 0:
-        raise MemoryError("the vocabulary projection's input gradient could not allocate its scratch")
     dw = torch.empty(v, d, dtype=torch.float32) if weight_grad else None
     db = torch.empty(v, dtype=torch.float32) if bias_grad else None
-    if weight_grad and n:
-        if lib.xm_vocab_weight_grad(grad.data_ptr(), x.data_ptr(), n, v, d, dw.data_ptr(), _address(db)) != 0:
-            raise MemoryError("the vocabulary projection's weight gradient could not allocate its scratch")
-    elif weight_grad or bias_grad:
-        if dw is not None:
-            dw.zero_()
-        if db is not None:
-            db.copy_(grad.float().sum(0)) if n else db.zero_()
+    if not n:
+        return dx, None if dw is None else dw.zero_(), None if db is None else db.zero_()
+    if (input_grad or weight_grad or bias_grad) and _library().xm_vocab_backward(
+            grad.data_ptr(), x.data_ptr(), weight.data_ptr(), n, v, d, _address(dx), _address(dw), _address(db)) != 0:
+        raise MemoryError("the vocabulary projection's backward could not allocate its scratch")
     return dx, dw, db
