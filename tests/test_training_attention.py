@@ -31,11 +31,11 @@ def switched_on():
     use_native_training_attention(before)
 
 
-def projection(b, h, t, d, seed=0):
-    """A bf16 (B, T, 3 * H * D) leaf, as the fused QKV projection's output, and its q, k, v heads (as the model
-    takes them)."""
+def projection(b, h, t, d, seed=0, scale=1.0):
+    """A bf16 (B, T, 3 * H * D) leaf, as the fused QKV projection's output (values of ``scale`` standard
+    deviation), and its q, k, v heads (as the model takes them)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, t, 3 * h * d, generator=g).bfloat16().requires_grad_()
+    x = (scale * torch.randn(b, t, 3 * h * d, generator=g)).bfloat16().requires_grad_()
     return x, heads_of(x, h, d)
 
 
@@ -99,6 +99,23 @@ def test_forward_and_gradients_match_float64_on_the_same_mask(b, h, t, d, masked
     again = _TrainingAttention.apply(None, *leaves, keys, keep, drop_scale)
     assert torch.equal(again, out)
     assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(again, leaves, dout), heads_of(dx, h, d)))
+
+
+@needs_amx_kernel
+@pytest.mark.parametrize("scale", [8.0, 16.0])
+def test_peaked_scores_match_float64(scale):
+    """Scores of standard deviation 8 and 32 (q and k of ``scale``): most keys lie far below their row's maximum,
+    where the exponentials would be float32 denormals; the kernel takes them as 0 (no slow denormal arithmetic)
+    and still matches float64."""
+    b, h, t, d = 2, 2, 128, 64
+    x, (q, k, v) = projection(b, h, t, d, seed=3, scale=scale)
+    out = _TrainingAttention.apply(x, q.detach(), k.detach(), v.detach(), None, None, 1.0)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(4)).bfloat16()
+    (dx,) = torch.autograd.grad(out, x, dout)
+    want = exact(q, k, v, None, None, 1.0, dout)
+    assert close_to(out, want[0])
+    for got, wanted in zip(heads_of(dx, h, d), want[1:]):
+        assert close_to(got, wanted)
 
 
 @needs_amx_kernel

@@ -11,11 +11,11 @@ model, ids, lang = xmod_base_forward()
 spent = collections.defaultdict(float); count=collections.Counter()
 orig = native.segments_linear
 calls=[]
-def wrapped(x, rows, weights, biases, n, act=None, residual=None, split_rows=False):
-    s=time.perf_counter(); y=orig(x, rows, weights, biases, n, act, residual, split_rows); e=time.perf_counter()-s
+def wrapped(x, rows, weights, biases, n, act=None, residual=None, split_rows=False, norm=None):
+    s=time.perf_counter(); y=orig(x, rows, weights, biases, n, act, residual, split_rows, norm); e=time.perf_counter()-s
     key=(x.shape[0], x.shape[1], n, act, residual is not None, len(rows))
     spent[key]+=e; count[key]+=1
-    if len(calls)<200: calls.append((key,(x, rows, weights, biases, n, act, residual, split_rows)))
+    if len(calls)<200: calls.append((key,(x, rows, weights, biases, n, act, residual, split_rows, norm)))
     return y
 native.segments_linear = wrapped
 orig_lin = model_mod.linear
