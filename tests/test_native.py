@@ -121,8 +121,8 @@ def test_segments_read_strided_rows():
 @needs_amx_kernel
 def test_gelu_is_accurate_to_bf16_rounding_over_the_whole_range():
     """GELU(erf) of the accumulator against float64 (1 - erf computed as erfc, accurate in the far negative
-    tail, where torch's float32 GELU itself loses its digits), far into both tails: from |x| of about 13 the tail's
-    float32 intermediates would be denormals, which the kernel avoids (their results are below 1e-37 or 1 exactly)."""
+    tail, where torch's float32 GELU itself loses its digits), far into both tails: from |x| of about 13 the tail is
+    a float32 denormal, which the product kernels flush to zero (results below 1e-37 in magnitude, or 1 exactly)."""
     x = torch.cat([torch.linspace(-40, 40, 32 * 2048), torch.linspace(-20, -12, 32 * 1024)]).bfloat16().view(-1, 32)
     got = native.segments_linear(x, (x.shape[0],), [native.pack(torch.eye(32).bfloat16())], [None], 32, "gelu")
     exact = x.double() * 0.5 * torch.special.erfc(-x.double() / math.sqrt(2))

@@ -134,9 +134,6 @@ static inline __m512 exp2_fraction(__m512 v) {
     return _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.9999994e-1f));
 }
 
-/* 2^v for -126 <= v <= 0 (a float32 normal result) */
-static inline __m512 exp2_normal(__m512 v) { return _mm512_scalef_ps(exp2_fraction(v), v); }
-
 /* 0 for v below -126: there 2^v would be a float32 denormal, and so would what it multiplies further on, which the
    processor handles in microcode (softmax rows with keys far below their maximum ran several times slower); each
    such term is below 2^-126 against the row's sum of at least 1. The masked power of two computes no lane below. */
@@ -145,21 +142,12 @@ static inline __m512 exp2_nonpositive(__m512 v) {
     return _mm512_maskz_scalef_ps(normal, exp2_fraction(v), v);
 }
 
-/* x t 2^power for power < -100 without denormal intermediates: x (t p(f)) scaled by 2^floor(power) last (the same
-   value as x (t 2^power) of exp2_normal wherever that stays in float32's normal range), and -0 where the result
-   falls below it (a denormal, which bf16's conversion flushes to zero anyway). */
-static inline __m512 deep_tail(__m512 x, __m512 t, __m512 power) {
-    __m512 base = _mm512_mul_ps(x, _mm512_mul_ps(t, exp2_fraction(power)));
-    __m512 exponent = _mm512_add_ps(_mm512_getexp_ps(base), _mm512_roundscale_ps(power, _MM_FROUND_TO_NEG_INF));
-    __mmask16 normal = _mm512_cmp_ps_mask(exponent, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
-    return _mm512_scalef_ps(_mm512_mask_mov_ps(_mm512_set1_ps(-0.0f), normal, base), power);
-}
-
 /* GELU with erf: x Phi(x), with Phi(-|x|) = erfc(z) / 2 (z = |x| / sqrt 2) = t 2^(q(t) - z^2 log2(e)),
    t = 1 / (1 + z / 2): the form of Numerical Recipes' erfcc, with q of degree 7 fitted here to log2(erfc(z) / (2t))
    + z^2 log2(e) on z in [0, 10.5] (error below 1e-6 in the exponent, so Phi's relative error stays near 1e-6 in
-   the far negative tail as well), the power of two by exp2_normal (beyond the fit the tail is below float32's
-   range), and Phi(|x|) = 1 - Phi(-|x|). */
+   the far negative tail as well), the power of two by VSCALEFPS (beyond the fit the tail is below float32's
+   range), and Phi(|x|) = 1 - Phi(-|x|). From |x| of about 13 the tail is a float32 denormal: the product kernels
+   run with denormals flushed (begin), where the processor would otherwise take them in microcode. */
 static inline __m512 gelu_erf(__m512 x) {
     static const float c[8] = {-2.82574391e+00f, 1.44142103e+00f,  5.63391089e-01f, -4.05583344e-02f,
                                4.73118454e-01f,  -1.41001344e+00f, 1.06465852e+00f, -2.66274333e-01f};
@@ -171,14 +159,9 @@ static inline __m512 gelu_erf(__m512 x) {
     for (int i = 6; i >= 0; i--) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c[i]));
     /* z^2 log2(e) = x^2 log2(e) / 2 */
     __m512 power = _mm512_fnmadd_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(0.72134752f), q);
-    /* the power held at -100 or above: below, 2^power and the products after it would be float32 denormals, which
-       the processor handles in microcode (products with this epilogue ran 4-8x slower on pre-activations of
-       13 < |x| < 20); there 1 - tail is 1 exactly, and the negative branch is deep_tail's */
-    __m512 tail = _mm512_mul_ps(t, exp2_normal(_mm512_max_ps(power, _mm512_set1_ps(-100.0f))));
+    __m512 tail = _mm512_mul_ps(t, _mm512_scalef_ps(exp2_fraction(power), power));
     __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
-    __m512 out = _mm512_mul_ps(x, _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), tail), tail));
-    __mmask16 deep = negative & _mm512_cmp_ps_mask(power, _mm512_set1_ps(-100.0f), _CMP_LT_OQ);
-    return deep ? _mm512_mask_mov_ps(out, deep, deep_tail(x, t, power)) : out;
+    return _mm512_mul_ps(x, _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), tail), tail));
 }
 
 /* A finished block's epilogue, run piecewise while the next block's products run (the tile unit and the
@@ -288,6 +271,7 @@ typedef struct {
     pending_block pending;
     uint16_t *padded;
     int64_t padded_k;
+    unsigned int csr;                        /* the thread's MXCSR before the call, restored at its end */
 } thread_state;
 
 /* out[row_from, row_to) x columns [32 first, 32 last) = act(a @ W^T + bias) + residual (W packed, K = k),
@@ -330,19 +314,29 @@ static int products(thread_state *st, const uint16_t *w, const float *bias, cons
     return 0;
 }
 
-/* A thread's start in a call: its tile configuration and its state (NULL if it could not be allocated). */
+/* A thread's start in a call: its tile configuration and its state (NULL if it could not be allocated), float32
+   denormals flushed to zero (inputs and results: MXCSR's DAZ and FTZ) until end(). The epilogues' float32 values
+   below 2^-126 (GELU's far tail) would otherwise go through the processor's microcode: products with GELU ran
+   4-8x slower on pre-activations of 13 < |x| < 20. The outputs are bf16, whose conversion flushes denormals
+   anyway; the tile products treat them as zero themselves. */
 static thread_state *begin(void) {
     configure_tiles();
     thread_state *st = aligned_alloc(64, sizeof(thread_state));
-    if (st) *st = (thread_state){.current = 0, .pending = {.units = 0, .next = 0}, .padded = NULL, .padded_k = 0};
+    if (st) {
+        *st = (thread_state){.current = 0, .pending = {.units = 0, .next = 0}, .padded = NULL, .padded_k = 0,
+                             .csr = _mm_getcsr()};
+        _mm_setcsr(st->csr | _MM_FLUSH_ZERO_ON | _MM_DENORMALS_ZERO_ON);
+    }
     return st;
 }
 
-/* A thread's end: the pending epilogue written, the state freed, the tiles released. */
+/* A thread's end: the pending epilogue written, MXCSR as it was (the thread is torch's), the state freed, the
+   tiles released. */
 static void end(thread_state *st) {
     if (st) {
         if (st->pending.streaming) drain_streaming(&st->pending, 64);
         else drain(&st->pending, 64);
+        _mm_setcsr(st->csr);
         free(st->padded);
         free(st);
     }

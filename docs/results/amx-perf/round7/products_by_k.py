@@ -2,23 +2,12 @@
 several row counts and sum lengths K, warm: where it runs near the ceiling and where not.
 Usage: PYTHONPATH=src python3 docs/results/amx-perf/round7/products_by_k.py"""
 
-import statistics
-import time
-
 import torch
+from timing import median_time  # this folder's helper (the script's own folder is on the path)
 
 from xmodlm.kernels import native
 
 torch.manual_seed(0)
-
-
-def median_time(f, n=30):
-    for _ in range(3):
-        f()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter(); f(); times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 print(f"{torch.get_num_threads()} threads; rows x K -> N: median ms, GFLOP/s")
@@ -26,5 +15,5 @@ for rows, k, n in [(1024, 256, 3072), (1024, 768, 3072), (1024, 1536, 3072), (10
                    (128, 768, 384), (128, 384, 768), (512, 768, 384)]:
     x = torch.randn(rows, k).bfloat16()
     w, b = native.pack((0.05 * torch.randn(n, k)).bfloat16()), torch.randn(n)
-    seconds = median_time(lambda: native.segments_linear(x, (rows,), (w,), (b,), n, None, None, True, None))
+    seconds = median_time(lambda: native.segments_linear(x, (rows,), (w,), (b,), n, None, None, True, None), 30)
     print(f"{rows} x {k} -> {n}: {seconds * 1e3:.3f} ms, {2 * rows * k * n / seconds / 1e9:.0f} GFLOP/s")

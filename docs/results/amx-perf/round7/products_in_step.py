@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "benchmarks"))
+from timing import median_time  # noqa: E402  (this folder's helper: the script's own folder is on the path)
 import xmodlm  # noqa: E402
 import xmodlm.kernels.amp as amp  # noqa: E402
 from train_breakdown import build  # noqa: E402
@@ -44,19 +45,10 @@ for _ in range(7):
     phases()
 
 
-def replay(f, n=15):
-    for _ in range(3):
-        f()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter(); f(); times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 print(f"{torch.get_num_threads()} threads; medians in ms: in the step, the same call at once after it, replayed alone")
 for key, (g2, w16, x2) in saved.items():
     calls = {"grad_x": lambda: g2.mm(w16), "grad_w": lambda: g2.t().mm(x2)}
     for name, call in calls.items():
         k = key + (name,)
         print(f"{key[0]} x {key[1]} {name}: {1e3 * statistics.median(first[k]):.3f} | "
-              f"{1e3 * statistics.median(again[k]):.3f} | {1e3 * replay(call):.3f}")
+              f"{1e3 * statistics.median(again[k]):.3f} | {1e3 * median_time(call):.3f}")
