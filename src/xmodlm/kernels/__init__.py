@@ -69,7 +69,10 @@ sum in another order, bf16 attention keeps float32-grade scores where a bf16 mat
 them, and ``Dropout`` rounds p to a multiple of 1/65536. The own kernels compute GELU's erf and softmax's
 exponential by polynomials (relative error below 2e-7, far under bf16's 4e-3; GELU's far negative tail
 is more accurate than torch's float32 one, which loses it to cancellation), float32 LayerNorm statistics
-as torch's, and sum a row's probabilities before rounding them, as torch's flash kernel; the tests hold
+as torch's, and sum a row's probabilities before rounding them, as torch's flash kernel; they keep float32
+denormals out of their hot loops (the products run with them flushed to zero, softmax's exponentials below
+2^-126 count as 0: values below 1.2e-38, which bf16's conversion flushes anyway, where the processor would
+take them in microcode, several times slower); the tests hold
 them to one bf16 rounding of float32 (products, LayerNorm) or to torch's bf16 error (attention, the
 model). fp32 results agree with the plain path to
 float32 rounding; bf16 results are no further from fp32 than the plain bf16 path (the tests check
