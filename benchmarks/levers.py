@@ -140,16 +140,9 @@ TRAIN_LEVERS = {
 
 
 def defaults() -> None:
-    kernels.use_fused_cross_entropy(True)
-    kernels.use_tied_row_gradient(True)
-    kernels.use_one_pass_dropout(True)
-    kernels.use_autocast_linear(True)
-    kernels.use_amx_kernels(True)
-    kernels.use_fused_residual_norm(True)
-    kernel_dropout.native = native
-    kernels.use_native_training_attention(True)
-    kernels.use_native_vocab_projection(True)
-    kernels.use_bf16_twin(True)
+    """Every training lever on (its "after" setting: the library's defaults)."""
+    for _, _, _, on in TRAIN_LEVERS.values():
+        on()
 
 
 def train_calls(levers: list[str], precisions: list[str]) -> tuple[dict, float, int]:
