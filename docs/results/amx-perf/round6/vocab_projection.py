@@ -10,7 +10,6 @@ defaults.
 """
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -18,14 +17,8 @@ import torch
 
 import xmodlm
 from xmodlm.kernels import native
+from xmodlm.runtime import machine_info
 from xmodlm.kernels.amp import autocast_linear, native_vocab_projection
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
@@ -61,7 +54,7 @@ def main() -> None:
     for _ in range(args.reps):
         for name, call in calls.items():
             times[name].append(call())
-    print(f"CPU: {cpu_name()}; {torch.get_num_threads()} thread(s); torch {torch.__version__}; "
+    print(f"CPU: {machine_info()['cpu']}; {torch.get_num_threads()} thread(s); torch {torch.__version__}; "
           f"allocator {'tuned' if tuned else 'glibc defaults'}")
     print(f"N={args.n}, V={args.v}, D={args.d}, bf16 autocast, forward + backward (x, W, b requiring grad), "
           f"{args.reps} alternating repetitions, medians")

@@ -12,7 +12,6 @@ The allocator tuned (``xmodlm.tune_allocator``) as in round 6's vocab_projection
 
 import argparse
 import ctypes
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -23,13 +22,7 @@ import torch
 
 import xmodlm
 from xmodlm.kernels import native
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+from xmodlm.runtime import machine_info
 
 
 def old_library(commit: str, folder: Path) -> ctypes.CDLL:
@@ -88,7 +81,7 @@ def main() -> None:
                 cpu[name].append(time.process_time() - start_cpu)
     gb, wb = n * v * 2, v * d * 4
     moved = [2 * gb + 2 * wb, gb + 2 * wb, 2 * wb]
-    print(f"CPU: {cpu_name()}; {torch.get_num_threads()} thread(s); torch {torch.__version__}; "
+    print(f"CPU: {machine_info()['cpu']}; {torch.get_num_threads()} thread(s); torch {torch.__version__}; "
           f"allocator {'tuned' if tuned else 'glibc defaults'}")
     print(f"N={n}, V={v}, D={d}: G {gb / 1e6:.1f} MB, W and dW {wb / 1e6:.1f} MB each; {args.reps} alternating "
           f"repetitions, medians (min); GB/s = the bytes each moves at least / median")
