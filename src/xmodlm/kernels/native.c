@@ -1501,47 +1501,60 @@ typedef struct {
     float *fout;       /* MT_FLOAT's result (row stride ld) */
     float *sums;       /* MT_HIDDEN: column sums of the float32 result over the valid rows (added to) */
     int64_t ld;
+    int stream;        /* MT_FLOAT: fout 64-byte aligned and ld a multiple of 16: non-temporal stores */
 } mt_epilogue;
 
 static inline void mt_store(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(v)); }
 
-/* The epilogue of the block at (row, col): `valid` of its 32 rows exist. */
-static void mt_finish(const mt_epilogue *e, const float *acc, int64_t row, int64_t col, int64_t valid) {
-    for (int64_t i = 0; i < valid; i++)
-        for (int half = 0; half < 2; half++) {
-            int64_t c = col + 16 * half, at = (row + i) * e->ld + c;
-            __m512 v = _mm512_load_ps(acc + 32 * i + 16 * half);
-            switch (e->kind) {
-            case MT_INNER:
-                v = _mm512_add_ps(v, _mm512_loadu_ps(e->bias + c));
-                mt_store(e->h + at, v);
-                mt_store(e->g + at, gelu_erf(v));
-                break;
-            case MT_OUTER:
-                mt_store(e->out + at, _mm512_add_ps(v, _mm512_loadu_ps(e->bias + c)));
-                break;
-            case MT_HIDDEN:
-                v = _mm512_mul_ps(v, gelu_erf_derivative(load_bf16(e->h + at)));
-                mt_store(e->out + at, v);
-                _mm512_storeu_ps(e->sums + c, _mm512_add_ps(_mm512_loadu_ps(e->sums + c), v));
-                break;
-            case MT_ROUND:
-                mt_store(e->out + at, v);
-                break;
-            default:
-                _mm512_storeu_ps(e->fout + at, v);
-            }
+/* A finished block whose epilogue runs piecewise during the next block's tile products (as drain does for products):
+   2 units (16 columns each) per valid row, `next` the first not yet done. */
+typedef struct {
+    const float *acc;
+    int64_t row, col, units, next;
+} mt_pending;
+
+/* The next `units` units of p's epilogue (all that remain for units >= 64), in order: row after row, so the column
+   sums of MT_HIDDEN add the rows in order. */
+static inline void mt_drain(const mt_epilogue *e, mt_pending *p, int64_t units) {
+    int64_t end = p->next + units < p->units ? p->next + units : p->units;
+    for (int64_t u = p->next; u < end; u++) {
+        int64_t c = p->col + 16 * (u & 1), at = (p->row + (u >> 1)) * e->ld + c;
+        __m512 v = _mm512_load_ps(p->acc + (u >> 1) * 32 + 16 * (u & 1));
+        switch (e->kind) {
+        case MT_INNER:
+            v = _mm512_add_ps(v, _mm512_loadu_ps(e->bias + c));
+            mt_store(e->h + at, v);
+            mt_store(e->g + at, gelu_erf(v));
+            break;
+        case MT_OUTER:
+            mt_store(e->out + at, _mm512_add_ps(v, _mm512_loadu_ps(e->bias + c)));
+            break;
+        case MT_HIDDEN:
+            v = _mm512_mul_ps(v, gelu_erf_derivative(load_bf16(e->h + at)));
+            mt_store(e->out + at, v);
+            _mm512_storeu_ps(e->sums + c, _mm512_add_ps(_mm512_loadu_ps(e->sums + c), v));
+            break;
+        case MT_ROUND:
+            mt_store(e->out + at, v);
+            break;
+        default: /* float32 weight gradients, written once and read by the optimizer: not through the cache */
+            if (e->stream) _mm512_stream_ps(e->fout + at, v);
+            else _mm512_storeu_ps(e->fout + at, v);
         }
+    }
+    p->next = end;
 }
 
-/* C (m x n) = A B over k_tiles steps of 32, 32 x 32 blocks, each block's epilogue by mt_finish. A: row-major rows
-   (row stride lda, step a_step = 32 values; `valid` rows exist, the last block's missing rows read from a zero-padded
-   copy in `padded`, 32 x 32 k_tiles values), or transposed tiles (lda 32, a_step 512, the next 16 rows `half` values
-   on, every 32 rows `next` values on; valid == m). B packed: [n / 16][k_tiles][16 pairs][16][2]. */
-static void mt_product(const uint16_t *a, int64_t lda, int64_t a_step, int64_t half, int64_t next, int64_t valid,
-                       int64_t m, const uint16_t *b, int64_t k_tiles, int64_t n, const mt_epilogue *e,
+/* C (m x n) = A B over k_tiles steps of 32, 32 x 32 blocks in the accumulator tiles, each block's epilogue run
+   during the next block's steps (st->acc's two buffers), all done on return. A: row-major rows (row stride lda, step
+   a_step = 32 values; `valid` rows exist, the last block's missing rows read from a zero-padded copy in `padded`,
+   32 x 32 k_tiles values), or transposed tiles (lda 32, a_step 512, the next 16 rows `half` values on, every 32 rows
+   `next` values on; valid == m). B packed: [n / 16][k_tiles][16 pairs][16][2]. */
+static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t a_step, int64_t half, int64_t next,
+                       int64_t valid, int64_t m, const uint16_t *b, int64_t k_tiles, int64_t n, const mt_epilogue *e,
                        uint16_t *padded) {
-    float acc[32 * 32] __attribute__((aligned(64)));
+    int64_t per_step = (64 + k_tiles - 1) / k_tiles;
+    mt_pending pending = {NULL, 0, 0, 0, 0};
     for (int64_t row = 0; row < m; row += 32) {
         int64_t live = valid - row < 32 ? valid - row : 32;
         const uint16_t *a0 = a + row / 32 * next;
@@ -1557,19 +1570,25 @@ static void mt_product(const uint16_t *a, int64_t lda, int64_t a_step, int64_t h
         const uint16_t *a1 = live < 32 ? a0 + 16 * ld_a : a0 + half;
         for (int64_t c = 0; c < n / 32; c++) {
             const uint16_t *b0 = b + 2 * c * k_tiles * 512, *b1 = b0 + k_tiles * 512;
+            float *acc = st->acc[st->current];
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
-            for (int64_t kt = 0; kt < k_tiles; kt++)
+            for (int64_t kt = 0; kt < k_tiles; kt++) {
                 block_step(a0 + kt * step_a, a1 + kt * step_a, ld_a, b0 + kt * 512, b1 + kt * 512);
+                mt_drain(e, &pending, per_step);
+            }
+            mt_drain(e, &pending, 64);
             _tile_stored(0, acc, 128);
             _tile_stored(1, acc + 16, 128);
             _tile_stored(2, acc + 512, 128);
             _tile_stored(3, acc + 528, 128);
-            mt_finish(e, acc, row, 32 * c, live);
+            pending = (mt_pending){acc, row, 32 * c, 2 * live, 0};
+            st->current ^= 1;
         }
     }
+    mt_drain(e, &pending, 64);
 }
 
 /* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile. */
@@ -1603,6 +1622,9 @@ static void mt_pack_transposed(const uint16_t *x, int64_t t, int64_t padded_t, i
     pack_pairs(x, c, t, padded_t, c, out);
     for (int64_t i = 0; i < c / 16 * (padded_t / 32); i++) transpose16(out + i * 512, 32, 16, out + i * 512);
 }
+
+/* Whether float32 rows at p, ld apart, can take aligned 64-byte stores. */
+static inline int mt_aligned(const float *p, int64_t ld) { return ((uintptr_t)p & 63) == 0 && ld % 16 == 0; }
 
 /* The segments [*first, *last) of this thread: segment s to thread floor(threads x (its middle row) / total), so
    each thread's segments are consecutive and about as many rows as the others'. */
@@ -1652,9 +1674,9 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
             mt_pack_rows((const float *)w2s[s], d, r, w2);
             mt_epilogue inner = {.kind = MT_INNER, .bias = (const float *)b1s[s], .h = h + start * r,
                                  .g = g + start * r, .ld = r};
-            mt_product(x + start * d, d, 32, 16 * d, 32 * d, rows[s], m, w1, d / 32, r, &inner, padded);
+            mt_product(st, x + start * d, d, 32, 16 * d, 32 * d, rows[s], m, w1, d / 32, r, &inner, padded);
             mt_epilogue outer = {.kind = MT_OUTER, .bias = (const float *)b2s[s], .out = y + start * d, .ld = d};
-            mt_product(g + start * r, r, 32, 16 * r, 32 * r, rows[s], m, w2, r / 32, d, &outer, padded);
+            mt_product(st, g + start * r, r, 32, 16 * r, 32 * r, rows[s], m, w2, r / 32, d, &outer, padded);
         }
         free(w1);
         free(w2);
@@ -1690,30 +1712,31 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint6
             const uint16_t *dys = dy + start * d, *xs = x + start * d;
             float *db1 = (float *)db1s[s], *db2 = (float *)db2s[s];
             /* db2: dy's column sums, row after row */
-            for (int64_t j = 0; j < d; j += 16) {
-                __m512 sum = _mm512_setzero_ps();
-                for (int64_t i = 0; i < n; i++) sum = _mm512_add_ps(sum, load_bf16(dys + i * d + j));
-                _mm512_storeu_ps(db2 + j, sum);
-            }
+            memset(db2, 0, d * sizeof(float));
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < d; j += 16)
+                    _mm512_storeu_ps(db2 + j, _mm512_add_ps(_mm512_loadu_ps(db2 + j), load_bf16(dys + i * d + j)));
             /* dW2 = dy^T G */
             mt_pack_transposed(dys, n, m, d, left);
             pack_pairs(g + start * r, r, n, m, r, right);
-            mt_epilogue weights2 = {.kind = MT_FLOAT, .fout = (float *)dw2s[s], .ld = r};
-            mt_product(left, 32, 512, tiles * 512, 2 * tiles * 512, d, d, right, tiles, r, &weights2, padded);
+            mt_epilogue weights2 = {.kind = MT_FLOAT, .fout = (float *)dw2s[s], .ld = r,
+                                    .stream = mt_aligned((float *)dw2s[s], r)};
+            mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, d, d, right, tiles, r, &weights2, padded);
             /* dH = (dy W2) gelu'(H), db1 its column sums */
             mt_pack_pairs((const float *)w2s[s], d, r, w2);
             memset(db1, 0, r * sizeof(float));
             mt_epilogue hidden = {.kind = MT_HIDDEN, .h = (uint16_t *)h + start * r, .out = dh, .sums = db1, .ld = r};
-            mt_product(dys, d, 32, 16 * d, 32 * d, n, m, w2, d / 32, r, &hidden, padded);
+            mt_product(st, dys, d, 32, 16 * d, 32 * d, n, m, w2, d / 32, r, &hidden, padded);
             /* dx = dH W1 */
             mt_pack_pairs((const float *)w1s[s], r, d, w1);
             mt_epilogue input = {.kind = MT_ROUND, .out = dx + start * d, .ld = d};
-            mt_product(dh, r, 32, 16 * r, 32 * r, n, m, w1, r / 32, d, &input, padded);
+            mt_product(st, dh, r, 32, 16 * r, 32 * r, n, m, w1, r / 32, d, &input, padded);
             /* dW1 = dH^T x */
             mt_pack_transposed(dh, n, m, r, left);
             pack_pairs(xs, d, n, m, d, right);
-            mt_epilogue weights1 = {.kind = MT_FLOAT, .fout = (float *)dw1s[s], .ld = d};
-            mt_product(left, 32, 512, tiles * 512, 2 * tiles * 512, r, r, right, tiles, d, &weights1, padded);
+            mt_epilogue weights1 = {.kind = MT_FLOAT, .fout = (float *)dw1s[s], .ld = d,
+                                    .stream = mt_aligned((float *)dw1s[s], d)};
+            mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, r, r, right, tiles, d, &weights1, padded);
         }
         free(w1);
         free(w2);
@@ -1721,6 +1744,7 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint6
         free(left);
         free(right);
         free(dh);
+        _mm_sfence();
         end(st);
     }
     return failed ? -1 : 0;
