@@ -1458,8 +1458,8 @@ int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int6
 /* The language modules in bf16 autocast training (xm_modules_train, xm_modules_train_backward): for each segment s
    of consecutive rows, with its own module (float32 parameters, the weights rounded to bf16 as they are packed, as
    autocast's casts round them):
-     H = x W1^T + b1, G = gelu_erf(H), y = G W2^T + b2                        (float32 sums; H, G, y stored bf16)
-   and from dy: db2 = sum_rows dy, dW2 = dy^T G, dG = dy W2, dH = dG gelu'(H16), db1 = sum_rows dH, dW1 = dH^T x,
+     H = x W1^T + b1, G = gelu_erf(H), y = G W2^T + b2     (float32 sums; G, y and S = gelu'(H) stored bf16)
+   and from dy: db2 = sum_rows dy, dW2 = dy^T G, dG = dy W2, dH = dG S, db1 = sum_rows dH, dW1 = dH^T x,
    dx = dH W1 (weight and bias gradients float32, dx bf16). Each thread takes whole segments (consecutive, balanced
    by rows), so no sum crosses threads and the bits do not depend on the thread count. The products are 32 x 32
    blocks in the four accumulator tiles; the operands summed over rows (dW1, dW2) come as pack_pairs tiles, each
@@ -1479,24 +1479,26 @@ static inline __m512 normal_tail(__m512 x) {
     return _mm512_mul_ps(t, _mm512_scalef_ps(exp2_fraction(power), power));
 }
 
-/* GELU's derivative d/dx (x Phi(x)) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) (as 2^(-x^2 log2(e) / 2));
-   for the backward (denormals flushed by begin, as in the forward). */
-static inline __m512 gelu_erf_derivative(__m512 x) {
+/* GELU x Phi(x) (the same operations as gelu_erf, so the same bits) and, into *slope, its derivative
+   Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) (as 2^(-x^2 log2(e) / 2)): both from one erf tail, in the
+   forward's epilogue, so that the backward only multiplies (denormals flushed by begin). */
+static inline __m512 gelu_erf_and_slope(__m512 x, __m512 *slope) {
     __m512 tail = normal_tail(x);
     __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
     __m512 cdf = _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), tail), tail);
     __m512 power = _mm512_mul_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(-0.72134752f));
     __m512 density = _mm512_mul_ps(_mm512_scalef_ps(exp2_fraction(power), power), _mm512_set1_ps(0.39894228f));
-    return _mm512_fmadd_ps(x, density, cdf);
+    *slope = _mm512_fmadd_ps(x, density, cdf);
+    return _mm512_mul_ps(x, cdf);
 }
 
 /* What a 32 x 32 block of a module product does with its float32 sums. */
 enum { MT_INNER, MT_OUTER, MT_HIDDEN, MT_ROUND, MT_FLOAT };
 typedef struct {
-    int kind;          /* MT_INNER: +b1, H and GELU(H) to h and g; MT_OUTER: +b2 to out; MT_HIDDEN: times gelu'(h) to
-                          out, summed into sums; MT_ROUND: rounded to out; MT_FLOAT: float32 to fout */
+    int kind;          /* MT_INNER: +b1 (H), GELU(H) to g and gelu'(H) to h; MT_OUTER: +b2 to out; MT_HIDDEN: times h
+                          (gelu'(H)) to out, summed into sums; MT_ROUND: rounded to out; MT_FLOAT: float32 to fout */
     const float *bias; /* MT_INNER, MT_OUTER */
-    uint16_t *h, *g;   /* MT_INNER: written; MT_HIDDEN: h read */
+    uint16_t *h, *g;   /* MT_INNER: written; MT_HIDDEN: h read (GELU's slope at H, bf16) */
     uint16_t *out;     /* bf16 result (row stride ld) */
     float *fout;       /* MT_FLOAT's result (row stride ld) */
     float *sums;       /* MT_HIDDEN: column sums of the float32 result over the valid rows (added to) */
@@ -1521,16 +1523,17 @@ static inline void mt_drain(const mt_epilogue *e, mt_pending *p, int64_t units) 
         int64_t c = p->col + 16 * (u & 1), at = (p->row + (u >> 1)) * e->ld + c;
         __m512 v = _mm512_load_ps(p->acc + (u >> 1) * 32 + 16 * (u & 1));
         switch (e->kind) {
-        case MT_INNER:
-            v = _mm512_add_ps(v, _mm512_loadu_ps(e->bias + c));
-            mt_store(e->h + at, v);
-            mt_store(e->g + at, gelu_erf(v));
+        case MT_INNER: {
+            __m512 slope;
+            mt_store(e->g + at, gelu_erf_and_slope(_mm512_add_ps(v, _mm512_loadu_ps(e->bias + c)), &slope));
+            mt_store(e->h + at, slope);
             break;
+        }
         case MT_OUTER:
             mt_store(e->out + at, _mm512_add_ps(v, _mm512_loadu_ps(e->bias + c)));
             break;
         case MT_HIDDEN:
-            v = _mm512_mul_ps(v, gelu_erf_derivative(load_bf16(e->h + at)));
+            v = _mm512_mul_ps(v, load_bf16(e->h + at));
             mt_store(e->out + at, v);
             _mm512_storeu_ps(e->sums + c, _mm512_add_ps(_mm512_loadu_ps(e->sums + c), v));
             break;
@@ -1652,8 +1655,8 @@ static int64_t mt_max_rows(const int64_t *rows, int64_t segments) {
 }
 
 /* The forward: x (all rows, d each, contiguous bf16); w1s[s] (r x d), b1s[s] (r), w2s[s] (d x r), b2s[s] (d) float32;
-   writes h and g (rows x r: H and GELU(H), bf16, what the backward reads) and y (rows x d, bf16). Returns 0, or -1
-   if a buffer could not be allocated. */
+   writes h and g (rows x r: GELU's slope at H and GELU(H), bf16, what the backward reads) and y (rows x d, bf16).
+   Returns 0, or -1 if a buffer could not be allocated. */
 int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s, const uint64_t *b1s,
                      const uint64_t *w2s, const uint64_t *b2s, const uint16_t *x, int64_t d, int64_t r, uint16_t *h,
                      uint16_t *g, uint16_t *y) {
@@ -1686,7 +1689,7 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
     return failed ? -1 : 0;
 }
 
-/* The backward from dy (rows x d, bf16) with the forward's x, h, g: dx (rows x d, bf16); dw1s[s] (r x d), db1s[s]
+/* The backward from dy (rows x d, bf16) with the forward's x, h (GELU's slope), g: dx (rows x d, bf16); dw1s[s] (r x d), db1s[s]
    (r), dw2s[s] (d x r), db2s[s] (d) float32, each written whole. Returns 0, or -1 if a buffer could not be
    allocated. */
 int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint64_t *w1s, const uint64_t *w2s,

@@ -545,30 +545,32 @@ def _check_module_weights(x: torch.Tensor, rows, w1s, w2s) -> tuple[int, int]:
 def modules_train(x: torch.Tensor, rows, w1s, b1s, w2s, b2s) -> tuple:
     """The language modules' forward in training for consecutive row segments s of x (2-d contiguous bf16, rows[s]
     rows each): H = x W1_s^T + b1_s, G = gelu_erf(H), y = G W2_s^T + b2_s, float32 sums, the float32 weights rounded
-    to bf16 in the kernel. Returns (y, H, G), all bf16 (H and G for ``modules_train_backward``)."""
+    to bf16 in the kernel. Returns (y, S, G), all bf16: S = GELU's derivative at H, and G, for
+    ``modules_train_backward``."""
     d, r = _check_module_weights(x, rows, w1s, w2s)
     for b, n in [(b, r) for b in b1s] + [(b, d) for b in b2s]:
         if b.dtype != torch.float32 or tuple(b.shape) != (n,) or not b.is_contiguous():
             raise ValueError(f"expected contiguous float32 biases of shape ({n},), got {b.dtype} {tuple(b.shape)}")
     n = x.shape[0]
-    h, g = torch.empty(n, r, dtype=torch.bfloat16), torch.empty(n, r, dtype=torch.bfloat16)
+    slope, g = torch.empty(n, r, dtype=torch.bfloat16), torch.empty(n, r, dtype=torch.bfloat16)
     y = torch.empty(n, d, dtype=torch.bfloat16)
     count = len(rows)
     if n and _library().xm_modules_train(count, (ctypes.c_int64 * count)(*rows), _addresses(w1s), _addresses(b1s),
-                                         _addresses(w2s), _addresses(b2s), x.data_ptr(), d, r, h.data_ptr(),
+                                         _addresses(w2s), _addresses(b2s), x.data_ptr(), d, r, slope.data_ptr(),
                                          g.data_ptr(), y.data_ptr()) != 0:
         raise MemoryError("the modules' training kernel could not allocate its scratch")
-    return y, h, g
+    return y, slope, g
 
 
-def modules_train_backward(dy: torch.Tensor, x: torch.Tensor, h: torch.Tensor, g: torch.Tensor, rows, w1s,
+def modules_train_backward(dy: torch.Tensor, x: torch.Tensor, slope: torch.Tensor, g: torch.Tensor, rows, w1s,
                            w2s) -> tuple:
-    """The gradients of ``modules_train`` for the bf16 (rows, d) ``dy``: (dx bf16 (rows, d), dW1 (n, r, d), db1
+    """The gradients of ``modules_train`` for the bf16 (rows, d) ``dy``, from its S (``slope``) and G: dH =
+    round_bf16((dy W2) S); (dx bf16 (rows, d), dW1 (n, r, d), db1
     (n, r), dW2 (n, d, r), db2 (n, d)), n the segment count, the weights' and biases' float32, summed in float32
     and not rounded."""
     d, r = _check_module_weights(x, rows, w1s, w2s)
     n = x.shape[0]
-    for name, t, width in (("dy", dy, d), ("h", h, r), ("g", g, r)):
+    for name, t, width in (("dy", dy, d), ("slope", slope, r), ("g", g, r)):
         if t.dtype != torch.bfloat16 or tuple(t.shape) != (n, width) or not t.is_contiguous():
             raise ValueError(f"expected contiguous bf16 {name} of shape {(n, width)}, got {t.dtype} {tuple(t.shape)}")
     count = len(rows)
@@ -578,7 +580,7 @@ def modules_train_backward(dy: torch.Tensor, x: torch.Tensor, h: torch.Tensor, g
     if not n:
         return dx, dw1.zero_(), db1.zero_(), dw2.zero_(), db2.zero_()
     if _library().xm_modules_train_backward(count, (ctypes.c_int64 * count)(*rows), _addresses(w1s), _addresses(w2s),
-                                            x.data_ptr(), h.data_ptr(), g.data_ptr(), dy.data_ptr(), d, r,
+                                            x.data_ptr(), slope.data_ptr(), g.data_ptr(), dy.data_ptr(), d, r,
                                             dx.data_ptr(), _addresses(dw1.unbind()), _addresses(db1.unbind()),
                                             _addresses(dw2.unbind()), _addresses(db2.unbind())) != 0:
         raise MemoryError("the modules' training backward could not allocate its scratch")
