@@ -66,8 +66,11 @@ def test_against_float64(rows, d, r):
     sums' error of float64 sums of the same bf16 terms; and, whatever the bounds, every result within 1e-2 of its
     reference's norm (a wrong tile or a missed row fails that by far)."""
     x, w1s, b1s, w2s, b2s, dy = operands(rows, d, r, seed=len(rows) + d)
-    y, slope, g = native.modules_train(x, rows, w1s, b1s, w2s, b2s)
-    dx, dw1, db1, dw2, db2 = native.modules_train_backward(dy, x, slope, g, rows, w1s, w2s)
+    y, slope, g, pairs = native.modules_train(x, rows, w1s, b1s, w2s, b2s)
+    dx, dw1, db1, dw2, db2 = native.modules_train_backward(dy, x, slope, g, pairs, rows)
+    for s, (w1, w2) in enumerate(zip(w1s, w2s)):  # the saved weights: the bf16 values, each once
+        assert torch.equal(pairs[s, 0].sort().values, w2.bfloat16().flatten().sort().values)
+        assert torch.equal(pairs[s, 1].sort().values, w1.bfloat16().flatten().sort().values)
     assert y.dtype == slope.dtype == g.dtype == dx.dtype == torch.bfloat16
     assert dw1.dtype == db1.dtype == dw2.dtype == db2.dtype == torch.float32
     assert dw1.shape == (len(rows), r, d) and dw2.shape == (len(rows), d, r) and db1.shape == (len(rows), r)
@@ -106,7 +109,7 @@ def test_gelu_and_slope():
     one bf16 rounding plus 2e-6 (the erf fit's and the exponential's error)."""
     hvals = torch.linspace(-20, 20, 32 * 64).bfloat16().view(-1, 32)
     eye = torch.eye(32)
-    _, slope, g = native.modules_train(hvals, [64], [eye], [torch.zeros(32)], [eye], [torch.zeros(32)])
+    _, slope, g, _ = native.modules_train(hvals, [64], [eye], [torch.zeros(32)], [eye], [torch.zeros(32)])
     hd = hvals.double()
     for got, want in ((g, F.gelu(hd)), (slope, gelu_derivative(hd))):
         assert within(got, want, U * want.abs() + 2e-6)
@@ -121,8 +124,8 @@ def test_threads_same_bits(rows, d, r):
     try:
         for count in (1, 2, 3):
             torch.set_num_threads(count)
-            y, slope, g = native.modules_train(x, rows, w1s, b1s, w2s, b2s)
-            runs.append((y, slope, g, *native.modules_train_backward(dy, x, slope, g, rows, w1s, w2s)))
+            y, slope, g, pairs = native.modules_train(x, rows, w1s, b1s, w2s, b2s)
+            runs.append((y, slope, g, pairs, *native.modules_train_backward(dy, x, slope, g, pairs, rows)))
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, c) for run in runs[1:] for a, c in zip(run, runs[0]))
@@ -134,11 +137,13 @@ def test_bad_inputs():
         native.modules_train(x, [4, 5], w1s, b1s, w2s, b2s)
     with pytest.raises(ValueError, match="weights"):
         native.modules_train(x, [4, 4], [w.bfloat16() for w in w1s], b1s, w2s, b2s)
-    with pytest.raises(ValueError, match="biases"):
+    with pytest.raises(ValueError, match="float32 module weights and biases"):
         native.modules_train(x, [4, 4], w1s, [b[:16] for b in b1s], w2s, b2s)
-    y, slope, g = native.modules_train(x, [4, 4], w1s, b1s, w2s, b2s)
+    y, slope, g, pairs = native.modules_train(x, [4, 4], w1s, b1s, w2s, b2s)
     with pytest.raises(ValueError, match="dy"):
-        native.modules_train_backward(dy.float(), x, slope, g, [4, 4], w1s, w2s)
+        native.modules_train_backward(dy.float(), x, slope, g, pairs, [4, 4])
+    with pytest.raises(ValueError, match="pairs"):
+        native.modules_train_backward(dy, x, slope, g, pairs[:1], [4, 4])
 
 
 def model_config(**overrides):

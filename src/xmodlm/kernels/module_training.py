@@ -9,8 +9,10 @@ and each thread takes whole segments (the same bits for any thread count).
 
 The numbers: H = x W1^T + b1 and y = G W2^T + b2 summed in float32 with the float32 biases (autocast rounds the
 biases to bf16 first), G = gelu(H) computed on the float32 H and rounded once (autocast rounds H, then GELU's result).
-Saved for the backward, besides x and the weights: G and S = gelu'(H), both computed from the float32 H in the
-forward's epilogue (one erf tail for both) and rounded to bf16, as much memory as autocast's bf16 H and G. Saving S
+Saved for the backward, besides x: G and S = gelu'(H), both computed from the float32 H in the forward's epilogue
+(one erf tail for both) and rounded to bf16, as much memory as autocast's bf16 H and G; and the weights rounded to
+bf16 in the layout of the backward's products, packed in the forward from the float32 rows it reads anyway (as much
+memory as the bf16 stacks autocast's bmm saves; the backward then reads no float32 weight). Saving S
 instead of H: the backward's epilogue only multiplies (computing gelu'(H16) there took as long as the product it
 follows: 0.2 ms of the 1.4 ms backward at 8 x 256 rows, d 256, r 128), and S is the slope at the float32 H where
 autocast's is the slope at H rounded to bf16; S's own rounding is one bf16 rounding of dH more. The backward: dH =
@@ -74,19 +76,18 @@ class _NativeTrainingModules(torch.autograd.Function):
     def forward(ctx, x16, counts, *params):
         rows = x16.reshape(-1, x16.shape[-1])
         w1s, b1s, w2s, b2s = params[0::4], params[1::4], params[2::4], params[3::4]
-        y, slope, g = native.modules_train(rows, counts, w1s, b1s, w2s, b2s)
-        ctx.save_for_backward(rows, slope, g, *w1s, *w2s)
+        y, slope, g, pairs = native.modules_train(rows, counts, w1s, b1s, w2s, b2s)
+        ctx.save_for_backward(rows, slope, g, pairs)
         ctx.counts, ctx.shape = counts, x16.shape
         return y.view(x16.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        rows, slope, g, *weights = ctx.saved_tensors
+        rows, slope, g, pairs = ctx.saved_tensors
         count = len(ctx.counts)
         dy = dy.to(torch.bfloat16).reshape(rows.shape).contiguous()
-        dx, dw1, db1, dw2, db2 = native.modules_train_backward(dy, rows, slope, g, ctx.counts, weights[:count],
-                                                               weights[count:])
+        dx, dw1, db1, dw2, db2 = native.modules_train_backward(dy, rows, slope, g, pairs, ctx.counts)
         grads = [t for i in range(count) for t in (dw1[i], db1[i], dw2[i], db2[i])]
         needs = ctx.needs_input_grad[2:]
         return (dx.view(ctx.shape) if ctx.needs_input_grad[0] else None, None,

@@ -1655,11 +1655,13 @@ static int64_t mt_max_rows(const int64_t *rows, int64_t segments) {
 }
 
 /* The forward: x (all rows, d each, contiguous bf16); w1s[s] (r x d), b1s[s] (r), w2s[s] (d x r), b2s[s] (d) float32;
-   writes h and g (rows x r: GELU's slope at H and GELU(H), bf16, what the backward reads) and y (rows x d, bf16).
+   writes y (rows x d, bf16) and what the backward reads: h and g (rows x r: GELU's slope at H and GELU(H), bf16) and
+   pairs (per segment W2 then W1 rounded to bf16 in mt_pack_pairs' layout: the right operands of dG = dy W2 and
+   dx = dH W1, packed here from the float32 rows just read, so the backward reads half the bytes and packs nothing).
    Returns 0, or -1 if a buffer could not be allocated. */
 int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s, const uint64_t *b1s,
                      const uint64_t *w2s, const uint64_t *b2s, const uint16_t *x, int64_t d, int64_t r, uint16_t *h,
-                     uint16_t *g, uint16_t *y) {
+                     uint16_t *g, uint16_t *y, uint16_t *pairs) {
     int failed = 0;
     int64_t wide = d > r ? d : r;
 #pragma omp parallel reduction(| : failed)
@@ -1675,6 +1677,9 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
             int64_t m = (rows[s] + 31) / 32 * 32;
             mt_pack_rows((const float *)w1s[s], r, d, w1);
             mt_pack_rows((const float *)w2s[s], d, r, w2);
+            /* the backward's operands too, while the float32 rows are in the cache */
+            mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);
+            mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);
             mt_epilogue inner = {.kind = MT_INNER, .bias = (const float *)b1s[s], .h = h + start * r,
                                  .g = g + start * r, .ld = r};
             mt_product(st, x + start * d, d, 32, 16 * d, 32 * d, rows[s], m, w1, d / 32, r, &inner, padded);
@@ -1689,11 +1694,11 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
     return failed ? -1 : 0;
 }
 
-/* The backward from dy (rows x d, bf16) with the forward's x, h (GELU's slope), g: dx (rows x d, bf16); dw1s[s] (r x d), db1s[s]
-   (r), dw2s[s] (d x r), db2s[s] (d) float32, each written whole. Returns 0, or -1 if a buffer could not be
-   allocated. */
-int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint64_t *w1s, const uint64_t *w2s,
-                              const uint16_t *x, const uint16_t *h, const uint16_t *g, const uint16_t *dy, int64_t d,
+/* The backward from dy (rows x d, bf16) with the forward's x, h (GELU's slope), g and pairs: dx (rows x d, bf16);
+   dw1s[s] (r x d), db1s[s] (r), dw2s[s] (d x r), db2s[s] (d) float32, each written whole. Returns 0, or -1 if a
+   buffer could not be allocated. */
+int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint16_t *pairs, const uint16_t *x,
+                              const uint16_t *h, const uint16_t *g, const uint16_t *dy, int64_t d,
                               int64_t r, uint16_t *dx, const uint64_t *dw1s, const uint64_t *db1s,
                               const uint64_t *dw2s, const uint64_t *db2s) {
     int failed = 0;
@@ -1704,12 +1709,11 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint6
         mt_own_segments(rows, segments, &first, &last);
         for (int64_t s = 0; s < first; s++) start += rows[s];
         thread_state *st = begin();
-        uint16_t *w1 = aligned_alloc(64, r * d * sizeof(uint16_t)), *w2 = aligned_alloc(64, r * d * sizeof(uint16_t));
         uint16_t *padded = aligned_alloc(64, 32 * wide * sizeof(uint16_t));
         uint16_t *left = aligned_alloc(64, most * wide * sizeof(uint16_t));   /* dy^T, then dH^T */
         uint16_t *right = aligned_alloc(64, most * wide * sizeof(uint16_t));  /* G's pairs, then x's */
         uint16_t *dh = aligned_alloc(64, most * r * sizeof(uint16_t));
-        failed = !st || !w1 || !w2 || !padded || !left || !right || !dh;
+        failed = !st || !padded || !left || !right || !dh;
         for (int64_t s = first; s < last && !failed; start += rows[s], s++) {
             int64_t n = rows[s], m = (n + 31) / 32 * 32, tiles = m / 32;
             const uint16_t *dys = dy + start * d, *xs = x + start * d;
@@ -1725,15 +1729,13 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint6
             mt_epilogue weights2 = {.kind = MT_FLOAT, .fout = (float *)dw2s[s], .ld = r,
                                     .stream = mt_aligned((float *)dw2s[s], r)};
             mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, d, d, right, tiles, r, &weights2, padded);
-            /* dH = (dy W2) gelu'(H), db1 its column sums */
-            mt_pack_pairs((const float *)w2s[s], d, r, w2);
+            /* dH = (dy W2) S, db1 its column sums */
             memset(db1, 0, r * sizeof(float));
             mt_epilogue hidden = {.kind = MT_HIDDEN, .h = (uint16_t *)h + start * r, .out = dh, .sums = db1, .ld = r};
-            mt_product(st, dys, d, 32, 16 * d, 32 * d, n, m, w2, d / 32, r, &hidden, padded);
+            mt_product(st, dys, d, 32, 16 * d, 32 * d, n, m, pairs + 2 * s * r * d, d / 32, r, &hidden, padded);
             /* dx = dH W1 */
-            mt_pack_pairs((const float *)w1s[s], r, d, w1);
             mt_epilogue input = {.kind = MT_ROUND, .out = dx + start * d, .ld = d};
-            mt_product(st, dh, r, 32, 16 * r, 32 * r, n, m, w1, r / 32, d, &input, padded);
+            mt_product(st, dh, r, 32, 16 * r, 32 * r, n, m, pairs + (2 * s + 1) * r * d, r / 32, d, &input, padded);
             /* dW1 = dH^T x */
             mt_pack_transposed(dh, n, m, r, left);
             pack_pairs(xs, d, n, m, d, right);
@@ -1741,8 +1743,6 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint6
                                     .stream = mt_aligned((float *)dw1s[s], d)};
             mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, r, r, right, tiles, d, &weights1, padded);
         }
-        free(w1);
-        free(w2);
         free(padded);
         free(left);
         free(right);
