@@ -54,9 +54,9 @@ def within(got, want, bound):
     return bool(((got.double() - want).abs() <= bound).all())
 
 
-# segments equal, unequal, one, rows not multiples of 32 (1, 5, 37, 200), d 64..768, r 32..384
+# segments equal, unequal, one, empty, rows not multiples of 32 (1, 5, 37, 200), d 64..768, r 32..384
 CASES = [([256] * 8, 256, 128), ([5, 37, 64], 64, 32), ([128, 3, 200], 768, 384), ([1], 96, 64),
-         ([33, 70], 128, 96), ([31], 512, 256)]
+         ([33, 70], 128, 96), ([31], 512, 256), ([7, 0, 40], 64, 32)]
 
 
 @pytest.mark.parametrize("rows, d, r", CASES)

@@ -1556,7 +1556,7 @@ static inline void mt_drain(const mt_epilogue *e, mt_pending *p, int64_t units) 
 static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t a_step, int64_t half, int64_t next,
                        int64_t valid, int64_t m, const uint16_t *b, int64_t k_tiles, int64_t n, const mt_epilogue *e,
                        uint16_t *padded) {
-    int64_t per_step = (64 + k_tiles - 1) / k_tiles;
+    int64_t per_step = k_tiles ? (64 + k_tiles - 1) / k_tiles : 64; /* no steps: a segment of no rows, dW = 0 */
     mt_pending pending = {NULL, 0, 0, 0, 0};
     for (int64_t row = 0; row < m; row += 32) {
         int64_t live = valid - row < 32 ? valid - row : 32;
