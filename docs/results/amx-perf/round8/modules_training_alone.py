@@ -1,7 +1,7 @@
 """The language modules of one layer in bf16 autocast training, forward and backward, alone: autocast's batched path
 (``modules.run_batched``: stacked weights, baddbmm, GELU; autograd's backward) against the own kernel
-(``module_training.native_training_modules``: one call each way), alternating call by call in one process, one
-thread; both read h's bf16 copy as in the step (the fused norm's ``bf16_twin``), the parameters' gradients set to
+(``module_training.native_training_modules``: one call each way), and the kernel's two C calls alone (no autograd),
+alternating call by call in one process, one thread; both read h's bf16 copy as in the step (the fused norm's ``bf16_twin``), the parameters' gradients set to
 None before each call (stolen by autograd, as after ``zero_grad``). Run pinned to one core:
 
     taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=src python3 docs/results/amx-perf/round8/modules_training_alone.py
@@ -51,9 +51,18 @@ def case(segments, examples, positions, d, r, repeats=25):
             assert native_modules_apply(h, modules, True)
             y = native_training_modules(h, rows, modules, twin)
         y.backward(dy)
-    times = {"old": [], "new": []}
+    x16, dy16 = twin.detach().view(-1, d), dy.view(-1, d)
+    weights = [[getattr(m, lin).weight.detach() for m in modules] for lin in ("dense1", "dense2")]
+    biases = [[getattr(m, lin).bias.detach() for m in modules] for lin in ("dense1", "dense2")]
+    counts = [examples * positions] * segments
+
+    def kernel():  # the two C calls alone, no autograd
+        _, slope, g, pairs = native.modules_train(x16, counts, weights[0], biases[0], weights[1], biases[1])
+        native.modules_train_backward(dy16, x16, slope, g, pairs, counts)
+    times = {"old": [], "new": [], "kernel": []}
     for i in range(repeats + 3):
-        for name, call in (("old", old), ("new", new)) if i % 2 == 0 else (("new", new), ("old", old)):
+        order = (("old", old), ("new", new), ("kernel", kernel))
+        for name, call in order if i % 2 == 0 else order[::-1]:
             for p in params:
                 p.grad = None
             h.grad = twin.grad = None
@@ -61,11 +70,11 @@ def case(segments, examples, positions, d, r, repeats=25):
             call()
             if i >= 3:
                 times[name].append(time.perf_counter() - start)
-    a, b = statistics.median(times["old"]), statistics.median(times["new"])
+    a, b, c = (statistics.median(times[k]) for k in ("old", "new", "kernel"))
     flops = 6 * 2 * segments * examples * positions * d * r
     print(f"{segments} segments x {examples * positions} rows, d {d}, r {r}: autocast batched {a * 1e3:.2f} ms, "
-          f"own kernel {b * 1e3:.2f} ms ({a / b:.1f}x; own kernel {flops / b / 1e9:.0f} GFLOP/s of the 6 products), "
-          f"medians of {repeats}")
+          f"own kernel's Function {b * 1e3:.2f} ms ({a / b:.1f}x), of which the two C calls {c * 1e3:.2f} ms "
+          f"({flops / c / 1e9:.0f} GFLOP/s of the 6 products); forward + backward, medians of {repeats}")
 
 
 if __name__ == "__main__":
