@@ -21,7 +21,7 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   which fills its output with the bias first) and with the bias inside oneDNN's product (``linear``:
   ``use_autocast_linear``), attention as ``dropout_attention`` and in the own kernel (``attention``:
   ``use_native_training_attention``), the products reading autocast's cast of a fused norm's output or the bf16
-  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm`` and ``vocab`` as
+  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm``, ``vocab`` and ``modules`` as
   ``TRAIN_LEVERS`` below says.
 """
 
@@ -121,7 +121,8 @@ TRAIN_LEVERS = {
                 "dropout in one pass", lambda: kernels.use_one_pass_dropout(True)),
     "linear": ("autocast's F.linear (addmm)", lambda: kernels.use_autocast_linear(False),
                "linears with the bias inside oneDNN's product", lambda: kernels.use_autocast_linear(True)),
-    # every own training kernel at once (cross-entropy, residual norms, masks, attention, vocabulary projection)
+    # every own training kernel at once (cross-entropy, residual norms, masks, attention, vocabulary projection,
+    # language modules)
     "native": ("own kernels off", lambda: kernels.use_amx_kernels(False),
                "own kernels on", lambda: kernels.use_amx_kernels(True)),
     "mask": ("dropout masks in numpy", lambda: setattr(kernel_dropout, "native", _NumpyDraws),
@@ -136,6 +137,9 @@ TRAIN_LEVERS = {
               lambda: kernels.use_native_vocab_projection(False),
               "tied decoder in the own kernel on the float32 weight",
               lambda: kernels.use_native_vocab_projection(True)),
+    "modules": ("language modules as autocast's batched matmuls", lambda: kernels.use_native_training_modules(False),
+                "language modules in the own kernel, one call each way",
+                lambda: kernels.use_native_training_modules(True)),
 }
 
 

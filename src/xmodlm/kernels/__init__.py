@@ -83,6 +83,8 @@ the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row 
 autocast linears' bias inside the product, ``use_native_training_attention(False)`` the own training
 attention kernel, ``use_native_vocab_projection(False)`` the tied decoder's product in bf16 autocast training in
 the own kernel on the float32 weight (no casts of the matrix, its gradient float32),
+``use_native_training_modules(False)`` the language modules in bf16 autocast training in the own kernel (one call
+each way for all languages of a layer, the float32 weights read directly, their gradients float32),
 ``use_fused_residual_norm(False)`` the own LayerNorm(dropout(h) + residual) in training, ``use_bf16_twin(False)``
 the bf16 copy of its output that the next products read instead of autocast's cast,
 ``use_amx_kernels(False)`` all the own kernels (``native.reason()`` says why they are or are not in use),
@@ -114,6 +116,7 @@ from .linear import (
 from .attention import bf16_attention, dropout_attention, use_native_training_attention
 from .loss import scored_cross_entropy, use_fused_cross_entropy
 from .modules import run_language_modules
+from .module_training import use_native_training_modules
 from .native import use_amx_kernels
 from .residual_norm import use_bf16_twin, use_fused_residual_norm
 from .norm import LayerNorm
@@ -148,6 +151,7 @@ __all__ = [
     "use_bf16_twin",
     "use_fused_residual_norm",
     "use_native_training_attention",
+    "use_native_training_modules",
     "use_native_vocab_projection",
     "use_autotune",
     "use_onednn",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import native
 from .amp import cpu_bf16_autocast
+from .module_training import native_modules_apply, native_training_modules
 from .linear import INFERENCE_CACHE, ONEDNN_ACTIVATIONS, fusable, fused_dtype, linear, norm_in_call, packed_weights
 from .residual_norm import bf16_twin, dropout_residual_norm
 
@@ -42,6 +43,10 @@ def _without_amx(rows, modules, h, skip, dropout, training: bool, owner, norm):
 
     def then(y):
         return y if norm is None else norm(y)
+    if native_modules_apply(h, modules, training):  # bf16 autocast training: one kernel call each way
+        y = native_training_modules(h, rows, modules, bf16_twin(h))
+        fused = None if norm is None else dropout_residual_norm(y, dropout, skip, norm)
+        return fused if fused is not None else then(dropout(y) + skip)
     layout = _last_layout
     if layout[0] is not rows:
         layout = _layout(rows)

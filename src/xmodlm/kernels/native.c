@@ -1454,3 +1454,301 @@ int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int6
     free(partial);
     return failed ? -1 : 0;
 }
+
+/* The language modules in bf16 autocast training (xm_modules_train, xm_modules_train_backward): for each segment s
+   of consecutive rows, with its own module (float32 parameters, the weights rounded to bf16 as they are packed, as
+   autocast's casts round them):
+     H = x W1^T + b1, G = gelu_erf(H), y = G W2^T + b2     (float32 sums; G, y and S = gelu'(H) stored bf16)
+   and from dy: db2 = sum_rows dy, dW2 = dy^T G, dG = dy W2, dH = dG S, db1 = sum_rows dH, dW1 = dH^T x,
+   dx = dH W1 (weight and bias gradients float32, dx bf16). Each thread takes whole segments (consecutive, balanced
+   by rows), so no sum crosses threads and the bits do not depend on the thread count. The products are 32 x 32
+   blocks in the four accumulator tiles; the operands summed over rows (dW1, dW2) come as pack_pairs tiles, each
+   transposed by transpose16 where it is the left operand (X^T's rows are X's columns). Requires d % 32 == 0 and
+   r % 32 == 0; any row count (the last block of a segment padded with zeros). */
+
+/* The upper tail Phi(-|x|) of the standard normal, the fit gelu_erf uses (see there): t 2^(q(t) - x^2 log2(e) / 2). */
+static inline __m512 normal_tail(__m512 x) {
+    static const float c[8] = {-2.82574391e+00f, 1.44142103e+00f,  5.63391089e-01f, -4.05583344e-02f,
+                               4.73118454e-01f,  -1.41001344e+00f, 1.06465852e+00f, -2.66274333e-01f};
+    __m512 d = _mm512_fmadd_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.35355339f), _mm512_set1_ps(1.0f));
+    __m512 t = _mm512_rcp14_ps(d);
+    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));
+    __m512 q = _mm512_set1_ps(c[7]);
+    for (int i = 6; i >= 0; i--) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c[i]));
+    __m512 power = _mm512_fnmadd_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(0.72134752f), q);
+    return _mm512_mul_ps(t, _mm512_scalef_ps(exp2_fraction(power), power));
+}
+
+/* GELU x Phi(x) (the same operations as gelu_erf, so the same bits) and, into *slope, its derivative
+   Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) (as 2^(-x^2 log2(e) / 2)): both from one erf tail, in the
+   forward's epilogue, so that the backward only multiplies (denormals flushed by begin). */
+static inline __m512 gelu_erf_and_slope(__m512 x, __m512 *slope) {
+    __m512 tail = normal_tail(x);
+    __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 cdf = _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), tail), tail);
+    __m512 power = _mm512_mul_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(-0.72134752f));
+    __m512 density = _mm512_mul_ps(_mm512_scalef_ps(exp2_fraction(power), power), _mm512_set1_ps(0.39894228f));
+    *slope = _mm512_fmadd_ps(x, density, cdf);
+    return _mm512_mul_ps(x, cdf);
+}
+
+/* What a 32 x 32 block of a module product does with its float32 sums. */
+enum { MT_INNER, MT_OUTER, MT_HIDDEN, MT_ROUND, MT_FLOAT };
+typedef struct {
+    int kind;          /* MT_INNER: +b1 (H), GELU(H) to g and gelu'(H) to h; MT_OUTER: +b2 to out; MT_HIDDEN: times h
+                          (gelu'(H)) to out, summed into sums; MT_ROUND: rounded to out; MT_FLOAT: float32 to fout */
+    const float *bias; /* MT_INNER, MT_OUTER */
+    uint16_t *h, *g;   /* MT_INNER: written; MT_HIDDEN: h read (GELU's slope at H, bf16) */
+    uint16_t *out;     /* bf16 result (row stride ld) */
+    float *fout;       /* MT_FLOAT's result (row stride ld) */
+    float *sums;       /* MT_HIDDEN: column sums of the float32 result over the valid rows (added to) */
+    int64_t ld;
+    int stream;        /* MT_FLOAT: fout 64-byte aligned and ld a multiple of 16: non-temporal stores */
+} mt_epilogue;
+
+static inline void mt_store(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(v)); }
+
+/* A finished block whose epilogue runs piecewise during the next block's tile products (as drain does for products):
+   2 units (16 columns each) per valid row, `next` the first not yet done. */
+typedef struct {
+    const float *acc;
+    int64_t row, col, units, next;
+} mt_pending;
+
+/* The next `units` units of p's epilogue (all that remain for units >= 64), in order: row after row, so the column
+   sums of MT_HIDDEN add the rows in order. */
+static inline void mt_drain(const mt_epilogue *e, mt_pending *p, int64_t units) {
+    int64_t end = p->next + units < p->units ? p->next + units : p->units;
+    for (int64_t u = p->next; u < end; u++) {
+        int64_t c = p->col + 16 * (u & 1), at = (p->row + (u >> 1)) * e->ld + c;
+        __m512 v = _mm512_load_ps(p->acc + (u >> 1) * 32 + 16 * (u & 1));
+        switch (e->kind) {
+        case MT_INNER: {
+            __m512 slope;
+            mt_store(e->g + at, gelu_erf_and_slope(_mm512_add_ps(v, _mm512_loadu_ps(e->bias + c)), &slope));
+            mt_store(e->h + at, slope);
+            break;
+        }
+        case MT_OUTER:
+            mt_store(e->out + at, _mm512_add_ps(v, _mm512_loadu_ps(e->bias + c)));
+            break;
+        case MT_HIDDEN:
+            v = _mm512_mul_ps(v, load_bf16(e->h + at));
+            mt_store(e->out + at, v);
+            _mm512_storeu_ps(e->sums + c, _mm512_add_ps(_mm512_loadu_ps(e->sums + c), v));
+            break;
+        case MT_ROUND:
+            mt_store(e->out + at, v);
+            break;
+        default: /* float32 weight gradients, written once and read by the optimizer: not through the cache */
+            if (e->stream) _mm512_stream_ps(e->fout + at, v);
+            else _mm512_storeu_ps(e->fout + at, v);
+        }
+    }
+    p->next = end;
+}
+
+/* C (m x n) = A B over k_tiles steps of 32, 32 x 32 blocks in the accumulator tiles, each block's epilogue run
+   during the next block's steps (st->acc's two buffers), all done on return. A: row-major rows (row stride lda, step
+   a_step = 32 values; `valid` rows exist, the last block's missing rows read from a zero-padded copy in `padded`,
+   32 x 32 k_tiles values), or transposed tiles (lda 32, a_step 512, the next 16 rows `half` values on, every 32 rows
+   `next` values on; valid == m). B packed: [n / 16][k_tiles][16 pairs][16][2]. */
+static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t a_step, int64_t half, int64_t next,
+                       int64_t valid, int64_t m, const uint16_t *b, int64_t k_tiles, int64_t n, const mt_epilogue *e,
+                       uint16_t *padded) {
+    int64_t per_step = k_tiles ? (64 + k_tiles - 1) / k_tiles : 64; /* no steps: a segment of no rows, dW = 0 */
+    mt_pending pending = {NULL, 0, 0, 0, 0};
+    for (int64_t row = 0; row < m; row += 32) {
+        int64_t live = valid - row < 32 ? valid - row : 32;
+        const uint16_t *a0 = a + row / 32 * next;
+        if (live < 32) { /* row-major only: the block's rows copied, the rest zero */
+            int64_t k = 32 * k_tiles;
+            for (int64_t i = 0; i < 32; i++) {
+                if (i < live) memcpy(padded + i * k, a0 + i * lda, k * sizeof(uint16_t));
+                else memset(padded + i * k, 0, k * sizeof(uint16_t));
+            }
+            a0 = padded;
+        }
+        int64_t step_a = live < 32 ? 32 : a_step, ld_a = live < 32 ? 32 * k_tiles : lda;
+        const uint16_t *a1 = live < 32 ? a0 + 16 * ld_a : a0 + half;
+        for (int64_t c = 0; c < n / 32; c++) {
+            const uint16_t *b0 = b + 2 * c * k_tiles * 512, *b1 = b0 + k_tiles * 512;
+            float *acc = st->acc[st->current];
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t kt = 0; kt < k_tiles; kt++) {
+                block_step(a0 + kt * step_a, a1 + kt * step_a, ld_a, b0 + kt * 512, b1 + kt * 512);
+                mt_drain(e, &pending, per_step);
+            }
+            mt_drain(e, &pending, 64);
+            _tile_stored(0, acc, 128);
+            _tile_stored(1, acc + 16, 128);
+            _tile_stored(2, acc + 512, 128);
+            _tile_stored(3, acc + 528, 128);
+            pending = (mt_pending){acc, row, 32 * c, 2 * live, 0};
+            st->current ^= 1;
+        }
+    }
+    mt_drain(e, &pending, 64);
+}
+
+/* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile. */
+static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out) {
+    for (int64_t nt = 0; nt < n / 16; nt++)
+        for (int64_t kt = 0; kt < k / 32; kt++) vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512);
+}
+
+/* A float32 (t x c) weight rounded to bf16 as pack_pairs lays out bf16 rows (the right operand of products summing
+   over its t rows: dG = dy W2, dx = dH W1): [c / 16][t / 32][16 row pairs][16][2]. */
+static void mt_pack_pairs(const float *w, int64_t t, int64_t c, uint16_t *out) {
+    uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
+    uint16_t pair[64] __attribute__((aligned(64)));
+    int64_t row_tiles = t / 32;
+    for (int64_t r = 0; r < t; r += 2) {
+        uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32;
+        for (int64_t j = 0; j < c; j += 32) {
+            const float *a = w + r * c + j, *b = a + c;
+            _mm512_store_si512((__m512i *)r0, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a)));
+            _mm512_store_si512((__m512i *)r1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b)));
+            interleave_rows(r0, r1, 32, pair);
+            memcpy(tile_row + (j / 16) * row_tiles * 512, pair, 64);
+            memcpy(tile_row + (j / 16 + 1) * row_tiles * 512, pair + 32, 64);
+        }
+    }
+}
+
+/* bf16 rows (t of c values, row stride c, rows up to padded_t zero) as the left operand of X^T products: pack_pairs'
+   tiles, each transposed in place (16 columns x 32 rows): [c / 16][padded_t / 32][16][16 row pairs][2]. */
+static void mt_pack_transposed(const uint16_t *x, int64_t t, int64_t padded_t, int64_t c, uint16_t *out) {
+    pack_pairs(x, c, t, padded_t, c, out);
+    for (int64_t i = 0; i < c / 16 * (padded_t / 32); i++) transpose16(out + i * 512, 32, 16, out + i * 512);
+}
+
+/* Whether float32 rows at p, ld apart, can take aligned 64-byte stores. */
+static inline int mt_aligned(const float *p, int64_t ld) { return ((uintptr_t)p & 63) == 0 && ld % 16 == 0; }
+
+/* The segments [*first, *last) of this thread: segment s to thread floor(threads x (its middle row) / total), so
+   each thread's segments are consecutive and about as many rows as the others'. */
+static void mt_own_segments(const int64_t *rows, int64_t segments, int64_t *first, int64_t *last) {
+    int threads = omp_get_num_threads(), me = omp_get_thread_num();
+    int64_t total = 0, start = 0;
+    for (int64_t s = 0; s < segments; s++) total += rows[s];
+    *first = segments, *last = segments;
+    for (int64_t s = 0; s < segments; start += rows[s], s++) {
+        int64_t owner = total ? (int64_t)threads * (2 * start + rows[s]) / (2 * total) : 0;
+        if (owner >= threads) owner = threads - 1;
+        if (owner == me && *first == segments) *first = s;
+        if (owner > me) {
+            *last = s;
+            break;
+        }
+    }
+    if (*first == segments) *last = segments;
+}
+
+static int64_t mt_max_rows(const int64_t *rows, int64_t segments) {
+    int64_t most = 0;
+    for (int64_t s = 0; s < segments; s++) most = rows[s] > most ? rows[s] : most;
+    return (most + 31) / 32 * 32;
+}
+
+/* The forward: x (all rows, d each, contiguous bf16); w1s[s] (r x d), b1s[s] (r), w2s[s] (d x r), b2s[s] (d) float32;
+   writes y (rows x d, bf16) and what the backward reads: h and g (rows x r: GELU's slope at H and GELU(H), bf16) and
+   pairs (per segment W2 then W1 rounded to bf16 in mt_pack_pairs' layout: the right operands of dG = dy W2 and
+   dx = dH W1, packed here from the float32 rows just read, so the backward reads half the bytes and packs nothing).
+   Returns 0, or -1 if a buffer could not be allocated. */
+int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s, const uint64_t *b1s,
+                     const uint64_t *w2s, const uint64_t *b2s, const uint16_t *x, int64_t d, int64_t r, uint16_t *h,
+                     uint16_t *g, uint16_t *y, uint16_t *pairs) {
+    int failed = 0;
+    int64_t wide = d > r ? d : r;
+#pragma omp parallel reduction(| : failed)
+    {
+        int64_t first, last, start = 0;
+        mt_own_segments(rows, segments, &first, &last);
+        for (int64_t s = 0; s < first; s++) start += rows[s];
+        thread_state *st = begin();
+        uint16_t *w1 = aligned_alloc(64, r * d * sizeof(uint16_t)), *w2 = aligned_alloc(64, r * d * sizeof(uint16_t));
+        uint16_t *padded = aligned_alloc(64, 32 * wide * sizeof(uint16_t));
+        failed = !st || !w1 || !w2 || !padded;
+        for (int64_t s = first; s < last && !failed; start += rows[s], s++) {
+            int64_t m = (rows[s] + 31) / 32 * 32;
+            mt_pack_rows((const float *)w1s[s], r, d, w1);
+            mt_pack_rows((const float *)w2s[s], d, r, w2);
+            /* the backward's operands too, while the float32 rows are in the cache */
+            mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);
+            mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);
+            mt_epilogue inner = {.kind = MT_INNER, .bias = (const float *)b1s[s], .h = h + start * r,
+                                 .g = g + start * r, .ld = r};
+            mt_product(st, x + start * d, d, 32, 16 * d, 32 * d, rows[s], m, w1, d / 32, r, &inner, padded);
+            mt_epilogue outer = {.kind = MT_OUTER, .bias = (const float *)b2s[s], .out = y + start * d, .ld = d};
+            mt_product(st, g + start * r, r, 32, 16 * r, 32 * r, rows[s], m, w2, r / 32, d, &outer, padded);
+        }
+        free(w1);
+        free(w2);
+        free(padded);
+        end(st);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The backward from dy (rows x d, bf16) with the forward's x, h (GELU's slope), g and pairs: dx (rows x d, bf16);
+   dw1s[s] (r x d), db1s[s] (r), dw2s[s] (d x r), db2s[s] (d) float32, each written whole. Returns 0, or -1 if a
+   buffer could not be allocated. */
+int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint16_t *pairs, const uint16_t *x,
+                              const uint16_t *h, const uint16_t *g, const uint16_t *dy, int64_t d,
+                              int64_t r, uint16_t *dx, const uint64_t *dw1s, const uint64_t *db1s,
+                              const uint64_t *dw2s, const uint64_t *db2s) {
+    int failed = 0;
+    int64_t most = mt_max_rows(rows, segments), wide = d > r ? d : r;
+#pragma omp parallel reduction(| : failed)
+    {
+        int64_t first, last, start = 0;
+        mt_own_segments(rows, segments, &first, &last);
+        for (int64_t s = 0; s < first; s++) start += rows[s];
+        thread_state *st = begin();
+        uint16_t *padded = aligned_alloc(64, 32 * wide * sizeof(uint16_t));
+        uint16_t *left = aligned_alloc(64, most * wide * sizeof(uint16_t));   /* dy^T, then dH^T */
+        uint16_t *right = aligned_alloc(64, most * wide * sizeof(uint16_t));  /* G's pairs, then x's */
+        uint16_t *dh = aligned_alloc(64, most * r * sizeof(uint16_t));
+        failed = !st || !padded || !left || !right || !dh;
+        for (int64_t s = first; s < last && !failed; start += rows[s], s++) {
+            int64_t n = rows[s], m = (n + 31) / 32 * 32, tiles = m / 32;
+            const uint16_t *dys = dy + start * d, *xs = x + start * d;
+            float *db1 = (float *)db1s[s], *db2 = (float *)db2s[s];
+            /* db2: dy's column sums, row after row */
+            memset(db2, 0, d * sizeof(float));
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < d; j += 16)
+                    _mm512_storeu_ps(db2 + j, _mm512_add_ps(_mm512_loadu_ps(db2 + j), load_bf16(dys + i * d + j)));
+            /* dW2 = dy^T G */
+            mt_pack_transposed(dys, n, m, d, left);
+            pack_pairs(g + start * r, r, n, m, r, right);
+            mt_epilogue weights2 = {.kind = MT_FLOAT, .fout = (float *)dw2s[s], .ld = r,
+                                    .stream = mt_aligned((float *)dw2s[s], r)};
+            mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, d, d, right, tiles, r, &weights2, padded);
+            /* dH = (dy W2) S, db1 its column sums */
+            memset(db1, 0, r * sizeof(float));
+            mt_epilogue hidden = {.kind = MT_HIDDEN, .h = (uint16_t *)h + start * r, .out = dh, .sums = db1, .ld = r};
+            mt_product(st, dys, d, 32, 16 * d, 32 * d, n, m, pairs + 2 * s * r * d, d / 32, r, &hidden, padded);
+            /* dx = dH W1 */
+            mt_epilogue input = {.kind = MT_ROUND, .out = dx + start * d, .ld = d};
+            mt_product(st, dh, r, 32, 16 * r, 32 * r, n, m, pairs + (2 * s + 1) * r * d, r / 32, d, &input, padded);
+            /* dW1 = dH^T x */
+            mt_pack_transposed(dh, n, m, r, left);
+            pack_pairs(xs, d, n, m, d, right);
+            mt_epilogue weights1 = {.kind = MT_FLOAT, .fout = (float *)dw1s[s], .ld = d,
+                                    .stream = mt_aligned((float *)dw1s[s], d)};
+            mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, r, r, right, tiles, d, &weights1, padded);
+        }
+        free(padded);
+        free(left);
+        free(right);
+        free(dh);
+        _mm_sfence();
+        end(st);
+    }
+    return failed ? -1 : 0;
+}

@@ -124,6 +124,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
                                                 size, size]
     lib.xm_attention_train_backward.restype = ctypes.c_int
     _vocab_argtypes(lib, pointer, size)
+    _modules_train_argtypes(lib, pointer, size)
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -507,3 +508,74 @@ def vocab_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, in
             grad.data_ptr(), x.data_ptr(), weight.data_ptr(), n, v, d, _address(dx), _address(dw), _address(db)) != 0:
         raise MemoryError("the vocabulary projection's backward could not allocate its scratch")
     return dx, dw, db
+
+
+# The language modules in bf16 autocast training (native.c's section after the vocabulary projection): the float32
+# weights rounded to bf16 as they are packed, whole segments per thread; weight and bias gradients float32.
+
+def _modules_train_argtypes(lib, pointer, size) -> None:
+    lib.xm_modules_train.argtypes = [size, pointer, pointer, pointer, pointer, pointer, pointer, size, size, pointer,
+                                     pointer, pointer, pointer]
+    lib.xm_modules_train.restype = ctypes.c_int
+    lib.xm_modules_train_backward.argtypes = [size, pointer, pointer, pointer, pointer, pointer, pointer, size, size,
+                                              pointer, pointer, pointer, pointer, pointer]
+    lib.xm_modules_train_backward.restype = ctypes.c_int
+
+
+def _addresses(tensors) -> ctypes.Array:
+    return (ctypes.c_uint64 * len(tensors))(*(t.data_ptr() for t in tensors))
+
+
+def modules_train(x: torch.Tensor, rows, w1s, b1s, w2s, b2s) -> tuple:
+    """The language modules' forward in training for consecutive row segments s of x (2-d contiguous bf16, rows[s]
+    rows each): H = x W1_s^T + b1_s, G = gelu_erf(H), y = G W2_s^T + b2_s, float32 sums, the float32 weights (W1_s
+    (r, d), W2_s (d, r), r and d multiples of 32; biases float32) rounded to bf16 in the kernel. Returns (y, S, G,
+    pairs): y bf16 (rows, d), and for ``modules_train_backward`` S = GELU's derivative at H and G (bf16 (rows, r))
+    and the weights rounded to bf16 in the backward's layout (bf16 (segments, 2, r d))."""
+    d = x.shape[-1]
+    r = w1s[0].shape[0] if len(w1s) else 0
+    _check_rows(x)
+    if not x.is_contiguous() or len(w1s) != len(rows) or len(w2s) != len(rows) or sum(rows) != x.shape[0] \
+            or min(rows, default=0) < 0 or not fits(r, d):
+        raise ValueError(f"segments of {list(rows)} rows with {len(w1s)} and {len(w2s)} weights for a contiguous "
+                         f"input of {tuple(x.shape)}, d and r multiples of 32")
+    for t, shape in [(w, (r, d)) for w in w1s] + [(w, (d, r)) for w in w2s] + [(b, (r,)) for b in b1s] \
+            + [(b, (d,)) for b in b2s]:
+        if t.dtype != torch.float32 or tuple(t.shape) != shape or not t.is_contiguous():
+            raise ValueError(f"expected contiguous float32 module weights and biases of shape {shape}, got {t.dtype} "
+                             f"{tuple(t.shape)}")
+    n, count = x.shape[0], len(rows)
+    slope, g = torch.empty(n, r, dtype=torch.bfloat16), torch.empty(n, r, dtype=torch.bfloat16)
+    y = torch.empty(n, d, dtype=torch.bfloat16)
+    pairs = torch.empty(count, 2, r * d, dtype=torch.bfloat16)
+    if n and _library().xm_modules_train(count, (ctypes.c_int64 * count)(*rows), _addresses(w1s), _addresses(b1s),
+                                         _addresses(w2s), _addresses(b2s), x.data_ptr(), d, r, slope.data_ptr(),
+                                         g.data_ptr(), y.data_ptr(), pairs.data_ptr()) != 0:
+        raise MemoryError("the modules' training kernel could not allocate its scratch")
+    return y, slope, g, pairs
+
+
+def modules_train_backward(dy: torch.Tensor, x: torch.Tensor, slope: torch.Tensor, g: torch.Tensor,
+                           pairs: torch.Tensor, rows) -> tuple:
+    """The gradients of ``modules_train`` for the bf16 (rows, d) ``dy``, from its S (``slope``), G and ``pairs``:
+    dH = round_bf16((dy W2) S); (dx bf16 (rows, d), dW1 (n, r, d), db1 (n, r), dW2 (n, d, r), db2 (n, d)), n the
+    segment count, the weights' and biases' float32, summed in float32 and not rounded."""
+    _check_rows(x)
+    (n, d), r, count = x.shape, slope.shape[-1], len(rows)
+    if not x.is_contiguous() or sum(rows) != n or min(rows, default=0) < 0 or not fits(r, d):
+        raise ValueError(f"segments of {list(rows)} rows for a contiguous input of {tuple(x.shape)}")
+    for name, t, shape in (("dy", dy, (n, d)), ("slope", slope, (n, r)), ("g", g, (n, r)),
+                           ("pairs", pairs, (count, 2, r * d))):
+        if t.dtype != torch.bfloat16 or tuple(t.shape) != shape or not t.is_contiguous():
+            raise ValueError(f"expected contiguous bf16 {name} of shape {shape}, got {t.dtype} {tuple(t.shape)}")
+    dx = torch.empty(n, d, dtype=torch.bfloat16)
+    dw1, db1 = torch.empty(count, r, d), torch.empty(count, r)
+    dw2, db2 = torch.empty(count, d, r), torch.empty(count, d)
+    if not n:
+        return dx, dw1.zero_(), db1.zero_(), dw2.zero_(), db2.zero_()
+    if _library().xm_modules_train_backward(count, (ctypes.c_int64 * count)(*rows), pairs.data_ptr(), x.data_ptr(),
+                                            slope.data_ptr(), g.data_ptr(), dy.data_ptr(), d, r, dx.data_ptr(),
+                                            _addresses(dw1.unbind()), _addresses(db1.unbind()),
+                                            _addresses(dw2.unbind()), _addresses(db2.unbind())) != 0:
+        raise MemoryError("the modules' training backward could not allocate its scratch")
+    return dx, dw1, db1, dw2, db2
