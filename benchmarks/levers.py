@@ -21,7 +21,7 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   which fills its output with the bias first) and with the bias inside oneDNN's product (``linear``:
   ``use_autocast_linear``), attention as ``dropout_attention`` and in the own kernel (``attention``:
   ``use_native_training_attention``), the products reading autocast's cast of a fused norm's output or the bf16
-  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm``, ``vocab`` and ``modules`` as
+  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm``, ``vocab``, ``wgrad`` and ``modules`` as
   ``TRAIN_LEVERS`` below says.
 """
 
@@ -137,6 +137,8 @@ TRAIN_LEVERS = {
               lambda: kernels.use_native_vocab_projection(False),
               "tied decoder in the own kernel on the float32 weight",
               lambda: kernels.use_native_vocab_projection(True)),
+    "wgrad": ("linears' weight and bias gradients as addmm's backward", lambda: kernels.use_native_weight_grad(False),
+              "linears' weight and bias gradients in the own kernel", lambda: kernels.use_native_weight_grad(True)),
     "modules": ("language modules as autocast's batched matmuls", lambda: kernels.use_native_training_modules(False),
                 "language modules in the own kernel, one call each way",
                 lambda: kernels.use_native_training_modules(True)),

@@ -16,8 +16,9 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   its own pass for an activated one) and the faster kept for that shape and thread count, like
   cudnn.benchmark; oneDNN's split of some shapes between threads leaves a thread idle.
 * bf16 autocast training on CPU (``amp.autocast_linear``): autocast's casts, then the product in oneDNN
-  with the bias added inside it (``addmm`` first fills the output with the bias), backward as ``addmm``'s;
-  the tied decoder (vocabulary x width) on AMX processors in the own kernel (``amp.native_vocab_projection``),
+  with the bias added inside it (``addmm`` first fills the output with the bias), backward as ``addmm``'s
+  (on AMX processors the weight's and bias's gradients in the own kernel, ``native.weight_grad``: summed in
+  float32 and left in float32, where autocast rounds them to bf16); the tied decoder (vocabulary x width) on AMX processors in the own kernel (``amp.native_vocab_projection``),
   which reads the float32 matrix and rounds it to bf16 as it packs it (no cast of the matrix, no cast of its
   gradient back): the same logits and input gradient, the matrix's and bias's gradients summed in float32 and
   not rounded to bf16 (more precise than autocast's).
@@ -98,7 +99,7 @@ The submodules ``linear`` and ``attention`` keep their names here (their entry f
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
-from .amp import use_autocast_linear, use_native_vocab_projection
+from .amp import use_autocast_linear, use_native_vocab_projection, use_native_weight_grad
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
 from .linear import (
@@ -153,6 +154,7 @@ __all__ = [
     "use_native_training_attention",
     "use_native_training_modules",
     "use_native_vocab_projection",
+    "use_native_weight_grad",
     "use_autotune",
     "use_onednn",
     "use_tied_row_gradient",

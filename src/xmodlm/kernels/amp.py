@@ -9,6 +9,13 @@ accumulator inside the kernel; its backward runs the two products and the bias's
 both round once; the tests find the loss and every gradient of an MLM step bit for bit equal. (For a
 non-contiguous input of more than two dimensions ``F.linear`` takes ``matmul`` and adds the bias after
 rounding the product, two roundings where this path rounds once: as F.linear on the contiguous input.)
+
+On processors with AMX the weight's and bias's gradients come from the own kernel (``native.weight_grad``,
+``use_native_weight_grad``): oneDNN ran this product (dY^T X, a sum over the batch's tokens with both operands read
+transposed) at about a third of the ceiling in the training step, then autograd cast its bf16 result back to
+float32 and the bias's gradient took a separate sum. The kernel sums both in float32 and leaves them in float32
+(autocast rounds them to bf16 first): more precise, so they differ from autocast's by up to a bf16 rounding; the
+forward and the input's gradient are unchanged.
 """
 
 from __future__ import annotations
@@ -56,31 +63,60 @@ def autocast_linear_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
             and weight.dtype in _DTYPES and (bias is None or bias.dtype in _DTYPES) and x.dim() >= 2)
 
 
+_WEIGHT_GRAD = {"enabled": True}
+
+
+def use_native_weight_grad(enabled: bool) -> None:
+    """Compute the weight's and bias's gradients of ``autocast_linear`` in the own kernel where it is built (True,
+    the default: float32 sums, not rounded to bf16) or as ``addmm``'s backward (False: bf16, cast back by
+    autograd)."""
+    _WEIGHT_GRAD["enabled"] = bool(enabled)
+
+
+def native_weight_grad_on() -> bool:
+    return _WEIGHT_GRAD["enabled"]
+
+
 class _BiasInProduct(torch.autograd.Function):
-    """``F.linear`` of bf16 operands, the bias added inside oneDNN's product; the backward is ``addmm``'s.
-    Differentiable once: for double backward under autocast call ``use_autocast_linear(False)``."""
+    """``F.linear`` of bf16 operands, the bias added inside oneDNN's product; the backward is ``addmm``'s, or the
+    weight's and bias's gradients from the own kernel (see the module's docstring). The weight and bias come in as
+    they are (float32 parameters) and are rounded to bf16 here, as autocast's cast, so that float32 gradients
+    reach them without a cast; bf16 ones are cast back by autograd. Differentiable once: for double backward under
+    autocast call ``use_autocast_linear(False)``."""
 
     @staticmethod
-    def forward(ctx, x16, w16, b16):
+    def forward(ctx, x16, weight, bias):
+        low = torch.bfloat16
+        w16 = weight.to(low)
         ctx.save_for_backward(x16, w16)
-        ctx.has_bias = b16 is not None
-        return torch.ops.mkldnn._linear_pointwise(x16, w16, b16, "none", [None], "")
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x16, w16, None if bias is None else bias.to(low), "none", [None], "")
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x16, w16 = ctx.saved_tensors
         grad2 = grad.reshape(-1, grad.shape[-1])
+        x2 = x16.reshape(-1, x16.shape[-1])
         grad_x = grad2.mm(w16).view(x16.shape) if ctx.needs_input_grad[0] else None
-        grad_w = grad2.t().mm(x16.reshape(-1, x16.shape[-1])) if ctx.needs_input_grad[1] else None  # (out, in)
-        grad_b = grad2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        want_b = ctx.has_bias and ctx.needs_input_grad[2]
+        if (ctx.needs_input_grad[1] or want_b) and _native_weight_grad(grad2, x2):
+            grad_w, grad_b = native.weight_grad(grad2, x2, bias_grad=want_b)
+            return grad_x, grad_w if ctx.needs_input_grad[1] else None, grad_b
+        grad_w = grad2.t().mm(x2) if ctx.needs_input_grad[1] else None  # (out, in)
+        grad_b = grad2.sum(0) if want_b else None
         return grad_x, grad_w, grad_b
+
+
+def _native_weight_grad(grad2: torch.Tensor, x2: torch.Tensor) -> bool:
+    """The own kernel takes this backward: switched on and built, bf16 operands with contiguous rows, whole tiles."""
+    return (_WEIGHT_GRAD["enabled"] and grad2.dtype == x2.dtype == torch.bfloat16 and grad2.stride(-1) == 1
+            and x2.stride(-1) == 1 and native.fits(grad2.shape[1], x2.shape[1]) and native.available())
 
 
 def autocast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` as bf16 autocast computes it (see the module's docstring)."""
-    low = torch.bfloat16
-    return _BiasInProduct.apply(x.to(low), weight.to(low), None if bias is None else bias.to(low))
+    return _BiasInProduct.apply(x.to(torch.bfloat16), weight, bias)
 
 
 # The vocabulary projection (the tied decoder) in CPU bf16 autocast training through the own kernel

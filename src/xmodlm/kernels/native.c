@@ -845,6 +845,108 @@ int xm_residual_norm_backward(const float *dy, const uint16_t *dy16, const float
     return 0;
 }
 
+/* Training: a linear's weight and bias gradients in bf16 autocast training (xm_weight_grad): dW = dY^T X (N x K) and
+   db = dY's column sums, from bf16 dY (T x N) and X (T x K), summed in float32 over the T rows and left in float32.
+   oneDNN's product for this shape (a sum over the 2,048 tokens of a batch, both operands read transposed) ran at
+   about a third of the ceiling in the training step, its bf16 result then cast back to float32 and db summed by a
+   separate pass. Here X's columns are taken in chunks of WGRAD_CHUNK_BYTES (a chunk stays in L2 while all of dY's
+   columns pass it): each chunk laid out in row pairs (the right operand of the tile products, as pack_pairs) by
+   all threads; then each thread takes whole blocks of 32 of dY's columns, lays the block out transposed (16 x 32
+   tiles along T, by transpose16 of row-pair interleaved slices; summing db's 32 values on the way, at the first
+   chunk) and runs it against the chunk's column pairs, the accumulator tiles stored straight into dW. Every value
+   is summed in an order fixed by T alone: the same bits for any thread count. Requires N % 32 == 0, K % 32 == 0.
+   Returns 0, or -1 if a buffer could not be allocated. */
+#define WGRAD_CHUNK_BYTES (1 << 20)
+
+/* dY's columns [32 nb, 32 nb + 32) transposed into a ([2][t_tiles][16 columns][32 rows] bf16), rows past t zero; their
+   sums over the rows into db[0, 32) unless db is NULL. Each row's 64 bytes lie in a page of their own, where the
+   hardware's prefetcher does not follow: the rows 16 on are fetched ahead. */
+static void weight_grad_columns(const uint16_t *dy, int64_t ldy, int64_t t, int64_t t_tiles, int64_t nb, uint16_t *a,
+                                uint16_t *pairs, float *db) {
+    const uint16_t *column = dy + nb * 32;
+    __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
+    for (int64_t tt = 0; tt < t_tiles; tt++) {
+        for (int64_t p = 0; p < 16; p++) {
+            int64_t r = tt * 32 + 2 * p;
+            const uint16_t *r0 = r < t ? column + r * ldy : NULL, *r1 = r + 1 < t ? column + (r + 1) * ldy : NULL;
+            _mm_prefetch((const char *)(column + (r + 16) * ldy), _MM_HINT_T0);
+            _mm_prefetch((const char *)(column + (r + 17) * ldy), _MM_HINT_T0);
+            interleave_rows(r0, r1, 32, pairs + p * 64);
+            if (db && r0) {
+                low = _mm512_add_ps(low, load_bf16(r0));
+                high = _mm512_add_ps(high, load_bf16(r0 + 16));
+            }
+            if (db && r1) {
+                low = _mm512_add_ps(low, load_bf16(r1));
+                high = _mm512_add_ps(high, load_bf16(r1 + 16));
+            }
+        }
+        transpose16(pairs, 64, 16, a + tt * 512);                 /* columns 0-15 of the block */
+        transpose16(pairs + 32, 64, 16, a + (t_tiles + tt) * 512); /* columns 16-31 */
+    }
+    if (db) {
+        _mm512_storeu_ps(db, low);
+        _mm512_storeu_ps(db + 16, high);
+    }
+}
+
+int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t ldx, int64_t t, int64_t n, int64_t k,
+                   float *dw, float *db) {
+    int64_t padded_t = (t + 31) / 32 * 32, t_tiles = padded_t / 32;
+    int64_t width = WGRAD_CHUNK_BYTES / (padded_t * 2) / 32 * 32;
+    width = width < 32 ? 32 : width > k ? k : width;
+    uint16_t *xp = aligned_alloc(64, padded_t * width * sizeof(uint16_t)); /* [width / 16][t_tiles][16 pairs][16][2] */
+    if (!xp) return -1;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        uint16_t pair[64] __attribute__((aligned(64)));
+        thread_state *st = begin();
+        uint16_t *a = aligned_alloc(64, 32 * padded_t * sizeof(uint16_t));
+        uint16_t *pairs = aligned_alloc(64, 16 * 64 * sizeof(uint16_t)); /* 32 rows of 32 columns in row pairs */
+        failed = !st || !a || !pairs;
+        for (int64_t k0 = 0; k0 < k; k0 += width) {
+            int64_t w = k - k0 < width ? k - k0 : width;
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < padded_t; r += 2) {
+                uint16_t *tile_row = xp + ((r / 32) * 16 + (r % 32) / 2) * 32;
+                for (int64_t j = 0; j < w; j += 32) {
+                    interleave_rows(r < t ? x + r * ldx + k0 + j : NULL, r + 1 < t ? x + (r + 1) * ldx + k0 + j : NULL,
+                                    32, pair);
+                    memcpy(tile_row + (j / 16) * t_tiles * 512, pair, 64);
+                    memcpy(tile_row + (j / 16 + 1) * t_tiles * 512, pair + 32, 64);
+                }
+            }
+            /* (the loop's barrier: the chunk's pairs complete before any product; the one below: all products
+               done before the next chunk overwrites them) */
+#pragma omp for schedule(static)
+            for (int64_t nb = 0; nb < n / 32; nb++) {
+                if (failed) continue;
+                weight_grad_columns(dy, ldy, t, t_tiles, nb, a, pairs, db && k0 == 0 ? db + nb * 32 : NULL);
+                float *out = dw + nb * 32 * k + k0;
+                for (int64_t c = 0; c < w / 32; c++) {
+                    const uint16_t *b0 = xp + 2 * c * t_tiles * 512, *b1 = b0 + t_tiles * 512;
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    for (int64_t tt = 0; tt < t_tiles; tt++)
+                        block_step(a + tt * 512, a + (t_tiles + tt) * 512, 32, b0 + tt * 512, b1 + tt * 512);
+                    _tile_stored(0, out + 32 * c, k * 4);
+                    _tile_stored(1, out + 32 * c + 16, k * 4);
+                    _tile_stored(2, out + 16 * k + 32 * c, k * 4);
+                    _tile_stored(3, out + 16 * k + 32 * c + 16, k * 4);
+                }
+            }
+        }
+        free(a);
+        free(pairs);
+        end(st);
+    }
+    free(xp);
+    return failed ? -1 : 0;
+}
+
 /* Dropout's keep mask (kernels/dropout.py): numpy's SFC64 generator, one stream per chunk of `chunk` draws (a
    multiple of 4) started from the three words states[3c..3c+2] as numpy's SFC64 starts from its seed's words
    (counter 1, then 12 outputs discarded); each 64-bit output gives four 16-bit draws, low half first, and a draw

@@ -125,6 +125,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_attention_train_backward.restype = ctypes.c_int
     _vocab_argtypes(lib, pointer, size)
     _modules_train_argtypes(lib, pointer, size)
+    _weight_grad_argtypes(lib, pointer, size)
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -579,3 +580,30 @@ def modules_train_backward(dy: torch.Tensor, x: torch.Tensor, slope: torch.Tenso
                                             _addresses(dw2.unbind()), _addresses(db2.unbind())) != 0:
         raise MemoryError("the modules' training backward could not allocate its scratch")
     return dx, dw1, db1, dw2, db2
+
+
+# A linear's weight and bias gradients in bf16 autocast training (native.c's xm_weight_grad): float32, not rounded.
+
+def _weight_grad_argtypes(lib, pointer, size) -> None:
+    lib.xm_weight_grad.argtypes = [pointer, size, pointer, size, size, size, size, pointer, pointer]
+    lib.xm_weight_grad.restype = ctypes.c_int
+
+
+def weight_grad(grad: torch.Tensor, x: torch.Tensor, bias_grad: bool = True) -> tuple:
+    """(dW float32 (N, K) = grad^T @ x, db float32 (N,) = grad's column sums, or None) of a linear from the bf16
+    (T, N) output gradient and bf16 (T, K) input (both with contiguous rows; N and K multiples of 32), summed in
+    float32 over T and not rounded: the same bits for any thread count."""
+    _check_rows(grad)
+    _check_rows(x)
+    (t, n), k = grad.shape, x.shape[1]
+    if x.shape[0] != t or not fits(n, k):
+        raise ValueError(f"expected a gradient (T, N) and an input (T, K) with N and K multiples of 32, got "
+                         f"{tuple(grad.shape)} and {tuple(x.shape)}")
+    dw = torch.empty(n, k, dtype=torch.float32)
+    db = torch.empty(n, dtype=torch.float32) if bias_grad else None
+    if not t:
+        return dw.zero_(), None if db is None else db.zero_()
+    if _library().xm_weight_grad(grad.data_ptr(), grad.stride(0), x.data_ptr(), x.stride(0), t, n, k, dw.data_ptr(),
+                                 _address(db)) != 0:
+        raise MemoryError("the weight-gradient kernel could not allocate its scratch")
+    return dw, db

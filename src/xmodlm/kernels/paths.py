@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN, _VOCAB
+from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN, _VOCAB, native_weight_grad_on
 from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
 from .dropout import _ONE_PASS
@@ -54,8 +54,10 @@ def describe_paths() -> dict[str, str]:
             "own kernel, one call each way" + ("; the next products read its bf16 copy" if bf16_twin_on() else "")
             if fused_residual_norm_on() and native.available()
             else "torch's ops (own kernel " + ("switched off)" if native.available() else "not built)")),
-        "linears in bf16 autocast training (CPU)": ("bias inside oneDNN's product" if _AUTOCAST_LINEAR["enabled"]
-                                                    and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
+        "linears in bf16 autocast training (CPU)": (
+            ("bias inside oneDNN's product" + ("; weight and bias gradients in the own AMX kernel (float32)"
+                                               if native_weight_grad_on() and native.available() else ""))
+            if _AUTOCAST_LINEAR["enabled"] and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
         "tied decoder in bf16 autocast training (CPU)": (
             "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
             if _VOCAB["enabled"] and native.available() else "as the other linears (autocast's casts of the matrix)"),
