@@ -901,8 +901,11 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
 #pragma omp parallel reduction(| : failed)
     {
         uint16_t pair[64] __attribute__((aligned(64)));
+        /* the thread's blocks of dY's columns, laid out at the first chunk and kept for the others (one block's
+           room where there is one chunk); the static schedule gives a thread the same blocks at every chunk */
+        int threads = omp_get_num_threads(), blocks = k > width ? (n / 32 + threads - 1) / threads : 1;
         thread_state *st = begin();
-        uint16_t *a = aligned_alloc(64, 32 * padded_t * sizeof(uint16_t));
+        uint16_t *a = aligned_alloc(64, blocks * 32 * padded_t * sizeof(uint16_t));
         uint16_t *pairs = aligned_alloc(64, 16 * 64 * sizeof(uint16_t)); /* 32 rows of 32 columns in row pairs */
         failed = !st || !a || !pairs;
         for (int64_t k0 = 0; k0 < k; k0 += width) {
@@ -919,10 +922,13 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
             }
             /* (the loop's barrier: the chunk's pairs complete before any product; the one below: all products
                done before the next chunk overwrites them) */
+            int64_t mine = 0; /* the thread's blocks so far in this chunk */
 #pragma omp for schedule(static)
             for (int64_t nb = 0; nb < n / 32; nb++) {
                 if (failed) continue;
-                weight_grad_columns(dy, ldy, t, t_tiles, nb, a, pairs, db && k0 == 0 ? db + nb * 32 : NULL);
+                uint16_t *ab = a + (blocks > 1 ? mine++ : 0) * 32 * padded_t;
+                if (blocks == 1 || k0 == 0)
+                    weight_grad_columns(dy, ldy, t, t_tiles, nb, ab, pairs, db && k0 == 0 ? db + nb * 32 : NULL);
                 float *out = dw + nb * 32 * k + k0;
                 for (int64_t c = 0; c < w / 32; c++) {
                     const uint16_t *b0 = xp + 2 * c * t_tiles * 512, *b1 = b0 + t_tiles * 512;
@@ -931,7 +937,7 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
                     _tile_zero(2);
                     _tile_zero(3);
                     for (int64_t tt = 0; tt < t_tiles; tt++)
-                        block_step(a + tt * 512, a + (t_tiles + tt) * 512, 32, b0 + tt * 512, b1 + tt * 512);
+                        block_step(ab + tt * 512, ab + (t_tiles + tt) * 512, 32, b0 + tt * 512, b1 + tt * 512);
                     _tile_stored(0, out + 32 * c, k * 4);
                     _tile_stored(1, out + 32 * c + 16, k * 4);
                     _tile_stored(2, out + 16 * k + 32 * c, k * 4);
