@@ -99,19 +99,21 @@ class _BiasInProduct(torch.autograd.Function):
         grad2 = grad.reshape(-1, grad.shape[-1])
         x2 = x16.reshape(-1, x16.shape[-1])
         grad_x = grad2.mm(w16).view(x16.shape) if ctx.needs_input_grad[0] else None
-        want_b = ctx.has_bias and ctx.needs_input_grad[2]
-        if (ctx.needs_input_grad[1] or want_b) and _native_weight_grad(grad2, x2):
-            grad_w, grad_b = native.weight_grad(grad2, x2, bias_grad=want_b)
-            return grad_x, grad_w if ctx.needs_input_grad[1] else None, grad_b
-        grad_w = grad2.t().mm(x2) if ctx.needs_input_grad[1] else None  # (out, in)
-        grad_b = grad2.sum(0) if want_b else None
+        grad_w, grad_b = parameter_grads(grad2, x2, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
         return grad_x, grad_w, grad_b
 
 
-def _native_weight_grad(grad2: torch.Tensor, x2: torch.Tensor) -> bool:
-    """The own kernel takes this backward: switched on and built, bf16 operands with contiguous rows, whole tiles."""
-    return (_WEIGHT_GRAD["enabled"] and grad2.dtype == x2.dtype == torch.bfloat16 and grad2.stride(-1) == 1
-            and x2.stride(-1) == 1 and native.fits(grad2.shape[1], x2.shape[1]) and native.available())
+def parameter_grads(grad2: torch.Tensor, x2: torch.Tensor, weight: bool, bias: bool) -> tuple:
+    """(dW, db) of a linear under bf16 autocast from its 2-d bf16 output gradient and input (None where not
+    asked): float32 from the own kernel where it is switched on and applies (bf16 operands with contiguous rows,
+    widths in whole tiles), else ``addmm``'s backward's bf16 (autograd casts them to a float32 parameter's dtype)."""
+    if not (weight or bias):
+        return None, None
+    if (_WEIGHT_GRAD["enabled"] and grad2.dtype == x2.dtype == torch.bfloat16 and grad2.stride(-1) == 1
+            and x2.stride(-1) == 1 and native.fits(grad2.shape[1], x2.shape[1]) and native.available()):
+        grad_w, grad_b = native.weight_grad(grad2, x2, bias_grad=bias)
+        return grad_w if weight else None, grad_b
+    return grad2.t().mm(x2) if weight else None, grad2.sum(0) if bias else None  # (out, in)
 
 
 def autocast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
