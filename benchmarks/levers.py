@@ -136,6 +136,8 @@ TRAIN_LEVERS = {
               lambda: kernels.use_native_vocab_projection(False),
               "tied decoder in the own kernel on the float32 weight",
               lambda: kernels.use_native_vocab_projection(True)),
+    "gelu": ("feed-forward GELU as torch's gelu and gelu_backward", lambda: kernels.use_fused_training_gelu(False),
+             "feed-forward GELU inside the own kernel's products", lambda: kernels.use_fused_training_gelu(True)),
 }
 
 

@@ -1136,6 +1136,216 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
     return failed ? -1 : 0;
 }
 
+/* Training: the feed-forward's GELU inside its products in bf16 autocast training (xm_ffn_forward,
+   xm_ffn_input_grad), so that neither GELU nor its derivative is a pass of its own over the 2,048 x 1,024
+   activations:
+
+     H  = round_bf16(x @ W16^T + b16)      G = round_bf16(gelu(x @ W16^T + b16))   (both from one float32 sum)
+     dH = round_bf16((dY @ W2_16) * gelu'(H))                                     (dG kept in float32)
+
+   W (n x k) and W2 (k x n, the next product's weight) are float32 parameters, rounded to bf16 as they are packed
+   (xm_pack_float, xm_pack_float_transposed: round to nearest even, as autocast's cast). The epilogues run on the
+   float32 accumulators, a block's epilogue in pieces between the next block's tile products (as products()).
+   Each output is one thread's whole sum over k, so the bits do not depend on the thread count; the threads split
+   the rows in 32-row blocks. Requires n % 32 == 0 and k % 32 == 0, any row count. */
+
+/* 32 bf16 values from 16 float32 values of each of two rows, interleaved (a0 b0 a1 b1 ...): one 64-byte row of a
+   packed tile. */
+static inline __m512i ffn_pair_row(const float *a, const float *b) {
+    __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a)));
+    __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(b)));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* W (n x k float32, row-major) rounded to bf16 into xm_pack's tiles of W (out[n * k]) and, unless copy is NULL, the
+   rounded W row-major (what the backward's product with W reads): one read of W for both. */
+void xm_pack_float(const float *w, uint16_t *out, uint16_t *copy, int64_t n, int64_t k) {
+    int64_t k_tiles = k / 32;
+#pragma omp parallel for
+    for (int64_t nt = 0; nt < n / 16; nt++) {
+        uint16_t rows[16 * 32] __attribute__((aligned(64)));
+        for (int64_t kt = 0; kt < k_tiles; kt++) {
+            for (int i = 0; i < 16; i++) {
+                const float *p = w + (nt * 16 + i) * k + 32 * kt;
+                __m512i line = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+                _mm512_store_si512((__m512i *)(rows + 32 * i), line);
+                if (copy) _mm512_storeu_si512((void *)(copy + (nt * 16 + i) * k + 32 * kt), line);
+            }
+            transpose16(rows, 32, 16, out + (nt * k_tiles + kt) * 512);
+        }
+    }
+}
+
+/* W2 (k x n float32, row-major) rounded to bf16 as the right operand of a product summing over its k rows
+   (x @ W2, x with k columns): xm_pack's tiles of W2^T (n x k), each tile row two of W2's rows interleaved. */
+void xm_pack_float_transposed(const float *w, uint16_t *out, int64_t k, int64_t n) {
+    int64_t k_tiles = k / 32;
+#pragma omp parallel for
+    for (int64_t nt = 0; nt < n / 16; nt++)
+        for (int64_t kt = 0; kt < k_tiles; kt++)
+            for (int64_t p = 0; p < 16; p++) {
+                const float *a = w + (32 * kt + 2 * p) * n + 16 * nt;
+                _mm512_storeu_si512((void *)(out + (nt * k_tiles + kt) * 512 + 32 * p), ffn_pair_row(a, a + n));
+            }
+}
+
+/* exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2), the product's rounding error carried: hi = x^2 c rounded, lo its error
+   (exact by FMA) plus x^2 times c's own error, and 2^(-hi - lo) = 2^-hi (1 - lo ln 2) (|lo| < 2e-5). x^2 is exact
+   for bf16 x, so the relative error stays near float32's where x^2 c alone would lose up to 1e-5 at |x| = 10. */
+static inline __m512 ffn_gaussian(__m512 x) {
+    const __m512 c = _mm512_set1_ps(0.72134752f), c_error = _mm512_set1_ps(9.6298149e-09f);
+    __m512 x2 = _mm512_mul_ps(x, x);
+    __m512 hi = _mm512_mul_ps(x2, c);
+    __m512 lo = _mm512_fmadd_ps(x2, c_error, _mm512_fmsub_ps(x2, c, hi));
+    __m512 power = exp2_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), hi));
+    return _mm512_mul_ps(power, _mm512_fnmadd_ps(lo, _mm512_set1_ps(0.69314718f), _mm512_set1_ps(1.0f)));
+}
+
+/* GELU's derivative Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi), Phi from gelu_erf's pieces:
+   Phi(-|x|) = t 2^q(t) exp(-x^2 / 2), the same t and q, the Gaussian shared with phi (q lies in [-2.83, -1], where
+   exp2_nonpositive holds). */
+static inline __m512 gelu_erf_derivative(__m512 x) {
+    static const float c[8] = {-2.82574391e+00f, 1.44142103e+00f,  5.63391089e-01f, -4.05583344e-02f,
+                               4.73118454e-01f,  -1.41001344e+00f, 1.06465852e+00f, -2.66274333e-01f};
+    __m512 d = _mm512_fmadd_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.35355339f), _mm512_set1_ps(1.0f));
+    __m512 t = _mm512_rcp14_ps(d);
+    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));
+    __m512 q = _mm512_set1_ps(c[7]);
+    for (int i = 6; i >= 0; i--) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c[i]));
+    __m512 g = ffn_gaussian(x);
+    __m512 tail = _mm512_mul_ps(_mm512_mul_ps(t, exp2_nonpositive(q)), g);
+    __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 cdf = _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), tail), tail);
+    return _mm512_fmadd_ps(_mm512_mul_ps(x, g), _mm512_set1_ps(0.39894228f), cdf);
+}
+
+/* A finished block's epilogue for these products (as pending_block for products()): the forward (h NULL) writes
+   H = acc + bias and G = gelu(acc + bias); the backward (h set) writes dH = acc * gelu'(h). */
+typedef struct {
+    const float *acc;                        /* its 32 x 32 float32 accumulators, 32 per row */
+    int64_t row, col, units, next;           /* first output row and column; 2 x its rows; progress */
+    const float *bias;                       /* forward: float32 (values already bf16), or NULL */
+    const uint16_t *h;                       /* backward: the saved pre-activation H, row stride ld */
+    uint16_t *out, *gelu;                    /* H (forward) or dH (backward); G (forward) */
+    int64_t ld;                              /* row stride of out, gelu and h */
+} ffn_pending;
+
+static inline void ffn_drain(ffn_pending *p, int64_t units) {
+    int64_t end = p->next + units < p->units ? p->next + units : p->units;
+    for (int64_t u = p->next; u < end; u++) {
+        int64_t i = u >> 1, at = (p->row + i) * p->ld + p->col + 16 * (u & 1);
+        __m512 v = _mm512_load_ps(p->acc + i * 32 + 16 * (u & 1));
+        if (p->h) {
+            v = _mm512_mul_ps(v, gelu_erf_derivative(load_bf16(p->h + at)));
+        } else {
+            if (p->bias) v = _mm512_add_ps(v, _mm512_loadu_ps(p->bias + p->col + 16 * (u & 1)));
+            _mm256_storeu_si256((__m256i *)(p->gelu + at), (__m256i)_mm512_cvtneps_pbh(gelu_erf(v)));
+        }
+        _mm256_storeu_si256((__m256i *)(p->out + at), (__m256i)_mm512_cvtneps_pbh(v));
+    }
+    p->next = end;
+}
+
+/* block() with this section's epilogue: rows [a, a + 32) against the packed columns w0, w1 over the whole k, into
+   acc; `per_step` units of the previous block's epilogue between the steps over k; the next weights prefetched. */
+static inline void ffn_block(const uint16_t *a, int64_t lda, const uint16_t *w0, const uint16_t *w1, int64_t k_tiles,
+                             float *acc, ffn_pending *previous, int64_t per_step, const char *ahead, int64_t lines) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *a1 = a + 16 * lda;
+    for (int64_t kt = 0; kt < k_tiles; kt++) {
+        block_step(a + kt * 32, a1 + kt * 32, lda, w0 + kt * 512, w1 + kt * 512);
+        ffn_drain(previous, per_step);
+        for (int64_t i = 0; i < lines; i++) _mm_prefetch(ahead + (kt * lines + i) * 64, _MM_HINT_T1);
+    }
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 512, 128);
+    _tile_stored(3, acc + 528, 128);
+}
+
+/* products() for this section: rows [row_from, row_to) x all n columns of a @ W^T (W packed, K = k), 32 x 32 blocks,
+   the epilogue `shape` (bias, h, out, gelu, ld) given each block; the last block's epilogue stays pending. Returns
+   -1 if the padded buffer could not be allocated. */
+static int ffn_products(thread_state *st, ffn_pending *pending, ffn_pending shape, const uint16_t *w,
+                        const uint16_t *a, int64_t lda, int64_t row_from, int64_t row_to, int64_t n, int64_t k) {
+    int64_t k_tiles = k / 32, per_step = (64 + k_tiles - 1) / k_tiles, blocks = (row_to - row_from + 31) / 32;
+    int64_t lines = (32 + blocks - 1) / blocks;
+    for (int64_t c = 0; c < n / 32; c++) {
+        const uint16_t *w0 = w + 2 * c * k_tiles * 512, *w1 = w0 + k_tiles * 512;
+        const char *next = (const char *)(c + 1 < n / 32 ? w1 + k_tiles * 512 : w);
+        for (int64_t row = row_from; row < row_to; row += 32) {
+            const char *ahead = next + (row - row_from) / 32 * k_tiles * lines * 64;
+            int64_t valid = row_to - row < 32 ? row_to - row : 32;
+            const uint16_t *rows = a + row * lda;
+            int64_t stride = lda;
+            if (valid < 32) {
+                if (st->padded_k < k) {
+                    free(st->padded);
+                    st->padded_k = (st->padded = malloc(32 * k * sizeof(uint16_t))) ? k : 0;
+                    if (!st->padded) return -1;
+                }
+                for (int64_t i = 0; i < 32; i++) {
+                    if (i < valid) memcpy(st->padded + i * k, a + (row + i) * lda, k * sizeof(uint16_t));
+                    else memset(st->padded + i * k, 0, k * sizeof(uint16_t));
+                }
+                rows = st->padded;
+                stride = k;
+            }
+            ffn_block(rows, stride, w0, w1, k_tiles, st->acc[st->current], pending, per_step, ahead, lines);
+            ffn_drain(pending, 64);
+            *pending = shape;
+            pending->acc = st->acc[st->current];
+            pending->row = row;
+            pending->col = 32 * c;
+            pending->units = 2 * valid;
+            pending->next = 0;
+            st->current ^= 1;
+        }
+    }
+    return 0;
+}
+
+/* The rows split between the threads (own_rows, in 32-row blocks), each thread's in chunks of ROW_CHUNK. */
+static int ffn_run(ffn_pending shape, const uint16_t *w, const uint16_t *a, int64_t lda, int64_t rows, int64_t n,
+                   int64_t k) {
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        thread_state *st = begin();
+        ffn_pending pending = {.units = 0, .next = 0};
+        int64_t from, to;
+        own_rows(&rows, 1, 0, 1, &from, &to);
+        failed = !st;
+        for (int64_t chunk = from; chunk < to && !failed; chunk += ROW_CHUNK)
+            failed = ffn_products(st, &pending, shape, w, a, lda, chunk, chunk + ROW_CHUNK < to ? chunk + ROW_CHUNK : to,
+                                  n, k) != 0;
+        ffn_drain(&pending, 64);
+        end(st);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The feed-forward input's forward: h = round_bf16(x @ W^T + bias), g = round_bf16(gelu(x @ W^T + bias)) from the
+   same float32 values (x: rows x k bf16, row stride ldx; W packed by xm_pack_float; bias float32 or NULL; h and g
+   rows x n, contiguous). Returns 0, or -1 if a buffer could not be allocated. */
+int xm_ffn_forward(const uint16_t *x, int64_t ldx, const uint16_t *w, const float *bias, int64_t rows, int64_t n,
+                   int64_t k, uint16_t *h, uint16_t *g) {
+    ffn_pending shape = {.bias = bias, .h = NULL, .out = h, .gelu = g, .ld = n};
+    return ffn_run(shape, w, x, ldx, rows, n, k);
+}
+
+/* The feed-forward output's input gradient through the GELU: dh = round_bf16((dy @ W2) * gelu'(h)), the product
+   in float32 (dy: rows x k bf16, row stride ldy; W2 packed by xm_pack_float_transposed, k x n; h and dh rows x n,
+   contiguous). Returns 0, or -1 if a buffer could not be allocated. */
+int xm_ffn_input_grad(const uint16_t *dy, int64_t ldy, const uint16_t *w, const uint16_t *h, int64_t rows, int64_t n,
+                      int64_t k, uint16_t *dh) {
+    ffn_pending shape = {.bias = NULL, .h = h, .out = dh, .gelu = NULL, .ld = n};
+    return ffn_run(shape, w, dy, ldy, rows, n, k);
+}
+
 /* Training: the vocabulary projection in bf16 autocast training (xm_vocab_forward, xm_vocab_backward), reading
    the float32 weight W (v x d) directly, each value rounded to bf16 (round to nearest even, as autocast's cast) as
    it is packed, so that no bf16 copy of W is made:
