@@ -99,8 +99,8 @@ def test_forward_against_float64(rows, n, k):
 @pytest.mark.parametrize("rows,n,k", [(2048, 1024, 256), (77, 64, 96), (1, 32, 32), (300, 96, 64)])
 def test_input_gradient_against_float64(rows, n, k):
     """dH = (dY @ W2) gelu'(H) within one bf16 rounding of float64 (relative 2^-8), plus float32 summation's error
-    (1e-5 of the terms' magnitudes) carried by gelu' (at most 1.13), plus 1e-6 of |dY @ W2| (the derivative's
-    absolute error, where gelu' crosses zero near H = -0.75)."""
+    (1e-5 of the terms' magnitudes) carried by gelu' (at most 1.13), plus 1e-7 of |dY @ W2| (gelu' is float64's
+    rounded to float32, from a table); below 1e-36 flushed."""
     x, weight, bias = operands(rows, n, k, seed=2)
     h, _ = native.ffn_forward(x, native.pack_float(weight)[0], bias.bfloat16().float(), n)
     g = torch.Generator().manual_seed(3)
@@ -112,7 +112,7 @@ def test_input_gradient_against_float64(rows, n, k):
     want = dg * slope
     assert dh.shape == (rows, n) and dh.dtype == torch.bfloat16
     error = (dh.double() - want).abs()
-    assert bool((error <= U * want.abs() + 1.13 * 1e-5 * scale + 1e-6 * dg.abs() + TINY).all())
+    assert bool((error <= U * want.abs() + 1.13 * 1e-5 * scale + 1e-7 * dg.abs() + TINY).all())
     assert (dh != want.bfloat16()).double().mean() < 0.03
     if rows > 3:
         assert bool(((h.double() < -16) & (dh == 0)).any()) and bool((h.double().abs() < 1e-2).any())

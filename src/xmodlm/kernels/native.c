@@ -1204,31 +1204,42 @@ typedef struct {
     int64_t ld;                              /* row stride of out, gelu and h */
 } ffn_pending;
 
-/* 16 bf16 values to dst; with `streaming` by a non-temporal store where dst is 32-byte aligned: for H, read only in
-   the backward, 4 MB at the step's shape, which then goes to memory without being read first (a plain store's read
-   for ownership doubles the traffic; the two halves of a 64-byte line are written one after the other, so the line
-   leaves whole). G and dH, read by the next product at once, stay in the caches. */
-static inline void ffn_store(uint16_t *dst, __m512 v, int streaming) {
-    __m256i half = (__m256i)_mm512_cvtneps_pbh(v);
-    if (streaming && ((uintptr_t)dst & 31) == 0) _mm256_stream_si256((__m256i *)dst, half);
-    else _mm256_storeu_si256((__m256i *)dst, half);
+/* 32 bf16 values (lo, then hi) to dst, one 64-byte line; with `streaming` by a non-temporal store where the line is
+   aligned: for H and dH, 4 MB each at the step's shape and not read again soon, which then go to memory without
+   being read first (a plain store's read for ownership doubles the traffic). G, read by the next product at once,
+   stays in the caches. */
+static inline void ffn_store(uint16_t *dst, __m512 lo, __m512 hi, int streaming) {
+    __m512i line = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    if (streaming && ((uintptr_t)dst & 63) == 0) _mm512_stream_si512((__m512i *)dst, line);
+    else _mm512_storeu_si512((void *)dst, line);
 }
 
+/* gelu'(h) for 16 bf16 values at h: the table's entries by their bits. */
+static inline __m512 ffn_slope(const uint16_t *h, const float *slope) {
+    __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)h));
+    return _mm512_i32gather_ps(bits, slope, 4);
+}
+
+/* Whole rows of the block (32 outputs, both units of a row) at a time: `units` rounded up to even. */
 static inline void ffn_drain(ffn_pending *p, int64_t units) {
     int64_t end = p->next + units < p->units ? p->next + units : p->units;
-    for (int64_t u = p->next; u < end; u++) {
-        int64_t i = u >> 1, at = (p->row + i) * p->ld + p->col + 16 * (u & 1);
-        __m512 v = _mm512_load_ps(p->acc + i * 32 + 16 * (u & 1));
+    for (int64_t u = p->next; u < end; u += 2) {
+        int64_t i = u >> 1, at = (p->row + i) * p->ld + p->col;
+        __m512 lo = _mm512_load_ps(p->acc + i * 32), hi = _mm512_load_ps(p->acc + i * 32 + 16);
         if (p->h) {
-            __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p->h + at)));
-            v = _mm512_mul_ps(v, _mm512_i32gather_ps(bits, p->slope, 4));
+            lo = _mm512_mul_ps(lo, ffn_slope(p->h + at, p->slope));
+            hi = _mm512_mul_ps(hi, ffn_slope(p->h + at + 16, p->slope));
         } else {
-            if (p->bias) v = _mm512_add_ps(v, _mm512_loadu_ps(p->bias + p->col + 16 * (u & 1)));
-            ffn_store(p->gelu + at, gelu_erf(v), 0);
+            if (p->bias) {
+                lo = _mm512_add_ps(lo, _mm512_loadu_ps(p->bias + p->col));
+                hi = _mm512_add_ps(hi, _mm512_loadu_ps(p->bias + p->col + 16));
+            }
+            ffn_store(p->gelu + at, gelu_erf(lo), gelu_erf(hi), 0);
         }
-        ffn_store(p->out + at, v, 1);
+        ffn_store(p->out + at, lo, hi, 1);
     }
-    p->next = end;
+    p->next = end > p->next ? (end + 1) & ~(int64_t)1 : p->next;
+    if (p->next > p->units) p->next = p->units;
 }
 
 /* block() with this section's epilogue: rows [a, a + 32) against the packed columns w0, w1 over the whole k, into
