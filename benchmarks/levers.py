@@ -21,8 +21,9 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   which fills its output with the bias first) and with the bias inside oneDNN's product (``linear``:
   ``use_autocast_linear``), attention as ``dropout_attention`` and in the own kernel (``attention``:
   ``use_native_training_attention``), the products reading autocast's cast of a fused norm's output or the bf16
-  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm`` and ``vocab`` as
-  ``TRAIN_LEVERS`` below says.
+  copy the norm's kernel writes (``twin``: ``use_bf16_twin``), the feed-forward's GELU between oneDNN's products
+  and inside the own kernel's (``gelu``: ``use_fused_training_gelu``); ``native``, ``mask``, ``norm`` and ``vocab``
+  as ``TRAIN_LEVERS`` below says.
 """
 
 from __future__ import annotations

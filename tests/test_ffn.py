@@ -67,6 +67,18 @@ def test_packings_are_torchs_cast_in_the_tile_layout(n, k):
     assert torch.equal(native.pack_float_transposed(w2), native.pack(w2.t().to(torch.bfloat16)))
 
 
+def test_slope_table_is_float64_rounded_once():
+    """The backward's gelu' table: every bf16 value's derivative in float64, rounded once to float32; 1 and 0 at
+    +inf and -inf, NaN at NaN."""
+    table = native.gelu_slopes()
+    x = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16).double()
+    finite = x.isfinite()
+    assert table.dtype == torch.float32 and table.shape == (65536,)
+    assert torch.equal(table[finite], gelu_derivative64(x[finite]).float())
+    assert table[0x7F80].item() == 1.0 and table[0xFF80].item() == 0.0 and table[0x7FC0].isnan()
+    assert native.gelu_slopes() is table  # made once
+
+
 def sums64(x, w16):
     """float64 x @ w16^T and the sums of the terms' magnitudes (the scale of float32 summation's error)."""
     return x.double() @ w16.double().t(), x.double().abs() @ w16.double().abs().t()

@@ -2,7 +2,9 @@
 the language modules' two products in one call, LayerNorm, attention; in bf16 autocast training the masked-LM
 cross-entropy with its gradient (``cross_entropy``), LayerNorm(dropout(h) + residual) with its backward
 (``residual_norm``), softmax attention with its backward (``training_attention``) and the tied vocabulary
-projection on the float32 weight (``vocab_forward``, ``vocab_backward``); Dropout's keep mask (``keep_mask``).
+projection on the float32 weight (``vocab_forward``, ``vocab_backward``), the feed-forward's products with GELU
+and its derivative in their epilogues (``ffn_forward``, ``ffn_input_grad``, on weights packed from float32 by
+``pack_float``, ``pack_float_transposed``); Dropout's keep mask (``keep_mask``).
 Built on first
 use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
