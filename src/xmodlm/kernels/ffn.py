@@ -2,15 +2,20 @@
 ``xm_ffn_forward``, ``xm_ffn_input_grad``).
 
 Under autocast the feed-forward runs its input's product (H, bf16), torch's ``gelu`` on H (G), the output's product
-on G; backward the output's product dG = dY W_out, torch's ``gelu_backward(dG, H)``, the input's products: GELU's two
-passes over the rows x intermediate activations are memory and erf bound (about 1.3-1.5 ms a layer each way on two
-threads at 2,048 x 1,024), and a GELU kernel of its own does not make them cheaper (round 7). Here they go into the
-products' epilogues, on the float32 accumulators:
+on G; backward the output's product dG = dY W_out, torch's ``gelu_backward(dG, H)``, the input's products. On one
+core at the MLM step's shape (2,048 x 1,024) torch's gelu took 0.9 ms and gelu_backward 2.6-3.0, each a pass
+that reads and writes 4 MB arrays, and a GELU kernel of its own did not make the step faster (round 7). Here GELU
+goes into the products' epilogues, on the float32 accumulators:
 
 * the input's product in the own kernel writes both H = x W_in^T + b_in and G = gelu(x W_in^T + b_in), each rounded
   once to bf16 (W_in and b_in rounded to bf16 as autocast casts them, W_in as it is packed);
 * the output's input gradient in the own kernel: dH = (dY W_out) gelu'(H), dY W_out in float32 (not rounded to bf16
-  before the multiplication, as torch's dG is: more precise), then one rounding.
+  before the multiplication, as torch's dG is: more precise), gelu'(H) float64's rounded to float32 (a table of
+  every bf16 value, ``native.gelu_slopes``), then one rounding.
+
+Two passes over 4 MB arrays each way fewer (one core: the feed-forward alone 1.00-1.12x, the MLM step 1.02-1.04x,
+docs/results/amx-perf/round8). Both kernels are bound by memory traffic on one core (H and dH stored non-temporally,
+H's lines prefetched in the backward), the forward's epilogue also by the erf's vector work.
 
 Everything else is as ``amp.autocast_linear``'s: the output's forward in oneDNN on G, dW_out = dY^T G, db_out, the
 input's dX = dH W_in, dW_in = dH^T x, db_in in torch's bf16 products and sums, the weights' and biases' gradients
