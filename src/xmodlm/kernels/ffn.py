@@ -13,9 +13,11 @@ goes into the products' epilogues, on the float32 accumulators:
   before the multiplication, as torch's dG is: more precise), gelu'(H) float64's rounded to float32 (a table of
   every bf16 value, ``native.gelu_slopes``), then one rounding.
 
-Two passes over 4 MB arrays each way fewer (one core: the feed-forward alone 1.00-1.12x, the MLM step 1.02-1.04x,
-docs/results/amx-perf/round8). Both kernels are bound by memory traffic on one core (H and dH stored non-temporally,
-H's lines prefetched in the backward), the forward's epilogue also by the erf's vector work.
+Two passes over 4 MB arrays each way fewer; on one core of a shared 2-core Xeon (docs/results/amx-perf/round8) the
+feed-forward alone 1.00-1.14x, the MLM step 0.99-1.04x (six runs of 9 steps, within the machine's noise): in the
+step both kernels wait on memory (H and dH are stored non-temporally, H's lines prefetched in the backward; there
+the kernels take 2.0-2.5 and 2.5-3.1 ms, alone 1.6 and 1.5), and the forward's epilogue is bound by the erf's
+vector work besides.
 
 Everything else is as ``amp.autocast_linear``'s: the output's forward in oneDNN on G, dW_out = dY^T G, db_out, the
 input's dX = dH W_in, dW_in = dH^T x, db_in in torch's bf16 products and sums, the weights' and biases' gradients
