@@ -1244,6 +1244,224 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
     return failed ? -1 : 0;
 }
 
+/* Training: the feed-forward's GELU inside its products in bf16 autocast training (xm_ffn_forward,
+   xm_ffn_input_grad), so that neither GELU nor its derivative is a pass of its own over the 2,048 x 1,024
+   activations:
+
+     H  = round_bf16(x @ W16^T + b16)      G = round_bf16(gelu(x @ W16^T + b16))   (both from one float32 sum)
+     dH = round_bf16((dY @ W2_16) * gelu'(H))       (dG kept in float32; gelu'(H) from a table of float64 values)
+
+   W (n x k) and W2 (k x n, the next product's weight) are float32 parameters, rounded to bf16 as they are packed
+   (xm_pack_float, xm_pack_float_transposed: round to nearest even, as autocast's cast). The epilogues run on the
+   float32 accumulators, a block's epilogue in pieces between the next block's tile products (as products()).
+   Each output is one thread's whole sum over k, so the bits do not depend on the thread count; the threads split
+   the rows in 32-row blocks. Requires n % 32 == 0 and k % 32 == 0, any row count. */
+
+/* 32 bf16 values from 16 float32 values of each of two rows, interleaved (a0 b0 a1 b1 ...): one 64-byte row of a
+   packed tile. */
+static inline __m512i ffn_pair_row(const float *a, const float *b) {
+    __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a)));
+    __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(b)));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* W (n x k float32, row-major) rounded to bf16 into xm_pack's tiles of W (out[n * k]) and, unless copy is NULL, the
+   rounded W row-major (what the backward's product with W reads): one read of W for both. */
+void xm_pack_float(const float *w, uint16_t *out, uint16_t *copy, int64_t n, int64_t k) {
+    int64_t k_tiles = k / 32;
+#pragma omp parallel for
+    for (int64_t nt = 0; nt < n / 16; nt++) {
+        uint16_t rows[16 * 32] __attribute__((aligned(64)));
+        for (int64_t kt = 0; kt < k_tiles; kt++) {
+            for (int i = 0; i < 16; i++) {
+                const float *p = w + (nt * 16 + i) * k + 32 * kt;
+                __m512i line = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+                _mm512_store_si512((__m512i *)(rows + 32 * i), line);
+                if (copy) _mm512_storeu_si512((void *)(copy + (nt * 16 + i) * k + 32 * kt), line);
+            }
+            transpose16(rows, 32, 16, out + (nt * k_tiles + kt) * 512);
+        }
+    }
+}
+
+/* W2 (k x n float32, row-major) rounded to bf16 as the right operand of a product summing over its k rows
+   (x @ W2, x with k columns): xm_pack's tiles of W2^T (n x k), each tile row two of W2's rows interleaved. */
+void xm_pack_float_transposed(const float *w, uint16_t *out, int64_t k, int64_t n) {
+    int64_t k_tiles = k / 32;
+#pragma omp parallel for
+    for (int64_t nt = 0; nt < n / 16; nt++)
+        for (int64_t kt = 0; kt < k_tiles; kt++)
+            for (int64_t p = 0; p < 16; p++) {
+                const float *a = w + (32 * kt + 2 * p) * n + 16 * nt;
+                _mm512_storeu_si512((void *)(out + (nt * k_tiles + kt) * 512 + 32 * p), ffn_pair_row(a, a + n));
+            }
+}
+
+/* A finished block's epilogue for these products (as pending_block for products()): the forward (h NULL) writes
+   H = acc + bias and G = gelu(acc + bias); the backward (h set) writes dH = acc * gelu'(h), gelu'(h) looked up in
+   `slope` by h's 16 bits (a float32 table of all 65,536 bf16 values, the values met in training a few KB of it, in
+   L1): one gather where computing Phi(h) + h phi(h) took an erf and an exponential, which made the epilogue
+   slower than the tile products it runs between (3.8 ms against 1.2 for 2,048 x 1,024 outputs on one core). */
+typedef struct {
+    const float *acc;                        /* its 32 x 32 float32 accumulators, 32 per row */
+    int64_t row, col, units, next;           /* first output row and column; 2 x its rows; progress */
+    const float *bias;                       /* forward: float32 (values already bf16), or NULL */
+    const uint16_t *h;                       /* backward: the saved pre-activation H, row stride ld */
+    const float *slope;                      /* backward: gelu' of each bf16 value, by its bits */
+    uint16_t *out, *gelu;                    /* H (forward) or dH (backward); G (forward) */
+    int64_t ld;                              /* row stride of out, gelu and h */
+} ffn_pending;
+
+/* 32 bf16 values (lo, then hi) to dst, one 64-byte line; with `streaming` by a non-temporal store where the line is
+   aligned: for H and dH, 4 MB each at the step's shape and not read again soon, which then go to memory without
+   being read first (a plain store's read for ownership doubles the traffic). G, read by the next product at once,
+   stays in the caches. */
+static inline void ffn_store(uint16_t *dst, __m512 lo, __m512 hi, int streaming) {
+    __m512i line = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    if (streaming && ((uintptr_t)dst & 63) == 0) _mm512_stream_si512((__m512i *)dst, line);
+    else _mm512_storeu_si512((void *)dst, line);
+}
+
+/* gelu'(h) for 16 bf16 values at h: the table's entries by their bits. */
+static inline __m512 ffn_slope(const uint16_t *h, const float *slope) {
+    __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)h));
+    return _mm512_i32gather_ps(bits, slope, 4);
+}
+
+/* Whole rows of the block (32 outputs, both units of a row) at a time: `units` rounded up to even. */
+static inline void ffn_drain(ffn_pending *p, int64_t units) {
+    int64_t end = p->next + units < p->units ? p->next + units : p->units;
+    for (int64_t u = p->next; u < end; u += 2) {
+        int64_t i = u >> 1, at = (p->row + i) * p->ld + p->col;
+        __m512 lo = _mm512_load_ps(p->acc + i * 32), hi = _mm512_load_ps(p->acc + i * 32 + 16);
+        if (p->h) {
+            lo = _mm512_mul_ps(lo, ffn_slope(p->h + at, p->slope));
+            hi = _mm512_mul_ps(hi, ffn_slope(p->h + at + 16, p->slope));
+        } else {
+            if (p->bias) {
+                lo = _mm512_add_ps(lo, _mm512_loadu_ps(p->bias + p->col));
+                hi = _mm512_add_ps(hi, _mm512_loadu_ps(p->bias + p->col + 16));
+            }
+            ffn_store(p->gelu + at, gelu_erf(lo), gelu_erf(hi), 0);
+        }
+        ffn_store(p->out + at, lo, hi, 1);
+    }
+    p->next = end > p->next ? (end + 1) & ~(int64_t)1 : p->next;
+    if (p->next > p->units) p->next = p->units;
+}
+
+/* block() with this section's epilogue: rows [a, a + 32) against the packed columns w0, w1 over the whole k, into
+   acc; `per_step` units of the previous block's epilogue between the steps over k; the next weights prefetched, and
+   (backward) this block's 32 lines of H (row stride ld), which its epilogue reads during the next block, into L1,
+   and the lines of the block two on into L2: lines 2 KB apart, each its own miss for the hardware's prefetchers (in
+   the step the backward kernel took 4.8 ms without these prefetches, 3.1 with the first, 2.6-3.2 with both). */
+static inline void ffn_block(const uint16_t *a, int64_t lda, const uint16_t *w0, const uint16_t *w1, int64_t k_tiles,
+                             float *acc, ffn_pending *previous, int64_t per_step, const char *ahead, int64_t lines,
+                             const uint16_t *h, int64_t ld) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *a1 = a + 16 * lda;
+    int64_t h_lines = (32 + k_tiles - 1) / k_tiles;
+    for (int64_t kt = 0; kt < k_tiles; kt++) {
+        block_step(a + kt * 32, a1 + kt * 32, lda, w0 + kt * 512, w1 + kt * 512);
+        ffn_drain(previous, per_step);
+        for (int64_t i = 0; i < lines; i++) _mm_prefetch(ahead + (kt * lines + i) * 64, _MM_HINT_T1);
+        for (int64_t i = kt * h_lines; h && i < (kt + 1) * h_lines && i < 32; i++) {
+            _mm_prefetch((const char *)(h + i * ld), _MM_HINT_T0);
+            _mm_prefetch((const char *)(h + (i + 64) * ld), _MM_HINT_T1); /* two blocks on, into L2 (harmless past H) */
+        }
+    }
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 512, 128);
+    _tile_stored(3, acc + 528, 128);
+}
+
+/* products() for this section: rows [row_from, row_to) x all n columns of a @ W^T (W packed, K = k), 32 x 32 blocks,
+   the epilogue `shape` (bias, h, out, gelu, ld) given each block; the last block's epilogue stays pending. Returns
+   -1 if the padded buffer could not be allocated. */
+static int ffn_products(thread_state *st, ffn_pending *pending, ffn_pending shape, const uint16_t *w,
+                        const uint16_t *a, int64_t lda, int64_t row_from, int64_t row_to, int64_t n, int64_t k) {
+    int64_t k_tiles = k / 32, per_step = (64 + k_tiles - 1) / k_tiles, blocks = (row_to - row_from + 31) / 32;
+    int64_t lines = (32 + blocks - 1) / blocks;
+    for (int64_t c = 0; c < n / 32; c++) {
+        const uint16_t *w0 = w + 2 * c * k_tiles * 512, *w1 = w0 + k_tiles * 512;
+        const char *next = (const char *)(c + 1 < n / 32 ? w1 + k_tiles * 512 : w);
+        for (int64_t row = row_from; row < row_to; row += 32) {
+            const char *ahead = next + (row - row_from) / 32 * k_tiles * lines * 64;
+            int64_t valid = row_to - row < 32 ? row_to - row : 32;
+            const uint16_t *rows = a + row * lda;
+            int64_t stride = lda;
+            if (valid < 32) {
+                if (st->padded_k < k) {
+                    free(st->padded);
+                    st->padded_k = (st->padded = malloc(32 * k * sizeof(uint16_t))) ? k : 0;
+                    if (!st->padded) return -1;
+                }
+                for (int64_t i = 0; i < 32; i++) {
+                    if (i < valid) memcpy(st->padded + i * k, a + (row + i) * lda, k * sizeof(uint16_t));
+                    else memset(st->padded + i * k, 0, k * sizeof(uint16_t));
+                }
+                rows = st->padded;
+                stride = k;
+            }
+            ffn_block(rows, stride, w0, w1, k_tiles, st->acc[st->current], pending, per_step, ahead, lines,
+                      shape.h ? shape.h + row * shape.ld + 32 * c : NULL, shape.ld);
+            ffn_drain(pending, 64);
+            *pending = shape;
+            pending->acc = st->acc[st->current];
+            pending->row = row;
+            pending->col = 32 * c;
+            pending->units = 2 * valid;
+            pending->next = 0;
+            st->current ^= 1;
+        }
+    }
+    return 0;
+}
+
+/* The rows split between the threads (own_rows, in 32-row blocks), each thread's in chunks of ROW_CHUNK. */
+static int ffn_run(ffn_pending shape, const uint16_t *w, const uint16_t *a, int64_t lda, int64_t rows, int64_t n,
+                   int64_t k) {
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        thread_state *st = begin();
+        ffn_pending pending = {.units = 0, .next = 0};
+        int64_t from, to;
+        own_rows(&rows, 1, 0, 1, &from, &to);
+        failed = !st;
+        for (int64_t chunk = from; chunk < to && !failed; chunk += ROW_CHUNK)
+            failed = ffn_products(st, &pending, shape, w, a, lda, chunk, chunk + ROW_CHUNK < to ? chunk + ROW_CHUNK : to,
+                                  n, k) != 0;
+        ffn_drain(&pending, 64);
+        _mm_sfence(); /* the non-temporal stores visible before the call returns */
+        end(st);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The feed-forward input's forward: h = round_bf16(x @ W^T + bias), g = round_bf16(gelu(x @ W^T + bias)) from the
+   same float32 values (x: rows x k bf16, row stride ldx; W packed by xm_pack_float; bias float32 or NULL; h and g
+   rows x n, contiguous). Returns 0, or -1 if a buffer could not be allocated. */
+int xm_ffn_forward(const uint16_t *x, int64_t ldx, const uint16_t *w, const float *bias, int64_t rows, int64_t n,
+                   int64_t k, uint16_t *h, uint16_t *g) {
+    ffn_pending shape = {.bias = bias, .h = NULL, .out = h, .gelu = g, .ld = n};
+    return ffn_run(shape, w, x, ldx, rows, n, k);
+}
+
+/* The feed-forward output's input gradient through the GELU: dh = round_bf16((dy @ W2) * gelu'(h)), the product
+   in float32 (dy: rows x k bf16, row stride ldy; W2 packed by xm_pack_float_transposed, k x n; h and dh rows x n,
+   contiguous; slope: gelu' of the 65,536 bf16 values in float32, by their bits). Returns 0, or -1 if a buffer
+   could not be allocated. */
+int xm_ffn_input_grad(const uint16_t *dy, int64_t ldy, const uint16_t *w, const uint16_t *h, const float *slope,
+                      int64_t rows, int64_t n, int64_t k, uint16_t *dh) {
+    ffn_pending shape = {.bias = NULL, .h = h, .slope = slope, .out = dh, .gelu = NULL, .ld = n};
+    return ffn_run(shape, w, dy, ldy, rows, n, k);
+}
+
 /* Training: the vocabulary projection in bf16 autocast training (xm_vocab_forward, xm_vocab_backward), reading
    the float32 weight W (v x d) directly, each value rounded to bf16 (round to nearest even, as autocast's cast) as
    it is packed, so that no bf16 copy of W is made:
