@@ -21,9 +21,8 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   which fills its output with the bias first) and with the bias inside oneDNN's product (``linear``:
   ``use_autocast_linear``), attention as ``dropout_attention`` and in the own kernel (``attention``:
   ``use_native_training_attention``), the products reading autocast's cast of a fused norm's output or the bf16
-  copy the norm's kernel writes (``twin``: ``use_bf16_twin``), the feed-forward's GELU between oneDNN's products
-  and inside the own kernel's (``gelu``: ``use_fused_training_gelu``); ``native``, ``mask``, ``norm``, ``vocab``,
-  ``wgrad`` and ``modules`` as ``TRAIN_LEVERS`` below says.
+  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm``, ``vocab``, ``wgrad`` and ``modules`` as
+  ``TRAIN_LEVERS`` below says.
 """
 
 from __future__ import annotations
@@ -143,8 +142,6 @@ TRAIN_LEVERS = {
     "modules": ("language modules as autocast's batched matmuls", lambda: kernels.use_native_training_modules(False),
                 "language modules in the own kernel, one call each way",
                 lambda: kernels.use_native_training_modules(True)),
-    "gelu": ("feed-forward GELU as torch's gelu and gelu_backward", lambda: kernels.use_fused_training_gelu(False),
-             "feed-forward GELU inside the own kernel's products", lambda: kernels.use_fused_training_gelu(True)),
 }
 
 

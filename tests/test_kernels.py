@@ -16,7 +16,6 @@ import torch
 import xmodlm.kernels as kernels
 import xmodlm.kernels.amp as kernel_amp
 import xmodlm.kernels.attention as kernel_attention
-import xmodlm.kernels.ffn as kernel_ffn
 import xmodlm.kernels.loss as kernel_loss
 import xmodlm.kernels.tied as kernel_tied
 from test_model import MIXED, batch, maxdiff, needs_onednn, spy
@@ -726,7 +725,6 @@ def test_mlm_training_step_with_the_bias_in_the_product_matches_autocast(amp, fr
     calls = []
     original = kernel_amp._BiasInProduct.apply
     monkeypatch.setattr(kernel_amp._BiasInProduct, "apply", lambda *a: (calls.append(1), original(*a))[1])
-    monkeypatch.setitem(kernel_ffn._FFN, "enabled", False)  # GELU between the products (test_ffn.py: inside them)
     model = ours(XmodForMaskedLM)
     if frozen:
         model.freeze_embeddings_and_language_adapters()

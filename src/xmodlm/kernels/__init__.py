@@ -38,9 +38,6 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
 * the masked-LM cross-entropy in training (``loss.scored_cross_entropy``): one autograd function
   that computes the loss and its gradient from one float32 softmax, a slice of rows at a time (bf16 logits on
   AMX processors: all rows in one call of the own kernel, ``native.cross_entropy``).
-* the feed-forward's GELU in bf16 autocast training on AMX processors (``ffn.fused_gelu_linear``): inside the own
-  kernel's products, the input's product writing the pre-activation and its GELU in one pass, the output's input
-  gradient multiplied by GELU's derivative on its float32 sums; no GELU pass of its own either way.
 * LayerNorm(dropout(h) + residual) after the residual linears in bf16 autocast training on AMX processors
   (``residual_norm.dropout_residual_norm``): one call of the own kernel each way instead of six torch ops; it
   writes its output in bf16 too, the copy the next products read instead of autocast's cast (``bf16_twin``).
@@ -87,12 +84,9 @@ the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row 
 autocast linears' bias inside the product, ``use_native_training_attention(False)`` the own training
 attention kernel, ``use_native_vocab_projection(False)`` the tied decoder's product in bf16 autocast training in
 the own kernel on the float32 weight (no casts of the matrix, its gradient float32),
-``use_native_weight_grad(False)`` the linears' weight and bias gradients in bf16 autocast training in the own
-kernel (float32, not rounded), ``use_native_training_modules(False)`` the language modules in bf16 autocast training in the own kernel (one call
+``use_native_training_modules(False)`` the language modules in bf16 autocast training in the own kernel (one call
 each way for all languages of a layer, the float32 weights read directly, their gradients float32),
-``use_fused_residual_norm(False)`` the own LayerNorm(dropout(h) + residual) in training,
-``use_fused_training_gelu(False)`` the feed-forward's GELU inside the own kernel's products in bf16 autocast
-training, ``use_bf16_twin(False)``
+``use_fused_residual_norm(False)`` the own LayerNorm(dropout(h) + residual) in training, ``use_bf16_twin(False)``
 the bf16 copy of its output that the next products read instead of autocast's cast,
 ``use_amx_kernels(False)`` all the own kernels (``native.reason()`` says why they are or are not in use),
 ``use_autotune(False)`` the timed choice (without it, bf16
@@ -108,7 +102,6 @@ them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 from .amp import use_autocast_linear, use_native_vocab_projection, use_native_weight_grad
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
-from .ffn import use_fused_training_gelu
 from .linear import (
     ACTIVATIONS,
     INFERENCE_CACHE,
@@ -158,7 +151,6 @@ __all__ = [
     "use_amx_kernels",
     "use_bf16_twin",
     "use_fused_residual_norm",
-    "use_fused_training_gelu",
     "use_native_training_attention",
     "use_native_training_modules",
     "use_native_vocab_projection",

@@ -14,7 +14,6 @@ from torch.autograd.function import once_differentiable
 from . import native
 from .amp import (autocast_linear, autocast_linear_applies, cpu_bf16_autocast, native_vocab_applies,
                   native_vocab_projection)
-from .ffn import fused_gelu_linear
 from .residual_norm import bf16_twin, dropout_residual_norm
 from .tied import decoder_weight
 from .tune import bucket, run_fastest, tuning
@@ -293,8 +292,6 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
         y = OneDNNLinear.apply(x, weight, bias)
     elif tied and native_vocab_applies(x, weight, bias):  # bf16 autocast training: no casts of the matrix
         y = native_vocab_projection(x, weight, bias)
-    elif (fused := fused_gelu_linear(x, weight, bias, act, _onednn_ready(x))) is not None:  # GELU in the products
-        y, act = fused, None
     elif autocast_linear_applies(x, weight, bias, _onednn_ready(x)):  # bf16 autocast training: bias in the product
         y = autocast_linear(x, weight, bias)
     else:

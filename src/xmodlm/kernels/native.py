@@ -2,9 +2,7 @@
 the language modules' two products in one call, LayerNorm, attention; in bf16 autocast training the masked-LM
 cross-entropy with its gradient (``cross_entropy``), LayerNorm(dropout(h) + residual) with its backward
 (``residual_norm``), softmax attention with its backward (``training_attention``) and the tied vocabulary
-projection on the float32 weight (``vocab_forward``, ``vocab_backward``), the feed-forward's products with GELU
-and its derivative in their epilogues (``ffn_forward``, ``ffn_input_grad``, on weights packed from float32 by
-``pack_float``, ``pack_float_transposed``); Dropout's keep mask (``keep_mask``).
+projection on the float32 weight (``vocab_forward``, ``vocab_backward``); Dropout's keep mask (``keep_mask``).
 Built on first
 use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
@@ -117,7 +115,6 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_residual_norm_backward.restype = ctypes.c_int
     lib.xm_keep_mask.argtypes = [pointer, size, size, ctypes.c_int32, pointer]
     lib.xm_keep_mask.restype = None
-    _ffn_argtypes(lib, pointer, size)
     lib.xm_attention_train.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
                                        pointer, ctypes.c_float, ctypes.c_float, pointer, pointer, pointer]
     lib.xm_attention_train.restype = ctypes.c_int
@@ -454,100 +451,6 @@ def training_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Te
     if status != 0:
         raise MemoryError("the training attention backward could not allocate its scratch")
     return grads
-
-
-# The feed-forward's GELU inside its products in bf16 autocast training (native.c's section before the vocabulary
-# projection's): the float32 weights rounded to bf16 as they are packed; GELU and its derivative in the epilogues.
-
-def _ffn_argtypes(lib, pointer, size) -> None:
-    lib.xm_pack_float.argtypes = [pointer, pointer, pointer, size, size]
-    lib.xm_pack_float.restype = None
-    lib.xm_pack_float_transposed.argtypes = [pointer, pointer, size, size]
-    lib.xm_pack_float_transposed.restype = None
-    lib.xm_ffn_forward.argtypes = [pointer, size, pointer, pointer, size, size, size, pointer, pointer]
-    lib.xm_ffn_forward.restype = ctypes.c_int
-    lib.xm_ffn_input_grad.argtypes = [pointer, size, pointer, pointer, pointer, size, size, size, pointer]
-    lib.xm_ffn_input_grad.restype = ctypes.c_int
-
-
-def _check_float_weight(weight: torch.Tensor) -> None:
-    if weight.dtype != torch.float32 or weight.dim() != 2 or not weight.is_contiguous() or not fits(*weight.shape):
-        raise ValueError(f"expected a contiguous float32 2-d weight, both sides multiples of 32, got {weight.dtype} "
-                         f"{tuple(weight.shape)}")
-
-
-def pack_float(weight: torch.Tensor, copy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A float32 (N, K) weight rounded to bf16 (as ``weight.to(torch.bfloat16)``) in the kernel's tile layout (as
-    ``pack`` lays out the bf16 weight), and with ``copy`` the rounded (N, K) weight itself (else None), both from one
-    read of the weight."""
-    _check_float_weight(weight)
-    packed = torch.empty(weight.numel(), dtype=torch.bfloat16)
-    rounded = torch.empty(weight.shape, dtype=torch.bfloat16) if copy else None
-    _library().xm_pack_float(weight.data_ptr(), packed.data_ptr(), _address(rounded), *weight.shape)
-    return packed, rounded
-
-
-def pack_float_transposed(weight: torch.Tensor) -> torch.Tensor:
-    """A float32 (K, N) weight rounded to bf16 as the right operand of ``x @ weight`` (x with K columns): the tiles
-    ``pack`` makes of ``weight.t().to(torch.bfloat16)``."""
-    _check_float_weight(weight)
-    packed = torch.empty(weight.numel(), dtype=torch.bfloat16)
-    _library().xm_pack_float_transposed(weight.data_ptr(), packed.data_ptr(), *weight.shape)
-    return packed
-
-
-def _check_ffn_rows(x: torch.Tensor, packed: torch.Tensor, n: int) -> int:
-    _check_rows(x)
-    k = x.shape[1]
-    if packed.dtype != torch.bfloat16 or packed.numel() != n * k or not fits(n, k):
-        raise ValueError(f"expected a packed bf16 weight of {n} x {k} values (multiples of 32), got {packed.dtype} "
-                         f"of {packed.numel()} values")
-    return k
-
-
-def ffn_forward(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, n: int) -> tuple:
-    """(H, G) for bf16 rows x (2-d, contiguous rows): H = round_bf16(x @ W^T + bias), G = round_bf16(gelu(x @ W^T +
-    bias)) (erf) from the same float32 values; W packed (``pack_float``, N = n), bias float32 (n,) or None. Both
-    bf16 (rows, n)."""
-    k = _check_ffn_rows(x, packed, n)
-    if bias is not None and (bias.dtype != torch.float32 or bias.shape != (n,) or not bias.is_contiguous()):
-        raise ValueError(f"expected a contiguous float32 bias of shape ({n},), got {bias.dtype} {tuple(bias.shape)}")
-    h = torch.empty(x.shape[0], n, dtype=torch.bfloat16)
-    g = torch.empty(x.shape[0], n, dtype=torch.bfloat16)
-    if x.shape[0] and _library().xm_ffn_forward(x.data_ptr(), x.stride(0), packed.data_ptr(), _address(bias),
-                                                x.shape[0], n, k, h.data_ptr(), g.data_ptr()) != 0:
-        raise MemoryError("the feed-forward kernel could not allocate its row buffer")
-    return h, g
-
-
-_SLOPES: dict = {}
-
-
-def gelu_slopes() -> torch.Tensor:
-    """Erf GELU's derivative Phi(x) + x phi(x) of every bf16 value x, indexed by x's 16 bits: float64 rounded once
-    to float32 (made once, 256 KB)."""
-    if "table" not in _SLOPES:
-        x = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16).double()
-        slope = 0.5 * torch.special.erfc(-x / 2 ** 0.5) + x * torch.exp(-x * x / 2) / (2 * torch.pi) ** 0.5
-        slope = torch.where(x.isinf(), (x > 0).double(), slope)  # 1 at +inf, 0 at -inf (inf * 0 above); NaN: NaN
-        _SLOPES["table"] = slope.float().contiguous()
-    return _SLOPES["table"]
-
-
-def ffn_input_grad(dy: torch.Tensor, packed: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """dH = round_bf16((dy @ W2) * gelu'(h)) (erf GELU's derivative, from ``gelu_slopes``), the product in float32 and
-    not rounded before the multiplication: dy bf16 rows (2-d, contiguous rows, K columns), W2 (K, N) packed by
-    ``pack_float_transposed``, h the contiguous bf16 (rows, N) pre-activation. bf16 (rows, N)."""
-    n = h.shape[-1] if h.dim() == 2 else -1
-    k = _check_ffn_rows(dy, packed, n)
-    if h.dtype != torch.bfloat16 or h.shape != (dy.shape[0], n) or not h.is_contiguous():
-        raise ValueError(f"expected a contiguous bf16 pre-activation of shape {(dy.shape[0], n)}, got {h.dtype} "
-                         f"{tuple(h.shape)}")
-    dh = torch.empty(dy.shape[0], n, dtype=torch.bfloat16)
-    if dy.shape[0] and _library().xm_ffn_input_grad(dy.data_ptr(), dy.stride(0), packed.data_ptr(), h.data_ptr(),
-                                                    gelu_slopes().data_ptr(), dy.shape[0], n, k, dh.data_ptr()) != 0:
-        raise MemoryError("the feed-forward kernel could not allocate its row buffer")
-    return dh
 
 
 # The vocabulary projection in bf16 autocast training (native.c's last section): the float32 weight read

@@ -8,7 +8,6 @@ from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN, _VOCAB, native_weight_grad_on
 from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
 from .dropout import _ONE_PASS
-from .ffn import fused_training_gelu_on
 from .loss import _FUSED
 from . import native
 from .attention import native_training_on
@@ -59,10 +58,6 @@ def describe_paths() -> dict[str, str]:
             ("bias inside oneDNN's product" + ("; weight and bias gradients in the own AMX kernel (float32)"
                                                if native_weight_grad_on() and native.available() else ""))
             if _AUTOCAST_LINEAR["enabled"] and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
-        "feed-forward GELU in bf16 autocast training (CPU)": (
-            "inside the own AMX kernel's products (H and G in one epilogue; dH with GELU's derivative)"
-            if fused_training_gelu_on() and _AUTOCAST_LINEAR["enabled"] and onednn and _BF16_ONEDNN
-            and native.available() else "torch's gelu and gelu_backward between the products"),
         "tied decoder in bf16 autocast training (CPU)": (
             "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
             if _VOCAB["enabled"] and native.available() else "as the other linears (autocast's casts of the matrix)"),
