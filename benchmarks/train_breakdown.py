@@ -38,10 +38,13 @@ from xmodlm import kernels
 from xmodlm.model import XmodForMaskedLM
 from xmodlm.recipes.bench import batch_for, make_config, matmul_ceiling, model_flops
 
-# op name (as the profiler reports it) -> family; the first matching fragment wins
+# op name (as the profiler reports it) -> family; the first matching fragment wins. The own kernels' autograd
+# functions count as products: their self time is the kernel's (attention with its softmax, the language modules with
+# their GELU, _BiasInProductBackward's weight and bias gradients, whose input gradient is its aten::mm)
 FAMILIES = (
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::", "aten::_addmm_activation",
-                "aten::linear", "_NativeVocabProjection", "_TrainingAttention")),
+                "aten::linear", "_NativeVocabProjection", "_TrainingAttention", "_NativeTrainingModules",
+                "_BiasInProductBackward")),
     ("cross-entropy", ("log_softmax", "nll_loss", "_ScoredCrossEntropy")),
     ("attention (softmax, SDPA)", ("softmax_backward", "aten::_softmax", "scaled_dot_product", "flash_attention")),
     ("LayerNorm (with dropout and residual in the own kernel)", ("layer_norm", "_ResidualNorm")),
