@@ -21,8 +21,8 @@ times, the ratio and MFU against the matmul ceiling measured in the same run at 
   which fills its output with the bias first) and with the bias inside oneDNN's product (``linear``:
   ``use_autocast_linear``), attention as ``dropout_attention`` and in the own kernel (``attention``:
   ``use_native_training_attention``), the products reading autocast's cast of a fused norm's output or the bf16
-  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm``, ``vocab``, ``wgrad`` and ``modules`` as
-  ``TRAIN_LEVERS`` below says.
+  copy the norm's kernel writes (``twin``: ``use_bf16_twin``); ``native``, ``mask``, ``norm``, ``vocab``, ``wgrad``,
+  ``gelu`` and ``modules`` as ``TRAIN_LEVERS`` below says.
 """
 
 from __future__ import annotations
@@ -139,6 +139,8 @@ TRAIN_LEVERS = {
               lambda: kernels.use_native_vocab_projection(True)),
     "wgrad": ("linears' weight and bias gradients as addmm's backward", lambda: kernels.use_native_weight_grad(False),
               "linears' weight and bias gradients in the own kernel", lambda: kernels.use_native_weight_grad(True)),
+    "gelu": ("GELU as torch's gelu and gelu_backward", lambda: kernels.use_table_gelu(False),
+             "GELU through the own kernel's tables of every bf16 value", lambda: kernels.use_table_gelu(True)),
     "modules": ("language modules as autocast's batched matmuls", lambda: kernels.use_native_training_modules(False),
                 "language modules in the own kernel, one call each way",
                 lambda: kernels.use_native_training_modules(True)),

@@ -41,6 +41,9 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
 * LayerNorm(dropout(h) + residual) after the residual linears in bf16 autocast training on AMX processors
   (``residual_norm.dropout_residual_norm``): one call of the own kernel each way instead of six torch ops; it
   writes its output in bf16 too, the copy the next products read instead of autocast's cast (``bf16_twin``).
+* GELU in bf16 autocast training on AMX processors (``gelu.table_gelu``): the bf16 activation's GELU and its
+  derivative looked up in tables of every bf16 value (float64 values rounded once) by the own kernel, one gather per
+  16 values, instead of torch's erf per value.
 * ``Dropout``: the keep mask from numpy's SFC64 generator instead of torch's bernoulli (one stream per 2^18
   draws, in the own kernel on all threads where it is built, the same bits in numpy elsewhere), applied with its
   scale in one pass each way (``dropout._MaskAndScale``).
@@ -102,6 +105,7 @@ them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 from .amp import use_autocast_linear, use_native_vocab_projection, use_native_weight_grad
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
+from .gelu import use_table_gelu
 from .linear import (
     ACTIVATIONS,
     INFERENCE_CACHE,
@@ -148,6 +152,7 @@ __all__ = [
     "use_autocast_linear",
     "use_fused_cross_entropy",
     "use_one_pass_dropout",
+    "use_table_gelu",
     "use_amx_kernels",
     "use_bf16_twin",
     "use_fused_residual_norm",

@@ -14,6 +14,7 @@ from torch.autograd.function import once_differentiable
 from . import native
 from .amp import (autocast_linear, autocast_linear_applies, cpu_bf16_autocast, native_vocab_applies,
                   native_vocab_projection)
+from .gelu import table_gelu, table_gelu_applies
 from .residual_norm import bf16_twin, dropout_residual_norm
 from .tied import decoder_weight
 from .tune import bucket, run_fastest, tuning
@@ -297,7 +298,7 @@ def linear(linears: Sequence[nn.Linear], x: torch.Tensor, act: str | None = None
     else:
         y = F.linear(x, weight, bias)
     if act is not None:
-        y = activation(act)(y)
+        y = table_gelu(y) if act == "gelu" and table_gelu_applies(y) else activation(act)(y)
     if residual is not None and norm is not None:
         fused = dropout_residual_norm(y, dropout, residual, norm)  # bf16 autocast training: one kernel each way
         if fused is not None:

@@ -953,6 +953,42 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
     return failed ? -1 : 0;
 }
 
+/* Training: GELU and its backward on bf16 activations through tables (xm_gelu_table, xm_gelu_table_backward). Under
+   bf16 autocast GELU's input H is bf16, so GELU and its derivative take one of 65,536 values each: the caller's
+   tables hold them for every bf16 bit pattern (computed in float64, rounded once), and each pass is one gather per
+   16 values, bound by memory alone, where torch's bf16 GELU and its backward compute an erf (and an exponential) per
+   value. out = the table's value rounded to bf16 (the table's values are bf16 already: exact); the backward's
+   dh = round_bf16(float32(dg) * slope[h]). Denormals flushed for the call (as begin(): GELU's far tail and its
+   slope there are float32 denormals, which the processor would take in microcode), MXCSR restored after. */
+static void gelu_table_rows(const uint16_t *h, const uint16_t *dg, int64_t n, const float *table, uint16_t *out) {
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | _MM_FLUSH_ZERO_ON | _MM_DENORMALS_ZERO_ON);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n / 32 * 32; i += 32) {
+        __m512i bits = _mm512_loadu_si512((const void *)(h + i));
+        __m512 lo = _mm512_i32gather_ps(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bits)), table, 4);
+        __m512 hi = _mm512_i32gather_ps(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bits, 1)), table, 4);
+        if (dg) {
+            lo = _mm512_mul_ps(lo, load_bf16(dg + i));
+            hi = _mm512_mul_ps(hi, load_bf16(dg + i + 16));
+        }
+        _mm512_storeu_si512((void *)(out + i), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+#pragma omp single
+    for (int64_t i = n / 32 * 32; i < n; i++) out[i] = round_bf16(dg ? scalar_bf16(dg[i]) * table[h[i]] : table[h[i]]);
+    _mm_setcsr(csr);
+}
+
+void xm_gelu_table(const uint16_t *h, int64_t n, const float *values, uint16_t *out) {
+#pragma omp parallel
+    gelu_table_rows(h, NULL, n, values, out);
+}
+
+void xm_gelu_table_backward(const uint16_t *dg, const uint16_t *h, int64_t n, const float *slope, uint16_t *dh) {
+#pragma omp parallel
+    gelu_table_rows(h, dg, n, slope, dh);
+}
+
 /* Dropout's keep mask (kernels/dropout.py): numpy's SFC64 generator, one stream per chunk of `chunk` draws (a
    multiple of 4) started from the three words states[3c..3c+2] as numpy's SFC64 starts from its seed's words
    (counter 1, then 12 outputs discarded); each 64-bit output gives four 16-bit draws, low half first, and a draw

@@ -126,6 +126,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     _vocab_argtypes(lib, pointer, size)
     _modules_train_argtypes(lib, pointer, size)
     _weight_grad_argtypes(lib, pointer, size)
+    _gelu_table_argtypes(lib, pointer, size)
     if not lib.xm_request_amx():
         return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
@@ -607,3 +608,71 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, bias_grad: bool = True) -> 
                                  _address(db)) != 0:
         raise MemoryError("the weight-gradient kernel could not allocate its scratch")
     return dw, db
+
+
+# GELU and its backward on bf16 values through tables of every bf16 value (native.c's xm_gelu_table*).
+
+def _gelu_table_argtypes(lib, pointer, size) -> None:
+    lib.xm_gelu_table.argtypes = [pointer, size, pointer, pointer]
+    lib.xm_gelu_table.restype = None
+    lib.xm_gelu_table_backward.argtypes = [pointer, pointer, size, pointer, pointer]
+    lib.xm_gelu_table_backward.restype = None
+
+
+_TABLES: dict = {}
+
+
+def _every_bf16() -> torch.Tensor:
+    """Every bf16 value, in float64, indexed by its 16 bits."""
+    return torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16).double()
+
+
+def _flushed(table: torch.Tensor) -> torch.Tensor:
+    """The table's float32 denormals (GELU's and its slope's far negative tail, below 2^-126) as zeros of their sign:
+    the kernel runs with denormals flushed, as every own kernel."""
+    return torch.where(table.abs() < 2.0 ** -126, table * 0, table).contiguous()
+
+
+def gelu_values() -> torch.Tensor:
+    """Erf GELU of every bf16 value x, indexed by x's bits: float64 rounded once to bf16, held in float32 (256 KB,
+    made once); +inf at +inf, 0 at -inf, NaN at NaN; below 2^-126 in magnitude, zero."""
+    if "values" not in _TABLES:
+        x = _every_bf16()
+        value = torch.where(x.isinf(), x.clamp(min=0), 0.5 * x * torch.special.erfc(-x / 2 ** 0.5))
+        _TABLES["values"] = _flushed(value.bfloat16().float())
+    return _TABLES["values"]
+
+
+def gelu_slopes() -> torch.Tensor:
+    """Erf GELU's derivative Phi(x) + x phi(x) of every bf16 value x, indexed by x's bits: float64 rounded once to
+    float32 (256 KB, made once); 1 at +inf, 0 at -inf, NaN at NaN; below 2^-126 in magnitude, zero."""
+    if "slopes" not in _TABLES:
+        x = _every_bf16()
+        slope = 0.5 * torch.special.erfc(-x / 2 ** 0.5) + x * torch.exp(-x * x / 2) / (2 * torch.pi) ** 0.5
+        _TABLES["slopes"] = _flushed(torch.where(x.isinf(), (x > 0).double(), slope).float())
+    return _TABLES["slopes"]
+
+
+def _check_gelu(name: str, t: torch.Tensor, like: torch.Tensor | None = None) -> None:
+    if t.dtype != torch.bfloat16 or not t.is_contiguous() or (like is not None and t.shape != like.shape):
+        want = f" of shape {tuple(like.shape)}" if like is not None else ""
+        raise ValueError(f"expected a contiguous bf16 {name}{want}, got {t.dtype} {tuple(t.shape)}"
+                         + ("" if t.is_contiguous() else " (not contiguous)"))
+
+
+def gelu_table(h: torch.Tensor) -> torch.Tensor:
+    """Erf GELU of the contiguous bf16 ``h``, correctly rounded to bf16 (``gelu_values``), same shape."""
+    _check_gelu("input", h)
+    out = torch.empty_like(h)
+    _library().xm_gelu_table(h.data_ptr(), h.numel(), gelu_values().data_ptr(), out.data_ptr())
+    return out
+
+
+def gelu_table_backward(dg: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """GELU's input gradient round_bf16(dg * gelu'(h)) for contiguous bf16 ``dg`` and ``h`` of one shape, gelu'(h)
+    float64's rounded to float32 (``gelu_slopes``)."""
+    _check_gelu("input", h)
+    _check_gelu("gradient", dg, h)
+    dh = torch.empty_like(h)
+    _library().xm_gelu_table_backward(dg.data_ptr(), h.data_ptr(), h.numel(), gelu_slopes().data_ptr(), dh.data_ptr())
+    return dh

@@ -11,6 +11,7 @@ from .dropout import _ONE_PASS
 from .loss import _FUSED
 from . import native
 from .attention import native_training_on
+from .gelu import table_gelu_on
 from .module_training import native_training_modules_on
 from .residual_norm import bf16_twin_on, fused_residual_norm_on
 from .tied import _ROWS
@@ -61,6 +62,9 @@ def describe_paths() -> dict[str, str]:
         "tied decoder in bf16 autocast training (CPU)": (
             "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
             if _VOCAB["enabled"] and native.available() else "as the other linears (autocast's casts of the matrix)"),
+        "GELU in bf16 autocast training (CPU)": (
+            "own AMX kernel's tables of every bf16 value (forward and backward)" if table_gelu_on() and native.available()
+            else "torch's gelu and gelu_backward"),
         "language modules in bf16 autocast training (CPU)": (
             "own AMX kernel, one call each way for all languages (float32 weights read directly; dW, db float32)"
             if native_training_modules_on() and native.available()
