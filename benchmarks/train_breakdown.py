@@ -48,7 +48,7 @@ FAMILIES = (
     ("cross-entropy", ("log_softmax", "nll_loss", "_ScoredCrossEntropy")),
     ("attention (softmax, SDPA)", ("softmax_backward", "aten::_softmax", "scaled_dot_product", "flash_attention")),
     ("LayerNorm (with dropout and residual in the own kernel)", ("layer_norm", "_ResidualNorm")),
-    ("GELU", ("gelu",)),
+    ("GELU", ("gelu", "_TableGelu")),
     ("optimizer", ("adam", "aten::zero_", "Optimizer")),
     ("embeddings", ("embedding",)),
     ("casts and copies", ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::cat", "aten::index", "aten::stack",
