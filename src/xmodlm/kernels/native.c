@@ -147,8 +147,9 @@ static inline __m512 exp2_nonpositive(__m512 v) {
    + z^2 log2(e) on z in [0, 10.5] (error below 1e-6 in the exponent, so Phi's relative error stays near 1e-6 in
    the far negative tail as well), the power of two by VSCALEFPS (beyond the fit the tail is below float32's
    range), and Phi(|x|) = 1 - Phi(-|x|). From |x| of about 13 the tail is a float32 denormal: the product kernels
-   run with denormals flushed (begin), where the processor would otherwise take them in microcode. */
-static inline __m512 gelu_erf(__m512 x) {
+   run with denormals flushed (begin), where the processor would otherwise take them in microcode. normal_tail is
+   Phi(-|x|) (the language modules' training kernel takes GELU's slope from it too). */
+static inline __m512 normal_tail(__m512 x) {
     static const float c[8] = {-2.82574391e+00f, 1.44142103e+00f,  5.63391089e-01f, -4.05583344e-02f,
                                4.73118454e-01f,  -1.41001344e+00f, 1.06465852e+00f, -2.66274333e-01f};
     /* t = 1 / (1 + |x| / (2 sqrt 2)): the 14-bit reciprocal and one Newton step (a division is several times slower) */
@@ -159,7 +160,11 @@ static inline __m512 gelu_erf(__m512 x) {
     for (int i = 6; i >= 0; i--) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c[i]));
     /* z^2 log2(e) = x^2 log2(e) / 2 */
     __m512 power = _mm512_fnmadd_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(0.72134752f), q);
-    __m512 tail = _mm512_mul_ps(t, _mm512_scalef_ps(exp2_fraction(power), power));
+    return _mm512_mul_ps(t, _mm512_scalef_ps(exp2_fraction(power), power));
+}
+
+static inline __m512 gelu_erf(__m512 x) {
+    __m512 tail = normal_tail(x);
     __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
     return _mm512_mul_ps(x, _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0f), tail), tail));
 }
@@ -1609,19 +1614,6 @@ int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int6
    blocks in the four accumulator tiles; the operands summed over rows (dW1, dW2) come as pack_pairs tiles, each
    transposed by transpose16 where it is the left operand (X^T's rows are X's columns). Requires d % 32 == 0 and
    r % 32 == 0; any row count (the last block of a segment padded with zeros). */
-
-/* The upper tail Phi(-|x|) of the standard normal, the fit gelu_erf uses (see there): t 2^(q(t) - x^2 log2(e) / 2). */
-static inline __m512 normal_tail(__m512 x) {
-    static const float c[8] = {-2.82574391e+00f, 1.44142103e+00f,  5.63391089e-01f, -4.05583344e-02f,
-                               4.73118454e-01f,  -1.41001344e+00f, 1.06465852e+00f, -2.66274333e-01f};
-    __m512 d = _mm512_fmadd_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.35355339f), _mm512_set1_ps(1.0f));
-    __m512 t = _mm512_rcp14_ps(d);
-    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));
-    __m512 q = _mm512_set1_ps(c[7]);
-    for (int i = 6; i >= 0; i--) q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(c[i]));
-    __m512 power = _mm512_fnmadd_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(0.72134752f), q);
-    return _mm512_mul_ps(t, _mm512_scalef_ps(exp2_fraction(power), power));
-}
 
 /* GELU x Phi(x) (the same operations as gelu_erf, so the same bits) and, into *slope, its derivative
    Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) (as 2^(-x^2 log2(e) / 2)): both from one erf tail, in the
