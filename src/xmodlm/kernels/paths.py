@@ -63,7 +63,7 @@ def describe_paths() -> dict[str, str]:
             "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
             if _VOCAB["enabled"] and native.available() else "as the other linears (autocast's casts of the matrix)"),
         "GELU in bf16 autocast training (CPU)": (
-            "own AMX kernel's tables of every bf16 value (forward and backward)" if table_gelu_on() and native.available()
+            "the own kernels' tables of every bf16 value (forward and backward)" if table_gelu_on() and native.available()
             else "torch's gelu and gelu_backward"),
         "language modules in bf16 autocast training (CPU)": (
             "own AMX kernel, one call each way for all languages (float32 weights read directly; dW, db float32)"
