@@ -552,19 +552,29 @@ static inline void interleave_rows(const uint16_t *r0, const uint16_t *r1, int64
     }
 }
 
-/* x (t rows of d bf16, row stride st) as the right operand of products summing over its rows: tiles
-   [d tile of 16][row tile of 32][16 row pairs][16 d x 2]; rows past t zero. */
+/* Rows r and r + 1 (r even), their 32 values from column j (r0, r1; NULL reads as zeros), into pack_pairs' tiles
+   (row_tiles row tiles per column tile of 16): the one place that layout is written. */
+static inline void put_row_pair(const uint16_t *r0, const uint16_t *r1, int64_t r, int64_t j, int64_t row_tiles,
+                                uint16_t *out) {
+    uint16_t pair[64] __attribute__((aligned(64)));
+    interleave_rows(r0, r1, 32, pair);
+    uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32 + (j / 16) * row_tiles * 512;
+    memcpy(tile_row, pair, 64);
+    memcpy(tile_row + row_tiles * 512, pair + 32, 64);
+}
+
+/* Rows [from, to) (even bounds) of x (t rows of d bf16, row stride st) as the right operand of products summing over
+   its rows: tiles [d tile of 16][row tile of 32][16 row pairs][16 d x 2] (row_tiles row tiles); rows past t zero. */
+static void pack_pair_rows(const uint16_t *x, int64_t st, int64_t t, int64_t row_tiles, int64_t d, int64_t from,
+                           int64_t to, uint16_t *out) {
+    for (int64_t r = from; r < to; r += 2)
+        for (int64_t j = 0; j < d; j += 32)
+            put_row_pair(r < t ? x + r * st + j : NULL, r + 1 < t ? x + (r + 1) * st + j : NULL, r, j, row_tiles, out);
+}
+
+/* All padded_t rows of x (pack_pair_rows). */
 static void pack_pairs(const uint16_t *x, int64_t st, int64_t t, int64_t padded_t, int64_t d, uint16_t *out) {
-    uint16_t pair[128] __attribute__((aligned(64)));
-    int64_t row_tiles = padded_t / 32;
-    for (int64_t r = 0; r < padded_t; r += 2) {
-        uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32;
-        for (int64_t j = 0; j < d; j += 32) {
-            interleave_rows(r < t ? x + r * st + j : NULL, r + 1 < t ? x + (r + 1) * st + j : NULL, 32, pair);
-            memcpy(tile_row + (j / 16) * row_tiles * 512, pair, 64);
-            memcpy(tile_row + (j / 16 + 1) * row_tiles * 512, pair + 32, 64);
-        }
-    }
+    pack_pair_rows(x, st, t, padded_t / 32, d, 0, padded_t, out);
 }
 
 /* For each 16 keys, those that exist and that the key mask (t bytes, or NULL) keeps. */
@@ -905,7 +915,6 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
-        uint16_t pair[64] __attribute__((aligned(64)));
         /* the thread's blocks of dY's columns, laid out at the first chunk and kept for the others (one block's
            room where there is one chunk); the static schedule gives a thread the same blocks at every chunk */
         int threads = omp_get_num_threads(), blocks = k > width ? (n / 32 + threads - 1) / threads : 1;
@@ -916,15 +925,8 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
         for (int64_t k0 = 0; k0 < k; k0 += width) {
             int64_t w = k - k0 < width ? k - k0 : width;
 #pragma omp for schedule(static)
-            for (int64_t r = 0; r < padded_t; r += 2) {
-                uint16_t *tile_row = xp + ((r / 32) * 16 + (r % 32) / 2) * 32;
-                for (int64_t j = 0; j < w; j += 32) {
-                    interleave_rows(r < t ? x + r * ldx + k0 + j : NULL, r + 1 < t ? x + (r + 1) * ldx + k0 + j : NULL,
-                                    32, pair);
-                    memcpy(tile_row + (j / 16) * t_tiles * 512, pair, 64);
-                    memcpy(tile_row + (j / 16 + 1) * t_tiles * 512, pair + 32, 64);
-                }
-            }
+            for (int64_t tt = 0; tt < t_tiles; tt++)
+                pack_pair_rows(x + k0, ldx, t, t_tiles, w, 32 * tt, 32 * tt + 32, xp);
             /* (the loop's barrier: the chunk's pairs complete before any product; the one below: all products
                done before the next chunk overwrites them) */
             int64_t mine = 0; /* the thread's blocks so far in this chunk */
@@ -1454,7 +1456,6 @@ static void vocab_gather(const uint16_t *g, int64_t n, int64_t padded_n, int64_t
 static void vocab_pack_rows(const float *w, int64_t d, int64_t len, uint16_t *wp) {
     int64_t step_tiles = VOCAB_STEP / 32;
     uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
-    uint16_t pair[64] __attribute__((aligned(64)));
     for (int64_t p = 0; p < len / 2; p++) {
         const float *a = w + 2 * p * d, *b = a + d;
         for (int64_t j = 0; j < 2 * d; j += 16) _mm_prefetch((const char *)(a + 16 * d + j), _MM_HINT_T0);
@@ -1463,10 +1464,7 @@ static void vocab_pack_rows(const float *w, int64_t d, int64_t len, uint16_t *wp
                                                                           _mm512_loadu_ps(a + j)));
             _mm512_store_si512((__m512i *)r1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + j + 16),
                                                                           _mm512_loadu_ps(b + j)));
-            interleave_rows(r0, r1, 32, pair);
-            uint16_t *t = wp + ((j / 16) * step_tiles + p / 16) * 512 + (p % 16) * 32;
-            memcpy(t, pair, 64);
-            memcpy(t + step_tiles * 512, pair + 32, 64);
+            put_row_pair(r0, r1, 2 * p, j, step_tiles, wp);
         }
     }
 }
@@ -1740,19 +1738,13 @@ static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out) {
    over its t rows: dG = dy W2, dx = dH W1): [c / 16][t / 32][16 row pairs][16][2]. */
 static void mt_pack_pairs(const float *w, int64_t t, int64_t c, uint16_t *out) {
     uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
-    uint16_t pair[64] __attribute__((aligned(64)));
-    int64_t row_tiles = t / 32;
-    for (int64_t r = 0; r < t; r += 2) {
-        uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32;
+    for (int64_t r = 0; r < t; r += 2)
         for (int64_t j = 0; j < c; j += 32) {
             const float *a = w + r * c + j, *b = a + c;
             _mm512_store_si512((__m512i *)r0, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a)));
             _mm512_store_si512((__m512i *)r1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b)));
-            interleave_rows(r0, r1, 32, pair);
-            memcpy(tile_row + (j / 16) * row_tiles * 512, pair, 64);
-            memcpy(tile_row + (j / 16 + 1) * row_tiles * 512, pair + 32, 64);
+            put_row_pair(r0, r1, r, j, t / 32, out);
         }
-    }
 }
 
 /* bf16 rows (t of c values, row stride c, rows up to padded_t zero) as the left operand of X^T products: pack_pairs'
