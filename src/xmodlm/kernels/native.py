@@ -374,7 +374,7 @@ def residual_norm_backward(dy: torch.Tensor | None, t: torch.Tensor, mean: torch
 def keep_mask(states, n: int, chunk: int, threshold: int) -> torch.Tensor:
     """Dropout's uint8 keep mask of n draws from numpy's SFC64 streams, one per chunk of ``chunk`` draws started
     from three words each of ``states`` (a uint64 numpy array of 3 * chunks words): what ``kernels.dropout``
-    computes with numpy, the chunks on all threads."""
+    computes with numpy, 8 chunks at a time in vector lanes (the rest one by one), on all threads."""
     chunks = -(-n // chunk)
     if chunk % 4 or states.dtype != "uint64" or states.shape != (3 * chunks,) or not -32768 <= threshold <= 32768:
         raise ValueError(f"expected 3 x {chunks} uint64 words for {n} draws in chunks of {chunk} (a multiple of 4) "
