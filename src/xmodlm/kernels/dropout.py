@@ -34,9 +34,9 @@ _HASH = {"constants": np.empty(0, np.uint32)}
 
 
 def seed_words(seed: int, count: int) -> np.ndarray:
-    """``np.random.SeedSequence(seed).generate_state(count, np.uint64)``, the same words, computed on arrays:
-    numpy's loop takes ~0.15 us a word in Python (119 us for the 768 words of a 1M mask's 256 streams), this
-    ~5 us for them."""
+    """``np.random.SeedSequence(seed).generate_state(count, np.uint64)``, the same words, computed on arrays, for
+    numpy's path (the kernel hashes them in C): numpy's loop takes ~0.15 us a word in Python (119 us for the 768
+    words of a 1M mask's 256 streams), this ~8 us for them."""
     pool = np.random.SeedSequence(seed).pool
     m = -(-2 * count // pool.size) * pool.size  # 32-bit words, whole turns of the pool
     if _HASH["constants"].size <= m:
@@ -64,14 +64,14 @@ class _Words(np.random.bit_generator.ISeedSequence):
 def keep_draws(seed: int, n: int, threshold: int) -> torch.Tensor:
     """n keep decisions (uint8 0/1): 16-bit draws, four per 64-bit output of numpy's SFC64, kept where the draw,
     read as a signed value, is >= ``threshold``; one SFC64 stream per ``MASK_CHUNK`` (4,096) draws, chunk c's
-    started from words 3c..3c+2 of ``SeedSequence(seed)`` (``seed_words``) as numpy's SFC64 starts from its seed's
-    first three (chunk 0 is ``SFC64(seed)`` itself). Many short streams, so the own kernel (``native.keep_mask``,
-    where it is built) runs 8 of them at once in vector lanes; else numpy, one generator per chunk: the same bits
-    either way."""
+    started from words 3c..3c+2 of ``SeedSequence(seed)`` as numpy's SFC64 starts from its seed's first three
+    (chunk 0 is ``SFC64(seed)`` itself). Many short streams, so the own kernel (``native.keep_mask``, where it is
+    built, for seeds below 2**64) hashes the words and runs 8 streams at once in vector lanes; else numpy
+    (``seed_words``, one generator per chunk): the same bits either way."""
+    if native.available() and 0 <= seed < 1 << 64:  # Dropout's seeds are below 2**63
+        return native.keep_mask(seed, n, MASK_CHUNK, threshold)
     chunks = -(-n // MASK_CHUNK)
     states = seed_words(seed, 3 * chunks)
-    if native.available():
-        return native.keep_mask(states, n, MASK_CHUNK, threshold)
     # chunk c's outputs at c * MASK_CHUNK / 4: the last one's draws end at n (its last output's extra ones dropped)
     raw, step = np.empty((n + 3) // 4, dtype=np.uint64), MASK_CHUNK // 4
     for c in range(chunks):

@@ -997,9 +997,10 @@ void xm_gelu_table_backward(const uint16_t *dg, const uint16_t *h, int64_t n, co
 }
 
 /* Dropout's keep mask (kernels/dropout.py): numpy's SFC64 generator, one stream per chunk of `chunk` draws (a
-   multiple of 4; dropout.py's MASK_CHUNK, 4,096) started from the three words states[3c..3c+2] as numpy's SFC64
-   starts from its seed's words (counter 1, then 12 outputs discarded); each 64-bit output gives four 16-bit draws,
-   low half first, and a draw keeps its element when, read as a signed 16-bit value, it is >= threshold.
+   multiple of 4; dropout.py's MASK_CHUNK, 4,096) started from the three words states[3c..3c+2] of
+   SeedSequence(seed).generate_state (seed_words) as numpy's SFC64 starts from its seed's words (counter 1, then 12
+   outputs discarded); each 64-bit output gives four 16-bit draws, low half first, and a draw keeps its element
+   when, read as a signed 16-bit value, it is >= threshold.
 
    Each stream is a serial recurrence: one scalar chain per thread took 0.45 ms for 1,048,576 draws on one thread
    (round 8, chunks of 262,144). Here 8 streams advance at once in the 64-bit lanes of a vector (sfc64_step8), for
@@ -1083,12 +1084,48 @@ static void keep_lanes8(const uint64_t *states, int64_t chunk, int32_t threshold
     }
 }
 
-void xm_keep_mask(const uint64_t *states, int64_t n, int64_t chunk, int32_t threshold, uint8_t *keep) {
+/* numpy's SeedSequence(seed).generate_state(count, np.uint64) for a seed below 2**64 (numpy/random/bit_generator.pyx;
+   kernels/dropout.py's seed_words on numpy arrays): the seed's 32-bit words (one, two from 2**32) hashed into a pool
+   of 4 (mix_entropy), the pool's words hashed out again, two a word, low half first. Here because numpy's took, in
+   a training step (its data in the caches), ~45 us a call for the pool and ~40 us for 768 words on arrays: 1.5 ms
+   of a step's 17 masks, as much as the kernel's draws; this takes a few microseconds. */
+static uint32_t seed_hashmix(uint32_t value, uint32_t *hash) {
+    value ^= *hash;
+    *hash *= 0x931e8875u;
+    value *= *hash;
+    return value ^ (value >> 16);
+}
+
+static void seed_words(uint64_t seed, int64_t count, uint64_t *words) {
+    uint32_t entropy[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)}, pool[4], hash = 0x43b0d7e5u;
+    int used = seed >> 32 ? 2 : 1;
+    for (int i = 0; i < 4; i++) pool[i] = seed_hashmix(i < used ? entropy[i] : 0, &hash);
+    for (int src = 0; src < 4; src++)
+        for (int dst = 0; dst < 4; dst++)
+            if (src != dst) {
+                uint32_t mixed = 0xca01f9ddu * pool[dst] - 0x4973f715u * seed_hashmix(pool[src], &hash);
+                pool[dst] = mixed ^ (mixed >> 16);
+            }
+    hash = 0x8b51f9ddu;
+    for (int64_t i = 0; i < 2 * count; i++) {
+        uint32_t value = pool[i % 4] ^ hash;
+        hash *= 0x58f38dedu;
+        value *= hash;
+        value ^= value >> 16;
+        words[i / 2] = i % 2 ? words[i / 2] | (uint64_t)value << 32 : value;
+    }
+}
+
+/* 0: done; 1: no memory for the streams' words */
+int xm_keep_mask(uint64_t seed, int64_t n, int64_t chunk, int32_t threshold, uint8_t *keep) {
     int64_t chunks = (n + chunk - 1) / chunk, groups = chunk % 32 ? 0 : n / chunk / 8;
     if (threshold > 32767) {  /* no draw reaches it (the vectors' 16-bit threshold would wrap to -32768) */
         memset(keep, 0, (size_t)n);
-        return;
+        return 0;
     }
+    uint64_t *states = malloc((size_t)(3 * chunks) * sizeof(uint64_t));
+    if (!states) return 1;
+    seed_words(seed, 3 * chunks, states);
 #pragma omp parallel
     {
 #pragma omp for schedule(static) nowait
@@ -1096,6 +1133,8 @@ void xm_keep_mask(const uint64_t *states, int64_t n, int64_t chunk, int32_t thre
 #pragma omp for schedule(static)
         for (int64_t c = 8 * groups; c < chunks; c++) keep_chunk_scalar(states, n, chunk, threshold, c, keep);
     }
+    free(states);
+    return 0;
 }
 
 /* Training: softmax attention in bf16 autocast training, forward (xm_attention_train) and backward
