@@ -20,11 +20,13 @@ def use_one_pass_dropout(enabled: bool) -> None:
 
 # draws per SFC64 stream: a mask of more draws takes one stream per chunk, the chunks' streams independent; a mask of
 # at most this many is one stream, numpy's SFC64(seed). Each stream is a serial recurrence, so the own kernel
-# advances 8 of them at once in a vector's lanes (native.c's xm_keep_mask): 4,096 draws make a 1M mask 256 streams
-# (32 groups of 8, to split between threads) and vectorize masks from 32,768 draws up, for 12 discarded outputs per
-# 1,024 kept (1.2%). The kernel alone took about the same time per draw at chunks of 2,048 to 32,768 (0.08 ns on
-# one thread); larger chunks leave small masks to the scalar chain, smaller ones make numpy's path (one generator per
-# chunk, ~2 us each) slower. Round 8's 262,144 left a 1M mask 4 serial streams.
+# advances 8 of them at once in a vector's lanes (native.c's xm_keep_mask) and leaves chunks short of a group of 8 to
+# a scalar chain. keep_draws took the same time at chunks of 2,048 to 32,768 draws for the bench's masks (0.031-0.033
+# ms for 524,288, 0.062-0.069 for 1,048,576, one thread; docs/results/amx-perf/round9/chunk-sweep-1thread.txt);
+# 4,096 vectorizes masks from 32,768 draws up (65,536: 0.006 ms at 4,096 and 8,192, 0.029 at 16,384 where its 4
+# streams run scalar) and splits a 1M mask in 32 groups between threads, for 12 discarded outputs per 1,024 kept
+# (1.2%). The cost is numpy's path, one generator per chunk: 1.2 ms for 1M (0.9 at 8,192; 0.59 with round 8's
+# 262,144, 4 streams).
 MASK_CHUNK = 1 << 12
 
 # numpy's SeedSequence hash (numpy/random/bit_generator.pyx): output word i is the pool's word i % 4 mixed with

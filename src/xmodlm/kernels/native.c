@@ -1004,15 +1004,17 @@ void xm_gelu_table_backward(const uint16_t *dg, const uint16_t *h, int64_t n, co
 
    Each stream is a serial recurrence: one scalar chain per thread took 0.45 ms for 1,048,576 draws on one thread
    (round 8, chunks of 262,144). Here 8 streams advance at once in the 64-bit lanes of a vector (sfc64_step8), for
-   groups of 8 whole chunks (keep_lanes8): 80-90 us for the same mask. The bound is the two vector ports, ~12 uops a
-   step: the recurrence's 9, then each output compared as 16-bit values at once (a 32-bit mask), two steps' masks
-   written as bytes to one vector (dword j < 8: lane j's 4 bytes of the first step, j >= 8 the second's), and 8
-   steps of those transposed with two rounds of two-source permutes, so that each lane's 32 bytes are stored to its
-   own chunk. Measured and not kept: transposing the 64-bit outputs first (24 shuffles per 8 steps, then a compare
-   per lane), 3-7% longer; 16 streams interleaved in two vectors, ~30% longer; the counter as a broadcast scalar, no
-   change. Chunks that do not fill a group of 8, a short last chunk and chunk lengths not a multiple of 32 take the
-   scalar chain (keep_chunk_scalar). Threads take the groups, then the leftover chunks, in static blocks; each byte
-   depends on its own chunk's stream only, so the result does not depend on the thread count. */
+   groups of 8 whole chunks (keep_lanes8): 0.06-0.07 ms for the same mask (docs/results/amx-perf/round9). The bound
+   is the two vector ports, ~12 uops a step: the recurrence's 9, then each output compared as 16-bit values at once
+   (a 32-bit mask), two steps' masks written as bytes to one vector (dword j < 8: lane j's 4 bytes of the first
+   step, j >= 8 the second's), and 8 steps of those transposed with two rounds of two-source permutes, so that each
+   lane's 32 bytes are stored to its own chunk. Measured and not kept: transposing the 64-bit outputs first (24
+   shuffles per 8 steps, then a compare per lane), 3-7% longer; 16 streams interleaved in two vectors, ~30% longer;
+   the counter as a broadcast scalar, no change; in a training step (the masks written to memory not in the
+   caches), non-temporal stores 3.5 ms a step's masks against 1.6, write prefetches no change. Chunks that do not
+   fill a group of 8, a short last chunk and chunk lengths not a multiple of 32 take the scalar chain
+   (keep_chunk_scalar). Threads take the groups, then the leftover chunks, in static blocks; each byte depends on its
+   own chunk's stream only, so the result does not depend on the thread count. */
 static inline uint64_t sfc64_next(uint64_t s[4]) {
     uint64_t out = s[0] + s[1] + s[3]++;
     s[0] = s[1] ^ (s[1] >> 11);
