@@ -229,15 +229,19 @@ def test_dropout_keeps_one_minus_p_scales_exactly_and_backpropagates_its_mask():
     assert torch.equal(drop.eval()(x), x)
 
 
-@pytest.mark.parametrize("n", [5, 1 << 18, (1 << 18) + 3, 3 * (1 << 18) + 1])
-def test_dropout_draws_are_numpys_sfc64_streams_with_or_without_the_kernel(n, monkeypatch):
+# (whole chunks, extra draws): under 4 draws, under one chunk, one chunk exactly and with a short second, one group
+# of 8 chunks (the kernel's vector lanes) and a short chunk, one group and a chunk and a short one, two groups, and
+# sizes not a multiple of 4
+@pytest.mark.parametrize("chunks, extra", [(0, 3), (0, 5), (1, 0), (1, 3), (8, 1), (9, 5), (16, 0), (17, -2)])
+def test_dropout_draws_are_numpys_sfc64_streams_with_or_without_the_kernel(chunks, extra, monkeypatch):
     """The keep decisions: one SFC64 stream per MASK_CHUNK draws, the first numpy's SFC64(seed) itself, each next one
     from the next three words of SeedSequence(seed); the own kernel (where built) and numpy give the same bits."""
     import numpy as np
     from xmodlm.kernels import dropout as kernel_dropout, native
     seed, threshold = 987654321, round(0.1 * 65536) - 32768
-    got = kernel_dropout.keep_draws(seed, n, threshold)
     chunk = kernel_dropout.MASK_CHUNK
+    n = chunks * chunk + extra
+    got = kernel_dropout.keep_draws(seed, n, threshold)
     want = []
     words = np.random.SeedSequence(seed).generate_state(3 * -(-n // chunk), np.uint64)
     for c in range(0, n, chunk):  # numpy's own seeding of each stream from its three words
@@ -254,6 +258,17 @@ def test_dropout_draws_are_numpys_sfc64_streams_with_or_without_the_kernel(n, mo
     assert got.dtype == torch.uint8 and torch.equal(got, want)
     monkeypatch.setattr(native, "available", lambda: False)  # numpy's path
     assert torch.equal(kernel_dropout.keep_draws(seed, n, threshold), want)
+
+
+def test_dropout_seed_words_are_numpys_seed_sequence():
+    """keep_draws' stream words, hashed on arrays, are SeedSequence(seed).generate_state's, for seeds of one to
+    several 32-bit words and counts that do and do not fill the pool's turns."""
+    import numpy as np
+    from xmodlm.kernels import dropout as kernel_dropout
+    for seed in (0, 1, 987654321, 2**64 - 1, 2**100 + 7):
+        for count in (1, 3, 5, 12, 768, 3 * 1025, 20000):
+            assert np.array_equal(kernel_dropout.seed_words(seed, count),
+                                  np.random.SeedSequence(seed).generate_state(count, np.uint64)), (seed, count)
 
 
 def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):

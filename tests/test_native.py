@@ -324,6 +324,30 @@ def test_attention_of_a_row_with_every_key_masked_is_zero_and_bad_inputs_are_nam
 
 
 @needs_amx_kernel
+def test_keep_mask_does_not_depend_on_the_thread_count(monkeypatch):
+    """Dropout's keep mask: 1, 2 and 3 threads (5 groups of 8 chunks in vector lanes, a whole chunk and a short one
+    left to the scalar chain) give the same bits, numpy's; the same for seeds of one and two 32-bit words."""
+    from xmodlm.kernels import dropout
+    n, threshold = 41 * dropout.MASK_CHUNK + 7, round(0.1 * 65536) - 32768
+    threads, masks = torch.get_num_threads(), []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            masks.append(dropout.keep_draws(12345, n, threshold))
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(native, "available", lambda: False)  # numpy's path
+    want = dropout.keep_draws(12345, n, threshold)
+    assert all(torch.equal(mask, want) for mask in masks)
+    # the thresholds' ends: every draw kept, none
+    assert bool(native.keep_mask(12345, n, dropout.MASK_CHUNK, -32768).all())
+    assert not bool(native.keep_mask(12345, n, dropout.MASK_CHUNK, 32768).any())
+    for seed in (0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**64 - 1):  # the seed's one or two 32-bit words, hashed in C
+        assert torch.equal(native.keep_mask(seed, 9 * dropout.MASK_CHUNK + 5, dropout.MASK_CHUNK, threshold),
+                           dropout.keep_draws(seed, 9 * dropout.MASK_CHUNK + 5, threshold)), seed
+
+
+@needs_amx_kernel
 def test_results_do_not_depend_on_the_thread_count_or_on_concurrent_callers():
     """Each output is summed by one thread in one order: one thread, two threads, rows or columns split,
     and two Python threads calling at once give the same bits."""

@@ -18,34 +18,70 @@ def use_one_pass_dropout(enabled: bool) -> None:
     _ONE_PASS["enabled"] = bool(enabled)
 
 
-# draws per SFC64 stream: a mask of more draws takes one stream per chunk (the chunks' streams are independent, so
-# the own kernel computes them on all threads); a mask of at most this many is one stream, numpy's SFC64(seed)
-MASK_CHUNK = 1 << 18
+# draws per SFC64 stream: a mask of more draws takes one stream per chunk, the chunks' streams independent; a mask of
+# at most this many is one stream, numpy's SFC64(seed). Each stream is a serial recurrence, so the own kernel
+# advances 8 of them at once in a vector's lanes (native.c's xm_keep_mask) and leaves chunks short of a group of 8 to
+# a scalar chain. keep_draws took the same time at chunks of 2,048 to 32,768 draws for the bench's masks (0.031-0.033
+# ms for 524,288, 0.062-0.069 for 1,048,576, one thread; docs/results/amx-perf/round9/chunk-sweep-1thread.txt);
+# 4,096 vectorizes masks from 32,768 draws up (65,536: 0.006 ms at 4,096 and 8,192, 0.029 at 16,384 where its 4
+# streams run scalar) and splits a 1M mask in 32 groups between threads, for 12 discarded outputs per 1,024 kept
+# (1.2%). The cost is numpy's path, one generator per chunk: 1.2 ms for 1M (0.9 at 8,192; 0.59 with round 8's
+# 262,144, 4 streams).
+MASK_CHUNK = 1 << 12
+
+# numpy's SeedSequence hash (numpy/random/bit_generator.pyx): output word i is the pool's word i % 4 mixed with
+# INIT_B * MULT_B**i and multiplied by INIT_B * MULT_B**(i + 1), mod 2**32
+_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
+_HASH = {"constants": np.empty(0, np.uint32)}
+
+
+def seed_words(seed: int, count: int) -> np.ndarray:
+    """``np.random.SeedSequence(seed).generate_state(count, np.uint64)``, the same words, computed on arrays, for
+    numpy's path (the kernel hashes them in C): numpy's loop takes ~0.15 us a word in Python (119 us for the 768
+    words of a 1M mask's 256 streams), this ~8 us for them."""
+    pool = np.random.SeedSequence(seed).pool
+    m = -(-2 * count // pool.size) * pool.size  # 32-bit words, whole turns of the pool
+    if _HASH["constants"].size <= m:
+        size = max(2 * _HASH["constants"].size, m + 1, 1 << 12)
+        factors = np.full(size, _MULT_B, dtype=np.uint32)
+        factors[0] = _INIT_B
+        _HASH["constants"] = np.cumprod(factors, dtype=np.uint32)  # INIT_B * MULT_B**i, wrapping as the C does
+    constants = _HASH["constants"]
+    words = (constants[:m].reshape(-1, pool.size) ^ pool).reshape(-1) * constants[1:m + 1]
+    words ^= words >> np.uint32(16)
+    return words[:2 * count].astype("<u4").view("<u8").astype(np.uint64)
+
+
+class _Words(np.random.bit_generator.ISeedSequence):
+    """Three given words as a seed sequence: numpy's SFC64 built on it starts from them (counter 1, 12 outputs
+    discarded) as SFC64(seed) starts from its SeedSequence's first three."""
+
+    def __init__(self, words: np.ndarray):
+        self.words = words
+
+    def generate_state(self, n_words, dtype=np.uint32):
+        return self.words
 
 
 def keep_draws(seed: int, n: int, threshold: int) -> torch.Tensor:
     """n keep decisions (uint8 0/1): 16-bit draws, four per 64-bit output of numpy's SFC64, kept where the draw,
-    read as a signed value, is >= ``threshold``; one SFC64 stream per ``MASK_CHUNK`` draws, chunk c's started from
-    words 3c..3c+2 of ``SeedSequence(seed)`` as numpy's SFC64 starts from its seed's first three (chunk 0 is
-    ``SFC64(seed)`` itself). In the own kernel where it is built (``native.keep_mask``), else in numpy: the same
-    bits either way."""
+    read as a signed value, is >= ``threshold``; one SFC64 stream per ``MASK_CHUNK`` (4,096) draws, chunk c's
+    started from words 3c..3c+2 of ``SeedSequence(seed)`` as numpy's SFC64 starts from its seed's first three
+    (chunk 0 is ``SFC64(seed)`` itself). Many short streams, so the own kernel (``native.keep_mask``, where it is
+    built, for seeds below 2**64) hashes the words and runs 8 streams at once in vector lanes; else numpy
+    (``seed_words``, one generator per chunk): the same bits either way."""
+    if native.available() and 0 <= seed < 1 << 64:  # Dropout's seeds are below 2**63
+        return native.keep_mask(seed, n, MASK_CHUNK, threshold)
     chunks = -(-n // MASK_CHUNK)
-    states = np.random.SeedSequence(seed).generate_state(3 * chunks, np.uint64)
-    if native.available():
-        return native.keep_mask(states, n, MASK_CHUNK, threshold)
-    parts, generator = [], np.random.SFC64(seed)  # chunk 0's stream; the next ones restart it from their words
+    states = seed_words(seed, 3 * chunks)
+    # chunk c's outputs at c * MASK_CHUNK / 4: the last one's draws end at n (its last output's extra ones dropped)
+    raw, step = np.empty((n + 3) // 4, dtype=np.uint64), MASK_CHUNK // 4
     for c in range(chunks):
-        if c:
-            state = generator.state
-            state["state"]["state"] = np.array([*states[3 * c:3 * c + 3], 1], dtype=np.uint64)
-            state["has_uint32"] = state["uinteger"] = 0
-            generator.state = state
-            generator.random_raw(12)  # as numpy's seeding discards its first 12 outputs
-        count = min(MASK_CHUNK, n - c * MASK_CHUNK)
-        # compared in numpy (faster than torch's int16 comparison), multiplied as uint8 (torch multiplies bf16 by
-        # a uint8 mask faster than by a bool one)
-        parts.append(generator.random_raw((count + 3) // 4).view(np.int16)[:count] >= threshold)
-    return torch.from_numpy(parts[0] if chunks == 1 else np.concatenate(parts)).view(torch.uint8)
+        count = min(step, raw.size - c * step)
+        raw[c * step:c * step + count] = np.random.SFC64(_Words(states[3 * c:3 * c + 3])).random_raw(count)
+    # compared in numpy (faster than torch's int16 comparison), multiplied as uint8 (torch multiplies bf16 by a
+    # uint8 mask faster than by a bool one)
+    return torch.from_numpy(raw.view(np.int16)[:n] >= threshold).view(torch.uint8)
 
 
 class _MaskAndScale(torch.autograd.Function):
@@ -73,7 +109,8 @@ class Dropout(nn.Dropout):
     draw, kept with probability (65536 - k) / 65536 for k = round(p * 65536), and scaled by that
     probability's exact inverse, so the expectation is exact. p is thus rounded to a multiple of
     1/65536 (0.1 -> 0.100006). The draws come four per 64-bit output of numpy's SFC64 generator
-    (``keep_draws``: one stream per MASK_CHUNK draws, in the own C kernel where it is built, on all threads),
+    (``keep_draws``: one stream per MASK_CHUNK = 4,096 draws, so that the own C kernel, where it is built, runs 8
+    streams at once in vector lanes, on all threads),
     seeded for each call from torch's global generator (so ``torch.manual_seed`` and saved RNG
     states govern it as they govern torch's own dropout): fewer and cheaper draws than torch's
     bernoulli_ or a Mersenne Twister; the mask and scale applied in one pass (``_MaskAndScale``). Elsewhere

@@ -997,9 +997,24 @@ void xm_gelu_table_backward(const uint16_t *dg, const uint16_t *h, int64_t n, co
 }
 
 /* Dropout's keep mask (kernels/dropout.py): numpy's SFC64 generator, one stream per chunk of `chunk` draws (a
-   multiple of 4) started from the three words states[3c..3c+2] as numpy's SFC64 starts from its seed's words
-   (counter 1, then 12 outputs discarded); each 64-bit output gives four 16-bit draws, low half first, and a draw
-   keeps its element when, read as a signed 16-bit value, it is >= threshold. The chunks split between threads. */
+   multiple of 4; dropout.py's MASK_CHUNK, 4,096) started from the three words states[3c..3c+2] of
+   SeedSequence(seed).generate_state (seed_words) as numpy's SFC64 starts from its seed's words (counter 1, then 12
+   outputs discarded); each 64-bit output gives four 16-bit draws, low half first, and a draw keeps its element
+   when, read as a signed 16-bit value, it is >= threshold.
+
+   Each stream is a serial recurrence: one scalar chain per thread took 0.45 ms for 1,048,576 draws on one thread
+   (round 8, chunks of 262,144). Here 8 streams advance at once in the 64-bit lanes of a vector (sfc64_step8), for
+   groups of 8 whole chunks (keep_lanes8): 0.06-0.07 ms for the same mask (docs/results/amx-perf/round9). The bound
+   is the two vector ports, ~12 uops a step: the recurrence's 9, then each output compared as 16-bit values at once
+   (a 32-bit mask), two steps' masks written as bytes to one vector (dword j < 8: lane j's 4 bytes of the first
+   step, j >= 8 the second's), and 8 steps of those transposed with two rounds of two-source permutes, so that each
+   lane's 32 bytes are stored to its own chunk. Measured and not kept: transposing the 64-bit outputs first (24
+   shuffles per 8 steps, then a compare per lane), 3-7% longer; 16 streams interleaved in two vectors, ~30% longer;
+   the counter as a broadcast scalar, no change; in a training step (the masks written to memory not in the
+   caches), non-temporal stores 3.5 ms a step's masks against 1.6, write prefetches no change. Chunks that do not
+   fill a group of 8, a short last chunk and chunk lengths not a multiple of 32 take the scalar chain
+   (keep_chunk_scalar). Threads take the groups, then the leftover chunks, in static blocks; each byte depends on its
+   own chunk's stream only, so the result does not depend on the thread count. */
 static inline uint64_t sfc64_next(uint64_t s[4]) {
     uint64_t out = s[0] + s[1] + s[3]++;
     s[0] = s[1] ^ (s[1] >> 11);
@@ -1008,19 +1023,120 @@ static inline uint64_t sfc64_next(uint64_t s[4]) {
     return out;
 }
 
-void xm_keep_mask(const uint64_t *states, int64_t n, int64_t chunk, int32_t threshold, uint8_t *keep) {
-    int64_t chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; c++) {
-        uint64_t s[4] = {states[3 * c], states[3 * c + 1], states[3 * c + 2], 1};
-        for (int i = 0; i < 12; i++) sfc64_next(s);
-        int64_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
-        for (int64_t i = c * chunk; i < end; i += 4) {
-            uint64_t r = sfc64_next(s);
-            for (int64_t j = 0; j < 4 && i + j < end; j++)
-                keep[i + j] = (int16_t)(uint16_t)(r >> (16 * j)) >= threshold;
+static void keep_chunk_scalar(const uint64_t *states, int64_t n, int64_t chunk, int32_t threshold, int64_t c,
+                              uint8_t *keep) {
+    uint64_t s[4] = {states[3 * c], states[3 * c + 1], states[3 * c + 2], 1};
+    for (int i = 0; i < 12; i++) sfc64_next(s);
+    int64_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+    for (int64_t i = c * chunk; i < end; i += 4) {
+        uint64_t r = sfc64_next(s);
+        for (int64_t j = 0; j < 4 && i + j < end; j++)
+            keep[i + j] = (int16_t)(uint16_t)(r >> (16 * j)) >= threshold;
+    }
+}
+
+/* sfc64_next on 8 streams, one per 64-bit lane (a, b, c: the state words, counter the fourth); the 8 outputs. */
+static inline __m512i sfc64_step8(__m512i *a, __m512i *b, __m512i *c, __m512i *counter) {
+    __m512i out = _mm512_add_epi64(_mm512_add_epi64(*a, *counter), *b);
+    *counter = _mm512_add_epi64(*counter, _mm512_set1_epi64(1));
+    *a = _mm512_xor_si512(*b, _mm512_srli_epi64(*b, 11));
+    *b = _mm512_add_epi64(*c, _mm512_slli_epi64(*c, 3));
+    *c = _mm512_add_epi64(_mm512_rol_epi64(*c, 24), out);
+    return out;
+}
+
+/* The keep bytes of chunks c0 .. c0 + 7, each `chunk` draws long (a multiple of 32), one stream per lane. */
+static void keep_lanes8(const uint64_t *states, int64_t chunk, int32_t threshold, int64_t c0, uint8_t *keep) {
+    const __m512i stride3 = _mm512_setr_epi64(0, 3, 6, 9, 12, 15, 18, 21);
+    const uint64_t *words = states + 3 * c0;
+    __m512i a = _mm512_i64gather_epi64(stride3, (const void *)words, 8);
+    __m512i b = _mm512_i64gather_epi64(stride3, (const void *)(words + 1), 8);
+    __m512i c = _mm512_i64gather_epi64(stride3, (const void *)(words + 2), 8);
+    __m512i counter = _mm512_set1_epi64(1);
+    for (int i = 0; i < 12; i++) sfc64_step8(&a, &b, &c, &counter);
+    /* 8 steps' bytes: v[p] holds steps 2p, 2p + 1 (dword j < 8: step 2p of lane j, j >= 8: step 2p + 1 of lane
+       j - 8); w[m][h] steps 4m .. 4m + 3 of lanes 4h .. 4h + 3 (dword 4 (lane - 4h) + step - 4m); the output of
+       pair g steps 0 .. 7 of lane 2g (low half, dword = step) and of lane 2g + 1 (high half) */
+    int32_t to_w[2][16], to_pair[2][16];
+    for (int h = 0; h < 2; h++)
+        for (int d = 0; d < 16; d++) {
+            int step = d % 4;  /* of w: from v[2m + step / 2], second operand's dwords numbered from 16 */
+            to_w[h][d] = step / 2 * 16 + step % 2 * 8 + 4 * h + d / 4;
+            int lane = 2 * h + d / 8, s = d % 8;  /* h: g % 2, lane: lane - 4 (g / 2) */
+            to_pair[h][d] = s / 4 * 16 + lane * 4 + s % 4;
+        }
+    const __m512i w_index[2] = {_mm512_loadu_si512(to_w[0]), _mm512_loadu_si512(to_w[1])};
+    const __m512i pair_index[2] = {_mm512_loadu_si512(to_pair[0]), _mm512_loadu_si512(to_pair[1])};
+    const __m512i limit = _mm512_set1_epi16((short)threshold), ones = _mm512_set1_epi8(1);
+    uint8_t *dst = keep + c0 * chunk;
+    for (int64_t i = 0; i < chunk; i += 32) {
+        __m512i v[4], w[2][2];
+        for (int p = 0; p < 4; p++) {
+            __mmask32 k0 = _mm512_cmpge_epi16_mask(sfc64_step8(&a, &b, &c, &counter), limit);
+            __mmask32 k1 = _mm512_cmpge_epi16_mask(sfc64_step8(&a, &b, &c, &counter), limit);
+            v[p] = _mm512_maskz_mov_epi8(_mm512_kunpackd(k1, k0), ones);
+        }
+        for (int m = 0; m < 2; m++)
+            for (int h = 0; h < 2; h++) w[m][h] = _mm512_permutex2var_epi32(v[2 * m], w_index[h], v[2 * m + 1]);
+        for (int g = 0; g < 4; g++) {
+            __m512i pair = _mm512_permutex2var_epi32(w[0][g / 2], pair_index[g % 2], w[1][g / 2]);
+            _mm256_storeu_si256((__m256i *)(dst + 2 * g * chunk + i), _mm512_castsi512_si256(pair));
+            _mm256_storeu_si256((__m256i *)(dst + (2 * g + 1) * chunk + i), _mm512_extracti64x4_epi64(pair, 1));
         }
     }
+}
+
+/* numpy's SeedSequence(seed).generate_state(count, np.uint64) for a seed below 2**64 (numpy/random/bit_generator.pyx;
+   kernels/dropout.py's seed_words on numpy arrays): the seed's 32-bit words (one, two from 2**32) hashed into a pool
+   of 4 (mix_entropy), the pool's words hashed out again, two a word, low half first. Here because numpy's took, in
+   a training step (its data in the caches), ~45 us a call for the pool and ~40 us for 768 words on arrays: 1.5 ms
+   of a step's 17 masks, as much as the kernel's draws; this takes a few microseconds. */
+static uint32_t seed_hashmix(uint32_t value, uint32_t *hash) {
+    value ^= *hash;
+    *hash *= 0x931e8875u;
+    value *= *hash;
+    return value ^ (value >> 16);
+}
+
+static void seed_words(uint64_t seed, int64_t count, uint64_t *words) {
+    uint32_t entropy[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)}, pool[4], hash = 0x43b0d7e5u;
+    int used = seed >> 32 ? 2 : 1;
+    for (int i = 0; i < 4; i++) pool[i] = seed_hashmix(i < used ? entropy[i] : 0, &hash);
+    for (int src = 0; src < 4; src++)
+        for (int dst = 0; dst < 4; dst++)
+            if (src != dst) {
+                uint32_t mixed = 0xca01f9ddu * pool[dst] - 0x4973f715u * seed_hashmix(pool[src], &hash);
+                pool[dst] = mixed ^ (mixed >> 16);
+            }
+    hash = 0x8b51f9ddu;
+    for (int64_t i = 0; i < 2 * count; i++) {
+        uint32_t value = pool[i % 4] ^ hash;
+        hash *= 0x58f38dedu;
+        value *= hash;
+        value ^= value >> 16;
+        words[i / 2] = i % 2 ? words[i / 2] | (uint64_t)value << 32 : value;
+    }
+}
+
+/* 0: done; 1: no memory for the streams' words */
+int xm_keep_mask(uint64_t seed, int64_t n, int64_t chunk, int32_t threshold, uint8_t *keep) {
+    int64_t chunks = (n + chunk - 1) / chunk, groups = chunk % 32 ? 0 : n / chunk / 8;
+    if (threshold > 32767) {  /* no draw reaches it (the vectors' 16-bit threshold would wrap to -32768) */
+        memset(keep, 0, (size_t)n);
+        return 0;
+    }
+    uint64_t *states = malloc((size_t)(3 * chunks) * sizeof(uint64_t));
+    if (!states) return 1;
+    seed_words(seed, 3 * chunks, states);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t g = 0; g < groups; g++) keep_lanes8(states, chunk, threshold, 8 * g, keep);
+#pragma omp for schedule(static)
+        for (int64_t c = 8 * groups; c < chunks; c++) keep_chunk_scalar(states, n, chunk, threshold, c, keep);
+    }
+    free(states);
+    return 0;
 }
 
 /* Training: softmax attention in bf16 autocast training, forward (xm_attention_train) and backward

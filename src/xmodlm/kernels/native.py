@@ -113,8 +113,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_residual_norm_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, pointer,
                                               ctypes.c_float, size, size, pointer, pointer, pointer, pointer]
     lib.xm_residual_norm_backward.restype = ctypes.c_int
-    lib.xm_keep_mask.argtypes = [pointer, size, size, ctypes.c_int32, pointer]
-    lib.xm_keep_mask.restype = None
+    lib.xm_keep_mask.argtypes = [ctypes.c_uint64, size, size, ctypes.c_int32, pointer]
+    lib.xm_keep_mask.restype = ctypes.c_int
     lib.xm_attention_train.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
                                        pointer, ctypes.c_float, ctypes.c_float, pointer, pointer, pointer]
     lib.xm_attention_train.restype = ctypes.c_int
@@ -371,17 +371,17 @@ def residual_norm_backward(dy: torch.Tensor | None, t: torch.Tensor, mean: torch
     return dt, dh, dweight, dbias
 
 
-def keep_mask(states, n: int, chunk: int, threshold: int) -> torch.Tensor:
+def keep_mask(seed: int, n: int, chunk: int, threshold: int) -> torch.Tensor:
     """Dropout's uint8 keep mask of n draws from numpy's SFC64 streams, one per chunk of ``chunk`` draws started
-    from three words each of ``states`` (a uint64 numpy array of 3 * chunks words): what ``kernels.dropout``
-    computes with numpy, the chunks on all threads."""
-    chunks = -(-n // chunk)
-    if chunk % 4 or states.dtype != "uint64" or states.shape != (3 * chunks,) or not -32768 <= threshold <= 32768:
-        raise ValueError(f"expected 3 x {chunks} uint64 words for {n} draws in chunks of {chunk} (a multiple of 4) "
-                         f"and a threshold in [-32768, 32768], got {states.dtype} {states.shape}, {threshold}")
+    from three words each of ``SeedSequence(seed).generate_state`` (hashed in C, as numpy hashes them): what
+    ``kernels.dropout`` computes with numpy, 8 chunks at a time in vector lanes (the rest one by one), on all
+    threads. ``seed`` below 2**64."""
+    if not 0 <= seed < 1 << 64 or chunk <= 0 or chunk % 4 or not -32768 <= threshold <= 32768:
+        raise ValueError(f"expected a seed in [0, 2**64), chunks of a positive multiple of 4 draws and a threshold "
+                         f"in [-32768, 32768], got {seed}, {chunk}, {threshold}")
     keep = torch.empty(n, dtype=torch.uint8)
-    words = torch.from_numpy(states.view("int64"))  # the same bits, in memory torch can point at
-    _library().xm_keep_mask(words.data_ptr(), n, chunk, threshold, keep.data_ptr())
+    if _library().xm_keep_mask(seed, n, chunk, threshold, keep.data_ptr()):
+        raise MemoryError(f"no memory for the words of {-(-n // chunk)} streams")
     return keep
 
 
