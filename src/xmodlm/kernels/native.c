@@ -1151,7 +1151,21 @@ int xm_keep_mask(uint64_t seed, int64_t n, int64_t chunk, int32_t threshold, uin
    The forward keeps each row's shift (-max c) and 1 / sum; the backward recomputes P from them bit for bit (the
    same products, the same exponential), so no (B, H, T, T) float32 array is stored or read. Products with a
    transposed operand (dV, dK) read Pd and dS transposed: their rows interleaved in pairs, then 16 x 16 blocks of
-   32-bit pairs transposed (transpose16). */
+   32-bit pairs transposed (transpose16).
+
+   Round 9 (docs/results/amx-perf/round9, the bench step's shape: batch 16, 4 heads, T 128, d 64, dropout, one
+   thread): removing one part at a time (wrong results, times only) the forward's 0.91 ms a call lost 0.43 ms
+   without the exponentials, 0.25 without dropped_row, 0.16 without the Pd v products, 0.05-0.07 each without the
+   layouts or the stores; the backward's 1.63 ms lost 0.14-0.29 ms for each of the layouts, the probabilities,
+   score_gradient_row, the Pd and dS transposes, the dK and dV products, the stores: no one part dominates. The
+   forward now takes 32 queries a pass (block_pair: four accumulator tiles, each A and B tile loaded once for two
+   products) and their softmax two rows at a time held in registers (softmax_two_rows), ~8% less time a call,
+   the same bits. Measured on the backward and not kept (each 0.90-1.07 of round 8's time from run to run, no
+   better on the whole; the same bits): 32 queries a pass, probabilities and dS two rows at a time in registers,
+   the next 32 queries' S and dPd products interleaved with this group's vector work, dK^T = q^T dS and
+   dV^T = dOut^T Pd (dS and Pd in row pairs as the right operand, no T x T transposes; the 32 x 32 results
+   transposed in bf16 when stored), the next (example, head)'s rows fetched ahead (PREFETCHW for the outputs),
+   64-byte stores of the outputs. */
 
 /* The lanes of keys [j, j + 16) that the dropout keeps in one query's row of keep bytes (t of them; NULL: all). */
 static inline __mmask16 kept_lanes(const uint8_t *keep_row, int64_t j, int64_t t) {
@@ -1305,8 +1319,9 @@ static inline void store_rows(const float *o, float factor, int64_t valid, int64
 /* c (32 x 32 float32, row stride ldc) = [a; a1] @ [b0 b1] over k_tiles steps of 32, in the four accumulator tiles
    (block_step): a's and a1's step s at a + s a_step, a1 + s a_step (16 rows of 32 bf16 each, row stride lda values),
    b0 and b1 two columns of 16 packed tiles, one tile (512 values) a step. Each output summed over the steps in
-   order from zero, as tile_pair sums it (the same bits); four independent sums instead of tile_pair's two keep the
-   tile unit busy (tile_pair's two chains of K / 32 dependent products wait on each other's latency). */
+   order from zero, as tile_pair sums it (the same bits); four independent sums instead of tile_pair's two, and
+   4 tile loads for 4 products instead of 3 for 2 (the forward: 0.955 of round 8's time with 16 queries a pass,
+   0.92 with 32, one run each). */
 static inline void block_pair(const uint16_t *a, const uint16_t *a1, int64_t lda, int64_t a_step, const uint16_t *b0,
                               const uint16_t *b1, int64_t k_tiles, float *c, int64_t ldc) {
     _tile_zero(0);
@@ -1412,87 +1427,6 @@ static inline void score_gradient_row(const float *p, const float *dpd, const ui
     }
 }
 
-/* Two queries' probabilities and dS rows at once (probabilities, then score_gradient_row, for each: the same
-   operations in the same order, the same bits), each row's n vectors of P (n = padded_t / 16, a constant where
-   inlined) held in registers instead of written over the scores and read back, the two rows' chains interleaved.
-   scores, dpd: the two rows (row stride padded_t); shift, inverse: their constants; keep0, keep1: their keep bytes
-   (or NULL); pd, ds: their bf16 rows (row stride padded_t). */
-static inline __attribute__((always_inline)) void gradient_two_rows(const float *scores, const float *dpd,
-                                                                    int64_t padded_t, const int n,
-                                                                    const __mmask16 *live, float c,
-                                                                    const float *shift, const float *inverse,
-                                                                    const uint8_t *keep0, const uint8_t *keep1,
-                                                                    int64_t t, float drop_scale, uint16_t *pd,
-                                                                    uint16_t *ds) {
-    const uint8_t *keep_rows[2] = {keep0, keep1};
-    __m512 pr[2][REGISTER_VECTORS], sum[2], other[2], delta[2];
-    __mmask32 kept[2][REGISTER_VECTORS / 2];
-    __m512 cv = _mm512_set1_ps(c), scale = _mm512_set1_ps(keep0 ? drop_scale : 1.0f);
-    for (int r = 0; r < 2; r++) {
-        __m512 sv = _mm512_set1_ps(shift[r]), iv = _mm512_set1_ps(inverse[r]);
-        for (int j = 0; j < n; j++)
-            pr[r][j] = _mm512_mul_ps(exp2_live(_mm512_fmadd_ps(_mm512_load_ps(scores + r * padded_t + 16 * j), cv, sv),
-                                               live[j]), iv);
-        sum[r] = _mm512_setzero_ps();
-        other[r] = _mm512_setzero_ps();
-    }
-    for (int j = 0; j < n; j += 2)
-        for (int r = 0; r < 2; r++) {
-            const float *g = dpd + r * padded_t + 16 * j;
-            kept[r][j / 2] = kept_pair(keep_rows[r], 16 * j, t);
-            __m512 a = _mm512_maskz_mul_ps((__mmask16)kept[r][j / 2], pr[r][j], scale);
-            __m512 a2 = _mm512_maskz_mul_ps((__mmask16)(kept[r][j / 2] >> 16), pr[r][j + 1], scale);
-            _mm512_store_si512((__m512i *)(pd + r * padded_t + 16 * j), (__m512i)_mm512_cvtne2ps_pbh(a2, a));
-            sum[r] = _mm512_fmadd_ps(a, _mm512_load_ps(g), sum[r]);
-            other[r] = _mm512_fmadd_ps(a2, _mm512_load_ps(g + 16), other[r]);
-        }
-    for (int r = 0; r < 2; r++) delta[r] = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_add_ps(sum[r], other[r])));
-    for (int j = 0; j < n; j += 2)
-        for (int r = 0; r < 2; r++) {
-            const float *g = dpd + r * padded_t + 16 * j;
-            __m512 dp = _mm512_maskz_mul_ps((__mmask16)kept[r][j / 2], _mm512_load_ps(g), scale);
-            __m512 dp2 = _mm512_maskz_mul_ps((__mmask16)(kept[r][j / 2] >> 16), _mm512_load_ps(g + 16), scale);
-            __m512 d0 = _mm512_mul_ps(pr[r][j], _mm512_sub_ps(dp, delta[r]));
-            __m512 d1 = _mm512_mul_ps(pr[r][j + 1], _mm512_sub_ps(dp2, delta[r]));
-            _mm512_store_si512((__m512i *)(ds + r * padded_t + 16 * j), (__m512i)_mm512_cvtne2ps_pbh(d1, d0));
-        }
-}
-
-/* A block's rows [0, valid) of bf16 Pd and dS (row stride padded_t) from their scores and dPd (float32, row stride
-   padded_t), their constants at shift[i], inverse[i] and their keep bytes at keep + i t (or none): in pairs held in
-   registers where padded_t <= 128 (gradient_two_rows), otherwise (and an odd last row) through memory. */
-static void gradient_block(float *scores, const float *dpd, int64_t padded_t, int64_t valid, const __mmask16 *live,
-                           float c, const float *shift, const float *inverse, const uint8_t *keep, int64_t t,
-                           float drop_scale, uint16_t *pd, uint16_t *ds) {
-    int64_t i = 0;
-    for (; i + 1 < valid && padded_t <= 16 * REGISTER_VECTORS; i += 2) {
-        const uint8_t *k0 = keep ? keep + i * t : NULL, *k1 = keep ? keep + (i + 1) * t : NULL;
-        int64_t at = i * padded_t;
-        switch (padded_t / 16) {
-        case 2:
-            gradient_two_rows(scores + at, dpd + at, padded_t, 2, live, c, shift + i, inverse + i, k0, k1, t,
-                              drop_scale, pd + at, ds + at);
-            break;
-        case 4:
-            gradient_two_rows(scores + at, dpd + at, padded_t, 4, live, c, shift + i, inverse + i, k0, k1, t,
-                              drop_scale, pd + at, ds + at);
-            break;
-        case 6:
-            gradient_two_rows(scores + at, dpd + at, padded_t, 6, live, c, shift + i, inverse + i, k0, k1, t,
-                              drop_scale, pd + at, ds + at);
-            break;
-        default:
-            gradient_two_rows(scores + at, dpd + at, padded_t, 8, live, c, shift + i, inverse + i, k0, k1, t,
-                              drop_scale, pd + at, ds + at);
-        }
-    }
-    for (; i < valid; i++) {
-        probabilities(scores + i * padded_t, live, padded_t, c, shift[i], inverse[i]);
-        score_gradient_row(scores + i * padded_t, dpd + i * padded_t, keep ? keep + i * t : NULL, t, padded_t,
-                           drop_scale, pd + i * padded_t, ds + i * padded_t);
-    }
-}
-
 /* The 16 x padded_t bf16 block at `rows` (row stride padded_t) interleaved in row pairs into 8 rows of `pairs`
    (row stride 2 padded_t): the layout whose 16 x 16 32-bit blocks transpose16 turns into the block's transpose. */
 static inline void pair_rows(const uint16_t *rows, int64_t padded_t, uint16_t *pairs) {
@@ -1517,31 +1451,35 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
                                 const uint8_t *keep, float drop_scale, float scale, const float *shift,
                                 const float *inverse, uint16_t *dq, uint16_t *dk, uint16_t *dv, int64_t db,
                                 int64_t dh, int64_t dt) {
-    int64_t padded_t = (t + 31) / 32 * 32, d_tiles = d / 32, k_tiles = padded_t / 32, tile_bytes = padded_t * d * 2;
+    int64_t padded_t = (t + 31) / 32 * 32, d_tiles = d / 32, rows16 = (t + 15) / 16 * 16, tile_bytes = padded_t * d * 2;
     float c = scale * 1.44269504f;
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
         configure_tiles();
-        /* k^T and v^T for the scores and dPd; k, q, dout in row pairs for dQ, dK, dV; 32 queries' rows at a time */
+        /* k^T and v^T for the scores and dPd; k, q, dout in row pairs for dQ, dK, dV */
         uint16_t *kt_pack = aligned_alloc(64, tile_bytes), *vt_pack = aligned_alloc(64, tile_bytes);
         uint16_t *k_pairs = aligned_alloc(64, tile_bytes), *q_pairs = aligned_alloc(64, tile_bytes);
         uint16_t *g_pairs = aligned_alloc(64, tile_bytes);
-        float *p = aligned_alloc(64, 32 * padded_t * 4), *dpd = aligned_alloc(64, 32 * padded_t * 4);
-        float *o = aligned_alloc(64, 32 * d * 4);
-        uint16_t *pd = aligned_alloc(64, 32 * padded_t * 2), *ds = aligned_alloc(64, 32 * padded_t * 2);
+        float *p = aligned_alloc(64, 16 * padded_t * 4), *dpd = aligned_alloc(64, 16 * padded_t * 4);
+        float *o = aligned_alloc(64, 16 * d * 4);
+        uint16_t *pd = aligned_alloc(64, 16 * padded_t * 2), *ds = aligned_alloc(64, 16 * padded_t * 2);
         uint16_t *pd_pairs = aligned_alloc(64, padded_t * padded_t * 2);
         uint16_t *ds_pairs = aligned_alloc(64, padded_t * padded_t * 2);
-        uint16_t *tiles = aligned_alloc(64, 32 * padded_t * 2);
-        uint16_t *qpad = aligned_alloc(64, 32 * d * 2), *gpad = aligned_alloc(64, 32 * d * 2);
+        uint16_t *tiles = aligned_alloc(64, 16 * padded_t * 2);
+        uint16_t *qpad = aligned_alloc(64, 16 * d * 2), *gpad = aligned_alloc(64, 16 * d * 2);
         __mmask16 *live = malloc((padded_t / 16) * sizeof(__mmask16));
         if (!kt_pack || !vt_pack || !k_pairs || !q_pairs || !g_pairs || !p || !dpd || !o || !pd || !ds || !pd_pairs
             || !ds_pairs || !tiles || !qpad || !gpad || !live)
             failed = 1;
+        else { /* the queries past the last block of 16 stay zero: they enter dK's and dV's sums */
+            memset(pd_pairs + rows16 * padded_t, 0, (padded_t - rows16) * padded_t * 2);
+            memset(ds_pairs + rows16 * padded_t, 0, (padded_t - rows16) * padded_t * 2);
+        }
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < batch * heads; item++) {
             if (failed) continue;
-            int64_t b = item / heads, h = item % heads;
+            int64_t b = item / heads, h = item % heads, key_blocks = (t + 15) / 16;
             const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
             const uint16_t *gq = dout + b * gb + h * gh;
             int64_t out_offset = b * db + h * dh;
@@ -1551,45 +1489,38 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
             pack_pairs(qh, st, t, padded_t, d, q_pairs);
             pack_pairs(gq, gt, t, padded_t, d, g_pairs);
             live_key_lanes(keys ? keys + b * t : NULL, t, padded_t, live);
-            for (int64_t q0 = 0; q0 < padded_t; q0 += 32) { /* the queries past t: zero rows of Pd and dS */
-                int64_t valid = t - q0 < 32 ? t - q0 : 32, qstride, gstride;
-                const uint16_t *qrows = query_block(qh, st, t, q0, d, qpad, &qstride);
-                const uint16_t *grows = query_block(gq, gt, t, q0, d, gpad, &gstride);
+            for (int64_t q0 = 0; q0 < t; q0 += 16) {
+                int64_t valid = t - q0 < 16 ? t - q0 : 16, qstride, gstride;
+                const uint16_t *qrows = query_rows(qh, st, t, q0, d, qpad, &qstride);
+                const uint16_t *grows = query_rows(gq, gt, t, q0, d, gpad, &gstride);
                 for (int64_t kt = 0; kt < padded_t / 16; kt += 2) {
-                    block_pair(qrows, qrows + 16 * qstride, qstride, 32, kt_pack + kt * d_tiles * 512,
-                               kt_pack + (kt + 1) * d_tiles * 512, d_tiles, p + 16 * kt, padded_t);
-                    block_pair(grows, grows + 16 * gstride, gstride, 32, vt_pack + kt * d_tiles * 512,
-                               vt_pack + (kt + 1) * d_tiles * 512, d_tiles, dpd + 16 * kt, padded_t);
+                    score_pair(qrows, qstride, kt_pack, kt, d_tiles, p, padded_t);
+                    score_pair(grows, gstride, vt_pack, kt, d_tiles, dpd, padded_t);
                 }
-                int64_t r = item * t + q0;
-                gradient_block(p, dpd, padded_t, valid, live, c, shift + r, inverse + r, keep ? keep + r * t : NULL,
-                               t, drop_scale, pd, ds);
-                memset(pd + valid * padded_t, 0, (32 - valid) * padded_t * 2); /* queries past t: no gradient */
-                memset(ds + valid * padded_t, 0, (32 - valid) * padded_t * 2);
-                for (int64_t ct = 0; ct < d / 16; ct += 2)
-                    block_pair(ds, ds + 16 * padded_t, padded_t, 32, k_pairs + ct * k_tiles * 512,
-                               k_pairs + (ct + 1) * k_tiles * 512, k_tiles, o + 16 * ct, d);
+                for (int64_t i = 0; i < 16; i++) {
+                    int64_t r = item * t + q0 + i;
+                    if (i < valid) {
+                        probabilities(p + i * padded_t, live, padded_t, c, shift[r], inverse[r]);
+                        score_gradient_row(p + i * padded_t, dpd + i * padded_t, keep ? keep + r * t : NULL, t,
+                                           padded_t, drop_scale, pd + i * padded_t, ds + i * padded_t);
+                    } else { /* queries past t: no probabilities, no gradient */
+                        memset(pd + i * padded_t, 0, padded_t * 2);
+                        memset(ds + i * padded_t, 0, padded_t * 2);
+                    }
+                }
+                rows_by_pairs(ds, padded_t, 32, k_pairs, padded_t / 32, d, o);
                 store_rows(o, scale, valid, d, dq + out_offset + q0 * dt, dt);
-                for (int64_t half = 0; half < 32; half += 16) {
-                    pair_rows(pd + half * padded_t, padded_t, pd_pairs + (q0 + half) * padded_t);
-                    pair_rows(ds + half * padded_t, padded_t, ds_pairs + (q0 + half) * padded_t);
-                }
+                pair_rows(pd, padded_t, pd_pairs + q0 * padded_t);
+                pair_rows(ds, padded_t, ds_pairs + q0 * padded_t);
             }
-            for (int64_t k0 = 0; k0 < t; k0 += 32) { /* dK = round(dS)^T q scale, dV = round(Pd)^T dOut */
-                int64_t valid = t - k0 < 32 ? t - k0 : 32;
-                uint16_t *upper = tiles + k_tiles * 512;
-                transposed_tiles(ds_pairs, padded_t, k0 / 16, tiles);
-                transposed_tiles(ds_pairs, padded_t, k0 / 16 + 1, upper);
-                for (int64_t ct = 0; ct < d / 16; ct += 2)
-                    block_pair(tiles, upper, 32, 512, q_pairs + ct * k_tiles * 512, q_pairs + (ct + 1) * k_tiles * 512,
-                               k_tiles, o + 16 * ct, d);
-                store_rows(o, scale, valid, d, dk + out_offset + k0 * dt, dt);
-                transposed_tiles(pd_pairs, padded_t, k0 / 16, tiles);
-                transposed_tiles(pd_pairs, padded_t, k0 / 16 + 1, upper);
-                for (int64_t ct = 0; ct < d / 16; ct += 2)
-                    block_pair(tiles, upper, 32, 512, g_pairs + ct * k_tiles * 512, g_pairs + (ct + 1) * k_tiles * 512,
-                               k_tiles, o + 16 * ct, d);
-                store_rows(o, 1.0f, valid, d, dv + out_offset + k0 * dt, dt);
+            for (int64_t kb = 0; kb < key_blocks; kb++) {
+                int64_t valid = t - 16 * kb < 16 ? t - 16 * kb : 16;
+                transposed_tiles(ds_pairs, padded_t, kb, tiles);
+                rows_by_pairs(tiles, 32, 512, q_pairs, padded_t / 32, d, o);
+                store_rows(o, scale, valid, d, dk + out_offset + 16 * kb * dt, dt);
+                transposed_tiles(pd_pairs, padded_t, kb, tiles);
+                rows_by_pairs(tiles, 32, 512, g_pairs, padded_t / 32, d, o);
+                store_rows(o, 1.0f, valid, d, dv + out_offset + 16 * kb * dt, dt);
             }
         }
         free(kt_pack);
