@@ -1159,13 +1159,18 @@ int xm_keep_mask(uint64_t seed, int64_t n, int64_t chunk, int32_t threshold, uin
    layouts or the stores; the backward's 1.63 ms lost 0.14-0.29 ms for each of the layouts, the probabilities,
    score_gradient_row, the Pd and dS transposes, the dK and dV products, the stores: no one part dominates. The
    forward now takes 32 queries a pass (block_pair: four accumulator tiles, each A and B tile loaded once for two
-   products) and their softmax two rows at a time held in registers (softmax_two_rows), ~8% less time a call,
-   the same bits. Measured on the backward and not kept (each 0.90-1.07 of round 8's time from run to run, no
-   better on the whole; the same bits): 32 queries a pass, probabilities and dS two rows at a time in registers,
-   the next 32 queries' S and dPd products interleaved with this group's vector work, dK^T = q^T dS and
+   products) and their softmax two rows at a time held in registers (softmax_two_rows), the same bits: 0.91-0.92
+   of round 8's time a call alone, 0.93-0.94 with the fetches ahead below. Alone the kernels' inputs and outputs
+   stay in the caches from call to call; in a training step they do not (the 4 forwards and 4 backwards of a step
+   took ~15 ms against ~10 alone): both kernels now fetch the next (example, head)'s rows while working on this one
+   (heads_ahead), which took the step's attention calls from 15.9 and 16.0 ms a step to 13.8 and 14.1 (two runs,
+   medians of 15 steps; the backward alone unchanged). Measured alone on the backward and not kept (each
+   0.90-1.07 of round 8's time from run to run, no better on the whole; the same bits; round 8's own backward once
+   measured 0.965 against itself): 32 queries a pass, probabilities and dS two rows at a time in registers, the
+   next 32 queries' S and dPd products interleaved with this group's vector work, dK^T = q^T dS and
    dV^T = dOut^T Pd (dS and Pd in row pairs as the right operand, no T x T transposes; the 32 x 32 results
-   transposed in bf16 when stored), the next (example, head)'s rows fetched ahead (PREFETCHW for the outputs),
-   64-byte stores of the outputs. */
+   transposed in bf16 when stored), 64-byte stores of the outputs. Also not kept: the keep mask's next 16 KB
+   fetched ahead as well (no further change in the step). */
 
 /* The lanes of keys [j, j + 16) that the dropout keeps in one query's row of keep bytes (t of them; NULL: all). */
 static inline __mmask16 kept_lanes(const uint8_t *keep_row, int64_t j, int64_t t) {
@@ -1351,6 +1356,36 @@ static inline const uint16_t *query_block(const uint16_t *qh, int64_t st, int64_
     return pad;
 }
 
+/* The rows of the next (example, head)'s inputs and outputs (t rows each, row_bytes a row, a multiple of 64),
+   fetched a few lines at a time while this one is worked on: their rows lie hundreds of bytes apart, a 4 KB page
+   holding a few, and the hardware's prefetchers do not cross pages. Inputs into L2; outputs for writing
+   (PREFETCHW), as the processor reads a line before writing it. */
+typedef struct {
+    const char *base[7];
+    int64_t stride[7]; /* bytes between rows */
+    int matrices, reads; /* the first `reads` are inputs */
+    int64_t rows, row_bytes;
+    int m;               /* progress: matrix, row, byte in the row */
+    int64_t row, at;
+} heads_ahead;
+
+static inline void ahead_add(heads_ahead *a, const void *base, int64_t stride_bytes) {
+    a->base[a->matrices] = (const char *)base;
+    a->stride[a->matrices++] = stride_bytes;
+}
+
+static inline void ahead_fetch(heads_ahead *a, int64_t count) {
+    for (; count > 0 && a->m < a->matrices; count--) {
+        const char *line = a->base[a->m] + a->row * a->stride[a->m] + a->at;
+        if (a->m < a->reads) _mm_prefetch(line, _MM_HINT_T1);
+        else __asm__ volatile("prefetchw %0" : : "m"(*line));
+        if ((a->at += 64) == a->row_bytes) {
+            a->at = 0;
+            if (++a->row == a->rows) a->row = 0, a->m++;
+        }
+    }
+}
+
 /* The forward. q, k, v: element (b, h, t, j) at ptr[b sb + h sh + t st + j]; keys: (batch, t) bytes, 0 for keys
    no query may attend to, or NULL; keep: the dropout's (batch, heads, t, t) bytes, 0 where dropped, or NULL (no
    dropout); out: (batch, t, heads, d) contiguous; shift, inverse: (batch, heads, t) float32, each row's softmax
@@ -1379,12 +1414,25 @@ int xm_attention_train(const uint16_t *q, const uint16_t *k, const uint16_t *v, 
             pack_transposed(kh, st, t, padded_t, d, kp);
             pack_pairs(vh, st, t, padded_t, d, vp);
             live_key_lanes(keys ? keys + b * t : NULL, t, padded_t, live);
+            heads_ahead ahead = {{0}, {0}, 0, 3, t, 2 * d, 0, 0, 0};
+            if (item + 1 < batch * heads) { /* the next (example, head)'s q, k, v and output */
+                int64_t nb = (item + 1) / heads, nh = (item + 1) % heads, in = nb * sb + nh * sh;
+                ahead_add(&ahead, q + in, st * 2);
+                ahead_add(&ahead, k + in, st * 2);
+                ahead_add(&ahead, v + in, st * 2);
+                ahead_add(&ahead, out + (nb * t * heads + nh) * d, heads * d * 2);
+            }
+            int64_t steps = (t + 31) / 32 * (k_tiles + 1); /* the calls of ahead_fetch below */
+            int64_t per_step = (ahead.matrices * t * (d / 32) + steps - 1) / steps;
             for (int64_t q0 = 0; q0 < t; q0 += 32) {
                 int64_t valid = t - q0 < 32 ? t - q0 : 32, qstride, r = item * t + q0;
                 const uint16_t *qrows = query_block(qh, st, t, q0, d, qpad, &qstride);
-                for (int64_t kt = 0; kt < padded_t / 16; kt += 2)
+                for (int64_t kt = 0; kt < padded_t / 16; kt += 2) {
+                    ahead_fetch(&ahead, per_step);
                     block_pair(qrows, qrows + 16 * qstride, qstride, 32, kp + kt * d_tiles * 512,
                                kp + (kt + 1) * d_tiles * 512, d_tiles, scores + 16 * kt, padded_t);
+                }
+                ahead_fetch(&ahead, per_step);
                 softmax_block(scores, padded_t, valid, live, c, keep ? keep + r * t : NULL, t, drop_scale, shift + r,
                               inverse + r, probs);
                 for (int64_t dt = 0; dt < d / 16; dt += 2)
@@ -1483,6 +1531,19 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
             const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
             const uint16_t *gq = dout + b * gb + h * gh;
             int64_t out_offset = b * db + h * dh;
+            heads_ahead ahead = {{0}, {0}, 0, 4, t, 2 * d, 0, 0, 0};
+            if (item + 1 < batch * heads) { /* the next (example, head)'s 4 inputs and 3 outputs */
+                int64_t nb = (item + 1) / heads, nh = (item + 1) % heads, in = nb * sb + nh * sh, g = nb * db + nh * dh;
+                ahead_add(&ahead, q + in, st * 2);
+                ahead_add(&ahead, k + in, st * 2);
+                ahead_add(&ahead, v + in, st * 2);
+                ahead_add(&ahead, dout + nb * gb + nh * gh, gt * 2);
+                ahead_add(&ahead, dq + g, dt * 2);
+                ahead_add(&ahead, dk + g, dt * 2);
+                ahead_add(&ahead, dv + g, dt * 2);
+            }
+            int64_t steps = key_blocks * (padded_t / 32) + key_blocks; /* the calls of ahead_fetch below */
+            int64_t per_step = (ahead.matrices * t * (d / 32) + steps - 1) / steps;
             pack_transposed(kh, st, t, padded_t, d, kt_pack);
             pack_transposed(vh, st, t, padded_t, d, vt_pack);
             pack_pairs(kh, st, t, padded_t, d, k_pairs);
@@ -1494,6 +1555,7 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
                 const uint16_t *qrows = query_rows(qh, st, t, q0, d, qpad, &qstride);
                 const uint16_t *grows = query_rows(gq, gt, t, q0, d, gpad, &gstride);
                 for (int64_t kt = 0; kt < padded_t / 16; kt += 2) {
+                    ahead_fetch(&ahead, per_step);
                     score_pair(qrows, qstride, kt_pack, kt, d_tiles, p, padded_t);
                     score_pair(grows, gstride, vt_pack, kt, d_tiles, dpd, padded_t);
                 }
@@ -1515,6 +1577,7 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
             }
             for (int64_t kb = 0; kb < key_blocks; kb++) {
                 int64_t valid = t - 16 * kb < 16 ? t - 16 * kb : 16;
+                ahead_fetch(&ahead, per_step);
                 transposed_tiles(ds_pairs, padded_t, kb, tiles);
                 rows_by_pairs(tiles, 32, 512, q_pairs, padded_t / 32, d, o);
                 store_rows(o, scale, valid, d, dk + out_offset + 16 * kb * dt, dt);
