@@ -1164,7 +1164,7 @@ int xm_keep_mask(uint64_t seed, int64_t n, int64_t chunk, int32_t threshold, uin
    stay in the caches from call to call; in a training step they do not (the 4 forwards and 4 backwards of a step
    took ~15 ms against ~10 alone): both kernels now fetch the next (example, head)'s rows while working on this one
    (heads_ahead), which took the step's attention calls from 15.9 and 16.0 ms a step to 13.8 and 14.1 (two runs,
-   medians of 15 steps; the backward alone unchanged; the backward's fetches 1.2-2.0 ms of the gain, the
+   medians of 15 steps; the backward alone unchanged; the backward's fetches 1.0-1.1 ms of the gain, the
    forward's 0.1-0.45: training-attention-fetch-step-1thread.txt). Measured alone on the backward and not kept (each
    0.90-1.07 of round 8's time from run to run, no better on the whole; the same bits; round 8's own backward once
    measured 0.965 against itself): 32 queries a pass, probabilities and dS two rows at a time in registers, the
