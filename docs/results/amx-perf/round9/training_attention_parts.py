@@ -1,9 +1,12 @@
-"""Where the training attention kernels' time goes (xm_attention_train, xm_attention_train_backward): native.c as it
-is against copies with one part removed (wrong results; only their times count), at the bench's training step's
-shape (attention_harness.py: batch 16, 4 heads, T 128, d 64, q k v heads of one fused projection, the dropout's keep
-mask, no key mask), one thread, the variants alternating round by round in one process. Each round: 10 forwards, then
-10 backwards per variant; medians (and minima) of 15 rounds, ms per call; "saved": the median's drop against native.c
-as it is. Usage, pinned:
+"""Where the training attention kernels' time goes (xm_attention_train, xm_attention_train_backward), as round 8 left
+them (native.c with its training attention section as of 3cfeab4, which round 9 measured before changing it; every
+other section today's): as built against copies with one part removed (wrong results; only their times count), at
+the bench's training step's shape (attention_harness.py: batch 16, 4 heads, T 128, d 64, q k v heads of one fused
+projection, the dropout's keep mask, no key mask), one thread, the variants alternating round by round in one process.
+Each round: 10 forwards, then 10 backwards per variant; medians (and minima) of 15 rounds, ms per call; "saved": the
+median's drop against as built. The variants without the score products leave the softmax working on stale buffers
+(zeroed once at allocation) and came out slower, not faster, in the forward: their figures are no measure of the
+products. Usage, pinned:
 taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=src python3 docs/results/amx-perf/round9/training_attention_parts.py"""
 
 import sys
@@ -15,16 +18,17 @@ import xmodlm
 from xmodlm.kernels import native
 
 sys.path.insert(0, str(Path(__file__).parent))
-from attention_harness import build, inputs, replaced, report, time_calls  # noqa: E402
+from attention_harness import build, inputs, old_source, replaced, report, time_calls  # noqa: E402
 
 xmodlm.tune_allocator()
 torch.set_num_threads(1)
-text = native.SOURCE.read_text()
+HEAD, TAIL = "/* Training: softmax attention in bf16 autocast training", "/* Training: the vocabulary projection"
+today, round8 = native.SOURCE.read_text(), old_source("3cfeab4")
+text = today[:today.index(HEAD)] + round8[round8.index(HEAD):round8.index(TAIL)] + today[today.index(TAIL):]
 I12, I16 = "\n" + " " * 12, "\n" + " " * 16
 
 
-start = text.index("/* Training: softmax attention in bf16 autocast training")
-end = text.index("/* Training: the vocabulary projection")
+start, end = text.index(HEAD), text.index(TAIL)
 
 
 def without(*cuts) -> str:
