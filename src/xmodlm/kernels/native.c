@@ -1151,7 +1151,27 @@ int xm_keep_mask(uint64_t seed, int64_t n, int64_t chunk, int32_t threshold, uin
    The forward keeps each row's shift (-max c) and 1 / sum; the backward recomputes P from them bit for bit (the
    same products, the same exponential), so no (B, H, T, T) float32 array is stored or read. Products with a
    transposed operand (dV, dK) read Pd and dS transposed: their rows interleaved in pairs, then 16 x 16 blocks of
-   32-bit pairs transposed (transpose16). */
+   32-bit pairs transposed (transpose16).
+
+   Round 9 (docs/results/amx-perf/round9, the bench step's shape: batch 16, 4 heads, T 128, d 64, dropout, one
+   thread): removing one part at a time (wrong results, times only) the forward's 0.91 ms a call lost 0.43 ms
+   without the exponentials, 0.25 without dropped_row, 0.16 without the Pd v products, 0.05-0.07 each without the
+   layouts or the stores; the backward's 1.63 ms lost 0.14-0.29 ms for each of the layouts, the probabilities,
+   score_gradient_row, the Pd and dS transposes, the dK and dV products, the stores: no one part dominates. The
+   forward now takes 32 queries a pass (block_pair: four accumulator tiles, each A and B tile loaded once for two
+   products) and their softmax two rows at a time held in registers (softmax_two_rows), the same bits: 0.91-0.92
+   of round 8's time a call alone, 0.93-0.94 with the fetches ahead below. Alone the kernels' inputs and outputs
+   stay in the caches from call to call; in a training step they do not (the 4 forwards and 4 backwards of a step
+   took ~15 ms against ~10 alone): both kernels now fetch the next (example, head)'s rows while working on this one
+   (heads_ahead), which took the step's attention calls from 15.9 and 16.0 ms a step to 13.8 and 14.1 (two runs,
+   medians of 15 steps; the backward alone unchanged; the backward's fetches 1.0-1.1 ms of the gain, the
+   forward's 0.1-0.45: training-attention-fetch-step-1thread.txt). Measured alone on the backward and not kept (each
+   0.90-1.07 of round 8's time from run to run, no better on the whole; the same bits; round 8's own backward once
+   measured 0.965 against itself): 32 queries a pass, probabilities and dS two rows at a time in registers, the
+   next 32 queries' S and dPd products interleaved with this group's vector work, dK^T = q^T dS and
+   dV^T = dOut^T Pd (dS and Pd in row pairs as the right operand, no T x T transposes; the 32 x 32 results
+   transposed in bf16 when stored), 64-byte stores of the outputs. Also not kept: the keep mask's next 16 KB
+   fetched ahead as well (no further change in the step). */
 
 /* The lanes of keys [j, j + 16) that the dropout keeps in one query's row of keep bytes (t of them; NULL: all). */
 static inline __mmask16 kept_lanes(const uint8_t *keep_row, int64_t j, int64_t t) {
@@ -1204,8 +1224,96 @@ static inline void dropped_row(const float *e, float inverse, const uint8_t *kee
     }
 }
 
-/* 16 rows of d float32 (row stride d), times factor, rounded to bf16 into the first `valid` rows at out (row
-   stride ld). */
+/* The rows the fused softmax below holds in registers: up to 8 vectors of 16 keys (padded_t up to 128) a row. */
+#define REGISTER_VECTORS 8
+
+/* kept_lanes for keys [j, j + 32) at once: bits 0-15 kept_lanes(keep_row, j, t), bits 16-31 kept_lanes(keep_row,
+   j + 16, t), from one load and one test. */
+static inline __mmask32 kept_pair(const uint8_t *keep_row, int64_t j, int64_t t) {
+    if (!keep_row) return 0xFFFFFFFFu;
+    int64_t n = t - j;
+    __mmask32 lanes = n >= 32 ? 0xFFFFFFFFu : n <= 0 ? 0 : (__mmask32)((1u << n) - 1);
+    return _mm256_mask_test_epi8_mask(lanes, _mm256_maskz_loadu_epi8(lanes, keep_row + j), _mm256_set1_epi8(-1));
+}
+
+/* exp2_nonpositive(v) on the lanes `live` (0 elsewhere): its two masks joined, one masked power of two. */
+static inline __m512 exp2_live(__m512 v, __mmask16 live) {
+    __mmask16 normal = _mm512_mask_cmp_ps_mask(live, v, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
+    return _mm512_maskz_scalef_ps(normal, exp2_fraction(v), v);
+}
+
+/* Two queries' softmax rows at once, each row's n vectors (n = padded_t / 16, a constant where inlined) held in
+   registers: exponentials then dropped_row for each, the same operations in the same order (the same bits), without
+   the exponentials' round trip through memory, the two rows' chains (max, its reduction, the exponentials, their
+   sum, its reduction, the reciprocal) interleaved so that one's latency hides the other's. scores: the two rows (row
+   stride padded_t); shift, inverse: the two rows' constants; keep0, keep1: their keep bytes (or NULL); out: the two
+   rows of bf16 Pd (row stride padded_t). */
+static inline __attribute__((always_inline)) void softmax_two_rows(const float *scores, int64_t padded_t, const int n,
+                                                                   const __mmask16 *live, float c,
+                                                                   const uint8_t *keep0, const uint8_t *keep1,
+                                                                   int64_t t, float drop_scale, float *shift,
+                                                                   float *inverse, uint16_t *out) {
+    const uint8_t *keep_rows[2] = {keep0, keep1};
+    __m512 e[2][REGISTER_VECTORS], top[2], total[2], sv[2], iv[2];
+    __m512 cv = _mm512_set1_ps(c), ds = _mm512_set1_ps(keep0 ? drop_scale : 1.0f);
+    for (int r = 0; r < 2; r++) top[r] = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j++)
+        for (int r = 0; r < 2; r++) {
+            e[r][j] = _mm512_load_ps(scores + r * padded_t + 16 * j);
+            top[r] = _mm512_mask_max_ps(top[r], live[j], top[r], e[r][j]);
+        }
+    for (int r = 0; r < 2; r++) {
+        float peak = _mm512_reduce_max_ps(top[r]);
+        shift[r] = peak == -INFINITY ? 0.0f : -peak * c;
+        sv[r] = _mm512_set1_ps(shift[r]);
+        total[r] = _mm512_setzero_ps();
+    }
+    for (int j = 0; j < n; j++)
+        for (int r = 0; r < 2; r++) {
+            e[r][j] = exp2_live(_mm512_fmadd_ps(e[r][j], cv, sv[r]), live[j]);
+            total[r] = _mm512_add_ps(total[r], e[r][j]);
+        }
+    for (int r = 0; r < 2; r++) {
+        float sum = _mm512_reduce_add_ps(total[r]);
+        inverse[r] = sum > 0 ? 1.0f / sum : 0.0f;
+        iv[r] = _mm512_set1_ps(inverse[r]);
+    }
+    for (int j = 0; j < n; j += 2)
+        for (int r = 0; r < 2; r++) {
+            __mmask32 kept = kept_pair(keep_rows[r], 16 * j, t);
+            __m512 a = _mm512_maskz_mul_ps((__mmask16)kept, _mm512_mul_ps(e[r][j], iv[r]), ds);
+            __m512 a2 = _mm512_maskz_mul_ps((__mmask16)(kept >> 16), _mm512_mul_ps(e[r][j + 1], iv[r]), ds);
+            _mm512_store_si512((__m512i *)(out + r * padded_t + 16 * j), (__m512i)_mm512_cvtne2ps_pbh(a2, a));
+        }
+}
+
+/* A block's rows [0, valid) of scores (row stride padded_t) to bf16 Pd in probs, their constants to shift[i] and
+   inverse[i] and their keep bytes from keep + i t (or none): in pairs held in registers where padded_t <= 128
+   (softmax_two_rows, one copy for each row length), otherwise (and an odd last row) through memory. */
+static void softmax_block(float *scores, int64_t padded_t, int64_t valid, const __mmask16 *live, float c,
+                          const uint8_t *keep, int64_t t, float drop_scale, float *shift, float *inverse,
+                          uint16_t *probs) {
+    int64_t i = 0;
+    for (; i + 1 < valid && padded_t <= 16 * REGISTER_VECTORS; i += 2) {
+        const uint8_t *k0 = keep ? keep + i * t : NULL, *k1 = keep ? keep + (i + 1) * t : NULL;
+        float *row = scores + i * padded_t;
+        uint16_t *out = probs + i * padded_t;
+        switch (padded_t / 16) {
+        case 2: softmax_two_rows(row, padded_t, 2, live, c, k0, k1, t, drop_scale, shift + i, inverse + i, out); break;
+        case 4: softmax_two_rows(row, padded_t, 4, live, c, k0, k1, t, drop_scale, shift + i, inverse + i, out); break;
+        case 6: softmax_two_rows(row, padded_t, 6, live, c, k0, k1, t, drop_scale, shift + i, inverse + i, out); break;
+        default: softmax_two_rows(row, padded_t, 8, live, c, k0, k1, t, drop_scale, shift + i, inverse + i, out);
+        }
+    }
+    for (; i < valid; i++) {
+        float *row = scores + i * padded_t;
+        exponentials(row, live, padded_t, c, shift + i, inverse + i);
+        dropped_row(row, inverse[i], keep ? keep + i * t : NULL, t, padded_t, drop_scale, probs + i * padded_t);
+    }
+}
+
+/* The first `valid` rows of d float32 at o (row stride d), times factor, rounded to bf16 into out (row stride
+   ld). */
 static inline void store_rows(const float *o, float factor, int64_t valid, int64_t d, uint16_t *out, int64_t ld) {
     __m512 f = _mm512_set1_ps(factor);
     for (int64_t i = 0; i < valid; i++)
@@ -1214,26 +1322,91 @@ static inline void store_rows(const float *o, float factor, int64_t valid, int64
                                 (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_load_ps(o + i * d + j), f)));
 }
 
+/* c (32 x 32 float32, row stride ldc) = [a; a1] @ [b0 b1] over k_tiles steps of 32, in the four accumulator tiles
+   (block_step): a's and a1's step s at a + s a_step, a1 + s a_step (16 rows of 32 bf16 each, row stride lda values),
+   b0 and b1 two columns of 16 packed tiles, one tile (512 values) a step. Each output summed over the steps in
+   order from zero, as tile_pair sums it (the same bits); four independent sums instead of tile_pair's two, and
+   4 tile loads for 4 products instead of 3 for 2 (the forward: 0.955 of round 8's time with 16 queries a pass,
+   0.92 with 32, one run each). */
+static inline void block_pair(const uint16_t *a, const uint16_t *a1, int64_t lda, int64_t a_step, const uint16_t *b0,
+                              const uint16_t *b1, int64_t k_tiles, float *c, int64_t ldc) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t kt = 0; kt < k_tiles; kt++)
+        block_step(a + kt * a_step, a1 + kt * a_step, lda, b0 + kt * 512, b1 + kt * 512);
+    _tile_stored(0, c, ldc * 4);
+    _tile_stored(1, c + 16, ldc * 4);
+    _tile_stored(2, c + 16 * ldc, ldc * 4);
+    _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+}
+
+/* 32 query rows starting at q0 (row stride st), zero-padded through `pad` (32 rows of d) where fewer than 32 remain
+   (query_rows for 32). */
+static inline const uint16_t *query_block(const uint16_t *qh, int64_t st, int64_t t, int64_t q0, int64_t d,
+                                          uint16_t *pad, int64_t *stride) {
+    int64_t valid = t - q0 < 32 ? t - q0 : 32;
+    *stride = st;
+    if (valid == 32) return qh + q0 * st;
+    for (int64_t i = 0; i < 32; i++) {
+        if (i < valid) memcpy(pad + i * d, qh + (q0 + i) * st, d * 2);
+        else memset(pad + i * d, 0, d * 2);
+    }
+    *stride = d;
+    return pad;
+}
+
+/* The rows of the next (example, head)'s inputs and outputs (t rows each, row_bytes a row, a multiple of 64),
+   fetched a few lines at a time while this one is worked on: their rows lie hundreds of bytes apart, a 4 KB page
+   holding a few, and the hardware's prefetchers do not cross pages. Inputs into L2; outputs for writing
+   (PREFETCHW), as the processor reads a line before writing it. */
+typedef struct {
+    const char *base[7];
+    int64_t stride[7]; /* bytes between rows */
+    int matrices, reads; /* the first `reads` are inputs */
+    int64_t rows, row_bytes;
+    int m;               /* progress: matrix, row, byte in the row */
+    int64_t row, at;
+} heads_ahead;
+
+static inline void ahead_add(heads_ahead *a, const void *base, int64_t stride_bytes) {
+    a->base[a->matrices] = (const char *)base;
+    a->stride[a->matrices++] = stride_bytes;
+}
+
+static inline void ahead_fetch(heads_ahead *a, int64_t count) {
+    for (; count > 0 && a->m < a->matrices; count--) {
+        const char *line = a->base[a->m] + a->row * a->stride[a->m] + a->at;
+        if (a->m < a->reads) _mm_prefetch(line, _MM_HINT_T1);
+        else __asm__ volatile("prefetchw %0" : : "m"(*line));
+        if ((a->at += 64) == a->row_bytes) {
+            a->at = 0;
+            if (++a->row == a->rows) a->row = 0, a->m++;
+        }
+    }
+}
+
 /* The forward. q, k, v: element (b, h, t, j) at ptr[b sb + h sh + t st + j]; keys: (batch, t) bytes, 0 for keys
    no query may attend to, or NULL; keep: the dropout's (batch, heads, t, t) bytes, 0 where dropped, or NULL (no
    dropout); out: (batch, t, heads, d) contiguous; shift, inverse: (batch, heads, t) float32, each row's softmax
    constants for the backward. d % 32 == 0. A row whose every key is masked comes out zero. Returns 0, or -1 if the
-   scratch could not be allocated. */
+   scratch could not be allocated. Queries 32 at a time: every product in 32 x 32 blocks (block_pair). */
 int xm_attention_train(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh, int64_t st,
                        int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keys, const uint8_t *keep,
                        float drop_scale, float scale, uint16_t *out, float *shift, float *inverse) {
-    int64_t padded_t = (t + 31) / 32 * 32, d_tiles = d / 32;
+    int64_t padded_t = (t + 31) / 32 * 32, d_tiles = d / 32, k_tiles = padded_t / 32;
     float c = scale * 1.44269504f;
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
         configure_tiles();
-        attention_scratch scratch;
-        if (!scratch_alloc(&scratch, padded_t, d)) failed = 1;
-        else memset(scratch.probs, 0, 16 * padded_t * 2); /* rows past t stay zero */
-        uint16_t *kp = scratch.kp, *vp = scratch.vp, *probs = scratch.probs, *qpad = scratch.qpad;
-        float *scores = scratch.scores, *o = scratch.o;
-        __mmask16 *live = scratch.live;
+        uint16_t *kp = aligned_alloc(64, padded_t * d * 2), *vp = aligned_alloc(64, padded_t * d * 2);
+        uint16_t *probs = aligned_alloc(64, 32 * padded_t * 2), *qpad = aligned_alloc(64, 32 * d * 2);
+        float *scores = aligned_alloc(64, 32 * padded_t * 4), *o = aligned_alloc(64, 32 * d * 4);
+        __mmask16 *live = malloc((padded_t / 16) * sizeof(__mmask16));
+        if (!kp || !vp || !probs || !qpad || !scores || !o || !live) failed = 1;
+        else memset(probs, 0, 32 * padded_t * 2); /* rows past t: their outputs are not stored */
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < batch * heads; item++) {
             if (failed) continue;
@@ -1242,23 +1415,40 @@ int xm_attention_train(const uint16_t *q, const uint16_t *k, const uint16_t *v, 
             pack_transposed(kh, st, t, padded_t, d, kp);
             pack_pairs(vh, st, t, padded_t, d, vp);
             live_key_lanes(keys ? keys + b * t : NULL, t, padded_t, live);
-            for (int64_t q0 = 0; q0 < t; q0 += 16) {
-                int64_t valid = t - q0 < 16 ? t - q0 : 16, qstride;
-                const uint16_t *qrows = query_rows(qh, st, t, q0, d, qpad, &qstride);
-                for (int64_t kt = 0; kt < padded_t / 16; kt += 2)
-                    score_pair(qrows, qstride, kp, kt, d_tiles, scores, padded_t);
-                for (int64_t i = 0; i < valid; i++) {
-                    int64_t r = item * t + q0 + i;
-                    float *row = scores + i * padded_t;
-                    exponentials(row, live, padded_t, c, shift + r, inverse + r);
-                    dropped_row(row, inverse[r], keep ? keep + r * t : NULL, t, padded_t, drop_scale,
-                                probs + i * padded_t);
+            heads_ahead ahead = {{0}, {0}, 0, 3, t, 2 * d, 0, 0, 0};
+            if (item + 1 < batch * heads) { /* the next (example, head)'s q, k, v and output */
+                int64_t nb = (item + 1) / heads, nh = (item + 1) % heads, in = nb * sb + nh * sh;
+                ahead_add(&ahead, q + in, st * 2);
+                ahead_add(&ahead, k + in, st * 2);
+                ahead_add(&ahead, v + in, st * 2);
+                ahead_add(&ahead, out + (nb * t * heads + nh) * d, heads * d * 2);
+            }
+            int64_t steps = (t + 31) / 32 * (k_tiles + 1); /* the calls of ahead_fetch below */
+            int64_t per_step = (ahead.matrices * t * (d / 32) + steps - 1) / steps;
+            for (int64_t q0 = 0; q0 < t; q0 += 32) {
+                int64_t valid = t - q0 < 32 ? t - q0 : 32, qstride, r = item * t + q0;
+                const uint16_t *qrows = query_block(qh, st, t, q0, d, qpad, &qstride);
+                for (int64_t kt = 0; kt < padded_t / 16; kt += 2) {
+                    ahead_fetch(&ahead, per_step);
+                    block_pair(qrows, qrows + 16 * qstride, qstride, 32, kp + kt * d_tiles * 512,
+                               kp + (kt + 1) * d_tiles * 512, d_tiles, scores + 16 * kt, padded_t);
                 }
-                rows_by_pairs(probs, padded_t, 32, vp, padded_t / 32, d, o);
+                ahead_fetch(&ahead, per_step);
+                softmax_block(scores, padded_t, valid, live, c, keep ? keep + r * t : NULL, t, drop_scale, shift + r,
+                              inverse + r, probs);
+                for (int64_t dt = 0; dt < d / 16; dt += 2)
+                    block_pair(probs, probs + 16 * padded_t, padded_t, 32, vp + dt * k_tiles * 512,
+                               vp + (dt + 1) * k_tiles * 512, k_tiles, o + 16 * dt, d);
                 store_rows(o, 1.0f, valid, d, out + ((b * t + q0) * heads + h) * d, heads * d);
             }
         }
-        scratch_free(&scratch);
+        free(kp);
+        free(vp);
+        free(probs);
+        free(qpad);
+        free(scores);
+        free(o);
+        free(live);
         _tile_release();
     }
     return failed ? -1 : 0;
@@ -1342,6 +1532,19 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
             const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
             const uint16_t *gq = dout + b * gb + h * gh;
             int64_t out_offset = b * db + h * dh;
+            heads_ahead ahead = {{0}, {0}, 0, 4, t, 2 * d, 0, 0, 0};
+            if (item + 1 < batch * heads) { /* the next (example, head)'s 4 inputs and 3 outputs */
+                int64_t nb = (item + 1) / heads, nh = (item + 1) % heads, in = nb * sb + nh * sh, g = nb * db + nh * dh;
+                ahead_add(&ahead, q + in, st * 2);
+                ahead_add(&ahead, k + in, st * 2);
+                ahead_add(&ahead, v + in, st * 2);
+                ahead_add(&ahead, dout + nb * gb + nh * gh, gt * 2);
+                ahead_add(&ahead, dq + g, dt * 2);
+                ahead_add(&ahead, dk + g, dt * 2);
+                ahead_add(&ahead, dv + g, dt * 2);
+            }
+            int64_t steps = key_blocks * (padded_t / 32) + key_blocks; /* the calls of ahead_fetch below */
+            int64_t per_step = (ahead.matrices * t * (d / 32) + steps - 1) / steps;
             pack_transposed(kh, st, t, padded_t, d, kt_pack);
             pack_transposed(vh, st, t, padded_t, d, vt_pack);
             pack_pairs(kh, st, t, padded_t, d, k_pairs);
@@ -1353,6 +1556,7 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
                 const uint16_t *qrows = query_rows(qh, st, t, q0, d, qpad, &qstride);
                 const uint16_t *grows = query_rows(gq, gt, t, q0, d, gpad, &gstride);
                 for (int64_t kt = 0; kt < padded_t / 16; kt += 2) {
+                    ahead_fetch(&ahead, per_step);
                     score_pair(qrows, qstride, kt_pack, kt, d_tiles, p, padded_t);
                     score_pair(grows, gstride, vt_pack, kt, d_tiles, dpd, padded_t);
                 }
@@ -1374,6 +1578,7 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
             }
             for (int64_t kb = 0; kb < key_blocks; kb++) {
                 int64_t valid = t - 16 * kb < 16 ? t - 16 * kb : 16;
+                ahead_fetch(&ahead, per_step);
                 transposed_tiles(ds_pairs, padded_t, kb, tiles);
                 rows_by_pairs(tiles, 32, 512, q_pairs, padded_t / 32, d, o);
                 store_rows(o, scale, valid, d, dk + out_offset + 16 * kb * dt, dt);
