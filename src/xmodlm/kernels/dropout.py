@@ -22,12 +22,12 @@ def use_one_pass_dropout(enabled: bool) -> None:
 # at most this many is one stream, numpy's SFC64(seed). Each stream is a serial recurrence, so the own kernel
 # advances 8 of them at once in a vector's lanes (native.c's xm_keep_mask) and leaves chunks short of a group of 8 to
 # a scalar chain. keep_draws took the same time at chunks of 2,048 to 32,768 draws for the bench's masks (0.031-0.033
-# ms for 524,288, 0.062-0.069 for 1,048,576, one thread; docs/results/amx-perf/round9/chunk-sweep-1thread.txt);
-# 4,096 vectorizes masks from 32,768 draws up (65,536: 0.006 ms at 4,096 and 8,192, 0.029 at 16,384 where its 4
-# streams run scalar) and splits a 1M mask in 32 groups between threads, for 12 discarded outputs per 1,024 kept
-# (1.2%). The cost is numpy's path, one generator per chunk: 1.2 ms for 1M (0.9 at 8,192; 0.59 with round 8's
-# 262,144, 4 streams).
-MASK_CHUNK = 1 << 12
+# ms for 524,288, 0.062-0.069 for 1,048,576, one thread; docs/results/amx-perf/round9/chunk-sweep-1thread.txt), but
+# numpy's path (where the kernel is not built: every processor without AMX) sets up one generator per chunk, so it
+# slows as chunks shrink: 0.72 ms for 1M at 32,768 against 1.2 at 4,096 and 0.59 with round 8's 262,144 (4 streams).
+# Hence 32,768: the paths without AMX lose little, and masks under 8 chunks (262,144 draws) run on the scalar chain
+# (65,536: 0.029 ms against 0.006 in lanes at 4,096; small in absolute terms). 12 outputs discarded per 8,192 kept.
+MASK_CHUNK = 1 << 15
 
 # numpy's SeedSequence hash (numpy/random/bit_generator.pyx): output word i is the pool's word i % 4 mixed with
 # INIT_B * MULT_B**i and multiplied by INIT_B * MULT_B**(i + 1), mod 2**32
@@ -65,7 +65,7 @@ class _Words(np.random.bit_generator.ISeedSequence):
 
 def keep_draws(seed: int, n: int, threshold: int) -> torch.Tensor:
     """n keep decisions (uint8 0/1): 16-bit draws, four per 64-bit output of numpy's SFC64, kept where the draw,
-    read as a signed value, is >= ``threshold``; one SFC64 stream per ``MASK_CHUNK`` (4,096) draws, chunk c's
+    read as a signed value, is >= ``threshold``; one SFC64 stream per ``MASK_CHUNK`` (32,768) draws, chunk c's
     started from words 3c..3c+2 of ``SeedSequence(seed)`` as numpy's SFC64 starts from its seed's first three
     (chunk 0 is ``SFC64(seed)`` itself). Many short streams, so the own kernel (``native.keep_mask``, where it is
     built, for seeds below 2**64) hashes the words and runs 8 streams at once in vector lanes; else numpy
@@ -109,7 +109,7 @@ class Dropout(nn.Dropout):
     draw, kept with probability (65536 - k) / 65536 for k = round(p * 65536), and scaled by that
     probability's exact inverse, so the expectation is exact. p is thus rounded to a multiple of
     1/65536 (0.1 -> 0.100006). The draws come four per 64-bit output of numpy's SFC64 generator
-    (``keep_draws``: one stream per MASK_CHUNK = 4,096 draws, so that the own C kernel, where it is built, runs 8
+    (``keep_draws``: one stream per MASK_CHUNK = 32,768 draws, so that the own C kernel, where it is built, runs 8
     streams at once in vector lanes, on all threads),
     seeded for each call from torch's global generator (so ``torch.manual_seed`` and saved RNG
     states govern it as they govern torch's own dropout): fewer and cheaper draws than torch's

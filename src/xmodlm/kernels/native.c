@@ -997,7 +997,7 @@ void xm_gelu_table_backward(const uint16_t *dg, const uint16_t *h, int64_t n, co
 }
 
 /* Dropout's keep mask (kernels/dropout.py): numpy's SFC64 generator, one stream per chunk of `chunk` draws (a
-   multiple of 4; dropout.py's MASK_CHUNK, 4,096) started from the three words states[3c..3c+2] of
+   multiple of 4; dropout.py's MASK_CHUNK, 32,768) started from the three words states[3c..3c+2] of
    SeedSequence(seed).generate_state (seed_words) as numpy's SFC64 starts from its seed's words (counter 1, then 12
    outputs discarded); each 64-bit output gives four 16-bit draws, low half first, and a draw keeps its element
    when, read as a signed 16-bit value, it is >= threshold.

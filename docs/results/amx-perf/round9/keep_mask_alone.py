@@ -1,5 +1,5 @@
 """keep_draws(seed, n, threshold) alone, round 8's (native.c, native.py and dropout.py of 3cfeab4: 262,144 draws a
-stream, one scalar chain each) and now's (4,096 draws a stream, 8 at once in vector lanes), alternating call by
+stream, one scalar chain each) and now's (32,768 draws a stream, 8 at once in vector lanes), alternating call by
 call in one process, for the bench's two mask sizes (the residual dropouts' 524,288, the attention dropout's
 1,048,576); then both versions' numpy paths (the library off, as where it is not built) for the 1M mask. Medians
 and minima of 60 calls each (numpy's: 20), one thread. Usage, pinned:

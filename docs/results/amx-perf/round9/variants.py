@@ -1,5 +1,5 @@
 """Round 8's dropout mask (native.c, native.py and dropout.py as of 3cfeab4: numpy's SeedSequence words, one scalar
-SFC64 chain per 262,144 draws) beside the code as it is (the words hashed in C, 8 streams of 4,096 draws in vector
+SFC64 chain per 262,144 draws) beside the code as it is (the words hashed in C, 8 streams of 32,768 draws in vector
 lanes), for keep_mask_alone.py and keep_mask_step.py: the old library built from the old source by the old native.py
 under a temporary XMODLM_KERNEL_CACHE, the old native.py and dropout.py loaded as modules of xmodlm.kernels (the old
 dropout's native the old one). use() also points the current native module at the variant's library, for the
@@ -45,7 +45,7 @@ def load() -> dict:
     for loaded in (old_native, native):
         if not loaded.available():
             raise SystemExit(loaded.reason())
-    assert old_dropout.MASK_CHUNK == 1 << 18 and dropout.MASK_CHUNK == 1 << 12
+    assert old_dropout.MASK_CHUNK == 1 << 18 and dropout.MASK_CHUNK == 1 << 15
     return {"round 8": (old_native, old_native._STATE["lib"], old_dropout.keep_draws),
             "now": (native, native._STATE["lib"], dropout.keep_draws)}
 
