@@ -450,13 +450,14 @@ static inline __mmask16 lanes_before(int64_t n) {
     return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
-/* 16 query rows starting at q0 (row stride st), zero-padded through `pad` where fewer than 16 remain. */
+/* n query rows (16 or 32) starting at q0 (row stride st), zero-padded through `pad` (n rows of d) where fewer than
+   n remain. */
 static inline const uint16_t *query_rows(const uint16_t *qh, int64_t st, int64_t t, int64_t q0, int64_t d,
-                                         uint16_t *pad, int64_t *stride) {
-    int64_t valid = t - q0 < 16 ? t - q0 : 16;
+                                         int64_t n, uint16_t *pad, int64_t *stride) {
+    int64_t valid = t - q0 < n ? t - q0 : n;
     *stride = st;
-    if (valid == 16) return qh + q0 * st;
-    for (int64_t i = 0; i < 16; i++) {
+    if (valid == n) return qh + q0 * st;
+    for (int64_t i = 0; i < n; i++) {
         if (i < valid) memcpy(pad + i * d, qh + (q0 + i) * st, d * 2);
         else memset(pad + i * d, 0, d * 2);
     }
@@ -622,13 +623,13 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
             /* the scores of the first 16 queries; those of the next 16 are computed while this block's softmax
                runs (the tile unit and the vector unit then work at once), in the other half of `scores` */
             int64_t pairs = key_tiles / 2, qstride;
-            const uint16_t *qrows = query_rows(qh, st, t, 0, d, qpad, &qstride);
+            const uint16_t *qrows = query_rows(qh, st, t, 0, d, 16, qpad, &qstride);
             for (int64_t p = 0; p < pairs; p++) score_pair(qrows, qstride, kp, 2 * p, d_tiles, scores, padded_t);
             for (int64_t q0 = 0; q0 < t; q0 += 16) {
                 int64_t valid = t - q0 < 16 ? t - q0 : 16;
                 float *now = scores + (q0 / 16 % 2) * 16 * padded_t, *next = scores + (q0 / 16 % 2 ^ 1) * 16 * padded_t;
                 int64_t done = 0, ahead = q0 + 16 < t;
-                if (ahead) qrows = query_rows(qh, st, t, q0 + 16, d, qpad, &qstride);
+                if (ahead) qrows = query_rows(qh, st, t, q0 + 16, d, 16, qpad, &qstride);
                 /* softmax rows: float32, in base 2 (e^(scale s) = 2^(scale log2(e) s)): the row's largest
                    live score, then 2^(c s - c max) for the live keys, 0 for masked ones and keys past t */
                 __m512 c = _mm512_set1_ps(scale * 1.44269504f);
@@ -1342,21 +1343,6 @@ static inline void block_pair(const uint16_t *a, const uint16_t *a1, int64_t lda
     _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
 }
 
-/* 32 query rows starting at q0 (row stride st), zero-padded through `pad` (32 rows of d) where fewer than 32 remain
-   (query_rows for 32). */
-static inline const uint16_t *query_block(const uint16_t *qh, int64_t st, int64_t t, int64_t q0, int64_t d,
-                                          uint16_t *pad, int64_t *stride) {
-    int64_t valid = t - q0 < 32 ? t - q0 : 32;
-    *stride = st;
-    if (valid == 32) return qh + q0 * st;
-    for (int64_t i = 0; i < 32; i++) {
-        if (i < valid) memcpy(pad + i * d, qh + (q0 + i) * st, d * 2);
-        else memset(pad + i * d, 0, d * 2);
-    }
-    *stride = d;
-    return pad;
-}
-
 /* The rows of the next (example, head)'s inputs and outputs (t rows each, row_bytes a row, a multiple of 64),
    fetched a few lines at a time while this one is worked on: their rows lie hundreds of bytes apart, a 4 KB page
    holding a few, and the hardware's prefetchers do not cross pages. Inputs into L2; outputs for writing
@@ -1427,7 +1413,7 @@ int xm_attention_train(const uint16_t *q, const uint16_t *k, const uint16_t *v, 
             int64_t per_step = (ahead.matrices * t * (d / 32) + steps - 1) / steps;
             for (int64_t q0 = 0; q0 < t; q0 += 32) {
                 int64_t valid = t - q0 < 32 ? t - q0 : 32, qstride, r = item * t + q0;
-                const uint16_t *qrows = query_block(qh, st, t, q0, d, qpad, &qstride);
+                const uint16_t *qrows = query_rows(qh, st, t, q0, d, 32, qpad, &qstride);
                 for (int64_t kt = 0; kt < padded_t / 16; kt += 2) {
                     ahead_fetch(&ahead, per_step);
                     block_pair(qrows, qrows + 16 * qstride, qstride, 32, kp + kt * d_tiles * 512,
@@ -1553,8 +1539,8 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
             live_key_lanes(keys ? keys + b * t : NULL, t, padded_t, live);
             for (int64_t q0 = 0; q0 < t; q0 += 16) {
                 int64_t valid = t - q0 < 16 ? t - q0 : 16, qstride, gstride;
-                const uint16_t *qrows = query_rows(qh, st, t, q0, d, qpad, &qstride);
-                const uint16_t *grows = query_rows(gq, gt, t, q0, d, gpad, &gstride);
+                const uint16_t *qrows = query_rows(qh, st, t, q0, d, 16, qpad, &qstride);
+                const uint16_t *grows = query_rows(gq, gt, t, q0, d, 16, gpad, &gstride);
                 for (int64_t kt = 0; kt < padded_t / 16; kt += 2) {
                     ahead_fetch(&ahead, per_step);
                     score_pair(qrows, qstride, kt_pack, kt, d_tiles, p, padded_t);
