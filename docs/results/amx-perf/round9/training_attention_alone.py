@@ -14,7 +14,7 @@ import xmodlm
 from xmodlm.kernels import native
 
 sys.path.insert(0, str(Path(__file__).parent))
-from attention_harness import build, inputs, old_source, report, time_calls  # noqa: E402
+from harness import build, inputs, old_source, report, time_calls  # noqa: E402
 
 xmodlm.tune_allocator()
 torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import torch
 from xmodlm.kernels import dropout, native
 
 sys.path.insert(0, str(Path(__file__).parent))
-from attention_harness import build, old_source  # noqa: E402
+from harness import build, old_source  # noqa: E402
 
 torch.set_num_threads(1)
 libraries = build({"round 8": old_source("3cfeab4"), "now": native.SOURCE.read_text()})

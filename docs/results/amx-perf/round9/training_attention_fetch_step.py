@@ -7,7 +7,6 @@ taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=src python3 docs/results/amx-perf/
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -15,47 +14,28 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[4] / "benchmarks"))
 import xmodlm  # noqa: E402
-from attention_harness import build as build_libraries, old_source, replaced  # noqa: E402
+from harness import (Inside, alternate, build as build_libraries, old_source, replaced,  # noqa: E402
+                     with_attention_of)
 from train_breakdown import build  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 
 torch.set_num_threads(1)
 xmodlm.tune_allocator()
-HEAD, TAIL = "/* Training: softmax attention in bf16 autocast training", "/* Training: the vocabulary projection"
 both, old = old_source("d600a39"), old_source("3cfeab4")
 per_step = "            int64_t per_step = (ahead.matrices * t * (d / 32) + steps - 1) / steps;\n"
 forward = per_step + "            for (int64_t q0 = 0; q0 < t; q0 += 32) {"
 backward = per_step + "            pack_transposed(kh"
-sources = {"round 8": both[:both.index(HEAD)] + old[old.index(HEAD):old.index(TAIL)] + both[both.index(TAIL):],
+sources = {"round 8": with_attention_of(both, old),
            "d600a39: fetches in both": both,
            "fetches in the forward only": replaced(both, backward, backward.replace("/ steps;", "/ steps * 0;")),
            "fetches in the backward only": replaced(both, forward, forward.replace("/ steps;", "/ steps * 0;"))}
 libraries = build_libraries(sources)
 phases, _, _ = build("bf16")
-spent = []
-
-
-def timed(fn):
-    def call(*args):
-        start = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            spent[-1] += time.perf_counter() - start
-    return call
-
-
-native.training_attention = timed(native.training_attention)
-native.training_attention_backward = timed(native.training_attention_backward)
+inside = Inside()
+native.training_attention = inside.wrap(native.training_attention)
+native.training_attention_backward = inside.wrap(native.training_attention_backward)
 names = list(libraries)
-inside = {name: [] for name in names}
-for i in range(4 + 4 * 12):
-    name = names[i % 4]
-    native._STATE["lib"] = libraries[name]
-    spent.append(0.0)
-    phases()
-    if i >= 4:
-        inside[name].append(spent[-1])
+_, within = alternate(names, lambda name: native._STATE.update(lib=libraries[name]), phases, 12, inside=inside)
 print(f"{torch.get_num_threads()} thread(s); bf16 MLM step's attention calls, ms a step (median of 12, min):")
 for name in names:
-    print(f"  {name:30s} {statistics.median(inside[name]) * 1e3:6.2f}  {min(inside[name]) * 1e3:6.2f}")
+    print(f"  {name:30s} {statistics.median(within[name]) * 1e3:6.2f}  {min(within[name]) * 1e3:6.2f}")

@@ -18,13 +18,13 @@ import xmodlm
 from xmodlm.kernels import native
 
 sys.path.insert(0, str(Path(__file__).parent))
-from attention_harness import build, inputs, old_source, replaced, report, time_calls  # noqa: E402
+from harness import (ATTENTION, build, inputs, old_source, replaced, report, time_calls,  # noqa: E402
+                     with_attention_of)
 
 xmodlm.tune_allocator()
 torch.set_num_threads(1)
-HEAD, TAIL = "/* Training: softmax attention in bf16 autocast training", "/* Training: the vocabulary projection"
-today, round8 = native.SOURCE.read_text(), old_source("3cfeab4")
-text = today[:today.index(HEAD)] + round8[round8.index(HEAD):round8.index(TAIL)] + today[today.index(TAIL):]
+HEAD, TAIL = ATTENTION
+text = with_attention_of(native.SOURCE.read_text(), old_source("3cfeab4"))
 I12, I16 = "\n" + " " * 12, "\n" + " " * 16
 
 

@@ -10,11 +10,8 @@ processes leave them there).
 Usage: PYTHONPATH=src python3 docs/results/amx-perf/round9/weight_grad_replay.py [--warm] (from the repository root,
 in a git checkout that has 3cfeab4)"""
 
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,80 +20,53 @@ import xmodlm
 if "--no-tune" not in sys.argv: xmodlm.tune_allocator()
 
 from xmodlm.kernels import native
-from xmodlm.model import XmodForMaskedLM
-from xmodlm.recipes.bench import batch_for, make_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "benchmarks"))
+from harness import build as build_libraries, calls_of, old_source, replaced  # noqa: E402
+from train_breakdown import build as build_step  # noqa: E402
 
 ROUND8 = "3cfeab4"
 warm = "--warm" in sys.argv
 text = native.SOURCE.read_text()
-old = subprocess.run(["git", "show", f"{ROUND8}:src/xmodlm/kernels/native.c"], capture_output=True, text=True,
-                     check=True).stdout
 
 
 def without(old_text: str, new_text: str) -> str:
-    if text.count(old_text) != 1:
-        raise SystemExit(f"{old_text!r} is not in native.c once: update this script")
-    return text.replace(old_text, new_text)
+    return replaced(text, old_text, new_text)
 
 
-variants = {f"round 8 ({ROUND8})": old, "as built": text}
+variants = {f"round 8 ({ROUND8})": old_source(ROUND8), "as built": text}
 rows = "            weight_grad_rows(dy, ldy, t, t_tiles, n, tt, a, sums ? sums + tt * n : NULL);"
 variants["no dY layout"] = without(rows, "            ;")
 variants["no X layout"] = without("                weight_grad_pairs(x + k0, ldx, t, t_tiles, w, tt, xp);",
                                   "                ;")
 variants["no products"] = without("for (int64_t c = 0; c < w / 32; c++) {", "for (int64_t c = 0; c < 0; c++) {")
 
-config = make_config(4, 256, 32000, 8, 128)
-torch.manual_seed(0)
-model = XmodForMaskedLM(config).train()
-ids, lang, labels = batch_for(config, 16, 128, 8)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-original, saved = native.weight_grad, []
-
-
-def keep(g, x, bias_grad=True):
-    saved.append((g.clone(), x.clone()))
-    return original(g, x, bias_grad)
-
-
-native.weight_grad = keep
-for _ in range(2):
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model(input_ids=ids, lang_ids=lang, labels=labels).loss
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-calls = saved[len(saved) // 2:]
+phases, _, _ = build_step("bf16")
+calls = [(g, x) for g, x, *_ in calls_of(native, "weight_grad", phases)]
+original = native.weight_grad
 junk = torch.zeros(600 * 1024 * 1024 // 4)  # more than the last-level cache: each replay starts cold
-libraries = {}
-with tempfile.TemporaryDirectory() as folder:
-    os.environ["XMODLM_KERNEL_CACHE"] = folder
-    for i, (name, source) in enumerate(variants.items()):
-        path = Path(folder) / f"variant{i}.c"
-        path.write_text(source)
-        native._STATE.update(lib=None, tried=False)
-        native.SOURCE = path
-        libraries[name] = native._library()
-    reference = None
-    for name in (f"round 8 ({ROUND8})", "as built"):  # the two real kernels agree (db's order differs: close)
+libraries = build_libraries(variants)
+reference = None
+for name in (f"round 8 ({ROUND8})", "as built"):  # the two real kernels agree (db's order differs: close)
+    native._STATE["lib"] = libraries[name]
+    got = [original(g, x) for g, x in calls[:4]]
+    if reference is None:
+        reference = got
+    else:
+        assert all(torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
+                   for a, b in zip(got, reference))
+times = {name: [] for name in libraries}
+names = list(libraries)
+for i in range(7):  # each variant in each place of the order in turn: the one after another fares differently
+    for name in names[i % len(names):] + names[:i % len(names)]:
         native._STATE["lib"] = libraries[name]
-        got = [original(g, x) for g, x in calls[:4]]
-        if reference is None:
-            reference = got
-        else:
-            assert all(torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
-                       for a, b in zip(got, reference))
-    times = {name: [] for name in libraries}
-    names = list(libraries)
-    for i in range(7):  # each variant in each place of the order in turn: the one after another fares differently
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            native._STATE["lib"] = libraries[name]
-            if not warm:
-                junk.add_(1.0)
-            start = time.perf_counter()
-            for g, x in calls:
-                original(g, x)
-            times[name].append(time.perf_counter() - start)
+        if not warm:
+            junk.add_(1.0)
+        start = time.perf_counter()
+        for g, x in calls:
+            original(g, x)
+        times[name].append(time.perf_counter() - start)
 print(f"{torch.get_num_threads()} thread(s); a step's {len(calls)} weight-gradient calls "
       f"{'without flushing the caches' if warm else 'from cold caches'} "
       f"(median of 7; all runs in ms):")

@@ -7,18 +7,17 @@ Usage: PYTHONPATH=src python3 docs/results/amx-perf/round9/weight_grad_step.py [
 root, in a git checkout that has 3cfeab4)"""
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 import xmodlm
 xmodlm.tune_allocator()
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "benchmarks"))
+from harness import build as build_libraries, old_source  # noqa: E402
 from train_breakdown import build  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 
@@ -27,29 +26,19 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=30)
 args = parser.parse_args()
 
-old = subprocess.run(["git", "show", f"{ROUND8}:src/xmodlm/kernels/native.c"], capture_output=True, text=True,
-                     check=True).stdout
-sources = {f"round 8 ({ROUND8})": old, "as built": native.SOURCE.read_text()}
-libraries = {}
-with tempfile.TemporaryDirectory() as folder:
-    os.environ["XMODLM_KERNEL_CACHE"] = folder
-    for i, (name, source) in enumerate(sources.items()):
-        path = Path(folder) / f"variant{i}.c"
-        path.write_text(source)
-        native._STATE.update(lib=None, tried=False)
-        native.SOURCE = path
-        libraries[name] = native._library()
-    step, _, _ = build("bf16")
-    for lib in libraries.values():
-        native._STATE["lib"] = lib
-        for _ in range(2):
-            step()
-    times = {name: [] for name in libraries}
-    names = list(libraries)
-    for i in range(args.steps):  # which kernel goes first alternates: the second step of a pair fares differently
-        for name in names if i % 2 == 0 else names[::-1]:
-            native._STATE["lib"] = libraries[name]
-            times[name].append(step())
+sources = {f"round 8 ({ROUND8})": old_source(ROUND8), "as built": native.SOURCE.read_text()}
+libraries = build_libraries(sources)
+step, _, _ = build("bf16")
+for lib in libraries.values():
+    native._STATE["lib"] = lib
+    for _ in range(2):
+        step()
+times = {name: [] for name in libraries}
+names = list(libraries)
+for i in range(args.steps):  # which kernel goes first alternates: the second step of a pair fares differently
+    for name in names if i % 2 == 0 else names[::-1]:
+        native._STATE["lib"] = libraries[name]
+        times[name].append(step())
 print(f"{torch.get_num_threads()} thread(s); bf16 MLM training step (4 x 256, batch 16 x 128), medians of "
       f"{args.steps} steps each, alternated; ms")
 for name, runs in times.items():

@@ -1,7 +1,7 @@
-"""Shared by training_attention_parts.py, training_attention_alone.py and training_attention_step.py: libraries built
-from variants of native.c (under a temporary XMODLM_KERNEL_CACHE, native.SOURCE pointed at each variant file,
-native._STATE reset; native._STATE["lib"] swapped between runs), the training step's attention inputs, and the
-forward and backward timed call by call, the variants alternating.
+"""Shared by this round's scripts: libraries built from variants of native.c (under a temporary XMODLM_KERNEL_CACHE,
+native.SOURCE pointed at each variant file, native._STATE reset; native._STATE["lib"] swapped between runs); training
+steps alternating the variants, with the time spent inside chosen calls; and for the training attention scripts the
+step's attention inputs and the forward and backward timed call by call, the variants alternating.
 
 The inputs are the bench's training step's (batch 16, 4 heads, T 128, d 64): q, k, v the heads of one bf16
 (16, 128, 3 * 256) projection (as the model views them), the attention dropout's keep mask (p 0.1, the step's draw),
@@ -36,6 +36,21 @@ def replaced(text: str, old: str, new: str, count: int = 1) -> str:
     return text.replace(old, new)
 
 
+ATTENTION = "/* Training: softmax attention in bf16 autocast training", "/* Training: the vocabulary projection"
+
+
+def with_attention_of(text: str, other: str) -> str:
+    """native.c `text` with its training attention section (from its comment to the vocabulary projection's) taken
+    from `other`: every other kernel the same. The section's calls of query_rows get the row count that argument
+    took after round 9 (16) where `text` has it and `other` does not."""
+    head, tail = ATTENTION
+    section = other[other.index(head):other.index(tail)]
+    if "int64_t n, uint16_t *pad, int64_t *stride)" in text:
+        section = section.replace(", d, qpad, &qstride)", ", d, 16, qpad, &qstride)").replace(
+            ", d, gpad, &gstride)", ", d, 16, gpad, &gstride)")
+    return text[:text.index(head)] + section + text[text.index(tail):]
+
+
 def build(sources: dict) -> dict:
     """{name: ctypes library} built from {name: native.c text}; native left pointing at the first."""
     folder = tempfile.mkdtemp()
@@ -51,6 +66,73 @@ def build(sources: dict) -> dict:
             raise SystemExit(f"{name}: {native.reason()}")
     native._STATE["lib"] = next(iter(libraries.values()))
     return libraries
+
+
+class Inside:
+    """The seconds each step spends inside the functions wrapped by ``wrap`` (``start()`` before every step)."""
+
+    def __init__(self):
+        self.spent = [0.0]
+
+    def start(self) -> None:
+        self.spent.append(0.0)
+
+    def wrap(self, fn):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent[-1] += time.perf_counter() - start
+        return call
+
+
+def alternate(names: list, choose, step, rounds: int, warm: int = 4, inside: Inside | None = None) -> tuple:
+    """({name: [seconds a step]}, {name: [seconds inside]}): `warm` untimed steps, then `rounds` of each variant,
+    the variants taking turns step by step, ``choose(name)`` before each of its steps; ``step()`` returns the step's
+    seconds (or its phases' seconds, summed)."""
+    steps, within = {name: [] for name in names}, {name: [] for name in names}
+    for i in range(warm + len(names) * rounds):
+        name = names[i % len(names)]
+        choose(name)
+        if inside is not None:
+            inside.start()
+        took = step()
+        if i >= warm:
+            steps[name].append(sum(took) if isinstance(took, tuple) else took)
+            within[name].append(inside.spent[-1] if inside is not None else 0.0)
+    return steps, within
+
+
+def print_steps(steps: dict, within: dict, what: str) -> None:
+    """The table of ``alternate``'s results: each variant's step and time inside `what` (median, min), then the first
+    variant's step less the last's."""
+    print(f"{torch.get_num_threads()} thread(s); bf16 MLM step, ms (median of {len(next(iter(steps.values())))}, "
+          f"min), and {what} within it:")
+    for name in steps:
+        print(f"  {name:8s} step {statistics.median(steps[name]) * 1e3:.1f}  {min(steps[name]) * 1e3:.1f}   "
+              f"{what} {statistics.median(within[name]) * 1e3:.2f}  {min(within[name]) * 1e3:.2f}")
+    first, last = (statistics.median(steps[k]) for k in (next(iter(steps)), list(steps)[-1]))
+    print(f"  step {next(iter(steps))} - {list(steps)[-1]}: {(first - last) * 1e3:.2f} ms ({first / last:.3f}x)")
+
+
+def calls_of(module, name: str, step, steps: int = 2) -> list:
+    """The (cloned) positional arguments of every call of ``module.<name>`` in the last of `steps` calls of
+    ``step()``: a training step's calls of one kernel, for replaying."""
+    original, saved = getattr(module, name), []
+
+    def keep(*args, **kwargs):
+        saved.append([a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+        return original(*args, **kwargs)
+
+    setattr(module, name, keep)
+    try:
+        for _ in range(steps):
+            saved.clear()
+            step()
+    finally:
+        setattr(module, name, original)
+    return saved
 
 
 def inputs(library, seed: int = 0):
