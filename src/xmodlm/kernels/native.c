@@ -587,6 +587,36 @@ static inline void live_key_lanes(const uint8_t *keys, int64_t t, int64_t padded
     }
 }
 
+/* The rows of the next (example, head)'s inputs and outputs (t rows each, row_bytes a row, a multiple of 64),
+   fetched a few lines at a time while this one is worked on: their rows lie hundreds of bytes apart, a 4 KB page
+   holding a few, and the hardware's prefetchers do not cross pages. Inputs into L2; outputs for writing
+   (PREFETCHW), as the processor reads a line before writing it. */
+typedef struct {
+    const char *base[7];
+    int64_t stride[7]; /* bytes between rows */
+    int matrices, reads; /* the first `reads` are inputs */
+    int64_t rows, row_bytes;
+    int m;               /* progress: matrix, row, byte in the row */
+    int64_t row, at;
+} heads_ahead;
+
+static inline void ahead_add(heads_ahead *a, const void *base, int64_t stride_bytes) {
+    a->base[a->matrices] = (const char *)base;
+    a->stride[a->matrices++] = stride_bytes;
+}
+
+static inline void ahead_fetch(heads_ahead *a, int64_t count) {
+    for (; count > 0 && a->m < a->matrices; count--) {
+        const char *line = a->base[a->m] + a->row * a->stride[a->m] + a->at;
+        if (a->m < a->reads) _mm_prefetch(line, _MM_HINT_T1);
+        else __asm__ volatile("prefetchw %0" : : "m"(*line));
+        if ((a->at += 64) == a->row_bytes) {
+            a->at = 0;
+            if (++a->row == a->rows) a->row = 0, a->m++;
+        }
+    }
+}
+
 /* Softmax attention for bf16 inference, one (example, head) at a time on each thread: scores
    q k^T in float32 on the tile unit, scaled, masked, softmax in float32 (in base 2), the unnormalised
    probabilities rounded to bf16 for the product with v, which is divided by the float32 row sum at the end
@@ -620,6 +650,15 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
             pack_transposed(kh, st, t, padded_t, d, kp);
             pack_pairs(vh, st, t, padded_t, d, vp);
             live_key_lanes(keys_kept, t, padded_t, live_keys);
+            heads_ahead ahead = {{0}, {0}, 0, 3, t, 2 * d, 0, 0, 0};
+            if (item + 1 < batch * heads) { /* the next (example, head)'s q, k, v and output, one query row at a time */
+                int64_t nb = (item + 1) / heads, nh = (item + 1) % heads, in = nb * sb + nh * sh;
+                ahead_add(&ahead, q + in, st * 2);
+                ahead_add(&ahead, k + in, st * 2);
+                ahead_add(&ahead, v + in, st * 2);
+                ahead_add(&ahead, out + (nb * t * heads + nh) * d, heads * d * 2);
+            }
+            int64_t per_row = (ahead.matrices * t * (d / 32) + t - 1) / t;
             /* the scores of the first 16 queries; those of the next 16 are computed while this block's softmax
                runs (the tile unit and the vector unit then work at once), in the other half of `scores` */
             int64_t pairs = key_tiles / 2, qstride;
@@ -628,13 +667,14 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
             for (int64_t q0 = 0; q0 < t; q0 += 16) {
                 int64_t valid = t - q0 < 16 ? t - q0 : 16;
                 float *now = scores + (q0 / 16 % 2) * 16 * padded_t, *next = scores + (q0 / 16 % 2 ^ 1) * 16 * padded_t;
-                int64_t done = 0, ahead = q0 + 16 < t;
-                if (ahead) qrows = query_rows(qh, st, t, q0 + 16, d, 16, qpad, &qstride);
+                int64_t done = 0, next_block = q0 + 16 < t;
+                if (next_block) qrows = query_rows(qh, st, t, q0 + 16, d, 16, qpad, &qstride);
                 /* softmax rows: float32, in base 2 (e^(scale s) = 2^(scale log2(e) s)): the row's largest
                    live score, then 2^(c s - c max) for the live keys, 0 for masked ones and keys past t */
                 __m512 c = _mm512_set1_ps(scale * 1.44269504f);
                 for (int64_t i = 0; i < 16; i++) {
-                    for (; ahead && done < pairs && done * 16 <= i * pairs; done++)
+                    ahead_fetch(&ahead, per_row);
+                    for (; next_block && done < pairs && done * 16 <= i * pairs; done++)
                         score_pair(qrows, qstride, kp, 2 * done, d_tiles, next, padded_t);
                     float *row = now + i * padded_t;
                     __m512 top = _mm512_set1_ps(-INFINITY);
@@ -654,7 +694,7 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
                     }
                     sums[i] = _mm512_reduce_add_ps(_mm512_add_ps(total, other));
                 }
-                for (; ahead && done < pairs; done++) score_pair(qrows, qstride, kp, 2 * done, d_tiles, next, padded_t);
+                for (; next_block && done < pairs; done++) score_pair(qrows, qstride, kp, 2 * done, d_tiles, next, padded_t);
                 /* probabilities @ v: 16 queries x d, over keys in tiles of 32 */
                 rows_by_pairs(probs, padded_t, 32, vp, padded_t / 32, d, o);
                 for (int64_t i = 0; i < valid; i++) {
@@ -1341,36 +1381,6 @@ static inline void block_pair(const uint16_t *a, const uint16_t *a1, int64_t lda
     _tile_stored(1, c + 16, ldc * 4);
     _tile_stored(2, c + 16 * ldc, ldc * 4);
     _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
-}
-
-/* The rows of the next (example, head)'s inputs and outputs (t rows each, row_bytes a row, a multiple of 64),
-   fetched a few lines at a time while this one is worked on: their rows lie hundreds of bytes apart, a 4 KB page
-   holding a few, and the hardware's prefetchers do not cross pages. Inputs into L2; outputs for writing
-   (PREFETCHW), as the processor reads a line before writing it. */
-typedef struct {
-    const char *base[7];
-    int64_t stride[7]; /* bytes between rows */
-    int matrices, reads; /* the first `reads` are inputs */
-    int64_t rows, row_bytes;
-    int m;               /* progress: matrix, row, byte in the row */
-    int64_t row, at;
-} heads_ahead;
-
-static inline void ahead_add(heads_ahead *a, const void *base, int64_t stride_bytes) {
-    a->base[a->matrices] = (const char *)base;
-    a->stride[a->matrices++] = stride_bytes;
-}
-
-static inline void ahead_fetch(heads_ahead *a, int64_t count) {
-    for (; count > 0 && a->m < a->matrices; count--) {
-        const char *line = a->base[a->m] + a->row * a->stride[a->m] + a->at;
-        if (a->m < a->reads) _mm_prefetch(line, _MM_HINT_T1);
-        else __asm__ volatile("prefetchw %0" : : "m"(*line));
-        if ((a->at += 64) == a->row_bytes) {
-            a->at = 0;
-            if (++a->row == a->rows) a->row = 0, a->m++;
-        }
-    }
 }
 
 /* The forward. q, k, v: element (b, h, t, j) at ptr[b sb + h sh + t st + j]; keys: (batch, t) bytes, 0 for keys
