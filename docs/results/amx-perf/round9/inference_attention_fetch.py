@@ -1,5 +1,5 @@
 """The xmod-base bf16 encoder forward (the bench's inference shape: 12 x 768, 81 languages, 8 x 128 mixed) with the
-inference attention kernel as of the commit before its fetches ahead (HEAD~1's native.c by default, or --base) and
+inference attention kernel as of the commit before its fetches ahead (9c2f2bc's native.c by default, or --base) and
 as built (the next (example, head)'s q, k, v and output rows fetched while this one runs), alternating call by call
 in one process, with the time inside the attention calls; the outputs compared bit for bit. One thread or the
 process's. Usage: PYTHONPATH=src python3 docs/results/amx-perf/round9/inference_attention_fetch.py [--base REV]"""
@@ -20,7 +20,7 @@ from xmodlm.model import XmodModel  # noqa: E402
 from xmodlm.recipes.bench import batch_for, make_config  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--base", default="HEAD~1")
+parser.add_argument("--base", default="9c2f2bc")
 parser.add_argument("--calls", type=int, default=15)
 args = parser.parse_args()
 xmodlm.tune_allocator()
