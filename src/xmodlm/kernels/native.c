@@ -1768,7 +1768,8 @@ typedef struct {
 /* The next `units` units of p's epilogue (all that remain for units >= 64), in order: row after row, so the column
    sums of MT_HIDDEN add the rows in order. The epilogue's fields are read into locals and the kind chosen once,
    outside the loop over units: the intrinsics' stores may alias anything, so in a loop reading e's fields the
-   compiler reloaded each of them after every store (load slots the tile loads of the products compete for). */
+   compiler reloaded each of them after every store (load slots the tile loads of the products compete for); the
+   backward alone took ~0.05 ms less of ~0.9 ms at 8 segments x 256 rows, d 256, r 128, one thread. */
 static inline void mt_drain(const mt_epilogue *e, mt_pending *p, int64_t units) {
     int64_t end = p->next + units < p->units ? p->next + units : p->units, ld = e->ld, row = p->row, col = p->col;
     const float *acc = p->acc, *bias = e->bias;
