@@ -1967,47 +1967,95 @@ typedef struct {
 } mt_pending;
 
 /* The next `units` units of p's epilogue (all that remain for units >= 64), in order: row after row, so the column
-   sums of MT_HIDDEN add the rows in order. */
+   sums of MT_HIDDEN add the rows in order. The epilogue's fields are read into locals and the kind chosen once,
+   outside the loop over units: the intrinsics' stores may alias anything, so in a loop reading e's fields the
+   compiler reloaded each of them after every store (load slots the tile loads of the products compete for); the
+   backward alone took ~0.05 ms less of ~0.9 ms at 8 segments x 256 rows, d 256, r 128, one thread. */
 static inline void mt_drain(const mt_epilogue *e, mt_pending *p, int64_t units) {
-    int64_t end = p->next + units < p->units ? p->next + units : p->units;
-    for (int64_t u = p->next; u < end; u++) {
-        int64_t c = p->col + 16 * (u & 1), at = (p->row + (u >> 1)) * e->ld + c;
-        __m512 v = _mm512_load_ps(p->acc + (u >> 1) * 32 + 16 * (u & 1));
-        switch (e->kind) {
-        case MT_INNER: {
-            __m512 slope;
-            mt_store(e->g + at, gelu_erf_and_slope(_mm512_add_ps(v, _mm512_loadu_ps(e->bias + c)), &slope));
-            mt_store(e->h + at, slope);
-            break;
+    int64_t end = p->next + units < p->units ? p->next + units : p->units, ld = e->ld, row = p->row, col = p->col;
+    const float *acc = p->acc, *bias = e->bias;
+    uint16_t *out = e->out, *h = e->h, *g = e->g;
+    float *fout = e->fout, *sums = e->sums;
+    switch (e->kind) {
+    case MT_INNER:
+        for (int64_t u = p->next; u < end; u++) {
+            int64_t c = col + 16 * (u & 1), at = (row + (u >> 1)) * ld + c;
+            __m512 v = _mm512_load_ps(acc + (u >> 1) * 32 + 16 * (u & 1)), slope;
+            mt_store(g + at, gelu_erf_and_slope(_mm512_add_ps(v, _mm512_loadu_ps(bias + c)), &slope));
+            mt_store(h + at, slope);
         }
-        case MT_OUTER:
-            mt_store(e->out + at, _mm512_add_ps(v, _mm512_loadu_ps(e->bias + c)));
-            break;
-        case MT_HIDDEN:
-            v = _mm512_mul_ps(v, load_bf16(e->h + at));
-            mt_store(e->out + at, v);
-            _mm512_storeu_ps(e->sums + c, _mm512_add_ps(_mm512_loadu_ps(e->sums + c), v));
-            break;
-        case MT_ROUND:
-            mt_store(e->out + at, v);
-            break;
-        default: /* float32 weight gradients, written once and read by the optimizer: not through the cache */
-            if (e->stream) _mm512_stream_ps(e->fout + at, v);
-            else _mm512_storeu_ps(e->fout + at, v);
+        break;
+    case MT_OUTER:
+        for (int64_t u = p->next; u < end; u++) {
+            int64_t c = col + 16 * (u & 1), at = (row + (u >> 1)) * ld + c;
+            mt_store(out + at, _mm512_add_ps(_mm512_load_ps(acc + (u >> 1) * 32 + 16 * (u & 1)),
+                                             _mm512_loadu_ps(bias + c)));
+        }
+        break;
+    case MT_HIDDEN:
+        for (int64_t u = p->next; u < end; u++) {
+            int64_t c = col + 16 * (u & 1), at = (row + (u >> 1)) * ld + c;
+            __m512 v = _mm512_mul_ps(_mm512_load_ps(acc + (u >> 1) * 32 + 16 * (u & 1)), load_bf16(h + at));
+            mt_store(out + at, v);
+            _mm512_storeu_ps(sums + c, _mm512_add_ps(_mm512_loadu_ps(sums + c), v));
+        }
+        break;
+    case MT_ROUND:
+        for (int64_t u = p->next; u < end; u++)
+            mt_store(out + (row + (u >> 1)) * ld + col + 16 * (u & 1), _mm512_load_ps(acc + (u >> 1) * 32 + 16 * (u & 1)));
+        break;
+    default: /* float32 weight gradients, written once and read by the optimizer: not through the cache */
+        for (int64_t u = p->next; u < end; u++) {
+            int64_t at = (row + (u >> 1)) * ld + col + 16 * (u & 1);
+            __m512 v = _mm512_load_ps(acc + (u >> 1) * 32 + 16 * (u & 1));
+            if (e->stream) _mm512_stream_ps(fout + at, v);
+            else _mm512_storeu_ps(fout + at, v);
         }
     }
     p->next = end;
+}
+
+/* The next segment's operands fetched into L2 during this segment's products, a few lines per step: up to 4
+   regions (bytes), spread evenly over a product's steps. In a training step the forward's float32 weights come from
+   memory (the optimizer wrote them a step before): fetched ahead, the forward's modules took ~0.58 ms less of ~4.9 ms
+   per step of 4 layers (round9/modules_training_step.py, one thread). The backward's saved operands fetched so
+   gained 0.12-0.15 ms of ~5.5 (fetching dy, hot, as well lost 0.25), within the noise: not done. Alone, with
+   everything in the caches, neither gains (the prefetches take load slots the tile loads need). */
+typedef struct {
+    const char *at[4];
+    int64_t lines[4];
+    int count, region;
+    int64_t offset, total, done;
+} mt_ahead;
+
+static mt_ahead mt_ahead_of(int count, const void *const *at, const int64_t *bytes) {
+    mt_ahead a = {.count = count, .region = 0, .offset = 0, .total = 0, .done = 0};
+    for (int i = 0; i < count; i++) {
+        a.at[i] = (const char *)at[i];
+        a.lines[i] = (bytes[i] + 63) / 64;
+        a.total += a.lines[i];
+    }
+    return a;
+}
+
+static inline void mt_ahead_until(mt_ahead *a, int64_t until) {
+    for (; a->done < until; a->done++) {
+        while (a->offset >= a->lines[a->region]) a->region++, a->offset = 0;
+        _mm_prefetch(a->at[a->region] + 64 * a->offset++, _MM_HINT_T1);
+    }
 }
 
 /* C (m x n) = A B over k_tiles steps of 32, 32 x 32 blocks in the accumulator tiles, each block's epilogue run
    during the next block's steps (st->acc's two buffers), all done on return. A: row-major rows (row stride lda, step
    a_step = 32 values; `valid` rows exist, the last block's missing rows read from a zero-padded copy in `padded`,
    32 x 32 k_tiles values), or transposed tiles (lda 32, a_step 512, the next 16 rows `half` values on, every 32 rows
-   `next` values on; valid == m). B packed: [n / 16][k_tiles][16 pairs][16][2]. */
+   `next` values on; valid == m). B packed: [n / 16][k_tiles][16 pairs][16][2]. `ahead` (or NULL): fetched into L2
+   over the steps, all requested on return. */
 static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t a_step, int64_t half, int64_t next,
                        int64_t valid, int64_t m, const uint16_t *b, int64_t k_tiles, int64_t n, const mt_epilogue *e,
-                       uint16_t *padded) {
+                       uint16_t *padded, mt_ahead *ahead) {
     int64_t per_step = k_tiles ? (64 + k_tiles - 1) / k_tiles : 64; /* no steps: a segment of no rows, dW = 0 */
+    int64_t steps = m / 32 * (n / 32) * k_tiles, step = 0;
     mt_pending pending = {NULL, 0, 0, 0, 0};
     for (int64_t row = 0; row < m; row += 32) {
         int64_t live = valid - row < 32 ? valid - row : 32;
@@ -2032,6 +2080,7 @@ static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t
             for (int64_t kt = 0; kt < k_tiles; kt++) {
                 block_step(a0 + kt * step_a, a1 + kt * step_a, ld_a, b0 + kt * 512, b1 + kt * 512);
                 mt_drain(e, &pending, per_step);
+                if (ahead) mt_ahead_until(ahead, ahead->total * ++step / steps);
             }
             mt_drain(e, &pending, 64);
             _tile_stored(0, acc, 128);
@@ -2043,6 +2092,7 @@ static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t
         }
     }
     mt_drain(e, &pending, 64);
+    if (ahead) mt_ahead_until(ahead, ahead->total);
 }
 
 /* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile. */
@@ -2052,15 +2102,29 @@ static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out) {
 }
 
 /* A float32 (t x c) weight rounded to bf16 as pack_pairs lays out bf16 rows (the right operand of products summing
-   over its t rows: dG = dy W2, dx = dH W1): [c / 16][t / 32][16 row pairs][16][2]. */
+   over its t rows: dG = dy W2, dx = dH W1): [c / 16][t / 32][16 row pairs][16][2], each two rows interleaved as
+   put_row_pair does (out 64-byte aligned: tile rows by non-temporal stores, else plain). Read only by the backward, long after
+   in a training step: streamed, they are not first read for ownership; the forward's modules took ~0.18 ms less
+   per step of 4 layers (round9/modules_training_step.py, one thread; 0.10-0.38 ms over three runs). */
 static void mt_pack_pairs(const float *w, int64_t t, int64_t c, uint16_t *out) {
-    uint16_t r0[32] __attribute__((aligned(64))), r1[32] __attribute__((aligned(64)));
+    const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+    int stream = ((uintptr_t)out & 63) == 0;
     for (int64_t r = 0; r < t; r += 2)
         for (int64_t j = 0; j < c; j += 32) {
             const float *a = w + r * c + j, *b = a + c;
-            _mm512_store_si512((__m512i *)r0, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a)));
-            _mm512_store_si512((__m512i *)r1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b)));
-            put_row_pair(r0, r1, r, j, t / 32, out);
+            __m512i r0 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a));
+            __m512i r1 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b));
+            uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32 + (j / 16) * (t / 32) * 512;
+            __m512i even = _mm512_permutex2var_epi16(r0, low, r1), odd = _mm512_permutex2var_epi16(r0, high, r1);
+            if (stream) {
+                _mm512_stream_si512((__m512i *)tile_row, even);
+                _mm512_stream_si512((__m512i *)(tile_row + (t / 32) * 512), odd);
+            } else {
+                _mm512_storeu_si512((void *)tile_row, even);
+                _mm512_storeu_si512((void *)(tile_row + (t / 32) * 512), odd);
+            }
         }
 }
 
@@ -2122,18 +2186,28 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
             int64_t m = (rows[s] + 31) / 32 * 32;
             mt_pack_rows((const float *)w1s[s], r, d, w1);
             mt_pack_rows((const float *)w2s[s], d, r, w2);
-            /* the backward's operands too, while the float32 rows are in the cache */
+            /* the backward's operands too, while the float32 rows are in the cache (streamed out: mt_pack_pairs) */
             mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);
             mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);
             mt_epilogue inner = {.kind = MT_INNER, .bias = (const float *)b1s[s], .h = h + start * r,
                                  .g = g + start * r, .ld = r};
-            mt_product(st, x + start * d, d, 32, 16 * d, 32 * d, rows[s], m, w1, d / 32, r, &inner, padded);
+            /* the next segment's x and weights into L2 meanwhile (mt_ahead) */
+            int more = s + 1 < last;
+            const void *next_h[2] = {x + (start + rows[s]) * d, more ? (const void *)w1s[s + 1] : NULL};
+            int64_t next_h_bytes[2] = {more ? rows[s + 1] * d * 2 : 0, more ? r * d * 4 : 0};
+            mt_ahead ahead = mt_ahead_of(2, next_h, next_h_bytes);
+            mt_product(st, x + start * d, d, 32, 16 * d, 32 * d, rows[s], m, w1, d / 32, r, &inner, padded, &ahead);
             mt_epilogue outer = {.kind = MT_OUTER, .bias = (const float *)b2s[s], .out = y + start * d, .ld = d};
-            mt_product(st, g + start * r, r, 32, 16 * r, 32 * r, rows[s], m, w2, r / 32, d, &outer, padded);
+            const void *next_y[3] = {more ? (const void *)w2s[s + 1] : NULL, more ? (const void *)b1s[s + 1] : NULL,
+                                     more ? (const void *)b2s[s + 1] : NULL};
+            int64_t next_y_bytes[3] = {more ? r * d * 4 : 0, more ? r * 4 : 0, more ? d * 4 : 0};
+            ahead = mt_ahead_of(3, next_y, next_y_bytes);
+            mt_product(st, g + start * r, r, 32, 16 * r, 32 * r, rows[s], m, w2, r / 32, d, &outer, padded, &ahead);
         }
         free(w1);
         free(w2);
         free(padded);
+        _mm_sfence(); /* pairs' streamed stores */
         end(st);
     }
     return failed ? -1 : 0;
@@ -2173,20 +2247,23 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint1
             pack_pairs(g + start * r, r, n, m, r, right);
             mt_epilogue weights2 = {.kind = MT_FLOAT, .fout = (float *)dw2s[s], .ld = r,
                                     .stream = mt_aligned((float *)dw2s[s], r)};
-            mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, d, d, right, tiles, r, &weights2, padded);
+            mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, d, d, right, tiles, r, &weights2, padded,
+                       NULL);
             /* dH = (dy W2) S, db1 its column sums */
             memset(db1, 0, r * sizeof(float));
             mt_epilogue hidden = {.kind = MT_HIDDEN, .h = (uint16_t *)h + start * r, .out = dh, .sums = db1, .ld = r};
-            mt_product(st, dys, d, 32, 16 * d, 32 * d, n, m, pairs + 2 * s * r * d, d / 32, r, &hidden, padded);
+            mt_product(st, dys, d, 32, 16 * d, 32 * d, n, m, pairs + 2 * s * r * d, d / 32, r, &hidden, padded, NULL);
             /* dx = dH W1 */
             mt_epilogue input = {.kind = MT_ROUND, .out = dx + start * d, .ld = d};
-            mt_product(st, dh, r, 32, 16 * r, 32 * r, n, m, pairs + (2 * s + 1) * r * d, r / 32, d, &input, padded);
+            mt_product(st, dh, r, 32, 16 * r, 32 * r, n, m, pairs + (2 * s + 1) * r * d, r / 32, d, &input, padded,
+                       NULL);
             /* dW1 = dH^T x */
             mt_pack_transposed(dh, n, m, r, left);
             pack_pairs(xs, d, n, m, d, right);
             mt_epilogue weights1 = {.kind = MT_FLOAT, .fout = (float *)dw1s[s], .ld = d,
                                     .stream = mt_aligned((float *)dw1s[s], d)};
-            mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, r, r, right, tiles, d, &weights1, padded);
+            mt_product(st, left, 32, 512, tiles * 512, 2 * tiles * 512, r, r, right, tiles, d, &weights1, padded,
+                       NULL);
         }
         free(padded);
         free(left);

@@ -528,6 +528,12 @@ def _addresses(tensors) -> ctypes.Array:
     return (ctypes.c_uint64 * len(tensors))(*(t.data_ptr() for t in tensors))
 
 
+def _block_addresses(t: torch.Tensor) -> ctypes.Array:
+    """The addresses of t[0], t[1], ... (what _addresses(t.unbind()) gives, without making the views)."""
+    start, step = t.data_ptr(), t.stride(0) * t.element_size()
+    return (ctypes.c_uint64 * t.shape[0])(*range(start, start + t.shape[0] * step, step))
+
+
 def modules_train(x: torch.Tensor, rows, w1s, b1s, w2s, b2s) -> tuple:
     """The language modules' forward in training for consecutive row segments s of x (2-d contiguous bf16, rows[s]
     rows each): H = x W1_s^T + b1_s, G = gelu_erf(H), y = G W2_s^T + b2_s, float32 sums, the float32 weights (W1_s
@@ -541,11 +547,11 @@ def modules_train(x: torch.Tensor, rows, w1s, b1s, w2s, b2s) -> tuple:
             or min(rows, default=0) < 0 or not fits(r, d):
         raise ValueError(f"segments of {list(rows)} rows with {len(w1s)} and {len(w2s)} weights for a contiguous "
                          f"input of {tuple(x.shape)}, d and r multiples of 32")
-    for t, shape in [(w, (r, d)) for w in w1s] + [(w, (d, r)) for w in w2s] + [(b, (r,)) for b in b1s] \
-            + [(b, (d,)) for b in b2s]:
-        if t.dtype != torch.float32 or tuple(t.shape) != shape or not t.is_contiguous():
-            raise ValueError(f"expected contiguous float32 module weights and biases of shape {shape}, got {t.dtype} "
-                             f"{tuple(t.shape)}")
+    for tensors, shape in ((w1s, (r, d)), (w2s, (d, r)), (b1s, (r,)), (b2s, (d,))):
+        for t in tensors:  # torch.Size compares with a tuple as it is (no tuple() per tensor: this runs per layer)
+            if t.dtype != torch.float32 or t.shape != shape or not t.is_contiguous():
+                raise ValueError(f"expected contiguous float32 module weights and biases of shape {shape}, got "
+                                 f"{t.dtype} {tuple(t.shape)}")
     n, count = x.shape[0], len(rows)
     slope, g = torch.empty(n, r, dtype=torch.bfloat16), torch.empty(n, r, dtype=torch.bfloat16)
     y = torch.empty(n, d, dtype=torch.bfloat16)
@@ -577,8 +583,8 @@ def modules_train_backward(dy: torch.Tensor, x: torch.Tensor, slope: torch.Tenso
         return dx, dw1.zero_(), db1.zero_(), dw2.zero_(), db2.zero_()
     if _library().xm_modules_train_backward(count, (ctypes.c_int64 * count)(*rows), pairs.data_ptr(), x.data_ptr(),
                                             slope.data_ptr(), g.data_ptr(), dy.data_ptr(), d, r, dx.data_ptr(),
-                                            _addresses(dw1.unbind()), _addresses(db1.unbind()),
-                                            _addresses(dw2.unbind()), _addresses(db2.unbind())) != 0:
+                                            _block_addresses(dw1), _block_addresses(db1), _block_addresses(dw2),
+                                            _block_addresses(db2)) != 0:
         raise MemoryError("the modules' training backward could not allocate its scratch")
     return dx, dw1, db1, dw2, db2
 
