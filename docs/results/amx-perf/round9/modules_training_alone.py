@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import xmodlm  # noqa: E402
-from modules_libraries import load, use  # noqa: E402
+from harness import build, old_source  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 from xmodlm.runtime import machine_info  # noqa: E402
 
@@ -33,7 +33,7 @@ def case(libraries, segments, rows, d, r, rounds=60):
     times = {name: {"forward": [], "backward": []} for name in libraries}
     for i in range(rounds + 3):
         for name in list(libraries)[:: 1 if i % 2 else -1]:
-            use(libraries, name)
+            native._STATE["lib"] = libraries[name]
             start = time.perf_counter()
             _, slope, g, pairs = native.modules_train(x, counts, w1s, b1s, w2s, b2s)
             mid = time.perf_counter()
@@ -55,6 +55,6 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     xmodlm.tune_allocator()
     print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread")
-    libraries = load({"round 8": "3cfeab4", "now": None})
+    libraries = build({"round 8": old_source("3cfeab4"), "now": native.SOURCE.read_text()})
     case(libraries, 8, 256, 256, 128)
     case(libraries, 8, 128, 768, 384)

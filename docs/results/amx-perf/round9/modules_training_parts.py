@@ -10,20 +10,18 @@ whose modules section is round 8's, 3cfeab4's), as the cuts below match its text
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 import xmodlm
 from xmodlm.kernels import native
 from xmodlm.runtime import machine_info
+
+from harness import build, old_source
 
 SEGMENTS, ROWS, D, R, ROUNDS = 8, 256, 256, 128, 40
 
@@ -96,21 +94,9 @@ def main() -> None:
     xmodlm.tune_allocator()
     print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread")
     revision = sys.argv[1] if len(sys.argv) > 1 else "06517db"
-    text = subprocess.run(["git", "show", f"{revision}:src/xmodlm/kernels/native.c"], cwd=native.SOURCE.parent,
-                          check=True, capture_output=True, text=True).stdout
+    text = old_source(revision)
     print(f"native.c as of {revision}")
-    sources = variants(text)
-    folder = tempfile.mkdtemp()
-    os.environ["XMODLM_KERNEL_CACHE"] = folder
-    libraries = {}
-    for i, (name, (source, _)) in enumerate(sources.items()):
-        path = Path(folder) / f"variant{i}.c"
-        path.write_text(source)
-        native._STATE.update(lib=None, tried=False)
-        native.SOURCE = path
-        libraries[name] = native._library()
-        if libraries[name] is None:
-            raise SystemExit(f"{name}: {native.reason()}")
+    libraries = build({name: source for name, (source, _) in variants(text).items()})
     torch.manual_seed(0)
     x = torch.randn(SEGMENTS * ROWS, D).bfloat16()
     dy = torch.randn(SEGMENTS * ROWS, D).bfloat16()
@@ -121,7 +107,7 @@ def main() -> None:
     counts = [ROWS] * SEGMENTS
     native._STATE["lib"] = libraries["as built"]
     _, slope, g, pairs = native.modules_train(x, counts, w1s, b1s, w2s, b2s)
-    names = list(sources)
+    names = list(libraries)
     times = {name: {"forward": [], "backward": []} for name in names}
     for i in range(ROUNDS + 2):
         order = names[:]

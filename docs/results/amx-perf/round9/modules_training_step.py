@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[4] / "benchmarks"))
 import xmodlm  # noqa: E402
-from modules_libraries import load, use  # noqa: E402
+from harness import build as build_libraries, old_source  # noqa: E402
 from train_breakdown import build  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 from xmodlm.runtime import machine_info  # noqa: E402
@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 xmodlm.tune_allocator()
 print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread")
 OLD = sys.argv[2] if len(sys.argv) > 2 else "06517db"
-libraries = load({OLD: OLD, "now": None})
+libraries = build_libraries({OLD: old_source(OLD), "now": native.SOURCE.read_text()})
 phases, _, _ = build("bf16")
 spent = [[0.0, 0.0]]
 
@@ -49,7 +49,7 @@ steps, inside = {name: [] for name in names}, {name: [] for name in names}
 for i in range(4 + 2 * STEPS):
     pair = names if (i // 2) % 2 == 0 else names[::-1]
     name = pair[i % 2]
-    use(libraries, name)
+    native._STATE["lib"] = libraries[name]
     spent.append([0.0, 0.0])
     step = sum(phases())
     if i >= 4:
