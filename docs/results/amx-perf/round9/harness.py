@@ -37,18 +37,24 @@ def replaced(text: str, old: str, new: str, count: int = 1) -> str:
 
 
 ATTENTION = "/* Training: softmax attention in bf16 autocast training", "/* Training: the vocabulary projection"
+WEIGHT_GRAD = "/* Training: a linear's weight and bias gradients", "/* Training: GELU and its backward"
+
+
+def with_section_of(text: str, other: str, bounds: tuple) -> str:
+    """native.c `text` with the section from bounds[0] up to bounds[1] taken from `other`: every other kernel the
+    same, so that a variant differs from `text` in that section alone and binds with today's native.py."""
+    head, tail = bounds
+    return text[:text.index(head)] + other[other.index(head):other.index(tail)] + text[text.index(tail):]
 
 
 def with_attention_of(text: str, other: str) -> str:
-    """native.c `text` with its training attention section (from its comment to the vocabulary projection's) taken
-    from `other`: every other kernel the same. The section's calls of query_rows get the row count that argument
-    took after round 9 (16) where `text` has it and `other` does not."""
-    head, tail = ATTENTION
-    section = other[other.index(head):other.index(tail)]
+    """with_section_of for the training attention section, whose calls of query_rows get the row count that
+    argument took after round 9 (16) where `text` has it and `other` does not."""
+    spliced = with_section_of(text, other, ATTENTION)
     if "int64_t n, uint16_t *pad, int64_t *stride)" in text:
-        section = section.replace(", d, qpad, &qstride)", ", d, 16, qpad, &qstride)").replace(
+        spliced = spliced.replace(", d, qpad, &qstride)", ", d, 16, qpad, &qstride)").replace(
             ", d, gpad, &gstride)", ", d, 16, gpad, &gstride)")
-    return text[:text.index(head)] + section + text[text.index(tail):]
+    return spliced
 
 
 def build(sources: dict) -> dict:

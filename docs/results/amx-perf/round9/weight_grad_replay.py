@@ -23,7 +23,8 @@ from xmodlm.kernels import native
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "benchmarks"))
-from harness import build as build_libraries, calls_of, old_source, replaced  # noqa: E402
+from harness import (WEIGHT_GRAD, build as build_libraries, calls_of, old_source, replaced,  # noqa: E402
+                     with_section_of)
 from train_breakdown import build as build_step  # noqa: E402
 
 ROUND8 = "3cfeab4"
@@ -35,7 +36,7 @@ def without(old_text: str, new_text: str) -> str:
     return replaced(text, old_text, new_text)
 
 
-variants = {f"round 8 ({ROUND8})": old_source(ROUND8), "as built": text}
+variants = {f"round 8 ({ROUND8})": with_section_of(text, old_source(ROUND8), WEIGHT_GRAD), "as built": text}
 rows = "            weight_grad_rows(dy, ldy, t, t_tiles, n, tt, a, sums ? sums + tt * n : NULL);"
 variants["no dY layout"] = without(rows, "            ;")
 variants["no X layout"] = without("                weight_grad_pairs(x + k0, ldx, t, t_tiles, w, tt, xp);",

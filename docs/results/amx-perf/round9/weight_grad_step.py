@@ -17,7 +17,7 @@ xmodlm.tune_allocator()
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "benchmarks"))
-from harness import build as build_libraries, old_source  # noqa: E402
+from harness import WEIGHT_GRAD, build as build_libraries, old_source, with_section_of  # noqa: E402
 from train_breakdown import build  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 
@@ -26,7 +26,8 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=30)
 args = parser.parse_args()
 
-sources = {f"round 8 ({ROUND8})": old_source(ROUND8), "as built": native.SOURCE.read_text()}
+now = native.SOURCE.read_text()
+sources = {f"round 8 ({ROUND8})": with_section_of(now, old_source(ROUND8), WEIGHT_GRAD), "as built": now}
 libraries = build_libraries(sources)
 step, _, _ = build("bf16")
 for lib in libraries.values():
