@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from switches import switch_fixture
 from test_model import MIXED, batch, maxdiff
 from tiny import ours
 
@@ -20,12 +21,7 @@ BITS = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat1
 U = 2.0 ** -8  # a bf16 rounding (relative)
 
 
-@pytest.fixture
-def switch():
-    before = kernel_gelu.table_gelu_on()
-    kernels.use_table_gelu(True)
-    yield
-    kernels.use_table_gelu(before)
+switch = switch_fixture(kernels.use_table_gelu, kernel_gelu.table_gelu_on)
 
 
 def gelu64(x):

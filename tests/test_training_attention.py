@@ -17,18 +17,14 @@ from xmodlm.kernels import native
 from xmodlm.kernels.attention import (_TrainingAttention, dropout_attention, native_training_applies,
                                       native_training_attention, native_training_on, use_native_training_attention)
 from xmodlm.model import XmodForMaskedLM
+from switches import switch_fixture
 from test_model import MIXED, assert_close_gradients, batch, maxdiff
 from tiny import ours
 
 needs_amx_kernel = pytest.mark.skipif(not native.available(), reason=f"AMX kernel not available: {native.reason()}")
 
 
-@pytest.fixture
-def switched_on():
-    before = native_training_on()
-    use_native_training_attention(True)
-    yield
-    use_native_training_attention(before)
+switched_on = switch_fixture(use_native_training_attention, native_training_on)
 
 
 def projection(b, h, t, d, seed=0, scale=1.0):

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from switches import switch_fixture
 from test_model import MIXED, batch, maxdiff
 from tiny import ours
 
@@ -20,13 +21,7 @@ pytestmark = pytest.mark.skipif(not native.available(), reason=f"own AMX kernels
 U = 2.0 ** -8  # a bf16 rounding (relative)
 
 
-@pytest.fixture
-def switch():
-    """The switch on through the test, then as it was."""
-    before = module_training._MODULES["enabled"]
-    use_native_training_modules(True)
-    yield
-    use_native_training_modules(before)
+switch = switch_fixture(use_native_training_modules, module_training.native_training_modules_on)
 
 
 def operands(rows, d, r, seed=0):

@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 
+from switches import switch_fixture
 from test_model import MIXED, batch, maxdiff
 from tiny import ours
 
@@ -21,13 +22,7 @@ pytestmark = pytest.mark.skipif(not native.available(), reason=f"own AMX kernels
 U = 2.0 ** -8  # a bf16 rounding (relative)
 
 
-@pytest.fixture
-def switch():
-    """The switch on through the test, then as it was."""
-    before = amp._VOCAB["enabled"]
-    use_native_vocab_projection(True)
-    yield
-    use_native_vocab_projection(before)
+switch = switch_fixture(use_native_vocab_projection, lambda: amp._VOCAB["enabled"])
 
 
 def operands(n, v=1024, d=256, seed=0):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from switches import switch_fixture
 from test_model import MIXED, batch, maxdiff
 from tiny import ours
 
@@ -21,13 +22,7 @@ U = 2.0 ** -8  # a bf16 rounding (relative)
 SHAPES = [(2048, 1024, 256), (2048, 256, 1024), (300, 96, 64), (37, 64, 96), (1, 32, 32), (33, 32, 64)]
 
 
-@pytest.fixture
-def switch():
-    """The switch on through the test, then as it was."""
-    before = amp.native_weight_grad_on()
-    use_native_weight_grad(True)
-    yield
-    use_native_weight_grad(before)
+switch = switch_fixture(use_native_weight_grad, amp.native_weight_grad_on)
 
 
 def operands(t, n, k, seed=0):
