@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[4] / "benchmarks"))
 import xmodlm  # noqa: E402
-from harness import Inside, alternate, build as build_libraries, print_steps, replaced  # noqa: E402
+from harness import build as build_libraries, print_steps, replaced, steps_inside  # noqa: E402
 from train_breakdown import build  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 torch.set_num_threads(1)
@@ -23,9 +23,5 @@ for half in (low, high):
                      f"_mm512_and_si512(_mm512_cvtepu16_epi32({half}), _mm512_set1_epi32(0xFFF))")
 libraries = build_libraries({"now": now, "16 KB table (wrong)": small})
 phases, _, _ = build("bf16")
-inside = Inside()
-native.gelu_table = inside.wrap(native.gelu_table)
-native.gelu_table_backward = inside.wrap(native.gelu_table_backward)
-steps, within = alternate(list(libraries), lambda n: native._STATE.update(lib=libraries[n]), phases, 15,
-                          inside=inside)
+steps, within = steps_inside(libraries, phases, ("gelu_table", "gelu_table_backward"), 15)
 print_steps(steps, within, "GELU")

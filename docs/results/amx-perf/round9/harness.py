@@ -110,6 +110,16 @@ def alternate(names: list, choose, step, rounds: int, warm: int = 4, inside: Ins
     return steps, within
 
 
+def steps_inside(libraries: dict, step, functions: tuple, rounds: int, warm: int = 4) -> tuple:
+    """``alternate`` over {name: library} (native pointed at each in turn) with native's ``functions`` (names)
+    wrapped: ({name: [seconds a step]}, {name: [seconds inside those functions]})."""
+    inside = Inside()
+    for function in functions:
+        setattr(native, function, inside.wrap(getattr(native, function)))
+    return alternate(list(libraries), lambda name: native._STATE.update(lib=libraries[name]), step, rounds, warm,
+                     inside)
+
+
 def print_steps(steps: dict, within: dict, what: str) -> None:
     """The table of ``alternate``'s results: each variant's step and time inside `what` (median, min), then the first
     variant's step less the last's."""

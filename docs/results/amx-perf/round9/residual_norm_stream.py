@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[4] / "benchmarks"))
 import xmodlm  # noqa: E402
-from harness import Inside, alternate, build as build_libraries, print_steps  # noqa: E402
+from harness import build as build_libraries, print_steps, steps_inside  # noqa: E402
 from train_breakdown import build  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
@@ -76,9 +76,5 @@ regs = new_body.replace("_mm512_stream_ps(tr + j, v);", "_mm512_storeu_ps(tr + j
 libraries = build_libraries({"now": now, "registers": now.replace(old_body, regs),
                              "registers+stream t": now.replace(old_body, new_body)})
 phases, _, _ = build("bf16")
-inside = Inside()
-native.residual_norm = inside.wrap(native.residual_norm)
-native.residual_norm_backward = inside.wrap(native.residual_norm_backward)
-steps, within = alternate(list(libraries), lambda name: native._STATE.update(lib=libraries[name]), phases, 15, warm=6,
-                          inside=inside)
+steps, within = steps_inside(libraries, phases, ("residual_norm", "residual_norm_backward"), 15, warm=6)
 print_steps(steps, within, "the norms")

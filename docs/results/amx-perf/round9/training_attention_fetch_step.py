@@ -14,10 +14,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[4] / "benchmarks"))
 import xmodlm  # noqa: E402
-from harness import (Inside, alternate, build as build_libraries, old_source, replaced,  # noqa: E402
+from harness import (build as build_libraries, old_source, replaced, steps_inside,  # noqa: E402
                      with_attention_of)
 from train_breakdown import build  # noqa: E402
-from xmodlm.kernels import native  # noqa: E402
 
 torch.set_num_threads(1)
 xmodlm.tune_allocator()
@@ -31,11 +30,8 @@ sources = {"round 8": with_attention_of(both, old),
            "fetches in the backward only": replaced(both, forward, forward.replace("/ steps;", "/ steps * 0;"))}
 libraries = build_libraries(sources)
 phases, _, _ = build("bf16")
-inside = Inside()
-native.training_attention = inside.wrap(native.training_attention)
-native.training_attention_backward = inside.wrap(native.training_attention_backward)
 names = list(libraries)
-_, within = alternate(names, lambda name: native._STATE.update(lib=libraries[name]), phases, 12, inside=inside)
+_, within = steps_inside(libraries, phases, ("training_attention", "training_attention_backward"), 12)
 print(f"{torch.get_num_threads()} thread(s); bf16 MLM step's attention calls, ms a step (median of 12, min):")
 for name in names:
     print(f"  {name:30s} {statistics.median(within[name]) * 1e3:6.2f}  {min(within[name]) * 1e3:6.2f}")

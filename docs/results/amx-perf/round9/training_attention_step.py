@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[4] / "benchmarks"))
 import xmodlm  # noqa: E402
-from harness import (Inside, alternate, build as build_libraries, old_source, print_steps,  # noqa: E402
+from harness import (build as build_libraries, old_source, print_steps, steps_inside,  # noqa: E402
                      with_attention_of)
 from train_breakdown import build  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
@@ -23,9 +23,5 @@ xmodlm.tune_allocator()
 now = native.SOURCE.read_text()
 libraries = build_libraries({"round 8": with_attention_of(now, old_source("3cfeab4")), "now": now})
 phases, _, _ = build("bf16")
-inside = Inside()
-native.training_attention = inside.wrap(native.training_attention)
-native.training_attention_backward = inside.wrap(native.training_attention_backward)
-steps, within = alternate(list(libraries), lambda name: native._STATE.update(lib=libraries[name]), phases, 15,
-                          inside=inside)
+steps, within = steps_inside(libraries, phases, ("training_attention", "training_attention_backward"), 15)
 print_steps(steps, within, "attention")
