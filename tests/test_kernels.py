@@ -260,17 +260,6 @@ def test_dropout_draws_are_numpys_sfc64_streams_with_or_without_the_kernel(chunk
     assert torch.equal(kernel_dropout.keep_draws(seed, n, threshold), want)
 
 
-def test_dropout_seed_words_are_numpys_seed_sequence():
-    """keep_draws' stream words, hashed on arrays, are SeedSequence(seed).generate_state's, for seeds of one to
-    several 32-bit words and counts that do and do not fill the pool's turns."""
-    import numpy as np
-    from xmodlm.kernels import dropout as kernel_dropout
-    for seed in (0, 1, 987654321, 2**64 - 1, 2**100 + 7):
-        for count in (1, 3, 5, 12, 768, 3 * 1025, 20000):
-            assert np.array_equal(kernel_dropout.seed_words(seed, count),
-                                  np.random.SeedSequence(seed).generate_state(count, np.uint64)), (seed, count)
-
-
 def test_training_attention_with_dropout_is_sdpa_math(monkeypatch):
     """kernels.dropout_attention with its dropout as identity equals SDPA (no dropout), forward and backward,
     with a padding mask; with dropout it zeroes attention probabilities."""

@@ -29,29 +29,6 @@ def use_one_pass_dropout(enabled: bool) -> None:
 # (65,536: 0.029 ms against 0.006 in lanes at 4,096; small in absolute terms). 12 outputs discarded per 8,192 kept.
 MASK_CHUNK = 1 << 15
 
-# numpy's SeedSequence hash (numpy/random/bit_generator.pyx): output word i is the pool's word i % 4 mixed with
-# INIT_B * MULT_B**i and multiplied by INIT_B * MULT_B**(i + 1), mod 2**32
-_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
-_HASH = {"constants": np.empty(0, np.uint32)}
-
-
-def seed_words(seed: int, count: int) -> np.ndarray:
-    """``np.random.SeedSequence(seed).generate_state(count, np.uint64)``, the same words, computed on arrays, for
-    numpy's path (the kernel hashes them in C): numpy's loop takes ~0.15 us a word in Python (119 us for the 768
-    words of a 1M mask's 256 streams), this ~8 us for them."""
-    pool = np.random.SeedSequence(seed).pool
-    m = -(-2 * count // pool.size) * pool.size  # 32-bit words, whole turns of the pool
-    if _HASH["constants"].size <= m:
-        size = max(2 * _HASH["constants"].size, m + 1, 1 << 12)
-        factors = np.full(size, _MULT_B, dtype=np.uint32)
-        factors[0] = _INIT_B
-        _HASH["constants"] = np.cumprod(factors, dtype=np.uint32)  # INIT_B * MULT_B**i, wrapping as the C does
-    constants = _HASH["constants"]
-    words = (constants[:m].reshape(-1, pool.size) ^ pool).reshape(-1) * constants[1:m + 1]
-    words ^= words >> np.uint32(16)
-    return words[:2 * count].astype("<u4").view("<u8").astype(np.uint64)
-
-
 class _Words(np.random.bit_generator.ISeedSequence):
     """Three given words as a seed sequence: numpy's SFC64 built on it starts from them (counter 1, 12 outputs
     discarded) as SFC64(seed) starts from its SeedSequence's first three."""
@@ -69,11 +46,12 @@ def keep_draws(seed: int, n: int, threshold: int) -> torch.Tensor:
     started from words 3c..3c+2 of ``SeedSequence(seed)`` as numpy's SFC64 starts from its seed's first three
     (chunk 0 is ``SFC64(seed)`` itself). Many short streams, so the own kernel (``native.keep_mask``, where it is
     built, for seeds below 2**64) hashes the words and runs 8 streams at once in vector lanes; else numpy
-    (``seed_words``, one generator per chunk): the same bits either way."""
+    (one generator per chunk): the same bits either way."""
     if native.available() and 0 <= seed < 1 << 64:  # Dropout's seeds are below 2**63
         return native.keep_mask(seed, n, MASK_CHUNK, threshold)
     chunks = -(-n // MASK_CHUNK)
-    states = seed_words(seed, 3 * chunks)
+    # numpy's own words: ~16 us for the 96 of a 1M mask's 32 streams, beside ~0.6 ms for the draws
+    states = np.random.SeedSequence(seed).generate_state(3 * chunks, np.uint64)
     # chunk c's outputs at c * MASK_CHUNK / 4: the last one's draws end at n (its last output's extra ones dropped)
     raw, step = np.empty((n + 3) // 4, dtype=np.uint64), MASK_CHUNK // 4
     for c in range(chunks):

@@ -1128,10 +1128,10 @@ static void keep_lanes8(const uint64_t *states, int64_t chunk, int32_t threshold
 }
 
 /* numpy's SeedSequence(seed).generate_state(count, np.uint64) for a seed below 2**64 (numpy/random/bit_generator.pyx;
-   kernels/dropout.py's seed_words on numpy arrays): the seed's 32-bit words (one, two from 2**32) hashed into a pool
-   of 4 (mix_entropy), the pool's words hashed out again, two a word, low half first. Here because numpy's took, in
-   a training step (its data in the caches), ~45 us a call for the pool and ~40 us for 768 words on arrays: 1.5 ms
-   of a step's 17 masks, as much as the kernel's draws; this takes a few microseconds. */
+   numpy's path in kernels/dropout.py calls it): the seed's 32-bit words (one, two from 2**32) hashed into a pool of
+   4 (mix_entropy), the pool's words hashed out again, two a word, low half first. Here because numpy's took, in a
+   training step (its data in the caches), ~45 us a call for the pool and more for the words (measured at 4,096
+   draws a stream: 1.5 ms of a step's 17 masks, as much as the kernel's draws); this takes a few microseconds. */
 static uint32_t seed_hashmix(uint32_t value, uint32_t *hash) {
     value ^= *hash;
     *hash *= 0x931e8875u;
