@@ -24,7 +24,8 @@ def use_one_pass_dropout(enabled: bool) -> None:
 # a scalar chain. keep_draws took the same time at chunks of 2,048 to 32,768 draws for the bench's masks (0.031-0.033
 # ms for 524,288, 0.062-0.069 for 1,048,576, one thread; docs/results/amx-perf/round9/chunk-sweep-1thread.txt), but
 # numpy's path (where the kernel is not built: every processor without AMX) sets up one generator per chunk, so it
-# slows as chunks shrink: 0.72 ms for 1M at 32,768 against 1.2 at 4,096 and 0.59 with round 8's 262,144 (4 streams).
+# slows as chunks shrink: 0.72 ms for 1M at 32,768 against 1.2 at 4,096 and 0.59 with round 8's 262,144 (4 streams;
+# the sweep's figures; keep-mask-alone-1thread.txt: 0.70-0.73 against round 8's 0.64-0.66 in the same runs).
 # Hence 32,768: the paths without AMX lose little, and masks under 8 chunks (262,144 draws) run on the scalar chain
 # (65,536: 0.029 ms against 0.006 in lanes at 4,096; small in absolute terms). 12 outputs discarded per 8,192 kept.
 MASK_CHUNK = 1 << 15
