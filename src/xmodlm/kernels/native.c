@@ -1781,38 +1781,48 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
 
 /* The backward in one pass over the vocabulary (xm_vocab_backward): dX, dW and db (each optional) from one read of
    g and W. The vocabulary is cut into VOCAB_CHUNKS fixed ranges (of whole 32-row blocks), the threads taking whole
-   chunks, and each chunk is walked in steps of VOCAB_STEP rows. A step's columns of g (n x VOCAB_STEP bf16, db's
-   values summed on the way; with the loss, its gradient formed from the logits) are copied into one of two buffers
-   in the thread's scratch (in L2) a few lines at a time between the tile products of the step before; the step rounds
-   and packs its rows of W, and from there makes the chunk's float32 partial of dX (its own padded_n x d buffer: each
-   32 x 32 block's accumulator tiles loaded and stored once a step, VOCAB_STEP / 32 tile steps between) and dW's rows
-   for the step (streamed out). The chunks' partials are then added in chunk order and rounded once: each value is
-   summed in an order fixed by the shapes alone, so the bits do not depend on the thread count. */
+   chunks, and each chunk is walked in steps of VOCAB_STEP rows. A step copies its columns of g (n x VOCAB_STEP
+   bf16, summing db's values on the way) and rounds and packs its rows of W into the thread's scratch (in L2), and
+   from there makes the chunk's float32 partial of dX (its own padded_n x d buffer: each 32 x 32 block's accumulator
+   tiles loaded and stored once a step, VOCAB_STEP / 32 tile steps between) and dW's rows for the step (streamed
+   out). g's columns for the next step are fetched while this step's products run. The chunks' partials are then
+   added in chunk order and rounded once: each value is summed in an order fixed by the shapes alone, so the bits do
+   not depend on the thread count. */
 #define VOCAB_CHUNKS 4
 
 /* A thread's scratch for one step. */
 typedef struct {
-    uint16_t *g[2];   /* g's columns, this step's and the next's: padded_n rows of VOCAB_STEP bf16, rows from n zero */
+    uint16_t *g;      /* g's columns: padded_n rows of VOCAB_STEP bf16, rows from n on zero */
     uint16_t *w;      /* W16's rows in row pairs, B tiles of dX's product: [d / 16][VOCAB_STEP / 32][16 pairs][16][2] */
     uint16_t *pairs;  /* 32 of g's columns, its rows in pairs: padded_n / 2 rows of 32 x 2 */
     uint16_t *tiles;  /* 32 of g's columns transposed, A tiles of dW's product: [2][padded_n / 32][16][16 pairs][2] */
 } vocab_scratch;
 
 static int vocab_scratch_alloc(vocab_scratch *s, int64_t padded_n, int64_t d) {
-    s->g[0] = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
-    s->g[1] = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
+    s->g = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
     s->w = aligned_alloc(64, VOCAB_STEP * d * sizeof(uint16_t));
     s->pairs = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
     s->tiles = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
-    return s->g[0] && s->g[1] && s->w && s->pairs && s->tiles;
+    return s->g && s->w && s->pairs && s->tiles;
 }
 
 static void vocab_scratch_free(vocab_scratch *s) {
-    free(s->g[0]);
-    free(s->g[1]);
+    free(s->g);
     free(s->w);
     free(s->pairs);
     free(s->tiles);
+}
+
+/* The lines of the next step's columns of g (rows of `per_row` 64-byte lines, `stride` bytes apart), fetched a few
+   at a time between the tile products. */
+typedef struct {
+    const char *base;
+    int64_t stride, per_row, next, total;
+} vocab_ahead;
+
+static inline void fetch_ahead(vocab_ahead *a, int64_t count) {
+    for (int64_t end = a->next + count < a->total ? a->next + count : a->total; a->next < end; a->next++)
+        _mm_prefetch(a->base + a->next / a->per_row * a->stride + a->next % a->per_row * 64, _MM_HINT_T0);
 }
 
 /* The loss whose gradient the backward forms from the logits (xm_vocab_backward's loss arguments). */
@@ -1839,57 +1849,40 @@ static inline void loss_gradient_line(const uint16_t *l, int64_t c, int64_t t, _
     }
 }
 
-/* A step's columns [vs, vs + len) of g on their way into a buffer (rows past n zero), a few 32-column lines at a
-   time (vocab_gather), row after row; their sums, row after row, into db[0, len) (or none) once all are in. With a
-   loss, g is the logits and the columns are the loss's gradient, formed as they are read. */
-typedef struct {
-    const uint16_t *g;
-    int64_t n, padded_n, v, vs, len, next, total;   /* lines: next to copy, total (n * len / 32) */
-    uint16_t *out;
-    float *db;
-    const vocab_loss *loss;
-    __m512 top;                                     /* the loss's row max, factor, target for the current row */
-    float factor;
-    int64_t t;
+/* g's columns [vs, vs + len) into s->g (rows past n zero); their sums, row after row, into db[0, len) (or none).
+   With a loss, g is the logits and the columns are the loss's gradient, formed as they are read. Each row's segment
+   of g lies in its own page: the one 8 rows on is fetched ahead (the hardware's prefetcher follows runs within a
+   page only). */
+static void vocab_gather(const uint16_t *g, int64_t n, int64_t padded_n, int64_t v, int64_t vs, int64_t len,
+                         uint16_t *out, float *db, const vocab_loss *loss) {
     float sums[VOCAB_STEP] __attribute__((aligned(64)));
-} vocab_gathering;
-
-static void gathering_start(vocab_gathering *q, const uint16_t *g, int64_t n, int64_t padded_n, int64_t v, int64_t vs,
-                            int64_t len, uint16_t *out, float *db, const vocab_loss *loss) {
-    q->g = g, q->n = n, q->padded_n = padded_n, q->v = v, q->vs = vs, q->len = len, q->out = out, q->db = db;
-    q->loss = loss, q->next = 0, q->total = len > 0 ? n * (len / 32) : 0;
-    memset(q->sums, 0, sizeof q->sums);
-}
-
-/* `count` more lines (or up to the last); after the last, the padding rows and db. Each row's segment of g lies in its
-   own page: the one 8 rows on is fetched ahead (the hardware's prefetcher follows runs within a page only). */
-static inline void vocab_gather(vocab_gathering *q, int64_t count) {
-    if (q->next >= q->total) return;
-    int64_t end = q->next + count < q->total ? q->next + count : q->total, per_row = q->len / 32;
-    for (; q->next < end; q->next++) {
-        int64_t r = q->next / per_row, j = 32 * (q->next % per_row);
-        const uint16_t *src = q->g + r * q->v + q->vs + j;
-        uint16_t *o = q->out + r * VOCAB_STEP + j;
-        if (r + 8 < q->n) _mm_prefetch((const char *)(src + 8 * q->v), _MM_HINT_T0);
-        if (q->loss) {
-            if (j == 0) {
-                q->top = _mm512_set1_ps(q->loss->row_max[r]);
-                q->factor = (1.0f / q->loss->row_total[r]) * q->loss->scale;
-                q->t = q->loss->targets[r];
+    memset(sums, 0, sizeof sums);
+    for (int64_t r = 0; r < n; r++) {
+        __m512 top = _mm512_setzero_ps();
+        float factor = 0.0f;
+        int64_t t = 0;
+        if (loss) {
+            top = _mm512_set1_ps(loss->row_max[r]);
+            factor = (1.0f / loss->row_total[r]) * loss->scale;
+            t = loss->targets[r];
+        }
+        for (int64_t j = 0; j < len; j += 32) {
+            if (r + 8 < n) _mm_prefetch((const char *)(g + (r + 8) * v + vs + j), _MM_HINT_T0);
+            if (loss) {
+                loss_gradient_line(g + r * v + vs + j, vs + j, t, top, factor, loss->scale, out + r * VOCAB_STEP + j);
+            } else {
+                __m512i line = _mm512_loadu_si512((const void *)(g + r * v + vs + j));
+                _mm512_store_si512((__m512i *)(out + r * VOCAB_STEP + j), line);
             }
-            loss_gradient_line(src, q->vs + j, q->t, q->top, q->factor, q->loss->scale, o);
-        } else {
-            _mm512_store_si512((__m512i *)o, _mm512_loadu_si512((const void *)src));
-        }
-        if (q->db) {
-            _mm512_store_ps(q->sums + j, _mm512_add_ps(_mm512_load_ps(q->sums + j), load_bf16(o)));
-            _mm512_store_ps(q->sums + j + 16, _mm512_add_ps(_mm512_load_ps(q->sums + j + 16), load_bf16(o + 16)));
+            if (db) {
+                const uint16_t *o = out + r * VOCAB_STEP + j;
+                _mm512_store_ps(sums + j, _mm512_add_ps(_mm512_load_ps(sums + j), load_bf16(o)));
+                _mm512_store_ps(sums + j + 16, _mm512_add_ps(_mm512_load_ps(sums + j + 16), load_bf16(o + 16)));
+            }
         }
     }
-    if (q->next == q->total) {
-        memset(q->out + q->n * VOCAB_STEP, 0, (q->padded_n - q->n) * VOCAB_STEP * sizeof(uint16_t));
-        if (q->db) memcpy(q->db, q->sums, q->len * sizeof(float));
-    }
+    memset(out + n * VOCAB_STEP, 0, (padded_n - n) * VOCAB_STEP * sizeof(uint16_t));
+    if (db) memcpy(db, sums, len * sizeof(float));
 }
 
 /* W's rows [0, len) (float32, row stride d) rounded to bf16, in row pairs: tiles [column tile][kt][16 row pairs]
@@ -1912,10 +1905,10 @@ static void vocab_pack_rows(const float *w, int64_t d, int64_t len, uint16_t *wp
 }
 
 /* acc (padded_n x d float32) += gs @ W16 over the step's len rows (zeroed first at a chunk's first step), 32 x 32
-   outputs at a time in the accumulator tiles; `per` lines of the next step's columns gathered between the tile
+   outputs at a time in the accumulator tiles; the next step's lines of g fetched `per` at a time between the tile
    steps. */
 static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t padded_n, int64_t d, int64_t len,
-                             int first, float *acc, vocab_gathering *next, int64_t per) {
+                             int first, float *acc, vocab_ahead *ahead, int64_t per) {
     int64_t step_tiles = VOCAB_STEP / 32;
     for (int64_t row = 0; row < padded_n; row += 32) {
         const uint16_t *a = gs + row * VOCAB_STEP, *a1 = a + 16 * VOCAB_STEP;
@@ -1932,7 +1925,7 @@ static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t pad
             const uint16_t *b0 = wp + ct * step_tiles * 512, *b1 = b0 + step_tiles * 512;
             for (int64_t kt = 0; kt < len / 32; kt++) {
                 block_step(a + kt * 32, a1 + kt * 32, VOCAB_STEP, b0 + kt * 512, b1 + kt * 512);
-                vocab_gather(next, per);
+                fetch_ahead(ahead, per);
             }
             _tile_stored(0, c, d * 4);
             _tile_stored(1, c + 16, d * 4);
@@ -1957,60 +1950,51 @@ static inline void vocab_stream_block(const float *acc, float *dw, int64_t d) {
 }
 
 /* dW's len rows for the step (dw: the first, float32, row stride d) = gs^T @ x, 32 x 32 outputs at a time in the
-   accumulator tiles (both operands' tiles used twice); `per` lines of the next step's columns gathered between the
-   tile steps. */
-static void vocab_weight_step(const uint16_t *gs, const uint16_t *xp, int64_t padded_n, int64_t d, int64_t len,
-                              vocab_scratch *s, float *dw, vocab_gathering *next, int64_t per) {
+   accumulator tiles (both operands' tiles used twice); the next step's lines of g fetched `per` at a time between
+   the groups of 32 rows. */
+static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, int64_t len, vocab_scratch *s,
+                              float *dw, vocab_ahead *ahead, int64_t per) {
     int64_t k_tiles = padded_n / 32;
     float acc[32 * 32] __attribute__((aligned(64)));
     const uint16_t *a0 = s->tiles, *a1 = s->tiles + k_tiles * 512;
     for (int64_t c = 0; c < len; c += 32) {
         for (int64_t r = 0; r < padded_n; r += 2)
-            interleave_rows(gs + r * VOCAB_STEP + c, gs + (r + 1) * VOCAB_STEP + c, 32, s->pairs + r * 32);
+            interleave_rows(s->g + r * VOCAB_STEP + c, s->g + (r + 1) * VOCAB_STEP + c, 32, s->pairs + r * 32);
         for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */
             transpose16(s->pairs + kt % k_tiles * 16 * 64 + 32 * (kt / k_tiles), 64, 16, s->tiles + kt * 512);
         for (int64_t ct = 0; ct < d / 16; ct += 2) {
             const uint16_t *b0 = xp + ct * k_tiles * 512, *b1 = b0 + k_tiles * 512;
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            for (int64_t kt = 0; kt < k_tiles; kt++) {
+            for (int64_t kt = 0; kt < k_tiles; kt++)
                 block_step(a0 + kt * 512, a1 + kt * 512, 32, b0 + kt * 512, b1 + kt * 512);
-                vocab_gather(next, per);
-            }
             _tile_stored(0, acc, 128);
             _tile_stored(1, acc + 16, 128);
             _tile_stored(2, acc + 512, 128);
             _tile_stored(3, acc + 528, 128);
             vocab_stream_block(acc, dw + c * d + 16 * ct, d);
         }
+        fetch_ahead(ahead, per);
     }
 }
 
 /* One chunk [v0, v1) of the vocabulary, step by step: acc (dX's partial for the chunk), dW's and db's rows, each
-   NULL where not asked for; each step's columns of g gathered during the step before (the first's before it). */
+   NULL where not asked for. */
 static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, int64_t n, int64_t padded_n, int64_t v,
                         int64_t d, int64_t v0, int64_t v1, float *acc, float *dw, float *db, vocab_scratch *s,
                         const vocab_loss *loss) {
     if (acc && v0 == v1) memset(acc, 0, padded_n * d * sizeof(float));
-    vocab_gathering q;
-    int k = 0;
-    if (v0 < v1) {
-        int64_t len = v1 - v0 < VOCAB_STEP ? v1 - v0 : VOCAB_STEP;
-        gathering_start(&q, g, n, padded_n, v, v0, len, s->g[0], db ? db + v0 : NULL, loss);
-        vocab_gather(&q, q.total);
-    }
-    for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP, k ^= 1) {
+    for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP) {
         int64_t len = v1 - vs < VOCAB_STEP ? v1 - vs : VOCAB_STEP, next = vs + len;
         int64_t next_len = v1 - next < VOCAB_STEP ? v1 - next : VOCAB_STEP;
-        gathering_start(&q, g, n, padded_n, v, next, next_len > 0 ? next_len : 0, s->g[k ^ 1],
-                        db && next_len > 0 ? db + next : NULL, loss);
-        int64_t steps = (acc ? padded_n / 32 * (d / 32) * (len / 32) : 0) + (dw ? len / 32 * (d / 32) * (padded_n / 32) : 0);
-        int64_t per = steps ? (q.total + steps - 1) / steps : q.total;
+        vocab_gather(g, n, padded_n, v, vs, len, s->g, db ? db + vs : NULL, loss);
+        vocab_ahead ahead = {(const char *)(g + next), 2 * v, next_len / 32, 0, n * (next_len / 32)};
         if (acc) {
+            int64_t steps = padded_n / 32 * (d / 32) * (len / 32);
             vocab_pack_rows(w + vs * d, d, len, s->w);
-            vocab_input_step(s->g[k], s->w, padded_n, d, len, vs == v0, acc, &q, per);
+            vocab_input_step(s->g, s->w, padded_n, d, len, vs == v0, acc, &ahead, (ahead.total + steps - 1) / steps);
         }
-        if (dw) vocab_weight_step(s->g[k], xp, padded_n, d, len, s, dw + vs * d, &q, per);
-        vocab_gather(&q, q.total);
+        if (dw)
+            vocab_weight_step(xp, padded_n, d, len, s, dw + vs * d, &ahead, (ahead.total + len / 32 - 1) / (len / 32));
     }
 }
 
