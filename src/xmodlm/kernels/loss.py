@@ -4,7 +4,8 @@ sliced, not padded with -inf, so the reductions run over the same number of valu
 own (an own vocabulary) gets the loss of a model that has only its rows.
 
 ``ranges``: a (N, 2) long tensor of [start, stop) per example or per scored position, or None (every row). With
-autograd, the mean cross-entropy of scored logits is one fused function (``scored_cross_entropy``)."""
+autograd, the mean cross-entropy of scored logits is one fused function (``scored_cross_entropy``); on logits straight
+from the native vocabulary projection it is fused into that projection (``amp.use_fused_vocab_loss``)."""
 
 from __future__ import annotations
 

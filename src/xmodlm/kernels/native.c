@@ -3,7 +3,8 @@
    attention (xm_attention); for bf16 autocast training, the masked-LM cross-entropy with its gradient
    (xm_cross_entropy), LayerNorm(dropout(h) + residual) and its backward (xm_residual_norm), softmax attention
    forward and backward (xm_attention_train), the tied vocabulary projection on the float32 weight, forward and
-   its gradients in one pass (xm_vocab_forward, xm_vocab_backward); and Dropout's keep mask (xm_keep_mask).
+   its gradients in one pass (xm_vocab_forward, xm_vocab_backward; on request the masked-LM loss's row statistics
+   and its gradient formed inside); and Dropout's keep mask (xm_keep_mask).
 
    Products.
 
