@@ -1666,7 +1666,8 @@ static inline void lane_statistics(float *lane_max, float *lane_sum, float *ref,
         sum = _mm512_mul_ps(sum, exp_nonpositive(_mm512_set1_ps(*ref - raised)));
         base = _mm512_set1_ps(*ref = raised);
     }
-    sum = _mm512_add_ps(sum, _mm512_add_ps(exp_nonpositive(_mm512_sub_ps(a, base)), exp_nonpositive(_mm512_sub_ps(b, base))));
+    sum = _mm512_add_ps(sum, _mm512_add_ps(exp_nonpositive(_mm512_sub_ps(a, base)),
+                                           exp_nonpositive(_mm512_sub_ps(b, base))));
     _mm512_store_ps(lane_sum, sum);
 }
 
