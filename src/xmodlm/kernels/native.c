@@ -1701,8 +1701,8 @@ static inline void drain_streaming(pending_block *p, int64_t units) {
         else _mm512_storeu_si512((void *)dst, line);
         if (p->lane_max) {
             int64_t at = (p->row + i) * 16;
-            lane_statistics(p->lane_max + at, p->lane_sum + at, p->ref + p->row + i, widen_bf16(_mm512_castsi512_si256(line)),
-                            widen_bf16(_mm512_extracti64x4_epi64(line, 1)));
+            lane_statistics(p->lane_max + at, p->lane_sum + at, p->ref + p->row + i,
+                            widen_bf16(_mm512_castsi512_si256(line)), widen_bf16(_mm512_extracti64x4_epi64(line, 1)));
         }
     }
     p->next = end > p->next ? (end + 1) & ~(int64_t)1 : p->next;
@@ -1747,7 +1747,8 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
             thread_state *st = begin();
             uint16_t *wp = aligned_alloc(64, 32 * d * sizeof(uint16_t));
             float *lane_max = stats ? aligned_alloc(64, (2 * padded_n * 16 + padded_n) * sizeof(float)) : NULL;
-            float *lane_sum = lane_max ? lane_max + padded_n * 16 : NULL, *ref = lane_max ? lane_sum + padded_n * 16 : NULL;
+            float *lane_sum = lane_max ? lane_max + padded_n * 16 : NULL;
+            float *ref = lane_max ? lane_sum + padded_n * 16 : NULL;
             if (!st || !wp || (stats && !lane_max)) {
                 failed = 1;
             } else {
