@@ -1637,19 +1637,13 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
    v % 32 == 0 and d % 32 == 0, any n. */
 
 #define VOCAB_STEP 256
-/* The forward's columns in fixed ranges of whole 32-column pairs, the threads taking whole ranges: each row's
-   softmax statistics are summed range by range in an order fixed by the shapes, then combined in range order. */
+/* With the statistics, the forward's columns in fixed ranges of whole 32-column pairs, the threads taking whole
+   ranges: each row's softmax statistics are summed range by range in an order fixed by the shapes, then combined in
+   range order. (Without, the column pairs split evenly between the threads, as before.) */
 #define VOCAB_RANGES 16
 
 static inline __m512 widen_bf16(__m256i v) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-}
-
-/* exp(v) for v <= 64, 0 below -87 (as exp_nonpositive): 2^(v log2(e)) by exp2_fraction's polynomial and VSCALEFPS,
-   fewer instructions than exp_ps (relative error below 1.6e-7 plus |v| float32 roundings of the argument). */
-static inline __m512 exp_base2(__m512 v) {
-    __m512 u = _mm512_mul_ps(v, _mm512_set1_ps(1.44269504f));
-    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), exp2_fraction(u), u);
 }
 
 /* One row's 32 logits (a, b: bf16 values as float32) into its running statistics for a range: the lanes' max, and
@@ -1685,7 +1679,7 @@ static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *t
 
 /* A pending block's epilogue (bias only) for the vocabulary logits, a whole row of 32 outputs (one 64-byte line) at a
    time, written with a non-temporal store where the line is aligned: the logits (n x v) go to memory without
-   being read first. */
+   being read first; the line's rounded values into the row's softmax statistics where they are asked for. */
 static inline void drain_streaming(pending_block *p, int64_t units) {
     int64_t end = p->next + units < p->units ? p->next + units : p->units;
     for (int64_t u = p->next & ~(int64_t)1; u < end; u += 2) {
@@ -1741,9 +1735,9 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
 #pragma omp parallel reduction(| : failed)
         {
             int threads = omp_get_num_threads(), me = omp_get_thread_num();
-            int64_t pairs = v / 32;
-            int r0 = VOCAB_RANGES * me / threads, r1 = VOCAB_RANGES * (me + 1) / threads;
-            int64_t stop = pairs * r1 / VOCAB_RANGES;
+            int64_t pairs = v / 32, own = pairs * me / threads, own_end = pairs * (me + 1) / threads;
+            int r0 = stats ? VOCAB_RANGES * me / threads : 0, r1 = stats ? VOCAB_RANGES * (me + 1) / threads : 1;
+            int64_t stop = stats ? pairs * r1 / VOCAB_RANGES : own_end;
             thread_state *st = begin();
             uint16_t *wp = aligned_alloc(64, 32 * d * sizeof(uint16_t));
             float *lane_max = stats ? aligned_alloc(64, (2 * padded_n * 16 + padded_n) * sizeof(float)) : NULL;
@@ -1755,7 +1749,8 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
                 for (int64_t i = 0; stats && i < padded_n * 16; i++) lane_max[i] = -INFINITY, lane_sum[i] = 0.0f;
                 for (int64_t i = 0; stats && i < padded_n; i++) ref[i] = -INFINITY;
                 for (int range = r0; range < r1; range++) {
-                    int64_t first = pairs * range / VOCAB_RANGES, last = pairs * (range + 1) / VOCAB_RANGES;
+                    int64_t first = stats ? pairs * range / VOCAB_RANGES : own;
+                    int64_t last = stats ? pairs * (range + 1) / VOCAB_RANGES : own_end;
                     for (int64_t c = first; c < last; c++) {
                         for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* both groups of 16 rows */
                             vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512);
