@@ -166,9 +166,9 @@ def spy(monkeypatch):
     calls = []
     forward = native.vocab_forward
 
-    def counted(*args):
+    def counted(*args, **kwargs):
         calls.append(args[1].shape)
-        return forward(*args)
+        return forward(*args, **kwargs)
     monkeypatch.setattr(native, "vocab_forward", counted)
     return calls
 

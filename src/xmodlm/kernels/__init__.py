@@ -21,7 +21,9 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   float32 and left in float32, where autocast rounds them to bf16); the tied decoder (vocabulary x width) on AMX processors in the own kernel (``amp.native_vocab_projection``),
   which reads the float32 matrix and rounds it to bf16 as it packs it (no cast of the matrix, no cast of its
   gradient back): the same logits and input gradient, the matrix's and bias's gradients summed in float32 and
-  not rounded to bf16 (more precise than autocast's).
+  not rounded to bf16 (more precise than autocast's); the masked-LM loss on its logits fused into it
+  (``amp.use_fused_vocab_loss``): the forward gives each row's softmax max and sum, the backward forms dlogits
+  from the logits as it reads them (no pass of the loss over the logits, no dlogits written and read again).
 * the per-language modules (``modules.run_language_modules``): one language (or one shared module)
   as its two linears over the whole batch, the residual fused in inference; many segments as padded
   batched matmuls over stacked weights; in CPU inference a batch layout seen twice in a row as two
@@ -86,7 +88,8 @@ the fused cross-entropy, ``use_tied_row_gradient(False)`` the tied lookup's row 
 ``use_one_pass_dropout(False)`` the one-pass mask and scale, ``use_autocast_linear(False)`` the bf16
 autocast linears' bias inside the product, ``use_native_training_attention(False)`` the own training
 attention kernel, ``use_native_vocab_projection(False)`` the tied decoder's product in bf16 autocast training in
-the own kernel on the float32 weight (no casts of the matrix, its gradient float32),
+the own kernel on the float32 weight (no casts of the matrix, its gradient float32), ``use_fused_vocab_loss(False)``
+the masked-LM loss fused into it,
 ``use_native_training_modules(False)`` the language modules in bf16 autocast training in the own kernel (one call
 each way for all languages of a layer, the float32 weights read directly, their gradients float32),
 ``use_fused_residual_norm(False)`` the own LayerNorm(dropout(h) + residual) in training, ``use_bf16_twin(False)``
@@ -102,7 +105,7 @@ The submodules ``linear`` and ``attention`` keep their names here (their entry f
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
-from .amp import use_autocast_linear, use_native_vocab_projection, use_native_weight_grad
+from .amp import use_autocast_linear, use_fused_vocab_loss, use_native_vocab_projection, use_native_weight_grad
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
 from .gelu import use_table_gelu
@@ -156,6 +159,7 @@ __all__ = [
     "use_amx_kernels",
     "use_bf16_twin",
     "use_fused_residual_norm",
+    "use_fused_vocab_loss",
     "use_native_training_attention",
     "use_native_training_modules",
     "use_native_vocab_projection",

@@ -149,6 +149,51 @@ def native_vocab_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
             and native.available())
 
 
+# The masked-LM loss fused into it (kernels/loss.py's ``scored_cross_entropy`` on 2-d logits straight from here):
+# the forward also gives each row's max and sum of exp of the bf16 logits it writes, from which the loss takes its
+# value, and the loss's backward hands back a stand-in (zeros, expanded) for its gradient, which the projection's
+# backward forms from the logits and those statistics as it reads them (native.vocab_backward's ``loss``). The
+# loss's pass over the logits and its dlogits (N x V bf16, written then read again) are not made.
+
+_VOCAB_LOSS = {"enabled": True}
+
+
+def use_fused_vocab_loss(enabled: bool) -> None:
+    """Fuse the masked-LM cross-entropy into the native vocabulary projection (True, the default) or run it apart
+    (False: kernels/loss.py's own pass, the dlogits written by it)."""
+    _VOCAB_LOSS["enabled"] = bool(enabled)
+
+
+class VocabLoss:
+    """The statistics the projection's forward gave its logits (row_max, row_total), and, once the loss's backward
+    has handed back its stand-in, what the projection's backward needs to form the loss's gradient."""
+
+    __slots__ = ("row_max", "row_total", "logits", "targets", "scale", "stand_in")
+
+    def __init__(self, row_max: torch.Tensor, row_total: torch.Tensor):
+        self.row_max, self.row_total = row_max, row_total
+        self.logits = self.targets = self.stand_in = None
+        self.scale = 0.0
+
+    def stand_in_for(self, logits: torch.Tensor, targets: torch.Tensor, scale: float) -> torch.Tensor:
+        """The loss's gradient as the loss's backward returns it: zeros (one value, expanded), recognised by the
+        projection's backward, which forms the real one."""
+        self.logits, self.targets, self.scale = logits, targets, scale
+        self.stand_in = torch.zeros((), dtype=logits.dtype).expand(logits.shape)
+        return self.stand_in
+
+    def take(self) -> tuple:
+        """(stand_in, logits, targets, scale), cleared: each backward pass claims it afresh."""
+        taken = self.stand_in, self.logits, self.targets, self.scale
+        self.logits = self.targets = self.stand_in = None
+        return taken
+
+
+def vocab_loss_of(logits: torch.Tensor) -> VocabLoss | None:
+    """The statistics of logits that came straight from the projection with them, else None."""
+    return getattr(logits, "_xm_vocab_loss", None)
+
+
 class _NativeVocabProjection(torch.autograd.Function):
     """``F.linear(x16, weight, bias)`` with the float32 weight and bias rounded to bf16 inside the kernel; the
     weight's and bias's gradients float32 (see above)."""
@@ -158,15 +203,28 @@ class _NativeVocabProjection(torch.autograd.Function):
         rows = x16.reshape(-1, x16.shape[-1]).contiguous()
         ctx.save_for_backward(rows, weight)
         ctx.shape, ctx.has_bias = x16.shape, bias is not None
+        ctx.loss = None
+        if _VOCAB_LOSS["enabled"] and x16.dim() == 2:
+            logits, row_max, row_total = native.vocab_forward(rows, weight, bias, statistics=True)
+            ctx.loss = logits._xm_vocab_loss = VocabLoss(row_max, row_total)
+            return logits
         return native.vocab_forward(rows, weight, bias).view(*x16.shape[:-1], weight.shape[0])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         rows, weight = ctx.saved_tensors
+        loss = None
+        if ctx.loss is not None and ctx.loss.stand_in is not None:
+            stand_in, logits, targets, scale = ctx.loss.take()
+            if grad.data_ptr() == stand_in.data_ptr() and grad.stride() == stand_in.stride():
+                loss = (targets, ctx.loss.row_max, ctx.loss.row_total, scale)  # the loss's gradient alone
+                grad = logits
+            else:  # other gradients of the logits added to the stand-in's zeros: the loss's made apart, as before
+                grad = grad + native.cross_entropy(logits, targets, scale)[1]
         grad2 = grad.to(torch.bfloat16).reshape(-1, grad.shape[-1]).contiguous()
         dx, dw, db = native.vocab_backward(grad2, rows, weight, ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-                                           ctx.has_bias and ctx.needs_input_grad[2])
+                                           ctx.has_bias and ctx.needs_input_grad[2], loss=loss)
         return None if dx is None else dx.view(ctx.shape), dw, db
 
 

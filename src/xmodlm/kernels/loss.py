@@ -4,7 +4,8 @@ sliced, not padded with -inf, so the reductions run over the same number of valu
 own (an own vocabulary) gets the loss of a model that has only its rows.
 
 ``ranges``: a (N, 2) long tensor of [start, stop) per example or per scored position, or None (every row). With
-autograd, the mean cross-entropy of scored logits is one fused function (``scored_cross_entropy``)."""
+autograd, the mean cross-entropy of scored logits is one fused function (``scored_cross_entropy``); on logits straight
+from the native vocabulary projection it is fused into that projection (``amp.use_fused_vocab_loss``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from . import native
+from . import amp, native
 
 _FUSED = {"enabled": True}
 # rows of logits per slice in the fused cross-entropy: a slice's float32 copy (rows x vocabulary) should stay in
@@ -55,6 +56,52 @@ def _loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor, rows: int | 
     return losses.mean(), grad
 
 
+class _FusedVocabCrossEntropy(torch.autograd.Function):
+    """The mean cross-entropy of logits straight from the native vocabulary projection, from the row statistics its
+    forward gave them (``amp.VocabLoss``): loss = log(sum) + max - logit[target], float32; the backward hands back
+    the stand-in that the projection's backward replaces by the gradient (formed as ``native.cross_entropy`` forms
+    it). The stand-in only in a plain ``backward()`` (no ``inputs``; not ``autograd.grad``, which could capture it)
+    with no hook or retained gradient on the logits; elsewhere, or where the loss's gradient is scaled (not 1), or a
+    stand-in is out already, the gradient is made here."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, state, probe):
+        picked = logits.gather(1, targets[:, None]).squeeze(1).float()
+        ctx.save_for_backward(logits, targets)
+        ctx.state = state
+        return (state.row_total.log() + state.row_max - picked).mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        logits, targets = ctx.saved_tensors
+        scale = 1.0 / logits.shape[0]
+        if (float(grad_loss) == 1.0 and ctx.state.stand_in is None and _plain_backward()
+                and _fused_vocab_loss(logits) is ctx.state):
+            return ctx.state.stand_in_for(logits, targets, scale), None, None, None
+        grad = native.cross_entropy(logits, targets, scale)[1]
+        return (grad if float(grad_loss) == 1.0 else grad * grad_loss), None, None, None
+
+
+# a leaf that the fused loss takes as an input (its gradient None): its node runs in a backward pass only where that
+# pass runs the whole graph (``backward()`` without ``inputs``), where the engine captures no gradient on the way
+_PROBE = torch.zeros((), requires_grad=True)
+_PROBE_NODE = _PROBE.view_as(_PROBE).grad_fn.next_functions[0][0]
+
+
+def _plain_backward() -> bool:
+    return torch._C._will_engine_execute_node(_PROBE_NODE)
+
+
+def _fused_vocab_loss(logits: torch.Tensor):
+    """The projection's statistics where the loss can be fused into it: logits straight from it (2-d), nobody's hook
+    or retained gradient on them (they would see the stand-in)."""
+    state = amp.vocab_loss_of(logits)
+    if state is None or logits.retains_grad or getattr(logits, "_backward_hooks", None):
+        return None
+    return state
+
+
 class _ScoredCrossEntropy(torch.autograd.Function):
     """F.cross_entropy(logits.float(), targets) with the gradient computed in the forward, from the same float32
     softmax: one pass over the logits instead of a cast, log-softmax, zero-filled NLL gradient, log-softmax
@@ -83,6 +130,9 @@ def scored_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
             and not torch.compiler.is_compiling() and targets.numel()):
         if not bool(((targets >= 0) & (targets < logits.shape[1])).all()):
             raise IndexError(f"cross-entropy target out of range 0..{logits.shape[1] - 1}")
+        state = _fused_vocab_loss(logits)
+        if state is not None:
+            return _FusedVocabCrossEntropy.apply(logits, targets, state, _PROBE)
         return _ScoredCrossEntropy.apply(logits, targets)
     return F.cross_entropy(logits.float(), targets)
 

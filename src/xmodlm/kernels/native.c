@@ -3,7 +3,8 @@
    attention (xm_attention); for bf16 autocast training, the masked-LM cross-entropy with its gradient
    (xm_cross_entropy), LayerNorm(dropout(h) + residual) and its backward (xm_residual_norm), softmax attention
    forward and backward (xm_attention_train), the tied vocabulary projection on the float32 weight, forward and
-   its gradients in one pass (xm_vocab_forward, xm_vocab_backward); and Dropout's keep mask (xm_keep_mask).
+   its gradients in one pass (xm_vocab_forward, xm_vocab_backward; on request the masked-LM loss's row statistics
+   and its gradient formed inside); and Dropout's keep mask (xm_keep_mask).
 
    Products.
 
@@ -180,6 +181,7 @@ typedef struct {
     uint16_t *out;
     int act;
     int streaming;                           /* 1: whole rows by non-temporal stores (drain_streaming) */
+    float *lane_max, *lane_sum, *ref;        /* drain_streaming's softmax statistics (lane_statistics), or NULL */
 } pending_block;
 
 static inline void drain_streaming(pending_block *p, int64_t units);
@@ -715,9 +717,21 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
 /* Training: the masked-LM loss and its gradient over bf16 logits, float32 inside, the gradient rounded once
    (round to nearest even), the rows split between the threads. */
 
-/* exp(v) for v <= 0, 0 below -87 (where exp_ps would clamp). */
+/* exp(v) for v <= 0 (and up to 87), 0 below -87 (where exp_ps would clamp): exp_ps's bits, without its clamps
+   (which change no value from -87 to 87), the lanes below -87 zeroed by the masked VSCALEFPS. */
 static inline __m512 exp_nonpositive(__m512 v) {
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), exp_ps(v));
+    __mmask16 live = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), v);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(live, p, n);
 }
 
 static inline float scalar_bf16(uint16_t h) {
@@ -1612,12 +1626,44 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
      dX     = round_bf16(dlogits @ W16)                    (sums over v in float32, one rounding)
      dW     = dlogits^T @ x   in float32, not rounded;  db = column sums of dlogits in float32, not rounded.
 
+   For the masked-LM loss that follows (kernels/loss.py), the forward can also give each row's softmax statistics
+   of the bf16 logits it writes, max_j l_j and sum_j exp(l_j - max) (float32), and the backward can then take the
+   logits instead of dlogits and form dlogits as xm_cross_entropy does, round_bf16(exp(l_j - max) * (scale / sum)
+   - scale [j == t]), as it reads them: the loss pass over the logits and the pass writing dlogits are not made.
+
    Each output value is summed in an order fixed by the shapes alone (not by the thread count): the forward's
    columns are split between threads; the backward's vocabulary is cut into fixed ranges (see xm_vocab_backward).
    Software prefetches fetch the next W rows (forward) and the next gradient columns (backward). Requires
    v % 32 == 0 and d % 32 == 0, any n. */
 
 #define VOCAB_STEP 256
+/* With the statistics, the forward's columns in fixed ranges of whole 32-column pairs, the threads taking whole
+   ranges: each row's softmax statistics are summed range by range in an order fixed by the shapes, then combined in
+   range order. (Without, the column pairs split evenly between the threads, as before.) */
+#define VOCAB_RANGES 16
+
+static inline __m512 widen_bf16(__m256i v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+/* One row's 32 logits (a, b: bf16 values as float32) into its running statistics for a range: the lanes' max, and
+   the lanes' sums of exp(l - ref), ref the max of the row's first line in the range (so no sum is rescaled as the
+   max rises: each term is exp_nonpositive's exp of l - ref, as xm_cross_entropy's of l - max; terms below
+   exp(-87) left out, as there), raised, the sums rescaled, only where a logit comes more than 64 above it. */
+static inline void lane_statistics(float *lane_max, float *lane_sum, float *ref, __m512 a, __m512 b) {
+    __m512 top = _mm512_max_ps(a, b), sum = _mm512_load_ps(lane_sum);
+    _mm512_store_ps(lane_max, _mm512_max_ps(_mm512_load_ps(lane_max), top));
+    if (*ref == -INFINITY) *ref = _mm512_reduce_max_ps(top);
+    __m512 base = _mm512_set1_ps(*ref);
+    if (_mm512_cmp_ps_mask(top, _mm512_add_ps(base, _mm512_set1_ps(64.0f)), _CMP_GT_OQ)) {
+        float raised = _mm512_reduce_max_ps(top);
+        sum = _mm512_mul_ps(sum, exp_nonpositive(_mm512_set1_ps(*ref - raised)));
+        base = _mm512_set1_ps(*ref = raised);
+    }
+    sum = _mm512_add_ps(sum, _mm512_add_ps(exp_nonpositive(_mm512_sub_ps(a, base)),
+                                           exp_nonpositive(_mm512_sub_ps(b, base))));
+    _mm512_store_ps(lane_sum, sum);
+}
 
 /* 16 rows of W (float32, row stride d) from `row`, values [32 kt, 32 kt + 32), as one B tile of the product
    x W^T: [16 input pairs][16 rows][2], rounded to bf16. */
@@ -1633,7 +1679,7 @@ static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *t
 
 /* A pending block's epilogue (bias only) for the vocabulary logits, a whole row of 32 outputs (one 64-byte line) at a
    time, written with a non-temporal store where the line is aligned: the logits (n x v) go to memory without
-   being read first. */
+   being read first; the line's rounded values into the row's softmax statistics where they are asked for. */
 static inline void drain_streaming(pending_block *p, int64_t units) {
     int64_t end = p->next + units < p->units ? p->next + units : p->units;
     for (int64_t u = p->next & ~(int64_t)1; u < end; u += 2) {
@@ -1647,17 +1693,40 @@ static inline void drain_streaming(pending_block *p, int64_t units) {
         uint16_t *dst = p->out + (p->row + i) * p->ldo + p->col;
         if (((uintptr_t)dst & 63) == 0) _mm512_stream_si512((__m512i *)dst, line);
         else _mm512_storeu_si512((void *)dst, line);
+        if (p->lane_max) {
+            int64_t at = (p->row + i) * 16;
+            lane_statistics(p->lane_max + at, p->lane_sum + at, p->ref + p->row + i,
+                            widen_bf16(_mm512_castsi512_si256(line)), widen_bf16(_mm512_extracti64x4_epi64(line, 1)));
+        }
     }
     p->next = end > p->next ? (end + 1) & ~(int64_t)1 : p->next;
     if (p->next > p->units) p->next = p->units;
 }
 
+/* The statistics of one range for rows [0, n): the lanes' max, sum and the row's reference, stored at
+   [r * VOCAB_RANGES + range]; the lanes reset for the next range. */
+static void fold_range(float *lane_max, float *lane_sum, float *ref, int64_t n, int range, float *range_stats) {
+    for (int64_t r = 0; r < n; r++) {
+        float *at = range_stats + 3 * (r * VOCAB_RANGES + range);
+        at[0] = _mm512_reduce_max_ps(_mm512_load_ps(lane_max + 16 * r));
+        at[1] = _mm512_reduce_add_ps(_mm512_load_ps(lane_sum + 16 * r));
+        at[2] = ref[r];
+        _mm512_store_ps(lane_max + 16 * r, _mm512_set1_ps(-INFINITY));
+        _mm512_store_ps(lane_sum + 16 * r, _mm512_setzero_ps());
+        ref[r] = -INFINITY;
+    }
+}
+
+/* row_max, row_total (n float32 each, or both NULL): each row's max of its bf16 logits and sum of exp(l - max),
+   the ranges' sums rescaled from their references to the row's max and added in range order, in double. */
 int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64_t n, int64_t v, int64_t d,
-                     uint16_t *out) {
+                     uint16_t *out, float *row_max, float *row_total) {
     int64_t padded_n = (n + 31) / 32 * 32, k_tiles = d / 32, per_step = (64 + k_tiles - 1) / k_tiles;
+    int stats = row_max != NULL;
     uint16_t *xp = aligned_alloc(64, padded_n * d * sizeof(uint16_t));
     float *rounded = bias ? aligned_alloc(64, v * sizeof(float)) : NULL;
-    int failed = !xp || (bias && !rounded);
+    float *range_stats = stats ? aligned_alloc(64, (3 * n * VOCAB_RANGES + 16) * sizeof(float)) : NULL;
+    int failed = !xp || (bias && !rounded) || (stats && !range_stats);
     if (!failed) {
         memcpy(xp, x, n * d * sizeof(uint16_t));
         memset(xp + n * d, 0, (padded_n - n) * d * sizeof(uint16_t));
@@ -1666,36 +1735,63 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
 #pragma omp parallel reduction(| : failed)
         {
             int threads = omp_get_num_threads(), me = omp_get_thread_num();
-            int64_t pairs = v / 32, first = pairs * me / threads, last = pairs * (me + 1) / threads;
+            int64_t pairs = v / 32, own = pairs * me / threads, own_end = pairs * (me + 1) / threads;
+            int r0 = stats ? VOCAB_RANGES * me / threads : 0, r1 = stats ? VOCAB_RANGES * (me + 1) / threads : 1;
+            int64_t stop = stats ? pairs * r1 / VOCAB_RANGES : own_end;
             thread_state *st = begin();
             uint16_t *wp = aligned_alloc(64, 32 * d * sizeof(uint16_t));
-            if (!st || !wp) {
+            float *lane_max = stats ? aligned_alloc(64, (2 * padded_n * 16 + padded_n) * sizeof(float)) : NULL;
+            float *lane_sum = lane_max ? lane_max + padded_n * 16 : NULL;
+            float *ref = lane_max ? lane_sum + padded_n * 16 : NULL;
+            if (!st || !wp || (stats && !lane_max)) {
                 failed = 1;
             } else {
-                for (int64_t c = first; c < last; c++) {
-                    for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* both groups of 16 rows */
-                        vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512);
-                    /* the next pair's 32 float32 rows (32 d / 16 lines), fetched over this pair's row blocks */
-                    int64_t blocks = padded_n / 32, lines = (2 * d + blocks * k_tiles - 1) / (blocks * k_tiles);
-                    const char *next = (const char *)(w + 32 * (c + 1 < last ? c + 1 : c) * d);
-                    for (int64_t row = 0; row < padded_n; row += 32) {
-                        int64_t valid = n - row < 32 ? n - row : 32;
-                        block(xp + row * d, d, wp, wp + k_tiles * 512, k_tiles, st->acc[st->current], &st->pending,
-                              per_step, next + row / 32 * k_tiles * lines * 64, lines, 1);
+                for (int64_t i = 0; stats && i < padded_n * 16; i++) lane_max[i] = -INFINITY, lane_sum[i] = 0.0f;
+                for (int64_t i = 0; stats && i < padded_n; i++) ref[i] = -INFINITY;
+                for (int range = r0; range < r1; range++) {
+                    int64_t first = stats ? pairs * range / VOCAB_RANGES : own;
+                    int64_t last = stats ? pairs * (range + 1) / VOCAB_RANGES : own_end;
+                    for (int64_t c = first; c < last; c++) {
+                        for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* both groups of 16 rows */
+                            vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512);
+                        /* the next pair's 32 float32 rows (32 d / 16 lines), fetched over this pair's row blocks */
+                        int64_t blocks = padded_n / 32, lines = (2 * d + blocks * k_tiles - 1) / (blocks * k_tiles);
+                        const char *next = (const char *)(w + 32 * (c + 1 < stop ? c + 1 : c) * d);
+                        for (int64_t row = 0; row < padded_n; row += 32) {
+                            int64_t valid = n - row < 32 ? n - row : 32;
+                            block(xp + row * d, d, wp, wp + k_tiles * 512, k_tiles, st->acc[st->current],
+                                  &st->pending, per_step, next + row / 32 * k_tiles * lines * 64, lines, 1);
+                            drain_streaming(&st->pending, 64);
+                            st->pending = (pending_block){st->acc[st->current], row, 32 * c, 2 * valid, 0,
+                                                          rounded, NULL, 0, v, out, 0, 1, lane_max, lane_sum, ref};
+                            st->current ^= 1;
+                        }
+                    }
+                    if (stats) { /* the range's last block in, then its statistics */
                         drain_streaming(&st->pending, 64);
-                        st->pending = (pending_block){st->acc[st->current], row, 32 * c, 2 * valid, 0,
-                                                      rounded, NULL, 0, v, out, 0, 1};
-                        st->current ^= 1;
+                        fold_range(lane_max, lane_sum, ref, n, range, range_stats);
                     }
                 }
             }
             free(wp);
             end(st);
+            free(lane_max);
             _mm_sfence();
+        }
+        for (int64_t r = 0; stats && !failed && r < n; r++) {
+            const float *at = range_stats + 3 * r * VOCAB_RANGES;
+            float top = at[0];
+            double total = 0.0;
+            for (int i = 1; i < VOCAB_RANGES; i++) top = at[3 * i] > top ? at[3 * i] : top;
+            for (int i = 0; i < VOCAB_RANGES; i++)
+                if (at[3 * i + 2] != -INFINITY) total += (double)at[3 * i + 1] * exp((double)at[3 * i + 2] - top);
+            row_max[r] = top;
+            row_total[r] = (float)total;
         }
     }
     free(xp);
     free(rounded);
+    free(range_stats);
     return failed ? -1 : 0;
 }
 
@@ -1745,24 +1841,62 @@ static inline void fetch_ahead(vocab_ahead *a, int64_t count) {
         _mm_prefetch(a->base + a->next / a->per_row * a->stride + a->next % a->per_row * 64, _MM_HINT_T0);
 }
 
+/* The loss whose gradient the backward forms from the logits (xm_vocab_backward's loss arguments). */
+typedef struct {
+    const int64_t *targets;
+    const float *row_max, *row_total;
+    float scale;
+} vocab_loss;
+
+/* Row r's dlogits for the columns [c, c + 32) of the logits at l into out, as xm_cross_entropy writes them:
+   round_bf16(exp(l - max) * factor), the target's round_bf16(exp(l_t - max) * factor - scale). */
+static inline void loss_gradient_line(const uint16_t *l, int64_t c, int64_t t, __m512 top, float factor, float scale,
+                                      uint16_t *out) {
+    __m256i lo = _mm256_loadu_si256((const __m256i *)l), hi = _mm256_loadu_si256((const __m256i *)(l + 16));
+    __m512 ea = exp_nonpositive(_mm512_sub_ps(widen_bf16(lo), top));
+    __m512 eb = exp_nonpositive(_mm512_sub_ps(widen_bf16(hi), top));
+    __m512 fv = _mm512_set1_ps(factor);
+    _mm512_store_si512((__m512i *)out, (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(eb, fv), _mm512_mul_ps(ea, fv)));
+    if (t >= c && t < c + 32) {
+        float e[32] __attribute__((aligned(64)));
+        _mm512_store_ps(e, ea);
+        _mm512_store_ps(e + 16, eb);
+        out[t - c] = round_bf16(e[t - c] * factor - scale);
+    }
+}
+
 /* g's columns [vs, vs + len) into s->g (rows past n zero); their sums, row after row, into db[0, len) (or none).
-   Each row's segment of g lies in its own page: the one 8 rows on is fetched ahead (the hardware's prefetcher
-   follows runs within a page only). */
+   With a loss, g is the logits and the columns are the loss's gradient, formed as they are read. Each row's segment
+   of g lies in its own page: the one 8 rows on is fetched ahead (the hardware's prefetcher follows runs within a
+   page only). */
 static void vocab_gather(const uint16_t *g, int64_t n, int64_t padded_n, int64_t v, int64_t vs, int64_t len,
-                         uint16_t *out, float *db) {
+                         uint16_t *out, float *db, const vocab_loss *loss) {
     float sums[VOCAB_STEP] __attribute__((aligned(64)));
     memset(sums, 0, sizeof sums);
-    for (int64_t r = 0; r < n; r++)
+    for (int64_t r = 0; r < n; r++) {
+        __m512 top = _mm512_setzero_ps();
+        float factor = 0.0f;
+        int64_t t = 0;
+        if (loss) {
+            top = _mm512_set1_ps(loss->row_max[r]);
+            factor = (1.0f / loss->row_total[r]) * loss->scale;
+            t = loss->targets[r];
+        }
         for (int64_t j = 0; j < len; j += 32) {
             if (r + 8 < n) _mm_prefetch((const char *)(g + (r + 8) * v + vs + j), _MM_HINT_T0);
-            __m512i line = _mm512_loadu_si512((const void *)(g + r * v + vs + j));
-            _mm512_store_si512((__m512i *)(out + r * VOCAB_STEP + j), line);
+            if (loss) {
+                loss_gradient_line(g + r * v + vs + j, vs + j, t, top, factor, loss->scale, out + r * VOCAB_STEP + j);
+            } else {
+                __m512i line = _mm512_loadu_si512((const void *)(g + r * v + vs + j));
+                _mm512_store_si512((__m512i *)(out + r * VOCAB_STEP + j), line);
+            }
             if (db) {
-                _mm512_store_ps(sums + j, _mm512_add_ps(_mm512_load_ps(sums + j), load_bf16(g + r * v + vs + j)));
-                _mm512_store_ps(sums + j + 16,
-                                _mm512_add_ps(_mm512_load_ps(sums + j + 16), load_bf16(g + r * v + vs + j + 16)));
+                const uint16_t *o = out + r * VOCAB_STEP + j;
+                _mm512_store_ps(sums + j, _mm512_add_ps(_mm512_load_ps(sums + j), load_bf16(o)));
+                _mm512_store_ps(sums + j + 16, _mm512_add_ps(_mm512_load_ps(sums + j + 16), load_bf16(o + 16)));
             }
         }
+    }
     memset(out + n * VOCAB_STEP, 0, (padded_n - n) * VOCAB_STEP * sizeof(uint16_t));
     if (db) memcpy(db, sums, len * sizeof(float));
 }
@@ -1862,12 +1996,13 @@ static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, i
 /* One chunk [v0, v1) of the vocabulary, step by step: acc (dX's partial for the chunk), dW's and db's rows, each
    NULL where not asked for. */
 static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, int64_t n, int64_t padded_n, int64_t v,
-                        int64_t d, int64_t v0, int64_t v1, float *acc, float *dw, float *db, vocab_scratch *s) {
+                        int64_t d, int64_t v0, int64_t v1, float *acc, float *dw, float *db, vocab_scratch *s,
+                        const vocab_loss *loss) {
     if (acc && v0 == v1) memset(acc, 0, padded_n * d * sizeof(float));
     for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP) {
         int64_t len = v1 - vs < VOCAB_STEP ? v1 - vs : VOCAB_STEP, next = vs + len;
         int64_t next_len = v1 - next < VOCAB_STEP ? v1 - next : VOCAB_STEP;
-        vocab_gather(g, n, padded_n, v, vs, len, s->g, db ? db + vs : NULL);
+        vocab_gather(g, n, padded_n, v, vs, len, s->g, db ? db + vs : NULL, loss);
         vocab_ahead ahead = {(const char *)(g + next), 2 * v, next_len / 32, 0, n * (next_len / 32)};
         if (acc) {
             int64_t steps = padded_n / 32 * (d / 32) * (len / 32);
@@ -1879,9 +2014,13 @@ static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, i
     }
 }
 
+/* targets NULL: g is dlogits. Else g is the logits and dlogits are the loss's gradient, formed as they are read
+   from targets (n, each in [0, v)), row_max and row_total (xm_vocab_forward's) and scale (1 / N for a mean). */
 int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int64_t n, int64_t v, int64_t d,
-                      uint16_t *dx, float *dw, float *db) {
+                      uint16_t *dx, float *dw, float *db, const int64_t *targets, const float *row_max,
+                      const float *row_total, float scale) {
     int64_t padded_n = (n + 31) / 32 * 32, blocks = v / 32;
+    vocab_loss loss = {targets, row_max, row_total, scale};
     uint16_t *xp = dw ? aligned_alloc(64, padded_n * d * sizeof(uint16_t)) : NULL;
     float *partial = dx ? aligned_alloc(64, VOCAB_CHUNKS * padded_n * d * sizeof(float)) : NULL;
     int failed = (dw && !xp) || (dx && !partial);
@@ -1897,7 +2036,7 @@ int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int6
             for (int ch = 0; ch < VOCAB_CHUNKS; ch++) {
                 int64_t v0 = 32 * (blocks * ch / VOCAB_CHUNKS), v1 = 32 * (blocks * (ch + 1) / VOCAB_CHUNKS);
                 if (ok) vocab_chunk(g, w, xp, n, padded_n, v, d, v0, v1, dx ? partial + ch * padded_n * d : NULL, dw,
-                                    db, &s);
+                                    db, &s, targets ? &loss : NULL);
             }
             if (ok) _tile_release();
             vocab_scratch_free(&s);
