@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN, _VOCAB, native_weight_grad_on
+from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN, _VOCAB, _VOCAB_LOSS, native_weight_grad_on
 from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
 from .dropout import _ONE_PASS
@@ -61,6 +61,8 @@ def describe_paths() -> dict[str, str]:
             if _AUTOCAST_LINEAR["enabled"] and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
         "tied decoder in bf16 autocast training (CPU)": (
             "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
+            + ("; the masked-LM loss fused into it (row statistics in its forward, the loss's gradient formed in its "
+               "backward)" if _VOCAB_LOSS["enabled"] and _FUSED["enabled"] else "")
             if _VOCAB["enabled"] and native.available() else "as the other linears (autocast's casts of the matrix)"),
         "GELU in bf16 autocast training (CPU)": (
             "the own kernels' tables of every bf16 value (forward and backward)" if table_gelu_on() and native.available()
