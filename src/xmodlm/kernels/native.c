@@ -1667,12 +1667,22 @@ static inline void lane_statistics(float *lane_max, float *lane_sum, float *ref,
 
 /* 16 rows of W (float32, row stride d) from `row`, values [32 kt, 32 kt + 32), as one B tile of the product
    x W^T: [16 input pairs][16 rows][2], rounded to bf16. */
-static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *tile) {
+static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *tile, uint16_t *pairs,
+                               int64_t next_tile) {
+    const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
     uint16_t rows[16 * 32] __attribute__((aligned(64)));
-    for (int i = 0; i < 16; i++) {
-        const float *p = w + i * d + 32 * kt;
-        _mm512_store_si512((__m512i *)(rows + 32 * i),
-                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p)));
+    for (int i = 0; i < 16; i += 2) {
+        const float *p = w + i * d + 32 * kt, *q = p + d;
+        __m512i r0 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+        __m512i r1 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q));
+        _mm512_store_si512((__m512i *)(rows + 32 * i), r0);
+        _mm512_store_si512((__m512i *)(rows + 32 * i + 32), r1);
+        if (pairs) {
+            _mm512_stream_si512((__m512i *)(pairs + 16 * i), _mm512_permutex2var_epi16(r0, low, r1));
+            _mm512_stream_si512((__m512i *)(pairs + next_tile + 16 * i), _mm512_permutex2var_epi16(r0, high, r1));
+        }
     }
     transpose16(rows, 32, 16, tile);
 }
@@ -1720,7 +1730,7 @@ static void fold_range(float *lane_max, float *lane_sum, float *ref, int64_t n, 
 /* row_max, row_total (n float32 each, or both NULL): each row's max of its bf16 logits and sum of exp(l - max),
    the ranges' sums rescaled from their references to the row's max and added in range order, in double. */
 int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64_t n, int64_t v, int64_t d,
-                     uint16_t *out, float *row_max, float *row_total) {
+                     uint16_t *out, float *row_max, float *row_total, uint16_t *w16) {
     int64_t padded_n = (n + 31) / 32 * 32, k_tiles = d / 32, per_step = (64 + k_tiles - 1) / k_tiles;
     int stats = row_max != NULL;
     uint16_t *xp = aligned_alloc(64, padded_n * d * sizeof(uint16_t));
@@ -1753,7 +1763,9 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
                     int64_t last = stats ? pairs * (range + 1) / VOCAB_RANGES : own_end;
                     for (int64_t c = first; c < last; c++) {
                         for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* both groups of 16 rows */
-                            vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512);
+                            vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512,
+                                       w16 ? w16 + (2 * (kt % k_tiles) * (v / 32) + c) * 512 + 8 * (kt / k_tiles) * 32
+                                           : NULL, v / 32 * 512);
                         /* the next pair's 32 float32 rows (32 d / 16 lines), fetched over this pair's row blocks */
                         int64_t blocks = padded_n / 32, lines = (2 * d + blocks * k_tiles - 1) / (blocks * k_tiles);
                         const char *next = (const char *)(w + 32 * (c + 1 < stop ? c + 1 : c) * d);
@@ -1923,9 +1935,8 @@ static void vocab_pack_rows(const float *w, int64_t d, int64_t len, uint16_t *wp
 /* acc (padded_n x d float32) += gs @ W16 over the step's len rows (zeroed first at a chunk's first step), 32 x 32
    outputs at a time in the accumulator tiles; the next step's lines of g fetched `per` at a time between the tile
    steps. */
-static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t padded_n, int64_t d, int64_t len,
-                             int first, float *acc, vocab_ahead *ahead, int64_t per) {
-    int64_t step_tiles = VOCAB_STEP / 32;
+static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t step_tiles, int64_t padded_n, int64_t d,
+                             int64_t len, int first, float *acc, vocab_ahead *ahead, int64_t per) {
     for (int64_t row = 0; row < padded_n; row += 32) {
         const uint16_t *a = gs + row * VOCAB_STEP, *a1 = a + 16 * VOCAB_STEP;
         for (int64_t ct = 0; ct < d / 16; ct += 2) {
@@ -1995,9 +2006,9 @@ static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, i
 
 /* One chunk [v0, v1) of the vocabulary, step by step: acc (dX's partial for the chunk), dW's and db's rows, each
    NULL where not asked for. */
-static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, int64_t n, int64_t padded_n, int64_t v,
-                        int64_t d, int64_t v0, int64_t v1, float *acc, float *dw, float *db, vocab_scratch *s,
-                        const vocab_loss *loss) {
+static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *pairs, const uint16_t *xp, int64_t n,
+                        int64_t padded_n, int64_t v, int64_t d, int64_t v0, int64_t v1, float *acc, float *dw,
+                        float *db, vocab_scratch *s, const vocab_loss *loss) {
     if (acc && v0 == v1) memset(acc, 0, padded_n * d * sizeof(float));
     for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP) {
         int64_t len = v1 - vs < VOCAB_STEP ? v1 - vs : VOCAB_STEP, next = vs + len;
@@ -2006,8 +2017,9 @@ static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, i
         vocab_ahead ahead = {(const char *)(g + next), 2 * v, next_len / 32, 0, n * (next_len / 32)};
         if (acc) {
             int64_t steps = padded_n / 32 * (d / 32) * (len / 32);
-            vocab_pack_rows(w + vs * d, d, len, s->w);
-            vocab_input_step(s->g, s->w, padded_n, d, len, vs == v0, acc, &ahead, (ahead.total + steps - 1) / steps);
+            if (!pairs) vocab_pack_rows(w + vs * d, d, len, s->w);
+            vocab_input_step(s->g, pairs ? pairs + vs / 32 * 512 : s->w, pairs ? v / 32 : VOCAB_STEP / 32, padded_n, d,
+                             len, vs == v0, acc, &ahead, (ahead.total + steps - 1) / steps);
         }
         if (dw)
             vocab_weight_step(xp, padded_n, d, len, s, dw + vs * d, &ahead, (ahead.total + len / 32 - 1) / (len / 32));
@@ -2018,7 +2030,7 @@ static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, i
    from targets (n, each in [0, v)), row_max and row_total (xm_vocab_forward's) and scale (1 / N for a mean). */
 int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int64_t n, int64_t v, int64_t d,
                       uint16_t *dx, float *dw, float *db, const int64_t *targets, const float *row_max,
-                      const float *row_total, float scale) {
+                      const float *row_total, float scale, const uint16_t *pairs) {
     int64_t padded_n = (n + 31) / 32 * 32, blocks = v / 32;
     vocab_loss loss = {targets, row_max, row_total, scale};
     uint16_t *xp = dw ? aligned_alloc(64, padded_n * d * sizeof(uint16_t)) : NULL;
@@ -2035,7 +2047,7 @@ int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int6
 #pragma omp for schedule(static)
             for (int ch = 0; ch < VOCAB_CHUNKS; ch++) {
                 int64_t v0 = 32 * (blocks * ch / VOCAB_CHUNKS), v1 = 32 * (blocks * (ch + 1) / VOCAB_CHUNKS);
-                if (ok) vocab_chunk(g, w, xp, n, padded_n, v, d, v0, v1, dx ? partial + ch * padded_n * d : NULL, dw,
+                if (ok) vocab_chunk(g, w, pairs, xp, n, padded_n, v, d, v0, v1, dx ? partial + ch * padded_n * d : NULL, dw,
                                     db, &s, targets ? &loss : NULL);
             }
             if (ok) _tile_release();
@@ -2237,7 +2249,7 @@ static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t
 /* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile. */
 static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out) {
     for (int64_t nt = 0; nt < n / 16; nt++)
-        for (int64_t kt = 0; kt < k / 32; kt++) vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512);
+        for (int64_t kt = 0; kt < k / 32; kt++) vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512, NULL, 0);
 }
 
 /* A float32 (t x c) weight rounded to bf16 as pack_pairs lays out bf16 rows (the right operand of products summing
