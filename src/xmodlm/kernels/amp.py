@@ -199,16 +199,17 @@ class _NativeVocabProjection(torch.autograd.Function):
     weight's and bias's gradients float32 (see above)."""
 
     @staticmethod
-    def forward(ctx, x16, weight, bias):
+    def forward(ctx, x16, weight, bias, keep_pairs):
         rows = x16.reshape(-1, x16.shape[-1]).contiguous()
         ctx.save_for_backward(rows, weight)
         ctx.shape, ctx.has_bias = x16.shape, bias is not None
         ctx.loss = None
+        ctx.pairs = native.vocab_pairs(weight) if keep_pairs else None
         if _VOCAB_LOSS["enabled"] and x16.dim() == 2:
-            logits, row_max, row_total = native.vocab_forward(rows, weight, bias, statistics=True)
+            logits, row_max, row_total = native.vocab_forward(rows, weight, bias, statistics=True, pairs=ctx.pairs)
             ctx.loss = logits._xm_vocab_loss = VocabLoss(row_max, row_total)
             return logits
-        return native.vocab_forward(rows, weight, bias).view(*x16.shape[:-1], weight.shape[0])
+        return native.vocab_forward(rows, weight, bias, pairs=ctx.pairs).view(*x16.shape[:-1], weight.shape[0])
 
     @staticmethod
     @once_differentiable
@@ -224,10 +225,11 @@ class _NativeVocabProjection(torch.autograd.Function):
                 grad = grad + native.cross_entropy(logits, targets, scale)[1]
         grad2 = grad.to(torch.bfloat16).reshape(-1, grad.shape[-1]).contiguous()
         dx, dw, db = native.vocab_backward(grad2, rows, weight, ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-                                           ctx.has_bias and ctx.needs_input_grad[2], loss=loss)
-        return None if dx is None else dx.view(ctx.shape), dw, db
+                                           ctx.has_bias and ctx.needs_input_grad[2], loss=loss, pairs=ctx.pairs)
+        ctx.pairs = None
+        return None if dx is None else dx.view(ctx.shape), dw, db, None
 
 
 def native_vocab_projection(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``autocast_linear(x, weight, bias)`` through the own kernel (``native_vocab_applies`` must hold)."""
-    return _NativeVocabProjection.apply(x.to(torch.bfloat16), weight, bias)
+    return _NativeVocabProjection.apply(x.to(torch.bfloat16), weight, bias, torch.is_grad_enabled() and x.requires_grad)

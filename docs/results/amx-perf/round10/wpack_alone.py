@@ -37,6 +37,12 @@ VARIANTS = sys.argv[4].split(";") if len(sys.argv) > 4 else []
 extra = {
     # W16's lines written with plain stores (kept in the caches) instead of non-temporal ones
     "branch plain-stores": lambda: replaced(now, "_mm512_stream_si512((__m512i *)(pairs + ", "_mm512_store_si512((__m512i *)(pairs + ", 2),
+    # the backward's W16 tiles not fetched ahead (the hardware's prefetcher alone)
+    "branch no-prefetch": lambda: replaced(now, "                fetch_ahead(w_ahead, w_per);\n", ""),
+    # the forward's W16 lines all written to the same two tile rows (the work kept, the 16 MB of traffic not): a timing
+    # probe, its dX wrong (left out of the bits check)
+    "branch ring": lambda: replaced(replaced(now, "w16 ? w16 + (2 * (kt % k_tiles)", "w16 ? w16 + 0 * (2 * (kt % k_tiles)"),
+                                    "_mm512_stream_si512((__m512i *)(pairs + ", "_mm512_store_si512((__m512i *)(pairs + ", 2),
 }
 libraries = build_libraries({"main": old_source(MAIN), "branch": now,
                              **{name: extra[name]() for name in VARIANTS},
@@ -73,7 +79,7 @@ for n, v, d in shapes:
     for with_loss in (True, False):
         for grads in ((True, True, True), (True, False, False)):
             ok = all(same(run("main", x, w, b, targets, with_loss, grads), run(name, x, w, b, targets, with_loss, grads))
-                     for name in PAIRED)
+                     for name in PAIRED if "ring" not in name)
             print(f"  n {n:4d} V {v:6d} d {d:4d} {'loss formed' if with_loss else 'dlogits given'}, "
                   f"{'dX dW db' if grads[1] else 'dX only '}: {'identical' if ok else 'DIFFERENT'}")
             if not ok:
