@@ -127,7 +127,9 @@ def autocast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 # made (the logits and dW also written with non-temporal stores). The logits and dX are as autocast's (bf16
 # operands, float32 sums, one rounding); dW and db are summed in float32 and left in float32, where autocast rounds
 # both to bf16 before autograd casts them back: more precise, so they differ from autocast's by up to a bf16
-# rounding.
+# rounding. Where the input's gradient will be taken, the forward also writes the rounded weight in the layout of
+# the backward's dX product (native.vocab_pairs: V x D bf16, 16 MB at 32k x 256, kept from the forward to the
+# backward), and the backward reads it instead of rounding and packing the float32 weight again.
 
 _VOCAB = {"enabled": True}
 
@@ -232,4 +234,5 @@ class _NativeVocabProjection(torch.autograd.Function):
 
 def native_vocab_projection(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``autocast_linear(x, weight, bias)`` through the own kernel (``native_vocab_applies`` must hold)."""
-    return _NativeVocabProjection.apply(x.to(torch.bfloat16), weight, bias, torch.is_grad_enabled() and x.requires_grad)
+    keep_pairs = torch.is_grad_enabled() and x.requires_grad  # the backward will take dX: W16 kept for it
+    return _NativeVocabProjection.apply(x.to(torch.bfloat16), weight, bias, keep_pairs)

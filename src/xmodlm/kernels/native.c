@@ -1634,8 +1634,8 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
    The forward can also write W16 (v x d bf16, 16 MB at 32,000 x 256) in the layout the backward's dX product reads
    (mt_pack_pairs's: row pairs along the vocabulary), from the rounded rows it packs anyway, with non-temporal stores;
    the backward then reads those 16 MB instead of rounding and packing W's 32 MB of float32 again (the same roundings:
-   the bits are the same). In the bench's training step (303 x 256, V 32,000, one thread), 1.8 ms less inside the
-   two calls (forward +1.1, backward -2.9; round10/wpack.md).
+   the bits are the same). In the bench's training step (303 x 256, V 32,000, one thread): 1.6-1.8 ms less inside
+   the two calls (forward +0.9, backward -2.5; round10/wpack.md).
 
    Each output value is summed in an order fixed by the shapes alone (not by the thread count): the forward's
    columns are split between threads; the backward's vocabulary is cut into fixed ranges (see xm_vocab_backward).

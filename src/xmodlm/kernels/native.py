@@ -455,7 +455,8 @@ def training_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Te
 
 
 # The vocabulary projection in bf16 autocast training (native.c's last section): the float32 weight read
-# directly, rounded to bf16 as it is packed; dW and db in float32.
+# directly, rounded to bf16 as it is packed; dW and db in float32. The forward can also write the rounded weight
+# in the layout the backward's dX product reads (``pairs``), which the backward then reads instead of the weight.
 
 def _vocab_argtypes(lib, pointer, size) -> None:
     lib.xm_vocab_forward.argtypes = [pointer, pointer, pointer, size, size, size, pointer, pointer, pointer, pointer]
@@ -480,7 +481,8 @@ def _check_vocab(x: torch.Tensor, weight: torch.Tensor) -> None:
 
 
 def vocab_pairs(weight: torch.Tensor) -> torch.Tensor:
-    """An empty buffer for ``vocab_forward``'s ``pairs`` (V * D bf16 values as int16, 64-byte aligned)."""
+    """An empty buffer for ``vocab_forward``'s ``pairs`` (V * D bf16 values as int16, 64-byte aligned: the forward
+    writes it with non-temporal stores)."""
     pairs = torch.empty(weight.numel(), dtype=torch.int16)
     if pairs.data_ptr() % 64:
         raise RuntimeError("the allocator gave a buffer not aligned to 64 bytes")
@@ -491,7 +493,8 @@ def vocab_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   pairs: torch.Tensor | None = None):
     """bf16 (N, V) logits = round_bf16(x @ round_bf16(weight)^T + round_bf16(bias)), float32 sums rounded once:
     x contiguous bf16 (N, D), weight contiguous float32 (V, D), bias float32 (V,) or None. With ``statistics``,
-    (logits, row_max, row_total): each row's max of its bf16 logits and sum of exp(logit - max), float32 (N,)."""
+    (logits, row_max, row_total): each row's max of its bf16 logits and sum of exp(logit - max), float32 (N,).
+    ``pairs`` (``vocab_pairs(weight)``, or None): filled with round_bf16(weight) as ``vocab_backward`` reads it."""
     _check_vocab(x, weight)
     v, d = weight.shape
     if bias is not None and (bias.dtype != torch.float32 or bias.shape != (v,) or not bias.is_contiguous()):
@@ -514,7 +517,8 @@ def vocab_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, in
     round_bf16(weight)), dW float32 (V, D) = grad^T @ x and db float32 (V,) = grad's column sums, summed in float32
     and not rounded (None where not asked for). With ``loss`` = (targets, row_max, row_total, scale), ``grad`` is
     the logits and the gradient taken is the mean cross-entropy's (scale 1 / N), formed from them as
-    ``cross_entropy`` forms it, with ``vocab_forward``'s statistics for the max and the sum."""
+    ``cross_entropy`` forms it, with ``vocab_forward``'s statistics for the max and the sum. ``pairs``: the buffer
+    ``vocab_forward`` filled from this weight, read for dX instead of the weight (the same bits), or None."""
     _check_vocab(x, weight)
     (n, d), v = x.shape, weight.shape[0]
     if grad.dtype != torch.bfloat16 or grad.shape != (n, v) or not grad.is_contiguous():
