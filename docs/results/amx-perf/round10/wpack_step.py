@@ -12,7 +12,10 @@ takes one argument less in each vocabulary call (the trailing pointer, None for 
 One thread. Usage, pinned:
 
     taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=src python3 docs/results/amx-perf/round10/wpack_step.py \\
-        [STEPS] [ROUNDS] [CALLS] [MAIN]
+        [STEPS] [ROUNDS] [CALLS] [MAIN] [no-prefetch | plain-stores]
+
+(no-prefetch: the branch's arm built without the backward's fetches of the next step's W16 tiles; plain-stores: the
+forward's W16 lines written with plain stores, kept in the caches, instead of non-temporal ones.)
 """
 
 import statistics
@@ -25,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "round9"))
 sys.path.insert(0, str(Path(__file__).parents[4] / "benchmarks"))
 import xmodlm  # noqa: E402
-from harness import build as build_libraries, calls_of, old_source  # noqa: E402
+from harness import build as build_libraries, calls_of, old_source, replaced  # noqa: E402
 from train_breakdown import build  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 from xmodlm.runtime import machine_info  # noqa: E402
@@ -34,10 +37,20 @@ STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 CALLS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 MAIN = sys.argv[4] if len(sys.argv) > 4 else "main"
+VARIANT = sys.argv[5] if len(sys.argv) > 5 else None
 torch.set_num_threads(1)
 xmodlm.tune_allocator()
 print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread")
-libraries = build_libraries({"main": old_source(MAIN), "wpack": native.SOURCE.read_text()})
+branch = native.SOURCE.read_text()
+if VARIANT == "no-prefetch":
+    branch = replaced(branch, "                fetch_ahead(w_ahead, w_per);\n", "")
+    print("the wpack arm without the backward's fetches of W16 ahead")
+elif VARIANT == "plain-stores":
+    branch = replaced(branch, "_mm512_stream_si512((__m512i *)(pairs + ", "_mm512_store_si512((__m512i *)(pairs + ", 2)
+    print("the wpack arm writing W16 with plain stores")
+elif VARIANT:
+    raise SystemExit(f"unknown variant {VARIANT}")
+libraries = build_libraries({"main": old_source(MAIN), "wpack": branch})
 vocab_pairs = native.vocab_pairs
 PAIRS = {"main": lambda weight: None, "wpack": vocab_pairs}
 
