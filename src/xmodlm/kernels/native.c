@@ -2065,8 +2065,8 @@ int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int6
 #pragma omp for schedule(static)
             for (int ch = 0; ch < VOCAB_CHUNKS; ch++) {
                 int64_t v0 = 32 * (blocks * ch / VOCAB_CHUNKS), v1 = 32 * (blocks * (ch + 1) / VOCAB_CHUNKS);
-                if (ok) vocab_chunk(g, w, pairs, xp, n, padded_n, v, d, v0, v1, dx ? partial + ch * padded_n * d : NULL, dw,
-                                    db, &s, targets ? &loss : NULL);
+                if (ok) vocab_chunk(g, w, pairs, xp, n, padded_n, v, d, v0, v1,
+                                    dx ? partial + ch * padded_n * d : NULL, dw, db, &s, targets ? &loss : NULL);
             }
             if (ok) _tile_release();
             vocab_scratch_free(&s);

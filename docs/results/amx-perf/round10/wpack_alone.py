@@ -9,7 +9,9 @@
 One thread. Usage, pinned:
 
     taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=src python3 docs/results/amx-perf/round10/wpack_alone.py \\
-        [ROUNDS] [CALLS] [MAIN]
+        [ROUNDS] [CALLS] [MAIN] ["VARIANT;VARIANT..."]
+
+(VARIANT: branch plain-stores, branch no-prefetch, branch ring; see `extra` below.)
 """
 
 import statistics
@@ -36,7 +38,8 @@ now = native.SOURCE.read_text()
 VARIANTS = sys.argv[4].split(";") if len(sys.argv) > 4 else []
 extra = {
     # W16's lines written with plain stores (kept in the caches) instead of non-temporal ones
-    "branch plain-stores": lambda: replaced(now, "_mm512_stream_si512((__m512i *)(pairs + ", "_mm512_store_si512((__m512i *)(pairs + ", 2),
+    "branch plain-stores": lambda: replaced(now, "_mm512_stream_si512((__m512i *)(pairs + ",
+                                            "_mm512_store_si512((__m512i *)(pairs + ", 2),
     # the backward's W16 tiles not fetched ahead (the hardware's prefetcher alone)
     "branch no-prefetch": lambda: replaced(now, "                fetch_ahead(w_ahead, w_per);\n", ""),
     # the forward's W16 lines all written to the same two tile rows (the work kept, the 16 MB of traffic not): a timing
