@@ -219,3 +219,69 @@ def test_no_bias_and_partial_gradients():
     empty = native.vocab_backward(dy[:0], x16[:0], w)
     assert native.vocab_forward(x16[:0], w, None).shape == (0, 512)
     assert empty[0].shape == (0, 256) and not empty[1].any() and not empty[2].any()
+
+
+def pairs_layout(w):
+    """round_bf16(w) (v x d) as native.c's mt_pack_pairs lays it out: [d / 16][v / 32][16 row pairs][16][2]."""
+    v, d = w.shape
+    return w.bfloat16().view(torch.int16).view(v // 32, 16, 2, d // 16, 16).permute(3, 0, 1, 4, 2).reshape(-1)
+
+
+@pytest.mark.parametrize("n, v, d", SHAPES + [(77, 32 * 20, 512)])
+def test_pairs_same_bits(n, v, d):
+    """The forward's W16 (``pairs``): the rounded weight in the backward's layout; the logits and statistics the same
+    with it as without, and the backward reading it gives the bits of the backward packing W (dlogits given, the
+    loss's gradient formed, dX alone), at 1, 2 and 3 threads."""
+    x, w, b, dy = operands(n, v, d, seed=n + 7)
+    x16 = x.bfloat16()
+    targets = torch.randint(0, v, (n,), generator=torch.Generator().manual_seed(n))
+    pairs = native.vocab_pairs(w)
+    with_pairs = native.vocab_forward(x16, w, b, statistics=True, pairs=pairs)
+    assert torch.equal(pairs, pairs_layout(w))
+    plain = native.vocab_forward(x16, w, b, statistics=True)
+    assert all(torch.equal(a, c) for a, c in zip(with_pairs, plain))
+    loss = (targets, plain[1], plain[2], 1.0 / n)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            for grad, kwargs in ((dy, {}), (plain[0], {"loss": loss})):
+                want = native.vocab_backward(grad, x16, w, **kwargs)
+                got = native.vocab_backward(grad, x16, w, **kwargs, pairs=pairs)
+                assert all(torch.equal(a, c) for a, c in zip(got, want))
+            want = native.vocab_backward(dy, x16, w, True, False, False)
+            assert torch.equal(native.vocab_backward(dy, x16, w, True, False, False, pairs=pairs)[0], want[0])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_pairs_bad_buffer():
+    x, w, b, dy = operands(5, v=64, d=64)
+    x16 = x.bfloat16()
+    for bad in (torch.empty(64 * 64, dtype=torch.float32), torch.empty(64 * 32, dtype=torch.int16),
+                torch.empty(64 * 64 + 1, dtype=torch.int16)[1:]):
+        with pytest.raises(ValueError):
+            native.vocab_forward(x16, w, b, pairs=bad)
+        with pytest.raises(ValueError):
+            native.vocab_backward(dy, x16, w, pairs=bad)
+
+
+def test_projection_keeps_pairs_for_the_input_gradient(monkeypatch):
+    """The autograd function asks the forward for W16 only where the input's gradient will be taken, and its
+    gradients are those of the calls without it."""
+    made, vocab_pairs = [], native.vocab_pairs
+    monkeypatch.setattr(native, "vocab_pairs", lambda weight: made.append(1) or vocab_pairs(weight))
+    x, w, b, _ = operands(40, v=512, d=64, seed=9)
+    w.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            amp.native_vocab_projection(x.requires_grad_(), w, b)
+        amp.native_vocab_projection(x.detach(), w, b).float().sum().backward()
+        assert not made
+        xg = x.detach().requires_grad_()
+        out = amp.native_vocab_projection(xg, w, b)
+        assert made
+        dy = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+        out.backward(dy)
+    want = native.vocab_backward(dy, x.bfloat16(), w.detach(), True, False, False)[0]
+    assert torch.equal(xg.grad.bfloat16(), want)

@@ -127,7 +127,9 @@ def autocast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 # made (the logits and dW also written with non-temporal stores). The logits and dX are as autocast's (bf16
 # operands, float32 sums, one rounding); dW and db are summed in float32 and left in float32, where autocast rounds
 # both to bf16 before autograd casts them back: more precise, so they differ from autocast's by up to a bf16
-# rounding.
+# rounding. Where the input's gradient will be taken, the forward also writes the rounded weight in the layout of
+# the backward's dX product (native.vocab_pairs: V x D bf16, 16 MB at 32k x 256, kept from the forward to the
+# backward), and the backward reads it instead of rounding and packing the float32 weight again.
 
 _VOCAB = {"enabled": True}
 
@@ -199,16 +201,17 @@ class _NativeVocabProjection(torch.autograd.Function):
     weight's and bias's gradients float32 (see above)."""
 
     @staticmethod
-    def forward(ctx, x16, weight, bias):
+    def forward(ctx, x16, weight, bias, keep_pairs):
         rows = x16.reshape(-1, x16.shape[-1]).contiguous()
         ctx.save_for_backward(rows, weight)
         ctx.shape, ctx.has_bias = x16.shape, bias is not None
         ctx.loss = None
+        ctx.pairs = native.vocab_pairs(weight) if keep_pairs else None
         if _VOCAB_LOSS["enabled"] and x16.dim() == 2:
-            logits, row_max, row_total = native.vocab_forward(rows, weight, bias, statistics=True)
+            logits, row_max, row_total = native.vocab_forward(rows, weight, bias, statistics=True, pairs=ctx.pairs)
             ctx.loss = logits._xm_vocab_loss = VocabLoss(row_max, row_total)
             return logits
-        return native.vocab_forward(rows, weight, bias).view(*x16.shape[:-1], weight.shape[0])
+        return native.vocab_forward(rows, weight, bias, pairs=ctx.pairs).view(*x16.shape[:-1], weight.shape[0])
 
     @staticmethod
     @once_differentiable
@@ -224,10 +227,12 @@ class _NativeVocabProjection(torch.autograd.Function):
                 grad = grad + native.cross_entropy(logits, targets, scale)[1]
         grad2 = grad.to(torch.bfloat16).reshape(-1, grad.shape[-1]).contiguous()
         dx, dw, db = native.vocab_backward(grad2, rows, weight, ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-                                           ctx.has_bias and ctx.needs_input_grad[2], loss=loss)
-        return None if dx is None else dx.view(ctx.shape), dw, db
+                                           ctx.has_bias and ctx.needs_input_grad[2], loss=loss, pairs=ctx.pairs)
+        ctx.pairs = None
+        return None if dx is None else dx.view(ctx.shape), dw, db, None
 
 
 def native_vocab_projection(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``autocast_linear(x, weight, bias)`` through the own kernel (``native_vocab_applies`` must hold)."""
-    return _NativeVocabProjection.apply(x.to(torch.bfloat16), weight, bias)
+    keep_pairs = torch.is_grad_enabled() and x.requires_grad  # the backward will take dX: W16 kept for it
+    return _NativeVocabProjection.apply(x.to(torch.bfloat16), weight, bias, keep_pairs)

@@ -1631,6 +1631,12 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
    logits instead of dlogits and form dlogits as xm_cross_entropy does, round_bf16(exp(l_j - max) * (scale / sum)
    - scale [j == t]), as it reads them: the loss pass over the logits and the pass writing dlogits are not made.
 
+   The forward can also write W16 (v x d bf16, 16 MB at 32,000 x 256) in the layout the backward's dX product reads
+   (mt_pack_pairs's: row pairs along the vocabulary), from the rounded rows it packs anyway, with non-temporal stores;
+   the backward then reads those 16 MB instead of rounding and packing W's 32 MB of float32 again (the same roundings:
+   the bits are the same). In the bench's training step (303 x 256, V 32,000, one thread): 1.6-1.8 ms less inside
+   the two calls (forward +0.9, backward -2.5; round10/wpack.md).
+
    Each output value is summed in an order fixed by the shapes alone (not by the thread count): the forward's
    columns are split between threads; the backward's vocabulary is cut into fixed ranges (see xm_vocab_backward).
    Software prefetches fetch the next W rows (forward) and the next gradient columns (backward). Requires
@@ -1666,13 +1672,26 @@ static inline void lane_statistics(float *lane_max, float *lane_sum, float *ref,
 }
 
 /* 16 rows of W (float32, row stride d) from `row`, values [32 kt, 32 kt + 32), as one B tile of the product
-   x W^T: [16 input pairs][16 rows][2], rounded to bf16. */
-static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *tile) {
+   x W^T: [16 input pairs][16 rows][2], rounded to bf16; and, where pairs is not NULL (64-byte aligned), the same
+   values as 8 row pairs in the tiles of the product dlogits @ W16: each two rows interleaved (put_row_pair's
+   layout), values [32 kt, 32 kt + 16) the tile rows at pairs, [32 kt + 16, 32 kt + 32) those at pairs + next_tile,
+   streamed (read only by the backward). */
+static inline void vocab_tile(const float *w, int64_t d, int64_t kt, uint16_t *tile, uint16_t *pairs,
+                               int64_t next_tile) {
+    const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
     uint16_t rows[16 * 32] __attribute__((aligned(64)));
-    for (int i = 0; i < 16; i++) {
-        const float *p = w + i * d + 32 * kt;
-        _mm512_store_si512((__m512i *)(rows + 32 * i),
-                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p)));
+    for (int i = 0; i < 16; i += 2) {
+        const float *p = w + i * d + 32 * kt, *q = p + d;
+        __m512i r0 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+        __m512i r1 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q));
+        _mm512_store_si512((__m512i *)(rows + 32 * i), r0);
+        _mm512_store_si512((__m512i *)(rows + 32 * i + 32), r1);
+        if (pairs) {
+            _mm512_stream_si512((__m512i *)(pairs + 16 * i), _mm512_permutex2var_epi16(r0, low, r1));
+            _mm512_stream_si512((__m512i *)(pairs + next_tile + 16 * i), _mm512_permutex2var_epi16(r0, high, r1));
+        }
     }
     transpose16(rows, 32, 16, tile);
 }
@@ -1718,9 +1737,11 @@ static void fold_range(float *lane_max, float *lane_sum, float *ref, int64_t n, 
 }
 
 /* row_max, row_total (n float32 each, or both NULL): each row's max of its bf16 logits and sum of exp(l - max),
-   the ranges' sums rescaled from their references to the row's max and added in range order, in double. */
+   the ranges' sums rescaled from their references to the row's max and added in range order, in double. w16 (v x d
+   bf16, 64-byte aligned, or NULL): W rounded to bf16 in mt_pack_pairs's layout, [d / 16][v / 32][16 row pairs][16]
+   [2], for xm_vocab_backward's `pairs`. */
 int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64_t n, int64_t v, int64_t d,
-                     uint16_t *out, float *row_max, float *row_total) {
+                     uint16_t *out, float *row_max, float *row_total, uint16_t *w16) {
     int64_t padded_n = (n + 31) / 32 * 32, k_tiles = d / 32, per_step = (64 + k_tiles - 1) / k_tiles;
     int stats = row_max != NULL;
     uint16_t *xp = aligned_alloc(64, padded_n * d * sizeof(uint16_t));
@@ -1753,7 +1774,9 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
                     int64_t last = stats ? pairs * (range + 1) / VOCAB_RANGES : own_end;
                     for (int64_t c = first; c < last; c++) {
                         for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* both groups of 16 rows */
-                            vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512);
+                            vocab_tile(w + (32 * c + 16 * (kt / k_tiles)) * d, d, kt % k_tiles, wp + kt * 512,
+                                       w16 ? w16 + (2 * (kt % k_tiles) * (v / 32) + c) * 512 + 8 * (kt / k_tiles) * 32
+                                           : NULL, v / 32 * 512);
                         /* the next pair's 32 float32 rows (32 d / 16 lines), fetched over this pair's row blocks */
                         int64_t blocks = padded_n / 32, lines = (2 * d + blocks * k_tiles - 1) / (blocks * k_tiles);
                         const char *next = (const char *)(w + 32 * (c + 1 < stop ? c + 1 : c) * d);
@@ -1798,10 +1821,11 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
 /* The backward in one pass over the vocabulary (xm_vocab_backward): dX, dW and db (each optional) from one read of
    g and W. The vocabulary is cut into VOCAB_CHUNKS fixed ranges (of whole 32-row blocks), the threads taking whole
    chunks, and each chunk is walked in steps of VOCAB_STEP rows. A step copies its columns of g (n x VOCAB_STEP
-   bf16, summing db's values on the way) and rounds and packs its rows of W into the thread's scratch (in L2), and
-   from there makes the chunk's float32 partial of dX (its own padded_n x d buffer: each 32 x 32 block's accumulator
-   tiles loaded and stored once a step, VOCAB_STEP / 32 tile steps between) and dW's rows for the step (streamed
-   out). g's columns for the next step are fetched while this step's products run. The chunks' partials are then
+   bf16, summing db's values on the way) and rounds and packs its rows of W into the thread's scratch (in L2), or
+   takes them from the forward's W16 (`pairs`), and from there makes the chunk's float32 partial of dX (its own
+   padded_n x d buffer: each 32 x 32 block's accumulator tiles loaded and stored once a step, VOCAB_STEP / 32 tile
+   steps between) and dW's rows for the step (streamed out). g's columns (and W16's tiles) for the next step are
+   fetched while this step's products run. The chunks' partials are then
    added in chunk order and rounded once: each value is summed in an order fixed by the shapes alone, so the bits do
    not depend on the thread count. */
 #define VOCAB_CHUNKS 4
@@ -1921,11 +1945,11 @@ static void vocab_pack_rows(const float *w, int64_t d, int64_t len, uint16_t *wp
 }
 
 /* acc (padded_n x d float32) += gs @ W16 over the step's len rows (zeroed first at a chunk's first step), 32 x 32
-   outputs at a time in the accumulator tiles; the next step's lines of g fetched `per` at a time between the tile
-   steps. */
-static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t padded_n, int64_t d, int64_t len,
-                             int first, float *acc, vocab_ahead *ahead, int64_t per) {
-    int64_t step_tiles = VOCAB_STEP / 32;
+   outputs at a time in the accumulator tiles, W16's tiles at wp (step_tiles tiles from one column tile to the
+   next); the next step's lines of g and of W16 fetched `per` and `w_per` at a time between the tile steps. */
+static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t step_tiles, int64_t padded_n, int64_t d,
+                             int64_t len, int first, float *acc, vocab_ahead *ahead, int64_t per,
+                             vocab_ahead *w_ahead, int64_t w_per) {
     for (int64_t row = 0; row < padded_n; row += 32) {
         const uint16_t *a = gs + row * VOCAB_STEP, *a1 = a + 16 * VOCAB_STEP;
         for (int64_t ct = 0; ct < d / 16; ct += 2) {
@@ -1942,6 +1966,7 @@ static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t pad
             for (int64_t kt = 0; kt < len / 32; kt++) {
                 block_step(a + kt * 32, a1 + kt * 32, VOCAB_STEP, b0 + kt * 512, b1 + kt * 512);
                 fetch_ahead(ahead, per);
+                fetch_ahead(w_ahead, w_per);
             }
             _tile_stored(0, c, d * 4);
             _tile_stored(1, c + 16, d * 4);
@@ -1995,9 +2020,9 @@ static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, i
 
 /* One chunk [v0, v1) of the vocabulary, step by step: acc (dX's partial for the chunk), dW's and db's rows, each
    NULL where not asked for. */
-static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, int64_t n, int64_t padded_n, int64_t v,
-                        int64_t d, int64_t v0, int64_t v1, float *acc, float *dw, float *db, vocab_scratch *s,
-                        const vocab_loss *loss) {
+static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *pairs, const uint16_t *xp, int64_t n,
+                        int64_t padded_n, int64_t v, int64_t d, int64_t v0, int64_t v1, float *acc, float *dw,
+                        float *db, vocab_scratch *s, const vocab_loss *loss) {
     if (acc && v0 == v1) memset(acc, 0, padded_n * d * sizeof(float));
     for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP) {
         int64_t len = v1 - vs < VOCAB_STEP ? v1 - vs : VOCAB_STEP, next = vs + len;
@@ -2006,8 +2031,12 @@ static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, i
         vocab_ahead ahead = {(const char *)(g + next), 2 * v, next_len / 32, 0, n * (next_len / 32)};
         if (acc) {
             int64_t steps = padded_n / 32 * (d / 32) * (len / 32);
-            vocab_pack_rows(w + vs * d, d, len, s->w);
-            vocab_input_step(s->g, s->w, padded_n, d, len, vs == v0, acc, &ahead, (ahead.total + steps - 1) / steps);
+            if (!pairs) vocab_pack_rows(w + vs * d, d, len, s->w);
+            vocab_ahead w_ahead = {pairs ? (const char *)(pairs + next / 32 * 512) : NULL, v / 32 * 1024, next_len / 2,
+                                   0, pairs ? d / 16 * (next_len / 2) : 0}; /* each column tile's 16 lines a block */
+            vocab_input_step(s->g, pairs ? pairs + vs / 32 * 512 : s->w, pairs ? v / 32 : VOCAB_STEP / 32, padded_n, d,
+                             len, vs == v0, acc, &ahead, (ahead.total + steps - 1) / steps, &w_ahead,
+                             (w_ahead.total + steps - 1) / steps);
         }
         if (dw)
             vocab_weight_step(xp, padded_n, d, len, s, dw + vs * d, &ahead, (ahead.total + len / 32 - 1) / (len / 32));
@@ -2015,10 +2044,11 @@ static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *xp, i
 }
 
 /* targets NULL: g is dlogits. Else g is the logits and dlogits are the loss's gradient, formed as they are read
-   from targets (n, each in [0, v)), row_max and row_total (xm_vocab_forward's) and scale (1 / N for a mean). */
+   from targets (n, each in [0, v)), row_max and row_total (xm_vocab_forward's) and scale (1 / N for a mean).
+   pairs: W16 as xm_vocab_forward's w16 wrote it (W then not read), or NULL (W rounded and packed step by step). */
 int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int64_t n, int64_t v, int64_t d,
                       uint16_t *dx, float *dw, float *db, const int64_t *targets, const float *row_max,
-                      const float *row_total, float scale) {
+                      const float *row_total, float scale, const uint16_t *pairs) {
     int64_t padded_n = (n + 31) / 32 * 32, blocks = v / 32;
     vocab_loss loss = {targets, row_max, row_total, scale};
     uint16_t *xp = dw ? aligned_alloc(64, padded_n * d * sizeof(uint16_t)) : NULL;
@@ -2035,8 +2065,8 @@ int xm_vocab_backward(const uint16_t *g, const uint16_t *x, const float *w, int6
 #pragma omp for schedule(static)
             for (int ch = 0; ch < VOCAB_CHUNKS; ch++) {
                 int64_t v0 = 32 * (blocks * ch / VOCAB_CHUNKS), v1 = 32 * (blocks * (ch + 1) / VOCAB_CHUNKS);
-                if (ok) vocab_chunk(g, w, xp, n, padded_n, v, d, v0, v1, dx ? partial + ch * padded_n * d : NULL, dw,
-                                    db, &s, targets ? &loss : NULL);
+                if (ok) vocab_chunk(g, w, pairs, xp, n, padded_n, v, d, v0, v1,
+                                    dx ? partial + ch * padded_n * d : NULL, dw, db, &s, targets ? &loss : NULL);
             }
             if (ok) _tile_release();
             vocab_scratch_free(&s);
@@ -2237,7 +2267,7 @@ static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t
 /* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile. */
 static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out) {
     for (int64_t nt = 0; nt < n / 16; nt++)
-        for (int64_t kt = 0; kt < k / 32; kt++) vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512);
+        for (int64_t kt = 0; kt < k / 32; kt++) vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512, NULL, 0);
 }
 
 /* A float32 (t x c) weight rounded to bf16 as pack_pairs lays out bf16 rows (the right operand of products summing

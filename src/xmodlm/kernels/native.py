@@ -455,13 +455,14 @@ def training_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Te
 
 
 # The vocabulary projection in bf16 autocast training (native.c's last section): the float32 weight read
-# directly, rounded to bf16 as it is packed; dW and db in float32.
+# directly, rounded to bf16 as it is packed; dW and db in float32. The forward can also write the rounded weight
+# in the layout the backward's dX product reads (``pairs``), which the backward then reads instead of the weight.
 
 def _vocab_argtypes(lib, pointer, size) -> None:
-    lib.xm_vocab_forward.argtypes = [pointer, pointer, pointer, size, size, size, pointer, pointer, pointer]
+    lib.xm_vocab_forward.argtypes = [pointer, pointer, pointer, size, size, size, pointer, pointer, pointer, pointer]
     lib.xm_vocab_forward.restype = ctypes.c_int
     lib.xm_vocab_backward.argtypes = [pointer, pointer, pointer, size, size, size, pointer, pointer, pointer, pointer,
-                                      pointer, pointer, ctypes.c_float]
+                                      pointer, pointer, ctypes.c_float, pointer]
     lib.xm_vocab_backward.restype = ctypes.c_int
 
 
@@ -479,10 +480,21 @@ def _check_vocab(x: torch.Tensor, weight: torch.Tensor) -> None:
         raise ValueError(f"expected contiguous bf16 rows of {weight.shape[1]} values, got {x.dtype} {tuple(x.shape)}")
 
 
-def vocab_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, statistics: bool = False):
+def vocab_pairs(weight: torch.Tensor) -> torch.Tensor:
+    """An empty buffer for ``vocab_forward``'s ``pairs`` (V * D bf16 values as int16, 64-byte aligned: the forward
+    writes it with non-temporal stores)."""
+    pairs = torch.empty(weight.numel(), dtype=torch.int16)
+    if pairs.data_ptr() % 64:
+        raise RuntimeError("the allocator gave a buffer not aligned to 64 bytes")
+    return pairs
+
+
+def vocab_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, statistics: bool = False,
+                  pairs: torch.Tensor | None = None):
     """bf16 (N, V) logits = round_bf16(x @ round_bf16(weight)^T + round_bf16(bias)), float32 sums rounded once:
     x contiguous bf16 (N, D), weight contiguous float32 (V, D), bias float32 (V,) or None. With ``statistics``,
-    (logits, row_max, row_total): each row's max of its bf16 logits and sum of exp(logit - max), float32 (N,)."""
+    (logits, row_max, row_total): each row's max of its bf16 logits and sum of exp(logit - max), float32 (N,).
+    ``pairs`` (``vocab_pairs(weight)``, or None): filled with round_bf16(weight) as ``vocab_backward`` reads it."""
     _check_vocab(x, weight)
     v, d = weight.shape
     if bias is not None and (bias.dtype != torch.float32 or bias.shape != (v,) or not bias.is_contiguous()):
@@ -490,19 +502,23 @@ def vocab_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     n = x.shape[0]
     out = torch.empty(n, v, dtype=torch.bfloat16)
     row_max, row_total = (torch.empty(n, dtype=torch.float32) for _ in range(2)) if statistics else (None, None)
+    if pairs is not None and (pairs.dtype != torch.int16 or pairs.numel() != v * d or pairs.data_ptr() % 64):
+        raise ValueError("expected pairs from vocab_pairs(weight)")
     if n and _library().xm_vocab_forward(x.data_ptr(), weight.data_ptr(), _address(bias), n, v, d, out.data_ptr(),
-                                         _address(row_max), _address(row_total)) != 0:
+                                         _address(row_max), _address(row_total), _address(pairs)) != 0:
         raise MemoryError("the vocabulary projection could not allocate its scratch")
     return (out, row_max, row_total) if statistics else out
 
 
 def vocab_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, input_grad: bool = True,
-                   weight_grad: bool = True, bias_grad: bool = True, loss: tuple | None = None) -> tuple:
+                   weight_grad: bool = True, bias_grad: bool = True, loss: tuple | None = None,
+                   pairs: torch.Tensor | None = None) -> tuple:
     """The gradients of ``vocab_forward`` for the bf16 (N, V) ``grad``: dX bf16 (N, D) = round_bf16(grad @
     round_bf16(weight)), dW float32 (V, D) = grad^T @ x and db float32 (V,) = grad's column sums, summed in float32
     and not rounded (None where not asked for). With ``loss`` = (targets, row_max, row_total, scale), ``grad`` is
     the logits and the gradient taken is the mean cross-entropy's (scale 1 / N), formed from them as
-    ``cross_entropy`` forms it, with ``vocab_forward``'s statistics for the max and the sum."""
+    ``cross_entropy`` forms it, with ``vocab_forward``'s statistics for the max and the sum. ``pairs``: the buffer
+    ``vocab_forward`` filled from this weight, read for dX instead of the weight (the same bits), or None."""
     _check_vocab(x, weight)
     (n, d), v = x.shape, weight.shape[0]
     if grad.dtype != torch.bfloat16 or grad.shape != (n, v) or not grad.is_contiguous():
@@ -514,6 +530,8 @@ def vocab_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, in
                 row_max.dtype != torch.float32 or row_total.dtype != torch.float32 or \
                 (n and not bool(((targets >= 0) & (targets < v)).all())):
             raise ValueError(f"expected {n} targets in [0, {v}) and float32 row statistics of shape ({n},)")
+    if pairs is not None and (pairs.dtype != torch.int16 or pairs.numel() != v * d or pairs.data_ptr() % 64):
+        raise ValueError("expected pairs from vocab_pairs(weight), filled by vocab_forward")
     dx = torch.empty(n, d, dtype=torch.bfloat16) if input_grad else None
     dw = torch.empty(v, d, dtype=torch.float32) if weight_grad else None
     db = torch.empty(v, dtype=torch.float32) if bias_grad else None
@@ -521,7 +539,7 @@ def vocab_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, in
         return dx, None if dw is None else dw.zero_(), None if db is None else db.zero_()
     if (input_grad or weight_grad or bias_grad) and _library().xm_vocab_backward(
             grad.data_ptr(), x.data_ptr(), weight.data_ptr(), n, v, d, _address(dx), _address(dw), _address(db),
-            _address(targets), _address(row_max), _address(row_total), scale) != 0:
+            _address(targets), _address(row_max), _address(row_total), scale, _address(pairs)) != 0:
         raise MemoryError("the vocabulary projection's backward could not allocate its scratch")
     return dx, dw, db
 
