@@ -85,10 +85,9 @@ class _NativeTrainingModules(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy):
         rows, slope, g, pairs = ctx.saved_tensors
-        count = len(ctx.counts)
         dy = dy.to(torch.bfloat16).reshape(rows.shape).contiguous()
         dx, dw1, db1, dw2, db2 = native.modules_train_backward(dy, rows, slope, g, pairs, ctx.counts)
-        grads = [t for i in range(count) for t in (dw1[i], db1[i], dw2[i], db2[i])]
+        grads = [t for module in zip(dw1.unbind(), db1.unbind(), dw2.unbind(), db2.unbind()) for t in module]
         needs = ctx.needs_input_grad[2:]
         return (dx.view(ctx.shape) if ctx.needs_input_grad[0] else None, None,
                 *(t if need else None for t, need in zip(grads, needs)))

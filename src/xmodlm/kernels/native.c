@@ -923,10 +923,25 @@ int xm_residual_norm_backward(const float *dy, const uint16_t *dy16, const float
    columns pass it): each chunk laid out in row pairs (the right operand of the tile products, as pack_pairs) by
    all threads; then each thread takes whole blocks of 32 of dY's columns, lays the block out transposed (16 x 32
    tiles along T, by transpose16 of row-pair interleaved slices; summing db's 32 values on the way, at the first
-   chunk) and runs it against the chunk's column pairs, the accumulator tiles stored straight into dW. Every value
+   chunk) and runs it against the chunk's column pairs, each 32 x 32 block of dW stored with non-temporal stores
+   (stream_block: dW goes to memory without being read first; the same values). Every value
    is summed in an order fixed by T alone: the same bits for any thread count. Requires N % 32 == 0, K % 32 == 0.
    Returns 0, or -1 if a buffer could not be allocated. */
 #define WGRAD_CHUNK_BYTES (1 << 20)
+
+/* The 32 x 32 float32 block in acc (rows of 32) to dW (row stride d) with non-temporal stores, where dW is aligned:
+   dW goes to memory without being read first. */
+static inline void stream_block(const float *acc, float *dw, int64_t d) {
+    int aligned = ((uintptr_t)dw & 63) == 0;
+    for (int i = 0; i < 32; i++) {
+        if (aligned) {
+            _mm512_stream_ps(dw + i * d, _mm512_load_ps(acc + 32 * i));
+            _mm512_stream_ps(dw + i * d + 16, _mm512_load_ps(acc + 32 * i + 16));
+        } else {
+            memcpy(dw + i * d, acc + 32 * i, 32 * sizeof(float));
+        }
+    }
+}
 
 /* dY's columns [32 nb, 32 nb + 32) transposed into a ([2][t_tiles][16 columns][32 rows] bf16), rows past t zero; their
    sums over the rows into db[0, 32) unless db is NULL. Each row's 64 bytes lie in a page of their own, where the
@@ -976,6 +991,7 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
         thread_state *st = begin();
         uint16_t *a = aligned_alloc(64, blocks * 32 * padded_t * sizeof(uint16_t));
         uint16_t *pairs = aligned_alloc(64, 16 * 64 * sizeof(uint16_t)); /* 32 rows of 32 columns in row pairs */
+        float acc[32 * 32] __attribute__((aligned(64)));                  /* a 32 x 32 block of dW on its way out */
         failed = !st || !a || !pairs;
         for (int64_t k0 = 0; k0 < k; k0 += width) {
             int64_t w = k - k0 < width ? k - k0 : width;
@@ -1000,16 +1016,18 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
                     _tile_zero(3);
                     for (int64_t tt = 0; tt < t_tiles; tt++)
                         block_step(ab + tt * 512, ab + (t_tiles + tt) * 512, 32, b0 + tt * 512, b1 + tt * 512);
-                    _tile_stored(0, out + 32 * c, k * 4);
-                    _tile_stored(1, out + 32 * c + 16, k * 4);
-                    _tile_stored(2, out + 16 * k + 32 * c, k * 4);
-                    _tile_stored(3, out + 16 * k + 32 * c + 16, k * 4);
+                    _tile_stored(0, acc, 128);
+                    _tile_stored(1, acc + 16, 128);
+                    _tile_stored(2, acc + 512, 128);
+                    _tile_stored(3, acc + 528, 128);
+                    stream_block(acc, out + 32 * c, k);
                 }
             }
         }
         free(a);
         free(pairs);
         end(st);
+        _mm_sfence();
     }
     free(xp);
     return failed ? -1 : 0;
@@ -1976,20 +1994,6 @@ static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t ste
     }
 }
 
-/* The 32 x 32 float32 block in acc (rows of 32) to dW (row stride d) with non-temporal stores, where dW is aligned:
-   dW goes to memory without being read first. */
-static inline void vocab_stream_block(const float *acc, float *dw, int64_t d) {
-    int aligned = ((uintptr_t)dw & 63) == 0;
-    for (int i = 0; i < 32; i++) {
-        if (aligned) {
-            _mm512_stream_ps(dw + i * d, _mm512_load_ps(acc + 32 * i));
-            _mm512_stream_ps(dw + i * d + 16, _mm512_load_ps(acc + 32 * i + 16));
-        } else {
-            memcpy(dw + i * d, acc + 32 * i, 32 * sizeof(float));
-        }
-    }
-}
-
 /* dW's len rows for the step (dw: the first, float32, row stride d) = gs^T @ x, 32 x 32 outputs at a time in the
    accumulator tiles (both operands' tiles used twice); the next step's lines of g fetched `per` at a time between
    the groups of 32 rows. */
@@ -2012,7 +2016,7 @@ static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, i
             _tile_stored(1, acc + 16, 128);
             _tile_stored(2, acc + 512, 128);
             _tile_stored(3, acc + 528, 128);
-            vocab_stream_block(acc, dw + c * d + 16 * ct, d);
+            stream_block(acc, dw + c * d + 16 * ct, d);
         }
         fetch_ahead(ahead, per);
     }
