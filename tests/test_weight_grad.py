@@ -58,7 +58,7 @@ def test_without_bias_rows_and_strides():
     assert dw.shape == (64, 128) and not dw.any() and not db.any()
 
 
-@pytest.mark.parametrize("t, n, k", [(2048, 256, 256), (2048, 64, 1024), (301, 96, 64)])
+@pytest.mark.parametrize("t, n, k", [(2048, 256, 256), (2048, 64, 1024), (301, 96, 64), (2048, 96, 288)])
 def test_threads_same_bits(t, n, k):
     dy, x = operands(t, n, k, seed=2)
     threads = torch.get_num_threads()
@@ -70,6 +70,17 @@ def test_threads_same_bits(t, n, k):
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, c) for run in runs[1:] for a, c in zip(run, runs[0]))
+
+
+@pytest.mark.parametrize("t, n, k", [(2048, 96, 288), (4000, 96, 320), (303, 96, 800), (77, 160, 96), (31, 32, 32)])
+def test_each_block_of_columns_is_summed_as_alone(t, n, k):
+    """Every block of 32 of dY's columns gives the same dW rows and db bits as the kernel on that block's columns
+    alone, however the blocks are scheduled (odd block counts; several of X's chunks, the last narrower; odd T)."""
+    dy, x = operands(t, n, k, seed=3)
+    dw, db = native.weight_grad(dy, x)
+    for nb in range(n // 32):
+        alone = native.weight_grad(dy[:, 32 * nb:32 * nb + 32].contiguous(), x)
+        assert torch.equal(dw[32 * nb:32 * nb + 32], alone[0]) and torch.equal(db[32 * nb:32 * nb + 32], alone[1])
 
 
 def test_bad_inputs():

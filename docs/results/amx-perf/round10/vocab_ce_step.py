@@ -16,6 +16,7 @@ One thread. Usage, pinned:
         [STEPS] [ROUNDS] [CALLS] [MAIN]
 """
 
+import os
 import statistics
 import sys
 import time
@@ -35,7 +36,7 @@ STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 15
 CALLS = int(sys.argv[3]) if len(sys.argv) > 3 else 4
 MAIN = sys.argv[4] if len(sys.argv) > 4 else "0973d6e"
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("THREADS", "1")))  # THREADS=2: both cores (nothing else running)
 xmodlm.tune_allocator()
 print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread")
 libraries = build_libraries({"main": old_source(MAIN), "fused": native.SOURCE.read_text()})

@@ -18,6 +18,7 @@ One thread. Usage, pinned:
 forward's W16 lines written with plain stores, kept in the caches, instead of non-temporal ones.)
 """
 
+import os
 import statistics
 import sys
 import time
@@ -38,7 +39,7 @@ ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 CALLS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 MAIN = sys.argv[4] if len(sys.argv) > 4 else "main"
 VARIANT = sys.argv[5] if len(sys.argv) > 5 else None
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("THREADS", "1")))  # THREADS=2: both cores (nothing else running)
 xmodlm.tune_allocator()
 print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread")
 branch = native.SOURCE.read_text()
