@@ -105,19 +105,24 @@ static inline __m512 load_bf16_vector(__m256bh v) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)v), 16));
 }
 
-/* exp(v), |v| < 87: 2^n * p(r), r = v - n ln2 in [-ln2/2, ln2/2], p of degree 6 (relative error < 2e-7). */
-static inline __m512 exp_ps(__m512 v) {
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), v);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+/* exp(v) = 2^n * p(r) for |v| < 87: n = round(v / ln2), r = v - n ln2 in [-ln2/2, ln2/2] (ln2 in two parts), p of
+   degree 6 (relative error < 2e-7); returns p(r), n in *n. */
+static inline __m512 exp_parts(__m512 v, __m512 *n) {
+    *n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(*n, _mm512_set1_ps(0.693145752f), v);
+    r = _mm512_fnmadd_ps(*n, _mm512_set1_ps(1.42860677e-6f), r);
     __m512 p = _mm512_set1_ps(1.0f / 720);
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+}
+
+/* exp(v), v clamped to [-87, 87] (exp_parts). */
+static inline __m512 exp_ps(__m512 v) {
+    __m512 n, p = exp_parts(_mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(87.0f)), &n);
     return _mm512_scalef_ps(p, n);
 }
 
@@ -721,16 +726,7 @@ int xm_attention(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_
    (which change no value from -87 to 87), the lanes below -87 zeroed by the masked VSCALEFPS. */
 static inline __m512 exp_nonpositive(__m512 v) {
     __mmask16 live = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), v);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512 n, p = exp_parts(v, &n);
     return _mm512_maskz_scalef_ps(live, p, n);
 }
 
