@@ -229,3 +229,20 @@ def test_model_step(switch):
         assert (g0 is None) == (g1 is None), name
         if g0 is not None:
             assert close(g1, g0), name
+
+
+def test_without_the_engine_query_the_loss_is_made_apart(switch, monkeypatch):
+    """A torch without torch._C._will_engine_execute_node: the loss's gradient is made by its own pass (the separate
+    kernel runs in the backward) and the gradients are the separate path's bits."""
+    x, w, b, t = operands(64, 1024)
+    monkeypatch.setattr(loss_mod, "_WILL_EXECUTE", None)
+    calls = []
+    separate = native.cross_entropy
+    try:
+        native.cross_entropy = lambda *a: calls.append(1) or separate(*a)
+        loss1, grads1, _ = run(x, w, b, t, True)
+    finally:
+        native.cross_entropy = separate
+    loss0, grads0, _ = run(x, w, b, t, False)
+    assert calls and abs(loss1.item() - loss0.item()) <= 1e-6 * abs(loss0.item())
+    assert all(torch.equal(a, c) for a, c in zip(grads1, grads0))

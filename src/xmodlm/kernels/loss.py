@@ -89,8 +89,12 @@ _PROBE = torch.zeros((), requires_grad=True)
 _PROBE_NODE = _PROBE.view_as(_PROBE).grad_fn.next_functions[0][0]
 
 
+# torch's engine query (private; torch.utils.checkpoint uses it too): where a torch lacks it, the loss is never fused
+_WILL_EXECUTE = getattr(torch._C, "_will_engine_execute_node", None)
+
+
 def _plain_backward() -> bool:
-    return torch._C._will_engine_execute_node(_PROBE_NODE)
+    return _WILL_EXECUTE is not None and _WILL_EXECUTE(_PROBE_NODE)
 
 
 def _fused_vocab_loss(logits: torch.Tensor):
