@@ -1662,10 +1662,6 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
    range order. (Without, the column pairs split evenly between the threads, as before.) */
 #define VOCAB_RANGES 16
 
-static inline __m512 widen_bf16(__m256i v) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-}
-
 /* One row's 32 logits (a, b: bf16 values as float32) into its running statistics for a range: the lanes' max, and
    the lanes' sums of exp(l - ref), ref the max of the row's first line in the range (so no sum is rescaled as the
    max rises: each term is exp_nonpositive's exp of l - ref, as xm_cross_entropy's of l - max; terms below
@@ -1729,7 +1725,8 @@ static inline void drain_streaming(pending_block *p, int64_t units) {
         if (p->lane_max) {
             int64_t at = (p->row + i) * 16;
             lane_statistics(p->lane_max + at, p->lane_sum + at, p->ref + p->row + i,
-                            widen_bf16(_mm512_castsi512_si256(line)), widen_bf16(_mm512_extracti64x4_epi64(line, 1)));
+                            load_bf16_vector((__m256bh)_mm512_castsi512_si256(line)),
+                            load_bf16_vector((__m256bh)_mm512_extracti64x4_epi64(line, 1)));
         }
     }
     p->next = end > p->next ? (end + 1) & ~(int64_t)1 : p->next;
@@ -1890,9 +1887,8 @@ typedef struct {
    round_bf16(exp(l - max) * factor), the target's round_bf16(exp(l_t - max) * factor - scale). */
 static inline void loss_gradient_line(const uint16_t *l, int64_t c, int64_t t, __m512 top, float factor, float scale,
                                       uint16_t *out) {
-    __m256i lo = _mm256_loadu_si256((const __m256i *)l), hi = _mm256_loadu_si256((const __m256i *)(l + 16));
-    __m512 ea = exp_nonpositive(_mm512_sub_ps(widen_bf16(lo), top));
-    __m512 eb = exp_nonpositive(_mm512_sub_ps(widen_bf16(hi), top));
+    __m512 ea = exp_nonpositive(_mm512_sub_ps(load_bf16(l), top));
+    __m512 eb = exp_nonpositive(_mm512_sub_ps(load_bf16(l + 16), top));
     __m512 fv = _mm512_set1_ps(factor);
     _mm512_store_si512((__m512i *)out, (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(eb, fv), _mm512_mul_ps(ea, fv)));
     if (t >= c && t < c + 32) {
@@ -2267,7 +2263,8 @@ static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t
 /* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile. */
 static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out) {
     for (int64_t nt = 0; nt < n / 16; nt++)
-        for (int64_t kt = 0; kt < k / 32; kt++) vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512, NULL, 0);
+        for (int64_t kt = 0; kt < k / 32; kt++)
+            vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512, NULL, 0);
 }
 
 /* A float32 (t x c) weight rounded to bf16 as pack_pairs lays out bf16 rows (the right operand of products summing
