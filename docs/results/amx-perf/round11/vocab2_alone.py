@@ -2,12 +2,14 @@
 calls it (303 x 256, V 32,000, drawn inputs; the forward with the row statistics writing W16, the backward forming
 the loss's gradient from the logits, reading W16, dX, dW and db): three libraries, base, new (native.c now) and
 "base again" (a second library from BASE's source: the method's spread), the calls alternating call by call in a
-rotating order, ROUNDS rounds of CALLS calls each. One thread. Usage, pinned:
+rotating order, ROUNDS rounds of CALLS calls each; VARIANT="old|||new" (environment, optional): "new" is native.c
+now with that text replaced (a trial). One thread. Usage, pinned:
 
     taskset -c 0 env OMP_NUM_THREADS=1 PYTHONPATH=src python3 docs/results/amx-perf/round11/vocab2_alone.py \
         [ROUNDS] [CALLS] [BASE]
 """
 
+import os
 import statistics
 import sys
 import time
@@ -17,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "round9"))
 import xmodlm  # noqa: E402
-from harness import build as build_libraries, old_source  # noqa: E402
+from harness import build as build_libraries, old_source, replaced  # noqa: E402
 from xmodlm.kernels import native  # noqa: E402
 from xmodlm.runtime import machine_info  # noqa: E402
 
@@ -27,7 +29,11 @@ BASE = sys.argv[3] if len(sys.argv) > 3 else "d35d535"
 torch.set_num_threads(1)
 xmodlm.tune_allocator()
 print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread")
-libraries = build_libraries({"base": old_source(BASE), "new": native.SOURCE.read_text(),
+new = native.SOURCE.read_text()
+if os.environ.get("VARIANT"):
+    new = replaced(new, *os.environ["VARIANT"].split("|||"))
+    print("new: native.c with", os.environ["VARIANT"].split("|||"))
+libraries = build_libraries({"base": old_source(BASE), "new": new,
                              "base again": old_source(BASE)})
 torch.manual_seed(0)
 n, v, d = 303, 32000, 256

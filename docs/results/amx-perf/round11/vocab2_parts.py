@@ -2,11 +2,12 @@
 weight and bias, targets drawn), as the training step calls it: the forward with the row statistics writing W16
 (`pairs`), the backward forming the loss's gradient from the logits and reading W16, dX, dW and db all asked for.
 Variants of native.c with one part removed (the results wrong on purpose: the time of the rest), the variants taking
-turns, ROUNDS rounds of CALLS calls each; "now again" is a second library built from the same source (the method's
+turns, ROUNDS rounds of CALLS calls each (VARIANTS "before": the variants of d35d535's code, to be run
+there; "new", the default: this tree's); "now again" is a second library built from the same source (the method's
 spread). One thread. Usage, pinned:
 
     taskset -c 0 env OMP_NUM_THREADS=1 PYTHONPATH=src python3 docs/results/amx-perf/round11/vocab2_parts.py \
-        [ROUNDS] [CALLS]
+        [ROUNDS] [CALLS] [VARIANTS]
 """
 
 import statistics
@@ -28,26 +29,27 @@ torch.set_num_threads(1)
 xmodlm.tune_allocator()
 print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread")
 now = native.SOURCE.read_text()
-WEIGHT_FORM = ("        for (int64_t r = 0; r < padded_n; r += 2)\n"
-               "            interleave_rows(s->g + r * VOCAB_STEP + c, s->g + (r + 1) * VOCAB_STEP + c, 32, s->pairs + r * 32);\n"
-               "        for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */\n"
-               "            transpose16(s->pairs + kt % k_tiles * 16 * 64 + 32 * (kt / k_tiles), 64, 16, s->tiles + kt * 512);\n")
-WEIGHT_TRANSPOSE = ("        for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */\n"
-                    "            transpose16(s->pairs + kt % k_tiles * 16 * 64 + 32 * (kt / k_tiles), 64, 16, s->tiles + kt * 512);\n")
+VARIANTS = sys.argv[3] if len(sys.argv) > 3 else "new"  # "before": d35d535's code (the variants of the first table)
 WEIGHT_PRODUCTS = ("            for (int64_t kt = 0; kt < k_tiles; kt++)\n"
                    "                block_step(a0 + kt * 512, a1 + kt * 512, 32, b0 + kt * 512, b1 + kt * 512);\n")
-variants = {
+DX_ACC = ("            if (first) {\n"
+          "                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);\n"
+          "            } else {\n"
+          "                _tile_loadd(0, c, d * 4);\n"
+          "                _tile_loadd(1, c + 16, d * 4);\n"
+          "                _tile_loadd(2, c + 16 * d, d * 4);\n"
+          "                _tile_loadd(3, c + 16 * d + 16, d * 4);\n"
+          "            }\n")
+COMMON = {
     "now": now,
     "now again": now,
     "no dX products": replaced(now, "        if (acc) {\n            int64_t steps", "        if (0) {\n            int64_t steps"),
+    "dX: accumulators not loaded": replaced(now, DX_ACC, "            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);\n"),
     "no dW step": replaced(now, "        if (dw)\n            vocab_weight_step(", "        if (0)\n            vocab_weight_step("),
-    "dW: no A tiles formed": replaced(now, WEIGHT_FORM, ""),
-    "dW: no transpose16": replaced(now, WEIGHT_TRANSPOSE, ""),
     "dW: no products": replaced(now, WEIGHT_PRODUCTS, ""),
     "dW: no stream_block": replaced(now, "            stream_block(acc, dw + c * d + 16 * ct, d);\n", ""),
     "gradient copied, not formed": replaced(now, "            if (loss) {\n                loss_gradient_line(",
                                             "            if (0) {\n                loss_gradient_line("),
-    "no gather": replaced(now, "        vocab_gather(g, n, padded_n, v, vs, len, s->g, db ? db + vs : NULL, loss);\n", ""),
     "fwd: no statistics' exps": replaced(now, "    sum = _mm512_add_ps(sum, _mm512_add_ps(exp_nonpositive(_mm512_sub_ps(a, base)),\n"
                                               "                                           exp_nonpositive(_mm512_sub_ps(b, base))));\n",
                                          "    sum = _mm512_add_ps(sum, _mm512_add_ps(a, b));\n"),
@@ -55,6 +57,26 @@ variants = {
                                            "        else _mm512_storeu_si512((void *)dst, line);\n", "        (void)dst;\n"),
     "fwd: no W16 stored": replaced(now, "        if (pairs) {\n            _mm512_stream_si512", "        if (0) {\n            _mm512_stream_si512"),
 }
+if VARIANTS == "before":
+    WEIGHT_FORM = ("        for (int64_t r = 0; r < padded_n; r += 2)\n"
+                   "            interleave_rows(s->g + r * VOCAB_STEP + c, s->g + (r + 1) * VOCAB_STEP + c, 32, s->pairs + r * 32);\n"
+                   "        for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */\n"
+                   "            transpose16(s->pairs + kt % k_tiles * 16 * 64 + 32 * (kt / k_tiles), 64, 16, s->tiles + kt * 512);\n")
+    WEIGHT_TRANSPOSE = ("        for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */\n"
+                        "            transpose16(s->pairs + kt % k_tiles * 16 * 64 + 32 * (kt / k_tiles), 64, 16, s->tiles + kt * 512);\n")
+    variants = dict(COMMON)
+    variants.update({
+        "dW: no A tiles formed": replaced(now, WEIGHT_FORM, ""),
+        "dW: no transpose16": replaced(now, WEIGHT_TRANSPOSE, ""),
+        "no gather": replaced(now, "        vocab_gather(g, n, padded_n, v, vs, len, s->g, db ? db + vs : NULL, loss);\n", ""),
+    })
+else:
+    variants = dict(COMMON)
+    variants.update({
+        "gather: no A tiles formed": replaced(now, "vocab_gather(g, n, padded_n, v, vs, len, s, dw != NULL,",
+                                              "vocab_gather(g, n, padded_n, v, vs, len, s, 0,"),
+        "no gather": replaced(now, "        vocab_gather(g, n, padded_n, v, vs, len, s, dw != NULL, db ? db + vs : NULL, loss);\n", ""),
+    })
 libraries = build_libraries(variants)
 torch.manual_seed(0)
 n, v, d = 303, 32000, 256
