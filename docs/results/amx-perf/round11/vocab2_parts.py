@@ -76,6 +76,15 @@ else:
         "gather: no A tiles formed": replaced(now, "vocab_gather(g, n, padded_n, v, vs, len, s, dw != NULL,",
                                               "vocab_gather(g, n, padded_n, v, vs, len, s, 0,"),
         "no gather": replaced(now, "        vocab_gather(g, n, padded_n, v, vs, len, s, dw != NULL, db ? db + vs : NULL, loss);\n", ""),
+        "gather: no db sums": replaced(now, "vocab_gather(g, n, padded_n, v, vs, len, s, dw != NULL, db ? db + vs : NULL, loss);",
+                                       "vocab_gather(g, n, padded_n, v, vs, len, s, dw != NULL, NULL, loss);"),
+        "gather: logits from cache (columns 0-255)": replaced(
+            now, "loss_gradient_line(g + r * v + vs + j, vs + j,", "loss_gradient_line(g + r * v + j, vs + j,"),
+        "gather: no prefetch 8 rows on": replaced(
+            now, "            if (r + 8 < n) _mm_prefetch((const char *)(g + (r + 8) * v + vs + j), _MM_HINT_T0);\n", ""),
+        "no fetch_ahead": replaced(now, "    for (int64_t end = a->next + count < a->total ? a->next + count : a->total; a->next < end; a->next++)\n"
+                                        "        _mm_prefetch(a->base + a->next / a->per_row * a->stride + a->next % a->per_row * 64, _MM_HINT_T0);\n",
+                                   "    (void)a, (void)count;\n"),
     })
 libraries = build_libraries(variants)
 torch.manual_seed(0)
