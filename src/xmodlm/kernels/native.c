@@ -1833,8 +1833,8 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
    g and W. The vocabulary is cut into VOCAB_CHUNKS fixed ranges (of whole 32-row blocks), the threads taking whole
    chunks, and each chunk is walked in steps of VOCAB_STEP rows. A step copies its columns of g (n x VOCAB_STEP
    bf16, summing db's values on the way, and transposing them for dW's product 32 rows at a time, while they are in
-   L1) and rounds and packs its rows of W into the thread's scratch (in L2), or
-   takes them from the forward's W16 (`pairs`), and from there makes the chunk's float32 partial of dX (its own
+   L1) and rounds and packs its rows of W into the thread's scratch (in L2), or takes them from the forward's W16
+   (`pairs`), and from there makes the chunk's float32 partial of dX (its own
    padded_n x d buffer: each 32 x 32 block's accumulator tiles loaded and stored once a step, VOCAB_STEP / 32 tile
    steps between) and dW's rows for the step (streamed out). g's columns (and W16's tiles) for the next step are
    fetched while this step's products run. The chunks' partials are then
@@ -2003,8 +2003,8 @@ static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t ste
 }
 
 /* dW's len rows for the step (dw: the first, float32, row stride d) = gs^T @ x, 32 x 32 outputs at a time in the
-   accumulator tiles (both operands' tiles used twice; gs^T the tiles vocab_gather made); the next step's lines of g fetched `per` at a time between
-   the groups of 32 rows. */
+   accumulator tiles (both operands' tiles used twice; gs^T the tiles vocab_gather made); the next step's lines of g
+   fetched `per` at a time between the groups of 32 rows. */
 static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, int64_t len, vocab_scratch *s,
                               float *dw, vocab_ahead *ahead, int64_t per) {
     int64_t k_tiles = padded_n / 32;
