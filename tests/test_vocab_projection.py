@@ -110,6 +110,21 @@ def test_backward_flags(flags):
         assert (a is not None) == asked and (not asked or torch.equal(a, b))
 
 
+@pytest.mark.parametrize("n", [1, 2, 31, 32, 33, 64, 303])
+def test_weight_grad_exact(n):
+    """dW and db on small integers (every product and sum exact in float32, whatever the order): g's columns
+    transposed into dW's tiles 32 rows at a time as they are gathered, the last pair of rows half empty where n is
+    odd and the last 32 rows partial where n % 32 != 0; V a multiple of 32 but not of the backward's step (256)."""
+    g = torch.Generator().manual_seed(n)
+    v, d = 32 * 41, 64
+    x = torch.randint(-3, 4, (n, d), generator=g).bfloat16()
+    dy = torch.randint(-4, 5, (n, v), generator=g).bfloat16()
+    w = torch.randn(v, d, generator=g)
+    _, dw, db = native.vocab_backward(dy, x, w)
+    assert torch.equal(dw, (dy.double().T @ x.double()).float())
+    assert torch.equal(db, dy.double().sum(0).float())
+
+
 def test_threads_same_bits():
     x, w, b, dy = operands(303, v=2048, seed=2)
     x16 = x.bfloat16()

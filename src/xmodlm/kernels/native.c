@@ -1832,8 +1832,9 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
 /* The backward in one pass over the vocabulary (xm_vocab_backward): dX, dW and db (each optional) from one read of
    g and W. The vocabulary is cut into VOCAB_CHUNKS fixed ranges (of whole 32-row blocks), the threads taking whole
    chunks, and each chunk is walked in steps of VOCAB_STEP rows. A step copies its columns of g (n x VOCAB_STEP
-   bf16, summing db's values on the way) and rounds and packs its rows of W into the thread's scratch (in L2), or
-   takes them from the forward's W16 (`pairs`), and from there makes the chunk's float32 partial of dX (its own
+   bf16, summing db's values on the way, and transposing them for dW's product 32 rows at a time, while they are in
+   L1) and rounds and packs its rows of W into the thread's scratch (in L2), or takes them from the forward's W16
+   (`pairs`), and from there makes the chunk's float32 partial of dX (its own
    padded_n x d buffer: each 32 x 32 block's accumulator tiles loaded and stored once a step, VOCAB_STEP / 32 tile
    steps between) and dW's rows for the step (streamed out). g's columns (and W16's tiles) for the next step are
    fetched while this step's products run. The chunks' partials are then
@@ -1845,15 +1846,16 @@ int xm_vocab_forward(const uint16_t *x, const float *w, const float *bias, int64
 typedef struct {
     uint16_t *g;      /* g's columns: padded_n rows of VOCAB_STEP bf16, rows from n on zero */
     uint16_t *w;      /* W16's rows in row pairs, B tiles of dX's product: [d / 16][VOCAB_STEP / 32][16 pairs][16][2] */
-    uint16_t *pairs;  /* 32 of g's columns, its rows in pairs: padded_n / 2 rows of 32 x 2 */
-    uint16_t *tiles;  /* 32 of g's columns transposed, A tiles of dW's product: [2][padded_n / 32][16][16 pairs][2] */
+    uint16_t *pairs;  /* 32 of g's rows in pairs, by 32 columns: [VOCAB_STEP / 32][16 pairs][32][2] */
+    uint16_t *tiles;  /* g's columns transposed, A tiles of dW's product, by 32 columns:
+                         [VOCAB_STEP / 32][2][padded_n / 32][16][16 pairs][2] */
 } vocab_scratch;
 
 static int vocab_scratch_alloc(vocab_scratch *s, int64_t padded_n, int64_t d) {
     s->g = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
     s->w = aligned_alloc(64, VOCAB_STEP * d * sizeof(uint16_t));
-    s->pairs = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
-    s->tiles = aligned_alloc(64, padded_n * 32 * sizeof(uint16_t));
+    s->pairs = aligned_alloc(64, 32 * VOCAB_STEP * sizeof(uint16_t));
+    s->tiles = aligned_alloc(64, padded_n * VOCAB_STEP * sizeof(uint16_t));
     return s->g && s->w && s->pairs && s->tiles;
 }
 
@@ -1899,12 +1901,16 @@ static inline void loss_gradient_line(const uint16_t *l, int64_t c, int64_t t, _
     }
 }
 
-/* g's columns [vs, vs + len) into s->g (rows past n zero); their sums, row after row, into db[0, len) (or none).
-   With a loss, g is the logits and the columns are the loss's gradient, formed as they are read. Each row's segment
-   of g lies in its own page: the one 8 rows on is fetched ahead (the hardware's prefetcher follows runs within a
-   page only). */
+/* g's columns [vs, vs + len) into s->g (rows past n zero); their sums, row after row, into db[0, len) (or none);
+   and, with `tiles`, the same columns transposed into s->tiles as dW's product takes them (rows past n zero): each
+   row pair interleaved into s->pairs as soon as its second row is in, and each 32 rows' pairs transposed as soon as
+   they are all in, both from L1. With a loss, g is the logits and the columns are the loss's gradient, formed as
+   they are read. Each row's segment of g lies in its own page: the one 8 rows on is fetched ahead (the hardware's
+   prefetcher follows runs within a page only). */
 static void vocab_gather(const uint16_t *g, int64_t n, int64_t padded_n, int64_t v, int64_t vs, int64_t len,
-                         uint16_t *out, float *db, const vocab_loss *loss) {
+                         vocab_scratch *s, int tiles, float *db, const vocab_loss *loss) {
+    uint16_t *out = s->g;
+    int64_t k_tiles = padded_n / 32;
     float sums[VOCAB_STEP] __attribute__((aligned(64)));
     memset(sums, 0, sizeof sums);
     for (int64_t r = 0; r < n; r++) {
@@ -1930,6 +1936,16 @@ static void vocab_gather(const uint16_t *g, int64_t n, int64_t padded_n, int64_t
                 _mm512_store_ps(sums + j + 16, _mm512_add_ps(_mm512_load_ps(sums + j + 16), load_bf16(o + 16)));
             }
         }
+        if (tiles && ((r & 1) || r + 1 == n)) {
+            const uint16_t *even = out + (r & ~(int64_t)1) * VOCAB_STEP, *odd = r & 1 ? out + r * VOCAB_STEP : NULL;
+            for (int64_t j = 0; j < len; j += 32)
+                interleave_rows(even + j, odd ? odd + j : NULL, 32, s->pairs + 32 * j + (r & 31 & ~1) * 32);
+        }
+        if (tiles && ((r & 31) == 31 || r + 1 == n)) /* the pairs past n read as zero */
+            for (int64_t j = 0; j < len; j += 32)
+                for (int64_t h = 0; h < 2; h++) /* columns j to j + 15, then j + 16 to j + 31 */
+                    transpose16(s->pairs + 32 * j + 32 * h, 64, (r & 31) / 2 + 1,
+                                s->tiles + ((j / 16 + h) * k_tiles + r / 32) * 512);
     }
     memset(out + n * VOCAB_STEP, 0, (padded_n - n) * VOCAB_STEP * sizeof(uint16_t));
     if (db) memcpy(db, sums, len * sizeof(float));
@@ -1987,18 +2003,14 @@ static void vocab_input_step(const uint16_t *gs, const uint16_t *wp, int64_t ste
 }
 
 /* dW's len rows for the step (dw: the first, float32, row stride d) = gs^T @ x, 32 x 32 outputs at a time in the
-   accumulator tiles (both operands' tiles used twice); the next step's lines of g fetched `per` at a time between
-   the groups of 32 rows. */
+   accumulator tiles (both operands' tiles used twice; gs^T the tiles vocab_gather made); the next step's lines of g
+   fetched `per` at a time between the groups of 32 rows. */
 static void vocab_weight_step(const uint16_t *xp, int64_t padded_n, int64_t d, int64_t len, vocab_scratch *s,
                               float *dw, vocab_ahead *ahead, int64_t per) {
     int64_t k_tiles = padded_n / 32;
     float acc[32 * 32] __attribute__((aligned(64)));
-    const uint16_t *a0 = s->tiles, *a1 = s->tiles + k_tiles * 512;
     for (int64_t c = 0; c < len; c += 32) {
-        for (int64_t r = 0; r < padded_n; r += 2)
-            interleave_rows(s->g + r * VOCAB_STEP + c, s->g + (r + 1) * VOCAB_STEP + c, 32, s->pairs + r * 32);
-        for (int64_t kt = 0; kt < 2 * k_tiles; kt++) /* columns c to c + 15, then c + 16 to c + 31 */
-            transpose16(s->pairs + kt % k_tiles * 16 * 64 + 32 * (kt / k_tiles), 64, 16, s->tiles + kt * 512);
+        const uint16_t *a0 = s->tiles + c / 16 * k_tiles * 512, *a1 = a0 + k_tiles * 512;
         for (int64_t ct = 0; ct < d / 16; ct += 2) {
             const uint16_t *b0 = xp + ct * k_tiles * 512, *b1 = b0 + k_tiles * 512;
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
@@ -2023,7 +2035,7 @@ static void vocab_chunk(const uint16_t *g, const float *w, const uint16_t *pairs
     for (int64_t vs = v0; vs < v1; vs += VOCAB_STEP) {
         int64_t len = v1 - vs < VOCAB_STEP ? v1 - vs : VOCAB_STEP, next = vs + len;
         int64_t next_len = v1 - next < VOCAB_STEP ? v1 - next : VOCAB_STEP;
-        vocab_gather(g, n, padded_n, v, vs, len, s->g, db ? db + vs : NULL, loss);
+        vocab_gather(g, n, padded_n, v, vs, len, s, dw != NULL, db ? db + vs : NULL, loss);
         vocab_ahead ahead = {(const char *)(g + next), 2 * v, next_len / 32, 0, n * (next_len / 32)};
         if (acc) {
             int64_t steps = padded_n / 32 * (d / 32) * (len / 32);
