@@ -2,8 +2,9 @@
 working tree's, and BASE's again (a second library from the same source: the control, the method's spread), the
 forward (native.modules_train) and the backward (native.modules_train_backward, on the same forward outputs), at the
 bench step's shape (8 segments x 256 rows, d 256, r 128) and xmod-base's width (8 x 128 rows, d 768, r 384),
-alternating call by call (the order rotated every round), one thread; medians, and the medians of the paired
-differences against base. Run pinned:
+alternating call by call (the order rotated every round), each timed forward and backward after an untimed pair of
+the same library (so that no variant's forward starts from another's backward's caches), one thread; medians, and
+the medians of the paired differences against base. Run pinned:
 
     taskset -c 0 env OMP_NUM_THREADS=1 PYTHONPATH=src python3 docs/results/amx-perf/round11/modtrain_alone.py [BASE]
 """
@@ -36,8 +37,10 @@ def case(libraries, segments, rows, d, r, rounds=80):
     names = list(libraries)
     times = {name: {"forward": [], "backward": []} for name in names}
     for i in range(rounds + 3):
-        for name in names[i % 3:] + names[:i % 3]:
+        for name in names[i % len(names):] + names[:i % len(names)]:
             native._STATE["lib"] = libraries[name]
+            _, slope, g, pairs = native.modules_train(x, counts, w1s, b1s, w2s, b2s)
+            native.modules_train_backward(dy, x, slope, g, pairs, counts)
             start = time.perf_counter()
             _, slope, g, pairs = native.modules_train(x, counts, w1s, b1s, w2s, b2s)
             mid = time.perf_counter()
@@ -48,7 +51,9 @@ def case(libraries, segments, rows, d, r, rounds=80):
     flops = 2 * segments * rows * d * r
     print(f"{segments} segments x {rows} rows, d {d}, r {r}: medians of {rounds}, ms (GFLOP/s); base - variant, "
           f"median of the paired differences")
-    for part, products in (("forward", 2), ("backward", 4)):
+    for name in names:
+        times[name]["both"] = [a + b for a, b in zip(times[name]["forward"], times[name]["backward"])]
+    for part, products in (("forward", 2), ("backward", 4), ("both", 6)):
         line = f"  {part:8s}"
         for name in names:
             t = times[name][part]
@@ -59,11 +64,17 @@ def case(libraries, segments, rows, d, r, rounds=80):
             print(f"      base - {name}: {paired * 1e3:+.3f} ms")
 
 
-if __name__ == "__main__":
+def main(variants: dict | None = None) -> None:
+    """base, the working tree's native.c as "new" (or `variants`: {name: native.c text}), base again."""
     torch.set_num_threads(1)
     xmodlm.tune_allocator()
     print(machine_info().get("cpu", ""), f"torch {torch.__version__}, {torch.get_num_threads()} thread; base {BASE}")
     base = old_source(BASE)
-    libraries = build({"base": base, "new": native.SOURCE.read_text(), "base again": base + "\n/* again */\n"})
+    libraries = build({"base": base, **(variants or {"new": native.SOURCE.read_text()}),
+                       "base again": base + "\n/* again */\n"})
     case(libraries, 8, 256, 256, 128)
     case(libraries, 8, 128, 768, 384)
+
+
+if __name__ == "__main__":
+    main()
