@@ -126,6 +126,22 @@ def test_threads_same_bits(rows, d, r):
     assert all(torch.equal(a, c) for run in runs[1:] for a, c in zip(run, runs[0]))
 
 
+@pytest.mark.parametrize("rows, d", [([256] * 8, 256), ([1, 0, 300, 37], 96), ([33, 64], 768)])
+def test_db2_in_row_order(rows, d):
+    """db2 (summed as dy^T is laid out, 32 columns at a time) is each segment's dy added row after row in float32:
+    the same bits as that loop, for rows not multiples of 32, empty segments and column counts not multiples of 64."""
+    x, w1s, b1s, w2s, b2s, dy = operands(rows, d, 32, seed=3)
+    y, slope, g, pairs = native.modules_train(x, rows, w1s, b1s, w2s, b2s)
+    db2 = native.modules_train_backward(dy, x, slope, g, pairs, rows)[4]
+    start = 0
+    for s, n in enumerate(rows):
+        want = torch.zeros(d)
+        for i in range(start, start + n):
+            want += dy[i].float()
+        assert torch.equal(db2[s], want)
+        start += n
+
+
 def test_bad_inputs():
     x, w1s, b1s, w2s, b2s, dy = operands([4, 4], 64, 32)
     with pytest.raises(ValueError, match="segments"):

@@ -68,13 +68,22 @@ def variants(text: str) -> dict:
         text, "_tile_stored(0, acc, 128);\n            _tile_stored(1, acc + 16, 128);\n"
               "            _tile_stored(2, acc + 512, 128);\n            _tile_stored(3, acc + 528, 128);\n"
               "            pending = (mt_pending){acc, row,", "            pending = (mt_pending){acc, row,"), 0, 0)
-    v["bwd: no db2 sums"] = (cut(
-        text, "_mm512_storeu_ps(db2 + j, _mm512_add_ps(_mm512_loadu_ps(db2 + j), load_bf16(dys + i * d + j)));",
-        ";"), N * D * 2, 0)
-    v["bwd: no dy^T layout (mt_pack_transposed)"] = (cut(text, "mt_pack_transposed(dys, n, m, d, left);"),
-                                                      3 * N * D * 2, 0)
-    v["bwd: no dH^T layout (mt_pack_transposed)"] = (cut(text, "mt_pack_transposed(dh, n, m, r, left);"),
-                                                      3 * N * R * 2, 0)
+    if "mt_pack_transposed(dys, n, m, d, left);" in text:  # round 9's backward: db2 a pass of its own
+        v["bwd: no db2 sums"] = (cut(
+            text, "_mm512_storeu_ps(db2 + j, _mm512_add_ps(_mm512_loadu_ps(db2 + j), load_bf16(dys + i * d + j)));",
+            ";"), N * D * 2, 0)
+        v["bwd: no dy^T layout (mt_pack_transposed)"] = (cut(text, "mt_pack_transposed(dys, n, m, d, left);"),
+                                                          3 * N * D * 2, 0)
+        v["bwd: no dH^T layout (mt_pack_transposed)"] = (cut(text, "mt_pack_transposed(dh, n, m, r, left);"),
+                                                          3 * N * R * 2, 0)
+    else:  # db2 summed as dy^T is laid out, in one pass
+        v["bwd: no db2 sums (inside dy^T's layout)"] = (cut(
+            text, "mt_pack_transposed(dys, n, m, d, left, db2);", "mt_pack_transposed(dys, n, m, d, left, NULL);"),
+            0, 0)
+        v["bwd: no dy^T layout and db2 (mt_pack_transposed)"] = (cut(
+            text, "mt_pack_transposed(dys, n, m, d, left, db2);"), 2 * N * D * 2, 0)
+        v["bwd: no dH^T layout (mt_pack_transposed)"] = (cut(text, "mt_pack_transposed(dh, n, m, r, left, NULL);"),
+                                                          2 * N * R * 2, 0)
     v["bwd: no G pair layout (pack_pairs)"] = (cut(text, "pack_pairs(g + start * r, r, n, m, r, right);"),
                                                 2 * N * R * 2, 0)
     v["bwd: no x pair layout (pack_pairs)"] = (cut(text, "pack_pairs(xs, d, n, m, d, right);"), 2 * N * D * 2, 0)
