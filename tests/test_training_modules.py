@@ -142,6 +142,25 @@ def test_db2_in_row_order(rows, d):
         start += n
 
 
+def test_unaligned_pairs():
+    """The forward writes the backward's bf16 weights from the same rounding as its own (streamed, 64-byte aligned
+    pairs), or by mt_pack_pairs where the pairs' address is not aligned: the same values either way."""
+    import ctypes
+
+    rows, d, r = [37, 0, 64], 96, 64
+    x, w1s, b1s, w2s, b2s, _ = operands(rows, d, r, seed=5)
+    y, slope, g, pairs = native.modules_train(x, rows, w1s, b1s, w2s, b2s)
+    buffer = torch.empty(pairs.numel() + 32, dtype=torch.bfloat16)
+    shifted = buffer[1:1 + pairs.numel()]  # 2 bytes past a 64-byte boundary
+    y2, slope2, g2 = torch.empty_like(y), torch.empty_like(slope), torch.empty_like(g)
+    n = len(rows)
+    addresses = [(ctypes.c_uint64 * n)(*(t.data_ptr() for t in ts)) for ts in (w1s, b1s, w2s, b2s)]
+    assert native._library().xm_modules_train(n, (ctypes.c_int64 * n)(*rows), *addresses, x.data_ptr(), d, r,
+                                              slope2.data_ptr(), g2.data_ptr(), y2.data_ptr(), shifted.data_ptr()) == 0
+    assert torch.equal(shifted, pairs.flatten()) and torch.equal(y2, y) and torch.equal(slope2, slope)
+    assert torch.equal(g2, g)
+
+
 def test_bad_inputs():
     x, w1s, b1s, w2s, b2s, dy = operands([4, 4], 64, 32)
     with pytest.raises(ValueError, match="segments"):

@@ -2277,11 +2277,15 @@ static inline __attribute__((always_inline)) void mt_product(thread_state *st, c
     if (ahead) mt_ahead_until(ahead, ahead->total);
 }
 
-/* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile. */
-static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out) {
+/* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile; and where
+   pairs is not NULL (64-byte aligned), the same rounded values in mt_pack_pairs' layout (t = n, c = k), streamed by
+   vocab_tile from the registers it rounds into: the weight read and rounded once for both layouts. */
+static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out, uint16_t *pairs) {
     for (int64_t nt = 0; nt < n / 16; nt++)
         for (int64_t kt = 0; kt < k / 32; kt++)
-            vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512, NULL, 0);
+            vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512,
+                       pairs ? pairs + (nt / 2 * 16 + nt % 2 * 8) * 32 + 2 * kt * (n / 32) * 512 : NULL,
+                       (n / 32) * 512);
 }
 
 /* A float32 (t x c) weight rounded to bf16 as pack_pairs lays out bf16 rows (the right operand of products summing
@@ -2360,11 +2364,15 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
         failed = !st || !w1 || !w2 || !padded;
         for (int64_t s = first; s < last && !failed; start += rows[s], s++) {
             int64_t m = (rows[s] + 31) / 32 * 32;
-            mt_pack_rows((const float *)w1s[s], r, d, w1);
-            mt_pack_rows((const float *)w2s[s], d, r, w2);
-            /* the backward's operands too, while the float32 rows are in the cache (streamed out: mt_pack_pairs) */
-            mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);
-            mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);
+            /* the backward's operands too, from the same rounded values (streamed out), or where pairs is not
+               64-byte aligned by mt_pack_pairs while the float32 rows are in the cache */
+            int aligned = ((uintptr_t)pairs & 63) == 0;
+            mt_pack_rows((const float *)w1s[s], r, d, w1, aligned ? pairs + (2 * s + 1) * r * d : NULL);
+            mt_pack_rows((const float *)w2s[s], d, r, w2, aligned ? pairs + 2 * s * r * d : NULL);
+            if (!aligned) {
+                mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);
+                mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);
+            }
             mt_epilogue inner = {.kind = MT_INNER, .bias = (const float *)b1s[s], .h = h + start * r,
                                  .g = g + start * r, .ld = r};
             /* the next segment's x and weights into L2 meanwhile (mt_ahead) */
