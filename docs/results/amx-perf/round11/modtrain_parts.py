@@ -42,12 +42,21 @@ def variants(text: str) -> dict:
     """name -> (source, bytes the part moves per call or 0, FLOP of the part or 0)."""
     w32, w16 = SEGMENTS * 2 * R * D * 4, SEGMENTS * 2 * R * D * 2
     v = {"as built": (text, 0, 0), "as built, a second copy (control)": (text + "\n/* copy */\n", 0, 0)}
-    v["fwd: no mt_pack_rows x2 (W1, W2 to bf16 tiles)"] = (cut(cut(
-        text, "mt_pack_rows((const float *)w1s[s], r, d, w1);"), "mt_pack_rows((const float *)w2s[s], d, r, w2);"),
-        w32 + w16, 0)
-    v["fwd: no mt_pack_pairs x2 (the backward's W2, W1)"] = (cut(cut(
-        text, "mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);"),
-        "mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);"), w32 + w16, 0)
+    if "mt_pack_rows((const float *)w1s[s], r, d, w1);" in text:  # 743cd67: each layout from its own rounding
+        v["fwd: no mt_pack_rows x2 (W1, W2 to bf16 tiles)"] = (cut(cut(
+            text, "mt_pack_rows((const float *)w1s[s], r, d, w1);"), "mt_pack_rows((const float *)w2s[s], d, r, w2);"),
+            w32 + w16, 0)
+        v["fwd: no mt_pack_pairs x2 (the backward's W2, W1)"] = (cut(cut(
+            text, "mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);"),
+            "mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);"), w32 + w16, 0)
+    else:  # both layouts from one rounding (mt_pack_rows with pairs)
+        v["fwd: no weight packing at all (mt_pack_rows x2, both layouts)"] = (cut(cut(
+            text, "mt_pack_rows((const float *)w1s[s], r, d, w1, aligned ? pairs + (2 * s + 1) * r * d : NULL);"),
+            "mt_pack_rows((const float *)w2s[s], d, r, w2, aligned ? pairs + 2 * s * r * d : NULL);"),
+            w32 + 2 * w16, 0)
+        v["fwd: no backward layout (pairs) in mt_pack_rows"] = (cut(cut(
+            text, "aligned ? pairs + (2 * s + 1) * r * d : NULL);", "NULL);"),
+            "aligned ? pairs + 2 * s * r * d : NULL);", "NULL);"), w16, 0)
     v["fwd: no GELU+slope (H+b1 stored to g and h)"] = (cut(
         text, "mt_store(g + at, gelu_erf_and_slope(_mm512_add_ps(v, _mm512_loadu_ps(bias + c)), &slope));",
         "slope = _mm512_add_ps(v, _mm512_loadu_ps(bias + c)); mt_store(g + at, slope);"), 0, 0)
