@@ -2290,28 +2290,22 @@ static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out, ui
 
 /* A float32 (t x c) weight rounded to bf16 as pack_pairs lays out bf16 rows (the right operand of products summing
    over its t rows: dG = dy W2, dx = dH W1): [c / 16][t / 32][16 row pairs][16][2], each two rows interleaved as
-   put_row_pair does (out 64-byte aligned: tile rows by non-temporal stores, else plain). Read only by the backward, long after
-   in a training step: streamed, they are not first read for ownership; the forward's modules took ~0.18 ms less
-   per step of 4 layers (round9/modules_training_step.py, one thread; 0.10-0.38 ms over three runs). */
+   put_row_pair does, by plain stores: the forward's way where out is not 64-byte aligned (aligned, mt_pack_rows
+   streams the same values from its own rounding: read only by the backward, long after in a training step, they are
+   not first read for ownership; the forward's modules took ~0.18 ms less per step of 4 layers streamed,
+   round9/modules_training_step.py, one thread; 0.10-0.38 ms over three runs). */
 static void mt_pack_pairs(const float *w, int64_t t, int64_t c, uint16_t *out) {
     const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
                                          39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
-    int stream = ((uintptr_t)out & 63) == 0;
     for (int64_t r = 0; r < t; r += 2)
         for (int64_t j = 0; j < c; j += 32) {
             const float *a = w + r * c + j, *b = a + c;
             __m512i r0 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a));
             __m512i r1 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b));
             uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32 + (j / 16) * (t / 32) * 512;
-            __m512i even = _mm512_permutex2var_epi16(r0, low, r1), odd = _mm512_permutex2var_epi16(r0, high, r1);
-            if (stream) {
-                _mm512_stream_si512((__m512i *)tile_row, even);
-                _mm512_stream_si512((__m512i *)(tile_row + (t / 32) * 512), odd);
-            } else {
-                _mm512_storeu_si512((void *)tile_row, even);
-                _mm512_storeu_si512((void *)(tile_row + (t / 32) * 512), odd);
-            }
+            _mm512_storeu_si512((void *)tile_row, _mm512_permutex2var_epi16(r0, low, r1));
+            _mm512_storeu_si512((void *)(tile_row + (t / 32) * 512), _mm512_permutex2var_epi16(r0, high, r1));
         }
 }
 
@@ -2364,8 +2358,8 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
         failed = !st || !w1 || !w2 || !padded;
         for (int64_t s = first; s < last && !failed; start += rows[s], s++) {
             int64_t m = (rows[s] + 31) / 32 * 32;
-            /* the backward's operands too, from the same rounded values (streamed out), or where pairs is not
-               64-byte aligned by mt_pack_pairs while the float32 rows are in the cache */
+            /* the backward's operands too: from the same rounded values (streamed out), or where pairs is not
+               64-byte aligned by mt_pack_pairs, while the float32 rows are in the cache */
             int aligned = ((uintptr_t)pairs & 63) == 0;
             mt_pack_rows((const float *)w1s[s], r, d, w1, aligned ? pairs + (2 * s + 1) * r * d : NULL);
             mt_pack_rows((const float *)w2s[s], d, r, w2, aligned ? pairs + 2 * s * r * d : NULL);
