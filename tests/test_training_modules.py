@@ -126,6 +126,41 @@ def test_threads_same_bits(rows, d, r):
     assert all(torch.equal(a, c) for run in runs[1:] for a, c in zip(run, runs[0]))
 
 
+@pytest.mark.parametrize("rows, d", [([256] * 8, 256), ([1, 0, 300, 37], 96), ([33, 64], 768)])
+def test_db2_in_row_order(rows, d):
+    """db2 (summed as dy^T is laid out, 32 columns at a time) is each segment's dy added row after row in float32:
+    the same bits as that loop, for rows not multiples of 32, empty segments and column counts not multiples of 64."""
+    x, w1s, b1s, w2s, b2s, dy = operands(rows, d, 32, seed=3)
+    y, slope, g, pairs = native.modules_train(x, rows, w1s, b1s, w2s, b2s)
+    db2 = native.modules_train_backward(dy, x, slope, g, pairs, rows)[4]
+    start = 0
+    for s, n in enumerate(rows):
+        want = torch.zeros(d)
+        for i in range(start, start + n):
+            want += dy[i].float()
+        assert torch.equal(db2[s], want)
+        start += n
+
+
+def test_unaligned_pairs():
+    """The forward writes the backward's bf16 weights from the same rounding as its own (streamed, 64-byte aligned
+    pairs), or by mt_pack_pairs where the pairs' address is not aligned: the same values either way."""
+    import ctypes
+
+    rows, d, r = [37, 0, 64], 96, 64
+    x, w1s, b1s, w2s, b2s, _ = operands(rows, d, r, seed=5)
+    y, slope, g, pairs = native.modules_train(x, rows, w1s, b1s, w2s, b2s)
+    buffer = torch.empty(pairs.numel() + 32, dtype=torch.bfloat16)
+    shifted = buffer[1:1 + pairs.numel()]  # 2 bytes past a 64-byte boundary
+    y2, slope2, g2 = torch.empty_like(y), torch.empty_like(slope), torch.empty_like(g)
+    n = len(rows)
+    addresses = [(ctypes.c_uint64 * n)(*(t.data_ptr() for t in ts)) for ts in (w1s, b1s, w2s, b2s)]
+    assert native._library().xm_modules_train(n, (ctypes.c_int64 * n)(*rows), *addresses, x.data_ptr(), d, r,
+                                              slope2.data_ptr(), g2.data_ptr(), y2.data_ptr(), shifted.data_ptr()) == 0
+    assert torch.equal(shifted, pairs.flatten()) and torch.equal(y2, y) and torch.equal(slope2, slope)
+    assert torch.equal(g2, g)
+
+
 def test_bad_inputs():
     x, w1s, b1s, w2s, b2s, dy = operands([4, 4], 64, 32)
     with pytest.raises(ValueError, match="segments"):

@@ -2147,8 +2147,10 @@ typedef struct {
    sums of MT_HIDDEN add the rows in order. The epilogue's fields are read into locals and the kind chosen once,
    outside the loop over units: the intrinsics' stores may alias anything, so in a loop reading e's fields the
    compiler reloaded each of them after every store (load slots the tile loads of the products compete for); the
-   backward alone took ~0.05 ms less of ~0.9 ms at 8 segments x 256 rows, d 256, r 128, one thread. */
-static inline void mt_drain(const mt_epilogue *e, mt_pending *p, int64_t units) {
+   backward alone took ~0.05 ms less of ~0.9 ms at 8 segments x 256 rows, d 256, r 128, one thread. Always inlined
+   (as mt_product is): left to gcc, a change elsewhere in this section made it call mt_drain out of line from the
+   forward's products, the forward 2-4% slower (round11/modtrain.md). */
+static inline __attribute__((always_inline)) void mt_drain(const mt_epilogue *e, mt_pending *p, int64_t units) {
     int64_t end = p->next + units < p->units ? p->next + units : p->units, ld = e->ld, row = p->row, col = p->col;
     const float *acc = p->acc, *bias = e->bias;
     uint16_t *out = e->out, *h = e->h, *g = e->g;
@@ -2227,10 +2229,13 @@ static inline void mt_ahead_until(mt_ahead *a, int64_t until) {
    a_step = 32 values; `valid` rows exist, the last block's missing rows read from a zero-padded copy in `padded`,
    32 x 32 k_tiles values), or transposed tiles (lda 32, a_step 512, the next 16 rows `half` values on, every 32 rows
    `next` values on; valid == m). B packed: [n / 16][k_tiles][16 pairs][16][2]. `ahead` (or NULL): fetched into L2
-   over the steps, all requested on return. */
-static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t a_step, int64_t half, int64_t next,
-                       int64_t valid, int64_t m, const uint16_t *b, int64_t k_tiles, int64_t n, const mt_epilogue *e,
-                       uint16_t *padded, mt_ahead *ahead) {
+   over the steps, all requested on return. Always inlined, so that each call's epilogue kind is a constant (its
+   switch folded away) and gcc's inlining of mt_drain does not depend on the rest of the file: the backward alone
+   2-7% faster than with gcc's choice (round11/modtrain.md). */
+static inline __attribute__((always_inline)) void mt_product(thread_state *st, const uint16_t *a, int64_t lda,
+                                                             int64_t a_step, int64_t half, int64_t next, int64_t valid,
+                                                             int64_t m, const uint16_t *b, int64_t k_tiles, int64_t n,
+                                                             const mt_epilogue *e, uint16_t *padded, mt_ahead *ahead) {
     int64_t per_step = k_tiles ? (64 + k_tiles - 1) / k_tiles : 64; /* no steps: a segment of no rows, dW = 0 */
     int64_t steps = m / 32 * (n / 32) * k_tiles, step = 0;
     mt_pending pending = {NULL, 0, 0, 0, 0};
@@ -2272,45 +2277,36 @@ static void mt_product(thread_state *st, const uint16_t *a, int64_t lda, int64_t
     if (ahead) mt_ahead_until(ahead, ahead->total);
 }
 
-/* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile. */
-static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out) {
+/* A float32 (n x k) weight rounded to bf16 in xm_pack's layout (the right operand of x W^T), by vocab_tile; and where
+   pairs is not NULL (64-byte aligned), the same rounded values in mt_pack_pairs' layout (t = n, c = k), streamed by
+   vocab_tile from the registers it rounds into: the weight read and rounded once for both layouts. */
+static void mt_pack_rows(const float *w, int64_t n, int64_t k, uint16_t *out, uint16_t *pairs) {
     for (int64_t nt = 0; nt < n / 16; nt++)
         for (int64_t kt = 0; kt < k / 32; kt++)
-            vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512, NULL, 0);
+            vocab_tile(w + 16 * nt * k, k, kt, out + (nt * (k / 32) + kt) * 512,
+                       pairs ? pairs + (nt / 2 * 16 + nt % 2 * 8) * 32 + 2 * kt * (n / 32) * 512 : NULL,
+                       (n / 32) * 512);
 }
 
 /* A float32 (t x c) weight rounded to bf16 as pack_pairs lays out bf16 rows (the right operand of products summing
    over its t rows: dG = dy W2, dx = dH W1): [c / 16][t / 32][16 row pairs][16][2], each two rows interleaved as
-   put_row_pair does (out 64-byte aligned: tile rows by non-temporal stores, else plain). Read only by the backward, long after
-   in a training step: streamed, they are not first read for ownership; the forward's modules took ~0.18 ms less
-   per step of 4 layers (round9/modules_training_step.py, one thread; 0.10-0.38 ms over three runs). */
+   put_row_pair does, by plain stores: the forward's way where out is not 64-byte aligned (aligned, mt_pack_rows
+   streams the same values from its own rounding: read only by the backward, long after in a training step, they are
+   not first read for ownership; the forward's modules took ~0.18 ms less per step of 4 layers streamed,
+   round9/modules_training_step.py, one thread; 0.10-0.38 ms over three runs). */
 static void mt_pack_pairs(const float *w, int64_t t, int64_t c, uint16_t *out) {
     const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
                                          39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
-    int stream = ((uintptr_t)out & 63) == 0;
     for (int64_t r = 0; r < t; r += 2)
         for (int64_t j = 0; j < c; j += 32) {
             const float *a = w + r * c + j, *b = a + c;
             __m512i r0 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a));
             __m512i r1 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b));
             uint16_t *tile_row = out + ((r / 32) * 16 + (r % 32) / 2) * 32 + (j / 16) * (t / 32) * 512;
-            __m512i even = _mm512_permutex2var_epi16(r0, low, r1), odd = _mm512_permutex2var_epi16(r0, high, r1);
-            if (stream) {
-                _mm512_stream_si512((__m512i *)tile_row, even);
-                _mm512_stream_si512((__m512i *)(tile_row + (t / 32) * 512), odd);
-            } else {
-                _mm512_storeu_si512((void *)tile_row, even);
-                _mm512_storeu_si512((void *)(tile_row + (t / 32) * 512), odd);
-            }
+            _mm512_storeu_si512((void *)tile_row, _mm512_permutex2var_epi16(r0, low, r1));
+            _mm512_storeu_si512((void *)(tile_row + (t / 32) * 512), _mm512_permutex2var_epi16(r0, high, r1));
         }
-}
-
-/* bf16 rows (t of c values, row stride c, rows up to padded_t zero) as the left operand of X^T products: pack_pairs'
-   tiles, each transposed in place (16 columns x 32 rows): [c / 16][padded_t / 32][16][16 row pairs][2]. */
-static void mt_pack_transposed(const uint16_t *x, int64_t t, int64_t padded_t, int64_t c, uint16_t *out) {
-    pack_pairs(x, c, t, padded_t, c, out);
-    for (int64_t i = 0; i < c / 16 * (padded_t / 32); i++) transpose16(out + i * 512, 32, 16, out + i * 512);
 }
 
 /* Whether float32 rows at p, ld apart, can take aligned 64-byte stores. */
@@ -2362,11 +2358,15 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
         failed = !st || !w1 || !w2 || !padded;
         for (int64_t s = first; s < last && !failed; start += rows[s], s++) {
             int64_t m = (rows[s] + 31) / 32 * 32;
-            mt_pack_rows((const float *)w1s[s], r, d, w1);
-            mt_pack_rows((const float *)w2s[s], d, r, w2);
-            /* the backward's operands too, while the float32 rows are in the cache (streamed out: mt_pack_pairs) */
-            mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);
-            mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);
+            /* the backward's operands too: from the same rounded values (streamed out), or where pairs is not
+               64-byte aligned by mt_pack_pairs, while the float32 rows are in the cache */
+            int aligned = ((uintptr_t)pairs & 63) == 0;
+            mt_pack_rows((const float *)w1s[s], r, d, w1, aligned ? pairs + (2 * s + 1) * r * d : NULL);
+            mt_pack_rows((const float *)w2s[s], d, r, w2, aligned ? pairs + 2 * s * r * d : NULL);
+            if (!aligned) {
+                mt_pack_pairs((const float *)w2s[s], d, r, pairs + 2 * s * r * d);
+                mt_pack_pairs((const float *)w1s[s], r, d, pairs + (2 * s + 1) * r * d);
+            }
             mt_epilogue inner = {.kind = MT_INNER, .bias = (const float *)b1s[s], .h = h + start * r,
                                  .g = g + start * r, .ld = r};
             /* the next segment's x and weights into L2 meanwhile (mt_ahead) */
@@ -2389,6 +2389,49 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
         end(st);
     }
     return failed ? -1 : 0;
+}
+
+/* bf16 rows (t of c values, row stride c, rows up to padded_t zero) as the left operand of X^T products: pack_pairs'
+   tiles, each transposed (16 columns x 32 rows): [c / 16][padded_t / 32][16][16 row pairs][2]. One pass over x, 32
+   columns at a time down all rows: each tile's row pairs interleaved into an L1 buffer and transposed from there
+   (packing all of x, then transposing it in place, read and wrote it twice through L2). With `sums` (or NULL), the
+   column sums of the t rows added to it, row after row (db2's order), from the same loads. */
+static void mt_pack_transposed(const uint16_t *x, int64_t t, int64_t padded_t, int64_t c, uint16_t *out,
+                               float *sums) {
+    uint16_t tile[2][512] __attribute__((aligned(64)));
+    int64_t row_tiles = padded_t / 32;
+    for (int64_t j = 0; j < c; j += 32) {
+        __m512 low = sums ? _mm512_loadu_ps(sums + j) : _mm512_setzero_ps();
+        __m512 high = sums ? _mm512_loadu_ps(sums + j + 16) : _mm512_setzero_ps();
+        for (int64_t r = 0; r < padded_t; r += 32) {
+            for (int64_t p = 0; p < 16; p++) {
+                int64_t i = r + 2 * p;
+                __m512i even = i < t ? _mm512_loadu_si512((const void *)(x + i * c + j)) : _mm512_setzero_si512();
+                __m512i odd = i + 1 < t ? _mm512_loadu_si512((const void *)(x + (i + 1) * c + j))
+                                        : _mm512_setzero_si512();
+                __m512i e0 = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(even));
+                __m512i e1 = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(even, 1));
+                __m512i o0 = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(odd)), 16);
+                __m512i o1 = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(odd, 1)), 16);
+                if (sums && i < t) {
+                    low = _mm512_add_ps(low, _mm512_castsi512_ps(_mm512_slli_epi32(e0, 16)));
+                    high = _mm512_add_ps(high, _mm512_castsi512_ps(_mm512_slli_epi32(e1, 16)));
+                }
+                if (sums && i + 1 < t) {
+                    low = _mm512_add_ps(low, _mm512_castsi512_ps(o0));
+                    high = _mm512_add_ps(high, _mm512_castsi512_ps(o1));
+                }
+                _mm512_store_si512((__m512i *)(tile[0] + 32 * p), _mm512_or_si512(e0, o0));
+                _mm512_store_si512((__m512i *)(tile[1] + 32 * p), _mm512_or_si512(e1, o1));
+            }
+            transpose16(tile[0], 32, 16, out + (j / 16 * row_tiles + r / 32) * 512);
+            transpose16(tile[1], 32, 16, out + ((j / 16 + 1) * row_tiles + r / 32) * 512);
+        }
+        if (sums) {
+            _mm512_storeu_ps(sums + j, low);
+            _mm512_storeu_ps(sums + j + 16, high);
+        }
+    }
 }
 
 /* The backward from dy (rows x d, bf16) with the forward's x, h (GELU's slope), g and pairs: dx (rows x d, bf16);
@@ -2415,13 +2458,9 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint1
             int64_t n = rows[s], m = (n + 31) / 32 * 32, tiles = m / 32;
             const uint16_t *dys = dy + start * d, *xs = x + start * d;
             float *db1 = (float *)db1s[s], *db2 = (float *)db2s[s];
-            /* db2: dy's column sums, row after row */
+            /* dW2 = dy^T G; db2, dy's column sums, as dy^T is laid out */
             memset(db2, 0, d * sizeof(float));
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < d; j += 16)
-                    _mm512_storeu_ps(db2 + j, _mm512_add_ps(_mm512_loadu_ps(db2 + j), load_bf16(dys + i * d + j)));
-            /* dW2 = dy^T G */
-            mt_pack_transposed(dys, n, m, d, left);
+            mt_pack_transposed(dys, n, m, d, left, db2);
             pack_pairs(g + start * r, r, n, m, r, right);
             mt_epilogue weights2 = {.kind = MT_FLOAT, .fout = (float *)dw2s[s], .ld = r,
                                     .stream = mt_aligned((float *)dw2s[s], r)};
@@ -2436,7 +2475,7 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint1
             mt_product(st, dh, r, 32, 16 * r, 32 * r, n, m, pairs + (2 * s + 1) * r * d, r / 32, d, &input, padded,
                        NULL);
             /* dW1 = dH^T x */
-            mt_pack_transposed(dh, n, m, r, left);
+            mt_pack_transposed(dh, n, m, r, left, NULL);
             pack_pairs(xs, d, n, m, d, right);
             mt_epilogue weights1 = {.kind = MT_FLOAT, .fout = (float *)dw1s[s], .ld = d,
                                     .stream = mt_aligned((float *)dw1s[s], d)};
