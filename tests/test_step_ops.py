@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import xmodlm.kernels.dropout as kernel_dropout
+import xmodlm.kernels.tied as kernel_tied
 from xmodlm.kernels import native
 
 needs_native = pytest.mark.skipif(not native.available(), reason=f"own kernels not built: {native.reason()}")
@@ -59,3 +60,18 @@ def test_mask_and_scale_forward_and_backward_are_mains(dtype, contiguous, monkey
         y.backward(grad)
         assert torch.equal(words(y.detach()), words(addcmul(x, keep, scale)))
         assert torch.equal(words(leaf.grad), words(addcmul(grad, keep, scale)))
+
+
+def test_add_rows_masks_only_where_padding_is_there():
+    """Without a padding id the rows go in unmasked (no masked copy made), with one the padding row gets nothing:
+    both as the masked rows would give."""
+    g = torch.Generator().manual_seed(0)
+    grad = torch.randn(2, 3, 8, generator=g)
+    dense = torch.randn(10, 8, generator=g)
+    for ids in (torch.tensor([[2, 3, 2], [5, 9, 4]]), torch.tensor([[2, 1, 2], [1, 9, 4]])):
+        want = dense.clone().index_add_(0, ids.reshape(-1), grad.reshape(-1, 8).masked_fill(
+            (ids.reshape(-1) == 1)[:, None], 0.0))
+        got = dense.clone()
+        kernel_tied.add_rows(got, ids, grad, 1)
+        assert torch.equal(words(got), words(want))
+    assert torch.equal(got[1], dense[1])  # the padding row untouched
