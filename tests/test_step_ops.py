@@ -9,8 +9,13 @@ import pytest
 import torch
 
 import xmodlm.kernels.dropout as kernel_dropout
+import xmodlm.kernels.rows as kernel_rows
 import xmodlm.kernels.tied as kernel_tied
+import xmodlm.model as model_mod
+from test_model import MIXED, batch
+from tiny import ours
 from xmodlm.kernels import native
+from xmodlm.model import XmodForMaskedLM
 
 needs_native = pytest.mark.skipif(not native.available(), reason=f"own kernels not built: {native.reason()}")
 
@@ -75,3 +80,39 @@ def test_add_rows_masks_only_where_padding_is_there():
         kernel_tied.add_rows(got, ids, grad, 1)
         assert torch.equal(words(got), words(want))
     assert torch.equal(got[1], dense[1])  # the padding row untouched
+
+
+def test_permute_rows_is_index_select_forward_and_backward():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, 5, generator=g)
+    order = torch.tensor([3, 0, 5, 1, 4, 2])
+    inverse = torch.argsort(order)
+    grad = torch.randn(6, 4, 5, generator=g)
+    grad[0, 0, :2] = -0.0
+    leaf, plain = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y = kernel_rows.permute_rows(leaf, order, inverse)
+    y.backward(grad)
+    plain.index_select(0, order).backward(grad)
+    assert torch.equal(words(y.detach()), words(x.index_select(0, order)))
+    assert torch.equal(leaf.grad, plain.grad)  # torch's index_add turns -0 into +0: the same values
+    assert torch.equal(words(leaf.grad), words(grad.index_select(0, inverse)))
+    with torch.no_grad():
+        assert torch.equal(kernel_rows.permute_rows(x, order, inverse), x.index_select(0, order))
+
+
+def test_mixed_batch_step_permutes_rows_with_the_same_gradients(monkeypatch):
+    """A masked-LM step on an interleaved batch (padding in it) takes permute_rows both ways round, and gives the
+    loss and gradients of main's index_select."""
+    ids, mask = batch(lengths=[12, 9, 12, 5, 12])
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
+    results = []
+    for permute in (kernel_rows.permute_rows, lambda x, order, inverse: x.index_select(0, order)):
+        calls = []
+        monkeypatch.setattr(model_mod, "permute_rows", lambda *a: calls.append(1) or permute(*a))
+        model = ours(XmodForMaskedLM).train()
+        torch.manual_seed(2)
+        loss = model(ids, attention_mask=mask, lang_ids=MIXED, labels=labels).loss
+        loss.backward()
+        assert len(calls) == 2
+        results.append([loss.detach()] + [p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
