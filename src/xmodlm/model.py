@@ -45,6 +45,7 @@ from .kernels import Dropout, LayerNorm, activation, drop_inference_cache, embed
 from .kernels.attention import attention
 from .kernels.linear import linear
 from .kernels.loss import cross_entropy_or_zero, limited_cross_entropy, mask_beyond
+from .kernels.rows import permute_rows
 
 logger = logging.getLogger(__name__)
 
@@ -495,11 +496,11 @@ class XmodModel(XmodPreTrainedModel):
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys a query may attend to
         if routing.order is not None:
-            x = x.index_select(0, routing.order)
+            x = permute_rows(x, routing.order, routing.inverse)
             mask = mask.index_select(0, routing.order) if mask is not None else None
         h, states = self.encoder(x, mask, routing, output_hidden_states)
         if routing.order is not None:
-            h = h.index_select(0, routing.inverse)
+            h = permute_rows(h, routing.inverse, routing.order)
             states = [s.index_select(0, routing.inverse) for s in states] if states else states
         pooled = self.pooler(h) if self.pooler is not None else None
         return BaseModelOutput(h, pooled, tuple(states) if states else None)

@@ -4,7 +4,8 @@
    (xm_cross_entropy), LayerNorm(dropout(h) + residual) and its backward (xm_residual_norm), softmax attention
    forward and backward (xm_attention_train), the tied vocabulary projection on the float32 weight, forward and
    its gradients in one pass (xm_vocab_forward, xm_vocab_backward; on request the masked-LM loss's row statistics
-   and its gradient formed inside); and Dropout's keep mask (xm_keep_mask).
+   and its gradient formed inside); and Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
+   values (xm_mask_scale).
 
    Products.
 
@@ -1206,6 +1207,23 @@ int xm_keep_mask(uint64_t seed, int64_t n, int64_t chunk, int32_t threshold, uin
     }
     free(states);
     return 0;
+}
+
+/* Training: Dropout's mask and scale on float32 values, out = 0 + scale * x * keep as torch's addcmul computes it
+   ((scale * x) * keep, then 0 + it: -0 becomes +0, a dropped inf or NaN stays NaN), the uint8 keep mask read as it
+   is: torch's addcmul needs the mask in x's dtype, a float32 copy (4 bytes a value) written and read each way. */
+void xm_mask_scale(const float *x, const uint8_t *keep, float scale, int64_t n, float *out) {
+    int64_t body = n - n % 16;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < body; i += 16) {
+        __m512 kept = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(keep + i))));
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(scale), _mm512_loadu_ps(x + i)), kept);
+        _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_setzero_ps(), v));
+    }
+    for (int64_t i = body; i < n; i++) {
+        volatile float v = scale * x[i] * (float)keep[i];  /* volatile: the two products rounded apart, as above */
+        out[i] = 0.0f + v;
+    }
 }
 
 /* Training: softmax attention in bf16 autocast training, forward (xm_attention_train) and backward

@@ -115,6 +115,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.xm_residual_norm_backward.restype = ctypes.c_int
     lib.xm_keep_mask.argtypes = [ctypes.c_uint64, size, size, ctypes.c_int32, pointer]
     lib.xm_keep_mask.restype = ctypes.c_int
+    lib.xm_mask_scale.argtypes = [pointer, pointer, ctypes.c_float, size, pointer]
+    lib.xm_mask_scale.restype = None
     lib.xm_attention_train.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
                                        pointer, ctypes.c_float, ctypes.c_float, pointer, pointer, pointer]
     lib.xm_attention_train.restype = ctypes.c_int
@@ -383,6 +385,18 @@ def keep_mask(seed: int, n: int, chunk: int, threshold: int) -> torch.Tensor:
     if _library().xm_keep_mask(seed, n, chunk, threshold, keep.data_ptr()):
         raise MemoryError(f"no memory for the words of {-(-n // chunk)} streams")
     return keep
+
+
+def mask_scale(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """``torch.addcmul(0, x, keep.to(x.dtype), value=scale)`` for contiguous float32 ``x`` and a contiguous uint8
+    ``keep`` of its shape, the mask read as bytes (the same bits: see xm_mask_scale)."""
+    if not (x.dtype == torch.float32 and keep.dtype == torch.uint8 and keep.shape == x.shape and x.is_contiguous()
+            and keep.is_contiguous()):
+        raise ValueError(f"expected contiguous float32 x and a uint8 keep mask of its shape, got {x.dtype} "
+                         f"{tuple(x.shape)}, {keep.dtype} {tuple(keep.shape)}")
+    out = torch.empty_like(x)
+    _library().xm_mask_scale(x.data_ptr(), keep.data_ptr(), scale, x.numel(), out.data_ptr())
+    return out
 
 
 def _check_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
