@@ -2410,46 +2410,18 @@ int xm_modules_train(int64_t segments, const int64_t *rows, const uint64_t *w1s,
 }
 
 /* bf16 rows (t of c values, row stride c, rows up to padded_t zero) as the left operand of X^T products: pack_pairs'
-   tiles, each transposed (16 columns x 32 rows): [c / 16][padded_t / 32][16][16 row pairs][2]. One pass over x, 32
-   columns at a time down all rows: each tile's row pairs interleaved into an L1 buffer and transposed from there
-   (packing all of x, then transposing it in place, read and wrote it twice through L2). With `sums` (or NULL), the
-   column sums of the t rows added to it, row after row (db2's order), from the same loads. */
+   tiles, each transposed (16 columns x 32 rows): [c / 16][padded_t / 32][16][16 row pairs][2]; with `sums` (or
+   NULL), the column sums of the t rows, row after row (db2's order), from the same loads. One pass over x, 32
+   columns at a time down all rows, by the weight gradients' weight_grad_columns (whose blocks of dY^T are these
+   tiles): each tile's row pairs interleaved into an L1 buffer and transposed from there (packing all of x, then
+   transposing it in place, read and wrote it twice through L2). */
 static void mt_pack_transposed(const uint16_t *x, int64_t t, int64_t padded_t, int64_t c, uint16_t *out,
                                float *sums) {
-    uint16_t tile[2][512] __attribute__((aligned(64)));
+    uint16_t pairs[16 * 64] __attribute__((aligned(64)));
     int64_t row_tiles = padded_t / 32;
-    for (int64_t j = 0; j < c; j += 32) {
-        __m512 low = sums ? _mm512_loadu_ps(sums + j) : _mm512_setzero_ps();
-        __m512 high = sums ? _mm512_loadu_ps(sums + j + 16) : _mm512_setzero_ps();
-        for (int64_t r = 0; r < padded_t; r += 32) {
-            for (int64_t p = 0; p < 16; p++) {
-                int64_t i = r + 2 * p;
-                __m512i even = i < t ? _mm512_loadu_si512((const void *)(x + i * c + j)) : _mm512_setzero_si512();
-                __m512i odd = i + 1 < t ? _mm512_loadu_si512((const void *)(x + (i + 1) * c + j))
-                                        : _mm512_setzero_si512();
-                __m512i e0 = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(even));
-                __m512i e1 = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(even, 1));
-                __m512i o0 = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(odd)), 16);
-                __m512i o1 = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(odd, 1)), 16);
-                if (sums && i < t) {
-                    low = _mm512_add_ps(low, _mm512_castsi512_ps(_mm512_slli_epi32(e0, 16)));
-                    high = _mm512_add_ps(high, _mm512_castsi512_ps(_mm512_slli_epi32(e1, 16)));
-                }
-                if (sums && i + 1 < t) {
-                    low = _mm512_add_ps(low, _mm512_castsi512_ps(o0));
-                    high = _mm512_add_ps(high, _mm512_castsi512_ps(o1));
-                }
-                _mm512_store_si512((__m512i *)(tile[0] + 32 * p), _mm512_or_si512(e0, o0));
-                _mm512_store_si512((__m512i *)(tile[1] + 32 * p), _mm512_or_si512(e1, o1));
-            }
-            transpose16(tile[0], 32, 16, out + (j / 16 * row_tiles + r / 32) * 512);
-            transpose16(tile[1], 32, 16, out + ((j / 16 + 1) * row_tiles + r / 32) * 512);
-        }
-        if (sums) {
-            _mm512_storeu_ps(sums + j, low);
-            _mm512_storeu_ps(sums + j + 16, high);
-        }
-    }
+    for (int64_t nb = 0; nb < c / 32; nb++)
+        weight_grad_columns(x, c, t, row_tiles, nb, out + 2 * nb * row_tiles * 512, pairs,
+                            sums ? sums + 32 * nb : NULL);
 }
 
 /* The backward from dy (rows x d, bf16) with the forward's x, h (GELU's slope), g and pairs: dx (rows x d, bf16);
@@ -2477,7 +2449,6 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint1
             const uint16_t *dys = dy + start * d, *xs = x + start * d;
             float *db1 = (float *)db1s[s], *db2 = (float *)db2s[s];
             /* dW2 = dy^T G; db2, dy's column sums, as dy^T is laid out */
-            memset(db2, 0, d * sizeof(float));
             mt_pack_transposed(dys, n, m, d, left, db2);
             pack_pairs(g + start * r, r, n, m, r, right);
             mt_epilogue weights2 = {.kind = MT_FLOAT, .fout = (float *)dw2s[s], .ld = r,
