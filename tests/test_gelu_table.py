@@ -15,7 +15,8 @@ from xmodlm import kernels
 from xmodlm.kernels import gelu as kernel_gelu, native
 from xmodlm.model import XmodForMaskedLM
 
-pytestmark = pytest.mark.skipif(not native.available(), reason=f"own AMX kernels not available: {native.reason()}")
+pytestmark = pytest.mark.skipif(not native.vector_available(),
+                                reason=f"own vector kernels not available: {native.vector_reason()}")
 
 BITS = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
 U = 2.0 ** -8  # a bf16 rounding (relative)

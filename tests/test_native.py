@@ -18,6 +18,8 @@ from tiny import ours
 from xmodlm.model import XmodModel
 
 needs_amx_kernel = pytest.mark.skipif(not native.available(), reason=f"AMX kernel not available: {native.reason()}")
+needs_vector_kernel = pytest.mark.skipif(not native.vector_available(),
+                                         reason=f"own vector kernels not available: {native.vector_reason()}")
 
 
 def reference(x, rows, weights, biases, act=None, residual=None):
@@ -151,7 +153,7 @@ def test_shapes_outside_whole_tiles_are_not_taken():
 def fresh_build(monkeypatch, tmp_path):
     """The kernel built (or not) from scratch into an empty cache folder; the state restored after."""
     monkeypatch.setenv("XMODLM_KERNEL_CACHE", str(tmp_path))
-    for key in ("lib", "tried", "reason"):
+    for key in ("lib", "tried", "reason", "tiles", "tiles_reason"):
         monkeypatch.setitem(native._STATE, key, native._STATE[key])
     native._STATE.update(lib=None, tried=False)
     return tmp_path
@@ -159,10 +161,12 @@ def fresh_build(monkeypatch, tmp_path):
 
 def test_a_failed_build_leaves_the_kernels_off_and_says_why(fresh_build, monkeypatch):
     monkeypatch.setenv("CC", str(fresh_build / "no-such-compiler"))
-    assert not native.available()
-    assert native.reason()  # processor, platform or the missing compiler
+    assert not native.available() and not native.vector_available()
+    assert native.reason() and native.vector_reason()  # processor, platform or the missing compiler
     if native.NEEDED <= (kernels.cpu.cpu_flags() or frozenset()):
-        assert "build or load failed" in native.reason() and "no-such-compiler" in native.reason()
+        assert "build or load failed" in native.vector_reason() and "no-such-compiler" in native.vector_reason()
+        if kernels.cpu.amx_bf16():
+            assert "build or load failed" in native.reason()
     assert not list(fresh_build.glob("*.so*"))  # nothing half-written left behind
 
 
@@ -179,7 +183,7 @@ def test_the_build_is_cached_under_the_source_hash(fresh_build):
 def test_switched_off_the_kernels_are_not_used(monkeypatch):
     kernels.use_amx_kernels(False)
     try:
-        assert not native.available()
+        assert not native.available() and not native.vector_available()
     finally:
         kernels.use_amx_kernels(True)
 
@@ -231,7 +235,7 @@ def test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16(autocas
     assert (fast - exact)[real].abs().max() <= 1.5 * (plain - exact)[real].abs().max() + 1e-3
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm_is_torchs_bf16_layer_norm(affine):
     """float32 statistics and one rounding, as torch: the same bf16 values but for rare last-bit ties."""
@@ -244,7 +248,7 @@ def test_layer_norm_is_torchs_bf16_layer_norm(affine):
     assert (got == want).float().mean() > 0.999 and within_one_rounding(got, want.float())
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_layer_norm_bad_inputs_name_the_value():
     x = torch.randn(4, 32).bfloat16()
     with pytest.raises(ValueError, match=r"multiple of 16 values, got torch.bfloat16 \(4, 24\)"):
@@ -253,7 +257,7 @@ def test_layer_norm_bad_inputs_name_the_value():
         native.layer_norm(x, torch.ones(32), None, 1e-5)
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_the_models_layer_norm_runs_the_kernel_in_bf16_inference_only(monkeypatch):
     norm = kernels.LayerNorm(64).bfloat16().eval()
     with torch.no_grad():
@@ -323,7 +327,7 @@ def test_attention_of_a_row_with_every_key_masked_is_zero_and_bad_inputs_are_nam
         native.attention(q, k, v, keep[:, :4])
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_keep_mask_does_not_depend_on_the_thread_count(monkeypatch):
     """Dropout's keep mask: 1, 2 and 3 threads (5 groups of 8 chunks in vector lanes, a whole chunk and a short one
     left to the scalar chain) give the same bits, numpy's; the same for seeds of one and two 32-bit words."""
@@ -374,7 +378,7 @@ def test_results_do_not_depend_on_the_thread_count_or_on_concurrent_callers():
     assert all(torch.equal(r, want) for r in results)
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 @pytest.mark.parametrize("rows,v,stride", [(303, 32000, 32000), (21, 300, 300), (5, 1001, 1040)])
 def test_cross_entropy_is_the_float32_softmax_loss_and_its_gradient(rows, v, stride):
     """Per-row loss within float32 rounding of float64's, the gradient within one bf16 rounding of float64's
@@ -393,7 +397,7 @@ def test_cross_entropy_is_the_float32_softmax_loss_and_its_gradient(rows, v, str
     assert bool(((grad.double() - want_grad).abs() <= 2 ** -8 * want_grad.abs() + 1e-12).all())
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_cross_entropy_through_the_kernel_matches_the_sliced_path(monkeypatch):
     """The fused loss of bf16 logits takes the kernel where it is built: the same loss as the 16-row slices to
     float32 rounding, the gradient equal but for last-bit differences of bf16 rounding."""
@@ -412,7 +416,7 @@ def test_cross_entropy_through_the_kernel_matches_the_sliced_path(monkeypatch):
     assert (ours_grad.float() - sliced_grad.float()).abs().max() <= 2 ** -8 * sliced_grad.float().abs().max()
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_cross_entropy_bad_inputs_name_the_value():
     logits = torch.zeros(4, 10, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match=r"targets in \[0, 10\)"):

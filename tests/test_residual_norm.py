@@ -16,7 +16,8 @@ from xmodlm.model import XmodAdapter, XmodForMaskedLM
 from test_model import MIXED, assert_close_gradients, batch, maxdiff
 from tiny import ours, tiny_config
 
-needs_amx_kernel = pytest.mark.skipif(not native.available(), reason=f"AMX kernel not available: {native.reason()}")
+needs_vector_kernel = pytest.mark.skipif(not native.vector_available(),
+                                         reason=f"own vector kernels not available: {native.vector_reason()}")
 
 
 def torch_chain(h, keep, scale, residual, norm):
@@ -37,7 +38,7 @@ def inputs(rows=300, d=64, seed=0, dropout=True):
     return h, keep, 1 / 0.9, residual, norm
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 @pytest.mark.parametrize("dropout", [True, False], ids=["dropout", "no-dropout"])
 def test_forward_and_backward_are_torchs_chain_to_float32_rounding(dropout):
     h, keep, scale, residual, norm = inputs(dropout=dropout)
@@ -63,7 +64,7 @@ def test_forward_and_backward_are_torchs_chain_to_float32_rounding(dropout):
         assert not dh[keep == 0].any()
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_the_same_bits_for_any_thread_count():
     h, keep, scale, residual, norm = inputs(rows=1000)
     y, t, mean, rstd, _ = native.residual_norm(h.detach(), keep, scale, residual.detach(), norm.weight.detach(),
@@ -98,7 +99,7 @@ def mlm_step(model, fused: bool):
     return loss.item(), grads
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_masked_lm_step_with_the_kernel_matches_torchs_ops(monkeypatch):
     """The model's bf16 autocast step, dropout on: the kernel runs at every post-norm (two a layer here), and the
     loss and every gradient agree with torch's ops to bf16 rounding."""
@@ -114,7 +115,7 @@ def test_masked_lm_step_with_the_kernel_matches_torchs_ops(monkeypatch):
     assert_close_gradients(fused_grads, plain_grads, 2e-2)
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_batched_language_modules_in_training_take_it(monkeypatch):
     """Many languages in training (padded batched matmuls): the module's dropout, residual and norm in the kernel,
     as the per-language loop computes them to bf16 rounding."""
@@ -144,7 +145,7 @@ def test_batched_language_modules_in_training_take_it(monkeypatch):
     assert maxdiff(fused_grad, plain_grad) <= 1e-4 * plain_grad.abs().max()
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_the_bf16_twin_is_the_cast_and_its_gradient_joins_the_float32_one():
     """The kernel's bf16 copy of its output is autocast's cast bit for bit; the gradients of both outputs are summed
     in the backward as autograd sums the gradient of y and that of y.to(bf16): the same values as the chain through
@@ -173,7 +174,7 @@ def test_the_bf16_twin_is_the_cast_and_its_gradient_joins_the_float32_one():
     assert maxdiff(only_twin[1], through_cast[1]) <= 1e-5 * through_cast[1].abs().max()
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_products_read_the_twin_and_the_step_matches_autocasts_casts(monkeypatch):
     """With the twin the model's bf16 autocast step makes no cast of a norm's output (the products read the
     kernel's copy: fewer float32-to-bf16 copies in the profile) and its loss and gradients are the step's with
@@ -224,7 +225,7 @@ def test_it_steps_aside_where_it_does_not_apply():
         use_fused_residual_norm(True)
 
 
-@needs_amx_kernel
+@needs_vector_kernel
 def test_bad_inputs_name_the_value():
     h, keep, scale, residual, norm = inputs()
     with pytest.raises(ValueError, match="float32 residual"):

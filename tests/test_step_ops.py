@@ -17,7 +17,7 @@ from tiny import ours
 from xmodlm.kernels import native
 from xmodlm.model import XmodForMaskedLM
 
-needs_native = pytest.mark.skipif(not native.available(), reason=f"own kernels not built: {native.reason()}")
+needs_native = pytest.mark.skipif(not native.vector_available(), reason=f"own kernels not built: {native.vector_reason()}")
 
 
 def addcmul(x, keep, scale):
@@ -58,8 +58,8 @@ def test_mask_and_scale_forward_and_backward_are_mains(dtype, contiguous, monkey
     keep = (torch.rand(x.shape, generator=g) > 0.1).to(torch.uint8)
     grad = torch.randn(x.shape, generator=g).to(dtype)
     scale = 65536 / (65536 - round(0.1 * 65536))
-    for built in (native.available(), False):
-        monkeypatch.setattr(native, "available", lambda: built)
+    for built in (native.vector_available(), False):
+        monkeypatch.setattr(native, "vector_available", lambda: built)
         leaf = x.clone().requires_grad_(True)
         y = kernel_dropout._MaskAndScale.apply(leaf, keep, scale)
         y.backward(grad)

@@ -48,7 +48,7 @@ def keep_draws(seed: int, n: int, threshold: int) -> torch.Tensor:
     (chunk 0 is ``SFC64(seed)`` itself). Many short streams, so the own kernel (``native.keep_mask``, where it is
     built, for seeds below 2**64) hashes the words and runs 8 streams at once in vector lanes; else numpy
     (one generator per chunk): the same bits either way."""
-    if native.available() and 0 <= seed < 1 << 64:  # Dropout's seeds are below 2**63
+    if native.vector_available() and 0 <= seed < 1 << 64:  # Dropout's seeds are below 2**63
         return native.keep_mask(seed, n, MASK_CHUNK, threshold)
     chunks = -(-n // MASK_CHUNK)
     # numpy's own words: ~16 us for the 96 of a 1M mask's 32 streams, beside ~0.6 ms for the draws
@@ -71,7 +71,7 @@ def _mask_and_scale(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.
     ms each way and the mask's float32 copy 0.32; alone the kernel takes 0.17 ms where main's forward took 0.32 and
     its backward 0.23 (docs/results/amx-perf/round11/diet.md)."""
     if (x.dtype == torch.float32 and x.is_contiguous() and keep.is_contiguous() and x.device.type == "cpu"
-            and native.available()):
+            and native.vector_available()):
         return native.mask_scale(x, keep, scale)
     return torch.addcmul(x.new_zeros(()), x, keep.to(x.dtype), value=scale)
 

@@ -35,7 +35,7 @@ def table_gelu_on() -> bool:
 def table_gelu_applies(h: torch.Tensor) -> bool:
     """The switch on, a contiguous bf16 activation under CPU bf16 autocast with autograd, the kernels built."""
     return (_TABLE_GELU["enabled"] and h.dtype == torch.bfloat16 and h.is_contiguous() and autocast_bf16(h)
-            and native.available())
+            and native.vector_available())
 
 
 class _TableGelu(torch.autograd.Function):

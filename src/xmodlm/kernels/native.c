@@ -7,6 +7,11 @@
    and its gradient formed inside); and Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
    values (xm_mask_scale).
 
+   The kernels with tile instructions (the products, both attentions, the weight gradients, the vocabulary
+   projection, the training modules) run only on processors with AMX; the others use AVX-512 alone (F, DQ, BW, VL
+   and the bf16 conversions) and native.py calls them on any processor that has it, AMX or not (AMD Zen 4 and 5).
+   None of them may call begin() or any other tile code.
+
    Products.
 
    out[rows, N] = act(A[rows, K] @ W^T + bias) + residual, rounded once to bf16, for one or several

@@ -6,6 +6,14 @@ projection on the float32 weight (``vocab_forward``, ``vocab_backward``); Dropou
 Built on first
 use by the system's C compiler, loaded through ctypes, called on torch tensors' memory.
 
+Two kinds: the tile kernels (the products, attention, the weight gradients, the vocabulary projection, the training
+modules) need AMX (``available()``); the vector kernels (LayerNorm, the residual norm, the cross-entropy, GELU's
+tables, dropout's masks and mask-and-scale) need only AVX-512 with bf16 conversions, so they also run on processors
+without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both: built wherever
+``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
+the tile state. On a 2-core Zen 5 (2026-12-02) the vector kernels made the bench's bf16 training step 1.11-1.14x
+faster at one thread (docs/results/amx-perf/round12/vector.md).
+
 Why: oneDNN's bf16 product splits its work between threads by a heuristic that, on a 2-core Xeon with AMX,
 ran the 1,024-row products with 768 outputs (attention output, feed-forward output) at 1,100-1,300
 GFLOP/s, where its products with more outputs reach 2,500-3,000; the per-language modules' small products
@@ -17,9 +25,10 @@ Plain C, no torch headers: the build takes about a second and needs only a C com
 (gcc 11+, clang 12+), found as ``$CC``, ``gcc`` or ``cc``. The shared library is cached under
 ``$XMODLM_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/xmodlm/kernels`` or ``~/.cache/xmodlm/kernels``, named by
 the hash of the source, compiler and flags, and written atomically (built beside, then renamed). Where
-anything is missing (no AMX bf16, another OS or architecture, no compiler, a failed build, the kernel
-refusing AMX state) nothing changes: ``available()`` is False, ``reason()`` says why, the oneDNN paths run.
-``use_amx_kernels(False)`` switches the kernels off.
+anything is missing (no AVX-512 with bf16, another OS or architecture, no compiler, a failed build) nothing
+changes: ``vector_available()`` and ``available()`` are False, ``vector_reason()`` and ``reason()`` say why, torch's
+and oneDNN's paths run; without AMX bf16 or with the system refusing AMX state only the tile kernels are off.
+``use_amx_kernels(False)`` switches all the own kernels off.
 """
 
 from __future__ import annotations
@@ -40,8 +49,13 @@ from .cpu import _detected_amx_bf16, amx_bf16, cpu_flags
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-mamx-tile", "-mamx-bf16", "-mavx512f", "-mavx512dq", "-mavx512bf16", "-mavx512vl", "-mfma",
          "-fopenmp", "-shared", "-fPIC")
-NEEDED = frozenset({"amx_bf16", "amx_tile", "avx512_bf16", "avx512dq"})  # the processor flags the build needs
-_STATE: dict = {"enabled": True, "lib": None, "tried": False, "reason": "not built yet"}
+# The processor flags the build and the vector kernels need (AVX-512 with bf16 conversions: Zen 4 and later, Xeon
+# from Cooper Lake); the tile kernels need AMX besides (TILES). One library for both: the AMX instructions sit in
+# functions that only run where the processor has them.
+NEEDED = frozenset({"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16"})
+TILES = frozenset({"amx_bf16", "amx_tile"})
+_STATE: dict = {"enabled": True, "lib": None, "tried": False, "reason": "not built yet", "tiles": False,
+                "tiles_reason": "not built yet"}
 
 
 def use_amx_kernels(enabled: bool) -> None:
@@ -129,31 +143,58 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     _modules_train_argtypes(lib, pointer, size)
     _weight_grad_argtypes(lib, pointer, size)
     _gelu_table_argtypes(lib, pointer, size)
-    if not lib.xm_request_amx():
-        return None, "the operating system refused AMX tile state (arch_prctl)"
     return lib, f"built with {compiler} in {target.parent}"
+
+
+def _tiles(lib: ctypes.CDLL) -> tuple[bool, str]:
+    """Whether the tile kernels can run: AMX on the processor and its tile state granted by the system."""
+    if not (_detected_amx_bf16() and TILES <= (cpu_flags() or frozenset())):
+        return False, "this processor has no AMX bf16"
+    if not lib.xm_request_amx():
+        return False, "the operating system refused AMX tile state (arch_prctl)"
+    return True, ""
 
 
 def _library() -> ctypes.CDLL | None:
     if not _STATE["tried"]:
         _STATE["tried"] = True
         _STATE["lib"], _STATE["reason"] = _load()
+        _STATE["tiles"], _STATE["tiles_reason"] = (_tiles(_STATE["lib"]) if _STATE["lib"] is not None
+                                                   else (False, _STATE["reason"]))
     return _STATE["lib"]
 
 
 def available() -> bool:
-    """True where the kernels are on, the processor has AMX (and ``prefer_amx_paths`` does not say
-    otherwise) and the library is built and loaded (building it on the first call)."""
-    return _STATE["enabled"] and amx_bf16() and _detected_amx_bf16() and _library() is not None
+    """True where the tile kernels can run (the products, attention, the weight gradients, the vocabulary projection,
+    the training modules): the kernels on, the processor has AMX (and ``prefer_amx_paths`` does not say otherwise),
+    the library built and loaded (building it on the first call) and the tile state granted."""
+    return (_STATE["enabled"] and amx_bf16() and _detected_amx_bf16() and _library() is not None
+            and _STATE["tiles"])
+
+
+def vector_available() -> bool:
+    """True where the vector kernels can run (LayerNorm, LayerNorm(dropout(h) + residual), the cross-entropy over bf16
+    logits, GELU's tables, dropout's masks and mask-and-scale): the kernels on and the library built and loaded,
+    which needs AVX-512 with bf16 conversions (``NEEDED``), AMX or not."""
+    return _STATE["enabled"] and _library() is not None
 
 
 def reason() -> str:
-    """Why the kernels are or are not available."""
+    """Why the tile kernels are or are not available."""
     if not _STATE["enabled"]:
         return "switched off (use_amx_kernels(False))"
     if not amx_bf16():
         return "the paths without AMX are asked for (prefer_amx_paths(False))" if _detected_amx_bf16() else \
             "this processor has no AMX bf16"
+    if _library() is None:
+        return _STATE["reason"]
+    return _STATE["reason"] if _STATE["tiles"] else _STATE["tiles_reason"]
+
+
+def vector_reason() -> str:
+    """Why the vector kernels are or are not available."""
+    if not _STATE["enabled"]:
+        return "switched off (use_amx_kernels(False))"
     _library()
     return _STATE["reason"]
 

@@ -17,7 +17,7 @@ class LayerNorm(nn.LayerNorm):
         with contiguous rows, runs it (bf16 inference where the kernel is built), else None."""
         weight, bias = self.weight, self.bias
         if (like.dtype == torch.bfloat16 and fusable(self.training, like) and len(self.normalized_shape) == 1
-                and self.normalized_shape[0] % 16 == 0 and native.available()
+                and self.normalized_shape[0] % 16 == 0 and native.vector_available()
                 and all(t is None or t.dtype == torch.bfloat16 for t in (weight, bias))):
             return weight, bias, self.eps
         return None

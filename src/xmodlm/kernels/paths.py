@@ -39,7 +39,11 @@ def describe_paths() -> dict[str, str]:
                                                   "linears' default, post-norms in the products' calls")
                                                  if onednn and native.available()
                                                  else f"not used: {native.reason() if _ONEDNN['enabled'] else 'oneDNN off'}"),
-        "MLM cross-entropy in training": (("fused: " + ("bf16 logits in the own kernel, " if native.available() else "")
+        "own vector kernels (CPU; AVX-512 with bf16, AMX or not)": (
+            "built: LayerNorm in bf16 inference; in bf16 autocast training the residual norms, GELU's tables, dropout's "
+            "masks, the cross-entropy over bf16 logits" if native.vector_available()
+            else f"not used: {native.vector_reason()}"),
+        "MLM cross-entropy in training": (("fused: " + ("bf16 logits in the own kernel, " if native.vector_available() else "")
                                            + "16-row slices on CPU, one slice elsewhere") if _FUSED["enabled"]
                                           else "plain F.cross_entropy"),
         "tied word embeddings' gradient in training": ("lookup rows added into the decoder's (CPU)" if _ROWS["enabled"]
@@ -47,14 +51,14 @@ def describe_paths() -> dict[str, str]:
         "attention in bf16 training (CPU)": (
             "own AMX kernel, one call each way (heads of a multiple of 32 values, the package's Dropout)"
             if native_training_on() and native.available()
-            else "dropout_attention (own kernel " + ("switched off)" if native.available() else "not built)")),
+            else "dropout_attention (own kernel " + ("switched off)" if native.available() else f"not used: {native.reason()})")),
         "Dropout's mask and scale in training": (("one pass each way" if _ONE_PASS["enabled"] else "two multiplications")
-                                                 + "; masks drawn " + ("in the own kernel" if native.available()
+                                                 + "; masks drawn " + ("in the own kernel" if native.vector_available()
                                                                        else "in numpy")),
         "LayerNorm(dropout(h) + residual) in bf16 autocast training (CPU)": (
             "own kernel, one call each way" + ("; the next products read its bf16 copy" if bf16_twin_on() else "")
-            if fused_residual_norm_on() and native.available()
-            else "torch's ops (own kernel " + ("switched off)" if native.available() else "not built)")),
+            if fused_residual_norm_on() and native.vector_available()
+            else "torch's ops (own kernel " + ("switched off)" if native.vector_available() else f"not used: {native.vector_reason()})")),
         "linears in bf16 autocast training (CPU)": (
             ("bias inside oneDNN's product" + ("; weight and bias gradients in the own AMX kernel (float32)"
                                                if native_weight_grad_on() and native.available() else ""))
@@ -65,11 +69,12 @@ def describe_paths() -> dict[str, str]:
                "backward)" if _VOCAB_LOSS["enabled"] and _FUSED["enabled"] else "")
             if _VOCAB["enabled"] and native.available() else "as the other linears (autocast's casts of the matrix)"),
         "GELU in bf16 autocast training (CPU)": (
-            "the own kernels' tables of every bf16 value (forward and backward)" if table_gelu_on() and native.available()
+            "the own kernels' tables of every bf16 value (forward and backward)"
+            if table_gelu_on() and native.vector_available()
             else "torch's gelu and gelu_backward"),
         "language modules in bf16 autocast training (CPU)": (
             "own AMX kernel, one call each way for all languages (float32 weights read directly; dW, db float32)"
             if native_training_modules_on() and native.available()
             else "batched or looped matmuls under autocast (own kernel "
-            + ("switched off)" if native.available() else "not built)")),
+            + ("switched off)" if native.available() else f"not used: {native.reason()})")),
     }

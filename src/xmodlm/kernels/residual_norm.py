@@ -93,7 +93,7 @@ def _applies(h: torch.Tensor, dropout, residual: torch.Tensor, norm) -> bool:
             and (norm.weight is None) == (norm.bias is None)
             and (dropout is None or (isinstance(dropout, Dropout) and not dropout.inplace
                                      and round(dropout.p * 65536) < 65536))
-            and native.available())
+            and native.vector_available())
 
 
 def dropout_residual_norm(h: torch.Tensor, dropout: nn.Module | None, residual: torch.Tensor,
