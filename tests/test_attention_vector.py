@@ -78,6 +78,8 @@ def test_attention_of_a_row_with_every_key_masked_is_zero_and_bad_inputs_are_nam
     keep[1] = False
     got = native.attention(q, k, v, keep)
     assert torch.isfinite(got.float()).all() and not got[1].float().any() and got[0].float().any()
+    for b, t in ((2, 0), (0, 5)):  # empty batches and sequences: empty results
+        assert native.attention(*heads(b, t, 2, 32), None).shape == (b, 2, t, 32)
     with pytest.raises(ValueError, match="multiple of 32"):
         native.attention(*heads(1, 8, 1, 48), None)
     with pytest.raises(ValueError, match=r"bool keep mask of shape \(2, 8\)"):

@@ -2590,6 +2590,7 @@ static inline void vector_values(const uint16_t *probs, const uint16_t *vp, int6
 int xm_attention_vector(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh, int64_t st,
                         int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keep, float scale,
                         uint16_t *out) {
+    if (t == 0) return 0; /* nothing to compute (and the fetching ahead divides by t) */
     int64_t padded_t = (t + 31) / 32 * 32;
     float c = scale * 1.44269504f; /* e^(scale s) = 2^(c s) */
     int failed = 0;
