@@ -2531,25 +2531,35 @@ static inline void vector_scores(const uint16_t *const *rows, const uint16_t *kp
     }
 }
 
-/* One row's softmax numerators as xm_attention forms them: over the live keys 2^(c s - c max) (0 for masked keys
-   and keys past t; no shift where none is live), rounded to bf16 into probs (padded_t values); returns their float32
-   sum. */
-static inline float vector_softmax_row(const float *row, const __mmask16 *live, int64_t padded_t, float c,
-                                       uint16_t *probs) {
-    __m512 top = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < padded_t; j += 16) top = _mm512_mask_max_ps(top, live[j >> 4], top, _mm512_load_ps(row + j));
-    float peak = _mm512_reduce_max_ps(top);
-    __m512 cv = _mm512_set1_ps(c), shift = _mm512_set1_ps(peak == -INFINITY ? 0.0f : -peak * c);
-    __m512 total = _mm512_setzero_ps(), other = _mm512_setzero_ps();
-    for (int64_t j = 0; j < padded_t; j += 32) { /* 32 at a time: one rounding instruction for both */
-        __m512 p = _mm512_maskz_mov_ps(live[j >> 4], exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), cv, shift)));
-        __m512 p2 = _mm512_maskz_mov_ps(live[(j >> 4) + 1],
-                                        exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j + 16), cv, shift)));
-        total = _mm512_add_ps(total, p);
-        other = _mm512_add_ps(other, p2);
-        _mm512_store_si512((__m512i *)(probs + j), (__m512i)_mm512_cvtne2ps_pbh(p2, p));
+/* VECTOR_ROWS rows' softmax numerators as xm_attention forms them: over the live keys 2^(c s - c max) (0 for masked
+   keys and keys past t; no shift where none is live), rounded to bf16 into probs (row stride padded_t); inverse[r]:
+   1 / row r's float32 sum (0 where it is 0). The rows' maxima first, then their exponentials: each pass's rows
+   independent, so that one row's reductions overlap the next row's work. */
+static inline void vector_softmax_rows(const float *scores, const __mmask16 *live, int64_t padded_t, float c,
+                                       uint16_t *probs, float *inverse) {
+    float shift[VECTOR_ROWS];
+    for (int r = 0; r < VECTOR_ROWS; r++) {
+        const float *row = scores + r * padded_t;
+        __m512 top = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < padded_t; j += 16) top = _mm512_mask_max_ps(top, live[j >> 4], top, _mm512_load_ps(row + j));
+        float peak = _mm512_reduce_max_ps(top);
+        shift[r] = peak == -INFINITY ? 0.0f : -peak * c;
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(total, other));
+    __m512 cv = _mm512_set1_ps(c);
+    for (int r = 0; r < VECTOR_ROWS; r++) {
+        const float *row = scores + r * padded_t;
+        __m512 sv = _mm512_set1_ps(shift[r]), total = _mm512_setzero_ps(), other = _mm512_setzero_ps();
+        for (int64_t j = 0; j < padded_t; j += 32) { /* 32 at a time: one rounding instruction for both */
+            __m512 p = _mm512_maskz_mov_ps(live[j >> 4], exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), cv, sv)));
+            __m512 p2 = _mm512_maskz_mov_ps(live[(j >> 4) + 1],
+                                            exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j + 16), cv, sv)));
+            total = _mm512_add_ps(total, p);
+            other = _mm512_add_ps(other, p2);
+            _mm512_store_si512((__m512i *)(probs + r * padded_t + j), (__m512i)_mm512_cvtne2ps_pbh(p2, p));
+        }
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(total, other));
+        inverse[r] = sum > 0 ? 1.0f / sum : 0.0f;
+    }
 }
 
 /* v (t rows of d bf16, row stride st) by key pairs: keys 2m and 2m + 1 interleaved over d at vp + 2 d m (the pair
@@ -2626,12 +2636,8 @@ int xm_attention_vector(const uint16_t *q, const uint16_t *k, const uint16_t *v,
                     targets[r] = out + ((b * t + i) * heads + h) * d;
                 }
                 for (int64_t j0 = 0; j0 < padded_t; j0 += 32) vector_scores(rows, scratch.kp, d, j0, scratch.scores, padded_t);
-                for (int r = 0; r < VECTOR_ROWS; r++) {
-                    ahead_fetch(&ahead, per_row);
-                    float sum = vector_softmax_row(scratch.scores + r * padded_t, scratch.live, padded_t, c,
-                                                   scratch.probs + r * padded_t);
-                    inverse[r] = sum > 0 ? 1.0f / sum : 0.0f;
-                }
+                ahead_fetch(&ahead, VECTOR_ROWS * per_row);
+                vector_softmax_rows(scratch.scores, scratch.live, padded_t, c, scratch.probs, inverse);
                 for (int64_t c0 = 0; c0 < d; c0 += 32)
                     vector_values(scratch.probs, scratch.vp, d, padded_t, c0, inverse, valid, targets);
             }
