@@ -4,8 +4,9 @@
    (xm_cross_entropy), LayerNorm(dropout(h) + residual) and its backward (xm_residual_norm), softmax attention
    forward and backward (xm_attention_train), the tied vocabulary projection on the float32 weight, forward and
    its gradients in one pass (xm_vocab_forward, xm_vocab_backward; on request the masked-LM loss's row statistics
-   and its gradient formed inside); and Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
-   values (xm_mask_scale).
+   and its gradient formed inside); Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
+   values (xm_mask_scale); and for bf16 inference without AMX, softmax attention by AVX-512's bf16 products
+   (xm_attention_vector, at the end of this file).
 
    The kernels with tile instructions (the products, both attentions, the weight gradients, the vocabulary
    projection, the training modules) run only on processors with AMX; the others use AVX-512 alone (F, DQ, BW, VL
@@ -2499,7 +2500,10 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint1
    - probabilities @ v: v by key pairs (keys 2m and 2m + 1 interleaved over d, interleave_rows): a step multiplies
      16 d values by one query's pair of probabilities, broadcast.
    VECTOR_ROWS queries at a time against 32 keys (scores) or 32 d values (the output), 16 accumulators: each vector of
-   k or v loaded serves VECTOR_ROWS queries. Rows past t in the last block repeat row t - 1 (computed, not stored). */
+   k or v loaded serves VECTOR_ROWS queries. Rows past t in the last block repeat row t - 1 (computed, not stored).
+   On a 2-core Zen 5 at one thread, 12 heads of 64 at batch 8 x 128 took 1.2-1.5 ms, about 3x less than
+   bf16_attention's hi + lo products and 5x less than torch's SDPA (docs/results/amx-perf/round12/vattn.md); blocks of
+   4 and of 12 rows were 5-20% slower, and without the fetching ahead T 32 at batch 81 was 15% slower. */
 #define VECTOR_ROWS 8
 
 /* A query's (or probability row's) 32-bit pair at p broadcast to 16 lanes: one operand of VDPBF16PS. */
@@ -2541,7 +2545,8 @@ static inline void vector_softmax_rows(const float *scores, const __mmask16 *liv
     for (int r = 0; r < VECTOR_ROWS; r++) {
         const float *row = scores + r * padded_t;
         __m512 top = _mm512_set1_ps(-INFINITY);
-        for (int64_t j = 0; j < padded_t; j += 16) top = _mm512_mask_max_ps(top, live[j >> 4], top, _mm512_load_ps(row + j));
+        for (int64_t j = 0; j < padded_t; j += 16)
+            top = _mm512_mask_max_ps(top, live[j >> 4], top, _mm512_load_ps(row + j));
         float peak = _mm512_reduce_max_ps(top);
         shift[r] = peak == -INFINITY ? 0.0f : -peak * c;
     }
@@ -2550,7 +2555,8 @@ static inline void vector_softmax_rows(const float *scores, const __mmask16 *liv
         const float *row = scores + r * padded_t;
         __m512 sv = _mm512_set1_ps(shift[r]), total = _mm512_setzero_ps(), other = _mm512_setzero_ps();
         for (int64_t j = 0; j < padded_t; j += 32) { /* 32 at a time: one rounding instruction for both */
-            __m512 p = _mm512_maskz_mov_ps(live[j >> 4], exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), cv, sv)));
+            __m512 p = _mm512_maskz_mov_ps(live[j >> 4],
+                                           exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), cv, sv)));
             __m512 p2 = _mm512_maskz_mov_ps(live[(j >> 4) + 1],
                                             exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j + 16), cv, sv)));
             total = _mm512_add_ps(total, p);
@@ -2589,8 +2595,8 @@ static inline void vector_values(const uint16_t *probs, const uint16_t *vp, int6
     }
     for (int r = 0; r < valid; r++) {
         __m512 scale = _mm512_set1_ps(inverse[r]);
-        _mm512_storeu_si512((void *)(targets[r] + c0),
-                            (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(acc[r][1], scale), _mm512_mul_ps(acc[r][0], scale)));
+        __m512bh rounded = _mm512_cvtne2ps_pbh(_mm512_mul_ps(acc[r][1], scale), _mm512_mul_ps(acc[r][0], scale));
+        _mm512_storeu_si512((void *)(targets[r] + c0), (__m512i)rounded);
     }
 }
 
@@ -2635,7 +2641,8 @@ int xm_attention_vector(const uint16_t *q, const uint16_t *k, const uint16_t *v,
                     rows[r] = qh + i * st;
                     targets[r] = out + ((b * t + i) * heads + h) * d;
                 }
-                for (int64_t j0 = 0; j0 < padded_t; j0 += 32) vector_scores(rows, scratch.kp, d, j0, scratch.scores, padded_t);
+                for (int64_t j0 = 0; j0 < padded_t; j0 += 32)
+                    vector_scores(rows, scratch.kp, d, j0, scratch.scores, padded_t);
                 ahead_fetch(&ahead, VECTOR_ROWS * per_row);
                 vector_softmax_rows(scratch.scores, scratch.live, padded_t, c, scratch.probs, inverse);
                 for (int64_t c0 = 0; c0 < d; c0 += 32)
