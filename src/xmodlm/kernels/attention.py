@@ -42,10 +42,10 @@ def native_applies(q, k, v, mask, training: bool) -> bool:
     heads that share strides (those of one fused projection) and a key mask (B, 1, 1, T) or none.
 
     The vector kernel at every length: alone at one thread on a 2-core Zen 5 (docs/results/amx-perf/round12/
-    vattn-alone-*.txt) it took 12 heads of 64 at batch 8 x 128 in 1.47 ms against bf16_attention's 4.31 and
-    SDPA's 7.09 (masked 1.50 / 5.55 / 7.19), 81 x 32 in 1.38 / 4.89 / 7.30, 8 x 32 in 0.13 / 0.38 / 0.58; heads
-    of 32 and 128, T 5, 37, 256 and 512 2.5-4.8x faster than the faster of the two. Only at T = 1 (8 x 1: 0.037
-    ms) is SDPA faster (0.031), but there bf16_attention (0.107) is what would run, so no length is gated out.
+    vattn-alone-*-0f2b3fe.txt) it took 12 heads of 64 at batch 8 x 128 in 1.43 ms against bf16_attention's 4.71 and
+    SDPA's 7.25 (masked 1.40 / 5.68 / 7.25), 81 x 32 in 1.26 / 5.33 / 7.54, 8 x 32 in 0.16 / 0.55 / 0.67; heads
+    of 32 and 128, T 5, 37, 256 and 512 2.7-5.3x faster than the faster of the two. Only at T = 1 (8 x 1: 0.034
+    ms) is SDPA faster (0.030), but there bf16_attention (0.105) is what would run, so no length is gated out.
     Where AMX is detected (or its paths asked for) but the tile kernel is not available, SDPA's flash kernel runs,
     as before."""
     return (q.dtype == k.dtype == v.dtype == torch.bfloat16 and fused_dtype(training, q) == torch.bfloat16

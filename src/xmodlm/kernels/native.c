@@ -2501,7 +2501,7 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint1
      16 d values by one query's pair of probabilities, broadcast.
    VECTOR_ROWS queries at a time against 32 keys (scores) or 32 d values (the output), 16 accumulators: each vector of
    k or v loaded serves VECTOR_ROWS queries. Rows past t in the last block repeat row t - 1 (computed, not stored).
-   On a 2-core Zen 5 at one thread, 12 heads of 64 at batch 8 x 128 took 1.2-1.5 ms, about 3x less than
+   On a 2-core Zen 5 at one thread, 12 heads of 64 at batch 8 x 128 took 1.2-1.5 ms, 3-4x less than
    bf16_attention's hi + lo products and 5x less than torch's SDPA (docs/results/amx-perf/round12/vattn.md); blocks of
    4 and of 12 rows were 5-20% slower, and without the fetching ahead T 32 at batch 81 was 15% slower. */
 #define VECTOR_ROWS 8
