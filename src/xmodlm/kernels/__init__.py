@@ -31,7 +31,9 @@ AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is i
   output. Where none applies (autograd over few segments, or oneDNN off) the model's own
   per-language loop runs.
 * attention (``attention.attention``): torch's scaled_dot_product_attention, except bf16 inference
-  of sequences up to 128 tokens on processors without AMX (``bf16_attention``: float32-grade scores
+  through the own kernel on heads of a multiple of 32 values (``native.attention``: the AMX kernel, or
+  without AMX its AVX-512 twin), else of sequences up to 128 tokens on processors without AMX
+  (``bf16_attention``: float32-grade scores
   from two bf16 products; with AMX, SDPA's flash kernel is faster at the same precision) and CPU
   training with attention dropout (``dropout_attention``, with the faster mask); in bf16 training on AMX
   processors the own kernel (``native_training_attention``: one C call forward and one backward, float32 scores

@@ -1,5 +1,6 @@
-"""Softmax attention: torch's scaled_dot_product_attention, except on CPU for bf16 inference with the own AMX
-kernel (``native.attention``), for bf16 inference of short sequences without AMX (``bf16_attention``), for bf16
+"""Softmax attention: torch's scaled_dot_product_attention, except on CPU for bf16 inference with the own kernel
+(``native.attention``: the AMX kernel, or without AMX its AVX-512 twin), for bf16 inference of short sequences
+without AMX where the own kernel does not apply (``bf16_attention``), for bf16
 training with the own AMX kernel where switched on (``native_training_attention``) and for training with
 attention dropout (``dropout_attention``)."""
 
@@ -37,12 +38,20 @@ def attention(q, k, v, mask, dropout: nn.Dropout, training: bool, projection: to
 
 
 def native_applies(q, k, v, mask, training: bool) -> bool:
-    """bf16 inference where the own AMX kernel is built, on heads that share strides (those of one fused
-    projection) and a key mask (B, 1, 1, T) or none."""
+    """bf16 inference where the own AMX kernel is built, or without AMX its vector twin (AVX-512 with bf16), on
+    heads that share strides (those of one fused projection) and a key mask (B, 1, 1, T) or none.
+
+    The vector kernel at every length: alone at one thread on a 2-core Zen 5 (docs/results/amx-perf/round12/
+    vattn-alone-*-0f2b3fe.txt) it took 12 heads of 64 at batch 8 x 128 in 1.43 ms against bf16_attention's 4.71 and
+    SDPA's 7.25 (masked 1.40 / 5.68 / 7.25), 81 x 32 in 1.26 / 5.33 / 7.54, 8 x 32 in 0.16 / 0.55 / 0.67; heads
+    of 32 and 128, T 5, 37, 256 and 512 2.7-5.3x faster than the faster of the two. Only at T = 1 (8 x 1: 0.034
+    ms) is SDPA faster (0.030), but there bf16_attention (0.105) is what would run, so no length is gated out.
+    Where AMX is detected (or its paths asked for) but the tile kernel is not available, SDPA's flash kernel runs,
+    as before."""
     return (q.dtype == k.dtype == v.dtype == torch.bfloat16 and fused_dtype(training, q) == torch.bfloat16
             and q.stride() == k.stride() == v.stride() and q.stride(-1) == 1 and q.shape[-1] % 32 == 0
             and (mask is None or (mask.dtype == torch.bool and mask.shape == (q.shape[0], 1, 1, q.shape[2])))
-            and native.available())
+            and (native.available() or (native.vector_available() and not amx_bf16())))
 
 
 def bf16_attention(q, k, v, mask):

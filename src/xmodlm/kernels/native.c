@@ -4,8 +4,9 @@
    (xm_cross_entropy), LayerNorm(dropout(h) + residual) and its backward (xm_residual_norm), softmax attention
    forward and backward (xm_attention_train), the tied vocabulary projection on the float32 weight, forward and
    its gradients in one pass (xm_vocab_forward, xm_vocab_backward; on request the masked-LM loss's row statistics
-   and its gradient formed inside); and Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
-   values (xm_mask_scale).
+   and its gradient formed inside); Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
+   values (xm_mask_scale); and for bf16 inference without AMX, softmax attention by AVX-512's bf16 products
+   (xm_attention_vector, at the end of this file).
 
    The kernels with tile instructions (the products, both attentions, the weight gradients, the vocabulary
    projection, the training modules) run only on processors with AMX; the others use AVX-512 alone (F, DQ, BW, VL
@@ -2482,6 +2483,173 @@ int xm_modules_train_backward(int64_t segments, const int64_t *rows, const uint1
         free(dh);
         _mm_sfence();
         end(st);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Softmax attention for bf16 inference on processors without AMX (xm_attention_vector).
+
+   xm_attention's computation with AVX-512 alone (AMD's Zen 4 and 5: bf16 products, no tile unit; no tile instruction
+   here, no begin()): float32 scores of bf16 products, the softmax in float32 and in base 2 (exp2_nonpositive), the
+   key mask, the unnormalised probabilities rounded to bf16 for the product with v and that product divided by the
+   float32 row sum at the end, the output in (batch, t, heads, d) memory, the (example, head) pairs split between the
+   threads and the next pair's rows fetched ahead. Both products by VDPBF16PS, whose step sums a pair of bf16
+   products into each of 16 float32 lanes:
+   - the scores: k as pack_transposed lays it out for the tile unit, which is also the layout this needs (for 16 keys,
+     one vector per d-pair): a step multiplies 16 keys by one query's d-pair, broadcast from memory;
+   - probabilities @ v: v by key pairs (keys 2m and 2m + 1 interleaved over d, interleave_rows): a step multiplies
+     16 d values by one query's pair of probabilities, broadcast.
+   VECTOR_ROWS queries at a time against 32 keys (scores) or 32 d values (the output), 16 accumulators: each vector of
+   k or v loaded serves VECTOR_ROWS queries. Rows past t in the last block repeat row t - 1 (computed, not stored).
+   On a 2-core Zen 5 at one thread, 12 heads of 64 at batch 8 x 128 took 1.2-1.5 ms, 3-4x less than
+   bf16_attention's hi + lo products and 5x less than torch's SDPA (docs/results/amx-perf/round12/vattn.md); blocks of
+   4 and of 12 rows were 5-20% slower, and without the fetching ahead T 32 at batch 81 was 15% slower. */
+#define VECTOR_ROWS 8
+
+/* A query's (or probability row's) 32-bit pair at p broadcast to 16 lanes: one operand of VDPBF16PS. */
+static inline __m512bh pair_broadcast(const uint16_t *p) {
+    int32_t pair;
+    memcpy(&pair, p, 4);
+    return (__m512bh)_mm512_set1_epi32(pair);
+}
+
+/* The float32 scores of VECTOR_ROWS queries (rows[r]: query r's d values) against keys [j0, j0 + 32), into
+   scores + j0 (row stride ld floats); kp: k by pack_transposed (16 keys' d-pair p at kp + 16 d (j / 16) + 32 p). */
+static inline void vector_scores(const uint16_t *const *rows, const uint16_t *kp, int64_t d, int64_t j0,
+                                 float *scores, int64_t ld) {
+    __m512 acc[VECTOR_ROWS][2];
+    for (int r = 0; r < VECTOR_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const uint16_t *k0 = kp + j0 * d, *k1 = k0 + 16 * d;
+    for (int64_t p = 0; p < d / 2; p++) {
+        __m512bh a = (__m512bh)_mm512_load_si512((const void *)(k0 + 32 * p));
+        __m512bh b = (__m512bh)_mm512_load_si512((const void *)(k1 + 32 * p));
+        for (int r = 0; r < VECTOR_ROWS; r++) {
+            __m512bh x = pair_broadcast(rows[r] + 2 * p);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, a);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b);
+        }
+    }
+    for (int r = 0; r < VECTOR_ROWS; r++) {
+        _mm512_store_ps(scores + r * ld + j0, acc[r][0]);
+        _mm512_store_ps(scores + r * ld + j0 + 16, acc[r][1]);
+    }
+}
+
+/* VECTOR_ROWS rows' softmax numerators as xm_attention forms them: over the live keys 2^(c s - c max) (0 for masked
+   keys and keys past t; no shift where none is live), rounded to bf16 into probs (row stride padded_t); inverse[r]:
+   1 / row r's float32 sum (0 where it is 0). The rows' maxima first, then their exponentials: each pass's rows
+   independent, so that one row's reductions overlap the next row's work. */
+static inline void vector_softmax_rows(const float *scores, const __mmask16 *live, int64_t padded_t, float c,
+                                       uint16_t *probs, float *inverse) {
+    float shift[VECTOR_ROWS];
+    for (int r = 0; r < VECTOR_ROWS; r++) {
+        const float *row = scores + r * padded_t;
+        __m512 top = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < padded_t; j += 16)
+            top = _mm512_mask_max_ps(top, live[j >> 4], top, _mm512_load_ps(row + j));
+        float peak = _mm512_reduce_max_ps(top);
+        shift[r] = peak == -INFINITY ? 0.0f : -peak * c;
+    }
+    __m512 cv = _mm512_set1_ps(c);
+    for (int r = 0; r < VECTOR_ROWS; r++) {
+        const float *row = scores + r * padded_t;
+        __m512 sv = _mm512_set1_ps(shift[r]), total = _mm512_setzero_ps(), other = _mm512_setzero_ps();
+        for (int64_t j = 0; j < padded_t; j += 32) { /* 32 at a time: one rounding instruction for both */
+            __m512 p = _mm512_maskz_mov_ps(live[j >> 4],
+                                           exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j), cv, sv)));
+            __m512 p2 = _mm512_maskz_mov_ps(live[(j >> 4) + 1],
+                                            exp2_nonpositive(_mm512_fmadd_ps(_mm512_load_ps(row + j + 16), cv, sv)));
+            total = _mm512_add_ps(total, p);
+            other = _mm512_add_ps(other, p2);
+            _mm512_store_si512((__m512i *)(probs + r * padded_t + j), (__m512i)_mm512_cvtne2ps_pbh(p2, p));
+        }
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(total, other));
+        inverse[r] = sum > 0 ? 1.0f / sum : 0.0f;
+    }
+}
+
+/* v (t rows of d bf16, row stride st) by key pairs: keys 2m and 2m + 1 interleaved over d at vp + 2 d m (the pair
+   for d value j at 2 j); keys past t zero. */
+static void pack_key_pairs(const uint16_t *v, int64_t st, int64_t t, int64_t padded_t, int64_t d, uint16_t *vp) {
+    for (int64_t m = 0; 2 * m < padded_t; m++)
+        interleave_rows(2 * m < t ? v + 2 * m * st : NULL, 2 * m + 1 < t ? v + (2 * m + 1) * st : NULL, d,
+                        vp + 2 * d * m);
+}
+
+/* d values [c0, c0 + 32) of VECTOR_ROWS queries' outputs: their probabilities (bf16 rows of stride padded_t) @ v
+   (pack_key_pairs) over padded_t keys, times inverse[r] (1 / the row's sum), rounded to bf16 into targets[r] + c0
+   for the `valid` rows that exist. */
+static inline void vector_values(const uint16_t *probs, const uint16_t *vp, int64_t d, int64_t padded_t, int64_t c0,
+                                 const float *inverse, int64_t valid, uint16_t *const *targets) {
+    __m512 acc[VECTOR_ROWS][2];
+    for (int r = 0; r < VECTOR_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t m = 0; 2 * m < padded_t; m++) {
+        const uint16_t *pair = vp + 2 * d * m + 2 * c0;
+        __m512bh a = (__m512bh)_mm512_load_si512((const void *)pair);
+        __m512bh b = (__m512bh)_mm512_load_si512((const void *)(pair + 32));
+        for (int r = 0; r < VECTOR_ROWS; r++) {
+            __m512bh x = pair_broadcast(probs + r * padded_t + 2 * m);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, a);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b);
+        }
+    }
+    for (int r = 0; r < valid; r++) {
+        __m512 scale = _mm512_set1_ps(inverse[r]);
+        __m512bh rounded = _mm512_cvtne2ps_pbh(_mm512_mul_ps(acc[r][1], scale), _mm512_mul_ps(acc[r][0], scale));
+        _mm512_storeu_si512((void *)(targets[r] + c0), (__m512i)rounded);
+    }
+}
+
+/* Arguments as xm_attention's (q, k, v at ptr[b sb + h sh + t st + j]; keep (batch, t) bytes or NULL; out (batch, t,
+   heads, d) contiguous; d % 32 == 0); a row whose every key is masked comes out zero. Returns 0, or -1 if the scratch
+   could not be allocated. */
+int xm_attention_vector(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh, int64_t st,
+                        int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keep, float scale,
+                        uint16_t *out) {
+    if (t == 0) return 0; /* nothing to compute (and the fetching ahead divides by t) */
+    int64_t padded_t = (t + 31) / 32 * 32;
+    float c = scale * 1.44269504f; /* e^(scale s) = 2^(c s) */
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        attention_scratch scratch; /* xm_attention's buffers, of which this uses k, v, scores, probs, live */
+        if (!scratch_alloc(&scratch, padded_t, d)) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < batch * heads; item++) {
+            if (failed) continue;
+            int64_t b = item / heads, h = item % heads;
+            const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
+            pack_transposed(kh, st, t, padded_t, d, scratch.kp);
+            pack_key_pairs(vh, st, t, padded_t, d, scratch.vp);
+            live_key_lanes(keep ? keep + b * t : NULL, t, padded_t, scratch.live);
+            heads_ahead ahead = {{0}, {0}, 0, 3, t, 2 * d, 0, 0, 0};
+            if (item + 1 < batch * heads) { /* the next (example, head)'s q, k, v and output */
+                int64_t nb = (item + 1) / heads, nh = (item + 1) % heads, in = nb * sb + nh * sh;
+                ahead_add(&ahead, q + in, st * 2);
+                ahead_add(&ahead, k + in, st * 2);
+                ahead_add(&ahead, v + in, st * 2);
+                ahead_add(&ahead, out + (nb * t * heads + nh) * d, heads * d * 2);
+            }
+            int64_t per_row = (ahead.matrices * t * (d / 32) + t - 1) / t;
+            for (int64_t q0 = 0; q0 < t; q0 += VECTOR_ROWS) {
+                int64_t valid = t - q0 < VECTOR_ROWS ? t - q0 : VECTOR_ROWS;
+                const uint16_t *rows[VECTOR_ROWS];
+                uint16_t *targets[VECTOR_ROWS];
+                float inverse[VECTOR_ROWS];
+                for (int r = 0; r < VECTOR_ROWS; r++) {
+                    int64_t i = r < valid ? q0 + r : t - 1;
+                    rows[r] = qh + i * st;
+                    targets[r] = out + ((b * t + i) * heads + h) * d;
+                }
+                for (int64_t j0 = 0; j0 < padded_t; j0 += 32)
+                    vector_scores(rows, scratch.kp, d, j0, scratch.scores, padded_t);
+                ahead_fetch(&ahead, VECTOR_ROWS * per_row);
+                vector_softmax_rows(scratch.scores, scratch.live, padded_t, c, scratch.probs, inverse);
+                for (int64_t c0 = 0; c0 < d; c0 += 32)
+                    vector_values(scratch.probs, scratch.vp, d, padded_t, c0, inverse, valid, targets);
+            }
+        }
+        scratch_free(&scratch);
     }
     return failed ? -1 : 0;
 }

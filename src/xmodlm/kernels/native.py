@@ -8,9 +8,10 @@ use by the system's C compiler, loaded through ctypes, called on torch tensors' 
 
 Two kinds: the tile kernels (the products, attention, the weight gradients, the vocabulary projection, the training
 modules) need AMX (``available()``); the vector kernels (LayerNorm, the residual norm, the cross-entropy, GELU's
-tables, dropout's masks and mask-and-scale) need only AVX-512 with bf16 conversions, so they also run on processors
-without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both: built wherever
-``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
+tables, dropout's masks and mask-and-scale, and inference attention where the tile kernel is not available:
+``attention`` calls ``xm_attention_vector`` there) need only AVX-512 with bf16 conversions and products, so they also
+run on processors without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both:
+built wherever ``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
 the tile state. On a 2-core Zen 5 (2026-12-02) the vector kernels made the bench's bf16 training step 1.11-1.14x
 faster at one thread (docs/results/amx-perf/round12/vector.md).
 
@@ -140,6 +141,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
                                                 size, size]
     lib.xm_attention_train_backward.restype = ctypes.c_int
     _vocab_argtypes(lib, pointer, size)
+    _attention_vector_argtypes(lib, pointer, size)
     _modules_train_argtypes(lib, pointer, size)
     _weight_grad_argtypes(lib, pointer, size)
     _gelu_table_argtypes(lib, pointer, size)
@@ -174,7 +176,8 @@ def available() -> bool:
 
 def vector_available() -> bool:
     """True where the vector kernels can run (LayerNorm, LayerNorm(dropout(h) + residual), the cross-entropy over bf16
-    logits, GELU's tables, dropout's masks and mask-and-scale): the kernels on and the library built and loaded,
+    logits, GELU's tables, dropout's masks and mask-and-scale, inference attention without AMX): the kernels on and
+    the library built and loaded,
     which needs AVX-512 with bf16 conversions (``NEEDED``), AMX or not."""
     return _STATE["enabled"] and _library() is not None
 
@@ -323,7 +326,9 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """``softmax(q k^T / sqrt(D), keys kept) @ v`` for bf16 (B, H, T, D) views that share their strides (the
     heads of one fused projection, read in place), D % 32 == 0; ``keep`` (B, T) bool or None. The result is a
-    (B, H, T, D) view of (B, T, H, D) memory: laid back as (B, T, H * D) without a copy."""
+    (B, H, T, D) view of (B, T, H, D) memory: laid back as (B, T, H * D) without a copy. The tile kernel where
+    ``available()``, else the vector kernel (``xm_attention_vector``, the same computation) where
+    ``vector_available()``."""
     batch, heads, t, d = q.shape
     if not (q.dtype == k.dtype == v.dtype == torch.bfloat16 and q.shape == k.shape == v.shape
             and q.stride() == k.stride() == v.stride() and q.stride(-1) == 1 and d % 32 == 0):
@@ -335,9 +340,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Ten
             raise ValueError(f"expected a bool keep mask of shape {(batch, t)}, got {keep.dtype} {tuple(keep.shape)}")
         keep = keep.contiguous()
     out = torch.empty(batch, t, heads, d, dtype=torch.bfloat16)
-    status = _library().xm_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1), q.stride(2),
-                                     batch, heads, t, d, None if keep is None else keep.data_ptr(), d ** -0.5,
-                                     out.data_ptr())
+    # without AMX the vector kernel, the same computation by AVX-512's bf16 products
+    kernel = _library().xm_attention if available() or not vector_available() else _library().xm_attention_vector
+    status = kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1), q.stride(2), batch, heads, t,
+                    d, None if keep is None else keep.data_ptr(), d ** -0.5, out.data_ptr())
     if status != 0:
         raise MemoryError("the attention kernel could not allocate its scratch")
     return out.permute(0, 2, 1, 3)
@@ -519,6 +525,12 @@ def _vocab_argtypes(lib, pointer, size) -> None:
     lib.xm_vocab_backward.argtypes = [pointer, pointer, pointer, size, size, size, pointer, pointer, pointer, pointer,
                                       pointer, pointer, ctypes.c_float, pointer]
     lib.xm_vocab_backward.restype = ctypes.c_int
+
+
+def _attention_vector_argtypes(lib, pointer, size) -> None:
+    lib.xm_attention_vector.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
+                                        ctypes.c_float, pointer]
+    lib.xm_attention_vector.restype = ctypes.c_int
 
 
 def vocab_fits(v: int, d: int) -> bool:

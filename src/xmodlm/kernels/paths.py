@@ -30,6 +30,9 @@ def describe_paths() -> dict[str, str]:
         "bf16 inference attention": ("SDPA (oneDNN off)" if not onednn else
                                      "own AMX kernel for heads of a multiple of 32 values, else SDPA flash kernel"
                                      if native.available() else "SDPA flash kernel (AMX)" if amx_bf16()
+                                     else "own vector kernel (AVX-512 bf16 products) for heads of a multiple of 32 "
+                                     "values, else bf16_attention (hi + lo scores) up to 128 tokens"
+                                     if native.vector_available()
                                      else "bf16_attention (hi + lo scores) up to 128 tokens"),
         "bf16 inference products (CPU)": (f"{'own AMX kernel, rows split' if native.available() else 'fused'}; "
                                           "timed once per shape against the fused call, row blocks, the transposed "
