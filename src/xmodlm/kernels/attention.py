@@ -116,7 +116,13 @@ def native_training_applies(q, k, v, mask, dropout: nn.Module) -> bool:
             and (mask is None or (mask.dtype == torch.bool and mask.shape == (q.shape[0], 1, 1, q.shape[2])))
             and (dropout.p == 0 or (isinstance(dropout, Dropout) and not dropout.inplace  # keep_mask's mask, not
                                     and 0 < round(dropout.p * 65536) < 65536))  # nn.Dropout's fallback
-            and native.available())
+            and (native.available() or (native.vector_available() and vector_training_faster(q))))
+
+
+def vector_training_faster(q) -> bool:
+    """Whether the own VECTOR kernels (processors without AMX) were measured faster than ``dropout_attention`` for
+    heads of q's shape, forward and backward together."""
+    return True
 
 
 def heads_of_projection(projection: torch.Tensor | None, q, k, v) -> bool:
