@@ -220,6 +220,16 @@ def test_the_speed_gate_decides_without_amx(switched_on, monkeypatch):
     assert native_training_applies(q, k, v, None, dropout)
 
 
+def test_the_speed_gate_takes_the_measured_shapes():
+    """vector_training_faster: the shapes measured faster (T up to 512, D up to 256), none beyond."""
+    def heads(t, d):
+        return torch.empty(1, 1, t, d, dtype=torch.bfloat16)
+    assert attention_module.vector_training_faster(heads(128, 64))
+    assert attention_module.vector_training_faster(heads(512, 256))
+    assert not attention_module.vector_training_faster(heads(513, 64))
+    assert not attention_module.vector_training_faster(heads(128, 288))
+
+
 def test_bad_inputs_name_the_value():
     _, (q, k, v) = projection(2, 2, 16, 32)
     q, k, v = q.detach(), k.detach(), v.detach()
