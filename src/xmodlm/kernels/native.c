@@ -10,7 +10,8 @@
    The kernels with tile instructions (the products, both attentions, the weight gradients, the vocabulary
    projection, the training modules) run only on processors with AMX; the others use AVX-512 alone (F, DQ, BW, VL
    and the bf16 conversions) and native.py calls them on any processor that has it, AMX or not (AMD Zen 4 and 5).
-   None of them may call begin() or any other tile code.
+   None of them may call begin() or any other tile code. The training attention also comes in a vector version
+   (xm_attention_train_vector and its backward: AVX-512's bf16 pair products), which native.py calls without AMX.
 
    Products.
 
