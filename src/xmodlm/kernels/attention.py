@@ -1,8 +1,8 @@
 """Softmax attention: torch's scaled_dot_product_attention, except on CPU for bf16 inference with the own kernel
 (``native.attention``: the AMX kernel, or without AMX its AVX-512 twin), for bf16 inference of short sequences
-without AMX where the own kernel does not apply (``bf16_attention``), for bf16
-training with the own AMX kernel where switched on (``native_training_attention``) and for training with
-attention dropout (``dropout_attention``)."""
+without AMX where the own kernel does not apply (``bf16_attention``), for bf16 training with the own kernel where
+switched on (``native_training_attention``: AMX's tiles, or AVX-512's bf16 pair products without AMX) and for
+training with attention dropout (``dropout_attention``)."""
 
 from __future__ import annotations
 
@@ -103,9 +103,9 @@ _NATIVE_TRAINING = {"enabled": True}
 
 
 def use_native_training_attention(enabled: bool) -> None:
-    """Run attention in CPU bf16 training through the own AMX kernel where it applies (True, the default: the
-    masked-LM step of the train suite 1.07-1.10x faster, docs/results/amx-perf/round6) or through
-    ``dropout_attention`` / SDPA (False)."""
+    """Run attention in CPU bf16 training through the own kernel where it applies (True, the default: with AMX the
+    masked-LM step of the train suite 1.07-1.10x faster, docs/results/amx-perf/round6; without, on a 2-core Zen 5,
+    the bench's step ~1.04x at one thread, round12/vtrain.md) or through ``dropout_attention`` / SDPA (False)."""
     _NATIVE_TRAINING["enabled"] = bool(enabled)
 
 
@@ -115,7 +115,8 @@ def native_training_on() -> bool:
 
 def native_training_applies(q, k, v, mask, dropout: nn.Module) -> bool:
     """bf16 training on CPU (autograd on, bf16 heads: those of bf16 autocast's projection or of a bf16 model) where
-    the own kernels are built and the switch is on, the heads share strides (those of one fused projection) with
+    the own kernels are built (the tile kernels with AMX; without, the vector kernels where ``vector_training_faster``
+    says so) and the switch is on, the heads share strides (those of one fused projection) with
     D % 32 == 0, the mask is a bool key mask (B, 1, 1, T) or none, and the dropout is the package's (whose mask the
     kernel applies) or none."""
     return (_NATIVE_TRAINING["enabled"] and torch.is_grad_enabled() and not torch.compiler.is_compiling()
@@ -125,7 +126,17 @@ def native_training_applies(q, k, v, mask, dropout: nn.Module) -> bool:
             and (mask is None or (mask.dtype == torch.bool and mask.shape == (q.shape[0], 1, 1, q.shape[2])))
             and (dropout.p == 0 or (isinstance(dropout, Dropout) and not dropout.inplace  # keep_mask's mask, not
                                     and 0 < round(dropout.p * 65536) < 65536))  # nn.Dropout's fallback
-            and native.available())
+            and (native.available() or (native.vector_available() and vector_training_faster(q))))
+
+
+def vector_training_faster(q) -> bool:
+    """Whether the own VECTOR kernels (processors without AMX: xm_attention_train_vector and its backward) were
+    measured faster than ``dropout_attention`` for heads of q's shape, forward and backward together. On a 2-core
+    Zen 5, one thread, heads of one fused projection, Dropout(0.1), a key mask (round12/vtrain-alone-1thread*.txt):
+    1.75-2.4x faster at every shape measured, batch 16 x 4 heads with T 16, 32, 128, 200 and D 32, 64, 128, 256,
+    batch 4 with T 512, and the tests' 2 x 1 x 12 x 32; none slower. Longer sequences or wider heads were not
+    measured: dropout_attention there."""
+    return q.shape[2] <= 512 and q.shape[3] <= 256
 
 
 def heads_of_projection(projection: torch.Tensor | None, q, k, v) -> bool:
@@ -166,7 +177,7 @@ class _TrainingAttention(torch.autograd.Function):
 
 
 def native_training_attention(q, k, v, mask, dropout: nn.Module, projection: torch.Tensor | None = None):
-    """``dropout(softmax(q k^T / sqrt(D), masked)) @ v`` in bf16 training through the own AMX kernel: float32 scores
+    """``dropout(softmax(q k^T / sqrt(D), masked)) @ v`` in bf16 training through the own kernel: float32 scores
     from bf16 products (autocast's are rounded to bf16), a float32 softmax, the dropout's mask drawn as ``Dropout``
     draws it for the (B, H, T, T) probabilities (the same seed, the same mask as ``dropout_attention``), the
     dropped probabilities rounded to bf16 for the product with v; the backward recomputes the probabilities from

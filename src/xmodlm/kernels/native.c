@@ -11,7 +11,8 @@
    The kernels with tile instructions (the products, both attentions, the weight gradients, the vocabulary
    projection, the training modules) run only on processors with AMX; the others use AVX-512 alone (F, DQ, BW, VL
    and the bf16 conversions) and native.py calls them on any processor that has it, AMX or not (AMD Zen 4 and 5).
-   None of them may call begin() or any other tile code.
+   None of them may call begin() or any other tile code. The training attention also comes in a vector version
+   (xm_attention_train_vector and its backward: AVX-512's bf16 pair products), which native.py calls without AMX.
 
    Products.
 
@@ -1652,6 +1653,195 @@ int xm_attention_train_backward(const uint16_t *dout, int64_t gb, int64_t gh, in
         free(gpad);
         free(live);
         _tile_release();
+    }
+    return failed ? -1 : 0;
+}
+
+/* Training: softmax attention in bf16 autocast training on processors without AMX (xm_attention_train_vector,
+   xm_attention_train_backward_vector): the same arguments, outputs and saved row constants as xm_attention_train
+   and its backward (native.py calls these where available() is False and vector_available() True), every product
+   by AVX-512's bf16 pair products (VDPBF16PS) instead of the tile unit; no tile instruction, no begin() or
+   configure_tiles. The softmax, the dropout and the score gradients are the tile versions' own vector helpers
+   (softmax_block, probabilities, score_gradient_row), so the semantics are theirs: float32 scores, a base-2 float32
+   softmax over the live keys, the keep bytes times drop_scale, Pd rounded to bf16 for the product with v, the
+   backward recomputing P bit for bit from the shift and 1 / sum the forward saved (the same score product, whose
+   sums run over d in the same order for any blocking).
+
+   Every product here is C[r, n] = sum_p A_p[r] . B_p[n] over pairs p of bf16 values: a row's pair broadcast to all
+   lanes, times 16 outputs' pairs in one vector (VDPBF16PS adds both products of a lane's pair into float32). The
+   right operands come in the tile layouts pack_transposed (k, v over d: the scores, dPd) and pack_pairs (v, k, q,
+   dOut over rows: Pd v, dQ, dK, dV) write, which are exactly that: 16 outputs' pairs in 64 bytes, pair after pair.
+   dK and dV sum over the queries: their left operand is dS and Pd in row pairs (pair_rows), where a key's two
+   queries' values are one 32-bit pair. Four rows times four vectors of 16 outputs are summed at once (16
+   accumulators): each loaded vector serves four rows, each broadcast four vectors. */
+
+/* The 4 rows from r0 of C (row stride ldc) times nb vectors of 16 outputs from n0: A's row r at a + r row_step, its
+   pair p at + p pair_step (rows past `rows` read row rows - 1, their results not stored); B's vector n, pair p at
+   b + (n b_step + p) 32 (bf16 values). nb (4 or 2) a constant where inlined. */
+static inline __attribute__((always_inline)) void pair_product_block(const uint16_t *a, int64_t row_step,
+                                                                     int64_t pair_step, int64_t r0, int64_t rows,
+                                                                     const uint16_t *b, int64_t b_step, int64_t pairs,
+                                                                     int64_t n0, const int nb, float *c, int64_t ldc) {
+    const uint16_t *ar[4];
+    __m512 acc[4][4];
+    for (int i = 0; i < 4; i++) {
+        ar[i] = a + (r0 + i < rows ? r0 + i : rows - 1) * row_step;
+        for (int n = 0; n < nb; n++) acc[i][n] = _mm512_setzero_ps();
+    }
+    const uint16_t *bp = b + n0 * b_step * 32;
+    for (int64_t p = 0; p < pairs; p++) {
+        __m512bh bv[4];
+        for (int n = 0; n < nb; n++) bv[n] = (__m512bh)_mm512_loadu_si512((const void *)(bp + (n * b_step + p) * 32));
+        for (int i = 0; i < 4; i++) {
+            int32_t pair;
+            memcpy(&pair, ar[i] + p * pair_step, 4);
+            __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+            for (int n = 0; n < nb; n++) acc[i][n] = _mm512_dpbf16_ps(acc[i][n], av, bv[n]);
+        }
+    }
+    for (int i = 0; i < 4 && r0 + i < rows; i++)
+        for (int n = 0; n < nb; n++) _mm512_storeu_ps(c + (r0 + i) * ldc + 16 * (n0 + n), acc[i][n]);
+}
+
+/* C (rows x 16 vectors float32, row stride ldc) = the pair products above over `pairs` pairs, `vectors` even. */
+static void pair_product(const uint16_t *a, int64_t row_step, int64_t pair_step, int64_t rows, const uint16_t *b,
+                         int64_t b_step, int64_t pairs, int64_t vectors, float *c, int64_t ldc) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        int64_t n0 = 0;
+        for (; n0 + 4 <= vectors; n0 += 4)
+            pair_product_block(a, row_step, pair_step, r0, rows, b, b_step, pairs, n0, 4, c, ldc);
+        if (n0 < vectors) pair_product_block(a, row_step, pair_step, r0, rows, b, b_step, pairs, n0, 2, c, ldc);
+    }
+}
+
+/* The float32 scores of `rows` rows of x (row stride st; q, or dOut for dPd) against the padded_t rows packed by
+   pack_transposed at packed (k, or v), into scores (row stride padded_t): sums over d in order, whatever the rows. */
+static inline void vector_scores(const uint16_t *x, int64_t st, int64_t rows, const uint16_t *packed, int64_t d,
+                                 int64_t padded_t, float *scores) {
+    pair_product(x, st, 2, rows, packed, d / 2, d / 2, padded_t / 16, scores, padded_t);
+}
+
+/* The forward (xm_attention_train's arguments and results). Queries 32 at a time (softmax_block's pairs of rows). */
+int xm_attention_train_vector(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh,
+                              int64_t st, int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keys,
+                              const uint8_t *keep, float drop_scale, float scale, uint16_t *out, float *shift,
+                              float *inverse) {
+    int64_t padded_t = (t + 31) / 32 * 32, pairs = (t + 1) / 2; /* keys past t: zero probabilities, zero v */
+    float c = scale * 1.44269504f;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        uint16_t *kp = aligned_alloc(64, padded_t * d * 2), *vp = aligned_alloc(64, padded_t * d * 2);
+        uint16_t *probs = aligned_alloc(64, 32 * padded_t * 2);
+        float *scores = aligned_alloc(64, 32 * padded_t * 4), *o = aligned_alloc(64, 32 * d * 4);
+        __mmask16 *live = malloc((padded_t / 16) * sizeof(__mmask16));
+        if (!kp || !vp || !probs || !scores || !o || !live) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < batch * heads; item++) {
+            if (failed) continue;
+            int64_t b = item / heads, h = item % heads;
+            const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
+            pack_transposed(kh, st, t, padded_t, d, kp);
+            pack_pairs(vh, st, t, padded_t, d, vp);
+            live_key_lanes(keys ? keys + b * t : NULL, t, padded_t, live);
+            for (int64_t q0 = 0; q0 < t; q0 += 32) {
+                int64_t valid = t - q0 < 32 ? t - q0 : 32, r = item * t + q0;
+                vector_scores(qh + q0 * st, st, valid, kp, d, padded_t, scores);
+                softmax_block(scores, padded_t, valid, live, c, keep ? keep + r * t : NULL, t, drop_scale, shift + r,
+                              inverse + r, probs);
+                pair_product(probs, padded_t, 2, valid, vp, padded_t / 2, pairs, d / 16, o, d);
+                store_rows(o, 1.0f, valid, d, out + ((b * t + q0) * heads + h) * d, heads * d);
+            }
+        }
+        free(kp);
+        free(vp);
+        free(probs);
+        free(scores);
+        free(o);
+        free(live);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The backward (xm_attention_train_backward's arguments and results; the same bits for any thread count: each
+   (example, head) on one thread, every sum in a fixed order). Queries 16 at a time: their P and dPd recomputed,
+   dS and round_bf16(Pd) formed (score_gradient_row), dQ = dS k scale; their Pd and dS rows kept in row pairs for
+   dK = dS^T q scale and dV = Pd^T dOut, summed over all queries once every block is done. */
+int xm_attention_train_backward_vector(const uint16_t *dout, int64_t gb, int64_t gh, int64_t gt, const uint16_t *q,
+                                       const uint16_t *k, const uint16_t *v, int64_t sb, int64_t sh, int64_t st,
+                                       int64_t batch, int64_t heads, int64_t t, int64_t d, const uint8_t *keys,
+                                       const uint8_t *keep, float drop_scale, float scale, const float *shift,
+                                       const float *inverse, uint16_t *dq, uint16_t *dk, uint16_t *dv, int64_t db,
+                                       int64_t dh, int64_t dt) {
+    int64_t padded_t = (t + 31) / 32 * 32, pairs = (t + 1) / 2, bytes = padded_t * d * 2;
+    float c = scale * 1.44269504f;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        /* k^T and v^T for the scores and dPd; k, q, dOut in row pairs for dQ, dK, dV */
+        uint16_t *kt_pack = aligned_alloc(64, bytes), *vt_pack = aligned_alloc(64, bytes);
+        uint16_t *k_pairs = aligned_alloc(64, bytes), *q_pairs = aligned_alloc(64, bytes);
+        uint16_t *g_pairs = aligned_alloc(64, bytes);
+        float *p = aligned_alloc(64, 16 * padded_t * 4), *dpd = aligned_alloc(64, 16 * padded_t * 4);
+        float *o = aligned_alloc(64, padded_t * d * 4);
+        uint16_t *pd = aligned_alloc(64, 16 * padded_t * 2), *ds = aligned_alloc(64, 16 * padded_t * 2);
+        uint16_t *pd_pairs = aligned_alloc(64, padded_t * padded_t * 2);
+        uint16_t *ds_pairs = aligned_alloc(64, padded_t * padded_t * 2);
+        __mmask16 *live = malloc((padded_t / 16) * sizeof(__mmask16));
+        if (!kt_pack || !vt_pack || !k_pairs || !q_pairs || !g_pairs || !p || !dpd || !o || !pd || !ds || !pd_pairs
+            || !ds_pairs || !live)
+            failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < batch * heads; item++) {
+            if (failed) continue;
+            int64_t b = item / heads, h = item % heads, at = b * db + h * dh;
+            const uint16_t *qh = q + b * sb + h * sh, *kh = k + b * sb + h * sh, *vh = v + b * sb + h * sh;
+            const uint16_t *gq = dout + b * gb + h * gh;
+            pack_transposed(kh, st, t, padded_t, d, kt_pack);
+            pack_transposed(vh, st, t, padded_t, d, vt_pack);
+            pack_pairs(kh, st, t, padded_t, d, k_pairs);
+            pack_pairs(qh, st, t, padded_t, d, q_pairs);
+            pack_pairs(gq, gt, t, padded_t, d, g_pairs);
+            live_key_lanes(keys ? keys + b * t : NULL, t, padded_t, live);
+            for (int64_t q0 = 0; q0 < t; q0 += 16) {
+                int64_t valid = t - q0 < 16 ? t - q0 : 16;
+                vector_scores(qh + q0 * st, st, valid, kt_pack, d, padded_t, p);
+                vector_scores(gq + q0 * gt, gt, valid, vt_pack, d, padded_t, dpd);
+                for (int64_t i = 0; i < 16; i++) {
+                    int64_t r = item * t + q0 + i;
+                    if (i < valid) {
+                        probabilities(p + i * padded_t, live, padded_t, c, shift[r], inverse[r]);
+                        score_gradient_row(p + i * padded_t, dpd + i * padded_t, keep ? keep + r * t : NULL, t,
+                                           padded_t, drop_scale, pd + i * padded_t, ds + i * padded_t);
+                    } else { /* queries past t: zero in dK's and dV's sums (the last pair's second row) */
+                        memset(pd + i * padded_t, 0, padded_t * 2);
+                        memset(ds + i * padded_t, 0, padded_t * 2);
+                    }
+                }
+                pair_product(ds, padded_t, 2, valid, k_pairs, padded_t / 2, pairs, d / 16, o, d);
+                store_rows(o, scale, valid, d, dq + at + q0 * dt, dt);
+                pair_rows(pd, padded_t, pd_pairs + q0 * padded_t);
+                pair_rows(ds, padded_t, ds_pairs + q0 * padded_t);
+            }
+            /* key j's left operand: pair p (queries 2p, 2p + 1) at pairs + p 2 padded_t + 2 j */
+            pair_product(ds_pairs, 2, 2 * padded_t, t, q_pairs, padded_t / 2, pairs, d / 16, o, d);
+            store_rows(o, scale, t, d, dk + at, dt);
+            pair_product(pd_pairs, 2, 2 * padded_t, t, g_pairs, padded_t / 2, pairs, d / 16, o, d);
+            store_rows(o, 1.0f, t, d, dv + at, dt);
+        }
+        free(kt_pack);
+        free(vt_pack);
+        free(k_pairs);
+        free(q_pairs);
+        free(g_pairs);
+        free(p);
+        free(dpd);
+        free(o);
+        free(pd);
+        free(ds);
+        free(pd_pairs);
+        free(ds_pairs);
+        free(live);
     }
     return failed ? -1 : 0;
 }

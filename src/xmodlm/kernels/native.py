@@ -8,10 +8,12 @@ use by the system's C compiler, loaded through ctypes, called on torch tensors' 
 
 Two kinds: the tile kernels (the products, attention, the weight gradients, the vocabulary projection, the training
 modules) need AMX (``available()``); the vector kernels (LayerNorm, the residual norm, the cross-entropy, GELU's
-tables, dropout's masks and mask-and-scale, and inference attention where the tile kernel is not available:
-``attention`` calls ``xm_attention_vector`` there) need only AVX-512 with bf16 conversions and products, so they also
-run on processors without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both:
-built wherever ``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
+tables, dropout's masks and mask-and-scale; without AMX also attention, inference and training, in AVX-512 twins of
+the tile kernels: ``attention`` calls ``xm_attention_vector``, ``training_attention`` and its backward
+``xm_attention_train_vector`` and ``xm_attention_train_backward_vector`` there) need only AVX-512 with bf16
+conversions and products, so they also run on processors without AMX, AMD's Zen 4 and Zen 5 among them
+(``vector_available()``). One library serves both: built wherever ``NEEDED`` holds, its AMX instructions only in
+functions that run where the processor has AMX and the system granted
 the tile state. On a 2-core Zen 5 (2026-12-02) the vector kernels made the bench's bf16 training step 1.11-1.14x
 faster at one thread (docs/results/amx-perf/round12/vector.md).
 
@@ -145,6 +147,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     _modules_train_argtypes(lib, pointer, size)
     _weight_grad_argtypes(lib, pointer, size)
     _gelu_table_argtypes(lib, pointer, size)
+    _attention_train_vector_argtypes(lib, pointer, size)
     return lib, f"built with {compiler} in {target.parent}"
 
 
@@ -176,9 +179,9 @@ def available() -> bool:
 
 def vector_available() -> bool:
     """True where the vector kernels can run (LayerNorm, LayerNorm(dropout(h) + residual), the cross-entropy over bf16
-    logits, GELU's tables, dropout's masks and mask-and-scale, inference attention without AMX): the kernels on and
-    the library built and loaded,
-    which needs AVX-512 with bf16 conversions (``NEEDED``), AMX or not."""
+    logits, GELU's tables, dropout's masks and mask-and-scale, attention's vector versions for inference and
+    training): the kernels on and the library built and loaded, which needs AVX-512 with bf16 conversions
+    (``NEEDED``), AMX or not."""
     return _STATE["enabled"] and _library() is not None
 
 
@@ -467,6 +470,23 @@ def _check_training_masks(shape, keys: torch.Tensor | None, keep: torch.Tensor |
                          f"{tuple(keep.shape)}")
 
 
+def _attention_train_vector_argtypes(lib, pointer, size) -> None:
+    """The vector versions of the training attention (native.c's xm_attention_train*_vector): the tile versions'
+    arguments."""
+    lib.xm_attention_train_vector.argtypes = lib.xm_attention_train.argtypes
+    lib.xm_attention_train_vector.restype = ctypes.c_int
+    lib.xm_attention_train_backward_vector.argtypes = lib.xm_attention_train_backward.argtypes
+    lib.xm_attention_train_backward_vector.restype = ctypes.c_int
+
+
+def _training_kernel(name: str):
+    """The training attention's kernel ``name``: the tile version where AMX runs, else its vector version (AVX-512's
+    bf16 pair products) where the vector kernels run; the same arguments and results."""
+    if not available() and vector_available():
+        return getattr(_library(), name + "_vector")
+    return getattr(_library(), name)
+
+
 def training_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor | None,
                        keep: torch.Tensor | None, drop_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward of softmax attention in training: ``round_bf16(P keep drop_scale) @ v``, P the float32 softmax of
@@ -479,10 +499,10 @@ def training_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: 
     batch, heads, t, d = q.shape
     out = torch.empty(batch, t, heads, d, dtype=torch.bfloat16)
     stats = torch.empty(2, batch, heads, t)
-    status = _library().xm_attention_train(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1),
-                                           q.stride(2), batch, heads, t, d, _address(keys), _address(keep),
-                                           drop_scale, d ** -0.5, out.data_ptr(), stats[0].data_ptr(),
-                                           stats[1].data_ptr())
+    kernel = _training_kernel("xm_attention_train")
+    status = kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1), q.stride(2), batch, heads, t,
+                    d, _address(keys), _address(keep), drop_scale, d ** -0.5, out.data_ptr(), stats[0].data_ptr(),
+                    stats[1].data_ptr())
     if status != 0:
         raise MemoryError("the training attention kernel could not allocate its scratch")
     return out.permute(0, 2, 1, 3), stats
@@ -505,7 +525,8 @@ def training_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Te
                          f"{stats.dtype} {tuple(stats.shape)}")
     grads = torch.empty(batch, t, 3, heads, d, dtype=torch.bfloat16)
     dq, dk, dv = (grads[:, :, i].transpose(1, 2) for i in range(3))
-    status = _library().xm_attention_train_backward(
+    kernel = _training_kernel("xm_attention_train_backward")
+    status = kernel(
         dout.data_ptr(), dout.stride(0), dout.stride(1), dout.stride(2), q.data_ptr(), k.data_ptr(), v.data_ptr(),
         q.stride(0), q.stride(1), q.stride(2), batch, heads, t, d, _address(keys), _address(keep), drop_scale,
         d ** -0.5, stats[0].data_ptr(), stats[1].data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),

@@ -54,7 +54,11 @@ def describe_paths() -> dict[str, str]:
         "attention in bf16 training (CPU)": (
             "own AMX kernel, one call each way (heads of a multiple of 32 values, the package's Dropout)"
             if native_training_on() and native.available()
-            else "dropout_attention (own kernel " + ("switched off)" if native.available() else f"not used: {native.reason()})")),
+            else "own vector kernel (AVX-512 bf16 pair products), one call each way (heads of a multiple of 32 values "
+                 "up to 256, T up to 512, the package's Dropout)"
+            if native_training_on() and native.vector_available()
+            else "dropout_attention (own kernel " + ("switched off)" if native.vector_available()
+                                                     else f"not used: {native.vector_reason()})")),
         "Dropout's mask and scale in training": (("one pass each way" if _ONE_PASS["enabled"] else "two multiplications")
                                                  + "; masks drawn " + ("in the own kernel" if native.vector_available()
                                                                        else "in numpy")),
