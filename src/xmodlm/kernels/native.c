@@ -2705,7 +2705,7 @@ static inline __m512bh pair_broadcast(const uint16_t *p) {
 
 /* The float32 scores of VECTOR_ROWS queries (rows[r]: query r's d values) against keys [j0, j0 + 32), into
    scores + j0 (row stride ld floats); kp: k by pack_transposed (16 keys' d-pair p at kp + 16 d (j / 16) + 32 p). */
-static inline void vector_scores(const uint16_t *const *rows, const uint16_t *kp, int64_t d, int64_t j0,
+static inline void inference_scores(const uint16_t *const *rows, const uint16_t *kp, int64_t d, int64_t j0,
                                  float *scores, int64_t ld) {
     __m512 acc[VECTOR_ROWS][2];
     for (int r = 0; r < VECTOR_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -2729,7 +2729,7 @@ static inline void vector_scores(const uint16_t *const *rows, const uint16_t *kp
    keys and keys past t; no shift where none is live), rounded to bf16 into probs (row stride padded_t); inverse[r]:
    1 / row r's float32 sum (0 where it is 0). The rows' maxima first, then their exponentials: each pass's rows
    independent, so that one row's reductions overlap the next row's work. */
-static inline void vector_softmax_rows(const float *scores, const __mmask16 *live, int64_t padded_t, float c,
+static inline void inference_softmax_rows(const float *scores, const __mmask16 *live, int64_t padded_t, float c,
                                        uint16_t *probs, float *inverse) {
     float shift[VECTOR_ROWS];
     for (int r = 0; r < VECTOR_ROWS; r++) {
@@ -2769,7 +2769,7 @@ static void pack_key_pairs(const uint16_t *v, int64_t st, int64_t t, int64_t pad
 /* d values [c0, c0 + 32) of VECTOR_ROWS queries' outputs: their probabilities (bf16 rows of stride padded_t) @ v
    (pack_key_pairs) over padded_t keys, times inverse[r] (1 / the row's sum), rounded to bf16 into targets[r] + c0
    for the `valid` rows that exist. */
-static inline void vector_values(const uint16_t *probs, const uint16_t *vp, int64_t d, int64_t padded_t, int64_t c0,
+static inline void inference_values(const uint16_t *probs, const uint16_t *vp, int64_t d, int64_t padded_t, int64_t c0,
                                  const float *inverse, int64_t valid, uint16_t *const *targets) {
     __m512 acc[VECTOR_ROWS][2];
     for (int r = 0; r < VECTOR_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -2832,11 +2832,11 @@ int xm_attention_vector(const uint16_t *q, const uint16_t *k, const uint16_t *v,
                     targets[r] = out + ((b * t + i) * heads + h) * d;
                 }
                 for (int64_t j0 = 0; j0 < padded_t; j0 += 32)
-                    vector_scores(rows, scratch.kp, d, j0, scratch.scores, padded_t);
+                    inference_scores(rows, scratch.kp, d, j0, scratch.scores, padded_t);
                 ahead_fetch(&ahead, VECTOR_ROWS * per_row);
-                vector_softmax_rows(scratch.scores, scratch.live, padded_t, c, scratch.probs, inverse);
+                inference_softmax_rows(scratch.scores, scratch.live, padded_t, c, scratch.probs, inverse);
                 for (int64_t c0 = 0; c0 < d; c0 += 32)
-                    vector_values(scratch.probs, scratch.vp, d, padded_t, c0, inverse, valid, targets);
+                    inference_values(scratch.probs, scratch.vp, d, padded_t, c0, inverse, valid, targets);
             }
         }
         scratch_free(&scratch);
