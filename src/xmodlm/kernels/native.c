@@ -1036,6 +1036,118 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
     return failed ? -1 : 0;
 }
 
+/* Training: a linear's weight and bias gradients in bf16 autocast training on processors without AMX
+   (xm_weight_grad_vector).
+
+   xm_weight_grad's computation (dW = dY^T X, N x K, and db = dY's column sums, float32 sums over the T rows of the
+   bf16 operands, left in float32) with AVX-512 alone: no tile instruction, no begin(). Where this runs (AMD's Zen 4
+   and 5) the alternative is oneDNN's bf16 product rounded to bf16, cast back to float32 by autograd, and the bias
+   summed by another pass. VDPBF16PS sums a pair of bf16 products into each float32 lane, so the pair runs along T:
+   both operands are laid out in row pairs (rows 2p and 2p + 1 interleaved, so that each 32-bit element holds one
+   column's pair; a zero row pads odd T), in blocks of columns whose pairs lie contiguous along T (dY by
+   WGRAD_ROWS columns, X by 32), so that a block streams from L1 or L2 with the hardware prefetcher's help. A step
+   broadcasts one of WGRAD_ROWS of dY's column pairs against two vectors of X's pairs (32 of dW's columns):
+   WGRAD_ROWS x 2 accumulators held over the whole of T, then stored once. X is taken in chunks of
+   WGRAD_VECTOR_CHUNK_BYTES (a chunk stays in L2 while the thread's dY blocks pass it). db comes from the packed dY
+   block at the block's first chunk, one 8-lane VDPBF16PS against ones per pair. Each value is summed by one thread
+   in the order of the pairs: the same bits for any thread count. Requires N % 32 == 0, K % 32 == 0; any T. Returns 0,
+   or -1 if a buffer could not be allocated. */
+#define WGRAD_ROWS 8
+#define WGRAD_VECTOR_CHUNK_BYTES (512 << 10)
+
+static inline __m512bh pair_broadcast(const uint16_t *p); /* (with the vector attention kernel, at the end) */
+
+/* Row pair p (rows 2p and 2p + 1 of src, t rows of width bf16, row stride ld; past t zero) into the column blocks of
+   out: block b (`block` columns) holds its pairs at out + (b pairs + p) 2 block, contiguous along the pairs. row:
+   2 width values of scratch. */
+static void pair_blocks(const uint16_t *src, int64_t ld, int64_t t, int64_t width, int64_t block, int64_t pairs,
+                        int64_t p, uint16_t *row, uint16_t *out) {
+    int64_t r = 2 * p;
+    interleave_rows(r < t ? src + r * ld : NULL, r + 1 < t ? src + (r + 1) * ld : NULL, width, row);
+    for (int64_t b = 0; b < width / block; b++)
+        memcpy(out + (b * pairs + p) * 2 * block, row + 2 * block * b, 4 * block);
+}
+
+/* dW's WGRAD_ROWS x 32 block (rows of ldw floats) from a (one dY block: [pairs][WGRAD_ROWS][2]) and b (one X block:
+   [pairs][32][2]) over all pairs; with db (WGRAD_ROWS floats) also dY's column sums, from a's pairs against ones. */
+static inline __attribute__((always_inline)) void weight_grad_block(const uint16_t *a, const uint16_t *b,
+                                                                     int64_t pairs, float *dw, int64_t ldw, float *db) {
+    __m512 acc[WGRAD_ROWS][2];
+    for (int r = 0; r < WGRAD_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    __m256 sums = _mm256_setzero_ps();
+    const __m256bh ones = (__m256bh)_mm256_set1_epi16(0x3f80); /* bf16 1.0 */
+    for (int64_t p = 0; p < pairs; p++) {
+        __m512bh low = (__m512bh)_mm512_load_si512((const void *)(b + 64 * p));
+        __m512bh high = (__m512bh)_mm512_load_si512((const void *)(b + 64 * p + 32));
+        const uint16_t *column_pairs = a + 2 * WGRAD_ROWS * p;
+        for (int r = 0; r < WGRAD_ROWS; r++) {
+            __m512bh y = pair_broadcast(column_pairs + 2 * r);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], y, low);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], y, high);
+        }
+        if (db) sums = _mm256_dpbf16_ps(sums, (__m256bh)_mm256_load_si256((const __m256i *)column_pairs), ones);
+    }
+    for (int r = 0; r < WGRAD_ROWS; r++) {
+        _mm512_storeu_ps(dw + r * ldw, acc[r][0]);
+        _mm512_storeu_ps(dw + r * ldw + 16, acc[r][1]);
+    }
+    if (db) _mm256_storeu_ps(db, sums);
+}
+
+int xm_weight_grad_vector(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t ldx, int64_t t, int64_t n,
+                          int64_t k, float *dw, float *db) {
+    int64_t pairs = (t + 1) / 2;
+    if (!pairs) { /* no rows: zero sums (and no buffer of zero bytes to allocate) */
+        memset(dw, 0, n * k * sizeof(float));
+        if (db) memset(db, 0, n * sizeof(float));
+        return 0;
+    }
+    int64_t width = WGRAD_VECTOR_CHUNK_BYTES / (pairs * 128) * 32; /* X's columns a chunk: 4 bytes a pair each */
+    width = width < 32 ? 32 : width > k ? k : width;
+    /* dY: [n / WGRAD_ROWS][pairs][WGRAD_ROWS][2] (blocks of pairs x 32 bytes); X: [k / 32][pairs][32][2] (blocks of
+       pairs x 128 bytes, 64-byte aligned) */
+    uint16_t *dyp = aligned_alloc(64, pairs * n * 4), *xp = aligned_alloc(64, pairs * k * 4); /* n, k % 32 == 0 */
+    int failed = 0;
+    if (!dyp || !xp) { /* (before the threads: each thread's copy of `failed` starts at 0) */
+        free(dyp);
+        free(xp);
+        return -1;
+    }
+#pragma omp parallel reduction(| : failed)
+    {
+        uint16_t *row = aligned_alloc(64, 4 * (n > k ? n : k));
+        if (!row) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < pairs; p++) {
+            if (failed) continue;
+            pair_blocks(dy, ldy, t, n, WGRAD_ROWS, pairs, p, row, dyp);
+            pair_blocks(x, ldx, t, k, 32, pairs, p, row, xp);
+        }
+        /* (the loop's barrier: both operands laid out before any product) */
+        for (int64_t k0 = 0; k0 < k; k0 += width) {
+            int64_t w = k - k0 < width ? k - k0 : width;
+#pragma omp for schedule(static)
+            for (int64_t nb = 0; nb < n / WGRAD_ROWS; nb++) {
+                if (failed) continue;
+                const uint16_t *a = dyp + nb * pairs * 2 * WGRAD_ROWS;
+                float *out = dw + nb * WGRAD_ROWS * k;
+                for (int64_t c = k0; c < k0 + w; c += 32) {
+                    float *sums = db && c == 0 ? db + nb * WGRAD_ROWS : NULL;
+                    const uint16_t *b = xp + c / 32 * pairs * 64;
+                    if (sums)
+                        weight_grad_block(a, b, pairs, out + c, k, sums);
+                    else
+                        weight_grad_block(a, b, pairs, out + c, k, NULL);
+                }
+            }
+        }
+        free(row);
+    }
+    free(dyp);
+    free(xp);
+    return failed ? -1 : 0;
+}
+
 /* Training: GELU and its backward on bf16 activations through tables (xm_gelu_table, xm_gelu_table_backward). Under
    bf16 autocast GELU's input H is bf16, so GELU and its derivative take one of 65,536 values each: the caller's
    tables hold them for every bf16 bit pattern (computed in float64, rounded once), and each pass is one gather per

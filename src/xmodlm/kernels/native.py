@@ -144,6 +144,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     _attention_vector_argtypes(lib, pointer, size)
     _modules_train_argtypes(lib, pointer, size)
     _weight_grad_argtypes(lib, pointer, size)
+    _weight_grad_vector_argtypes(lib, pointer, size)
     _gelu_table_argtypes(lib, pointer, size)
     return lib, f"built with {compiler} in {target.parent}"
 
@@ -695,10 +696,20 @@ def _weight_grad_argtypes(lib, pointer, size) -> None:
     lib.xm_weight_grad.restype = ctypes.c_int
 
 
+# Without AMX (xm_weight_grad_vector): the same results by AVX-512's bf16 products.
+
+def _weight_grad_vector_argtypes(lib, pointer, size) -> None:
+    lib.xm_weight_grad_vector.argtypes = [pointer, size, pointer, size, size, size, size, pointer, pointer]
+    lib.xm_weight_grad_vector.restype = ctypes.c_int
+
+
 def weight_grad(grad: torch.Tensor, x: torch.Tensor, bias_grad: bool = True) -> tuple:
     """(dW float32 (N, K) = grad^T @ x, db float32 (N,) = grad's column sums, or None) of a linear from the bf16
     (T, N) output gradient and bf16 (T, K) input (both with contiguous rows; N and K multiples of 32), summed in
-    float32 over T and not rounded: the same bits for any thread count."""
+    float32 over T and not rounded (more precise than autocast's product and sum, which round both to bf16): the
+    same bits for any thread count. The tile kernel where ``available()``, else the vector kernel
+    (``xm_weight_grad_vector``, AVX-512 bf16 products; ``vector_available()``), whose sums run in another order:
+    the two agree to float32 summation error, not bit for bit."""
     _check_rows(grad)
     _check_rows(x)
     (t, n), k = grad.shape, x.shape[1]
@@ -709,8 +720,9 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, bias_grad: bool = True) -> 
     db = torch.empty(n, dtype=torch.float32) if bias_grad else None
     if not t:
         return dw.zero_(), None if db is None else db.zero_()
-    if _library().xm_weight_grad(grad.data_ptr(), grad.stride(0), x.data_ptr(), x.stride(0), t, n, k, dw.data_ptr(),
-                                 _address(db)) != 0:
+    lib = _library()
+    kernel = lib.xm_weight_grad if available() or not vector_available() else lib.xm_weight_grad_vector
+    if kernel(grad.data_ptr(), grad.stride(0), x.data_ptr(), x.stride(0), t, n, k, dw.data_ptr(), _address(db)) != 0:
         raise MemoryError("the weight-gradient kernel could not allocate its scratch")
     return dw, db
 
