@@ -1047,25 +1047,54 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
    column's pair; a zero row pads odd T), in blocks of columns whose pairs lie contiguous along T (dY by
    WGRAD_ROWS columns, X by 32), so that a block streams from L1 or L2 with the hardware prefetcher's help. A step
    broadcasts one of WGRAD_ROWS of dY's column pairs against two vectors of X's pairs (32 of dW's columns):
-   WGRAD_ROWS x 2 accumulators held over the whole of T, then stored once. X is taken in chunks of
+   WGRAD_ROWS x 2 accumulators held over the whole of T, then stored once. The layout is split between the threads
+   by WGRAD_PACK_PAIRS row pairs, dW by blocks of WGRAD_ROWS of its rows; X is taken in chunks of
    WGRAD_VECTOR_CHUNK_BYTES (a chunk stays in L2 while the thread's dY blocks pass it). db comes from the packed dY
    block at the block's first chunk, one 8-lane VDPBF16PS against ones per pair. Each value is summed by one thread
    in the order of the pairs: the same bits for any thread count. Requires N % 32 == 0, K % 32 == 0; any T. Returns 0,
-   or -1 if a buffer could not be allocated. */
+   or -1 if a buffer could not be allocated. The sizes below may be set by -D for the variant measurements
+   (docs/results/amx-perf/round12/vwgrad.md); WGRAD_ROWS is fixed at 8 (pair_blocks and the db sums assume it). */
 #define WGRAD_ROWS 8
+#ifndef WGRAD_PACK_PAIRS
+#define WGRAD_PACK_PAIRS 16
+#endif
+#ifndef WGRAD_VECTOR_CHUNK_BYTES
 #define WGRAD_VECTOR_CHUNK_BYTES (512 << 10)
+#endif
 
 static inline __m512bh pair_broadcast(const uint16_t *p); /* (with the vector attention kernel, at the end) */
 
-/* Row pair p (rows 2p and 2p + 1 of src, t rows of width bf16, row stride ld; past t zero) into the column blocks of
-   out: block b (`block` columns) holds its pairs at out + (b pairs + p) 2 block, contiguous along the pairs. row:
-   2 width values of scratch. */
+/* Row pairs [p0, p1) (rows 2p and 2p + 1 of src, t rows of width bf16, row stride ld; past t zero) into the column
+   blocks of out: block b (`block` columns, 8 or 32) holds its pairs at out + (b pairs + p) 2 block, contiguous along
+   the pairs. 32 columns at a time interleaved in registers (as interleave_rows), each 16 columns' pairs (64 bytes)
+   stored straight into their block(s); the pairs inner, so that the stores run along a few blocks at a time (pair
+   by pair across all blocks, 96 blocks of 8 at N = 768, the layout took as long as half the products). */
 static void pair_blocks(const uint16_t *src, int64_t ld, int64_t t, int64_t width, int64_t block, int64_t pairs,
-                        int64_t p, uint16_t *row, uint16_t *out) {
-    int64_t r = 2 * p;
-    interleave_rows(r < t ? src + r * ld : NULL, r + 1 < t ? src + (r + 1) * ld : NULL, width, row);
-    for (int64_t b = 0; b < width / block; b++)
-        memcpy(out + (b * pairs + p) * 2 * block, row + 2 * block * b, 4 * block);
+                        int64_t p0, int64_t p1, uint16_t *out) {
+    const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+    for (int64_t j = 0; j < width; j += 32)
+        for (int64_t p = p0; p < p1; p++) {
+            const uint16_t *r0 = 2 * p < t ? src + 2 * p * ld + j : NULL;
+            const uint16_t *r1 = 2 * p + 1 < t ? src + (2 * p + 1) * ld + j : NULL;
+            __m512i even = r0 ? _mm512_loadu_si512((const void *)r0) : _mm512_setzero_si512();
+            __m512i odd = r1 ? _mm512_loadu_si512((const void *)r1) : _mm512_setzero_si512();
+            __m512i first = _mm512_permutex2var_epi16(even, low, odd);
+            __m512i second = _mm512_permutex2var_epi16(even, high, odd);
+            if (block == 32) {
+                uint16_t *at = out + (j / 32 * pairs + p) * 64;
+                _mm512_store_si512((__m512i *)at, first);
+                _mm512_store_si512((__m512i *)(at + 32), second);
+            } else { /* blocks of 8: each 64 bytes in two blocks */
+                uint16_t *at = out + (j / 8 * pairs + p) * 16;
+                int64_t next = pairs * 16; /* the next block's pair p */
+                _mm256_store_si256((__m256i *)at, _mm512_castsi512_si256(first));
+                _mm256_store_si256((__m256i *)(at + next), _mm512_extracti64x4_epi64(first, 1));
+                _mm256_store_si256((__m256i *)(at + 2 * next), _mm512_castsi512_si256(second));
+                _mm256_store_si256((__m256i *)(at + 3 * next), _mm512_extracti64x4_epi64(second, 1));
+            }
+        }
 }
 
 /* dW's WGRAD_ROWS x 32 block (rows of ldw floats) from a (one dY block: [pairs][WGRAD_ROWS][2]) and b (one X block:
@@ -1107,28 +1136,24 @@ int xm_weight_grad_vector(const uint16_t *dy, int64_t ldy, const uint16_t *x, in
     /* dY: [n / WGRAD_ROWS][pairs][WGRAD_ROWS][2] (blocks of pairs x 32 bytes); X: [k / 32][pairs][32][2] (blocks of
        pairs x 128 bytes, 64-byte aligned) */
     uint16_t *dyp = aligned_alloc(64, pairs * n * 4), *xp = aligned_alloc(64, pairs * k * 4); /* n, k % 32 == 0 */
-    int failed = 0;
-    if (!dyp || !xp) { /* (before the threads: each thread's copy of `failed` starts at 0) */
+    if (!dyp || !xp) {
         free(dyp);
         free(xp);
         return -1;
     }
-#pragma omp parallel reduction(| : failed)
+#pragma omp parallel
     {
-        uint16_t *row = aligned_alloc(64, 4 * (n > k ? n : k));
-        if (!row) failed = 1;
 #pragma omp for schedule(static)
-        for (int64_t p = 0; p < pairs; p++) {
-            if (failed) continue;
-            pair_blocks(dy, ldy, t, n, WGRAD_ROWS, pairs, p, row, dyp);
-            pair_blocks(x, ldx, t, k, 32, pairs, p, row, xp);
+        for (int64_t p0 = 0; p0 < pairs; p0 += WGRAD_PACK_PAIRS) {
+            int64_t p1 = pairs - p0 < WGRAD_PACK_PAIRS ? pairs : p0 + WGRAD_PACK_PAIRS;
+            pair_blocks(dy, ldy, t, n, WGRAD_ROWS, pairs, p0, p1, dyp);
+            pair_blocks(x, ldx, t, k, 32, pairs, p0, p1, xp);
         }
         /* (the loop's barrier: both operands laid out before any product) */
         for (int64_t k0 = 0; k0 < k; k0 += width) {
             int64_t w = k - k0 < width ? k - k0 : width;
 #pragma omp for schedule(static)
             for (int64_t nb = 0; nb < n / WGRAD_ROWS; nb++) {
-                if (failed) continue;
                 const uint16_t *a = dyp + nb * pairs * 2 * WGRAD_ROWS;
                 float *out = dw + nb * WGRAD_ROWS * k;
                 for (int64_t c = k0; c < k0 + w; c += 32) {
@@ -1141,11 +1166,10 @@ int xm_weight_grad_vector(const uint16_t *dy, int64_t ldy, const uint16_t *x, in
                 }
             }
         }
-        free(row);
     }
     free(dyp);
     free(xp);
-    return failed ? -1 : 0;
+    return 0;
 }
 
 /* Training: GELU and its backward on bf16 activations through tables (xm_gelu_table, xm_gelu_table_backward). Under
