@@ -10,6 +10,7 @@ each per round, a control copy of the baseline; medians over the rounds.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -43,8 +44,10 @@ def main() -> None:
         times = {v: [] for v in variants}
         for fn in variants.values():
             fn()
+        order = random.Random(0)
         for _ in range(args.rounds):
-            for v, fn in variants.items():
+            for v in order.sample(list(variants), len(variants)):
+                fn = variants[v]
                 start = time.perf_counter()
                 fn()
                 times[v].append(time.perf_counter() - start)
