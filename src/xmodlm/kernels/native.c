@@ -1050,7 +1050,9 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
    WGRAD_ROWS x 2 accumulators held over the whole of T, then stored once. The layout is split between the threads
    by WGRAD_PACK_PAIRS row pairs, dW by blocks of WGRAD_ROWS of its rows; X is taken in chunks of
    WGRAD_VECTOR_CHUNK_BYTES, each laid out just before its products (it stays in L2 while the thread's dY blocks pass
-   it; laid out all at once, X of 2048 x 1024 took 3.5% longer). db comes from the packed dY
+   it; laid out all at once, X of 2048 x 1024 took 0.7-3.5% longer). With one chunk (K up to 128 columns at T = 2048,
+   the tied decoder's 256 at T = 303) dY too is laid out 32 columns at a time by the thread that takes them: the
+   decoder 11% faster alone. db comes from the packed dY
    block at the block's first chunk, one 8-lane VDPBF16PS against ones per pair. Each value is summed by one thread
    in the order of the pairs: the same bits for any thread count. Requires N % 32 == 0, K % 32 == 0; any T. Returns 0,
    or -1 if a buffer could not be allocated. The sizes below may be set by -D for the variant measurements
@@ -1124,6 +1126,20 @@ static inline __attribute__((always_inline)) void weight_grad_block(const uint16
     if (db) _mm256_storeu_ps(db, sums);
 }
 
+/* dW's rows [8 nb, 8 nb + 8), columns [k0, k0 + w), from the dY block a ([pairs][8][2]) and X's chunk xp (from column
+   k0); db's 8 values with the chunk at column 0 where db is not NULL. */
+static void weight_grad_rows(const uint16_t *a, const uint16_t *xp, int64_t pairs, int64_t nb, int64_t k0, int64_t w,
+                             int64_t k, float *dw, float *db) {
+    float *out = dw + nb * WGRAD_ROWS * k;
+    for (int64_t c = k0; c < k0 + w; c += 32) {
+        const uint16_t *b = xp + (c - k0) / 32 * pairs * 64;
+        if (db && c == 0)
+            weight_grad_block(a, b, pairs, out + c, k, db + nb * WGRAD_ROWS);
+        else
+            weight_grad_block(a, b, pairs, out + c, k, NULL);
+    }
+}
+
 int xm_weight_grad_vector(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t ldx, int64_t t, int64_t n,
                           int64_t k, float *dw, float *db) {
     int64_t pairs = (t + 1) / 2;
@@ -1134,20 +1150,29 @@ int xm_weight_grad_vector(const uint16_t *dy, int64_t ldy, const uint16_t *x, in
     }
     int64_t width = WGRAD_VECTOR_CHUNK_BYTES / (pairs * 128) * 32; /* X's columns a chunk: 4 bytes a pair each */
     width = width < 32 ? 32 : width > k ? k : width;
+    /* One chunk: each thread lays out 32 of dY's columns (4 blocks) at a time into its own buffer just before their
+       products, where it stays in L1/L2 (the tied decoder's 303 x 32k dY is not written to memory and read back).
+       Several: dY laid out whole first, as each block is used once per chunk. */
+    int single = width == k;
     /* dY: [n / WGRAD_ROWS][pairs][WGRAD_ROWS][2] (blocks of pairs x 32 bytes); X: [k / 32][pairs][32][2] (blocks of
-       pairs x 128 bytes, 64-byte aligned) */
-    uint16_t *dyp = aligned_alloc(64, pairs * n * 4), *xp = aligned_alloc(64, pairs * width * 4); /* n, k % 32 == 0 */
-    if (!dyp || !xp) {
+       pairs x 128 bytes, 64-byte aligned); n, k % 32 == 0 */
+    uint16_t *dyp = single ? NULL : aligned_alloc(64, pairs * n * 4), *xp = aligned_alloc(64, pairs * width * 4);
+    if ((!single && !dyp) || !xp) {
         free(dyp);
         free(xp);
         return -1;
     }
-#pragma omp parallel
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
     {
+        uint16_t *group = single ? aligned_alloc(64, pairs * 128) : NULL; /* 32 columns of dY by pairs */
+        failed = single && !group;
+        if (!single) {
 #pragma omp for schedule(static) nowait
-        for (int64_t p0 = 0; p0 < pairs; p0 += WGRAD_PACK_PAIRS) {
-            int64_t p1 = pairs - p0 < WGRAD_PACK_PAIRS ? pairs : p0 + WGRAD_PACK_PAIRS;
-            pair_blocks(dy, ldy, t, n, WGRAD_ROWS, pairs, p0, p1, dyp);
+            for (int64_t p0 = 0; p0 < pairs; p0 += WGRAD_PACK_PAIRS) {
+                int64_t p1 = pairs - p0 < WGRAD_PACK_PAIRS ? pairs : p0 + WGRAD_PACK_PAIRS;
+                pair_blocks(dy, ldy, t, n, WGRAD_ROWS, pairs, p0, p1, dyp);
+            }
         }
         for (int64_t k0 = 0; k0 < k; k0 += width) {
             int64_t w = k - k0 < width ? k - k0 : width;
@@ -1157,26 +1182,28 @@ int xm_weight_grad_vector(const uint16_t *dy, int64_t ldy, const uint16_t *x, in
                 int64_t p1 = pairs - p0 < WGRAD_PACK_PAIRS ? pairs : p0 + WGRAD_PACK_PAIRS;
                 pair_blocks(x + k0, ldx, t, w, 32, pairs, p0, p1, xp);
             }
-            /* (the loop's barrier: dY and the chunk laid out before any product; the one below: all products done
-               before the next chunk overwrites this one) */
+            /* (the loop's barrier: the chunk, and dY where laid out whole, before any product; the one below: all
+               products done before the next chunk overwrites this one) */
+            if (single) {
 #pragma omp for schedule(static)
-            for (int64_t nb = 0; nb < n / WGRAD_ROWS; nb++) {
-                const uint16_t *a = dyp + nb * pairs * 2 * WGRAD_ROWS;
-                float *out = dw + nb * WGRAD_ROWS * k;
-                for (int64_t c = k0; c < k0 + w; c += 32) {
-                    float *sums = db && c == 0 ? db + nb * WGRAD_ROWS : NULL;
-                    const uint16_t *b = xp + (c - k0) / 32 * pairs * 64;
-                    if (sums)
-                        weight_grad_block(a, b, pairs, out + c, k, sums);
-                    else
-                        weight_grad_block(a, b, pairs, out + c, k, NULL);
+                for (int64_t g = 0; g < n / 32; g++) {
+                    if (failed) continue;
+                    pair_blocks(dy + 32 * g, ldy, t, 32, WGRAD_ROWS, pairs, 0, pairs, group);
+                    for (int64_t i = 0; i < 32 / WGRAD_ROWS; i++)
+                        weight_grad_rows(group + i * pairs * 2 * WGRAD_ROWS, xp, pairs, 32 / WGRAD_ROWS * g + i, k0, w,
+                                         k, dw, db);
                 }
+            } else {
+#pragma omp for schedule(static)
+                for (int64_t nb = 0; nb < n / WGRAD_ROWS; nb++)
+                    weight_grad_rows(dyp + nb * pairs * 2 * WGRAD_ROWS, xp, pairs, nb, k0, w, k, dw, db);
             }
         }
+        free(group);
     }
     free(dyp);
     free(xp);
-    return 0;
+    return failed ? -1 : 0;
 }
 
 /* Training: GELU and its backward on bf16 activations through tables (xm_gelu_table, xm_gelu_table_backward). Under
