@@ -8,9 +8,10 @@ use by the system's C compiler, loaded through ctypes, called on torch tensors' 
 
 Two kinds: the tile kernels (the products, attention, the weight gradients, the vocabulary projection, the training
 modules) need AMX (``available()``); the vector kernels (LayerNorm, the residual norm, the cross-entropy, GELU's
-tables, dropout's masks and mask-and-scale, and inference attention where the tile kernel is not available:
-``attention`` calls ``xm_attention_vector`` there) need only AVX-512 with bf16 conversions and products, so they also
-run on processors without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both:
+tables, dropout's masks and mask-and-scale, and where the tile kernels are not available inference attention and the
+weight gradients: ``attention`` calls ``xm_attention_vector`` there, ``weight_grad`` ``xm_weight_grad_vector``) need
+only AVX-512 with bf16 conversions and products, so they also run on processors without AMX, AMD's Zen 4 and Zen 5
+among them (``vector_available()``). One library serves both:
 built wherever ``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
 the tile state. On a 2-core Zen 5 (2026-12-02) the vector kernels made the bench's bf16 training step 1.11-1.14x
 faster at one thread (docs/results/amx-perf/round12/vector.md).
@@ -177,9 +178,8 @@ def available() -> bool:
 
 def vector_available() -> bool:
     """True where the vector kernels can run (LayerNorm, LayerNorm(dropout(h) + residual), the cross-entropy over bf16
-    logits, GELU's tables, dropout's masks and mask-and-scale, inference attention without AMX): the kernels on and
-    the library built and loaded,
-    which needs AVX-512 with bf16 conversions (``NEEDED``), AMX or not."""
+    logits, GELU's tables, dropout's masks and mask-and-scale, inference attention and the weight gradients without
+    AMX): the kernels on and the library built and loaded, which needs AVX-512 with bf16 conversions (``NEEDED``), AMX or not."""
     return _STATE["enabled"] and _library() is not None
 
 
