@@ -15,7 +15,10 @@ On processors with AMX the weight's and bias's gradients come from the own kerne
 transposed) at about a third of the ceiling in the training step, then autograd cast its bf16 result back to
 float32 and the bias's gradient took a separate sum. The kernel sums both in float32 and leaves them in float32
 (autocast rounds them to bf16 first): more precise, so they differ from autocast's by up to a bf16 rounding; the
-forward and the input's gradient are unchanged.
+forward and the input's gradient are unchanged. Without AMX, where the vector kernels run (AVX-512 with bf16
+products: AMD's Zen 4 and 5), ``native.weight_grad`` runs the vector kernel (xm_weight_grad_vector) with the same
+results (float32, more precise than autocast's bf16, the same bits for any thread count; its sums run in another
+order than the tile kernel's).
 """
 
 from __future__ import annotations
@@ -106,11 +109,17 @@ class _BiasInProduct(torch.autograd.Function):
 def parameter_grads(grad2: torch.Tensor, x2: torch.Tensor, weight: bool, bias: bool) -> tuple:
     """(dW, db) of a linear under bf16 autocast from its 2-d bf16 output gradient and input (None where not
     asked): float32 from the own kernel where it is switched on and applies (bf16 operands with contiguous rows,
-    widths in whole tiles), else ``addmm``'s backward's bf16 (autograd casts them to a float32 parameter's dtype)."""
+    widths in whole tiles), else ``addmm``'s backward's bf16 (autograd casts them to a float32 parameter's dtype).
+    The own kernel: the tile kernel where ``native.available()``, else the vector kernel where
+    ``native.vector_available()``. On a 2-core Zen 5 at one thread the vector kernel (float32 dW and db) was faster
+    than the bf16 product + its cast to float32 + the bias's sum at every shape of the bench's MLM step: 1.05-1.09x
+    at the layers' (T 2048; N x K 768 x 256, 256 x 256, 1024 x 256, 256 x 1024), 1.44x at the tied decoder's (T 303,
+    32000 x 256); the whole step 1.03-1.05x (docs/results/amx-perf/round12/vwgrad.md). So no shape is gated out."""
     if not (weight or bias):
         return None, None
     if (_WEIGHT_GRAD["enabled"] and grad2.dtype == x2.dtype == torch.bfloat16 and grad2.stride(-1) == 1
-            and x2.stride(-1) == 1 and native.fits(grad2.shape[1], x2.shape[1]) and native.available()):
+            and x2.stride(-1) == 1 and native.fits(grad2.shape[1], x2.shape[1])
+            and (native.available() or native.vector_available())):
         grad_w, grad_b = native.weight_grad(grad2, x2, bias_grad=bias)
         return grad_w if weight else None, grad_b
     return grad2.t().mm(x2) if weight else None, grad2.sum(0) if bias else None  # (out, in)

@@ -5,8 +5,9 @@
    forward and backward (xm_attention_train), the tied vocabulary projection on the float32 weight, forward and
    its gradients in one pass (xm_vocab_forward, xm_vocab_backward; on request the masked-LM loss's row statistics
    and its gradient formed inside); Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
-   values (xm_mask_scale); and for bf16 inference without AMX, softmax attention by AVX-512's bf16 products
-   (xm_attention_vector, at the end of this file).
+   values (xm_mask_scale); without AMX, a linear's weight and bias gradients in bf16 autocast training
+   (xm_weight_grad_vector, after xm_weight_grad) and softmax attention for bf16 inference (xm_attention_vector, at the
+   end of this file), both by AVX-512's bf16 products.
 
    The kernels with tile instructions (the products, both attentions, the weight gradients, the vocabulary
    projection, the training modules) run only on processors with AMX; the others use AVX-512 alone (F, DQ, BW, VL
@@ -1033,6 +1034,178 @@ int xm_weight_grad(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t l
         end(st);
         _mm_sfence();
     }
+    free(xp);
+    return failed ? -1 : 0;
+}
+
+/* Training: a linear's weight and bias gradients in bf16 autocast training on processors without AMX
+   (xm_weight_grad_vector).
+
+   xm_weight_grad's computation (dW = dY^T X, N x K, and db = dY's column sums, float32 sums over the T rows of the
+   bf16 operands, left in float32) with AVX-512 alone: no tile instruction, no begin(). Where this runs (AMD's Zen 4
+   and 5) the alternative is oneDNN's bf16 product rounded to bf16, cast back to float32 by autograd, and the bias
+   summed by another pass. VDPBF16PS sums a pair of bf16 products into each float32 lane, so the pair runs along T:
+   both operands are laid out in row pairs (rows 2p and 2p + 1 interleaved, so that each 32-bit element holds one
+   column's pair; a zero row pads odd T), in blocks of columns whose pairs lie contiguous along T (dY by
+   WGRAD_ROWS columns, X by 32), so that a block streams from L1 or L2 with the hardware prefetcher's help. A step
+   broadcasts one of WGRAD_ROWS of dY's column pairs against two vectors of X's pairs (32 of dW's columns):
+   WGRAD_ROWS x 2 accumulators held over the whole of T, then stored once. The layout is split between the threads
+   by WGRAD_PACK_PAIRS row pairs, dW by blocks of WGRAD_ROWS of its rows; X is taken in chunks of
+   WGRAD_VECTOR_CHUNK_BYTES, each laid out just before its products (it stays in L2 while the thread's dY blocks pass
+   it; laid out all at once, X of 2048 x 1024 took 0.7-3.5% longer). With one chunk (K up to 128 columns at T = 2048,
+   the tied decoder's 256 at T = 303) dY too is laid out 32 columns at a time by the thread that takes them: the
+   decoder 11% faster alone. db comes from the packed dY
+   block at the block's first chunk, one 8-lane VDPBF16PS against ones per pair. Each value is summed by one thread
+   in the order of the pairs: the same bits for any thread count. Requires N % 32 == 0, K % 32 == 0; any T. Returns 0,
+   or -1 if a buffer could not be allocated. On a 2-core Zen 5 at one thread it took 1.05-1.09x less time than the
+   bf16 product + its cast + the bias's sum at the bench's layers, 1.44x at the tied decoder (303 x 32k x 256), the
+   bf16 MLM step 1.03-1.05x (docs/results/amx-perf/round12/vwgrad.md, with the variants not kept). The sizes below
+   may be set by -D for the variant measurements; WGRAD_ROWS is fixed at 8 (pair_blocks and the db sums assume it). */
+#define WGRAD_ROWS 8
+#ifndef WGRAD_PACK_PAIRS
+#define WGRAD_PACK_PAIRS 16
+#endif
+#ifndef WGRAD_VECTOR_CHUNK_BYTES
+#define WGRAD_VECTOR_CHUNK_BYTES (512 << 10)
+#endif
+
+static inline __m512bh pair_broadcast(const uint16_t *p); /* (with the vector attention kernel, at the end) */
+
+/* Row pairs [p0, p1) (rows 2p and 2p + 1 of src, t rows of width bf16, row stride ld; past t zero) into the column
+   blocks of out: block b (`block` columns, 8 or 32) holds its pairs at out + (b pairs + p) 2 block, contiguous along
+   the pairs. 32 columns at a time interleaved in registers (as interleave_rows), each 16 columns' pairs (64 bytes)
+   stored straight into their block(s); the pairs inner, so that the stores run along a few blocks at a time (pair
+   by pair across all blocks, 96 blocks of 8 at N = 768, the layout took as long as half the products). */
+static void pair_blocks(const uint16_t *src, int64_t ld, int64_t t, int64_t width, int64_t block, int64_t pairs,
+                        int64_t p0, int64_t p1, uint16_t *out) {
+    const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+    for (int64_t j = 0; j < width; j += 32)
+        for (int64_t p = p0; p < p1; p++) {
+            const uint16_t *r0 = 2 * p < t ? src + 2 * p * ld + j : NULL;
+            const uint16_t *r1 = 2 * p + 1 < t ? src + (2 * p + 1) * ld + j : NULL;
+            __m512i even = r0 ? _mm512_loadu_si512((const void *)r0) : _mm512_setzero_si512();
+            __m512i odd = r1 ? _mm512_loadu_si512((const void *)r1) : _mm512_setzero_si512();
+            __m512i first = _mm512_permutex2var_epi16(even, low, odd);
+            __m512i second = _mm512_permutex2var_epi16(even, high, odd);
+            if (block == 32) {
+                uint16_t *at = out + (j / 32 * pairs + p) * 64;
+                _mm512_store_si512((__m512i *)at, first);
+                _mm512_store_si512((__m512i *)(at + 32), second);
+            } else { /* blocks of 8: each 64 bytes in two blocks */
+                uint16_t *at = out + (j / 8 * pairs + p) * 16;
+                int64_t next = pairs * 16; /* the next block's pair p */
+                _mm256_store_si256((__m256i *)at, _mm512_castsi512_si256(first));
+                _mm256_store_si256((__m256i *)(at + next), _mm512_extracti64x4_epi64(first, 1));
+                _mm256_store_si256((__m256i *)(at + 2 * next), _mm512_castsi512_si256(second));
+                _mm256_store_si256((__m256i *)(at + 3 * next), _mm512_extracti64x4_epi64(second, 1));
+            }
+        }
+}
+
+/* dW's WGRAD_ROWS x 32 block (rows of ldw floats) from a (one dY block: [pairs][WGRAD_ROWS][2]) and b (one X block:
+   [pairs][32][2]) over all pairs; with db (WGRAD_ROWS floats) also dY's column sums, from a's pairs against ones. */
+static inline __attribute__((always_inline)) void weight_grad_block(const uint16_t *a, const uint16_t *b,
+                                                                     int64_t pairs, float *dw, int64_t ldw, float *db) {
+    __m512 acc[WGRAD_ROWS][2];
+    for (int r = 0; r < WGRAD_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    __m256 sums = _mm256_setzero_ps();
+    const __m256bh ones = (__m256bh)_mm256_set1_epi16(0x3f80); /* bf16 1.0 */
+    for (int64_t p = 0; p < pairs; p++) {
+        __m512bh low = (__m512bh)_mm512_load_si512((const void *)(b + 64 * p));
+        __m512bh high = (__m512bh)_mm512_load_si512((const void *)(b + 64 * p + 32));
+        const uint16_t *column_pairs = a + 2 * WGRAD_ROWS * p;
+        for (int r = 0; r < WGRAD_ROWS; r++) {
+            __m512bh y = pair_broadcast(column_pairs + 2 * r);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], y, low);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], y, high);
+        }
+        if (db) sums = _mm256_dpbf16_ps(sums, (__m256bh)_mm256_load_si256((const __m256i *)column_pairs), ones);
+    }
+    for (int r = 0; r < WGRAD_ROWS; r++) {
+        _mm512_storeu_ps(dw + r * ldw, acc[r][0]);
+        _mm512_storeu_ps(dw + r * ldw + 16, acc[r][1]);
+    }
+    if (db) _mm256_storeu_ps(db, sums);
+}
+
+/* dW's rows [8 nb, 8 nb + 8), columns [k0, k0 + w), from the dY block a ([pairs][8][2]) and X's chunk xp (from column
+   k0); db's 8 values with the chunk at column 0 where db is not NULL. */
+static void weight_grad_rows(const uint16_t *a, const uint16_t *xp, int64_t pairs, int64_t nb, int64_t k0, int64_t w,
+                             int64_t k, float *dw, float *db) {
+    float *out = dw + nb * WGRAD_ROWS * k;
+    for (int64_t c = k0; c < k0 + w; c += 32) {
+        const uint16_t *b = xp + (c - k0) / 32 * pairs * 64;
+        if (db && c == 0)
+            weight_grad_block(a, b, pairs, out + c, k, db + nb * WGRAD_ROWS);
+        else
+            weight_grad_block(a, b, pairs, out + c, k, NULL);
+    }
+}
+
+int xm_weight_grad_vector(const uint16_t *dy, int64_t ldy, const uint16_t *x, int64_t ldx, int64_t t, int64_t n,
+                          int64_t k, float *dw, float *db) {
+    int64_t pairs = (t + 1) / 2;
+    if (!pairs) { /* no rows: zero sums (and no buffer of zero bytes to allocate) */
+        memset(dw, 0, n * k * sizeof(float));
+        if (db) memset(db, 0, n * sizeof(float));
+        return 0;
+    }
+    int64_t width = WGRAD_VECTOR_CHUNK_BYTES / (pairs * 128) * 32; /* X's columns a chunk: 4 bytes a pair each */
+    width = width < 32 ? 32 : width > k ? k : width;
+    /* One chunk: each thread lays out 32 of dY's columns (4 blocks) at a time into its own buffer just before their
+       products, where it stays in L1/L2 (the tied decoder's 303 x 32k dY is not written to memory and read back).
+       Several: dY laid out whole first, as each block is used once per chunk. */
+    int single = width == k;
+    /* dY: [n / WGRAD_ROWS][pairs][WGRAD_ROWS][2] (blocks of pairs x 32 bytes); X: [k / 32][pairs][32][2] (blocks of
+       pairs x 128 bytes, 64-byte aligned); n, k % 32 == 0 */
+    uint16_t *dyp = single ? NULL : aligned_alloc(64, pairs * n * 4), *xp = aligned_alloc(64, pairs * width * 4);
+    if ((!single && !dyp) || !xp) {
+        free(dyp);
+        free(xp);
+        return -1;
+    }
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        uint16_t *group = single ? aligned_alloc(64, pairs * 128) : NULL; /* 32 columns of dY by pairs */
+        failed = single && !group;
+        if (!single) {
+#pragma omp for schedule(static) nowait
+            for (int64_t p0 = 0; p0 < pairs; p0 += WGRAD_PACK_PAIRS) {
+                int64_t p1 = pairs - p0 < WGRAD_PACK_PAIRS ? pairs : p0 + WGRAD_PACK_PAIRS;
+                pair_blocks(dy, ldy, t, n, WGRAD_ROWS, pairs, p0, p1, dyp);
+            }
+        }
+        for (int64_t k0 = 0; k0 < k; k0 += width) {
+            int64_t w = k - k0 < width ? k - k0 : width;
+            /* the chunk laid out just before its products, so that it is written into L2 and read there */
+#pragma omp for schedule(static)
+            for (int64_t p0 = 0; p0 < pairs; p0 += WGRAD_PACK_PAIRS) {
+                int64_t p1 = pairs - p0 < WGRAD_PACK_PAIRS ? pairs : p0 + WGRAD_PACK_PAIRS;
+                pair_blocks(x + k0, ldx, t, w, 32, pairs, p0, p1, xp);
+            }
+            /* (the loop's barrier: the chunk, and dY where laid out whole, before any product; the one below: all
+               products done before the next chunk overwrites this one) */
+            if (single) {
+#pragma omp for schedule(static)
+                for (int64_t g = 0; g < n / 32; g++) {
+                    if (failed) continue;
+                    pair_blocks(dy + 32 * g, ldy, t, 32, WGRAD_ROWS, pairs, 0, pairs, group);
+                    for (int64_t i = 0; i < 32 / WGRAD_ROWS; i++)
+                        weight_grad_rows(group + i * pairs * 2 * WGRAD_ROWS, xp, pairs, 32 / WGRAD_ROWS * g + i, k0, w,
+                                         k, dw, db);
+                }
+            } else {
+#pragma omp for schedule(static)
+                for (int64_t nb = 0; nb < n / WGRAD_ROWS; nb++)
+                    weight_grad_rows(dyp + nb * pairs * 2 * WGRAD_ROWS, xp, pairs, nb, k0, w, k, dw, db);
+            }
+        }
+        free(group);
+    }
+    free(dyp);
     free(xp);
     return failed ? -1 : 0;
 }

@@ -8,12 +8,12 @@ use by the system's C compiler, loaded through ctypes, called on torch tensors' 
 
 Two kinds: the tile kernels (the products, attention, the weight gradients, the vocabulary projection, the training
 modules) need AMX (``available()``); the vector kernels (LayerNorm, the residual norm, the cross-entropy, GELU's
-tables, dropout's masks and mask-and-scale; without AMX also attention, inference and training, in AVX-512 twins of
-the tile kernels: ``attention`` calls ``xm_attention_vector``, ``training_attention`` and its backward
-``xm_attention_train_vector`` and ``xm_attention_train_backward_vector`` there) need only AVX-512 with bf16
-conversions and products, so they also run on processors without AMX, AMD's Zen 4 and Zen 5 among them
-(``vector_available()``). One library serves both: built wherever ``NEEDED`` holds, its AMX instructions only in
-functions that run where the processor has AMX and the system granted
+tables, dropout's masks and mask-and-scale; without AMX also attention, inference and training, and the weight
+gradients, in AVX-512 twins of the tile kernels: ``attention`` calls ``xm_attention_vector``, ``training_attention``
+and its backward ``xm_attention_train_vector`` and ``xm_attention_train_backward_vector``, ``weight_grad``
+``xm_weight_grad_vector`` there) need only AVX-512 with bf16 conversions and products, so they also run on processors
+without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both: built wherever
+``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
 the tile state. On a 2-core Zen 5 (2026-12-02) the vector kernels made the bench's bf16 training step 1.11-1.14x
 faster at one thread (docs/results/amx-perf/round12/vector.md).
 
@@ -146,6 +146,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     _attention_vector_argtypes(lib, pointer, size)
     _modules_train_argtypes(lib, pointer, size)
     _weight_grad_argtypes(lib, pointer, size)
+    _weight_grad_vector_argtypes(lib, pointer, size)
     _gelu_table_argtypes(lib, pointer, size)
     _attention_train_vector_argtypes(lib, pointer, size)
     return lib, f"built with {compiler} in {target.parent}"
@@ -179,9 +180,9 @@ def available() -> bool:
 
 def vector_available() -> bool:
     """True where the vector kernels can run (LayerNorm, LayerNorm(dropout(h) + residual), the cross-entropy over bf16
-    logits, GELU's tables, dropout's masks and mask-and-scale, attention's vector versions for inference and
-    training): the kernels on and the library built and loaded, which needs AVX-512 with bf16 conversions
-    (``NEEDED``), AMX or not."""
+    logits, GELU's tables, dropout's masks and mask-and-scale; without AMX, attention's vector versions for
+    inference and training and the weight gradients'): the kernels on and the library built and loaded, which needs
+    AVX-512 with bf16 conversions (``NEEDED``), AMX or not."""
     return _STATE["enabled"] and _library() is not None
 
 
@@ -716,10 +717,20 @@ def _weight_grad_argtypes(lib, pointer, size) -> None:
     lib.xm_weight_grad.restype = ctypes.c_int
 
 
+# Without AMX (xm_weight_grad_vector): the same results by AVX-512's bf16 products.
+
+def _weight_grad_vector_argtypes(lib, pointer, size) -> None:
+    lib.xm_weight_grad_vector.argtypes = [pointer, size, pointer, size, size, size, size, pointer, pointer]
+    lib.xm_weight_grad_vector.restype = ctypes.c_int
+
+
 def weight_grad(grad: torch.Tensor, x: torch.Tensor, bias_grad: bool = True) -> tuple:
     """(dW float32 (N, K) = grad^T @ x, db float32 (N,) = grad's column sums, or None) of a linear from the bf16
     (T, N) output gradient and bf16 (T, K) input (both with contiguous rows; N and K multiples of 32), summed in
-    float32 over T and not rounded: the same bits for any thread count."""
+    float32 over T and not rounded (more precise than autocast's product and sum, which round both to bf16): the
+    same bits for any thread count. The tile kernel where ``available()``, else the vector kernel
+    (``xm_weight_grad_vector``, AVX-512 bf16 products; ``vector_available()``), whose sums run in another order:
+    the two agree to float32 summation error, not bit for bit."""
     _check_rows(grad)
     _check_rows(x)
     (t, n), k = grad.shape, x.shape[1]
@@ -730,8 +741,9 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, bias_grad: bool = True) -> 
     db = torch.empty(n, dtype=torch.float32) if bias_grad else None
     if not t:
         return dw.zero_(), None if db is None else db.zero_()
-    if _library().xm_weight_grad(grad.data_ptr(), grad.stride(0), x.data_ptr(), x.stride(0), t, n, k, dw.data_ptr(),
-                                 _address(db)) != 0:
+    lib = _library()
+    kernel = lib.xm_weight_grad if available() or not vector_available() else lib.xm_weight_grad_vector
+    if kernel(grad.data_ptr(), grad.stride(0), x.data_ptr(), x.stride(0), t, n, k, dw.data_ptr(), _address(db)) != 0:
         raise MemoryError("the weight-gradient kernel could not allocate its scratch")
     return dw, db
 

@@ -68,7 +68,10 @@ def describe_paths() -> dict[str, str]:
             else "torch's ops (own kernel " + ("switched off)" if native.vector_available() else f"not used: {native.vector_reason()})")),
         "linears in bf16 autocast training (CPU)": (
             ("bias inside oneDNN's product" + ("; weight and bias gradients in the own AMX kernel (float32)"
-                                               if native_weight_grad_on() and native.available() else ""))
+                                               if native_weight_grad_on() and native.available() else
+                                               "; weight and bias gradients in the own vector kernel (AVX-512 bf16 "
+                                               "products, float32)" if native_weight_grad_on()
+                                               and native.vector_available() else ""))
             if _AUTOCAST_LINEAR["enabled"] and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
         "tied decoder in bf16 autocast training (CPU)": (
             "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
