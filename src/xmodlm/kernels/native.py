@@ -181,7 +181,7 @@ def available() -> bool:
 def vector_available() -> bool:
     """True where the vector kernels can run (LayerNorm, LayerNorm(dropout(h) + residual), the cross-entropy over bf16
     logits, GELU's tables, dropout's masks and mask-and-scale; without AMX, attention's vector versions for
-    inference and training and the weight gradients'): the kernels on and the library built and loaded, which needs
+    inference and training and the weight gradients): the kernels on and the library built and loaded, which needs
     AVX-512 with bf16 conversions (``NEEDED``), AMX or not."""
     return _STATE["enabled"] and _library() is not None
 
