@@ -1,6 +1,9 @@
-"""The linears' weight and bias gradients in bf16 autocast training through the own kernel
-(``kernels.amp.use_native_weight_grad``, native.c's xm_weight_grad): against float64 sums of the same bf16 operands,
-thread counts, bad input, the path inside ``autocast_linear`` and the model's masked-LM step."""
+"""The linears' weight and bias gradients in bf16 autocast training through the own kernels
+(``kernels.amp.use_native_weight_grad``): the tile kernel (native.c's xm_weight_grad, AMX) and the vector kernel
+(xm_weight_grad_vector: AVX-512 bf16 products, no tile instruction), which ``native.weight_grad`` takes where the tile
+kernel is not available. Each test runs once per kernel that can run here: against float64 sums of the same bf16
+operands, thread counts, bad input, the path inside ``autocast_linear`` and the model's masked-LM step. For the vector
+kernel the tile kernels are hidden (``native.available`` patched to False), so that it runs on AMX processors too."""
 
 from __future__ import annotations
 
@@ -16,13 +19,33 @@ from xmodlm import kernels
 from xmodlm.kernels import native, use_native_weight_grad
 from xmodlm.model import XmodForMaskedLM
 
-pytestmark = pytest.mark.skipif(not native.available(), reason=f"own AMX kernels not available: {native.reason()}")
 
 U = 2.0 ** -8  # a bf16 rounding (relative)
-SHAPES = [(2048, 1024, 256), (2048, 256, 1024), (300, 96, 64), (37, 64, 96), (1, 32, 32), (33, 32, 64)]
+# odd and even T, T = 1; N and K multiples of 32 of several sizes; at T = 2048 X is taken in chunks of 128 columns,
+# so K = 1024 and 288 take several (the last of 288 narrower)
+SHAPES = [(2048, 768, 256), (2048, 256, 1024), (2048, 96, 288), (303, 3200, 256), (300, 96, 64), (37, 64, 96),
+          (1, 32, 32), (2, 32, 32), (33, 32, 64)]
 
 
 switch = switch_fixture(use_native_weight_grad, amp.native_weight_grad_on)
+
+
+ENTRY = {"tile": "xm_weight_grad", "vector": "xm_weight_grad_vector"}
+
+
+@pytest.fixture(autouse=True, params=["tile", "vector"])
+def kernel(request, monkeypatch):
+    """The kernel under test (its entry's name in the library). For the vector kernel the tile kernels are hidden, so
+    that native.weight_grad takes it wherever this runs, and the tile kernel's entry is made to fail if it is called
+    all the same."""
+    if request.param == "tile" and not native.available():
+        pytest.skip(f"own AMX kernels not available: {native.reason()}")
+    if request.param == "vector":
+        if not native.vector_available():
+            pytest.skip(f"own vector kernels not available: {native.vector_reason()}")
+        monkeypatch.setattr(native, "available", lambda: False)
+        monkeypatch.setattr(native._library(), "xm_weight_grad", lambda *a: pytest.fail("tile kernel called"))
+    return ENTRY[request.param]
 
 
 def operands(t, n, k, seed=0):
@@ -44,18 +67,38 @@ def test_against_float64(t, n, k):
     assert ((db.double() - dyd.sum(0)).abs() <= 1e-6 * dyd.abs().sum(0) + 1e-30).all()
 
 
+def test_more_precise_than_bf16():
+    """The float32 sums are nearer float64's than the bf16 product autocast's backward runs (rounded to bf16)."""
+    dy, x = operands(2048, 256, 256, seed=4)
+    exact = dy.double().t() @ x.double()
+    dw, _ = native.weight_grad(dy, x)
+    assert (dw.double() - exact).abs().max() < (dy.t().mm(x).double() - exact).abs().max() / 10
+
+
 def test_without_bias_rows_and_strides():
     """No db when not asked; no rows: zeros; row strides other than the width (views of wider rows) read right."""
-    dy, x = operands(70, 64, 128, seed=1)
+    dy, x = operands(71, 64, 128, seed=1)
     full_w, full_b = native.weight_grad(dy, x)
     dw, db = native.weight_grad(dy, x, bias_grad=False)
     assert db is None and torch.equal(dw, full_w)
-    wide_dy, wide_x = torch.zeros(70, 96, dtype=torch.bfloat16), torch.zeros(70, 160, dtype=torch.bfloat16)
+    wide_dy, wide_x = torch.zeros(71, 96, dtype=torch.bfloat16), torch.zeros(71, 160, dtype=torch.bfloat16)
     wide_dy[:, 16:80], wide_x[:, 32:160] = dy, x
     got = native.weight_grad(wide_dy[:, 16:80], wide_x[:, 32:160])
     assert torch.equal(got[0], full_w) and torch.equal(got[1], full_b)
     dw, db = native.weight_grad(dy[:0], x[:0])
     assert dw.shape == (64, 128) and not dw.any() and not db.any()
+
+
+def test_zero_rows_in_the_kernel(kernel):
+    """T = 0 in the vector kernel itself (native.weight_grad returns before calling either kernel): dW and db
+    zeroed. The tile kernel was never asked to take T = 0, so it is not held to it."""
+    if kernel != "xm_weight_grad_vector":
+        pytest.skip("the tile kernel is not called with T = 0 (native.weight_grad returns before)")
+    dw, db = torch.full((32, 64), 7.0), torch.full((32,), 7.0)
+    empty = torch.zeros(0, 64, dtype=torch.bfloat16)
+    assert getattr(native._library(), kernel)(empty.data_ptr(), 32, empty.data_ptr(), 64, 0, 32, 64, dw.data_ptr(),
+                                              db.data_ptr()) == 0
+    assert not dw.any() and not db.any()
 
 
 @pytest.mark.parametrize("t, n, k", [(2048, 256, 256), (2048, 64, 1024), (301, 96, 64), (2048, 96, 288)])
@@ -91,6 +134,8 @@ def test_bad_inputs():
         native.weight_grad(torch.zeros(8, 48, dtype=torch.bfloat16), x)
     with pytest.raises(ValueError, match=r"\(9, 64\)"):
         native.weight_grad(dy, torch.zeros(9, 64, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="contiguous rows"):
+        native.weight_grad(dy.t(), x[:, :8].t().contiguous().t())
 
 
 def linear_grads(lin, x, grad):
@@ -102,18 +147,25 @@ def linear_grads(lin, x, grad):
     return out
 
 
-def test_autocast_linear_takes_it(monkeypatch, switch):
-    """Under bf16 autocast training a linear's dW and db come from the kernel, float32 and nearer float64's sums
-    than addmm's bf16 ones; dX is the same bits either way; switched off the kernel is not called."""
+def spy_kernel(monkeypatch, kernel):
+    """The shapes (T, N, K) the kernel under test is called with, recorded as it runs."""
     calls = []
-    original = native.weight_grad
-    monkeypatch.setattr(native, "weight_grad", lambda *a, **k: (calls.append(a[0].shape), original(*a, **k))[1])
+    lib = native._library()
+    original = getattr(lib, kernel)
+    monkeypatch.setattr(lib, kernel, lambda *a: (calls.append(a[4:7]), original(*a))[1])
+    return calls
+
+
+def test_autocast_linear_takes_it(monkeypatch, switch, kernel):
+    """Under bf16 autocast training a linear's dW and db come from the kernel, float32 and nearer float64's
+    sums than addmm's bf16 ones; dX is the same bits either way; switched off the kernel is not called."""
+    calls = spy_kernel(monkeypatch, kernel)
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 96)
     x = torch.randn(5, 40, 64, requires_grad=True)
     grad = torch.randn(5, 40, 96).bfloat16()
     on = linear_grads(lin, x, grad)
-    assert calls == [torch.Size([200, 96])]
+    assert calls == [(200, 96, 64)]
     use_native_weight_grad(False)
     off = linear_grads(lin, x, grad)
     assert len(calls) == 1
@@ -138,12 +190,10 @@ def test_not_taken_where_it_does_not_apply(monkeypatch, switch):
     kernels.linear.linear((lin,), x).sum().backward()
 
 
-def test_model_step(monkeypatch, switch):
+def test_model_step(monkeypatch, switch, kernel):
     """The masked-LM step under bf16 autocast: the same loss (the forward is unchanged) and every gradient within
     bf16 roundings of the step with the switch off, the linears' weight gradients through the kernel."""
-    calls = []
-    original = native.weight_grad
-    monkeypatch.setattr(native, "weight_grad", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    calls = spy_kernel(monkeypatch, kernel)
     ids, mask = batch(lengths=[12, 9, 12, 6, 11])
     labels = torch.full_like(ids, -100)
     labels[:, 2:6] = ids[:, 2:6]
