@@ -1,9 +1,14 @@
-"""Softmax attention in bf16 training through the own AMX kernel (kernels.attention.native_training_attention,
-native.training_attention and its backward): the output and every gradient against float64 on the same dropout mask,
+"""Softmax attention in bf16 training through the own kernels (kernels.attention.native_training_attention,
+native.training_attention and its backward): the tile kernels (native.c's xm_attention_train and its backward, AMX)
+and the vector kernels (xm_attention_train_vector and its backward: AVX-512 bf16 pair products, no tile instruction),
+which native.training_attention takes where the tile kernels are not available (``native._training_kernel``). Each
+test runs once per kernel that can run here: the output and every gradient against float64 on the same dropout mask,
 against today's dropout_attention under autocast, padding, a fully masked row, lengths outside whole tiles, the same
 bits for any thread count, the gradient handed to the fused projection without copies, the model's masked-LM step
-with the switch on and off, where it steps aside, and its input checks. Skipped where the own kernels cannot be
-built here."""
+with the switch on and off, where it steps aside, and its input checks; for the vector kernels also the saved row
+constants, the kernels taken and their speed gate (``attention.vector_training_faster``). For the vector kernels the
+tile kernels are hidden (``native.available`` patched to False), so that they run on AMX processors too. Skipped,
+with the reason, where a kernel cannot run here."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import pytest
 import torch
 
 import xmodlm.kernels as kernels
+from xmodlm.kernels import attention as attention_module
 from xmodlm.kernels import native
 from xmodlm.kernels.attention import (_TrainingAttention, dropout_attention, native_training_applies,
                                       native_training_attention, native_training_on, use_native_training_attention)
@@ -21,10 +27,36 @@ from switches import switch_fixture
 from test_model import MIXED, assert_close_gradients, batch, maxdiff
 from tiny import ours
 
-needs_amx_kernel = pytest.mark.skipif(not native.available(), reason=f"AMX kernel not available: {native.reason()}")
-
-
 switched_on = switch_fixture(use_native_training_attention, native_training_on)
+
+
+@pytest.fixture(autouse=True, params=["tile", "vector"])
+def kernel(request, monkeypatch):
+    """The kernels under test. For the vector kernels the tile kernels are hidden, so that native.training_attention
+    and its backward take the vector ones wherever this runs, and the tile kernels' entries are made to fail if they
+    are called all the same."""
+    if request.param == "tile" and not native.available():
+        pytest.skip(f"AMX kernel not available: {native.reason()}")
+    if request.param == "vector":
+        if not native.vector_available():
+            pytest.skip(f"vector kernels not available: {native.vector_reason()}")
+        monkeypatch.setattr(native, "available", lambda: False)
+        for name in ("xm_attention_train", "xm_attention_train_backward"):
+            monkeypatch.setattr(native._library(), name, lambda *a, name=name: pytest.fail(f"{name} called"))
+    return request.param
+
+
+@pytest.fixture
+def every_shape(kernel, monkeypatch):
+    """The vector kernels taken at every shape they can run (their speed gate off); nothing for the tile kernels,
+    which have none."""
+    if kernel == "vector":
+        monkeypatch.setattr(attention_module, "vector_training_faster", lambda q: True)
+
+
+def vector_only(kernel, why="a check of the vector kernels only"):
+    if kernel != "vector":
+        pytest.skip(why)
 
 
 def projection(b, h, t, d, seed=0, scale=1.0):
@@ -68,15 +100,23 @@ def close_to(got, want):
     return maxdiff(got, want) <= 2 ** -7 * want.abs().max().item() + 1e-6
 
 
-@needs_amx_kernel
-@pytest.mark.parametrize("b,h,t,d,masked,dropout", [
+CASES = [
     (2, 3, 128, 64, True, True),  # the benchmark's tile shape
-    (3, 2, 100, 32, True, True),  # T outside whole tiles: padded inside the kernel
-    (1, 2, 37, 96, False, True),
+    (3, 2, 100, 32, True, True),  # T outside whole tiles (the vector kernels' blocks): padded inside the kernel
+    (1, 2, 37, 96, False, True),  # odd T, d of 6 vectors (the vector kernels' blocks of 4 and 2)
     (2, 1, 64, 64, False, False),  # no dropout
     (1, 1, 512, 32, True, True),  # the longest sequences
-])
-def test_forward_and_gradients_match_float64_on_the_same_mask(b, h, t, d, masked, dropout):
+]
+VECTOR_CASES = [  # the vector kernels' further cases (the tile kernels were not tested at them)
+    (1, 2, 200, 128, True, True),
+    (2, 2, 1, 32, False, True),  # one key
+]
+
+
+@pytest.mark.parametrize("b,h,t,d,masked,dropout", CASES + VECTOR_CASES)
+def test_forward_and_gradients_match_float64_on_the_same_mask(kernel, b, h, t, d, masked, dropout):
+    if (b, h, t, d, masked, dropout) in VECTOR_CASES:
+        vector_only(kernel, "a case of the vector kernels' tests only")
     x, (q, k, v) = projection(b, h, t, d)
     keys = key_mask(b, t) if masked else None
     g = torch.Generator().manual_seed(1)
@@ -97,7 +137,6 @@ def test_forward_and_gradients_match_float64_on_the_same_mask(b, h, t, d, masked
     assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(again, leaves, dout), heads_of(dx, h, d)))
 
 
-@needs_amx_kernel
 @pytest.mark.parametrize("scale", [8.0, 16.0])
 def test_peaked_scores_match_float64(scale):
     """Scores of standard deviation 8 and 32 (q and k of ``scale``): most keys lie far below their row's maximum,
@@ -114,7 +153,6 @@ def test_peaked_scores_match_float64(scale):
         assert close_to(got, wanted)
 
 
-@needs_amx_kernel
 def test_a_row_with_every_key_masked_gives_zeros():
     x, (q, k, v) = projection(2, 2, 40, 32)
     keys = key_mask(2, 40, empty_row=1)
@@ -128,11 +166,13 @@ def test_a_row_with_every_key_masked_gives_zeros():
     assert close_to(out, want[0]) and all(close_to(a, b) for a, b in zip(heads_of(dx, 2, 32), want[1:]))
 
 
-@needs_amx_kernel
-def test_as_accurate_as_dropout_attention_under_autocast_with_its_mask(switched_on):
+@pytest.mark.parametrize("t,d", [(128, 64), (200, 32), (32, 128)])
+def test_as_accurate_as_dropout_attention_under_autocast_with_its_mask(switched_on, kernel, t, d):
     """The same seed gives the same dropout mask as today's path; the kernel's float32 scores make it at least as
     close to float64 as autocast's bf16 scores, output and gradients."""
-    b, h, t, d = 2, 4, 128, 64
+    if (t, d) != (128, 64):
+        vector_only(kernel, "a shape of the vector kernels' tests only")
+    b, h = 2, 4
     dropout = kernels.Dropout(0.1).train()
     keys = key_mask(b, t)
     mask = keys[:, None, None, :]
@@ -153,8 +193,7 @@ def test_as_accurate_as_dropout_attention_under_autocast_with_its_mask(switched_
         assert maxdiff(ours_, theirs) <= 2 ** -5 * wanted.abs().max().item()  # the same mask: close
 
 
-@needs_amx_kernel
-def test_the_same_bits_for_one_and_two_threads():
+def test_the_same_bits_for_one_and_two_threads(kernel):
     _, (q, k, v) = projection(3, 2, 100, 64)
     keys, keep = key_mask(3, 100), (torch.rand(3, 2, 100, 100) > 0.1).to(torch.uint8)
     dout = torch.randn(3, 2, 100, 64).bfloat16()
@@ -164,9 +203,11 @@ def test_the_same_bits_for_one_and_two_threads():
         grads = native.training_attention_backward(dout, q.detach(), k.detach(), v.detach(), keys, keep, 1 / 0.9,
                                                    stats)
         return out, stats, grads
-    want = run()
     threads = torch.get_num_threads()
     try:
+        if kernel == "vector":  # 2 threads against 1 (the tile kernels: this process's thread count against 1)
+            torch.set_num_threads(2)
+        want = run()
         torch.set_num_threads(1)
         got = run()
     finally:
@@ -174,8 +215,7 @@ def test_the_same_bits_for_one_and_two_threads():
     assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
-@needs_amx_kernel
-def test_the_projections_gradient_is_the_kernels_buffer(switched_on):
+def test_the_projections_gradient_is_the_kernels_buffer(switched_on, every_shape):
     """q, k, v the heads of one projection: its gradient comes back in its own layout, without the stack and the
     copy that autograd's unbind and reshape backward would make of three head gradients."""
     x = torch.randn(2, 64, 256).bfloat16().requires_grad_()
@@ -211,8 +251,7 @@ def mlm_step(model, native_attention: bool):
     return loss.item(), grads, calls
 
 
-@needs_amx_kernel
-def test_masked_lm_step_with_the_kernel_matches_dropout_attention():
+def test_masked_lm_step_with_the_kernel_matches_dropout_attention(every_shape):
     """The model's bf16 autocast step with attention dropout (one head of 32 values: the kernel's smallest): every
     layer takes the kernel, and the loss and every gradient agree with the switch off to bf16 rounding."""
     model = ours(XmodForMaskedLM, attention_probs_dropout_prob=0.1, num_attention_heads=1).train()
@@ -224,8 +263,7 @@ def test_masked_lm_step_with_the_kernel_matches_dropout_attention():
     assert_close_gradients(kernel_grads, plain_grads, 2e-2)
 
 
-@needs_amx_kernel
-def test_it_steps_aside_where_it_does_not_apply(switched_on):
+def test_it_steps_aside_where_it_does_not_apply(switched_on, every_shape):
     _, (q, k, v) = projection(2, 2, 16, 32)
     dropout = kernels.Dropout(0.1).train()
     assert native_training_applies(q, k, v, None, dropout)
@@ -241,7 +279,6 @@ def test_it_steps_aside_where_it_does_not_apply(switched_on):
     assert not native_training_applies(q, k, v, None, dropout)
 
 
-@needs_amx_kernel
 def test_bad_inputs_name_the_value():
     _, (q, k, v) = projection(2, 2, 16, 32)
     q, k, v = q.detach(), k.detach(), v.detach()
@@ -257,3 +294,50 @@ def test_bad_inputs_name_the_value():
         native.training_attention_backward(out.float(), q, k, v, keys, keep, 1.0, stats)
     with pytest.raises(ValueError, match="row constants"):
         native.training_attention_backward(out, q, k, v, keys, keep, 1.0, stats[0])
+
+
+def test_the_vector_kernels_run_here(kernel):
+    """native.training_attention takes the vector kernels where no tile kernel can run (here: hidden)."""
+    vector_only(kernel)
+    assert native._training_kernel("xm_attention_train") is native._library().xm_attention_train_vector
+    assert (native._training_kernel("xm_attention_train_backward")
+            is native._library().xm_attention_train_backward_vector)
+
+
+def test_the_saved_constants_are_each_rows_softmax(kernel):
+    """stats[0] = -max c and stats[1] = 1 / sum (c = log2(e) / sqrt(D)) over each row's live keys, as the tile
+    kernel saves them: the backward recomputes the probabilities from them."""
+    vector_only(kernel, "a check of the vector kernels' tests only (the tile kernels' constants not held to it)")
+    b, h, t, d = 2, 2, 50, 64
+    _, (q, k, v) = projection(b, h, t, d, seed=7)
+    keys = key_mask(b, t)
+    out, stats = native.training_attention(q.detach(), k.detach(), v.detach(), keys, None, 1.0)
+    c = d ** -0.5 / torch.log(torch.tensor(2.0, dtype=torch.float64))
+    s = (q.double() @ k.double().transpose(-1, -2)).masked_fill(~keys[:, None, None, :], -torch.inf)
+    peak = s.max(-1).values
+    total = torch.exp2((s - peak[..., None]) * c).sum(-1)
+    assert torch.allclose(stats[0].double(), -peak * c, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(stats[1].double(), 1 / total, rtol=1e-5)
+
+
+def test_the_speed_gate_decides_without_amx(switched_on, kernel, monkeypatch):
+    """Without AMX the vector kernel is taken only where vector_training_faster says it was measured faster."""
+    vector_only(kernel)
+    _, (q, k, v) = projection(2, 2, 16, 32)
+    dropout = kernels.Dropout(0.1).train()
+    monkeypatch.setattr(attention_module, "vector_training_faster", lambda q: False)
+    assert not native_training_applies(q, k, v, None, dropout)
+    monkeypatch.setattr(attention_module, "vector_training_faster", lambda q: True)
+    assert native_training_applies(q, k, v, None, dropout)
+
+
+def test_the_speed_gate_takes_the_measured_shapes(kernel):
+    """vector_training_faster: the shapes measured faster (T up to 512, D up to 256), none beyond."""
+    vector_only(kernel)
+
+    def heads(t, d):
+        return torch.empty(1, 1, t, d, dtype=torch.bfloat16)
+    assert attention_module.vector_training_faster(heads(128, 64))
+    assert attention_module.vector_training_faster(heads(512, 256))
+    assert not attention_module.vector_training_faster(heads(513, 64))
+    assert not attention_module.vector_training_faster(heads(128, 288))
