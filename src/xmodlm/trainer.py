@@ -117,9 +117,12 @@ def seed_everything(seed: int) -> None:
 
 
 def _cpu_bf16_is_fast() -> bool:
-    # Measured here (2 cores, AVX512-BF16, no AMX; 20 steps of a 4-layer width-256 X-Mod MLM on 16x128 tokens): bf16
-    # autocast took 73 s, fp32 43 s, so AVX512-BF16 alone does not qualify. AMX tiles are what oneDNN's fast bf16
-    # matmuls need (not measured here). The probe is a private torch API, hence getattr: without it, auto means fp32.
+    # AMX only. Measured on 2-core machines without AMX: on a Zen 4 (2026-11-25, before the own kernels; 20 steps of a
+    # 4-layer width-256 X-Mod MLM on 16x128 tokens) bf16 autocast took 73 s, fp32 43 s; on a Zen 5 (2026-12-02, with
+    # round 12's own AVX-512 kernels; docs/results/amx-perf/round12/precision-ab-2threads.txt) bf16 was 1.47x fp32's
+    # speed at the demo's size and 2.15x at that one. Auto still means fp32 without AMX: switching it would change the
+    # numerics users of those machines get by default on evidence from one processor; --precision bf16 takes the
+    # speed. The probe is a private torch API, hence getattr: without it, auto means fp32.
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
@@ -131,7 +134,8 @@ def describe_precision(precision: str, device: torch.device, dtype: torch.dtype 
     if device.type == "cuda":
         why = "this GPU supports bf16" if dtype is not None else "this GPU lacks bf16"
     else:
-        why = "this CPU has AMX" if dtype is not None else "this CPU has no AMX, where bf16 is slower than fp32"
+        why = ("this CPU has AMX" if dtype is not None
+               else "this CPU has no AMX (bf16 autocast can be faster without it too)")
     return f"{name} (--precision auto: {why}; --precision fp32|bf16 to choose)"
 
 
