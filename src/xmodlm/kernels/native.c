@@ -6,8 +6,8 @@
    its gradients in one pass (xm_vocab_forward, xm_vocab_backward; on request the masked-LM loss's row statistics
    and its gradient formed inside); Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
    values (xm_mask_scale); without AMX, a linear's weight and bias gradients in bf16 autocast training
-   (xm_weight_grad_vector, after xm_weight_grad) and softmax attention for bf16 inference (xm_attention_vector, at the
-   end of this file), both by AVX-512's bf16 products.
+   (xm_weight_grad_vector, after xm_weight_grad), softmax attention for bf16 inference (xm_attention_vector) and the
+   language modules for bf16 inference (xm_modules_vector, at the end of this file), all by AVX-512's bf16 products.
 
    The kernels with tile instructions (the products, both attentions, the weight gradients, the vocabulary
    projection, the training modules) run only on processors with AMX; the others use AVX-512 alone (F, DQ, BW, VL

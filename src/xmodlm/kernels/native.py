@@ -11,7 +11,7 @@ modules) need AMX (``available()``); the vector kernels (LayerNorm, the residual
 tables, dropout's masks and mask-and-scale; without AMX also attention, inference and training, and the weight
 gradients, in AVX-512 twins of the tile kernels: ``attention`` calls ``xm_attention_vector``, ``training_attention``
 and its backward ``xm_attention_train_vector`` and ``xm_attention_train_backward_vector``, ``weight_grad``
-``xm_weight_grad_vector`` there) need only AVX-512 with bf16 conversions and products, so they also run on processors
+``xm_weight_grad_vector`` there, ``modules_vector`` the language modules' ``xm_modules_vector``) need only AVX-512 with bf16 conversions and products, so they also run on processors
 without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both: built wherever
 ``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
 the tile state. On a 2-core Zen 5 (2026-12-02) the vector kernels made the bench's bf16 training step 1.11-1.14x
