@@ -6,8 +6,8 @@
    its gradients in one pass (xm_vocab_forward, xm_vocab_backward; on request the masked-LM loss's row statistics
    and its gradient formed inside); Dropout's keep mask (xm_keep_mask) and its mask and scale on float32
    values (xm_mask_scale); without AMX, a linear's weight and bias gradients in bf16 autocast training
-   (xm_weight_grad_vector, after xm_weight_grad) and softmax attention for bf16 inference (xm_attention_vector, at the
-   end of this file), both by AVX-512's bf16 products.
+   (xm_weight_grad_vector, after xm_weight_grad), softmax attention for bf16 inference (xm_attention_vector) and the
+   language modules for bf16 inference (xm_modules_vector, at the end of this file), all by AVX-512's bf16 products.
 
    The kernels with tile instructions (the products, both attentions, the weight gradients, the vocabulary
    projection, the training modules) run only on processors with AMX; the others use AVX-512 alone (F, DQ, BW, VL
@@ -3015,4 +3015,125 @@ int xm_attention_vector(const uint16_t *q, const uint16_t *k, const uint16_t *v,
         scratch_free(&scratch);
     }
     return failed ? -1 : 0;
+}
+
+/* The language modules for bf16 inference without AMX (xm_modules_vector): xm_modules' computation and arguments,
+   out = norm(W2_s GELU(W1_s x + b1_s) + b2_s + residual) for each segment s, by AVX-512's bf16 pair products. The
+   weights are xm_pack's (which has no tile instruction): for 16 outputs, an input pair p's 16 x 2 values at 32 p,
+   one vector, which is the operand VDPBF16PS wants against a row's pair (x[2p], x[2p + 1]) broadcast to 16 lanes;
+   the rows need no layout of their own (a row's pairs are its consecutive values). VM_ROWS rows x 32 outputs at a
+   time (16 accumulators over the whole K), each vector of weights loaded serving VM_ROWS rows; the epilogue on the
+   accumulators in registers: bias, GELU (gelu_erf), residual, one rounding to bf16. The threads share the rows
+   (own_rows, in 32-row blocks, as xm_modules); each thread's rows in chunks of VM_CHUNK go through the first
+   product into `inner` and through the second while they are in its cache, then LayerNorm (norm_row) where asked.
+   Rows past the end of a chunk in its last block repeat its last row (computed, not stored). Every row's sums run in
+   one order whatever the thread count: the same bits on 1 or 2 threads. Denormals flushed for the call (as
+   begin()), MXCSR restored. The sizes may be set by -D for the variant measurements. */
+#ifndef VM_ROWS
+#define VM_ROWS 8
+#endif
+#ifndef VM_CHUNK
+#define VM_CHUNK 64
+#endif
+#ifndef VM_AHEAD
+#define VM_AHEAD 1
+#endif
+
+/* VM_ROWS rows (rows[i]: row i's k values) x the 32 outputs whose packed weights start at w (16 outputs at w, 16 at
+   w + 16 k), with the epilogue, into targets[i] for the `valid` first rows; res: residual rows or NULL. `lines` 64-byte
+   lines from `ahead` fetched into L1 on the way, two a step (the next weights: see vm_product). */
+static inline __attribute__((always_inline)) void vm_block(const uint16_t *const *rows, const uint16_t *w, int64_t k,
+                                                            const float *bias, int act, const uint16_t *const *res,
+                                                            uint16_t *const *targets, int64_t valid,
+                                                            const char *ahead, int64_t lines) {
+    __m512 acc[VM_ROWS][2];
+    for (int i = 0; i < VM_ROWS; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const uint16_t *w1 = w + 16 * k;
+    for (int64_t p = 0; p < k / 2; p++) {
+        __m512bh a = (__m512bh)_mm512_load_si512((const void *)(w + 32 * p));
+        __m512bh b = (__m512bh)_mm512_load_si512((const void *)(w1 + 32 * p));
+        for (int i = 0; i < VM_ROWS; i++) {
+            __m512bh x = pair_broadcast(rows[i] + 2 * p);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, a);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b);
+        }
+        if (VM_AHEAD && 2 * p < lines) {
+            _mm_prefetch(ahead + 128 * p, _MM_HINT_T0);
+            _mm_prefetch(ahead + 128 * p + 64, _MM_HINT_T0);
+        }
+    }
+    __m512 b0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+    for (int i = 0; i < valid; i++) {
+        __m512 v0 = _mm512_add_ps(acc[i][0], b0), v1 = _mm512_add_ps(acc[i][1], b1);
+        if (act) {
+            v0 = gelu_erf(v0);
+            v1 = gelu_erf(v1);
+        }
+        if (res) {
+            v0 = _mm512_add_ps(v0, load_bf16(res[i]));
+            v1 = _mm512_add_ps(v1, load_bf16(res[i] + 16));
+        }
+        _mm512_storeu_si512((void *)targets[i], (__m512i)_mm512_cvtne2ps_pbh(v1, v0));
+    }
+}
+
+/* out[from, to) (row stride ldo) = act(a @ W^T + bias) + residual over all n = 32 blocks outputs (W packed, K = k;
+   bias float32 or NULL; residual bf16 or NULL). Output columns outer: a block's weights (32 x k) are read from L1
+   while the chunk's rows (in L2) pass by; the next block's weights (`after`'s first after the last) are fetched
+   meanwhile, a share of them during each row block (where segments have few rows, the weights come from memory). */
+static void vm_product(const uint16_t *a, int64_t lda, const uint16_t *w, const float *bias, int act,
+                       const uint16_t *residual, int64_t ldr, uint16_t *out, int64_t ldo, int64_t from, int64_t to,
+                       int64_t k, int64_t blocks, const uint16_t *after) {
+    int64_t row_blocks = (to - from + VM_ROWS - 1) / VM_ROWS, lines = (k + row_blocks - 1) / row_blocks;
+    for (int64_t c = 0; c < blocks; c++)
+        for (int64_t r0 = from; r0 < to; r0 += VM_ROWS) {
+            const char *next = (const char *)(c + 1 < blocks ? w + 32 * (c + 1) * k : after);
+            const char *ahead = next + (r0 - from) / VM_ROWS * lines * 64;
+            int64_t valid = to - r0 < VM_ROWS ? to - r0 : VM_ROWS;
+            const uint16_t *rows[VM_ROWS], *res[VM_ROWS];
+            uint16_t *targets[VM_ROWS];
+            for (int i = 0; i < VM_ROWS; i++) {
+                int64_t row = i < valid ? r0 + i : to - 1;
+                rows[i] = a + row * lda;
+                res[i] = residual ? residual + row * ldr + 32 * c : NULL;
+                targets[i] = out + row * ldo + 32 * c;
+            }
+            int64_t left = k - (r0 - from) / VM_ROWS * lines; /* lines of the next block not yet asked for */
+            vm_block(rows, w + 32 * c * k, k, bias ? bias + 32 * c : NULL, act, residual ? res : NULL, targets,
+                     valid, ahead, lines < left ? lines : left);
+        }
+}
+
+/* Arguments as xm_modules' (weights by xm_pack; d and r multiples of 32). Returns 0. */
+int xm_modules_vector(int64_t segments, const int64_t *rows, const uint64_t *first_weights,
+                      const uint64_t *first_biases, const uint64_t *second_weights, const uint64_t *second_biases,
+                      const uint16_t *x, int64_t ldx, uint16_t *inner, const uint16_t *residual, int64_t ldr,
+                      uint16_t *out, int64_t ldo, int64_t d, int64_t r, int norm, const uint16_t *norm_weight,
+                      const uint16_t *norm_bias, float eps) {
+#pragma omp parallel
+    {
+        unsigned int csr = _mm_getcsr();
+        _mm_setcsr(csr | _MM_FLUSH_ZERO_ON | _MM_DENORMALS_ZERO_ON);
+        int64_t start = 0;
+        for (int64_t s = 0; s < segments; start += rows[s], s++) {
+            const uint16_t *w1 = (const uint16_t *)first_weights[s], *w2 = (const uint16_t *)second_weights[s];
+            int64_t own_from, own_to;
+            own_rows(rows, segments, s, 1, &own_from, &own_to);
+            for (int64_t chunk = own_from; chunk < own_to; chunk += VM_CHUNK) {
+                int64_t from = start + chunk, to = start + (chunk + VM_CHUNK < own_to ? chunk + VM_CHUNK : own_to);
+                /* after the second product: this segment's first weights again for the next chunk, else the next
+                   segment's */
+                const uint16_t *after = to < start + own_to || s + 1 == segments ? w1
+                                                                                   : (const uint16_t *)first_weights[s + 1];
+                vm_product(x, ldx, w1, (const float *)first_biases[s], 1, NULL, 0, inner, r, from, to, d, r / 32, w2);
+                vm_product(inner, r, w2, (const float *)second_biases[s], 0, residual, ldr, out, ldo, from, to, r,
+                           d / 32, after);
+                if (norm)
+                    for (int64_t i = from; i < to; i++) norm_row(out + i * ldo, norm_weight, norm_bias, eps, out + i * ldo, d);
+            }
+        }
+        _mm_setcsr(csr);
+    }
+    return 0;
 }

@@ -11,7 +11,7 @@ modules) need AMX (``available()``); the vector kernels (LayerNorm, the residual
 tables, dropout's masks and mask-and-scale; without AMX also attention, inference and training, and the weight
 gradients, in AVX-512 twins of the tile kernels: ``attention`` calls ``xm_attention_vector``, ``training_attention``
 and its backward ``xm_attention_train_vector`` and ``xm_attention_train_backward_vector``, ``weight_grad``
-``xm_weight_grad_vector`` there) need only AVX-512 with bf16 conversions and products, so they also run on processors
+``xm_weight_grad_vector`` there, ``modules_vector`` the language modules' ``xm_modules_vector``) need only AVX-512 with bf16 conversions and products, so they also run on processors
 without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both: built wherever
 ``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
 the tile state. On a 2-core Zen 5 (2026-12-02) the vector kernels made the bench's bf16 training step 1.11-1.14x
@@ -148,6 +148,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     _weight_grad_argtypes(lib, pointer, size)
     _weight_grad_vector_argtypes(lib, pointer, size)
     _gelu_table_argtypes(lib, pointer, size)
+    _modules_vector_argtypes(lib, pointer, size)
     _attention_train_vector_argtypes(lib, pointer, size)
     return lib, f"built with {compiler} in {target.parent}"
 
@@ -261,6 +262,11 @@ def modules(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None 
     (packed W, float32 bias or None) of d -> r and r -> d; ``residual``: bf16 (rows, d) or None; ``norm``: as
     in ``segments_linear`` (inside the call). The same bits as the two ``segments_linear`` calls with the
     rows split."""
+    return _modules(_library().xm_modules, x, rows, first, second, residual, norm)
+
+
+def _modules(kernel, x: torch.Tensor, rows, first, second, residual: torch.Tensor | None, norm) -> torch.Tensor:
+    """``modules`` (and ``modules_vector``) through ``kernel``: the checks, the buffers and the call."""
     d = x.shape[-1]
     _check_rows(x)
     if len(first) != len(rows) or len(second) != len(rows) or sum(rows) != x.shape[0]:
@@ -280,11 +286,10 @@ def modules(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None 
         return (ctypes.c_uint64 * count)(*(0 if p[i] is None else p[i].data_ptr() for p in pairs))
     inner = torch.empty(x.shape[0], r, dtype=torch.bfloat16)
     out = torch.empty(x.shape[0], d, dtype=torch.bfloat16)
-    status = _library().xm_modules(count, (ctypes.c_int64 * count)(*rows), pointers(first, 0), pointers(first, 1),
-                                   pointers(second, 0), pointers(second, 1), x.data_ptr(), x.stride(0),
-                                   inner.data_ptr(), None if residual is None else residual.data_ptr(),
-                                   0 if residual is None else residual.stride(0), out.data_ptr(), d, d, r,
-                                   int(norm is not None), norm_weight, norm_bias, eps)
+    status = kernel(count, (ctypes.c_int64 * count)(*rows), pointers(first, 0), pointers(first, 1),
+                    pointers(second, 0), pointers(second, 1), x.data_ptr(), x.stride(0), inner.data_ptr(),
+                    None if residual is None else residual.data_ptr(), 0 if residual is None else residual.stride(0),
+                    out.data_ptr(), d, d, r, int(norm is not None), norm_weight, norm_bias, eps)
     if status != 0:
         raise MemoryError("the AMX kernel could not allocate its row buffer")
     return out
@@ -814,3 +819,19 @@ def gelu_table_backward(dg: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     dh = torch.empty_like(h)
     _library().xm_gelu_table_backward(dg.data_ptr(), h.data_ptr(), h.numel(), gelu_slopes().data_ptr(), dh.data_ptr())
     return dh
+
+
+# The language modules for bf16 inference without AMX (native.c's last section, xm_modules_vector): xm_modules'
+# arguments, the weights in xm_pack's layout (``pack``, which needs no AMX), by AVX-512's bf16 pair products.
+
+def _modules_vector_argtypes(lib, pointer, size) -> None:
+    lib.xm_modules_vector.argtypes = list(lib.xm_modules.argtypes)
+    lib.xm_modules_vector.restype = ctypes.c_int
+
+
+def modules_vector(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None = None,
+                   norm=None) -> torch.Tensor:
+    """``modules`` (same arguments and checks, weights by ``pack``) through the vector kernel, which needs only
+    ``vector_available()``: GELU, the residual and the norm in the epilogue, one rounding to bf16 of each product's
+    float32 sums; the same bits for any thread count (not ``modules``' bits: the sums run in another order)."""
+    return _modules(_library().xm_modules_vector, x, rows, first, second, residual, norm)

@@ -43,7 +43,9 @@ def describe_paths() -> dict[str, str]:
                                                  if onednn and native.available()
                                                  else f"not used: {native.reason() if _ONEDNN['enabled'] else 'oneDNN off'}"),
         "own vector kernels (CPU; AVX-512 with bf16, AMX or not)": (
-            "built: LayerNorm in bf16 inference; in bf16 autocast training the residual norms, GELU's tables, dropout's "
+            "built: LayerNorm in bf16 inference" + ("" if native.available() else
+                                                   ", without AMX the language modules' segments in one call each")
+            + "; in bf16 autocast training the residual norms, GELU's tables, dropout's "
             "masks, the cross-entropy over bf16 logits" if native.vector_available()
             else f"not used: {native.vector_reason()}"),
         "MLM cross-entropy in training": (("fused: " + ("bf16 logits in the own kernel, " if native.vector_available() else "")
