@@ -1,7 +1,8 @@
-"""The language modules' vector kernel (native.modules_vector, native.c's xm_modules_vector: AVX-512 bf16 pair
-products, no AMX) against float64 of the same bf16 inputs over several segment layouts, with and without the residual
-and the norm; its bits on one and two threads; its input checks; and the model's bf16 inference through it. Where
-this machine cannot build or run the vector kernels the tests skip and say why."""
+"""The language modules' vector kernel (native.c's xm_modules_vector, which native.modules takes where the tile kernels
+are not available: AVX-512 bf16 pair products, no AMX) against float64 of the same bf16 inputs over several segment
+layouts, with and without the residual and the norm; its bits on one and two threads; its input checks; and the
+model's bf16 inference through it. Where this machine cannot build or run the vector kernels the tests skip and say
+why."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ from test_native import wide_model
 
 pytestmark = pytest.mark.skipif(not native.vector_available(),
                                 reason=f"own vector kernels not available: {native.vector_reason()}")
+
+
+@pytest.fixture(autouse=True)
+def vector_only(monkeypatch):
+    """The tile kernels hidden, so that native.modules takes the vector twin wherever this runs (AMX processors too);
+    the tile kernel's entry made to fail if it is called all the same."""
+    monkeypatch.setattr(native, "available", lambda: False)
+    monkeypatch.setattr(native._library(), "xm_modules", lambda *a: pytest.fail("tile kernel called"))
 
 
 def weights(rows, d, r, seed=0):
@@ -52,7 +61,7 @@ def reference(x, rows, params, residual, norm):
 def call(x, rows, params, residual, norm):
     first = [(native.pack(w1), b1) for w1, b1, _, _ in params]
     second = [(native.pack(w2), b2) for _, _, w2, b2 in params]
-    return native.modules_vector(x, rows, first, second, residual, norm)
+    return native.modules(x, rows, first, second, residual, norm)
 
 
 LAYOUTS = [(128,), (0, 1, 37, 0, 128), (5, 3, 7), (33, 1), (1,), (8, 0)]
@@ -120,25 +129,23 @@ def test_bad_inputs_name_the_value():
     first = [(native.pack(torch.randn(r, d).bfloat16()), None)]
     second = [(native.pack(torch.randn(d, r).bfloat16()), None)]
     with pytest.raises(ValueError, match="torch.float32"):
-        native.modules_vector(x.float(), rows, first, second)
+        native.modules(x.float(), rows, first, second)
     with pytest.raises(ValueError, match=r"segments of \[30\] rows with 1 and 1 weights for an input of 32"):
-        native.modules_vector(x, (30,), first, second)
+        native.modules(x, (30,), first, second)
     with pytest.raises(ValueError, match=r"segments of \[16, 16\] rows with 1 and 1 weights"):
-        native.modules_vector(x, (16, 16), first, second)
+        native.modules(x, (16, 16), first, second)
     with pytest.raises(ValueError, match=r"residual of shape \(32, 64\)"):
-        native.modules_vector(x, rows, first, second, torch.randn(32, 32).bfloat16())
+        native.modules(x, rows, first, second, torch.randn(32, 32).bfloat16())
     with pytest.raises(ValueError, match=r"packed module weights of 64 x r values"):
-        native.modules_vector(x, rows, first, [(native.pack(torch.randn(d, 2 * r).bfloat16()), None)])
+        native.modules(x, rows, first, [(native.pack(torch.randn(d, 2 * r).bfloat16()), None)])
     with pytest.raises(ValueError, match=r"bf16 weight of shape \(64,\), got torch.float32"):
-        native.modules_vector(x, rows, first, second, None, (torch.ones(d), None, 1e-5))
+        native.modules(x, rows, first, second, None, (torch.ones(d), None, 1e-5))
 
 
 def test_the_model_s_bf16_inference_through_the_kernel_is_as_accurate_as_plain_bf16(monkeypatch):
     """Without AMX, bf16 inference's modules (every layer, mixed languages, padded rows) in one call of the vector
     kernel a layer: no further from the fp32 model than torch's plain bf16 ops (the tolerance of test_native's
     test_model_inference_through_the_kernel_is_as_accurate_as_plain_bf16)."""
-    if native.available():
-        pytest.skip("AMX kernels available: the modules take native.modules there")
     model = wide_model()
     ids, mask = batch(b=6, t=40, lengths=[40, 31, 40, 7, 40, 22])
     langs, real = [0, 1, 2, 0, 1, 2], mask.bool()
@@ -157,11 +164,11 @@ def test_the_model_s_bf16_inference_through_the_kernel_is_as_accurate_as_plain_b
         kernels.use_amx_kernels(True)
         kernels.use_onednn(True)
     calls = []
-    original = native.modules_vector
-    monkeypatch.setattr(native, "modules_vector", lambda *a: calls.append(len(a[1])) or original(*a))
+    original = native.modules
+    monkeypatch.setattr(native, "modules", lambda *a: calls.append(len(a[1])) or original(*a))
     fast = run()
     assert calls == [3, 3]  # one call a layer for the three languages' segments
     assert (fast - exact)[real].abs().max() <= 1.5 * (plain - exact)[real].abs().max() + 1e-3
-    monkeypatch.setattr(modules_mod, "_vector_applies", lambda *a: False)
+    monkeypatch.setattr(modules_mod, "_own_kernel_applies", lambda *a: False)
     fast_off = run()
     assert calls == [3, 3] and (fast_off - exact)[real].abs().max() <= 1.5 * (plain - exact)[real].abs().max() + 1e-3

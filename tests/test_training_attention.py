@@ -1,7 +1,7 @@
 """Softmax attention in bf16 training through the own kernels (kernels.attention.native_training_attention,
 native.training_attention and its backward): the tile kernels (native.c's xm_attention_train and its backward, AMX)
 and the vector kernels (xm_attention_train_vector and its backward: AVX-512 bf16 pair products, no tile instruction),
-which native.training_attention takes where the tile kernels are not available (``native._training_kernel``). Each
+which native.training_attention takes where the tile kernels are not available (``native._kernel``). Each
 test runs once per kernel that can run here: the output and every gradient against float64 on the same dropout mask,
 against today's dropout_attention under autocast, padding, a fully masked row, lengths outside whole tiles, the same
 bits for any thread count, the gradient handed to the fused projection without copies, the model's masked-LM step
@@ -299,8 +299,8 @@ def test_bad_inputs_name_the_value():
 def test_the_vector_kernels_run_here(kernel):
     """native.training_attention takes the vector kernels where no tile kernel can run (here: hidden)."""
     vector_only(kernel)
-    assert native._training_kernel("xm_attention_train") is native._library().xm_attention_train_vector
-    assert (native._training_kernel("xm_attention_train_backward")
+    assert native._kernel("xm_attention_train") is native._library().xm_attention_train_vector
+    assert (native._kernel("xm_attention_train_backward")
             is native._library().xm_attention_train_backward_vector)
 
 

@@ -1,6 +1,6 @@
 """The per-language modules of a whole batch in a few large calls instead of one module call per
-language: the own AMX kernel over all segments (bf16 inference on AMX; without AMX its AVX-512 twin,
-``native.modules_vector``, measured 1.1-1.2x faster than the oneDNN paths on a Zen 5: round12/vmods.md), one
+language: the own AMX kernel over all segments (bf16 inference on AMX; without AMX its AVX-512 twin, measured
+1.1-1.2x faster than the oneDNN paths on a Zen 5: round12/vmods.md), one
 module for the batch,
 padded batched matmuls, grouped convolutions on packed weights, or a loop of direct kernel calls,
 each where it pays."""
@@ -31,10 +31,8 @@ def run_language_modules(rows, modules, h, skip, dropout, training: bool, owner,
     ``act_name`` and ``act``; ``training``: the caller's mode (autograd is read from torch);
     ``owner``: the object under which stacked or packed module weights are cached; ``norm``: a
     kernels.LayerNorm or None (none), inside the own AMX kernel's call where it applies."""
-    if not training and _amx_applies(h, skip, modules[0]):
-        return run_amx(h, rows, modules, skip, norm)
-    if not training and _vector_applies(h, skip, modules[0]):
-        return run_amx(h, rows, modules, skip, norm, native.modules_vector)
+    if not training and _own_kernel_applies(h, skip, modules[0]):
+        return run_own_kernel(h, rows, modules, skip, norm)
     return _without_amx(rows, modules, h, skip, dropout, training, owner, norm)
 
 
@@ -80,28 +78,20 @@ def _without_amx(rows, modules, h, skip, dropout, training: bool, owner, norm):
     return then(out)
 
 
-def _amx_applies(h, skip, module) -> bool:
-    """bf16 inference (or under bf16 autocast) of GELU modules in whole tiles, where the AMX kernel is built."""
-    first = module.dense1
-    return (fused_dtype(False, h) == torch.bfloat16 and module.act_name == "gelu" and h.is_contiguous()
-            and skip.shape == h.shape and native.fits(first.out_features, first.in_features) and native.available())
-
-
-def _vector_applies(h, skip, module) -> bool:
-    """As ``_amx_applies``, where the AMX kernel is not available but the vector kernels are (``modules_vector``:
-    AVX-512 bf16 products, e.g. AMD Zen 4 and 5)."""
+def _own_kernel_applies(h, skip, module) -> bool:
+    """bf16 inference (or under bf16 autocast) of GELU modules in whole tiles, where the AMX kernel is built or,
+    without it, its vector twin (AVX-512 bf16 products, e.g. AMD Zen 4 and 5)."""
     first = module.dense1
     return (fused_dtype(False, h) == torch.bfloat16 and module.act_name == "gelu" and h.is_contiguous()
             and skip.shape == h.shape and native.fits(first.out_features, first.in_features)
-            and not native.available() and native.vector_available())
+            and (native.available() or native.vector_available()))
 
 
-def run_amx(h, rows, modules, skip, norm=None, kernel=None):
-    """``norm(module_of_each_row(h) + skip)`` in CPU inference as one call of the own AMX kernel
-    (``native.modules``) over all segments, each with its module's packed weights: GELU and the residual on
-    the float32 accumulator, the norm (a kernels.LayerNorm, or None) on each finished row; under autocast
-    (fp32 ``skip``) the residual's sum in fp32 after, then the norm. ``kernel``: ``native.modules`` (None) or
-    ``native.modules_vector`` (the same call without AMX, on the same packed weights)."""
+def run_own_kernel(h, rows, modules, skip, norm=None):
+    """``norm(module_of_each_row(h) + skip)`` in CPU inference as one call of the own kernel (``native.modules``:
+    AMX's, or without it its vector twin, on the same packed weights) over all segments, each with its module's
+    packed weights: GELU and the residual on the float32 accumulator, the norm (a kernels.LayerNorm, or None) on each
+    finished row; under autocast (fp32 ``skip``) the residual's sum in fp32 after, then the norm."""
     width = h.shape[-1]
     positions = h.numel() // (h.shape[0] * width)  # rows of the kernel per row of h
     counts = [n * positions for n in rows]
@@ -112,7 +102,7 @@ def run_amx(h, rows, modules, skip, norm=None, kernel=None):
     residual = skip.reshape(-1, width)
     same = residual.dtype == torch.bfloat16
     args = norm_in_call(norm, residual) if same else None
-    y = (kernel or native.modules)(x, counts, first, second, residual if same else None, args)
+    y = native.modules(x, counts, first, second, residual if same else None, args)
     y = (y if same else residual + y).view(h.shape)
     return norm(y) if norm is not None and args is None else y
 

@@ -11,7 +11,8 @@ modules) need AMX (``available()``); the vector kernels (LayerNorm, the residual
 tables, dropout's masks and mask-and-scale; without AMX also attention, inference and training, and the weight
 gradients, in AVX-512 twins of the tile kernels: ``attention`` calls ``xm_attention_vector``, ``training_attention``
 and its backward ``xm_attention_train_vector`` and ``xm_attention_train_backward_vector``, ``weight_grad``
-``xm_weight_grad_vector`` there, ``modules_vector`` the language modules' ``xm_modules_vector``) need only AVX-512 with bf16 conversions and products, so they also run on processors
+``xm_weight_grad_vector`` there, ``modules`` ``xm_modules_vector``: ``_kernel`` picks) need only AVX-512 with bf16
+conversions and products, so they also run on processors
 without AMX, AMD's Zen 4 and Zen 5 among them (``vector_available()``). One library serves both: built wherever
 ``NEEDED`` holds, its AMX instructions only in functions that run where the processor has AMX and the system granted
 the tile state. On a 2-core Zen 5 (2026-12-02) the vector kernels made the bench's bf16 training step 1.11-1.14x
@@ -57,6 +58,9 @@ FLAGS = ("-O3", "-mamx-tile", "-mamx-bf16", "-mavx512f", "-mavx512dq", "-mavx512
 # functions that only run where the processor has them.
 NEEDED = frozenset({"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16"})
 TILES = frozenset({"amx_bf16", "amx_tile"})
+# The tile kernels with a vector twin in native.c (``<name>_vector``: the same arguments and results by AVX-512's bf16
+# pair products), which ``_kernel`` takes where the tile kernels cannot run.
+TWINS = ("xm_attention", "xm_attention_train", "xm_attention_train_backward", "xm_weight_grad", "xm_modules")
 _STATE: dict = {"enabled": True, "lib": None, "tried": False, "reason": "not built yet", "tiles": False,
                 "tiles_reason": "not built yet"}
 
@@ -143,14 +147,19 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
                                                 size, size]
     lib.xm_attention_train_backward.restype = ctypes.c_int
     _vocab_argtypes(lib, pointer, size)
-    _attention_vector_argtypes(lib, pointer, size)
     _modules_train_argtypes(lib, pointer, size)
     _weight_grad_argtypes(lib, pointer, size)
-    _weight_grad_vector_argtypes(lib, pointer, size)
     _gelu_table_argtypes(lib, pointer, size)
-    _modules_vector_argtypes(lib, pointer, size)
-    _attention_train_vector_argtypes(lib, pointer, size)
+    for name in TWINS:  # each vector twin takes its tile kernel's arguments
+        twin = getattr(lib, name + "_vector")
+        twin.argtypes, twin.restype = getattr(lib, name).argtypes, ctypes.c_int
     return lib, f"built with {compiler} in {target.parent}"
+
+
+def _kernel(name: str):
+    """The tile kernel ``name`` (one of ``TWINS``) where ``available()``, else its vector twin where
+    ``vector_available()``."""
+    return getattr(_library(), name if available() or not vector_available() else name + "_vector")
 
 
 def _tiles(lib: ctypes.CDLL) -> tuple[bool, str]:
@@ -260,13 +269,10 @@ def modules(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None 
     contiguous rows, rows[s] rows each): the language modules, both products in one call, each thread's rows
     going through the second product while they are in its cache. ``first``, ``second``: per segment
     (packed W, float32 bias or None) of d -> r and r -> d; ``residual``: bf16 (rows, d) or None; ``norm``: as
-    in ``segments_linear`` (inside the call). The same bits as the two ``segments_linear`` calls with the
-    rows split."""
-    return _modules(_library().xm_modules, x, rows, first, second, residual, norm)
-
-
-def _modules(kernel, x: torch.Tensor, rows, first, second, residual: torch.Tensor | None, norm) -> torch.Tensor:
-    """``modules`` (and ``modules_vector``) through ``kernel``: the checks, the buffers and the call."""
+    in ``segments_linear`` (inside the call). The tile kernel where ``available()``: the same bits as the two
+    ``segments_linear`` calls with the rows split; else the vector twin (``xm_modules_vector``, on the same packed
+    weights: ``pack`` needs no AMX) where ``vector_available()``: the same bits for any thread count, not the tile
+    kernel's (its sums run in another order)."""
     d = x.shape[-1]
     _check_rows(x)
     if len(first) != len(rows) or len(second) != len(rows) or sum(rows) != x.shape[0]:
@@ -286,7 +292,7 @@ def _modules(kernel, x: torch.Tensor, rows, first, second, residual: torch.Tenso
         return (ctypes.c_uint64 * count)(*(0 if p[i] is None else p[i].data_ptr() for p in pairs))
     inner = torch.empty(x.shape[0], r, dtype=torch.bfloat16)
     out = torch.empty(x.shape[0], d, dtype=torch.bfloat16)
-    status = kernel(count, (ctypes.c_int64 * count)(*rows), pointers(first, 0), pointers(first, 1),
+    status = _kernel("xm_modules")(count, (ctypes.c_int64 * count)(*rows), pointers(first, 0), pointers(first, 1),
                     pointers(second, 0), pointers(second, 1), x.data_ptr(), x.stride(0), inner.data_ptr(),
                     None if residual is None else residual.data_ptr(), 0 if residual is None else residual.stride(0),
                     out.data_ptr(), d, d, r, int(norm is not None), norm_weight, norm_bias, eps)
@@ -349,10 +355,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Ten
             raise ValueError(f"expected a bool keep mask of shape {(batch, t)}, got {keep.dtype} {tuple(keep.shape)}")
         keep = keep.contiguous()
     out = torch.empty(batch, t, heads, d, dtype=torch.bfloat16)
-    # without AMX the vector kernel, the same computation by AVX-512's bf16 products
-    kernel = _library().xm_attention if available() or not vector_available() else _library().xm_attention_vector
-    status = kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1), q.stride(2), batch, heads, t,
-                    d, None if keep is None else keep.data_ptr(), d ** -0.5, out.data_ptr())
+    status = _kernel("xm_attention")(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1), q.stride(2),
+                                     batch, heads, t, d, None if keep is None else keep.data_ptr(), d ** -0.5,
+                                     out.data_ptr())
     if status != 0:
         raise MemoryError("the attention kernel could not allocate its scratch")
     return out.permute(0, 2, 1, 3)
@@ -476,23 +481,6 @@ def _check_training_masks(shape, keys: torch.Tensor | None, keep: torch.Tensor |
                          f"{tuple(keep.shape)}")
 
 
-def _attention_train_vector_argtypes(lib, pointer, size) -> None:
-    """The vector versions of the training attention (native.c's xm_attention_train*_vector): the tile versions'
-    arguments."""
-    lib.xm_attention_train_vector.argtypes = lib.xm_attention_train.argtypes
-    lib.xm_attention_train_vector.restype = ctypes.c_int
-    lib.xm_attention_train_backward_vector.argtypes = lib.xm_attention_train_backward.argtypes
-    lib.xm_attention_train_backward_vector.restype = ctypes.c_int
-
-
-def _training_kernel(name: str):
-    """The training attention's kernel ``name``: the tile version where AMX runs, else its vector version (AVX-512's
-    bf16 pair products) where the vector kernels run; the same arguments and results."""
-    if not available() and vector_available():
-        return getattr(_library(), name + "_vector")
-    return getattr(_library(), name)
-
-
 def training_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor | None,
                        keep: torch.Tensor | None, drop_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward of softmax attention in training: ``round_bf16(P keep drop_scale) @ v``, P the float32 softmax of
@@ -505,7 +493,7 @@ def training_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: 
     batch, heads, t, d = q.shape
     out = torch.empty(batch, t, heads, d, dtype=torch.bfloat16)
     stats = torch.empty(2, batch, heads, t)
-    kernel = _training_kernel("xm_attention_train")
+    kernel = _kernel("xm_attention_train")
     status = kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), q.stride(1), q.stride(2), batch, heads, t,
                     d, _address(keys), _address(keep), drop_scale, d ** -0.5, out.data_ptr(), stats[0].data_ptr(),
                     stats[1].data_ptr())
@@ -531,7 +519,7 @@ def training_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Te
                          f"{stats.dtype} {tuple(stats.shape)}")
     grads = torch.empty(batch, t, 3, heads, d, dtype=torch.bfloat16)
     dq, dk, dv = (grads[:, :, i].transpose(1, 2) for i in range(3))
-    kernel = _training_kernel("xm_attention_train_backward")
+    kernel = _kernel("xm_attention_train_backward")
     status = kernel(
         dout.data_ptr(), dout.stride(0), dout.stride(1), dout.stride(2), q.data_ptr(), k.data_ptr(), v.data_ptr(),
         q.stride(0), q.stride(1), q.stride(2), batch, heads, t, d, _address(keys), _address(keep), drop_scale,
@@ -552,12 +540,6 @@ def _vocab_argtypes(lib, pointer, size) -> None:
     lib.xm_vocab_backward.argtypes = [pointer, pointer, pointer, size, size, size, pointer, pointer, pointer, pointer,
                                       pointer, pointer, ctypes.c_float, pointer]
     lib.xm_vocab_backward.restype = ctypes.c_int
-
-
-def _attention_vector_argtypes(lib, pointer, size) -> None:
-    lib.xm_attention_vector.argtypes = [pointer, pointer, pointer, size, size, size, size, size, size, size, pointer,
-                                        ctypes.c_float, pointer]
-    lib.xm_attention_vector.restype = ctypes.c_int
 
 
 def vocab_fits(v: int, d: int) -> bool:
@@ -722,13 +704,6 @@ def _weight_grad_argtypes(lib, pointer, size) -> None:
     lib.xm_weight_grad.restype = ctypes.c_int
 
 
-# Without AMX (xm_weight_grad_vector): the same results by AVX-512's bf16 products.
-
-def _weight_grad_vector_argtypes(lib, pointer, size) -> None:
-    lib.xm_weight_grad_vector.argtypes = [pointer, size, pointer, size, size, size, size, pointer, pointer]
-    lib.xm_weight_grad_vector.restype = ctypes.c_int
-
-
 def weight_grad(grad: torch.Tensor, x: torch.Tensor, bias_grad: bool = True) -> tuple:
     """(dW float32 (N, K) = grad^T @ x, db float32 (N,) = grad's column sums, or None) of a linear from the bf16
     (T, N) output gradient and bf16 (T, K) input (both with contiguous rows; N and K multiples of 32), summed in
@@ -746,9 +721,8 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, bias_grad: bool = True) -> 
     db = torch.empty(n, dtype=torch.float32) if bias_grad else None
     if not t:
         return dw.zero_(), None if db is None else db.zero_()
-    lib = _library()
-    kernel = lib.xm_weight_grad if available() or not vector_available() else lib.xm_weight_grad_vector
-    if kernel(grad.data_ptr(), grad.stride(0), x.data_ptr(), x.stride(0), t, n, k, dw.data_ptr(), _address(db)) != 0:
+    if _kernel("xm_weight_grad")(grad.data_ptr(), grad.stride(0), x.data_ptr(), x.stride(0), t, n, k, dw.data_ptr(),
+                                 _address(db)) != 0:
         raise MemoryError("the weight-gradient kernel could not allocate its scratch")
     return dw, db
 
@@ -819,19 +793,3 @@ def gelu_table_backward(dg: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     dh = torch.empty_like(h)
     _library().xm_gelu_table_backward(dg.data_ptr(), h.data_ptr(), h.numel(), gelu_slopes().data_ptr(), dh.data_ptr())
     return dh
-
-
-# The language modules for bf16 inference without AMX (native.c's last section, xm_modules_vector): xm_modules'
-# arguments, the weights in xm_pack's layout (``pack``, which needs no AMX), by AVX-512's bf16 pair products.
-
-def _modules_vector_argtypes(lib, pointer, size) -> None:
-    lib.xm_modules_vector.argtypes = list(lib.xm_modules.argtypes)
-    lib.xm_modules_vector.restype = ctypes.c_int
-
-
-def modules_vector(x: torch.Tensor, rows, first, second, residual: torch.Tensor | None = None,
-                   norm=None) -> torch.Tensor:
-    """``modules`` (same arguments and checks, weights by ``pack``) through the vector kernel, which needs only
-    ``vector_available()``: GELU, the residual and the norm in the epilogue, one rounding to bf16 of each product's
-    float32 sums; the same bits for any thread count (not ``modules``' bits: the sums run in another order)."""
-    return _modules(_library().xm_modules_vector, x, rows, first, second, residual, norm)
