@@ -23,7 +23,8 @@ Suites:
 
 bf16 rows run only where the device has bf16 products: on a CPU, where oneDNN has bf16 kernels (AVX-512 BW/VL/DQ
 or AVX-NE-CONVERT; ``kernels.onednn_bf16``). On AVX2-only processors torch's own bf16 product is two orders of
-magnitude slower than fp32 (0.5 against ~40 GFLOP/s on a 2-core AMD EPYC of family 23), so an xmod-base forward
+magnitude slower than fp32 (0.7 against 68 GFLOP/s at 1024 x 1024 x 1024 on a 2-core AMD EPYC of family 23,
+docs/results/amx-perf/round13/bf16-avx2.txt), so an xmod-base forward
 in bf16 would take minutes a call: the bf16 rows are left out with the reason printed and the bf16 product's rate
 at 256 x 256 x 256 in the table, and the mixing-cost suite runs in fp32.
 """
