@@ -22,6 +22,10 @@ from test_model import MIXED, batch, maxdiff, needs_onednn, spy
 from tiny import TOL, ours, tiny_config
 from xmodlm.model import XmodAdapter, XmodForMaskedLM, XmodModel
 
+# the tests of oneDNN's bf16 kernels themselves; elsewhere bf16 takes torch's ops (test_kernels_without_bf16.py)
+needs_bf16_onednn = pytest.mark.skipif(not kernel_amp.onednn_bf16(), reason=(
+    "oneDNN has no bf16 kernels on this processor (AVX2 only): bf16 runs in torch's ops"))
+
 
 def encode(model, ids, mask, langs, fused: bool):
     kernels.use_onednn(fused)
@@ -139,6 +143,7 @@ def test_cached_module_weights_follow_changes_and_dtype(layout):
 
 
 @needs_onednn
+@needs_bf16_onednn
 def test_grouped_modules_in_bfloat16_are_as_accurate_as_plain(monkeypatch):
     codes = [f"l{i}_XX" for i in range(8)]
     model = ours(XmodModel, languages=codes)
@@ -338,8 +343,9 @@ def test_bf16_inference_attention_takes_sdpa_with_amx_and_hi_lo_without(amx_path
     q = torch.randn(2, 2, 16, 8, dtype=torch.bfloat16)
     with torch.no_grad():
         kernel_attention.attention(q, q, q, None, torch.nn.Dropout(0.0), training=False)
-    assert bool(calls) != amx_paths
-    assert ("SDPA" in kernels.describe_paths()["bf16 inference attention"]) == amx_paths
+    hi_lo = not amx_paths and kernel_amp.onednn_bf16()  # without oneDNN's bf16 kernels: SDPA
+    assert bool(calls) == hi_lo
+    assert ("SDPA" in kernels.describe_paths()["bf16 inference attention"]) != hi_lo
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -604,6 +610,7 @@ def test_tuned_formulations_under_autocast_are_as_accurate_as_plain_autocast(for
 
 
 @needs_onednn
+@needs_bf16_onednn
 def test_the_transposed_product_computes_the_residual_linear():
     torch.manual_seed(0)
     x, residual = torch.randn(300, 48), torch.randn(300, 40)
@@ -619,6 +626,7 @@ def test_the_transposed_product_computes_the_residual_linear():
 
 
 @needs_onednn
+@needs_bf16_onednn
 @pytest.mark.parametrize("act,residual", [(None, True), ("gelu", False), (None, False)])
 def test_row_blocks_compute_the_fused_product(act, residual, monkeypatch):
     """The product in blocks of rows, the last one ragged, on a 3-d input: the fused call's result."""
@@ -635,6 +643,7 @@ def test_row_blocks_compute_the_fused_product(act, residual, monkeypatch):
 
 
 @needs_onednn
+@needs_bf16_onednn
 def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch):
     model = ours(XmodModel).to(torch.bfloat16)
     ids, mask = batch(b=6, t=40)
@@ -667,6 +676,7 @@ def test_autotune_times_a_shape_once_and_keeps_its_choice(autotune, monkeypatch)
 
 
 @needs_onednn
+@needs_bf16_onednn
 @pytest.mark.parametrize("force,kept", [("fused", {"onednn"}), ("transposed", set()), ("AMX kernel", {"amx"}),
                                         ("AMX kernel, rows split", {"amx"})])
 def test_a_tuned_linear_keeps_only_the_packed_copy_its_formulation_reads(force, kept, autotune):
@@ -690,6 +700,7 @@ def encode_autocast(model, ids, mask, langs, fused: bool):
 
 
 @needs_onednn
+@needs_bf16_onednn
 def test_bf16_autocast_inference_takes_the_fused_kernels_as_accurately(monkeypatch):
     """Under CPU bf16 autocast (embed and retrieval's --precision bf16), inference runs the fused
     kernels on bf16 copies of the weights, packed once, instead of torch's ops with autocast's casts at
@@ -714,8 +725,6 @@ def test_bf16_autocast_inference_takes_the_fused_kernels_as_accurately(monkeypat
     assert kernels.INFERENCE_CACHE[dense][(torch.bfloat16, "onednn")][1].dtype == torch.bfloat16 and dense.weight.dtype == torch.float32
     assert maxdiff(encode(model, ids, mask, langs, True)[real], exact[real]) <= TOL  # fp32 again
 
-
-needs_bf16_onednn = pytest.mark.skipif(not kernel_amp._BF16_ONEDNN, reason="no oneDNN bf16 kernels here")
 
 
 @needs_bf16_onednn

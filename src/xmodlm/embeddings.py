@@ -18,6 +18,7 @@ and a batch too large for memory fails at once), and each text goes through its 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Sequence
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import XmodConfig
+from .kernels import SLOW_BF16, onednn_bf16
 from .model import XmodPreTrainedModel
 from .tasks import encode_texts, inputs, prepare_tokenizer, single
 from .tokenizer import for_language
@@ -82,6 +84,8 @@ def _autocast(precision: str, device: torch.device):
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return contextlib.nullcontext()
+    if device.type == "cpu" and not onednn_bf16():
+        warnings.warn(f"precision 'bf16': {SLOW_BF16}", RuntimeWarning, stacklevel=3)
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 

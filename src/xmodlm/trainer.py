@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .files import (atomic_write, atomic_write_text, fsync_file, recover_dir, run_lock, switch_dir, sync_tree,
                     write_error)
+from .kernels import SLOW_BF16, onednn_bf16
 from .settings import check_ranges, setting
 from .runtime import machine_info
 
@@ -130,7 +131,8 @@ def describe_precision(precision: str, device: torch.device, dtype: torch.dtype 
     """One line on what ``precision`` became on ``device`` and why (printed at start)."""
     name = "bf16 autocast" if dtype is not None else "fp32"
     if precision != "auto":
-        return f"{name} (--precision {precision})"
+        slow = dtype is not None and device.type == "cpu" and not onednn_bf16()
+        return f"{name} (--precision {precision}{'; WARNING: ' + SLOW_BF16 if slow else ''})"
     if device.type == "cuda":
         why = "this GPU supports bf16" if dtype is not None else "this GPU lacks bf16"
     else:
@@ -148,7 +150,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.bfloat16 if supported else None
     if device.type == "cuda" and not supported:
         raise ValueError(f"precision='bf16' but {torch.cuda.get_device_name(device)} has no bf16; use 'fp32'")
-    return torch.bfloat16  # on a CPU without native bf16 this is emulated: correct, but slow
+    return torch.bfloat16  # on a CPU without bf16 kernels this is emulated: correct, but slow (describe_precision warns)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -366,7 +368,8 @@ class Trainer:
         self.amp_dtype = resolve_precision(config.precision, self.device)  # resolved once, recorded in checkpoints
         self.precision = "bf16" if self.amp_dtype is not None else "fp32"
         if self.is_main:
-            logger.info("precision: %s", describe_precision(config.precision, self.device, self.amp_dtype))
+            line = describe_precision(config.precision, self.device, self.amp_dtype)
+            (logger.warning if "WARNING" in line else logger.info)("precision: %s", line)
         seed_everything(config.seed + self.rank)
 
         self.model = model.to(self.device)

@@ -2,7 +2,9 @@
 X-Mod computes and calls in here. These files import torch and numpy only, never the model.
 
 Why oneDNN on CPU: torch's float32 matrix product on CPU is MKL's, which takes a slower code path on
-AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is in the build:
+AMD processors; oneDNN (in torch's build) does not. So on CPU, while oneDNN is in the build (bf16 only where
+oneDNN has bf16 kernels on the processor, ``onednn_bf16()``: AVX-512 BW/VL/DQ or AVX-NE-CONVERT; on AVX2-only
+processors its bf16 calls fail, and bf16 runs in torch's own ops):
 
 * inference (eval mode, no autograd), fp32 or bf16: one oneDNN call per linear (``linear.linear``),
   with the activation or the residual add applied inside it on the fp32 accumulator; the big shared
@@ -107,7 +109,7 @@ The submodules ``linear`` and ``attention`` keep their names here (their entry f
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
-from .amp import use_autocast_linear, use_fused_vocab_loss, use_native_vocab_projection, use_native_weight_grad
+from .amp import SLOW_BF16, onednn_bf16, use_autocast_linear, use_fused_vocab_loss, use_native_vocab_projection, use_native_weight_grad
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
 from .gelu import use_table_gelu
@@ -136,6 +138,7 @@ from .tune import use_autotune
 
 __all__ = [
     "ACTIVATIONS",
+    "SLOW_BF16",
     "Dropout",
     "INFERENCE_CACHE",
     "LayerNorm",
@@ -149,6 +152,7 @@ __all__ = [
     "dropout_attention",
     "embedding_lookup",
     "fusable",
+    "onednn_bf16",
     "onednn_trainable",
     "packed_weights",
     "prefer_amx_paths",

@@ -13,7 +13,7 @@ from torch.autograd.function import once_differentiable
 
 from . import native
 from .amp import (autocast_linear, autocast_linear_applies, cpu_bf16_autocast, native_vocab_applies,
-                  native_vocab_projection)
+                  native_vocab_projection, onednn_bf16)
 from .gelu import table_gelu, table_gelu_applies
 from .residual_norm import bf16_twin, dropout_residual_norm
 from .tied import decoder_weight
@@ -64,9 +64,10 @@ def drop_inference_cache(root: nn.Module) -> None:
 
 
 def _onednn_ready(x: torch.Tensor) -> bool:
-    # is_compiling first: under torch.compile the plain ops are traced (inductor fuses them itself)
+    # is_compiling first: under torch.compile the plain ops are traced (inductor fuses them itself); bf16 only where
+    # oneDNN has bf16 kernels on this processor (on AVX2 ones its bf16 calls fail)
     return (not torch.compiler.is_compiling() and _ONEDNN["enabled"] and _ONEDNN["available"]
-            and x.device.type == "cpu")
+            and x.device.type == "cpu" and (x.dtype != torch.bfloat16 or onednn_bf16()))
 
 
 def fused_dtype(training: bool, x: torch.Tensor) -> torch.dtype | None:
@@ -76,7 +77,7 @@ def fused_dtype(training: bool, x: torch.Tensor) -> torch.dtype | None:
     if training or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.bfloat16) or not _onednn_ready(x):
         return None
     if torch.is_autocast_enabled("cpu"):
-        return torch.bfloat16 if cpu_bf16_autocast() else None
+        return torch.bfloat16 if cpu_bf16_autocast() and onednn_bf16() else None
     return x.dtype
 
 

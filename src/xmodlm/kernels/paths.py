@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .amp import _AUTOCAST_LINEAR, _BF16_ONEDNN, _VOCAB, _VOCAB_LOSS, native_weight_grad_on
+from .amp import _AUTOCAST_LINEAR, _VOCAB, _VOCAB_LOSS, native_weight_grad_on, onednn_bf16
 from .cpu import amx_bf16, amx_overridden
 from .linear import _ONEDNN
 from .dropout import _ONE_PASS
@@ -23,11 +23,13 @@ def describe_paths() -> dict[str, str]:
     onednn = _ONEDNN["enabled"] and _ONEDNN["available"]
     return {
         "cpu": (f"torch capability {torch.backends.cpu.get_cpu_capability()}, "
-                f"AMX bf16 {'yes' if amx_bf16() else 'no'}{' (prefer_amx_paths override)' if amx_overridden() else ''}"),
+                f"AMX bf16 {'yes' if amx_bf16() else 'no'}{' (prefer_amx_paths override)' if amx_overridden() else ''}, "
+                f"oneDNN bf16 kernels {'yes' if onednn_bf16() else 'no (bf16 products in torch ops)'}"),
         "linears (CPU)": "oneDNN (fused epilogues, packed weights in inference)" if onednn else "plain torch",
-        "bf16 autocast inference (CPU)": ("the fused kernels on bf16 weights cast once and cached" if onednn
-                                          else "torch's ops, autocast's casts at every call"),
-        "bf16 inference attention": ("SDPA (oneDNN off)" if not onednn else
+        "bf16 autocast inference (CPU)": ("the fused kernels on bf16 weights cast once and cached"
+                                          if onednn and onednn_bf16() else "torch's ops, autocast's casts at every call"),
+        "bf16 inference attention": ("SDPA (oneDNN off)" if not onednn else "SDPA (no oneDNN bf16 kernels)"
+                                     if not onednn_bf16() else
                                      "own AMX kernel for heads of a multiple of 32 values, else SDPA flash kernel"
                                      if native.available() else "SDPA flash kernel (AMX)" if amx_bf16()
                                      else "own vector kernel (AVX-512 bf16 products) for heads of a multiple of 32 "
@@ -74,7 +76,7 @@ def describe_paths() -> dict[str, str]:
                                                "; weight and bias gradients in the own vector kernel (AVX-512 bf16 "
                                                "products, float32)" if native_weight_grad_on()
                                                and native.vector_available() else ""))
-            if _AUTOCAST_LINEAR["enabled"] and onednn and _BF16_ONEDNN else "autocast's F.linear (addmm)"),
+            if _AUTOCAST_LINEAR["enabled"] and onednn and onednn_bf16() else "autocast's F.linear (addmm)"),
         "tied decoder in bf16 autocast training (CPU)": (
             "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
             + ("; the masked-LM loss fused into it (row statistics in its forward, the loss's gradient formed in its "

@@ -20,6 +20,13 @@ Suites:
           the same batch every call (as every other row), and a new random mix every call.
   data    tokenize + pack + mask throughput against the training step's consumption.
   memory  peak memory (max RSS of a fresh process) of a base-shape training step.
+
+bf16 rows run only where the device has bf16 products: on a CPU, where oneDNN has bf16 kernels (AVX-512 BW/VL/DQ
+or AVX-NE-CONVERT; ``kernels.onednn_bf16``). On AVX2-only processors torch's own bf16 product is two orders of
+magnitude slower than fp32 (0.7 against 68 GFLOP/s at 1024 x 1024 x 1024 on a 2-core AMD EPYC of family 23,
+docs/results/amx-perf/round13/bf16-avx2.txt), so an xmod-base forward
+in bf16 would take minutes a call: the bf16 rows are left out with the reason printed and the bf16 product's rate
+at 256 x 256 x 256 in the table, and the mixing-cost suite runs in fp32.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import torch
 
 from ..config import XmodConfig
 from ..files import atomic_write_text
-from ..kernels import describe_paths
+from ..kernels import describe_paths, onednn_bf16
 from ..model import XmodForMaskedLM, XmodModel
 from ..settings import setting
 
@@ -104,10 +111,11 @@ def median_times(fns: dict, steps: int, warmup: int) -> dict[str, float]:
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, k: int = 1024, m: int = 1024, steps: int = 20) -> dict[str, float]:
     """Dense GEMM FLOP/s at a shape like the models' (tokens x hidden x 4*hidden), the fastest call of
     each CPU GEMM library torch reaches: torch.mm (MKL for fp32 on CPU) and oneDNN with the weight
-    pre-packed. The ceiling is the best of them: on AMD CPUs oneDNN's fp32 is about 2x MKL's."""
+    pre-packed (for bf16 only where oneDNN has bf16 kernels on this processor: not on AVX2 ones). The ceiling is
+    the best of them: on AMD CPUs oneDNN's fp32 is about 2x MKL's."""
     a, b = torch.randn(n, k, dtype=dtype, device=DEVICE), torch.randn(k, m, dtype=dtype, device=DEVICE)
     candidates = {"torch.mm": lambda: a @ b}
-    if DEVICE.type == "cpu" and torch.backends.mkldnn.is_available():
+    if DEVICE.type == "cpu" and torch.backends.mkldnn.is_available() and (dtype != torch.bfloat16 or onednn_bf16()):
         packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)
         candidates["oneDNN packed"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [None], "")
     rates = {}
@@ -161,6 +169,11 @@ def batch_for(config: XmodConfig, batch: int, seq: int, n_languages: int, seed: 
 # ---------------------------------------------------------------------------------------
 # Suites
 # ---------------------------------------------------------------------------------------
+def bf16_products() -> bool:
+    """Whether the bench's device multiplies bf16 matrices at speed (see the module's docstring)."""
+    return DEVICE.type != "cpu" or onednn_bf16()
+
+
 def bench_train(s: BenchSettings, ceilings: dict) -> list[dict]:
     layers, hidden, vocab, langs, batch, seq = (2, 128, 8000, 8, 8, 64) if s.quick else (4, 256, 32000, 8, 16, 128)
     config = make_config(layers, hidden, vocab, langs, seq)
@@ -184,9 +197,10 @@ def bench_train(s: BenchSettings, ceilings: dict) -> list[dict]:
             opt.zero_grad(set_to_none=True)
         return step
 
-    fns = {"reference fp32": stepper(ref, False, False), "ours fp32": stepper(ours, False, True),
-           "ours bf16 autocast": stepper(ours, True, True)}
-    if s.compile:
+    fns = {"reference fp32": stepper(ref, False, False), "ours fp32": stepper(ours, False, True)}
+    if bf16_products():
+        fns["ours bf16 autocast"] = stepper(ours, True, True)
+    if s.compile and bf16_products():
         fns["ours bf16 autocast + compile"] = stepper(torch.compile(ours), True, True)
     times = median_times(fns, s.steps, s.warmup)
     flops = model_flops(config, batch, seq, int(labels.ne(-100).sum()), train=True)
@@ -200,11 +214,7 @@ def bench_infer(s: BenchSettings, ceilings: dict) -> list[dict]:
     torch.manual_seed(0)
     ours = XmodModel(config, add_pooling_layer=False).eval()
     ref = reference_from(ours, "base").eval()
-    ours16, ref16 = XmodModel(config, add_pooling_layer=False), None
-    ours16.load_state_dict(ours.state_dict())
-    ours16 = ours16.to(torch.bfloat16).eval()
-    ref16 = reference_from(ours16, "base").eval()
-    ours, ref, ours16, ref16 = (m.to(DEVICE) for m in (ours, ref, ours16, ref16))
+    ours, ref = ours.to(DEVICE), ref.to(DEVICE)
     ids = batch_for(config, batch, seq, langs)[0].to(DEVICE)
     lang = (torch.tensor([0, 7, 3, 80, 41, 3, 12, 60][:batch]) % langs).to(DEVICE)
 
@@ -218,16 +228,22 @@ def bench_infer(s: BenchSettings, ceilings: dict) -> list[dict]:
     # run), against the reference in fp32: transformers' XmodModel fails under autocast (its language
     # adapters write bf16 rows into an fp32 tensor)
     # (a copy of ours for autocast: one model called both ways would repack its modules at every switch)
-    ours_amp = copy.deepcopy(ours)
-    fns = {"reference bf16": forward(ref16), "ours bf16": forward(ours16),
-           "reference fp32": forward(ref), "ours fp32": forward(ours), "ours bf16 autocast": forward(ours_amp, True)}
-    if s.compile:  # the compiled module shares ours16's weights
-        fns["ours bf16 + compile"] = forward(torch.compile(ours16))
+    fns = {"reference fp32": forward(ref), "ours fp32": forward(ours)}
+    if bf16_products():
+        ours16 = XmodModel(config, add_pooling_layer=False)
+        ours16.load_state_dict(ours.state_dict())
+        ours16 = ours16.to(torch.bfloat16).eval()
+        ref16 = reference_from(ours16, "base").eval()
+        ours16, ref16 = ours16.to(DEVICE), ref16.to(DEVICE)
+        fns = {"reference bf16": forward(ref16), "ours bf16": forward(ours16), **fns,
+               "ours bf16 autocast": forward(copy.deepcopy(ours), True)}
+        if s.compile:  # the compiled module shares ours16's weights
+            fns["ours bf16 + compile"] = forward(torch.compile(ours16))
     times = median_times(fns, s.steps, s.warmup)
     flops = model_flops(config, batch, seq, 0, train=False)
     shape = f"encoder forward {layers}x{hidden} V={vocab // 1000}k {langs} langs {batch}x{seq} mixed"
     out = rows(shape, {k: v for k, v in times.items() if "bf16" in k and "autocast" not in k}, "reference bf16",
-               batch * seq, flops, ceilings)
+               batch * seq, flops, ceilings) if bf16_products() else []
     out += rows(shape, {k: v for k, v in times.items() if "fp32" in k or "autocast" in k}, "reference fp32",
                 batch * seq, flops, ceilings)
     return out
@@ -239,7 +255,8 @@ def bench_mixed(s: BenchSettings, ceilings: dict) -> list[dict]:
                                              [(12, 768, 81, 8, 128), (12, 768, 81, 81, 32), (4, 256, 81, 81, 64)]):
         config = make_config(layers, hidden, 1000, langs, seq)
         torch.manual_seed(0)
-        model = XmodModel(config, add_pooling_layer=False).to(torch.bfloat16).to(DEVICE).eval()
+        dtype = torch.bfloat16 if bf16_products() else torch.float32  # fp32 where bf16 products crawl
+        model = XmodModel(config, add_pooling_layer=False).to(dtype).to(DEVICE).eval()
         ids = batch_for(config, batch, seq, langs)[0].to(DEVICE)
         fns = {}
         for n in sorted({1, min(8, batch), min(langs, batch)}):
@@ -252,7 +269,7 @@ def bench_mixed(s: BenchSettings, ceilings: dict) -> list[dict]:
         fns["random languages, new each call"] = lambda: torch.no_grad()(model)(ids, lang_ids=next(draws))
         times = median_times(fns, s.steps, s.warmup)
         flops = model_flops(config, batch, seq, 0, train=False)
-        shape = f"mixing cost, encoder bf16 {layers}x{hidden} {batch}x{seq}"
+        shape = f"mixing cost, encoder {'bf16' if dtype == torch.bfloat16 else 'fp32'} {layers}x{hidden} {batch}x{seq}"
         out += rows(shape, times, "1 language", batch * seq, flops, ceilings, higher_is_worse=True)
     return out
 
@@ -355,7 +372,9 @@ def run(s: BenchSettings) -> list[dict]:
         raise ValueError(f"--device {s.device}: CUDA is not available on this machine")
     if s.threads:
         torch.set_num_threads(s.threads)
-    rates = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    rates = {"fp32": matmul_ceiling(torch.float32)}
+    if bf16_products():
+        rates["bf16"] = matmul_ceiling(torch.bfloat16)
     ceilings = {dt: max(r.values()) for dt, r in rates.items()}
     results: list[dict] = [
         {"shape": "dense matmul ceiling 2048x1024x1024", "impl": f"{dt} {lib}", "seconds": None,
@@ -364,6 +383,13 @@ def run(s: BenchSettings) -> list[dict]:
         for dt, r in rates.items() for lib, c in r.items()]
     print(f"machine: {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"torch {torch.__version__}", flush=True)
+    if not bf16_products():
+        slow = matmul_ceiling(torch.bfloat16, 256, 256, 256, steps=3)["torch.mm"]
+        results.append({"shape": "dense matmul 256x256x256", "impl": "bf16 torch.mm", "seconds": None,
+                        "tokens_per_s": None, "ratio": None, "mfu": None,
+                        "vs": f"{slow / 1e9:,.1f} GFLOP/s: no bf16 rows"})
+        print(f"bf16 rows left out: oneDNN has no bf16 kernels on this processor (torch's own bf16 product "
+              f"{slow / 1e9:.1f} GFLOP/s, fp32 {ceilings['fp32'] / 1e9:.0f})", flush=True)
     if DEVICE.type == "cpu":  # which kernels this processor and the switches select (AMX changes some)
         for part, path in describe_paths().items():
             print(f"  {part}: {path}", flush=True)
