@@ -85,7 +85,7 @@ def _autocast(precision: str, device: torch.device):
     if precision == "fp32":
         return contextlib.nullcontext()
     if device.type == "cpu" and not onednn_bf16():
-        warnings.warn(f"precision 'bf16': {SLOW_BF16}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"precision 'bf16': {SLOW_BF16}", RuntimeWarning, stacklevel=4)  # the caller of embed_ids
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 

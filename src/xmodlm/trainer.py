@@ -137,7 +137,8 @@ def describe_precision(precision: str, device: torch.device, dtype: torch.dtype 
         why = "this GPU supports bf16" if dtype is not None else "this GPU lacks bf16"
     else:
         why = ("this CPU has AMX" if dtype is not None
-               else "this CPU has no AMX (bf16 autocast can be faster without it too)")
+               else "this CPU has no AMX (bf16 autocast can be faster without it too)" if onednn_bf16()
+               else "this CPU has no bf16 kernels: torch would emulate bf16 products, far slower than fp32")
     return f"{name} (--precision auto: {why}; --precision fp32|bf16 to choose)"
 
 
