@@ -60,6 +60,7 @@ def test_bf16_inference_calls_no_onednn_kernel_and_equals_torchs_ops(no_bf16, au
     paths = kernels.describe_paths()
     assert "oneDNN bf16 kernels no" in paths["cpu"] and "SDPA" in paths["bf16 inference attention"]
     assert paths["bf16 autocast inference (CPU)"].startswith("torch's ops")
+    assert paths["bf16 inference products (CPU)"].startswith("torch's ops")
 
 
 def test_fp32_inference_keeps_onednn(no_bf16):

@@ -58,8 +58,8 @@ def onednn_bf16() -> bool:
 
 # what to tell someone who asks for bf16 on such a processor (the trainer's --precision bf16, embed's and retrieval's)
 SLOW_BF16 = ("this CPU has no bf16 kernels (oneDNN needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT), so torch emulates "
-             "bf16 products: on a 2-core AVX2 AMD EPYC a masked-LM training step took 29x as long as in fp32, "
-             "matrix products 37-98x; fp32 is the precision to use here")
+             "bf16 products: on a 2-core AVX2 AMD EPYC a masked-LM training step took 25-29x as long as in fp32, "
+             "matrix products 27-98x; fp32 is the precision to use here")
 
 
 def cpu_bf16_autocast() -> bool:

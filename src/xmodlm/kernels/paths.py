@@ -39,7 +39,8 @@ def describe_paths() -> dict[str, str]:
         "bf16 inference products (CPU)": (f"{'own AMX kernel, rows split' if native.available() else 'fused'}; "
                                           "timed once per shape against the fused call, row blocks, the transposed "
                                           f"product or a separate activation (from {_TUNE['min_rows']} rows)"
-                                          if _TUNE["enabled"] and onednn else "fused"),
+                                          if _TUNE["enabled"] and onednn and onednn_bf16() else "fused" if onednn
+                                          and onednn_bf16() else "torch's ops (oneDNN off or without bf16 kernels)"),
         "own AMX kernel, bf16 inference (CPU)": (("built; the language modules' segments in one call each, the "
                                                   "linears' default, post-norms in the products' calls")
                                                  if onednn and native.available()
