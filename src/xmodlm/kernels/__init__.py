@@ -109,7 +109,8 @@ The submodules ``linear`` and ``attention`` keep their names here (their entry f
 them): call ``kernels.linear.linear`` and ``kernels.attention.attention``.
 """
 
-from .amp import SLOW_BF16, onednn_bf16, use_autocast_linear, use_fused_vocab_loss, use_native_vocab_projection, use_native_weight_grad
+from .amp import (SLOW_BF16, onednn_bf16, use_autocast_linear, use_fused_vocab_loss, use_native_vocab_projection,
+                  use_native_weight_grad)
 from .cpu import amx_bf16, prefer_amx_paths
 from .dropout import Dropout, use_one_pass_dropout
 from .gelu import use_table_gelu
