@@ -9,7 +9,6 @@ it there. On such a processor these tests run as they are; elsewhere the ``no_bf
 from __future__ import annotations
 
 import copy
-import logging
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from test_model import MIXED, batch
 from tiny import ours
 from xmodlm.model import XmodForMaskedLM, XmodModel
 from xmodlm.recipes import bench
-from xmodlm.trainer import describe_precision
+from xmodlm.trainer import describe_precision, emulated_bf16
 
 
 @pytest.fixture
@@ -96,8 +95,9 @@ def test_bf16_autocast_training_step_calls_no_onednn_kernel(no_bf16):
         assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), name
 
 
-def test_asking_for_bf16_warns_that_it_is_emulated(no_bf16, caplog):
+def test_asking_for_bf16_warns_that_it_is_emulated(no_bf16):
     cpu = torch.device("cpu")
+    assert emulated_bf16(cpu, torch.bfloat16) and not emulated_bf16(cpu, None)  # the trainer logs a WARNING then
     line = describe_precision("bf16", cpu, torch.bfloat16)
     assert "WARNING" in line and "no bf16 kernels" in line and "fp32" in line
     assert "WARNING" not in describe_precision("fp32", cpu, None)
@@ -107,6 +107,7 @@ def test_asking_for_bf16_warns_that_it_is_emulated(no_bf16, caplog):
 
 def test_asking_for_bf16_where_it_is_fast_does_not_warn(monkeypatch):
     monkeypatch.setitem(kernel_amp._BF16_ONEDNN, "supported", True)
+    assert not emulated_bf16(torch.device("cpu"), torch.bfloat16)
     assert "WARNING" not in describe_precision("bf16", torch.device("cpu"), torch.bfloat16)
 
 

@@ -127,12 +127,16 @@ def _cpu_bf16_is_fast() -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
+def emulated_bf16(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """bf16 autocast on a CPU without bf16 kernels, where torch emulates it: correct, but far slower than fp32."""
+    return dtype is not None and device.type == "cpu" and not onednn_bf16()
+
+
 def describe_precision(precision: str, device: torch.device, dtype: torch.dtype | None) -> str:
     """One line on what ``precision`` became on ``device`` and why (printed at start)."""
     name = "bf16 autocast" if dtype is not None else "fp32"
     if precision != "auto":
-        slow = dtype is not None and device.type == "cpu" and not onednn_bf16()
-        return f"{name} (--precision {precision}{'; WARNING: ' + SLOW_BF16 if slow else ''})"
+        return f"{name} (--precision {precision}{'; WARNING: ' + SLOW_BF16 if emulated_bf16(device, dtype) else ''})"
     if device.type == "cuda":
         why = "this GPU supports bf16" if dtype is not None else "this GPU lacks bf16"
     else:
@@ -369,8 +373,8 @@ class Trainer:
         self.amp_dtype = resolve_precision(config.precision, self.device)  # resolved once, recorded in checkpoints
         self.precision = "bf16" if self.amp_dtype is not None else "fp32"
         if self.is_main:
-            line = describe_precision(config.precision, self.device, self.amp_dtype)
-            (logger.warning if "WARNING" in line else logger.info)("precision: %s", line)
+            (logger.warning if emulated_bf16(self.device, self.amp_dtype) else logger.info)(
+                "precision: %s", describe_precision(config.precision, self.device, self.amp_dtype))
         seed_everything(config.seed + self.rank)
 
         self.model = model.to(self.device)
