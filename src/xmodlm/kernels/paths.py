@@ -21,13 +21,14 @@ from .tune import _TUNE
 def describe_paths() -> dict[str, str]:
     """One entry per choice the kernels make by processor or switch."""
     onednn = _ONEDNN["enabled"] and _ONEDNN["available"]
+    onednn16 = onednn and onednn_bf16()  # oneDNN's bf16 kernels in use (absent on AVX2-only processors)
     return {
         "cpu": (f"torch capability {torch.backends.cpu.get_cpu_capability()}, "
                 f"AMX bf16 {'yes' if amx_bf16() else 'no'}{' (prefer_amx_paths override)' if amx_overridden() else ''}, "
                 f"oneDNN bf16 kernels {'yes' if onednn_bf16() else 'no (bf16 products in torch ops)'}"),
         "linears (CPU)": "oneDNN (fused epilogues, packed weights in inference)" if onednn else "plain torch",
         "bf16 autocast inference (CPU)": ("the fused kernels on bf16 weights cast once and cached"
-                                          if onednn and onednn_bf16() else "torch's ops, autocast's casts at every call"),
+                                          if onednn16 else "torch's ops, autocast's casts at every call"),
         "bf16 inference attention": ("SDPA (oneDNN off)" if not onednn else "SDPA (no oneDNN bf16 kernels)"
                                      if not onednn_bf16() else
                                      "own AMX kernel for heads of a multiple of 32 values, else SDPA flash kernel"
@@ -39,8 +40,8 @@ def describe_paths() -> dict[str, str]:
         "bf16 inference products (CPU)": (f"{'own AMX kernel, rows split' if native.available() else 'fused'}; "
                                           "timed once per shape against the fused call, row blocks, the transposed "
                                           f"product or a separate activation (from {_TUNE['min_rows']} rows)"
-                                          if _TUNE["enabled"] and onednn and onednn_bf16() else "fused" if onednn
-                                          and onednn_bf16() else "torch's ops (oneDNN off or without bf16 kernels)"),
+                                          if _TUNE["enabled"] and onednn16 else "fused" if onednn16
+                                          else "torch's ops (oneDNN off or without bf16 kernels)"),
         "own AMX kernel, bf16 inference (CPU)": (("built; the language modules' segments in one call each, the "
                                                   "linears' default, post-norms in the products' calls")
                                                  if onednn and native.available()
@@ -77,7 +78,7 @@ def describe_paths() -> dict[str, str]:
                                                "; weight and bias gradients in the own vector kernel (AVX-512 bf16 "
                                                "products, float32)" if native_weight_grad_on()
                                                and native.vector_available() else ""))
-            if _AUTOCAST_LINEAR["enabled"] and onednn and onednn_bf16() else "autocast's F.linear (addmm)"),
+            if _AUTOCAST_LINEAR["enabled"] and onednn16 else "autocast's F.linear (addmm)"),
         "tied decoder in bf16 autocast training (CPU)": (
             "own AMX kernel on the float32 weight (no casts of the matrix; dW, db float32)"
             + ("; the masked-LM loss fused into it (row statistics in its forward, the loss's gradient formed in its "
