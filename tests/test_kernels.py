@@ -182,10 +182,13 @@ def test_grouped_weights_are_packed_on_a_repeated_layout_only(sequence, monkeypa
 
 
 @needs_onednn
+@pytest.mark.parametrize("form", ["oneDNN", "BLAS"])
 @pytest.mark.parametrize("shape", [(3, 7, 16, 48), (2, 5, 48, 16)], ids=["wide-out", "wide-in"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_onednn_training_linear_gradients_match_torch(shape, bias):
-    """kernels.OneDNNLinear (fp32 training) against F.linear: output and all three gradients."""
+def test_onednn_training_linear_gradients_match_torch(shape, bias, form, autotune):
+    """kernels.OneDNNLinear (fp32 training) against F.linear: output and all three gradients, with each formulation
+    of the weight's gradient (forced: whatever this machine's timing would choose)."""
+    kernels.use_autotune(True, min_rows=1, force=form)
     b, t, d_in, d_out = shape
     g = torch.Generator().manual_seed(0)
     x = torch.randn(b, t, d_in, generator=g, requires_grad=True)
@@ -199,6 +202,36 @@ def test_onednn_training_linear_gradients_match_torch(shape, bias):
     torch.testing.assert_close(ours_out, want_out, rtol=1e-5, atol=1e-5)
     for got, exp in zip(grads, want):
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
+    if form == "BLAS":  # in the parameter's layout: autograd keeps it as it is (no copy)
+        assert grads[1].is_contiguous()
+
+
+@needs_onednn
+def test_the_weight_gradient_is_timed_once_per_weight_shape(autotune, monkeypatch):
+    """The first call of a weight shape (from min_rows tokens) times both formulations; later calls of that shape,
+    with any number of tokens, take the choice; fewer tokens than min_rows, or tuning off: oneDNN, untimed."""
+    timed, ran = [], []
+    monkeypatch.setattr(autotune, "_fastest", lambda candidates: timed.append(list(candidates)) or "BLAS")
+    linear = kernels.linear
+    forms = dict(linear.WEIGHT_GRADIENTS)  # the formulations, each noting that it ran
+    monkeypatch.setattr(linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
+                                                            forms[name](g2, x2)) for name in forms})
+    g = torch.Generator().manual_seed(0)
+    x, grad, other = torch.randn(80, 16, generator=g), torch.randn(80, 48, generator=g), torch.randn(80, 24, generator=g)
+    kernels.use_autotune(True, min_rows=64)
+    torch.testing.assert_close(linear.weight_gradient(grad[:40], x[:40]), grad[:40].t() @ x[:40])
+    assert not timed and ran == ["oneDNN"]  # 40 tokens: under min_rows
+    torch.testing.assert_close(linear.weight_gradient(grad, x), grad.t() @ x)
+    linear.weight_gradient(grad[:70], x[:70])
+    assert timed == [["oneDNN", "BLAS"]] and ran == ["oneDNN", "BLAS", "BLAS"]  # 70 tokens: the same shape, its choice
+    linear.weight_gradient(other, x)  # another weight shape: its own choice
+    assert len(timed) == 2 and sorted(k[:3] for k in autotune.choices()) == [("weight gradient", 16, 24),
+                                                                          ("weight gradient", 16, 48)]
+    kernels.use_autotune(False)
+    linear.weight_gradient(grad, x)
+    assert ran[-1] == "oneDNN"
+    with pytest.raises(ValueError, match="not a set of kernel choices"):
+        autotune.restore_choices({("weight gradient", 16, 48): "fastest"})
 
 
 @needs_onednn

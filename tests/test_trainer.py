@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # the pack
 from xmodlm.trainer import (TrainConfig, Trainer, _cpu_bf16_is_fast, dist_info, find_checkpoint,  # noqa: E402
                             load_weights, resolve_precision, seed_everything)
 from xmodlm.settings import build  # noqa: E402
+from xmodlm import kernels  # noqa: E402
+from xmodlm.kernels.linear import linear as kernel_linear  # noqa: E402
 
 try:
     from xmodlm.config import XmodConfig
@@ -45,11 +47,11 @@ class ToyMLM(nn.Module):
     """X-Mod in miniature: tied embeddings, LayerNorm, dropout, and one module per language routed by lang_ids (so a
     language absent from a batch leaves its module unused, as in the real model)."""
 
-    def __init__(self, dropout: float = 0.1):
+    def __init__(self, dropout: float = 0.1, ff: type = nn.Linear):
         super().__init__()
         self.embed = nn.Embedding(VOCAB, DIM)
         self.norm = nn.LayerNorm(DIM)
-        self.ff = nn.Linear(DIM, DIM)
+        self.ff = ff(DIM, DIM)
         self.lang_modules = nn.ModuleList(nn.Linear(DIM, DIM) for _ in range(LANGS))
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(DIM, VOCAB)
@@ -102,12 +104,21 @@ class ToyBatches:
         self.pos = state["pos"]
 
 
-def make_trainer(out_dir, steps=10, dropout=0.1, data=None, evaluate=None, trainable=None, **overrides):
+class KernelLinear(nn.Linear):
+    """nn.Linear through the kernels' linear: in fp32 CPU training their autograd function, whose weight gradient is
+    a formulation timed and chosen once per shape."""
+
+    def forward(self, x):
+        return kernel_linear((self,), x)
+
+
+def make_trainer(out_dir, steps=10, dropout=0.1, data=None, evaluate=None, trainable=None, ff=nn.Linear,
+                 **overrides):
     seed_everything(123)  # model init; the Trainer reseeds for training
     settings = dict(max_steps=steps, lr=1e-2, warmup_steps=2, log_every=1, save_every=0, out_dir=str(out_dir),
                     device="cpu", precision="fp32", tensorboard=False)
     config = TrainConfig(**{**settings, **overrides})
-    return Trainer(ToyMLM(dropout), config, data or ToyBatches(), evaluate=evaluate, trainable=trainable)
+    return Trainer(ToyMLM(dropout, ff), config, data or ToyBatches(), evaluate=evaluate, trainable=trainable)
 
 
 def read_metrics(out_dir):
@@ -175,6 +186,36 @@ def test_resume_after_crash_is_bit_identical(tmp_path, caplog, crash_state):
     assert [r["step"] for r in read_metrics(tmp_path / "b")] == list(range(1, 11))
     assert [r["loss"] for r in read_metrics(tmp_path / "b")] == [r["loss"] for r in read_metrics(tmp_path / "a")]
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint", "metrics.jsonl"]
+
+
+@pytest.mark.skipif(not kernels.linear._ONEDNN["available"], reason="oneDNN is not in this torch build: the fp32 "
+                    "linears train through F.linear, with no timed choice")
+def test_a_resumed_run_takes_back_the_kernels_timed_choices(tmp_path, monkeypatch):
+    """The weight gradient's formulation is timed in a run's first step; a checkpoint keeps the choice, and a resumed
+    run (a new process, whose timing would choose the other formulation) takes it back: bit for bit the same run."""
+    ran, pick = [], {"name": "BLAS"}
+    forms = dict(kernels.linear.WEIGHT_GRADIENTS)  # the formulations, each noting that it ran
+    monkeypatch.setattr(kernels.linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
+                                                                    forms[name](g2, x2)) for name in forms})
+    monkeypatch.setattr(kernels.tune, "_fastest", lambda candidates: pick["name"])  # the timing's verdict
+    kernels.use_autotune(True, min_rows=1)  # the toy's products are small
+    try:
+        reference = make_trainer(tmp_path / "a", ff=KernelLinear)
+        reference.fit()
+        kernels.tune._CHOICES.clear()  # each run as in a new process
+        with pytest.raises(KeyboardInterrupt):
+            make_trainer(tmp_path / "b", save_every=4, data=ToyBatches(fail_at=6), ff=KernelLinear).fit()
+        saved = torch.load(tmp_path / "b/checkpoint/rank0.pt", weights_only=True)["kernels"]
+        assert [(key[:3], name) for key, name in saved.items()] == [(("weight gradient", DIM, DIM), "BLAS")]
+        kernels.tune._CHOICES.clear()
+        pick["name"], ran[:] = "oneDNN", []
+        resumed = make_trainer(tmp_path / "b", save_every=4, ff=KernelLinear)
+        resumed.fit()
+        assert ran and set(ran) == {"BLAS"}  # the checkpoint's choice, not a new timing's
+        assert_same_weights(reference.model, resumed.model)
+        assert [r["loss"] for r in read_metrics(tmp_path / "b")] == [r["loss"] for r in read_metrics(tmp_path / "a")]
+    finally:
+        kernels.use_autotune(True, min_rows=256)
 
 
 def test_kill_9_at_a_random_moment_then_resume(tmp_path):

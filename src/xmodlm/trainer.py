@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .files import (atomic_write, atomic_write_text, fsync_file, recover_dir, run_lock, switch_dir, sync_tree,
                     write_error)
-from .kernels import SLOW_BF16, onednn_bf16
+from .kernels import SLOW_BF16, onednn_bf16, restore_tune_choices, tune_choices
 from .settings import check_ranges, setting
 from .runtime import machine_info
 
@@ -572,7 +572,9 @@ class Trainer:
         # Each process has its own dropout stream and data slice, so each writes its own file.
         rank_file = current = tmp / f"rank{self.rank}.pt"
         try:
-            torch.save({"rng": _rng_state(self.device), "data": self._data_state()}, rank_file)
+            # the kernels' timed choices too (each process made its own): a resumed run takes them back
+            torch.save({"rng": _rng_state(self.device), "data": self._data_state(), "kernels": tune_choices()},
+                       rank_file)
             fsync_file(rank_file)
             weights, optim = self._full_states() if self.fsdp else (None, None)  # collectives: every rank
             if self.is_main:
@@ -673,6 +675,8 @@ class Trainer:
                 raise ValueError(f"{path} holds a data position but train_data "
                                  f"({type(self.train_data).__name__}) has no load_state_dict()")
             self.train_data.load_state_dict(mine["data"])
+        if mine.get("kernels"):  # the formulations the interrupted run timed and chose (none in older checkpoints)
+            restore_tune_choices(mine["kernels"])
         if same_world:
             _set_rng_state(mine["rng"], self.device)  # last: nothing after it may consume random numbers
         self.step, self.epoch, self._elapsed_before = state["step"], state["epoch"], state["elapsed"]

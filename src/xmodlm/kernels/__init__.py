@@ -11,8 +11,9 @@ processors its bf16 calls fail, and bf16 runs in torch's own ops):
   matrices are reordered once into oneDNN's blocked layout. Under CPU bf16 autocast (fp32 weights)
   the same kernels run on bf16 copies of the weights made once and cached, where autocast would cast
   every weight at every call; the residual stream stays fp32, as autocast keeps it.
-* fp32 training (autograd, no autocast): forward and both backward products through oneDNN
-  (``OneDNNLinear``).
+* fp32 training (autograd, no autocast): forward and the input's gradient through oneDNN (``OneDNNLinear``); the
+  weight's gradient through oneDNN or BLAS's gemm on the transposed operands (no copies), timed once per weight
+  shape (``linear.weight_gradient``, ``tune``).
 * bf16 inference over many rows (``tune``): where a shape is first met, the fused call is timed against
   an equivalent formulation (the transposed product for a linear with a residual, the activation as
   its own pass for an activated one) and the faster kept for that shape and thread count, like
@@ -135,7 +136,7 @@ from .residual_norm import use_bf16_twin, use_fused_residual_norm
 from .norm import LayerNorm
 from .paths import describe_paths
 from .tied import embedding_lookup, use_tied_row_gradient
-from .tune import use_autotune
+from .tune import choices as tune_choices, restore_choices as restore_tune_choices, use_autotune
 
 __all__ = [
     "ACTIVATIONS",
@@ -157,8 +158,10 @@ __all__ = [
     "onednn_trainable",
     "packed_weights",
     "prefer_amx_paths",
+    "restore_tune_choices",
     "run_language_modules",
     "scored_cross_entropy",
+    "tune_choices",
     "use_autocast_linear",
     "use_fused_cross_entropy",
     "use_one_pass_dropout",

@@ -17,7 +17,7 @@ from .amp import (autocast_linear, autocast_linear_applies, cpu_bf16_autocast, n
 from .gelu import table_gelu, table_gelu_applies
 from .residual_norm import bf16_twin, dropout_residual_norm
 from .tied import decoder_weight
-from .tune import bucket, run_fastest, tuning
+from .tune import bucket, choose, run_fastest, tuning
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -98,8 +98,9 @@ def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None)
 
 
 class OneDNNLinear(torch.autograd.Function):
-    """F.linear for float32 CPU training, with the forward and both backward products in oneDNN.
-    Differentiable once: for double backward (gradient penalties) call ``use_onednn(False)``."""
+    """F.linear for float32 CPU training, with the forward and the input's gradient in oneDNN, the weight's
+    gradient in oneDNN or BLAS, whichever is faster here (``weight_gradient``). Differentiable once: for double
+    backward (gradient penalties) call ``use_onednn(False)``."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -113,12 +114,36 @@ class OneDNNLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad2 = grad.reshape(-1, grad.shape[-1])
         grad_x = _mm(grad, weight.t()) if ctx.needs_input_grad[0] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:  # (out, in) = grad2.T @ x2; oneDNN is fastest with the wider side as its "weight"
-            x2 = x.reshape(-1, x.shape[-1])
-            grad_w = _mm(x2.t(), grad2.t()).t() if weight.shape[0] >= weight.shape[1] else _mm(grad2.t(), x2.t())
+        grad_w = weight_gradient(grad2, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
         grad_b = grad2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
+
+
+def _onednn_weight_gradient(grad2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    # oneDNN is fastest with the wider side as its "weight"; it copies both operands transposed (the tokens, the
+    # sum's dimension, must be innermost), and for more outputs than inputs the result is a transposed view, which
+    # autograd lays out again in the parameter's layout
+    if grad2.shape[1] >= x2.shape[1]:
+        return _mm(x2.t(), grad2.t()).t()
+    return _mm(grad2.t(), x2.t())
+
+
+# the fp32 weight gradient's formulations (the first is the default): oneDNN's product, or BLAS's gemm on the
+# operands as they lie (the transposes as its flags; the result in the parameter's layout)
+WEIGHT_GRADIENTS = {"oneDNN": _onednn_weight_gradient, "BLAS": lambda grad2, x2: torch.mm(grad2.t(), x2)}
+
+
+def weight_gradient(grad2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """A linear's fp32 weight gradient, ``grad2.T @ x2`` (out, in), from the output's gradient (tokens, out) and
+    the input (tokens, in): oneDNN's product or BLAS's gemm, whichever ran faster on the first call of the weight's
+    shape with at least ``tune``'s ``min_rows`` tokens (``tune.choose``; fewer, or tuning off: oneDNN). The
+    choice is kept per weight shape, not per token count, so that the whole of a model's set is made in its first
+    training step and a checkpoint holds it (a resumed run continues bit for bit)."""
+    name = "oneDNN"
+    if tuning(grad2.shape[0]):
+        name = choose(("weight gradient", x2.shape[1], grad2.shape[1]),
+                      {name: (lambda form=form: form(grad2, x2)) for name, form in WEIGHT_GRADIENTS.items()})
+    return WEIGHT_GRADIENTS[name](grad2, x2)
 
 
 def concat(linears: Sequence[nn.Linear], dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -15,7 +15,13 @@ from .gelu import table_gelu_on
 from .module_training import native_training_modules_on
 from .residual_norm import bf16_twin_on, fused_residual_norm_on
 from .tied import _ROWS
-from .tune import _TUNE
+from .tune import _TUNE, choices
+
+
+def weight_choices() -> str:
+    """The fp32 weight gradients' formulations chosen in this process, by weight shape (out x in)."""
+    made = {f"{key[2]}x{key[1]}": name for key, name in choices().items() if key[0] == "weight gradient"}
+    return ", ".join(f"{shape} {name}" for shape, name in sorted(made.items())) or "none yet"
 
 
 def describe_paths() -> dict[str, str]:
@@ -27,6 +33,9 @@ def describe_paths() -> dict[str, str]:
                 f"AMX bf16 {'yes' if amx_bf16() else 'no'}{' (prefer_amx_paths override)' if amx_overridden() else ''}, "
                 f"oneDNN bf16 kernels {'yes' if onednn_bf16() else 'no (bf16 products in torch ops)'}"),
         "linears (CPU)": "oneDNN (fused epilogues, packed weights in inference)" if onednn else "plain torch",
+        "weight gradients in fp32 training (CPU)": (("oneDNN or BLAS's gemm, timed once per weight shape (from "
+                                                     f"{_TUNE['min_rows']} tokens; chosen so far: {weight_choices()})"
+                                                     if _TUNE["enabled"] else "oneDNN") if onednn else "plain torch"),
         "bf16 autocast inference (CPU)": ("the fused kernels on bf16 weights cast once and cached"
                                           if onednn16 else "torch's ops, autocast's casts at every call"),
         "bf16 inference attention": ("SDPA (oneDNN off)" if not onednn else "SDPA (no oneDNN bf16 kernels)"

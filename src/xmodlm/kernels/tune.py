@@ -1,16 +1,24 @@
 """Choosing between equivalent formulations of one product by timing them on this machine, once per
-shape: what ``torch.backends.cudnn.benchmark`` does for convolutions, here for bf16 CPU inference.
+shape: what ``torch.backends.cudnn.benchmark`` does for convolutions, here for bf16 CPU inference and the fp32
+training linears' weight gradient (oneDNN's product against BLAS's gemm, ``linear.weight_gradient``).
 
 Why: oneDNN's bf16 matrix product splits its work between threads by a heuristic that, for some shapes,
 leaves threads idle. On a 2-core Xeon with AMX the feed-forward output product (1,024 tokens x 3,072 ->
 768) ran at 1,150-1,270 GFLOP/s while its transpose (768 x 3,072 -> 1,024 tokens, the same kernel)
-ran at 1,500-2,600, and the output layout costs one small copy. Which side wins depends on the
-shape, the thread count and the processor, so it is measured, not assumed.
+ran at 1,500-2,600, and the output layout costs one small copy. The fp32 weight gradient sums over the tokens,
+the leading dimension of both operands: oneDNN's inner product needs that dimension innermost and copies both
+operands transposed (and its result needs laying out again for the larger outputs), where BLAS's gemm takes the
+transposes as flags; but torch's BLAS is MKL's, whose fp32 kernels are slower on AMD processors with AVX-512. On a
+2-core AVX2 EPYC (2026-12-02, docs/results/amx-perf/round14/) BLAS ran the bench step's weight gradients
+1.07-2.15x faster; on the Zen 4 MKL's fp32 product ran at 178 GFLOP/s against oneDNN's 223. Which side wins depends
+on the shape, the thread count and the processor, so it is measured, not assumed.
 
 What changes: the candidates compute the same fp32-accumulated products in another order and round
 once (the residual and bias enter the accumulator in both); bf16 outputs can differ in the last bit
 between the candidates, so between two processes that chose differently. ``use_autotune(False)``
-keeps one formulation (bit-reproducible across processes); within a process a shape keeps its choice.
+keeps one formulation (bit-reproducible across processes); within a process a shape keeps its choice. A
+training run keeps the choices made so far in its checkpoints (``choices``) and a resumed run takes them back
+(``restore_choices``) before its first step, so that it continues bit for bit.
 """
 
 from __future__ import annotations
@@ -24,14 +32,15 @@ import torch
 
 _TUNE = {"enabled": True, "min_rows": 256, "rounds": 5, "margin": 0.10, "force": None}
 # every candidate name the kernels offer (the first of each set is its default)
-NAMES = ("fused", "row blocks", "transposed", "separate activation", "AMX kernel", "AMX kernel, rows split")
-# (kind, rows bucket, *sizes, threads, candidate names) -> the chosen candidate's name
+NAMES = ("fused", "row blocks", "transposed", "separate activation", "AMX kernel", "AMX kernel, rows split",
+         "oneDNN", "BLAS")
+# (kind, [rows bucket,] *sizes, threads, candidate names) -> the chosen candidate's name
 _CHOICES: dict[tuple, str] = {}
 
 
 def use_autotune(enabled: bool, min_rows: int | None = None, force: str | None = None) -> None:
     """Measure (True, the default) or not (False: always the first candidate) which formulation of a bf16
-    CPU inference product is fastest. ``min_rows``: products over fewer rows never tune (default 256:
+    CPU inference product or of an fp32 training weight gradient is fastest. ``min_rows``: products over fewer rows never tune (default 256:
     smaller ones take microseconds, where the timing itself would cost more than any choice saves).
     ``force``: take the candidate of that name wherever one is offered, without timing (for tests and
     side-by-side benchmarks). The choices made are kept while switched off (switching back on reuses
@@ -52,8 +61,17 @@ def tuning(rows: int) -> bool:
 
 
 def choices() -> dict[tuple, str]:
-    """The choices made so far in this process (for reports and tests)."""
+    """The choices made so far in this process (for reports, tests and checkpoints: plain tuples and strings)."""
     return dict(_CHOICES)
+
+
+def restore_choices(saved: dict) -> None:
+    """Take back choices that ``choices()`` gave (a resumed training run: the same formulations as before the
+    interruption, where timing them again could choose otherwise); they replace this process's for the same keys."""
+    if not isinstance(saved, dict) or not all(isinstance(k, tuple) and v in NAMES for k, v in saved.items()):
+        raise ValueError(f"not a set of kernel choices: {str(saved)[:200]!r}; expected a dict of tuples to one of "
+                         f"{NAMES}, as kernels.tune.choices() gives")
+    _CHOICES.update(saved)
 
 
 def bucket(rows: int) -> int:
@@ -79,14 +97,19 @@ def _fastest(candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
     return best if medians[best] < (1 - _TUNE["margin"]) * medians[names[0]] else names[0]
 
 
-def run_fastest(key: tuple, candidates: dict[str, Callable[[], torch.Tensor]]) -> tuple[str, torch.Tensor]:
-    """The name and result of the candidate chosen for ``key`` (the first candidate is the default), choosing
-    it by timing on the key's first call. The key must hold everything the speed depends on but the data."""
+def choose(key: tuple, candidates: dict[str, Callable[[], object]]) -> str:
+    """The name of the candidate chosen for ``key`` (the first candidate is the default), choosing it by timing the
+    candidates on the key's first call. The key must hold everything the speed depends on but the data."""
     if _TUNE["force"] is not None:
-        name = _TUNE["force"] if _TUNE["force"] in candidates else next(iter(candidates))
-        return name, candidates[name]()
+        return _TUNE["force"] if _TUNE["force"] in candidates else next(iter(candidates))
     key = key + (torch.get_num_threads(), tuple(candidates))  # another set on offer (a kernel switched off): its own choice
     name = _CHOICES.get(key)
     if name is None:
         name = _CHOICES[key] = _fastest(candidates)
+    return name
+
+
+def run_fastest(key: tuple, candidates: dict[str, Callable[[], torch.Tensor]]) -> tuple[str, torch.Tensor]:
+    """The name and result of the candidate ``choose`` takes for ``key``."""
+    name = choose(key, candidates)
     return name, candidates[name]()

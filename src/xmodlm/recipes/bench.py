@@ -403,6 +403,9 @@ def run(s: BenchSettings) -> list[dict]:
             results += bench_data(s, ceilings, train_rows)
         elif suite == "memory" and DEVICE.type == "cpu":  # max RSS: a CPU measure
             results += bench_memory(s)
+    if DEVICE.type == "cpu":  # the choices timed during the suites
+        part = "weight gradients in fp32 training (CPU)"
+        print(f"  {part}, after the suites: {describe_paths()[part]}", flush=True)
     # the ceiling again after the suites: a machine slowed while it was first measured would otherwise inflate every
     # MFU (a 2-core AVX2 EPYC read 45 GFLOP/s at the start of one run and 68-75 in the runs around it)
     after = {dt: matmul_ceiling(dtype) for dt, dtype in dtypes.items()}
