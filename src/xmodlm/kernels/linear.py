@@ -121,10 +121,10 @@ class OneDNNLinear(torch.autograd.Function):
 
 def _onednn_weight_gradient(grad2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     # oneDNN is fastest with the wider side as its "weight"; it copies both operands transposed (the tokens, the
-    # sum's dimension, must be innermost), and for more outputs than inputs the result is a transposed view, which
-    # autograd lays out again in the parameter's layout
+    # sum's dimension, must be innermost), and for more outputs than inputs its result is transposed, laid out here
+    # in the parameter's layout (autograd would copy it so anyway; here the timing in ``weight_gradient`` sees it)
     if grad2.shape[1] >= x2.shape[1]:
-        return _mm(x2.t(), grad2.t()).t()
+        return _mm(x2.t(), grad2.t()).t().contiguous()
     return _mm(grad2.t(), x2.t())
 
 
