@@ -389,8 +389,10 @@ def test_fused_cross_entropy_matches_torch(dtype, scale):
     g = torch.Generator().manual_seed(0)
     logits = (4 * torch.randn(2 * kernel_loss.SLICE_ROWS + 5, 300, generator=g)).to(dtype).requires_grad_()
     targets = torch.randint(0, 300, (logits.shape[0],), generator=g)
+    before = logits.detach().clone()
     fused = kernel_loss.scored_cross_entropy(logits, targets)
     (fused * scale).backward()
+    assert torch.equal(logits, before)  # the float32 work happens in the gradient's memory, never the logits'
     got, logits.grad = logits.grad, None
     plain = torch.nn.functional.cross_entropy(logits.float(), targets)
     (plain * scale).backward()

@@ -41,9 +41,14 @@ def _loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor, rows: int | 
     rows = rows or (SLICE_ROWS if logits.device.type == "cpu" else max(n, 1))
     losses = torch.empty(n, dtype=torch.float32, device=logits.device)
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+    in_place = grad.dtype == torch.float32  # each slice's float32 copy made where its gradient goes (no second copy)
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
-        z = logits[lo:hi].to(torch.float32, copy=True)  # (r, V), float32 as F.cross_entropy(logits.float())
+        if in_place:
+            z = grad[lo:hi]
+            z.copy_(logits[lo:hi])
+        else:
+            z = logits[lo:hi].to(torch.float32, copy=True)  # (r, V), float32 as F.cross_entropy(logits.float())
         target = targets[lo:hi, None]
         picked = z.gather(1, target)
         top = z.amax(1, keepdim=True)
@@ -52,7 +57,8 @@ def _loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor, rows: int | 
         losses[lo:hi] = (total.log() + top - picked).squeeze(1)
         e.mul_(total.reciprocal_().mul_(1.0 / n))  # softmax / N
         e.scatter_add_(1, target, torch.full_like(picked, -1.0 / n))
-        grad[lo:hi] = e
+        if not in_place:
+            grad[lo:hi] = e
     return losses.mean(), grad
 
 
