@@ -218,6 +218,22 @@ def test_a_resumed_run_takes_back_the_kernels_timed_choices(tmp_path, monkeypatc
         kernels.use_autotune(True, min_rows=256)
 
 
+@pytest.mark.skipif(not kernels.linear._ONEDNN["available"], reason="oneDNN is not in this torch build: the fp32 "
+                    "linears train through F.linear, with no timed choice")
+def test_autotune_off_times_nothing_and_takes_the_default(tmp_path, monkeypatch):
+    ran = []
+    forms = dict(kernels.linear.WEIGHT_GRADIENTS)
+    monkeypatch.setattr(kernels.linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
+                                                                    forms[name](g2, x2)) for name in forms})
+    monkeypatch.setattr(kernels.tune, "_fastest", lambda candidates: pytest.fail("timed with autotune off"))
+    kernels.use_autotune(True, min_rows=1)  # the toy's products would be timed
+    try:
+        make_trainer(tmp_path, steps=2, ff=KernelLinear, autotune=False).fit()
+    finally:
+        kernels.use_autotune(True, min_rows=256)
+    assert ran and set(ran) == {"oneDNN"}
+
+
 def test_kill_9_at_a_random_moment_then_resume(tmp_path):
     """A real SIGKILL, possibly mid-save: a complete checkpoint survives and the resumed run equals a straight one."""
     steps, delay = 60, random.uniform(0.0, 0.4)  # the child sleeps 10 ms per step: >= 0.58 s left after step 2

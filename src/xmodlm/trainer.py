@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .files import (atomic_write, atomic_write_text, fsync_file, recover_dir, run_lock, switch_dir, sync_tree,
                     write_error)
-from .kernels import SLOW_BF16, onednn_bf16, restore_tune_choices, tune_choices
+from .kernels import SLOW_BF16, onednn_bf16, restore_tune_choices, tune_choices, use_autotune
 from .settings import check_ranges, setting
 from .runtime import machine_info
 
@@ -89,6 +89,11 @@ class TrainConfig:
                                 "not fit one device; same checkpoint files and the same losses as ddp")
     find_unused_parameters: bool = _opt(True, "DDP: X-Mod leaves the modules of languages absent from a batch unused")
     tensorboard: bool = _opt(True, "also write TensorBoard events to out_dir/tb when tensorboard is installed")
+    autotune: bool = _opt(True, "time equivalent kernel formulations (on CPU the fp32 linears' weight gradient: "
+                                "oneDNN or BLAS) on a shape's first call and keep the faster; a checkpoint keeps the "
+                                "choices, so a resumed run continues bit for bit. Off: always the default ones, so "
+                                "that two runs with the same seed give the same bits on the same machine (on, they "
+                                "can differ in the last bits where the timing chose differently)")
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -357,6 +362,7 @@ class Trainer:
                  fixed: dict[str, Any] | None = None):
         self.config, self.train_data, self.evaluate = config, train_data, evaluate
         self.fixed = dict(fixed or {})
+        use_autotune(config.autotune)  # for the whole process, as every kernels switch
         self.rank, self.world_size, local_rank = dist_info()
         self.is_main = self.rank == 0
         self.out_dir = Path(config.out_dir)
