@@ -602,6 +602,7 @@ def test_a_truncated_gz_corpus(corpus, tmp_path, capsys):
     ("rank0.pt", None),  # a planted pickle
     ("trainer_state.json", b'{"step": '),
     ("model.safetensors", b"\x00\x01truncated"),
+    ("rank0.pt", "kernels"),  # a readable file whose kernel choices name no formulation
 ])
 def test_corrupt_checkpoint_files_on_resume_name_the_file(tmp_path, name, content):
     from tiny import WritesAFile
@@ -611,6 +612,9 @@ def test_corrupt_checkpoint_files_on_resume_name_the_file(tmp_path, name, conten
     marker = tmp_path / "pwned"
     if content is None:
         torch.save({"rng": WritesAFile(marker), "data": None}, target)
+    elif content == "kernels":
+        torch.save({**torch.load(target, weights_only=True), "kernels": {("weight gradient", 16, 16): "fastest"}},
+                   target)
     else:
         target.write_bytes(content)
     before = snapshot(tmp_path)

@@ -675,14 +675,19 @@ class Trainer:
             optim = self._read(path / "optimizer.pt", "optimizer state", map_location=self.device)
             self.optimizer.load_state_dict(optim["optimizer"])
         self.scheduler.load_state_dict(optim["scheduler"])
-        mine = self._read(path / f"rank{self.rank if same_world else 0}.pt", "RNG and data state", map_location="cpu")
+        rank_file = path / f"rank{self.rank if same_world else 0}.pt"
+        mine = self._read(rank_file, "RNG and data state", map_location="cpu")
         if mine["data"] is not None:
             if not hasattr(self.train_data, "load_state_dict"):
                 raise ValueError(f"{path} holds a data position but train_data "
                                  f"({type(self.train_data).__name__}) has no load_state_dict()")
             self.train_data.load_state_dict(mine["data"])
         if mine.get("kernels"):  # the formulations the interrupted run timed and chose (none in older checkpoints)
-            restore_tune_choices(mine["kernels"])
+            try:
+                restore_tune_choices(mine["kernels"])
+            except ValueError as e:
+                raise ValueError(f"{rank_file}: the checkpoint's kernel choices are unreadable or corrupt ({e}); move {path} away "
+                                 "to start over") from None
         if same_world:
             _set_rng_state(mine["rng"], self.device)  # last: nothing after it may consume random numbers
         self.step, self.epoch, self._elapsed_before = state["step"], state["epoch"], state["elapsed"]

@@ -40,8 +40,9 @@ _CHOICES: dict[tuple, str] = {}
 
 def use_autotune(enabled: bool, min_rows: int | None = None, force: str | None = None) -> None:
     """Measure (True, the default) or not (False: always the first candidate) which formulation of a bf16
-    CPU inference product or of an fp32 training weight gradient is fastest. ``min_rows``: products over fewer rows never tune (default 256:
-    smaller ones take microseconds, where the timing itself would cost more than any choice saves).
+    CPU inference product or of an fp32 training weight gradient is fastest. ``min_rows``: products over fewer
+    rows never tune (default 256: smaller ones take microseconds, where the timing itself would cost more than any
+    choice saves).
     ``force``: take the candidate of that name wherever one is offered, without timing (for tests and
     side-by-side benchmarks). The choices made are kept while switched off (switching back on reuses
     them) and forgotten when ``min_rows`` or ``force`` changes."""
