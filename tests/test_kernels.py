@@ -217,7 +217,8 @@ def test_the_weight_gradient_is_timed_once_per_weight_shape(autotune, monkeypatc
     monkeypatch.setattr(linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
                                                             forms[name](g2, x2)) for name in forms})
     g = torch.Generator().manual_seed(0)
-    x, grad, other = torch.randn(80, 16, generator=g), torch.randn(80, 48, generator=g), torch.randn(80, 24, generator=g)
+    x, grad = torch.randn(80, 16, generator=g), torch.randn(80, 48, generator=g)
+    other = torch.randn(80, 24, generator=g)
     kernels.use_autotune(True, min_rows=64)
     torch.testing.assert_close(linear.weight_gradient(grad[:40], x[:40]), grad[:40].t() @ x[:40])
     assert not timed and ran == ["oneDNN"]  # 40 tokens: under min_rows

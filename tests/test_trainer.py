@@ -226,9 +226,13 @@ def test_autotune_off_times_nothing_and_takes_the_default(tmp_path, monkeypatch)
     monkeypatch.setattr(kernels.linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
                                                                     forms[name](g2, x2)) for name in forms})
     monkeypatch.setattr(kernels.tune, "_fastest", lambda candidates: pytest.fail("timed with autotune off"))
-    kernels.use_autotune(True, min_rows=1)  # the toy's products would be timed
+    kernels.use_autotune(True, min_rows=1, force="BLAS")
     try:
-        make_trainer(tmp_path, steps=2, ff=KernelLinear, autotune=False).fit()
+        make_trainer(tmp_path / "a", steps=1, ff=KernelLinear)  # autotune on, as the process has it: left as it is
+        assert kernels.tune._TUNE["force"] == "BLAS" and kernels.autotune_enabled()
+        kernels.use_autotune(True)  # the toy's products would be timed (min_rows 1)
+        make_trainer(tmp_path / "b", steps=2, ff=KernelLinear, autotune=False).fit()
+        assert not kernels.autotune_enabled()
     finally:
         kernels.use_autotune(True, min_rows=256)
     assert ran and set(ran) == {"oneDNN"}

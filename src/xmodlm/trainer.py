@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .files import (atomic_write, atomic_write_text, fsync_file, recover_dir, run_lock, switch_dir, sync_tree,
                     write_error)
-from .kernels import SLOW_BF16, onednn_bf16, restore_tune_choices, tune_choices, use_autotune
+from .kernels import SLOW_BF16, autotune_enabled, onednn_bf16, restore_tune_choices, tune_choices, use_autotune
 from .settings import check_ranges, setting
 from .runtime import machine_info
 
@@ -362,7 +362,8 @@ class Trainer:
                  fixed: dict[str, Any] | None = None):
         self.config, self.train_data, self.evaluate = config, train_data, evaluate
         self.fixed = dict(fixed or {})
-        use_autotune(config.autotune)  # for the whole process, as every kernels switch
+        if config.autotune != autotune_enabled():  # for the whole process, as every kernels switch
+            use_autotune(config.autotune)
         self.rank, self.world_size, local_rank = dist_info()
         self.is_main = self.rank == 0
         self.out_dir = Path(config.out_dir)
@@ -686,8 +687,8 @@ class Trainer:
             try:
                 restore_tune_choices(mine["kernels"])
             except ValueError as e:
-                raise ValueError(f"{rank_file}: the checkpoint's kernel choices are unreadable or corrupt ({e}); move {path} away "
-                                 "to start over") from None
+                raise ValueError(f"{rank_file}: the checkpoint's kernel choices are unreadable or corrupt ({e}); "
+                                 f"move {path} away to start over") from None
         if same_world:
             _set_rng_state(mine["rng"], self.device)  # last: nothing after it may consume random numbers
         self.step, self.epoch, self._elapsed_before = state["step"], state["epoch"], state["elapsed"]

@@ -136,7 +136,8 @@ from .residual_norm import use_bf16_twin, use_fused_residual_norm
 from .norm import LayerNorm
 from .paths import describe_paths
 from .tied import embedding_lookup, use_tied_row_gradient
-from .tune import choices as tune_choices, restore_choices as restore_tune_choices, use_autotune
+from .tune import (autotune_enabled, choices as tune_choices, restore_choices as restore_tune_choices,
+                   use_autotune)
 
 __all__ = [
     "ACTIVATIONS",
@@ -148,6 +149,7 @@ __all__ = [
     "OneDNNLinear",
     "activation",
     "amx_bf16",
+    "autotune_enabled",
     "bf16_attention",
     "describe_paths",
     "drop_inference_cache",

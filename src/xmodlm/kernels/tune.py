@@ -57,6 +57,11 @@ def use_autotune(enabled: bool, min_rows: int | None = None, force: str | None =
         _TUNE["min_rows"] = int(min_rows)
 
 
+def autotune_enabled() -> bool:
+    """Whether the timed choice is on (``use_autotune``)."""
+    return _TUNE["enabled"]
+
+
 def tuning(rows: int) -> bool:
     return _TUNE["enabled"] and rows >= _TUNE["min_rows"]
 
