@@ -19,7 +19,7 @@ import xmodlm.kernels.attention as kernel_attention
 import xmodlm.kernels.loss as kernel_loss
 import xmodlm.kernels.tied as kernel_tied
 from test_model import MIXED, batch, maxdiff, needs_onednn, spy
-from tiny import TOL, ours, tiny_config
+from tiny import TOL, ours, spy_weight_gradients, tiny_config
 from xmodlm.model import XmodAdapter, XmodForMaskedLM, XmodModel
 
 # the tests of oneDNN's bf16 kernels themselves; elsewhere bf16 takes torch's ops (test_kernels_without_bf16.py)
@@ -210,12 +210,9 @@ def test_onednn_training_linear_gradients_match_torch(shape, bias, form, autotun
 def test_the_weight_gradient_is_timed_once_per_weight_shape(autotune, monkeypatch):
     """The first call of a weight shape (from min_rows tokens) times both formulations; later calls of that shape,
     with any number of tokens, take the choice; fewer tokens than min_rows, or tuning off: oneDNN, untimed."""
-    timed, ran = [], []
+    timed, ran = [], spy_weight_gradients(monkeypatch)
     monkeypatch.setattr(autotune, "_fastest", lambda candidates: timed.append(list(candidates)) or "BLAS")
     linear = kernels.linear
-    forms = dict(linear.WEIGHT_GRADIENTS)  # the formulations, each noting that it ran
-    monkeypatch.setattr(linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
-                                                            forms[name](g2, x2)) for name in forms})
     g = torch.Generator().manual_seed(0)
     x, grad = torch.randn(80, 16, generator=g), torch.randn(80, 48, generator=g)
     other = torch.randn(80, 24, generator=g)

@@ -193,10 +193,9 @@ def test_resume_after_crash_is_bit_identical(tmp_path, caplog, crash_state):
 def test_a_resumed_run_takes_back_the_kernels_timed_choices(tmp_path, monkeypatch):
     """The weight gradient's formulation is timed in a run's first step; a checkpoint keeps the choice, and a resumed
     run (a new process, whose timing would choose the other formulation) takes it back: bit for bit the same run."""
-    ran, pick = [], {"name": "BLAS"}
-    forms = dict(kernels.linear.WEIGHT_GRADIENTS)  # the formulations, each noting that it ran
-    monkeypatch.setattr(kernels.linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
-                                                                    forms[name](g2, x2)) for name in forms})
+    from tiny import spy_weight_gradients
+
+    ran, pick = spy_weight_gradients(monkeypatch), {"name": "BLAS"}
     monkeypatch.setattr(kernels.tune, "_fastest", lambda candidates: pick["name"])  # the timing's verdict
     kernels.use_autotune(True, min_rows=1)  # the toy's products are small
     try:
@@ -221,10 +220,9 @@ def test_a_resumed_run_takes_back_the_kernels_timed_choices(tmp_path, monkeypatc
 @pytest.mark.skipif(not kernels.linear._ONEDNN["available"], reason="oneDNN is not in this torch build: the fp32 "
                     "linears train through F.linear, with no timed choice")
 def test_autotune_off_times_nothing_and_takes_the_default(tmp_path, monkeypatch):
-    ran = []
-    forms = dict(kernels.linear.WEIGHT_GRADIENTS)
-    monkeypatch.setattr(kernels.linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
-                                                                    forms[name](g2, x2)) for name in forms})
+    from tiny import spy_weight_gradients
+
+    ran = spy_weight_gradients(monkeypatch)
     monkeypatch.setattr(kernels.tune, "_fastest", lambda candidates: pytest.fail("timed with autotune off"))
     kernels.use_autotune(True, min_rows=1, force="BLAS")
     try:

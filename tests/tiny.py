@@ -55,3 +55,14 @@ class WritesAFile:
 
     def __reduce__(self):
         return (touch, (self.path,))
+
+
+def spy_weight_gradients(monkeypatch) -> list[str]:
+    """The fp32 weight gradient's formulations (``kernels.linear.WEIGHT_GRADIENTS``), each noting its name in the
+    returned list when it runs: which one ran, where their bits can be the same."""
+    from xmodlm.kernels import linear
+
+    ran, forms = [], dict(linear.WEIGHT_GRADIENTS)
+    monkeypatch.setattr(linear, "WEIGHT_GRADIENTS", {name: (lambda g2, x2, name=name: ran.append(name) or
+                                                            forms[name](g2, x2)) for name in forms})
+    return ran
