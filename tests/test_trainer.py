@@ -272,6 +272,30 @@ def test_grad_accum_equals_the_big_batch(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
 
 
+@pytest.mark.parametrize("limit,clips", [(1e-3, True), (1e6, False), (0.0, False)])
+def test_clipping_gives_torchs_weights_and_multiplies_only_where_it_clips(tmp_path, monkeypatch, limit, clips):
+    """The trainer's clipping against torch's clip_grad_norm_ (which multiplies every gradient by the clamped
+    coefficient at every step): the same weights and logged norms, bit for bit, and the multiplying pass only in
+    the steps that clip (a limit under every norm: all; above every norm, or 0: none)."""
+    def torch_clip(self):
+        return torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or float("inf"))
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_clip_gradients", torch_clip)
+        reference = make_trainer(tmp_path / "torch", steps=4, max_grad_norm=limit)
+        reference.fit()
+    scaled = []
+    clip = torch.nn.utils.clip_grads_with_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_", lambda *a, **k: scaled.append(1) or clip(*a, **k))
+    ours = make_trainer(tmp_path / "ours", steps=4, max_grad_norm=limit)
+    ours.fit()
+    assert_same_weights(reference.model, ours.model)
+    norms = [r["grad_norm"] for r in read_metrics(tmp_path / "ours")]
+    assert norms == [r["grad_norm"] for r in read_metrics(tmp_path / "torch")]
+    assert all(n > 1e-3 for n in norms) and all(n < 1e6 for n in norms)  # the limits above are under / over them
+    assert len(scaled) == (4 if clips else 0)
+
+
 def run_two_processes(mode, out_dir):
     """This file as 2 torchrun-style processes (RANK/WORLD_SIZE env, gloo)."""
     with socket.socket() as s:

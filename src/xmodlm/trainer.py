@@ -23,7 +23,6 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -748,14 +747,26 @@ class Trainer:
             for p, u in zip(self.params, used.tolist()):
                 if not u:
                     p.grad = None
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or math.inf)
-        if hasattr(norm, "full_tensor"):  # fsdp: a DTensor
-            norm = norm.full_tensor()
+        norm = self._clip_gradients()
         self._check_finite(loss_share, norm)  # before the update: a diverged step never reaches the weights
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW skips modules a step did not use
         return loss_share, tokens, norm
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """The global gradient norm (whole, also under fsdp), after scaling the gradients down to max_grad_norm where
+        it is above: torch's clip_grad_norm_ (its norm, then its coefficient max_norm / (norm + 1e-6)), but the
+        multiplication, a pass over every gradient, runs only where that coefficient is below 1. torch multiplies by
+        the coefficient clamped to 1 at every step, to spare a GPU a synchronisation; the step synchronises for
+        _check_finite anyway, and multiplying by 1 changes no value. max_grad_norm 0 never multiplies."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        whole = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # fsdp: a DTensor
+        limit = self.config.max_grad_norm
+        if limit and bool(limit / (whole + 1e-6) < 1):
+            torch.nn.utils.clip_grads_with_norm_(self.params, limit, norm)
+        return whole
 
     def _check_finite(self, loss_share: torch.Tensor, norm: torch.Tensor) -> None:
         """Stop before step self.step + 1 updates anything when its loss or gradient norm is not finite (on any
