@@ -10,7 +10,7 @@ import re
 import sys
 
 from . import settings as settings_mod
-from .runtime import set_threads, tune_allocator
+from .runtime import set_threads, tune_allocator, use_choice_cache
 
 # subcommand -> (recipe module, settings class, run function, one-line help, positional fields)
 COMMANDS = {
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = args.settings(args)  # every setting checked before anything is printed or run
         if "threads" in vars(args) and args.command not in OWN_THREADS:
             set_threads(args.threads)
+        use_choice_cache()  # the kernels' timed choices of earlier runs on this machine: the same ones, once timed
         args.func(settings)
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
         print(f"xmodlm {args.command}: error: {cli_wording(str(e))}", file=sys.stderr)
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         torch.set_num_threads(threads)  # main() called in a process (a test session) leaves its setting as it was
+        use_choice_cache(False)
     return 0
 
 

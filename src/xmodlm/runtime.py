@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
+import json
+import logging
 import math
 import os
 import sys
+from pathlib import Path
+
+from .files import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
@@ -97,3 +105,127 @@ def machine_info() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+# ---- the kernels' timed choices, kept per machine ----------------------------------------------------------------
+CHOICE_CACHE_ENV = "XMODLM_KERNEL_CACHE"
+_CACHE_FORMAT = "xmodlm kernel choices 1"
+_OFF = ("", "0", "off", "false", "no", "none")
+
+
+def choice_cache_path() -> Path | None:
+    """Where the kernels' timed choices are kept: $XMODLM_KERNEL_CACHE (a file; "off" or "0": nowhere), else
+    $XDG_CACHE_HOME/xmodlm/kernel-choices.json, else ~/.cache/xmodlm/kernel-choices.json."""
+    value = os.environ.get(CHOICE_CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in _OFF else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xmodlm" / "kernel-choices.json"
+
+
+def machine_fingerprint() -> str:
+    """What the kernels' relative speeds depend on besides a product's shape and the thread count (both in each
+    choice's key): the processor (vendor, family, model, name, a digest of its instruction-set flags), torch's
+    version (its oneDNN and BLAS come with it) and xmodlm's."""
+    import platform
+
+    import torch
+
+    from . import __version__
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block describes them all
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    flags = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:12]
+    cpu = (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
+           f"({fields.get('model name') or platform.processor() or platform.machine()}), flags {flags}")
+    return f"{cpu}; torch {torch.__version__}; xmodlm {__version__}"
+
+
+def _encode(key):
+    return [_encode(k) for k in key] if isinstance(key, tuple) else key
+
+
+def _decode(key):
+    if isinstance(key, list):
+        return tuple(_decode(k) for k in key)
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise ValueError(f"a key part {key!r} is neither a number nor a name")
+    return key
+
+
+def _read_cache(path: Path) -> dict[str, list]:
+    """The file's machines -> [[key, name], ...]; {} where there is no file; ValueError where it is not one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT or not isinstance(data.get("machines"), dict):
+        raise ValueError(f"not a kernel-choice file (expected format {_CACHE_FORMAT!r})")
+    return data["machines"]
+
+
+def _choices_of(entries) -> dict[tuple, str]:
+    if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == 2 for e in entries):
+        raise ValueError("a machine's entries are not [key, name] pairs")
+    return {_decode(key): name for key, name in entries}
+
+
+def use_choice_cache(path: str | os.PathLike | None | bool = None) -> int:
+    """Keep the kernels' timed choices (``kernels.tune``: which of two equivalent formulations of a product ran
+    faster here) in a file per machine, and take back the ones an earlier process made on this machine: its runs then
+    time each shape once, not once per process, and separate runs with the same seed make the same choices, so give
+    the same bits. ``path``: the file (None: ``choice_cache_path()``; False: stop keeping them). Returns how many
+    choices were taken back. The ``xmodlm`` command calls it for every subcommand.
+
+    A file that is not one (damaged, or another program's) is reported as a warning and replaced at the next
+    choice: it holds nothing that cannot be timed again. Delete it to time every shape again (after a change to
+    the machine's load that the timing may have seen, say)."""
+    from .kernels import on_new_tune_choice, restore_tune_choices
+
+    if path is False:
+        on_new_tune_choice(None)
+        return 0
+    path = choice_cache_path() if path is None or path is True else Path(path).expanduser()
+    if path is None:
+        on_new_tune_choice(None)
+        return 0
+    machine = machine_fingerprint()
+    taken = {}
+    try:
+        taken = _choices_of(_read_cache(path).get(machine, []))
+        restore_tune_choices(taken)
+    except (OSError, ValueError) as e:
+        logger.warning("%s: the kernels' saved choices are unreadable (%s); they are timed again and the file "
+                       "rewritten", path, e)
+        taken = {}
+
+    def keep(key: tuple, name: str) -> None:
+        try:
+            try:
+                machines = _read_cache(path)
+                mine = _choices_of(machines.get(machine, []))
+            except ValueError:  # damaged (warned about above, or since): replaced
+                machines, mine = {}, {}
+            mine[key] = name
+            machines[machine] = [[_encode(k), v] for k, v in mine.items()]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps({"format": _CACHE_FORMAT, "machines": machines}, indent=1) + "\n")
+        except (OSError, ValueError) as e:  # a read-only home: the choices stay in this process only
+            logger.warning("%s: cannot keep the kernels' timed choices there (%s); this process keeps them in "
+                           "memory only", path, e)
+            on_new_tune_choice(None)
+
+    on_new_tune_choice(keep)
+    return len(taken)

@@ -136,8 +136,8 @@ from .residual_norm import use_bf16_twin, use_fused_residual_norm
 from .norm import LayerNorm
 from .paths import describe_paths
 from .tied import embedding_lookup, use_tied_row_gradient
-from .tune import (autotune_enabled, choices as tune_choices, restore_choices as restore_tune_choices,
-                   use_autotune)
+from .tune import (autotune_enabled, choices as tune_choices, on_new_choice as on_new_tune_choice,
+                   restore_choices as restore_tune_choices, use_autotune)
 
 __all__ = [
     "ACTIVATIONS",
@@ -157,6 +157,7 @@ __all__ = [
     "embedding_lookup",
     "fusable",
     "onednn_bf16",
+    "on_new_tune_choice",
     "onednn_trainable",
     "packed_weights",
     "prefer_amx_paths",

@@ -18,7 +18,10 @@ once (the residual and bias enter the accumulator in both); bf16 outputs can dif
 between the candidates, so between two processes that chose differently. ``use_autotune(False)``
 keeps one formulation (bit-reproducible across processes); within a process a shape keeps its choice. A
 training run keeps the choices made so far in its checkpoints (``choices``) and a resumed run takes them back
-(``restore_choices``) before its first step, so that it continues bit for bit.
+(``restore_choices``) before its first step, so that it continues bit for bit. The ``xmodlm`` command keeps every
+choice in a file per machine and takes them back in its next processes (``xmodlm.runtime.use_choice_cache``,
+through ``on_new_choice``): on one machine, separate runs make the same choices, so the same bits, and time a
+shape once, not once per process.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ NAMES = ("fused", "row blocks", "transposed", "separate activation", "AMX kernel
          "oneDNN", "BLAS")
 # (kind, [rows bucket,] *sizes, threads, candidate names) -> the chosen candidate's name
 _CHOICES: dict[tuple, str] = {}
+# called as listener(key, name) after each choice made by timing (xmodlm.runtime keeps them in a per-machine file)
+_LISTENER: dict[str, Callable[[tuple, str], None] | None] = {"fn": None}
 
 
 def use_autotune(enabled: bool, min_rows: int | None = None, force: str | None = None) -> None:
@@ -74,10 +79,18 @@ def choices() -> dict[tuple, str]:
 def restore_choices(saved: dict) -> None:
     """Take back choices that ``choices()`` gave (a resumed training run: the same formulations as before the
     interruption, where timing them again could choose otherwise); they replace this process's for the same keys."""
-    if not isinstance(saved, dict) or not all(isinstance(k, tuple) and v in NAMES for k, v in saved.items()):
+    if not isinstance(saved, dict) or not all(isinstance(k, tuple) and k and isinstance(k[-1], tuple) and v in NAMES
+                                              and v in k[-1] for k, v in saved.items()):  # the key ends in the offer
         raise ValueError(f"not a set of kernel choices: {str(saved)[:200]!r}; expected a dict of tuples to one of "
                          f"{NAMES}, as kernels.tune.choices() gives")
     _CHOICES.update(saved)
+
+
+def on_new_choice(listener: Callable[[tuple, str], None] | None) -> Callable[[tuple, str], None] | None:
+    """Call ``listener(key, name)`` after each choice this process makes by timing (not for choices taken back by
+    ``restore_choices``, nor forced ones); None: nobody. Returns the listener it replaces."""
+    previous, _LISTENER["fn"] = _LISTENER["fn"], listener
+    return previous
 
 
 def bucket(rows: int) -> int:
@@ -112,6 +125,8 @@ def choose(key: tuple, candidates: dict[str, Callable[[], object]]) -> str:
     name = _CHOICES.get(key)
     if name is None:
         name = _CHOICES[key] = _fastest(candidates)
+        if _LISTENER["fn"] is not None:
+            _LISTENER["fn"](key, name)
     return name
 
 
