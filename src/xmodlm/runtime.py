@@ -128,11 +128,14 @@ def machine_fingerprint() -> str:
     choice's key): the processor (vendor, family, model, name, a digest of its instruction-set flags), torch's
     version (its oneDNN and BLAS come with it) and xmodlm's."""
     import platform
+    from importlib import metadata
 
     import torch
 
-    from . import __version__
-
+    try:
+        version = metadata.version("xmodlm")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+        version = "not installed"
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -146,7 +149,7 @@ def machine_fingerprint() -> str:
     flags = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:12]
     cpu = (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
            f"({fields.get('model name') or platform.processor() or platform.machine()}), flags {flags}")
-    return f"{cpu}; torch {torch.__version__}; xmodlm {__version__}"
+    return f"{cpu}; torch {torch.__version__}; xmodlm {version}"
 
 
 def _encode(key):
