@@ -66,6 +66,18 @@ def test_a_choice_is_kept_in_the_file_and_taken_back_untimed_by_the_next_process
     assert len(json.loads(path.read_text())["machines"][machine]) == 3
 
 
+def test_keys_with_flags_and_none_come_back_as_they_were(tmp_path, fresh_choices):
+    """An inference linear's key holds its activation (None: none) and two flags besides names and sizes."""
+    path = tmp_path / "choices.json"
+    runtime.use_choice_cache(path)
+    key = ("linear", 256, 768, 3072, None, True, False)
+    x = torch.randn(64, 64)
+    tune.choose(key, {"fused": lambda: [x @ x for _ in range(8)], "row blocks": lambda: x})
+    made = tune.choices()
+    tune._CHOICES.clear()
+    assert runtime.use_choice_cache(path) == 1 and tune.choices() == made
+
+
 def test_another_machines_choices_are_not_taken(tmp_path, fresh_choices):
     path = tmp_path / "choices.json"
     key = [["test product", 1, 1, ["oneDNN", "BLAS"]], "BLAS"]

@@ -157,10 +157,12 @@ def _encode(key):
 
 
 def _decode(key):
+    """A key as ``tune`` makes it: names, whole numbers, flags and None (an inference linear's activation), and
+    tuples of them (the candidates on offer)."""
     if isinstance(key, list):
         return tuple(_decode(k) for k in key)
-    if isinstance(key, bool) or not isinstance(key, (int, str)):
-        raise ValueError(f"a key part {key!r} is neither a number nor a name")
+    if key is not None and not isinstance(key, (bool, int, str)):
+        raise ValueError(f"a key part {key!r} is not a name, a whole number, a flag or null")
     return key
 
 
