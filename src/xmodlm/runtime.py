@@ -21,6 +21,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from .files import atomic_write_text
 
@@ -87,6 +88,27 @@ def set_threads(requested: int = 0, quiet: bool = False) -> int:
     return n
 
 
+def _cpu_fields() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (it describes them all), as field -> value; {} without it."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def _cpu_name(fields: dict[str, str]) -> str:
+    import platform
+
+    return fields.get("model name") or platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
     """What a result depends on: CPU model, cores, torch version and threads, GPU if any (for trainer_state.json
     and reports)."""
@@ -94,13 +116,7 @@ def machine_info() -> dict:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": usable_cores(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = {"cpu": _cpu_name(_cpu_fields()), "cores": usable_cores(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -127,7 +143,6 @@ def machine_fingerprint() -> str:
     """What the kernels' relative speeds depend on besides a product's shape and the thread count (both in each
     choice's key): the processor (vendor, family, model, name, a digest of its instruction-set flags), torch's
     version (its oneDNN and BLAS come with it) and xmodlm's."""
-    import platform
     from importlib import metadata
 
     import torch
@@ -136,19 +151,10 @@ def machine_fingerprint() -> str:
         version = metadata.version("xmodlm")
     except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
         version = "not installed"
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor's block describes them all
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
+    fields = _cpu_fields()
     flags = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:12]
     cpu = (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
-           f"({fields.get('model name') or platform.processor() or platform.machine()}), flags {flags}")
+           f"({_cpu_name(fields)}), flags {flags}")
     return f"{cpu}; torch {torch.__version__}; xmodlm {version}"
 
 
@@ -187,7 +193,7 @@ def _choices_of(entries) -> dict[tuple, str]:
     return {_decode(key): name for key, name in entries}
 
 
-def use_choice_cache(path: str | os.PathLike | None | bool = None) -> int:
+def use_choice_cache(path: str | os.PathLike | None | Literal[False] = None) -> int:
     """Keep the kernels' timed choices (``kernels.tune``: which of two equivalent formulations of a product ran
     faster here) in a file per machine, and take back the ones an earlier process made on this machine: its runs then
     time each shape once, not once per process, and separate runs with the same seed make the same choices, so give
@@ -202,7 +208,7 @@ def use_choice_cache(path: str | os.PathLike | None | bool = None) -> int:
     if path is False:
         on_new_tune_choice(None)
         return 0
-    path = choice_cache_path() if path is None or path is True else Path(path).expanduser()
+    path = choice_cache_path() if path is None else Path(path).expanduser()
     if path is None:
         on_new_tune_choice(None)
         return 0
